@@ -93,7 +93,11 @@ pub enum Event {
     Packet(Packet),
     /// The kernel counted `count` more HTTP request starts on `flow` since the
     /// last report. Live only: exact even when payload samples are thinned.
-    RequestStarts { ts: Nanos, flow: FlowId, count: u64 },
+    RequestStarts {
+        ts: Nanos,
+        flow: FlowId,
+        count: u64,
+    },
     /// The flow is over; `totals` are the kernel's final counters when known.
     FlowEnd {
         ts: Nanos,

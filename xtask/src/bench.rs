@@ -1,0 +1,42 @@
+//! `cargo xtask bench capture|replay`: figures, never pass/fail on speed.
+
+use std::process::Command;
+
+use anyhow::bail;
+
+use crate::{
+    cmd::{self, is_root, root},
+    setup,
+};
+
+#[derive(clap::Subcommand, Clone, Copy)]
+pub enum Which {
+    /// Kernel cost per packet (bpf_stats) and userspace decode rate.
+    Capture,
+    /// `rampwatch replay` against `tshark` on one large generated capture.
+    Replay,
+}
+
+pub fn run(which: Which) -> anyhow::Result<()> {
+    setup::toolchain()?;
+    match which {
+        Which::Capture => {
+            if !is_root() {
+                bail!("the capture benchmark loads eBPF programs: run it as root");
+            }
+            setup::packages(&["curl", "wrk", "bpftool"])?;
+            cmd::run(
+                Command::new(env!("CARGO"))
+                    .current_dir(root())
+                    .args(["run", "--release", "--package", "tests", "--bin", "bench_capture"]),
+            )
+        }
+        Which::Replay => {
+            setup::packages(&["tshark"])?;
+            cmd::cargo(&["build", "--package", "agent", "--bin", "rampwatch"], true)?;
+            let work = root().join("target/bench");
+            std::fs::create_dir_all(&work)?;
+            let _ = work; bail!("replay benchmark not wired yet")
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! `cargo xtask test`: every test the project has, in one command.
+//!
+//! Order: cheap and unprivileged first (unit and golden tests, alert-rule
+//! tests), then the real-kernel tests in the `tests` crate, which need root
+//! and share kernel state, so they run on one thread.
+
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+
+use crate::{
+    cmd::{self, is_root, root},
+    setup,
+};
+
+#[derive(clap::Args)]
+pub struct Options {
+    /// Skip the tests that need root and a real kernel.
+    #[arg(long)]
+    no_kernel: bool,
+    /// Only run kernel tests whose name contains this.
+    #[arg(long)]
+    filter: Option<String>,
+}
+
+pub fn run(options: &Options) -> anyhow::Result<()> {
+    if !options.no_kernel && !is_root() {
+        bail!(
+            "the real-kernel tests need root (they load eBPF programs and make cgroups): \
+             run `sudo -E cargo xtask test`, or `cargo xtask test --no-kernel` for the rest"
+        );
+    }
+    setup::toolchain()?;
+    if is_root() {
+        setup::packages(setup::ALL_PACKAGES)?;
+    }
+
+    eprintln!("xtask: unit and golden tests");
+    cmd::cargo(&["test", "--workspace", "--exclude", "tests"], false)?;
+
+    eprintln!("xtask: alert rules (promtool)");
+    alert_rules()?;
+
+    if options.no_kernel {
+        eprintln!("xtask: skipping the real-kernel tests (--no-kernel)");
+        return Ok(());
+    }
+    eprintln!("xtask: real-kernel tests");
+    let mut args = vec!["test", "--package", "tests", "--"];
+    if let Some(filter) = &options.filter {
+        args.push(filter);
+    }
+    args.push("--test-threads=1");
+    cmd::cargo(&args, false)
+}
+
+/// `promtool check rules` and `promtool test rules` on the shipped rules.
+fn alert_rules() -> anyhow::Result<()> {
+    let dir = root().join("deploy/prometheus");
+    let rules = dir.join("rampwatch-rules.yaml");
+    let tests = dir.join("rampwatch-rules.test.yaml");
+    if !rules.exists() {
+        bail!("{} is missing", rules.display());
+    }
+    cmd::run(Command::new("promtool").arg("check").arg("rules").arg(&rules))
+        .context("promtool rejected the alert rules")?;
+    cmd::run(Command::new("promtool").arg("test").arg("rules").arg(&tests))
+        .context("the alert-rule unit tests failed")?;
+    Ok(())
+}
