@@ -1,1 +1,174 @@
-//! Command-line interface.
+//! Command-line interface: clap definitions only; `main.rs` dispatches.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// rampwatch: checks API ramp contracts against live traffic.
+#[derive(Parser, Debug)]
+#[command(name = "rampwatch", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq, Default)]
+pub enum Output {
+    /// Aligned columns for people, fitting 80 columns.
+    #[default]
+    Table,
+    /// One JSON object per line, for scripts.
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the live agent on this node (root, or CAP_BPF + CAP_NET_ADMIN + CAP_PERFMON).
+    Agent(AgentArgs),
+    /// Judge pcap/pcapng files against a contract, with the live agent's engine.
+    ///
+    /// Exit status: 0 clean, 1 violations found, 2 unusable input.
+    ///
+    /// Example: rampwatch replay --contract ramp.yaml -o json yesterday.pcap
+    Replay(ReplayArgs),
+    /// Validate a ramp contract and show its stage timeline.
+    #[command(subcommand)]
+    Contract(ContractCommand),
+    /// Read a credential on stdin and print the fingerprint to put in a contract.
+    ///
+    /// Example: printf %s "$TOKEN" | rampwatch fingerprint
+    Fingerprint {
+        /// The header the credential is sent in; for `authorization`, a
+        /// "Bearer X" or "Basic X" value is fingerprinted as X.
+        #[arg(long, default_value = "authorization")]
+        header: String,
+    },
+    /// Tamper-evident audit log tools.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Agent health: contract, stage, capture, losses.
+    Status(ClientArgs),
+    /// The active stage, what changes next and when.
+    Stage(ClientArgs),
+    /// Per client and endpoint: current rate, quota, headroom, next stage's quota.
+    Clients(ClientArgs),
+    /// Recent flows with protocol, TLS version, endpoint and client.
+    Flows(ClientArgs),
+    /// Open and recently resolved violations.
+    Violations(ViolationsArgs),
+    /// Stream violations as they open, escalate and resolve.
+    Watch(ClientArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    /// The ramp contract (YAML); reloaded on change and on SIGHUP.
+    #[arg(long)]
+    pub contract: PathBuf,
+    /// Optional agent settings file (YAML); flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Where Prometheus scrapes /metrics.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub metrics_addr: SocketAddr,
+    /// Unix socket the CLI talks to.
+    #[arg(long, default_value = crate::sinks::api::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Group (name or gid) allowed on the socket besides root.
+    #[arg(long)]
+    pub socket_group: Option<String>,
+    /// Directory of the audit log.
+    #[arg(long, default_value = "/var/lib/rampwatch/audit")]
+    pub audit_dir: PathBuf,
+    /// HMAC key file for the audit log.
+    #[arg(long)]
+    pub audit_key: Option<PathBuf>,
+    /// cgroup v2 directory to watch (default: the root of the v2 hierarchy).
+    #[arg(long)]
+    pub cgroup: Option<PathBuf>,
+    /// Also watch forwarded traffic on this interface (TC); repeatable.
+    #[arg(long = "iface")]
+    pub ifaces: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ReplayArgs {
+    #[arg(long)]
+    pub contract: PathBuf,
+    /// Judge every packet as if at this time (RFC 3339) instead of its timestamp.
+    #[arg(long)]
+    pub at: Option<String>,
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    /// pcap or pcapng files.
+    #[arg(required = true)]
+    pub pcaps: Vec<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ContractCommand {
+    /// Validate FILE; print its stage timeline. Exit 2 on errors.
+    Check {
+        file: PathBuf,
+        /// Show the stage active at this time (RFC 3339) instead of now.
+        #[arg(long)]
+        at: Option<String>,
+    },
+    /// Print the JSON Schema of the contract format, for editors.
+    Schema,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Check the hash chain (and HMACs with --key); exit 0 only when intact.
+    Verify {
+        dir: PathBuf,
+        #[arg(long)]
+        key: Option<PathBuf>,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ClientArgs {
+    /// The agent's socket.
+    #[arg(long, default_value = crate::sinks::api::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ViolationsArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Only violations seen within this long (e.g. 15m, 2h, 1d).
+    #[arg(long)]
+    pub since: Option<String>,
+}
+
+/// Parses `90s`, `15m`, `2h`, `1d` (the contract's duration syntax).
+pub fn parse_duration_secs(s: &str) -> anyhow::Result<u64> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| anyhow::anyhow!("bad duration {s:?}: expected a number and s, m, h or d, such as 15m"))?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => anyhow::bail!("bad duration {s:?}: expected a number and s, m, h or d, such as 15m"),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| anyhow::anyhow!("duration {s:?} is too large"))
+}

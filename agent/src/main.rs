@@ -1,1 +1,61 @@
-fn main() {}
+//! `rampwatch`: parses the command line and hands over to the library.
+//! Errors reach the operator as one sentence (with its causes), never a
+//! backtrace.
+
+use std::{io::Write as _, process::ExitCode};
+
+use agent::{
+    cli::{Cli, Command, LogFormat},
+    sinks::api::{client, views::Request},
+};
+use clap::Parser as _;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match dispatch(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            let mut msg = format!("error: {e}");
+            for cause in e.chain().skip(1) {
+                msg.push_str(&format!(": {cause}"));
+            }
+            let _ = writeln!(std::io::stderr(), "{msg}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RAMPWATCH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    let (args, request) = match command {
+        Command::Status(a) => (a, Request::Status),
+        Command::Stage(a) => (a, Request::Stage),
+        Command::Clients(a) => (a, Request::Clients),
+        Command::Flows(a) => (a, Request::Flows),
+        Command::Watch(a) => (a, Request::Watch),
+        Command::Violations(v) => {
+            let since_secs = v
+                .since
+                .as_deref()
+                .map(agent::cli::parse_duration_secs)
+                .transpose()?;
+            (v.client, Request::Violations { since_secs })
+        }
+        other => anyhow::bail!("`{other:?}` is not available in this build yet"),
+    };
+    client::query(&args.socket, &request, args.output, &mut out)?;
+    Ok(ExitCode::SUCCESS)
+}

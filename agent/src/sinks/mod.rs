@@ -1,1 +1,4 @@
-//! TODO(owner): see docs/interfaces.md
+//! Where verdicts go: Prometheus metrics, the local API, the audit log.
+
+pub mod api;
+pub mod metrics;

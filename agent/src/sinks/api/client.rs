@@ -1,0 +1,73 @@
+//! The CLI side: `rampwatch status|stage|clients|flows|violations|watch`.
+
+use std::{
+    io::{BufRead as _, BufReader, Write},
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+};
+
+use super::{
+    render,
+    views::{Request, Response},
+};
+use crate::cli::Output;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("no agent answers on {path}: {source}; is `rampwatch agent` running? (pass --socket if it listens elsewhere)")]
+    Connect {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("talking to the agent on {path} failed: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the agent sent an answer this CLI does not understand: {0}")]
+    Protocol(#[source] serde_json::Error),
+    #[error("the agent refused: {0}")]
+    Refused(String),
+}
+
+/// Sends `request`; prints the answer (every answer, for `watch`) to `out`.
+pub fn query(
+    socket: &Path,
+    request: &Request,
+    output: Output,
+    out: &mut dyn Write,
+) -> Result<(), ClientError> {
+    let io = |source| ClientError::Io {
+        path: socket.to_owned(),
+        source,
+    };
+    let mut stream = UnixStream::connect(socket).map_err(|source| ClientError::Connect {
+        path: socket.to_owned(),
+        source,
+    })?;
+    let mut line = serde_json::to_vec(request).map_err(ClientError::Protocol)?;
+    line.push(b'\n');
+    stream.write_all(&line).map_err(io)?;
+    let reader = BufReader::new(stream);
+    let mut first = true;
+    for line in reader.lines() {
+        let line = line.map_err(io)?;
+        let response: Response = serde_json::from_str(&line).map_err(ClientError::Protocol)?;
+        if let Response::Error { message } = response {
+            return Err(ClientError::Refused(message));
+        }
+        match output {
+            Output::Json => render::json(&response, out),
+            Output::Table => render::table(&response, first, out),
+        }
+        .map_err(io)?;
+        out.flush().map_err(io)?;
+        first = false;
+        if !matches!(request, Request::Watch) {
+            break;
+        }
+    }
+    Ok(())
+}

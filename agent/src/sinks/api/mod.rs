@@ -1,0 +1,17 @@
+//! The local API: a unix socket the `rampwatch status|stage|clients|flows|
+//! violations|watch` commands talk to.
+//!
+//! One JSON request line, one JSON response line (a stream for `watch`). The
+//! socket is mode 0660, owned by root and an optional group; every peer's
+//! credentials (SO_PEERCRED, plus its supplementary groups) are checked, and
+//! anyone but root or that group is refused with a message saying why.
+
+pub mod client;
+mod render;
+mod server;
+pub mod views;
+
+pub use server::{ApiError, ApiServer, StateSource};
+
+/// Where the agent listens and the CLI connects unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/rampwatch/rampwatch.sock";

@@ -1,0 +1,330 @@
+//! Tables that read well at 80 columns, and JSON lines for scripts.
+
+use std::io::{self, Write};
+
+use super::views::{Response, ViolationRow};
+
+/// One JSON object per line: lists are printed one element per line so
+/// `jq` and `grep` work on them directly.
+pub fn json(response: &Response, out: &mut dyn Write) -> io::Result<()> {
+    let line = |v: &dyn erased::Json, out: &mut dyn Write| -> io::Result<()> {
+        writeln!(out, "{}", v.to_json())
+    };
+    match response {
+        Response::Clients { clients } => clients.iter().try_for_each(|c| line(c, out)),
+        Response::Flows { flows } => flows.iter().try_for_each(|f| line(f, out)),
+        Response::Violations { violations } => violations.iter().try_for_each(|v| line(v, out)),
+        Response::Watch(ev) => line(ev, out),
+        Response::Status(s) => line(s, out),
+        Response::Stage(s) => line(s, out),
+        Response::Error { message } => writeln!(out, "{}", serde_json::json!({ "error": message })),
+    }
+}
+
+mod erased {
+    pub trait Json {
+        fn to_json(&self) -> String;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn to_json(&self) -> String {
+            serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+        }
+    }
+}
+
+/// Columns sized to their content, each capped so a row fits 80 columns.
+struct Table {
+    headers: Vec<&'static str>,
+    caps: Vec<usize>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    fn new(columns: &[(&'static str, usize)]) -> Self {
+        Self {
+            headers: columns.iter().map(|c| c.0).collect(),
+            caps: columns.iter().map(|c| c.1).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    fn print(&self, header: bool, out: &mut dyn Write) -> io::Result<()> {
+        self.print_with(&self.widths(), header, out)
+    }
+
+    /// Every column at its cap, for streams printed one row at a time.
+    fn print_fixed(&self, header: bool, out: &mut dyn Write) -> io::Result<()> {
+        self.print_with(&self.caps, header, out)
+    }
+
+    fn widths(&self) -> Vec<usize> {
+        (0..self.headers.len())
+            .map(|i| {
+                let content = self
+                    .rows
+                    .iter()
+                    .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
+                    .max()
+                    .unwrap_or(0);
+                content.max(self.headers[i].len()).min(self.caps[i])
+            })
+            .collect()
+    }
+
+    fn print_with(&self, widths: &[usize], header: bool, out: &mut dyn Write) -> io::Result<()> {
+        let fmt = |cells: &mut dyn Iterator<Item = &str>| -> String {
+            let line: Vec<String> = cells
+                .zip(widths)
+                .map(|(c, w)| {
+                    let c = clip(c, *w);
+                    format!("{c:<w$}")
+                })
+                .collect();
+            line.join("  ").trim_end().to_owned()
+        };
+        if header {
+            writeln!(out, "{}", fmt(&mut self.headers.iter().copied()))?;
+        }
+        for row in &self.rows {
+            writeln!(out, "{}", fmt(&mut row.iter().map(String::as_str)))?;
+        }
+        Ok(())
+    }
+}
+
+fn clip(s: &str, width: usize) -> String {
+    if s.chars().count() <= width {
+        return s.to_owned();
+    }
+    let mut out: String = s.chars().take(width.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+fn opt<T: ToString>(v: &Option<T>) -> String {
+    v.as_ref().map_or_else(|| "-".to_owned(), ToString::to_string)
+}
+
+/// Times are RFC 3339; tables show them to the second, without the date
+/// when it is today's (the common case when someone is on call).
+fn short_time(t: &str) -> String {
+    t.get(..19).unwrap_or(t).replace('T', " ")
+}
+
+fn violations_table(rows: &[ViolationRow]) -> Table {
+    let mut t = Table::new(&[
+        ("KIND", 17),
+        ("ENDPOINT", 12),
+        ("CLIENT", 8),
+        ("SEVERITY", 8),
+        ("COUNT", 5),
+        ("DETAIL", 20),
+    ]);
+    for v in rows {
+        t.row(vec![
+            v.kind.clone(),
+            v.endpoint.clone(),
+            v.client.clone(),
+            severity(v),
+            v.count.to_string(),
+            v.detail.clone(),
+        ]);
+    }
+    t
+}
+
+/// A resolved violation shows as such instead of its last severity.
+fn severity(v: &ViolationRow) -> String {
+    if v.state == "resolved" {
+        "resolved".to_owned()
+    } else {
+        v.severity.clone()
+    }
+}
+
+pub fn table(response: &Response, first: bool, out: &mut dyn Write) -> io::Result<()> {
+    match response {
+        Response::Status(s) => {
+            let stage = opt(&s.stage);
+            writeln!(out, "contract     {} (sha256 {})", s.contract, clip(&s.contract_sha256, 16))?;
+            writeln!(
+                out,
+                "reload       {}",
+                if s.contract_reload_ok { "ok".to_owned() } else { format!("FAILED: {}", opt(&s.last_reload_error)) }
+            )?;
+            writeln!(out, "stage        {stage}")?;
+            if let (Some(next), Some(at)) = (&s.next_stage, &s.next_change) {
+                writeln!(out, "next stage   {next} at {}", short_time(at))?;
+            }
+            writeln!(out, "capture      {}", s.capture)?;
+            writeln!(out, "started      {}", short_time(&s.started_at))?;
+            writeln!(out, "flows        {} active", s.flows_active)?;
+            writeln!(out, "violations   {} open", s.violations_open)?;
+            let lost: u64 = s.events_lost.values().sum();
+            writeln!(out, "events lost  {lost}")?;
+            for (reason, n) in s.events_lost.iter().filter(|(_, n)| **n > 0) {
+                writeln!(out, "  {reason:<24} {n}")?;
+            }
+            Ok(())
+        }
+        Response::Stage(s) => {
+            writeln!(out, "contract {}  now {}", s.contract, short_time(&s.now))?;
+            writeln!(out, "active   {}", opt(&s.active))?;
+            if let Some(next) = &s.next {
+                writeln!(out, "next     {next} at {}", short_time(&opt(&s.next_starts_at)))?;
+            }
+            let mut t = Table::new(&[
+                ("STAGE", 14),
+                ("STARTS", 19),
+                ("MAX KEY AGE", 11),
+                ("QUOTAS (client/endpoint rps)", 30),
+            ]);
+            for st in &s.stages {
+                let quotas: Vec<String> = st
+                    .quotas
+                    .iter()
+                    .map(|q| format!("{}/{} {}", q.client, q.endpoint, q.requests_per_second))
+                    .collect();
+                t.row(vec![
+                    st.name.clone(),
+                    short_time(&st.starts_at),
+                    st.credential_max_age.clone(),
+                    quotas.join(", "),
+                ]);
+            }
+            t.print(true, out)
+        }
+        Response::Clients { clients } => {
+            let mut t = Table::new(&[
+                ("CLIENT", 12),
+                ("ENDPOINT", 14),
+                ("RATE", 7),
+                ("QUOTA", 7),
+                ("HEADROOM", 8),
+                ("NEXT", 7),
+                ("IN", 10),
+            ]);
+            for c in clients {
+                let num = |v: &Option<f64>| v.map_or_else(|| "0".to_owned(), |v| format!("{v:.1}"));
+                t.row(vec![
+                    c.client.clone(),
+                    c.endpoint.clone(),
+                    format!("{:.1}", c.rate),
+                    num(&c.quota),
+                    c.headroom.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}")),
+                    c.next_quota.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}")),
+                    c.next_starts_in_secs.map_or_else(|| "-".to_owned(), human_secs),
+                ]);
+            }
+            t.print(true, out)
+        }
+        Response::Flows { flows } => {
+            let mut t = Table::new(&[
+                ("CLIENT ADDR", 20),
+                ("SERVER ADDR", 20),
+                ("PROTO", 7),
+                ("ENDPOINT", 10),
+                ("CLIENT", 8),
+                ("REQS", 5),
+            ]);
+            for f in flows {
+                let proto = match &f.tls_version {
+                    Some(v) => format!("tls {v}"),
+                    None => f.protocol.clone(),
+                };
+                t.row(vec![
+                    f.src.clone(),
+                    f.dst.clone(),
+                    proto,
+                    f.endpoint.clone(),
+                    f.client.clone(),
+                    f.requests.to_string(),
+                ]);
+            }
+            t.print(true, out)
+        }
+        Response::Violations { violations } => {
+            if violations.is_empty() {
+                return writeln!(out, "no violations");
+            }
+            violations_table(violations).print(true, out)
+        }
+        Response::Watch(ev) => {
+            let v = &ev.violation;
+            let mut t = Table::new(&[
+                ("EVENT", 9),
+                ("KIND", 17),
+                ("ENDPOINT", 12),
+                ("CLIENT", 8),
+                ("SEVERITY", 8),
+                ("DETAIL", 16),
+            ]);
+            t.row(vec![
+                ev.event.clone(),
+                v.kind.clone(),
+                v.endpoint.clone(),
+                v.client.clone(),
+                severity(v),
+                v.detail.clone(),
+            ]);
+            // Fixed widths keep a stream's rows aligned with its header.
+            t.print_fixed(first, out)
+        }
+        Response::Error { message } => writeln!(out, "error: {message}"),
+    }
+}
+
+fn human_secs(s: i64) -> String {
+    match s {
+        s if s < 0 => "-".to_owned(),
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 86_400 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+        s => format!("{}d{}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sinks::api::views::ClientRow;
+
+    #[test]
+    fn tables_fit_80_columns() {
+        let long = "x".repeat(200);
+        let v = ViolationRow {
+            kind: "quota_overshoot".into(),
+            endpoint: long.clone(),
+            client: long.clone(),
+            severity: "critical".into(),
+            detail: long.clone(),
+            count: 123_456,
+            state: "open".into(),
+            ..Default::default()
+        };
+        let c = ClientRow {
+            client: long.clone(),
+            endpoint: long,
+            rate: 12345.6,
+            quota: Some(50.0),
+            headroom: Some(-12295.6),
+            next_quota: Some(100.0),
+            next_stage: Some("ramp-2x".into()),
+            next_starts_in_secs: Some(90_000),
+        };
+        for r in [
+            Response::Violations { violations: vec![v.clone()] },
+            Response::Clients { clients: vec![c] },
+            Response::Watch(super::super::views::WatchEvent { event: "escalated".into(), violation: v }),
+        ] {
+            let mut out = Vec::new();
+            table(&r, true, &mut out).unwrap();
+            for line in String::from_utf8(out).unwrap().lines() {
+                assert!(line.chars().count() <= 80, "{} columns: {line}", line.chars().count());
+            }
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! What the local API answers: plain data, serialised as JSON on the socket
+//! and rendered as tables by the CLI. Nothing here can hold a raw credential:
+//! clients appear by contract name (or `unknown`), keys only as fingerprints.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A request on the socket: one JSON object on one line.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+    Stage,
+    Clients,
+    Flows,
+    Violations {
+        /// Only violations last seen within this many seconds.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since_secs: Option<u64>,
+    },
+    /// Keep the connection open and stream [`WatchEvent`]s.
+    Watch,
+}
+
+/// The answer: one JSON object on one line (a stream of them for `watch`).
+#[derive(Serialize, Deserialize, Debug, Clone)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Response {
+    Status(StatusView),
+    Stage(StageView),
+    Clients { clients: Vec<ClientRow> },
+    Flows { flows: Vec<FlowRow> },
+    Violations { violations: Vec<ViolationRow> },
+    Watch(WatchEvent),
+    Error { message: String },
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+pub struct StatusView {
+    pub version: String,
+    pub contract: String,
+    pub contract_sha256: String,
+    pub contract_reload_ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reload_error: Option<String>,
+    pub stage: Option<String>,
+    pub next_stage: Option<String>,
+    /// RFC 3339.
+    pub next_change: Option<String>,
+    pub started_at: String,
+    pub capture: String,
+    pub flows_active: u64,
+    pub violations_open: u64,
+    /// Every counted loss, kernel and userspace, by reason.
+    pub events_lost: BTreeMap<String, u64>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+pub struct StageView {
+    pub contract: String,
+    pub now: String,
+    pub active: Option<String>,
+    pub next: Option<String>,
+    pub next_starts_at: Option<String>,
+    pub stages: Vec<StageRow>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+pub struct StageRow {
+    pub name: String,
+    pub starts_at: String,
+    pub credential_max_age: String,
+    pub quotas: Vec<QuotaRow>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+pub struct QuotaRow {
+    pub client: String,
+    pub endpoint: String,
+    pub requests_per_second: f64,
+    pub burst: u64,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+pub struct ClientRow {
+    pub client: String,
+    pub endpoint: String,
+    /// Requests per second over the last window.
+    pub rate: f64,
+    /// The active stage's quota; `None` when the stage grants none (quota 0).
+    pub quota: Option<f64>,
+    pub headroom: Option<f64>,
+    pub next_quota: Option<f64>,
+    pub next_stage: Option<String>,
+    pub next_starts_in_secs: Option<i64>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+pub struct FlowRow {
+    pub src: String,
+    pub dst: String,
+    pub protocol: String,
+    pub tls_version: Option<String>,
+    pub cipher: Option<String>,
+    pub sni: Option<String>,
+    pub endpoint: String,
+    pub client: String,
+    pub requests: u64,
+    pub first_seen: String,
+    pub last_seen: String,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+pub struct ViolationRow {
+    pub kind: String,
+    pub endpoint: String,
+    pub client: String,
+    /// `warning`, `critical` or `breach`, from the open age against the
+    /// contract's remediation windows.
+    pub severity: String,
+    pub stage: Option<String>,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub count: u64,
+    pub detail: String,
+    /// `open` or `resolved`.
+    pub state: String,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct WatchEvent {
+    /// `opened`, `escalated` or `resolved`.
+    pub event: String,
+    pub violation: ViolationRow,
+}

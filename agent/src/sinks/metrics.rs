@@ -1,0 +1,180 @@
+//! Prometheus metrics and the /metrics endpoint.
+//!
+//! Names and labels are an interface: the shipped alert rules
+//! (`deploy/prometheus/rampwatch-rules.yaml`) and dashboards use them. Label
+//! values stay bounded: contract names of clients and endpoints, `unknown`,
+//! `unlisted`, the seven violation kinds, fixed severities and loss reasons.
+//! No address, path or fingerprint ever becomes a label.
+
+use std::{convert::Infallible, net::SocketAddr, sync::Arc};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode, body::Incoming, service::service_fn};
+use hyper_util::rt::TokioIo;
+use prometheus::{
+    Encoder as _, Gauge, GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("cannot serve metrics on {addr}: {source}; pick a free address with --metrics-addr")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("registering metric {name}: {source}")]
+    Register {
+        name: &'static str,
+        #[source]
+        source: prometheus::Error,
+    },
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: IntCounterVec,
+    pub quota: GaugeVec,
+    pub violations: IntCounterVec,
+    pub violations_open: IntGaugeVec,
+    pub flows: IntCounterVec,
+    pub stage_info: IntGaugeVec,
+    pub stage_next_change: Gauge,
+    pub events_lost: IntCounterVec,
+    pub reload_success: IntGauge,
+    pub build_info: IntGaugeVec,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, MetricsError> {
+        let registry = Registry::new();
+        macro_rules! vec {
+            ($ty:ident, $name:literal, $help:literal, [$($label:literal),*]) => {
+                register(&registry, $name, $ty::new(Opts::new($name, $help), &[$($label),*]))?
+            };
+        }
+        macro_rules! one {
+            ($ty:ident, $name:literal, $help:literal) => {
+                register(&registry, $name, $ty::with_opts(Opts::new($name, $help)))?
+            };
+        }
+        let m = Self {
+            requests: vec!(IntCounterVec, "rampwatch_requests_total",
+                "Requests seen per endpoint and client.", ["endpoint", "client"]),
+            quota: vec!(GaugeVec, "rampwatch_quota_requests_per_second",
+                "The active stage's quota per endpoint and client.", ["endpoint", "client"]),
+            violations: vec!(IntCounterVec, "rampwatch_violations_total",
+                "Contract violations seen, per occurrence.", ["kind", "endpoint", "client"]),
+            violations_open: vec!(IntGaugeVec, "rampwatch_violations_open",
+                "Violations currently open, by kind and severity.", ["kind", "severity"]),
+            flows: vec!(IntCounterVec, "rampwatch_flows_total",
+                "Flows judged, by endpoint, protocol and TLS version.",
+                ["endpoint", "protocol", "tls_version"]),
+            stage_info: vec!(IntGaugeVec, "rampwatch_stage_info",
+                "1 for the active stage of each contract.", ["contract", "stage"]),
+            stage_next_change: one!(Gauge, "rampwatch_stage_next_change_timestamp_seconds",
+                "When the next stage starts (Unix time), 0 when no further stage."),
+            events_lost: vec!(IntCounterVec, "rampwatch_events_lost_total",
+                "Events lost or skipped anywhere between kernel and verdict, by reason.",
+                ["reason"]),
+            reload_success: one!(IntGauge, "rampwatch_contract_reload_success",
+                "1 when the last contract (re)load succeeded, 0 when it was rejected."),
+            build_info: vec!(IntGaugeVec, "rampwatch_build_info",
+                "Build information; always 1.", ["version"]),
+            registry,
+        };
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        Ok(m)
+    }
+
+    /// The text exposition format, as served on /metrics.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut buf = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed families.
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::warn!(error = %e, "encoding metrics failed");
+        }
+        buf
+    }
+}
+
+fn register<M>(
+    registry: &Registry,
+    name: &'static str,
+    metric: Result<M, prometheus::Error>,
+) -> Result<M, MetricsError>
+where
+    M: prometheus::core::Collector + Clone + 'static,
+{
+    let metric = metric.map_err(|source| MetricsError::Register { name, source })?;
+    registry
+        .register(Box::new(metric.clone()))
+        .map_err(|source| MetricsError::Register { name, source })?;
+    Ok(metric)
+}
+
+/// Binds `addr` now (so a busy port fails start-up with a clear message) and
+/// returns the server future, which runs until `cancel`.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) -> Result<impl Future<Output = ()>, MetricsError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| MetricsError::Bind { addr, source })?;
+    Ok(async move {
+        loop {
+            let stream = tokio::select! {
+                () = cancel.cancelled() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accepting a metrics connection failed");
+                        continue;
+                    }
+                },
+            };
+            let metrics = Arc::clone(&metrics);
+            tokio::spawn(async move {
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let metrics = Arc::clone(&metrics);
+                    async move { Ok::<_, Infallible>(respond(&req, &metrics)) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service);
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "metrics connection ended with an error");
+                }
+            });
+        }
+    })
+}
+
+fn respond(req: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = match req.uri().path() {
+        "/metrics" => (
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            Bytes::from(metrics.encode()),
+        ),
+        "/healthz" => (StatusCode::OK, "text/plain", Bytes::from_static(b"ok\n")),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            Bytes::from_static(b"see /metrics\n"),
+        ),
+    };
+    let mut resp = Response::new(Full::new(body));
+    *resp.status_mut() = status;
+    if let Ok(v) = content_type.parse() {
+        resp.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    resp
+}
