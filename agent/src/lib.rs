@@ -15,3 +15,4 @@ pub mod policy;
 pub mod protocol;
 pub mod replay;
 pub mod sinks;
+pub mod runtime;

@@ -1,0 +1,2 @@
+pub mod reload;
+pub mod snapshot;

@@ -1,0 +1,95 @@
+//! What the API serves: views the engine task refreshes once per tick.
+//!
+//! The engine is owned by one task and never locked by API callers; they read
+//! the last published views instead. A slow `rampwatch flows` therefore can
+//! never stall packet processing.
+
+use std::{
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use tokio::sync::broadcast;
+
+use crate::sinks::api::{
+    StateSource,
+    views::{ClientRow, FlowRow, StageView, StatusView, ViolationRow, WatchEvent},
+};
+
+#[derive(Default, Clone)]
+pub struct Views {
+    pub status: StatusView,
+    pub stage: StageView,
+    pub clients: Vec<ClientRow>,
+    pub flows: Vec<FlowRow>,
+    /// With the Unix time (s) each was last seen, for `--since`.
+    pub violations: Vec<(i64, ViolationRow)>,
+}
+
+pub struct Snapshot {
+    views: RwLock<Views>,
+    watch: broadcast::Sender<WatchEvent>,
+}
+
+impl Snapshot {
+    pub fn new() -> Arc<Self> {
+        let (watch, _) = broadcast::channel(1024);
+        Arc::new(Self {
+            views: RwLock::new(Views::default()),
+            watch,
+        })
+    }
+
+    pub fn publish(&self, views: Views) {
+        // A poisoned lock only means a reader panicked mid-clone; the data is
+        // still whole, so keep serving it.
+        *self.views.write().unwrap_or_else(|e| e.into_inner()) = views;
+    }
+
+    /// Streams `event` to every `rampwatch watch`; nobody listening is fine.
+    pub fn announce(&self, event: WatchEvent) {
+        let _ = self.watch.send(event);
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Views) -> T) -> T {
+        f(&self.views.read().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl StateSource for Snapshot {
+    fn status(&self) -> StatusView {
+        self.read(|v| v.status.clone())
+    }
+
+    fn stage(&self) -> StageView {
+        self.read(|v| v.stage.clone())
+    }
+
+    fn clients(&self) -> Vec<ClientRow> {
+        self.read(|v| v.clients.clone())
+    }
+
+    fn flows(&self) -> Vec<FlowRow> {
+        self.read(|v| v.flows.clone())
+    }
+
+    fn violations(&self, since: Option<Duration>) -> Vec<ViolationRow> {
+        let cutoff = since.map(|d| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            i64::try_from(now.saturating_sub(d).as_secs()).unwrap_or(i64::MAX)
+        });
+        self.read(|v| {
+            v.violations
+                .iter()
+                .filter(|(seen, _)| cutoff.is_none_or(|c| *seen >= c))
+                .map(|(_, row)| row.clone())
+                .collect()
+        })
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<WatchEvent> {
+        self.watch.subscribe()
+    }
+}
