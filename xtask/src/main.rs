@@ -7,6 +7,7 @@
 mod bench;
 // mod bench_replay; (lands with the fixtures branch)
 mod cmd;
+mod demo;
 mod run;
 mod setup;
 mod test;
