@@ -41,6 +41,9 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     eprintln!("xtask: alert rules (promtool)");
     alert_rules()?;
 
+    eprintln!("xtask: deployment manifests (kubernetes-validate)");
+    manifests()?;
+
     if options.no_kernel {
         eprintln!("xtask: skipping the real-kernel tests (--no-kernel)");
         return Ok(());
@@ -66,5 +69,32 @@ fn alert_rules() -> anyhow::Result<()> {
         .context("promtool rejected the alert rules")?;
     cmd::run(Command::new("promtool").arg("test").arg("rules").arg(&tests))
         .context("the alert-rule unit tests failed")?;
+    Ok(())
+}
+
+/// Schema-checks the Kubernetes manifests, offline (the schemas ship with
+/// the PyPI package).
+fn manifests() -> anyhow::Result<()> {
+    let validate = || {
+        Command::new("python3")
+            .args(["-m", "kubernetes_validate", "--strict"])
+            .arg(root().join("deploy/kubernetes/rampwatch.yaml"))
+            .status()
+    };
+    if cmd::probe(Command::new("python3").args(["-m", "kubernetes_validate", "--version"])).is_none() {
+        cmd::run(Command::new("python3").args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "kubernetes-validate",
+        ]))
+        .context("could not install kubernetes-validate from PyPI")?;
+    }
+    let status = validate().context("could not run kubernetes-validate")?;
+    if !status.success() {
+        bail!("deploy/kubernetes/rampwatch.yaml does not validate against the Kubernetes schemas");
+    }
     Ok(())
 }
