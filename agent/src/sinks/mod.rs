@@ -1,1 +1,3 @@
-//! TODO(owner): see docs/interfaces.md
+//! Sinks: where the engine's findings leave the process (audit log, metrics, local API).
+
+pub mod audit;

@@ -1,0 +1,597 @@
+//! Tampering, rotation and recovery tests. Each tampering test edits the files the way an
+//! attacker (or a crash) would and asserts where and why `verify` stops.
+
+use std::{
+    fs,
+    io::Write,
+    path::{Path, PathBuf},
+};
+
+use super::{record, segment, *};
+
+fn key() -> HmacKey {
+    HmacKey::from_bytes(b"0123456789abcdef0123456789abcdef-test-key".to_vec()).expect("long key")
+}
+
+fn violation(n: u64) -> RecordKind {
+    RecordKind::ViolationOpened(ViolationRecord {
+        violation: "quota_overshoot".to_owned(),
+        endpoint: "payments".to_owned(),
+        client: "billing".to_owned(),
+        severity: "warning".to_owned(),
+        count: n,
+        detail: format!("{n} requests over quota"),
+    })
+}
+
+fn small() -> AuditOptions {
+    AuditOptions {
+        max_segment_bytes: 700,
+    }
+}
+
+/// A log with `n` violation records in `dir` (seq 1..=n unless segments rotate, which adds a
+/// `segment_end` record per rotation).
+fn write_log(dir: &Path, key: Option<HmacKey>, opts: AuditOptions, n: u64) {
+    let (mut log, _) = AuditLog::open(dir, key, opts).expect("open");
+    let mut last = 0;
+    for i in 1..=n {
+        let a = log.append(violation(i)).expect("append");
+        assert!(a.seq > last, "seq went from {last} to {}", a.seq);
+        last = a.seq;
+    }
+}
+
+fn seg(dir: &Path, n: u64) -> PathBuf {
+    dir.join(segment::name(n))
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    fs::read_to_string(path)
+        .expect("read segment")
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn write_lines(path: &Path, lines: &[String]) {
+    let mut text = lines.join("\n");
+    text.push('\n');
+    fs::write(path, text).expect("write segment");
+}
+
+fn bad(dir: &Path, key: Option<&HmacKey>) -> Finding {
+    let report = verify(dir, key);
+    match report.first_bad.clone() {
+        Some(f) => f,
+        None => panic!("verify passed a tampered log:\n{report}"),
+    }
+}
+
+fn assert_intact(dir: &Path, key: Option<&HmacKey>) -> VerifyReport {
+    let report = verify(dir, key);
+    assert!(report.is_intact(), "verify failed:\n{report}");
+    report
+}
+
+/// Rewrites record `index` (0-based line) of `path` with `edit` applied and a correctly
+/// recomputed hash, as an attacker without the key would. With `rechain`, every following
+/// record in the file is re-chained too (a full rewrite). HMACs are dropped: the attacker
+/// cannot compute them.
+fn forge(path: &Path, index: usize, rechain: bool, edit: impl Fn(&mut RecordKind)) {
+    let mut all = lines(path);
+    let mut prev: Option<String> = None;
+    for (i, line) in all.iter_mut().enumerate() {
+        if i < index || (i > index && !rechain) {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(line).expect("json");
+        let parsed = record::parse_line(line.as_bytes()).expect("intact before forging");
+        let mut kind = parsed.kind.clone();
+        if i == index {
+            edit(&mut kind);
+        }
+        let prev_hash = prev.clone().unwrap_or(parsed.prev.clone());
+        let time = v["time"].as_str().expect("time").to_owned();
+        let body = record::body_bytes(parsed.seq, &time, &kind, &prev_hash).expect("body");
+        let hash = record::hash_hex(&body);
+        // Keep the old hmac (the attacker cannot make a new one); it no longer matches.
+        let hmac = v.get("hmac").and_then(|h| h.as_str().map(str::to_owned));
+        let mut sealed = record::sealed_line(&body, &hash, hmac.as_deref());
+        sealed.pop();
+        *line = String::from_utf8(sealed).expect("utf8");
+        prev = Some(hash);
+    }
+    write_lines(path, &all);
+}
+
+#[test]
+fn intact_log_verifies_and_reports_anchor() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_log(dir.path(), Some(key()), AuditOptions::default(), 5);
+    let report = assert_intact(dir.path(), Some(&key()));
+    assert_eq!(report.records, 5);
+    assert_eq!(report.hmac_records, 5);
+    let last = report.last.expect("anchor");
+    assert_eq!(last.seq, 5);
+    let mut out = Vec::new();
+    assert_eq!(run_verify(dir.path(), None, &mut out), 0);
+    let text = String::from_utf8(out).expect("utf8");
+    assert!(
+        text.contains("INTACT") && text.contains(&last.hash),
+        "{text}"
+    );
+}
+
+#[test]
+fn lines_are_canonical_json_with_documented_field_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_log(dir.path(), Some(key()), AuditOptions::default(), 1);
+    let line = &lines(&seg(dir.path(), 1))[0];
+    assert!(line.starts_with("{\"seq\":1,\"time\":\""), "{line}");
+    assert!(
+        line.contains(
+            "\"kind\":\"violation_opened\",\"violation\":\"quota_overshoot\",\"endpoint\":\"payments\""
+        ),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!("\"prev\":\"{GENESIS_PREV}\",\"hash\":\"")),
+        "{line}"
+    );
+    let v: serde_json::Value = serde_json::from_str(line).expect("json");
+    let time = v["time"].as_str().expect("time");
+    assert!(time.ends_with('Z') && time.contains('T'), "{time}");
+    // The documented recipe: hash = sha256(line without hash/hmac members).
+    let body = line.split(",\"hash\":").next().expect("body").to_owned() + "}";
+    assert_eq!(
+        v["hash"].as_str(),
+        Some(record::hash_hex(body.as_bytes()).as_str())
+    );
+}
+
+#[test]
+fn edited_field_is_a_hash_mismatch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_log(dir.path(), None, AuditOptions::default(), 5);
+    let path = seg(dir.path(), 1);
+    let mut all = lines(&path);
+    all[2] = all[2].replace("\"count\":3", "\"count\":1");
+    write_lines(&path, &all);
+    let f = bad(dir.path(), None);
+    assert_eq!((f.line, f.seq), (Some(3), Some(3)));
+    assert_eq!(f.problem, Problem::HashMismatch);
+}
+
+#[test]
+fn reformatted_line_is_not_canonical() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_log(dir.path(), None, AuditOptions::default(), 3);
+    let path = seg(dir.path(), 1);
+    let mut all = lines(&path);
+    all[1] = all[1].replacen("{\"seq\":2,", "{\"seq\":2,\"note\":\"x\",", 1);
+    write_lines(&path, &all);
+    let f = bad(dir.path(), None);
+    assert_eq!((f.line, f.problem), (Some(2), Problem::NotCanonical));
+}
+
+#[test]
+fn deleted_line_is_a_seq_gap() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_log(dir.path(), None, AuditOptions::default(), 5);
+    let path = seg(dir.path(), 1);
+    let mut all = lines(&path);
+    all.remove(2);
+    write_lines(&path, &all);
+    let f = bad(dir.path(), None);
+    assert_eq!((f.line, f.seq), (Some(3), Some(4)));
+    assert_eq!(
+        f.problem,
+        Problem::Deleted {
+            expected: 3,
+            found: 4
+        }
+    );
+}
+
+#[test]
+fn swapped_lines_are_reported_as_reordered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_log(dir.path(), None, AuditOptions::default(), 5);
+    let path = seg(dir.path(), 1);
+    let mut all = lines(&path);
+    all.swap(1, 2);
+    write_lines(&path, &all);
+    let f = bad(dir.path(), None);
+    assert_eq!((f.line, f.seq), (Some(2), Some(3)));
+    assert!(
+        matches!(&f.problem, Problem::Reordered { expected: 2, found: 3, later } if later == "audit-000001.jsonl line 3"),
+        "{:?}",
+        f.problem
+    );
+}
+
+#[test]
+fn truncation_mid_line_is_a_torn_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_log(dir.path(), None, AuditOptions::default(), 4);
+    let path = seg(dir.path(), 1);
+    let len = fs::metadata(&path).expect("stat").len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.set_len(len - 40))
+        .expect("truncate");
+    let f = bad(dir.path(), None);
+    assert_eq!(f.line, Some(4));
+    assert!(
+        matches!(f.problem, Problem::TornLine { .. }),
+        "{:?}",
+        f.problem
+    );
+    let mut out = Vec::new();
+    assert_eq!(run_verify(dir.path(), None, &mut out), 1);
+}
+
+#[test]
+fn rotation_chains_segments_and_respects_the_size_bound() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_log(dir.path(), Some(key()), small(), 12);
+    let segments = segment::list(dir.path()).expect("list");
+    assert!(segments.len() >= 3, "only {} segments", segments.len());
+    for s in &segments[..segments.len() - 1] {
+        let all = lines(&s.path);
+        let len = fs::metadata(&s.path).expect("stat").len();
+        let seal = all.last().expect("seal").len() as u64 + 1;
+        assert!(len - seal <= 700, "{} is {len} bytes", s.path.display());
+        assert!(
+            all.last()
+                .expect("seal")
+                .contains("\"kind\":\"segment_end\"")
+        );
+    }
+    // Each segment's first record chains to the previous segment's last one.
+    let last_of_first: serde_json::Value =
+        serde_json::from_str(lines(&segments[0].path).last().expect("line")).expect("json");
+    let first_of_second: serde_json::Value =
+        serde_json::from_str(&lines(&segments[1].path)[0]).expect("json");
+    assert_eq!(first_of_second["prev"], last_of_first["hash"]);
+    assert_eq!(
+        first_of_second["seq"].as_u64(),
+        last_of_first["seq"].as_u64().map(|s| s + 1)
+    );
+    let report = assert_intact(dir.path(), Some(&key()));
+    // 12 violations plus one segment_end per rotation.
+    assert_eq!(report.records, 12 + segments.len() as u64 - 1);
+}
+
+#[test]
+fn deleted_middle_segment_is_reported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_log(dir.path(), None, small(), 12);
+    assert!(seg(dir.path(), 3).exists());
+    fs::remove_file(seg(dir.path(), 2)).expect("rm");
+    let f = bad(dir.path(), None);
+    assert_eq!(f.segment, Some(seg(dir.path(), 3)));
+    assert_eq!(f.line, Some(1));
+    assert_eq!(
+        f.problem,
+        Problem::MissingSegment {
+            name: "audit-000002.jsonl".to_owned()
+        }
+    );
+}
+
+#[test]
+fn renumbered_segments_after_deletion_are_still_caught() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_log(dir.path(), None, small(), 12);
+    fs::remove_file(seg(dir.path(), 2)).expect("rm");
+    fs::rename(seg(dir.path(), 3), seg(dir.path(), 2)).expect("mv");
+    let f = bad(dir.path(), None);
+    assert_eq!((f.segment, f.line), (Some(seg(dir.path(), 2)), Some(1)));
+    // The first segment's seal names audit-000002.jsonl, so the rename passes that check;
+    // the seq gap does not.
+    assert!(
+        matches!(f.problem, Problem::Deleted { .. }),
+        "{:?}",
+        f.problem
+    );
+}
+
+#[test]
+fn deleted_last_segment_is_detected_by_its_seal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_log(dir.path(), None, small(), 12);
+    let segments = segment::list(dir.path()).expect("list");
+    let last = segments.last().expect("segments");
+    fs::remove_file(&last.path).expect("rm");
+    let f = bad(dir.path(), None);
+    assert_eq!(
+        f.problem,
+        Problem::MissingLastSegment {
+            next: last.file_name()
+        }
+    );
+}
+
+#[test]
+fn forged_record_with_recomputed_hash_breaks_the_chain_or_the_hmac() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_log(dir.path(), Some(key()), AuditOptions::default(), 5);
+    let path = seg(dir.path(), 1);
+    let soften = |k: &mut RecordKind| {
+        if let RecordKind::ViolationOpened(v) = k {
+            v.severity = "info".to_owned();
+        }
+    };
+    // One record forged: its own hash checks out, the next record's prev does not.
+    forge(&path, 1, false, soften);
+    let f = bad(dir.path(), None);
+    assert_eq!(
+        (f.line, f.problem),
+        (Some(3), Problem::PrevMismatch { previous: 2 })
+    );
+    // With the key, the forged record itself is caught.
+    let f = bad(dir.path(), Some(&key()));
+    assert_eq!((f.line, f.problem), (Some(2), Problem::HmacMismatch));
+}
+
+#[test]
+fn fully_rechained_forgery_needs_the_key_to_be_caught() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_log(dir.path(), Some(key()), AuditOptions::default(), 5);
+    let path = seg(dir.path(), 1);
+    forge(&path, 1, true, |k| {
+        if let RecordKind::ViolationOpened(v) = k {
+            v.client = "someone-else".to_owned();
+        }
+    });
+    // Without the key a complete rewrite is indistinguishable: that is what the HMAC is for.
+    assert_intact(dir.path(), None);
+    let f = bad(dir.path(), Some(&key()));
+    assert_eq!(
+        (f.line, f.seq, f.problem),
+        (Some(2), Some(2), Problem::HmacMismatch)
+    );
+}
+
+#[test]
+fn stripped_hmac_and_wrong_key_are_reported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_log(dir.path(), Some(key()), AuditOptions::default(), 3);
+    let other = HmacKey::from_bytes(vec![7; 32]).expect("key");
+    let f = bad(dir.path(), Some(&other));
+    assert_eq!((f.line, f.problem), (Some(1), Problem::HmacMismatch));
+
+    let path = seg(dir.path(), 1);
+    let mut all = lines(&path);
+    let cut = all[2].find(",\"hmac\":").expect("hmac present");
+    all[2].truncate(cut);
+    all[2].push('}');
+    write_lines(&path, &all);
+    assert_intact(dir.path(), None);
+    let f = bad(dir.path(), Some(&key()));
+    assert_eq!((f.line, f.problem), (Some(3), Problem::MissingHmac));
+}
+
+#[test]
+fn log_written_without_key_fails_verification_with_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_log(dir.path(), None, AuditOptions::default(), 2);
+    let f = bad(dir.path(), Some(&key()));
+    assert_eq!((f.line, f.problem), (Some(1), Problem::MissingHmac));
+}
+
+#[test]
+fn reopen_continues_seq_and_chain() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, report) = AuditLog::open(dir.path(), Some(key()), small()).expect("open");
+    assert!(report.created && report.recovered.is_empty());
+    log.append(RecordKind::AgentStart {
+        version: "0.1.0".to_owned(),
+    })
+    .expect("append");
+    let second = log.append(violation(1)).expect("append");
+    drop(log);
+
+    let (mut log, report) = AuditLog::open(dir.path(), Some(key()), small()).expect("reopen");
+    assert!(!report.created && report.recovered.is_empty() && report.warnings.is_empty());
+    assert_eq!(
+        (report.last_seq, report.last_hash.as_str()),
+        (second.seq, second.hash.as_str())
+    );
+    let mut prev = second;
+    for i in 3..=10 {
+        let a = log.append(violation(i)).expect("append");
+        assert!(a.seq > prev.seq, "seq went from {} to {}", prev.seq, a.seq);
+        prev = a;
+    }
+    let (seq, _) = log.last();
+    drop(log);
+    let report = assert_intact(dir.path(), Some(&key()));
+    assert_eq!(report.last.expect("anchor").seq, seq);
+}
+
+#[test]
+fn torn_write_is_recovered_and_chain_continues() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_log(dir.path(), Some(key()), AuditOptions::default(), 3);
+    let path = seg(dir.path(), 1);
+    // A crash mid-write: half of what would have been record 4, no newline.
+    let (line, _) =
+        record::seal(4, "2026-01-01T00:00:00Z", &violation(4), "ab", None).expect("seal");
+    let half = &line[..line.len() / 2];
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(half))
+        .expect("append torn bytes");
+    assert!(matches!(
+        bad(dir.path(), None).problem,
+        Problem::TornLine { .. }
+    ));
+
+    let (mut log, report) =
+        AuditLog::open(dir.path(), Some(key()), AuditOptions::default()).expect("reopen");
+    let [rec] = report.recovered.as_slice() else {
+        panic!("expected one recovery, got {:?}", report.recovered);
+    };
+    assert_eq!((rec.last_good_seq, rec.torn_bytes), (3, half.len() as u64));
+    assert_eq!(rec.record.seq, 4);
+    let torn_file = rec.torn_file.clone().expect("torn file");
+    assert_eq!(fs::read(&torn_file).expect("torn bytes"), half);
+    for i in 5..=12 {
+        log.append(violation(i)).expect("append after recovery");
+    }
+    drop(log);
+
+    let report = assert_intact(dir.path(), Some(&key()));
+    let [note] = report.recoveries.as_slice() else {
+        panic!("expected one recovery note: {report}");
+    };
+    assert_eq!((note.seq, note.line), (4, 4));
+    assert!(
+        note.found.contains("incomplete last line"),
+        "{}",
+        note.found
+    );
+    assert_eq!(report.torn_files, vec![torn_file]);
+    let mut out = Vec::new();
+    assert_eq!(run_verify(dir.path(), None, &mut out), 0);
+    assert!(
+        String::from_utf8(out)
+            .expect("utf8")
+            .contains("recovery:   seq 4")
+    );
+}
+
+#[test]
+fn damaged_complete_last_line_is_recovered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_log(dir.path(), None, AuditOptions::default(), 3);
+    let path = seg(dir.path(), 1);
+    // Blocks of the last write persisted as zeros, newline included in the persisted part.
+    let mut bytes = fs::read(&path).expect("read");
+    let end = bytes.len() - 1;
+    bytes[end - 30..end].fill(0);
+    fs::write(&path, &bytes).expect("write");
+
+    let (mut log, report) =
+        AuditLog::open(dir.path(), None, AuditOptions::default()).expect("open");
+    let [rec] = report.recovered.as_slice() else {
+        panic!("expected one recovery, got {:?}", report.recovered);
+    };
+    assert_eq!((rec.last_good_seq, rec.record.seq), (2, 3));
+    log.append(violation(9)).expect("append");
+    drop(log);
+    assert_eq!(assert_intact(dir.path(), None).records, 4);
+}
+
+#[test]
+fn crash_during_rotation_is_recovered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_log(dir.path(), None, small(), 12);
+    let segments = segment::list(dir.path()).expect("list");
+    let last = segments.last().expect("segment").clone();
+    let prev = &segments[segments.len() - 2];
+    // Undo the last rotation up to "next segment created, seal half-written".
+    fs::write(&last.path, b"").expect("empty next segment");
+    let mut prev_lines = lines(&prev.path);
+    let seal = prev_lines.pop().expect("seal");
+    let mut text = prev_lines.join("\n");
+    text.push('\n');
+    text.push_str(&seal[..seal.len() / 2]);
+    fs::write(&prev.path, text).expect("torn seal");
+
+    let (mut log, report) = AuditLog::open(dir.path(), None, small()).expect("open");
+    assert_eq!(report.removed_empty_segment.as_ref(), Some(&last.path));
+    assert_eq!(report.recovered.len(), 1);
+    for i in 0..10 {
+        log.append(violation(100 + i)).expect("append");
+    }
+    drop(log);
+    assert_eq!(assert_intact(dir.path(), None).recoveries.len(), 1);
+}
+
+#[test]
+fn deleted_last_segment_is_recorded_at_next_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_log(dir.path(), None, small(), 12);
+    let last = segment::list(dir.path())
+        .expect("list")
+        .pop()
+        .expect("segment");
+    fs::remove_file(&last.path).expect("rm");
+    let (mut log, report) = AuditLog::open(dir.path(), None, small()).expect("open");
+    assert_eq!(report.recovered.len(), 1);
+    assert!(
+        report.warnings.iter().any(|w| w.contains("was missing")),
+        "{:?}",
+        report.warnings
+    );
+    log.append(violation(1)).expect("append");
+    drop(log);
+    let report = assert_intact(dir.path(), None);
+    assert!(
+        report.recoveries[0]
+            .found
+            .contains("tail of the log was deleted")
+    );
+}
+
+#[test]
+fn second_writer_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_log, _) = AuditLog::open(dir.path(), None, AuditOptions::default()).expect("open");
+    let err = AuditLog::open(dir.path(), None, AuditOptions::default()).expect_err("locked");
+    assert!(matches!(err, AuditError::Locked { .. }), "{err}");
+}
+
+#[test]
+fn key_files_hex_raw_empty_short() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path().join("key");
+    fs::write(&p, format!("{}\n", "ab".repeat(32))).expect("write");
+    let hex_key = HmacKey::from_file(&p).expect("hex key");
+    assert_eq!(
+        hex_key.mac_hex(b"x"),
+        HmacKey::from_bytes(vec![0xab; 32])
+            .expect("k")
+            .mac_hex(b"x")
+    );
+    assert!(
+        !format!("{hex_key:?}").contains("ab"),
+        "Debug leaks the key"
+    );
+
+    fs::write(&p, [0xffu8; 40]).expect("write");
+    assert!(HmacKey::from_file(&p).is_ok());
+
+    fs::write(&p, b" \n").expect("write");
+    let e = HmacKey::from_file(&p).expect_err("empty");
+    assert!(
+        matches!(e, KeyError::Empty { .. }) && e.to_string().contains("is empty"),
+        "{e}"
+    );
+
+    fs::write(&p, "abcd").expect("write");
+    let e = HmacKey::from_file(&p).expect_err("short");
+    assert!(matches!(e, KeyError::TooShort { len: 2, .. }), "{e}");
+
+    let mut out = Vec::new();
+    assert_eq!(run_verify(dir.path(), Some(&p), &mut out), 2);
+    assert!(
+        String::from_utf8(out)
+            .expect("utf8")
+            .contains("only 2 key bytes")
+    );
+}
+
+#[test]
+fn empty_or_missing_directory_cannot_be_verified() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut out = Vec::new();
+    assert_eq!(run_verify(dir.path(), None, &mut out), 2);
+    assert_eq!(run_verify(&dir.path().join("nope"), None, &mut out), 2);
+}
