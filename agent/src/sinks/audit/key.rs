@@ -3,6 +3,7 @@
 
 use std::{
     fmt,
+    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
 };
 
@@ -48,6 +49,12 @@ impl HmacKey {
             path: path.to_owned(),
             source,
         })?;
+        if std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o004 != 0) {
+            tracing::warn!(
+                path = %path.display(),
+                "audit key file is readable by every user, so anyone on the host can forge audit records; `chmod 600` it"
+            );
+        }
         let trimmed = raw.trim_ascii();
         if trimmed.is_empty() {
             return Err(KeyError::Empty {

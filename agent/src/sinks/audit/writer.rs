@@ -257,11 +257,17 @@ impl AuditLog {
         key: Option<HmacKey>,
         opts: AuditOptions,
     ) -> Result<(Self, OpenReport), AuditError> {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o750)
-            .create(dir)
-            .map_err(AuditError::io("create directory", dir))?;
+        if !dir.is_dir() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o750)
+                .create(dir)
+                .map_err(AuditError::io("create directory", dir))?;
+            // The new directory's own entry must survive a crash too.
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                segment::sync_dir(parent).map_err(AuditError::io("sync directory", parent))?;
+            }
+        }
         let lock = lock(dir)?;
         let mut segments = segment::list(dir).map_err(AuditError::io("list", dir))?;
         let created = segments.is_empty();
