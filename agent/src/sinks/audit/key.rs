@@ -3,6 +3,7 @@
 
 use std::{
     fmt,
+    io::Read,
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
 };
@@ -35,20 +36,37 @@ pub enum KeyError {
         hex = HmacKey::MIN_LEN * 2
     )]
     TooShort { path: PathBuf, len: usize },
+    #[error(
+        "audit key file {path} is larger than {max} bytes, so it is not a key file; point --audit-key at a file of 32 random bytes (or 64 hex digits)",
+        max = HmacKey::MAX_FILE_LEN
+    )]
+    TooLarge { path: PathBuf },
 }
 
 impl HmacKey {
     /// Shorter keys weaken HMAC-SHA256 below its 256-bit output; refuse them.
     pub const MIN_LEN: usize = 32;
+    /// Key files are small; anything bigger is the wrong file.
+    const MAX_FILE_LEN: u64 = 4096;
 
     /// Loads a key file. A file whose content, ignoring surrounding whitespace, is an even
     /// number of hex digits is hex-decoded (so `openssl rand -hex 32 > FILE` works); anything
     /// else is used as raw bytes, unchanged (so `head -c 32 /dev/urandom > FILE` works).
     pub fn from_file(path: &Path) -> Result<Self, KeyError> {
-        let raw = std::fs::read(path).map_err(|source| KeyError::Read {
+        let read_err = |source| KeyError::Read {
             path: path.to_owned(),
             source,
-        })?;
+        };
+        // Bounded: a mistaken path such as /dev/urandom must fail, not hang.
+        let mut raw = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(Self::MAX_FILE_LEN + 1).read_to_end(&mut raw))
+            .map_err(read_err)?;
+        if raw.len() as u64 > Self::MAX_FILE_LEN {
+            return Err(KeyError::TooLarge {
+                path: path.to_owned(),
+            });
+        }
         if std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o004 != 0) {
             tracing::warn!(
                 path = %path.display(),

@@ -1,6 +1,6 @@
 //! Writing, rotation, crash recovery, reopening, locking and key files.
 
-use std::{fs, io::Write};
+use std::{fs, io::Write, path::Path};
 
 use super::*;
 
@@ -278,6 +278,9 @@ fn key_files_hex_raw_empty_short() {
     fs::write(&p, "abcd").expect("write");
     let e = HmacKey::from_file(&p).expect_err("short");
     assert!(matches!(e, KeyError::TooShort { len: 2, .. }), "{e}");
+
+    let e = HmacKey::from_file(Path::new("/dev/zero")).expect_err("not a key file");
+    assert!(matches!(e, KeyError::TooLarge { .. }), "{e}");
 
     let mut out = Vec::new();
     assert_eq!(run_verify(dir.path(), Some(&p), &mut out), 2);
