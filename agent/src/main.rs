@@ -5,7 +5,7 @@
 use std::{io::Write as _, process::ExitCode};
 
 use agent::{
-    cli::{Cli, Command, LogFormat},
+    cli::{AuditCommand, Cli, Command, LogFormat},
     sinks::api::{client, views::Request},
 };
 use clap::Parser as _;
@@ -53,6 +53,10 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 .map(agent::cli::parse_duration_secs)
                 .transpose()?;
             (v.client, Request::Violations { since_secs })
+        }
+        Command::Audit(AuditCommand::Verify { dir, key }) => {
+            let code = agent::sinks::audit::run_verify(&dir, key.as_deref(), &mut out);
+            return Ok(ExitCode::from(u8::try_from(code).unwrap_or(2)));
         }
         other => anyhow::bail!("`{other:?}` is not available in this build yet"),
     };

@@ -1,4 +1,5 @@
 //! Where verdicts go: Prometheus metrics, the local API, the audit log.
 
 pub mod api;
+pub mod audit;
 pub mod metrics;

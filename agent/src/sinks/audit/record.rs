@@ -1,0 +1,219 @@
+//! Audit records and their canonical, hash-chained line form.
+//!
+//! A stored line is the canonical body with the seal appended:
+//!
+//! ```text
+//! {"seq":7,"time":"…Z","kind":"stage_changed",…kind fields…,"prev":"<hex>","hash":"<hex>","hmac":"<hex>"}\n
+//! ```
+//!
+//! The canonical body is `serde_json` (compact, no whitespace) of `seq`, `time`, the kind's
+//! fields (the `kind` tag first, then the fields in declaration order) and `prev`, in that
+//! order. `hash` is SHA-256 over exactly those body bytes; `hmac` is HMAC-SHA256 over the same
+//! bytes. Both are lowercase hex. The seal is spliced in before the body's closing brace, so the
+//! body is recovered by serialising the parsed record again; a line that does not reproduce
+//! byte for byte (extra fields, reordered keys, whitespace, escaped characters) was edited.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::key::HmacKey;
+
+/// `prev` of the first record of a log: there is no previous record.
+pub const GENESIS_PREV: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What happened. The variant name is the record's `kind` field (snake_case).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RecordKind {
+    /// The agent started (`version` is the agent's build version).
+    AgentStart {
+        version: String,
+    },
+    /// The agent stopped cleanly (`reason`: signal or shutdown cause).
+    AgentStop {
+        reason: String,
+    },
+    /// A contract became active; `sha256` is the hex SHA-256 of the file's bytes.
+    ContractLoaded {
+        contract: String,
+        sha256: String,
+    },
+    /// A new contract file was rejected and the last good one stays active.
+    /// `sha256` identifies the rejected bytes; `errors` summarises why (one entry per error).
+    ContractReloadRejected {
+        sha256: String,
+        errors: Vec<String>,
+    },
+    /// The active stage changed (`from` is `None` for the first stage after start).
+    StageChanged {
+        contract: String,
+        from: Option<String>,
+        to: String,
+    },
+    ViolationOpened(ViolationRecord),
+    ViolationEscalated(ViolationRecord),
+    ViolationResolved(ViolationRecord),
+    /// Written by `AuditLog::open` after it moved a torn tail aside.
+    Recovery(RecoveryRecord),
+    /// Last record of a full segment; names the segment the chain continues in, so that a
+    /// deleted last segment is detectable.
+    SegmentEnd {
+        next_segment: String,
+    },
+}
+
+/// A violation lifecycle step. `violation` is the violation kind (`kind` is taken by the record
+/// tag); `client` is a contract client name, `unknown` or a fingerprint, never a raw credential.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViolationRecord {
+    pub violation: String,
+    pub endpoint: String,
+    pub client: String,
+    pub severity: String,
+    pub count: u64,
+    pub detail: String,
+}
+
+/// What `AuditLog::open` found and moved aside after a crash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoveryRecord {
+    /// One sentence: what was wrong with the tail.
+    pub found: String,
+    /// Segment file name the problem was found in.
+    pub segment: String,
+    /// File name (in the audit directory) holding the torn bytes, for forensics; `None` when
+    /// nothing was cut (a missing last segment).
+    pub torn_file: Option<String>,
+    pub torn_bytes: u64,
+    /// The last intact record before the torn bytes (0 / `GENESIS_PREV` when there was none).
+    pub last_good_seq: u64,
+    pub last_good_hash: String,
+}
+
+/// The hashed part of a record, in canonical field order.
+#[derive(Serialize)]
+struct Body<'a> {
+    seq: u64,
+    time: &'a str,
+    #[serde(flatten)]
+    kind: &'a RecordKind,
+    prev: &'a str,
+}
+
+/// A stored line as parsed back.
+#[derive(Deserialize)]
+struct StoredLine {
+    seq: u64,
+    time: String,
+    #[serde(flatten)]
+    kind: RecordKind,
+    prev: String,
+    hash: String,
+    #[serde(default)]
+    hmac: Option<String>,
+}
+
+/// A record read back from a segment whose line is canonical and whose hash matches.
+#[derive(Debug, Clone)]
+pub(crate) struct Parsed {
+    pub seq: u64,
+    pub kind: RecordKind,
+    pub prev: String,
+    pub hash: String,
+    pub hmac: Option<String>,
+    /// The canonical body bytes the hash and HMAC cover.
+    pub body: Vec<u8>,
+}
+
+/// Why a line is not an intact record.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LineError {
+    #[error("not a valid audit record ({0})")]
+    Malformed(String),
+    #[error("record is not in canonical form: bytes were added, removed or reformatted")]
+    NotCanonical,
+    #[error("hash mismatch: the record's content was changed after it was written")]
+    HashMismatch,
+}
+
+/// Canonical body bytes of a record.
+pub(crate) fn body_bytes(
+    seq: u64,
+    time: &str,
+    kind: &RecordKind,
+    prev: &str,
+) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(&Body {
+        seq,
+        time,
+        kind,
+        prev,
+    })
+}
+
+/// Lowercase hex SHA-256 of the body.
+pub(crate) fn hash_hex(body: &[u8]) -> String {
+    hex::encode(Sha256::digest(body))
+}
+
+/// The stored line (with trailing newline) for a body and its seal.
+pub(crate) fn sealed_line(body: &[u8], hash: &str, hmac: Option<&str>) -> Vec<u8> {
+    // The body is a JSON object, so it ends with '}'; the seal goes before it.
+    let open = body.strip_suffix(b"}").unwrap_or(body);
+    let mut line = Vec::with_capacity(body.len() + 160);
+    line.extend_from_slice(open);
+    line.extend_from_slice(b",\"hash\":\"");
+    line.extend_from_slice(hash.as_bytes());
+    line.push(b'"');
+    if let Some(hmac) = hmac {
+        line.extend_from_slice(b",\"hmac\":\"");
+        line.extend_from_slice(hmac.as_bytes());
+        line.push(b'"');
+    }
+    line.extend_from_slice(b"}\n");
+    line
+}
+
+/// Builds the stored line of a new record; returns (line, hash).
+pub(crate) fn seal(
+    seq: u64,
+    time: &str,
+    kind: &RecordKind,
+    prev: &str,
+    key: Option<&HmacKey>,
+) -> Result<(Vec<u8>, String), serde_json::Error> {
+    let body = body_bytes(seq, time, kind, prev)?;
+    let hash = hash_hex(&body);
+    let hmac = key.map(|k| k.mac_hex(&body));
+    Ok((sealed_line(&body, &hash, hmac.as_deref()), hash))
+}
+
+/// Parses one line (without its newline) and checks canonical form and hash.
+/// HMAC and chain checks are the caller's: they need the key and the previous record.
+pub(crate) fn parse_line(line: &[u8]) -> Result<Parsed, LineError> {
+    let stored: StoredLine =
+        serde_json::from_slice(line).map_err(|e| LineError::Malformed(e.to_string()))?;
+    let body = body_bytes(stored.seq, &stored.time, &stored.kind, &stored.prev)
+        .map_err(|e| LineError::Malformed(e.to_string()))?;
+    let mut expected = sealed_line(&body, &stored.hash, stored.hmac.as_deref());
+    expected.pop(); // the newline
+    if expected != line {
+        return Err(LineError::NotCanonical);
+    }
+    if hash_hex(&body) != stored.hash {
+        return Err(LineError::HashMismatch);
+    }
+    Ok(Parsed {
+        seq: stored.seq,
+        kind: stored.kind,
+        prev: stored.prev,
+        hash: stored.hash,
+        hmac: stored.hmac,
+        body,
+    })
+}
+
+/// Current time as RFC 3339 UTC with nanoseconds.
+pub(crate) fn now_rfc3339() -> Result<String, time::error::Format> {
+    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339)
+}
