@@ -139,3 +139,6 @@ pub enum DecodeError {
     #[error("the packet was skipped: {0}")]
     Packet(SkipReason),
 }
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -447,6 +447,20 @@ impl Interface {
     }
 }
 
+/// Timestamp units per second for an if_tsresol value: 10^n, or 2^n when
+/// the top bit is set. (pcap-parser's `ts_resolution` rejects every 2^n
+/// value, so this is done here.) Out-of-range values fall back to the
+/// default, microseconds.
+fn units_per_sec(tsresol: u8) -> u64 {
+    let exp = u32::from(tsresol & 0x7f);
+    let units = if tsresol & 0x80 == 0 {
+        10u64.checked_pow(exp)
+    } else {
+        1u64.checked_shl(exp).filter(|_| exp < 64)
+    };
+    units.unwrap_or(1_000_000)
+}
+
 /// The captured length a legacy record header announces (for the size check).
 fn caplen_hint(rest: &[u8], big_endian: bool) -> usize {
     match rest.get(8..12) {
@@ -470,7 +484,7 @@ fn ng_block(block: Block<'_>, base: usize, rest: &[u8]) -> NgBlock {
         },
         Block::InterfaceDescription(idb) => NgBlock::Interface(Interface {
             link: LinkType::from_number(idb.linktype.0),
-            units_per_sec: idb.ts_resolution().unwrap_or(1_000_000),
+            units_per_sec: units_per_sec(idb.if_tsresol),
             offset_ns: idb.ts_offset().saturating_mul(NANOS_PER_SEC),
         }),
         Block::EnhancedPacket(epb) => {
