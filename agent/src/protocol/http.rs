@@ -12,7 +12,8 @@ use sha2::{Digest, Sha256};
 pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// A request head longer than this is not waited for.
 pub const MAX_HEAD: usize = 16 * 1024;
-/// Headers per request head httparse accepts; more makes the head invalid.
+/// Header slots tried first; a head with more is parsed again with room
+/// for as many as [`MAX_HEAD`] bytes can hold.
 const MAX_HEADERS: usize = 96;
 /// Requests taken from one buffer at most (bounds work on garbage).
 const MAX_REQUESTS: usize = 1024;
@@ -274,14 +275,28 @@ enum HeadResult {
 
 fn parse_head(buf: &[u8]) -> HeadResult {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let head_len = match req.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return HeadResult::Partial,
-        Err(_) => return HeadResult::Invalid,
+    match parse_head_with(buf, &mut headers) {
+        Err(httparse::Error::TooManyHeaders) => {
+            // Rare: retry with room for as many headers as MAX_HEAD can hold.
+            let mut many = vec![httparse::EMPTY_HEADER; MAX_HEAD / 4];
+            parse_head_with(buf, &mut many).unwrap_or(HeadResult::Invalid)
+        }
+        Err(_) => HeadResult::Invalid,
+        Ok(result) => result,
+    }
+}
+
+fn parse_head_with<'b>(
+    buf: &'b [u8],
+    headers: &mut [httparse::Header<'b>],
+) -> Result<HeadResult, httparse::Error> {
+    let mut req = httparse::Request::new(headers);
+    let head_len = match req.parse(buf)? {
+        httparse::Status::Complete(n) => n,
+        httparse::Status::Partial => return Ok(HeadResult::Partial),
     };
     let (Some(method), Some(target)) = (req.method, req.path) else {
-        return HeadResult::Invalid;
+        return Ok(HeadResult::Invalid);
     };
     let (mut host, path) = split_target(target);
     let mut credentials = Vec::new();
@@ -319,7 +334,7 @@ fn parse_head(buf: &[u8]) -> HeadResult {
             });
         }
     }
-    HeadResult::Complete(ParsedHead {
+    Ok(HeadResult::Complete(ParsedHead {
         request: Request {
             method: method.to_owned(),
             path: path.to_owned(),
@@ -329,7 +344,7 @@ fn parse_head(buf: &[u8]) -> HeadResult {
         },
         head_len,
         body,
-    })
+    }))
 }
 
 /// Splits an absolute-form target ("http://host:port/path") into its host
