@@ -480,6 +480,48 @@ fn skipped_frames_are_counted_by_reason() {
         }
     );
     assert_eq!(stats.skipped(), 7);
+    let by_reason: u64 = stats.by_reason().iter().map(|(_, n)| n).sum();
+    assert_eq!(by_reason, 7);
+}
+
+#[test]
+fn big_endian_pcapng_and_vlan_ipv6() {
+    let mut tcp = tcp_header(443, 50000, 77, tcp_flags::ACK, &[]);
+    tcp.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+    let frame = ethernet(0x86dd, &[0x88a8, 0x8100], &ipv6(6, &tcp));
+    let block = |out: &mut Vec<u8>, kind: u32, body: &[u8]| {
+        let mut body = body.to_vec();
+        while !body.len().is_multiple_of(4) {
+            body.push(0);
+        }
+        let len = (12 + body.len()) as u32;
+        out.extend_from_slice(&kind.to_be_bytes());
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&body);
+        out.extend_from_slice(&len.to_be_bytes());
+    };
+    let mut f = Vec::new();
+    let mut shb = 0x1a2b_3c4du32.to_be_bytes().to_vec();
+    shb.extend_from_slice(&[0, 1, 0, 0]);
+    shb.extend_from_slice(&u64::MAX.to_be_bytes());
+    block(&mut f, 0x0a0d_0d0a, &shb);
+    let mut idb = 1u16.to_be_bytes().to_vec();
+    idb.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    idb.extend_from_slice(&[0, 9, 0, 1, 9, 0, 0, 0, 0, 0, 0, 0]); // if_tsresol 9
+    block(&mut f, 1, &idb);
+    let mut epb = 0u32.to_be_bytes().to_vec();
+    let ts: u64 = 1_800_000_000_987_654_321;
+    epb.extend_from_slice(&((ts >> 32) as u32).to_be_bytes());
+    epb.extend_from_slice(&(ts as u32).to_be_bytes());
+    epb.extend_from_slice(&(frame.len() as u32).to_be_bytes());
+    epb.extend_from_slice(&(frame.len() as u32).to_be_bytes());
+    epb.extend_from_slice(&frame);
+    block(&mut f, 6, &epb);
+    let (packets, stats) = read_all(&write("be.pcapng", &f));
+    assert_eq!(stats.packets, 1, "{stats:?}");
+    assert_eq!(packets[0].ts, 1_800_000_000_987_654_321);
+    assert_eq!(packets[0].src, addr("[fd00::1]:443"));
+    assert_eq!(&packets[0].payload[..], b"HTTP/1.1 200 OK\r\n");
 }
 
 #[test]
@@ -715,4 +757,89 @@ fn real_captures_of_one_http_exchange_agree() {
         assert_eq!(e.ts, mn.ts);
     }
     assert!(nano.iter().any(|p| p.ts % 1000 != 0));
+}
+
+/// Micro benchmark (not a timed test): decode + classify ~1M packets of a
+/// synthetic mixed TLS/HTTP capture. Run in release:
+/// `cargo test --release -p agent bench_decode_classify -- --ignored --nocapture`
+#[test]
+#[ignore = "benchmark; run explicitly in release"]
+fn bench_decode_classify() {
+    use crate::protocol::{Protocol, classify};
+
+    let hello = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("src/protocol/testdata/tls13.client.bin"),
+    )
+    .unwrap();
+    let hello = &hello[..5 + usize::from(u16::from_be_bytes([hello[3], hello[4]]))];
+    let request = b"GET /v1/payments/123 HTTP/1.1\r\nHost: payments.example.com\r\n\
+Authorization: Bearer abcdefghijklmnopqrstuvwxyz0123456789\r\nAccept: */*\r\n\r\n";
+    let server_blob = vec![0x17u8; 1400];
+    let path = temp_path("bench.pcap");
+    let flows = 100_000u32;
+    {
+        use std::io::Write;
+        let file = std::fs::File::create(&path).unwrap();
+        let mut out = std::io::BufWriter::new(file);
+        out.write_all(&legacy_pcap(1, false, false, &[])).unwrap();
+        let mut record = |ts: u32, frame: Vec<u8>| {
+            out.write_all(&ts.to_le_bytes()).unwrap();
+            out.write_all(&0u32.to_le_bytes()).unwrap();
+            out.write_all(&(frame.len() as u32).to_le_bytes()).unwrap();
+            out.write_all(&(frame.len() as u32).to_le_bytes()).unwrap();
+            out.write_all(&frame).unwrap();
+        };
+        for i in 0..flows {
+            let port = 1024 + (i % 60000) as u16;
+            let (c, s) = ([10, 0, (i >> 8) as u8, i as u8], [10, 20, 0, 1]);
+            let seg = |from_client: bool, flags: u8, payload: &[u8]| {
+                let (src, dst, sp, dp) = if from_client {
+                    (c, s, port, 443)
+                } else {
+                    (s, c, 443, port)
+                };
+                let mut body = tcp_header(sp, dp, i, flags, &[1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]);
+                body.extend_from_slice(payload);
+                ethernet(0x0800, &[], &ipv4(src, dst, 6, 0x4000, &body))
+            };
+            let first: &[u8] = if i % 2 == 0 { hello } else { request };
+            record(i, seg(true, tcp_flags::SYN, b""));
+            record(i, seg(false, tcp_flags::SYN | tcp_flags::ACK, b""));
+            record(i, seg(true, tcp_flags::ACK, b""));
+            record(i, seg(true, tcp_flags::ACK | tcp_flags::PSH, first));
+            record(i, seg(false, tcp_flags::ACK, b""));
+            record(i, seg(false, tcp_flags::ACK | tcp_flags::PSH, &server_blob));
+            record(i, seg(true, tcp_flags::ACK, b""));
+            record(
+                i,
+                seg(false, tcp_flags::ACK | tcp_flags::PSH, &server_blob[..600]),
+            );
+            record(i, seg(true, tcp_flags::FIN | tcp_flags::ACK, b""));
+            record(i, seg(false, tcp_flags::FIN | tcp_flags::ACK, b""));
+        }
+    }
+    let size = std::fs::metadata(&path).unwrap().len();
+    let start = std::time::Instant::now();
+    let mut reader = PcapReader::open(&path).unwrap();
+    let (mut packets, mut tls, mut http) = (0u64, 0u64, 0u64);
+    while let Some(p) = reader.next_packet().unwrap() {
+        packets += 1;
+        if !p.payload.is_empty() {
+            match classify(&p.payload) {
+                Protocol::Tls => tls += 1,
+                Protocol::Http => http += 1,
+                _ => {}
+            }
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(packets, u64::from(flows) * 10);
+    assert_eq!((tls, http), (u64::from(flows) / 2, u64::from(flows) / 2));
+    println!(
+        "decode+classify: {packets} packets, {:.1} MB in {secs:.3} s = {:.2} M packets/s, {:.0} MB/s",
+        size as f64 / 1e6,
+        packets as f64 / secs / 1e6,
+        size as f64 / secs / 1e6
+    );
 }

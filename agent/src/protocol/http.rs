@@ -247,11 +247,30 @@ pub fn scan_requests(buf: &[u8]) -> RequestScan {
 /// Is the request head at the start of `buf` asking for `Upgrade: h2c`?
 /// `None` while the head is incomplete.
 pub fn head_upgrades_to_h2c(buf: &[u8]) -> Option<bool> {
-    match parse_head(buf) {
-        HeadResult::Complete(parsed) => Some(parsed.request.upgrade_h2c),
-        HeadResult::Partial => None,
-        HeadResult::Invalid => Some(false),
+    // Only the Upgrade header matters here: no strings, no hashing.
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(_)) => Some(
+            req.headers
+                .iter()
+                .any(|h| h.name.eq_ignore_ascii_case("upgrade") && upgrade_lists_h2c(h.value)),
+        ),
+        Ok(httparse::Status::Partial) => None,
+        // Too many headers for the quick look: the full parse decides.
+        Err(httparse::Error::TooManyHeaders) => match parse_head(buf) {
+            HeadResult::Complete(parsed) => Some(parsed.request.upgrade_h2c),
+            HeadResult::Partial => None,
+            HeadResult::Invalid => Some(false),
+        },
+        Err(_) => Some(false),
     }
+}
+
+fn upgrade_lists_h2c(value: &[u8]) -> bool {
+    value
+        .split(|b| *b == b',')
+        .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"h2c"))
 }
 
 enum Body {
@@ -320,10 +339,7 @@ fn parse_head_with<'b>(
             // Any transfer coding (chunked in practice) hides where the body ends.
             body = Body::Unknown;
         } else if name.eq_ignore_ascii_case("upgrade") {
-            upgrade_h2c |= header
-                .value
-                .split(|b| *b == b',')
-                .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"h2c"));
+            upgrade_h2c |= upgrade_lists_h2c(header.value);
         } else if let Some(known) = CREDENTIAL_HEADERS
             .iter()
             .find(|known| name.eq_ignore_ascii_case(known))
