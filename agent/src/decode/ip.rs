@@ -220,17 +220,18 @@ fn decode_tcp(
     if doff < 20 || wire_len < doff {
         return Err(SkipReason::Malformed);
     }
-    if seg.len() < doff {
-        return Err(SkipReason::Truncated);
-    }
     let payload_len = u32::try_from(wire_len - doff).map_err(|_| SkipReason::Malformed)?;
+    // A short snaplen may cut into the TCP options (`tcpdump -s 64` with
+    // timestamps on): ports, sequence, flags and lengths are all known, so
+    // the packet still counts, with no captured payload.
+    let payload_start = (off + doff).min(captured_end);
     Ok(Segment {
         src: SocketAddr::new(src, u16::from_be_bytes([t[0], t[1]])),
         dst: SocketAddr::new(dst, u16::from_be_bytes([t[2], t[3]])),
         seq: u32::from_be_bytes([t[4], t[5], t[6], t[7]]),
         flags: t[13],
         payload_len,
-        payload: off + doff..captured_end,
+        payload: payload_start..captured_end,
     })
 }
 

@@ -259,6 +259,25 @@ fn payload_len_comes_from_ip_length_not_capture() {
 }
 
 #[test]
+fn snaplen_inside_tcp_options_still_gives_the_packet() {
+    let mut body = tcp_header(
+        1,
+        2,
+        3,
+        tcp_flags::ACK,
+        &[1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2],
+    );
+    body.extend_from_slice(b"data");
+    let p = ipv4([1; 4], [2; 4], 6, 0, &body);
+    // 20 bytes IP + 24 of the 32-byte TCP header.
+    let pkt = ip::parse_ip(&p[..44], 0).unwrap().unwrap();
+    assert_eq!(
+        (pkt.payload_len, pkt.payload.len(), pkt.flags),
+        (4, 0, tcp_flags::ACK)
+    );
+}
+
+#[test]
 fn zero_total_length_from_segmentation_offload_uses_capture() {
     let mut p = ipv4_tcp(1, 2, b"abc");
     p[2] = 0;
