@@ -166,7 +166,10 @@ fn decode_ipv6(data: &[u8]) -> Result<Segment, SkipReason> {
             }
             // Fragment header: skip only "atomic" fragments (offset 0, no M).
             44 => {
-                let frag = data.get(off..off + 8).ok_or(SkipReason::Truncated)?;
+                let frag = data
+                    .get(off..)
+                    .and_then(<[u8]>::first_chunk::<8>)
+                    .ok_or(SkipReason::Truncated)?;
                 let offset_m = u16::from_be_bytes([frag[2], frag[3]]);
                 if offset_m & 0xfff9 != 0 {
                     return Err(SkipReason::Fragment);

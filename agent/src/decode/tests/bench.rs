@@ -9,7 +9,11 @@ use crate::decode::PcapReader;
 #[test]
 #[ignore = "benchmark; run explicitly in release"]
 fn bench_decode_classify() {
-    use crate::protocol::{Protocol, classify};
+    use crate::protocol::{
+        Protocol, classify,
+        http::scan_requests,
+        tls::{TlsParse, parse_client_hello},
+    };
 
     let hello = std::fs::read(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("src/protocol/testdata/tls13.client.bin"),
@@ -63,27 +67,44 @@ Authorization: Bearer abcdefghijklmnopqrstuvwxyz0123456789\r\nAccept: */*\r\n\r\
         }
     }
     let size = std::fs::metadata(&path).unwrap().len();
-    let start = std::time::Instant::now();
-    let mut reader = PcapReader::open(&path).unwrap();
-    let (mut packets, mut tls, mut http) = (0u64, 0u64, 0u64);
-    while let Some(p) = reader.next_packet().unwrap() {
-        packets += 1;
-        if !p.payload.is_empty() {
+    // Pass 1: decode + classify every payload. Pass 2: also parse what a
+    // flow's first client segment holds (ClientHello or request heads).
+    for parse in [false, true] {
+        let start = std::time::Instant::now();
+        let mut reader = PcapReader::open(&path).unwrap();
+        let (mut packets, mut tls, mut http, mut parsed) = (0u64, 0u64, 0u64, 0u64);
+        while let Some(p) = reader.next_packet().unwrap() {
+            packets += 1;
+            if p.payload.is_empty() {
+                continue;
+            }
             match classify(&p.payload) {
-                Protocol::Tls => tls += 1,
-                Protocol::Http => http += 1,
+                Protocol::Tls => {
+                    tls += 1;
+                    if parse && let TlsParse::Done(hello) = parse_client_hello(&p.payload) {
+                        parsed += u64::from(hello.sni.is_some());
+                    }
+                }
+                Protocol::Http => {
+                    http += 1;
+                    if parse {
+                        parsed += scan_requests(&p.payload).requests.len() as u64;
+                    }
+                }
                 _ => {}
             }
         }
+        let secs = start.elapsed().as_secs_f64();
+        assert_eq!(packets, u64::from(flows) * 10);
+        assert_eq!((tls, http), (u64::from(flows) / 2, u64::from(flows) / 2));
+        assert_eq!(parsed, if parse { u64::from(flows) } else { 0 });
+        println!(
+            "decode+classify{}: {packets} packets, {:.1} MB in {secs:.3} s = {:.2} M packets/s, {:.0} MB/s",
+            if parse { "+parse" } else { "" },
+            size as f64 / 1e6,
+            packets as f64 / secs / 1e6,
+            size as f64 / secs / 1e6
+        );
     }
-    let secs = start.elapsed().as_secs_f64();
     let _ = std::fs::remove_file(&path);
-    assert_eq!(packets, u64::from(flows) * 10);
-    assert_eq!((tls, http), (u64::from(flows) / 2, u64::from(flows) / 2));
-    println!(
-        "decode+classify: {packets} packets, {:.1} MB in {secs:.3} s = {:.2} M packets/s, {:.0} MB/s",
-        size as f64 / 1e6,
-        packets as f64 / secs / 1e6,
-        size as f64 / secs / 1e6
-    );
 }

@@ -269,6 +269,29 @@ fn corrupt_record_length_is_an_error_not_an_allocation() {
 }
 
 #[test]
+fn pcapng_packet_longer_than_its_block_is_corrupt() {
+    let tcp = ipv4_tcp(1, 2, b"abc");
+    let mut f = Vec::new();
+    ng_section(&mut f);
+    ng_interface(&mut f, 101, None);
+    ng_packet(&mut f, 0, 1, &tcp);
+    let second = f.len();
+    ng_packet(&mut f, 0, 2, &tcp);
+    // Lie in the second packet's captured length.
+    f[second + 20..second + 24].copy_from_slice(&5000u32.to_le_bytes());
+    for i in 0..2000u64 {
+        ng_packet(&mut f, 0, i, &tcp);
+    }
+    let path = write("lying.pcapng", &f);
+    let mut reader = PcapReader::open(&path).unwrap();
+    assert!(reader.next_packet().unwrap().is_some());
+    let err = reader.next_packet().unwrap_err();
+    assert!(matches!(err, DecodeError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("longer than its block"), "{err}");
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
 fn random_bytes_after_a_valid_header_never_panic() {
     let mut rng = super::XorShift(0x9e37_79b9_7f4a_7c15);
     for round in 0..200 {
