@@ -392,3 +392,34 @@ fn real_captures_of_one_http_exchange_agree() {
     }
     assert!(nano.iter().any(|p| p.ts % 1000 != 0));
 }
+
+#[test]
+fn mutated_real_captures_never_panic() {
+    let mut rng = XorShift(0x1234_5678_9abc_def1);
+    for name in [
+        "lo_eth.pcap",
+        "any_sll1.pcap",
+        "any_sll2.pcap",
+        "lo_nano.pcapng",
+    ] {
+        let original = std::fs::read(testdata(name)).unwrap();
+        for _ in 0..150 {
+            let mut bytes = original.clone();
+            for _ in 0..=(rng.next() % 8) {
+                // Leave the file header alone half of the time so the
+                // mutations reach the records.
+                let from = if rng.next().is_multiple_of(2) { 0 } else { 32 };
+                let at = from + (rng.next() as usize) % (bytes.len() - from);
+                bytes[at] = rng.next() as u8;
+            }
+            bytes.truncate(bytes.len() - (rng.next() as usize) % 64);
+            let path = write("mutated", &bytes);
+            if let Ok(mut reader) = PcapReader::open(&path) {
+                while let Ok(Some(_)) = reader.next_packet() {}
+                let stats = reader.stats();
+                assert_eq!(stats.packets + stats.skipped(), stats.frames, "{stats:?}");
+            }
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
