@@ -3,8 +3,8 @@
 use sha2::{Digest, Sha256};
 
 use super::http::{
-    Credential, H2_PREFACE, MAX_HEAD, ScanEnd, credential_sha256, is_response_start,
-    parse_requests, scan_requests, starts_with_method,
+    CredentialHeaders, H2_PREFACE, MAX_HEAD, ScanEnd, credential_sha256, is_response_start,
+    parse_requests, scan_requests, scan_requests_with, starts_with_method,
 };
 use crate::{
     event::Direction,
@@ -120,34 +120,20 @@ X-Api-Key:  key-9  \r\nCookie: a=1; b=2\r\nProxy-Authorization: Basic dXNlcjpwYX
 Api-Key: k2\r\nX-Auth-Token: t3\r\nX-Other: not-a-credential\r\n\r\n";
     let reqs = parse_requests(buf);
     let creds = &reqs[0].credentials;
+    let got: Vec<(&str, [u8; 32])> = creds
+        .iter()
+        .map(|c| (c.header.as_ref(), c.value_sha256))
+        .collect();
     let expect = vec![
-        Credential {
-            header: "authorization",
-            value_sha256: sha(b"tok-123"),
-        },
-        Credential {
-            header: "x-api-key",
-            value_sha256: sha(b"key-9"),
-        },
-        Credential {
-            header: "cookie",
-            value_sha256: sha(b"a=1; b=2"),
-        },
+        ("authorization", sha(b"tok-123")),
+        ("x-api-key", sha(b"key-9")),
+        ("cookie", sha(b"a=1; b=2")),
         // Only `authorization` strips the scheme; other headers hash it all.
-        Credential {
-            header: "proxy-authorization",
-            value_sha256: sha(b"Basic dXNlcjpwYXNz"),
-        },
-        Credential {
-            header: "api-key",
-            value_sha256: sha(b"k2"),
-        },
-        Credential {
-            header: "x-auth-token",
-            value_sha256: sha(b"t3"),
-        },
+        ("proxy-authorization", sha(b"Basic dXNlcjpwYXNz")),
+        ("api-key", sha(b"k2")),
+        ("x-auth-token", sha(b"t3")),
     ];
-    assert_eq!(creds, &expect);
+    assert_eq!(got, expect);
     // Debug shows the hash, never the token.
     let debug = format!("{:?}", reqs[0]);
     assert!(
@@ -155,6 +141,24 @@ Api-Key: k2\r\nX-Auth-Token: t3\r\nX-Other: not-a-credential\r\n\r\n";
         "{debug}"
     );
     assert!(debug.contains(&format!("sha256:{}", hexs(&sha(b"tok-123")))));
+}
+
+#[test]
+fn contract_named_credential_headers() {
+    let headers = CredentialHeaders::with_extra(["X-Client-Secret", "cookie", " "]);
+    let buf = b"GET / HTTP/1.1\r\nx-client-secret: s3cret\r\nCookie: c\r\nX-Other: o\r\n\r\n";
+    let scan = scan_requests_with(buf, &headers);
+    let got: Vec<(&str, [u8; 32])> = scan.requests[0]
+        .credentials
+        .iter()
+        .map(|c| (c.header.as_ref(), c.value_sha256))
+        .collect();
+    assert_eq!(
+        got,
+        vec![("x-client-secret", sha(b"s3cret")), ("cookie", sha(b"c"))]
+    );
+    // Without the contract's list the extra header is not a credential.
+    assert_eq!(scan_requests(buf).requests[0].credentials.len(), 1);
 }
 
 fn hexs(b: &[u8]) -> String {
