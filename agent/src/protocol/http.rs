@@ -237,7 +237,18 @@ pub fn scan_requests_with(buf: &[u8], credential_headers: &CredentialHeaders) ->
         end: ScanEnd::Complete,
     };
     while scan.requests.len() < MAX_REQUESTS {
-        let rest = buf.get(scan.consumed..).unwrap_or_default();
+        let mut rest = buf.get(scan.consumed..).unwrap_or_default();
+        // Some clients send a stray CRLF after a body (RFC 9112 2.2 says
+        // servers should ignore empty lines before a request-line).
+        if scan.consumed > 0 {
+            while let Some(after) = rest
+                .strip_prefix(b"\r\n")
+                .or_else(|| rest.strip_prefix(b"\n"))
+            {
+                scan.consumed += rest.len() - after.len();
+                rest = after;
+            }
+        }
         if rest.is_empty() {
             scan.end = ScanEnd::Complete;
             return scan;

@@ -74,6 +74,15 @@ DELETE /v1/b HTTP/1.1\r\nhost: [2001:db8::1]:80\r\n\r\n";
 }
 
 #[test]
+fn stray_crlf_between_requests_is_ignored() {
+    let buf = b"POST /a HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi\r\nGET /b HTTP/1.1\r\n\r\n";
+    let scan = scan_requests(buf);
+    assert_eq!(scan.requests.len(), 2);
+    assert_eq!(scan.end, ScanEnd::Complete);
+    assert_eq!(scan.consumed, buf.len());
+}
+
+#[test]
 fn partial_heads_and_bodies() {
     let full = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n";
     for cut in 1..full.len() {

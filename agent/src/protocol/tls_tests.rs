@@ -343,6 +343,9 @@ fn not_tls_inputs() {
     );
     assert_eq!(parse_client_hello(&[]), TlsParse::NeedMore);
     assert_eq!(parse_client_hello(&[22, 3]), TlsParse::NeedMore);
+    assert_eq!(parse_client_hello(&[22, 3, 1, 0]), TlsParse::NeedMore);
+    assert_eq!(parse_client_hello(&[22, 0x41]), TlsParse::NotTls);
+    assert_eq!(parse_client_hello(&[22, 3, 9]), TlsParse::NotTls);
     // A handshake message larger than the bound is not waited for.
     let mut huge = vec![22, 3, 1, 0x40, 0x00, 1, 0x01, 0, 0];
     huge.extend(std::iter::repeat_n(0u8, 0x4000 - 4));
