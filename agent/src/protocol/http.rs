@@ -1,0 +1,455 @@
+//! HTTP/1.x request heads (httparse) and h2c recognition.
+//!
+//! Credential headers are hashed while the head is parsed: a [`Request`]
+//! carries only [`Credential`]s (header name + SHA-256), so a raw token never
+//! leaves this module, not even through `Debug`.
+
+use std::{borrow::Cow, fmt};
+
+use sha2::{Digest, Sha256};
+
+/// The HTTP/2 connection preface a prior-knowledge h2c client sends first.
+pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// A request head longer than this is not waited for.
+pub const MAX_HEAD: usize = 16 * 1024;
+/// Header slots tried first; a head with more is parsed again with room
+/// for as many as [`MAX_HEAD`] bytes can hold.
+const MAX_HEADERS: usize = 96;
+/// Requests taken from one buffer at most (bounds work on garbage).
+const MAX_REQUESTS: usize = 1024;
+
+/// Methods that start a request, each followed by a space: the same rule
+/// the kernel program uses to count request starts.
+const METHODS: [&[u8]; 9] = [
+    b"GET ",
+    b"POST ",
+    b"PUT ",
+    b"DELETE ",
+    b"HEAD ",
+    b"OPTIONS ",
+    b"PATCH ",
+    b"CONNECT ",
+    b"TRACE ",
+];
+
+/// Headers whose values identify a client, lowercase. A contract may name
+/// more: see [`CredentialHeaders`].
+pub const CREDENTIAL_HEADERS: [&str; 6] = [
+    "authorization",
+    "proxy-authorization",
+    "x-api-key",
+    "api-key",
+    "x-auth-token",
+    "cookie",
+];
+
+/// Does `buf` start with a request method and a space?
+#[inline]
+pub fn starts_with_method(buf: &[u8]) -> bool {
+    // Dispatch on the first byte so the common miss costs one comparison.
+    match buf.first() {
+        Some(b'G') => buf.starts_with(b"GET "),
+        Some(b'P') => {
+            buf.starts_with(b"POST ") || buf.starts_with(b"PUT ") || buf.starts_with(b"PATCH ")
+        }
+        Some(b'D') => buf.starts_with(b"DELETE "),
+        Some(b'H') => buf.starts_with(b"HEAD "),
+        Some(b'O') => buf.starts_with(b"OPTIONS "),
+        Some(b'C') => buf.starts_with(b"CONNECT "),
+        Some(b'T') => buf.starts_with(b"TRACE "),
+        _ => false,
+    }
+}
+
+/// Could `buf` (shorter than any method + space) still become a method?
+pub fn could_start_with_method(buf: &[u8]) -> bool {
+    METHODS
+        .iter()
+        .any(|m| buf.len() < m.len() && m.starts_with(buf))
+}
+
+/// Does `buf` start with an HTTP/1.x status line ("HTTP/1.1 200")?
+/// `None` when too few bytes are there to tell.
+pub fn is_response_start(buf: &[u8]) -> Option<bool> {
+    const PREFIX: &[u8] = b"HTTP/1.";
+    if buf.len() < 12 {
+        let n = buf.len().min(PREFIX.len());
+        return if buf.get(..n) == PREFIX.get(..n) {
+            None
+        } else {
+            Some(false)
+        };
+    }
+    Some(matches!(
+        buf.get(..12),
+        Some([b'H', b'T', b'T', b'P', b'/', b'1', b'.', v, b' ', a, b, c])
+            if v.is_ascii_digit() && a.is_ascii_digit() && b.is_ascii_digit() && c.is_ascii_digit()
+    ))
+}
+
+/// Which request headers carry credentials: [`CREDENTIAL_HEADERS`] plus
+/// any a contract names.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CredentialHeaders {
+    /// Lowercase names beyond [`CREDENTIAL_HEADERS`].
+    extra: Vec<String>,
+}
+
+impl CredentialHeaders {
+    /// Just [`CREDENTIAL_HEADERS`].
+    pub const STANDARD: Self = Self { extra: Vec::new() };
+
+    /// [`CREDENTIAL_HEADERS`] plus `names` (any case).
+    pub fn with_extra<I, S>(names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut extra: Vec<String> = Vec::new();
+        for name in names {
+            let name = name.as_ref().trim().to_ascii_lowercase();
+            if !name.is_empty()
+                && !CREDENTIAL_HEADERS.contains(&name.as_str())
+                && !extra.contains(&name)
+            {
+                extra.push(name);
+            }
+        }
+        Self { extra }
+    }
+
+    /// The lowercase name if `name` is a credential header.
+    fn lookup(&self, name: &str) -> Option<Cow<'static, str>> {
+        if let Some(known) = CREDENTIAL_HEADERS
+            .iter()
+            .find(|k| name.eq_ignore_ascii_case(k))
+        {
+            return Some(Cow::Borrowed(known));
+        }
+        self.extra
+            .iter()
+            .find(|k| name.eq_ignore_ascii_case(k))
+            .map(|k| Cow::Owned(k.clone()))
+    }
+}
+
+/// A credential header, hashed: the raw value is gone.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Credential {
+    /// Lowercase header name (from [`CredentialHeaders`]).
+    pub header: Cow<'static, str>,
+    /// SHA-256 per [`credential_sha256`].
+    pub value_sha256: [u8; 32],
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Credential({}, sha256:", self.header)?;
+        for b in &self.value_sha256 {
+            write!(f, "{b:02x}")?;
+        }
+        f.write_str(")")
+    }
+}
+
+/// The fingerprint rule of the contract: for `authorization`, a value
+/// "Bearer X" or "Basic X" (scheme case-insensitive) hashes X; any other
+/// value or header hashes the whole value. Surrounding whitespace is trimmed.
+pub fn credential_sha256(header: &str, raw_value: &[u8]) -> [u8; 32] {
+    let value = raw_value.trim_ascii();
+    let hashed = if header.eq_ignore_ascii_case("authorization") {
+        strip_scheme(value, b"bearer")
+            .or_else(|| strip_scheme(value, b"basic"))
+            .unwrap_or(value)
+    } else {
+        value
+    };
+    Sha256::digest(hashed).into()
+}
+
+fn strip_scheme<'a>(value: &'a [u8], scheme: &[u8]) -> Option<&'a [u8]> {
+    let (head, rest) = value.split_at_checked(scheme.len())?;
+    if !head.eq_ignore_ascii_case(scheme) || rest.first().is_none_or(|b| *b != b' ') {
+        return None;
+    }
+    Some(rest.trim_ascii())
+}
+
+/// One request head.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub method: String,
+    /// Request path (origin form; taken out of absolute-form targets).
+    pub path: String,
+    /// Host header (or the authority of an absolute-form target): lowercase,
+    /// port and IPv6 brackets removed.
+    pub host: Option<String>,
+    /// Credential headers in the order they appeared, already hashed.
+    pub credentials: Vec<Credential>,
+    /// The request asks to switch to HTTP/2 (`Upgrade: h2c`).
+    pub upgrade_h2c: bool,
+}
+
+/// Where scanning a buffer of requests stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScanEnd {
+    /// All bytes were consumed.
+    Complete,
+    /// The buffer ends inside a request head: continue at `consumed` with
+    /// more bytes.
+    NeedMore,
+    /// The buffer ends inside the last request's body; `remaining` body
+    /// bytes follow and then, maybe, the next request.
+    InBody { remaining: u64 },
+    /// What follows cannot be split into requests here: a chunked body, a
+    /// protocol switch (Upgrade, CONNECT), or a head larger than
+    /// [`MAX_HEAD`].
+    Stopped,
+    /// The bytes at `consumed` are not an HTTP/1.x request.
+    NotHttp,
+}
+
+/// Requests found in a buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestScan {
+    pub requests: Vec<Request>,
+    /// Bytes of the buffer covered by `requests` (heads and bodies).
+    pub consumed: usize,
+    pub end: ScanEnd,
+}
+
+/// All request heads in `buf` (pipelining), skipping bodies by
+/// Content-Length. See [`scan_requests`] for where parsing stopped.
+pub fn parse_requests(buf: &[u8]) -> Vec<Request> {
+    scan_requests(buf).requests
+}
+
+/// [`scan_requests_with`] the standard credential headers.
+pub fn scan_requests(buf: &[u8]) -> RequestScan {
+    scan_requests_with(buf, &CredentialHeaders::STANDARD)
+}
+
+/// Splits `buf`, which starts at a request head, into requests.
+pub fn scan_requests_with(buf: &[u8], credential_headers: &CredentialHeaders) -> RequestScan {
+    let mut scan = RequestScan {
+        requests: Vec::new(),
+        consumed: 0,
+        end: ScanEnd::Complete,
+    };
+    while scan.requests.len() < MAX_REQUESTS {
+        let mut rest = buf.get(scan.consumed..).unwrap_or_default();
+        // Some clients send a stray CRLF after a body (RFC 9112 2.2 says
+        // servers should ignore empty lines before a request-line).
+        if scan.consumed > 0 {
+            while let Some(after) = rest
+                .strip_prefix(b"\r\n")
+                .or_else(|| rest.strip_prefix(b"\n"))
+            {
+                scan.consumed += rest.len() - after.len();
+                rest = after;
+            }
+        }
+        if rest.is_empty() {
+            scan.end = ScanEnd::Complete;
+            return scan;
+        }
+        if !starts_with_method(rest) {
+            scan.end = if could_start_with_method(rest) {
+                ScanEnd::NeedMore
+            } else {
+                ScanEnd::NotHttp
+            };
+            return scan;
+        }
+        let parsed = match parse_head(rest, credential_headers) {
+            HeadResult::Complete(parsed) => parsed,
+            HeadResult::Partial => {
+                scan.end = if rest.len() >= MAX_HEAD {
+                    ScanEnd::Stopped
+                } else {
+                    ScanEnd::NeedMore
+                };
+                return scan;
+            }
+            HeadResult::Invalid => {
+                scan.end = ScanEnd::NotHttp;
+                return scan;
+            }
+        };
+        scan.consumed += parsed.head_len;
+        let switches = parsed.request.upgrade_h2c || parsed.request.method == "CONNECT";
+        scan.requests.push(parsed.request);
+        match parsed.body {
+            Body::None if switches => {
+                scan.end = ScanEnd::Stopped;
+                return scan;
+            }
+            Body::None => {}
+            Body::Length(len) => {
+                let available = (buf.len() - scan.consumed) as u64;
+                if len > available {
+                    scan.consumed = buf.len();
+                    scan.end = ScanEnd::InBody {
+                        remaining: len - available,
+                    };
+                    return scan;
+                }
+                // `len <= available`, which is a usize.
+                scan.consumed += len as usize;
+            }
+            Body::Unknown => {
+                scan.end = ScanEnd::Stopped;
+                return scan;
+            }
+        }
+    }
+    scan.end = ScanEnd::Stopped;
+    scan
+}
+
+/// Is the request head at the start of `buf` asking for `Upgrade: h2c`?
+/// `None` while the head is incomplete.
+pub fn head_upgrades_to_h2c(buf: &[u8]) -> Option<bool> {
+    // Only the Upgrade header matters here: no strings, no hashing.
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(_)) => Some(
+            req.headers
+                .iter()
+                .any(|h| h.name.eq_ignore_ascii_case("upgrade") && upgrade_lists_h2c(h.value)),
+        ),
+        Ok(httparse::Status::Partial) => None,
+        // Too many headers for the quick look: the full parse decides.
+        Err(httparse::Error::TooManyHeaders) => match parse_head(buf, &CredentialHeaders::STANDARD)
+        {
+            HeadResult::Complete(parsed) => Some(parsed.request.upgrade_h2c),
+            HeadResult::Partial => None,
+            HeadResult::Invalid => Some(false),
+        },
+        Err(_) => Some(false),
+    }
+}
+
+fn upgrade_lists_h2c(value: &[u8]) -> bool {
+    value
+        .split(|b| *b == b',')
+        .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"h2c"))
+}
+
+enum Body {
+    None,
+    Length(u64),
+    /// Chunked, or a length we cannot trust.
+    Unknown,
+}
+
+struct ParsedHead {
+    request: Request,
+    head_len: usize,
+    body: Body,
+}
+
+enum HeadResult {
+    Complete(ParsedHead),
+    Partial,
+    Invalid,
+}
+
+fn parse_head(buf: &[u8], credential_headers: &CredentialHeaders) -> HeadResult {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    match parse_head_with(buf, &mut headers, credential_headers) {
+        Err(httparse::Error::TooManyHeaders) => {
+            // Rare: retry with room for as many headers as MAX_HEAD can hold.
+            let mut many = vec![httparse::EMPTY_HEADER; MAX_HEAD / 4];
+            parse_head_with(buf, &mut many, credential_headers).unwrap_or(HeadResult::Invalid)
+        }
+        Err(_) => HeadResult::Invalid,
+        Ok(result) => result,
+    }
+}
+
+fn parse_head_with<'b>(
+    buf: &'b [u8],
+    headers: &mut [httparse::Header<'b>],
+    credential_headers: &CredentialHeaders,
+) -> Result<HeadResult, httparse::Error> {
+    let mut req = httparse::Request::new(headers);
+    let head_len = match req.parse(buf)? {
+        httparse::Status::Complete(n) => n,
+        httparse::Status::Partial => return Ok(HeadResult::Partial),
+    };
+    let (Some(method), Some(target)) = (req.method, req.path) else {
+        return Ok(HeadResult::Invalid);
+    };
+    let (mut host, path) = split_target(target);
+    let mut credentials = Vec::new();
+    let mut upgrade_h2c = false;
+    let mut body = Body::None;
+    for header in req.headers.iter() {
+        let name = header.name;
+        if name.eq_ignore_ascii_case("host") {
+            if let Ok(value) = std::str::from_utf8(header.value) {
+                host = Some(normalize_host(value));
+            }
+        } else if name.eq_ignore_ascii_case("content-length") {
+            if !matches!(body, Body::Unknown) {
+                body = match std::str::from_utf8(header.value).map(|v| v.trim().parse::<u64>()) {
+                    Ok(Ok(0)) => Body::None,
+                    Ok(Ok(len)) => Body::Length(len),
+                    _ => Body::Unknown,
+                };
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            // Any transfer coding (chunked in practice) hides where the body ends.
+            body = Body::Unknown;
+        } else if name.eq_ignore_ascii_case("upgrade") {
+            upgrade_h2c |= upgrade_lists_h2c(header.value);
+        } else if let Some(known) = credential_headers.lookup(name) {
+            credentials.push(Credential {
+                value_sha256: credential_sha256(&known, header.value),
+                header: known,
+            });
+        }
+    }
+    Ok(HeadResult::Complete(ParsedHead {
+        request: Request {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            host: host.filter(|h| !h.is_empty()),
+            credentials,
+            upgrade_h2c,
+        },
+        head_len,
+        body,
+    }))
+}
+
+/// Splits an absolute-form target ("http://host:port/path") into its host
+/// and path; origin-form targets have no host.
+fn split_target(target: &str) -> (Option<String>, &str) {
+    let lower = target.get(..8).map(str::to_ascii_lowercase);
+    let scheme_len = match lower.as_deref() {
+        Some(p) if p.starts_with("http://") => 7,
+        Some("https://") => 8,
+        _ => return (None, target),
+    };
+    let rest = target.get(scheme_len..).unwrap_or_default();
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, "/"),
+    };
+    (Some(normalize_host(authority)), path)
+}
+
+/// Lowercase, without port, userinfo or IPv6 brackets.
+fn normalize_host(value: &str) -> String {
+    let value = value.trim();
+    let value = value.rsplit_once('@').map_or(value, |(_, host)| host);
+    let host = if let Some(inner) = value.strip_prefix('[') {
+        inner.split_once(']').map_or(inner, |(addr, _)| addr)
+    } else {
+        value.split_once(':').map_or(value, |(name, _)| name)
+    };
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
