@@ -163,7 +163,7 @@ fn expect_literal(r: &mut Reader, top: &Fields<'_>, key: &str, want: &str) {
         r.err(
             key,
             n.pos,
-            format!("{key} must be `{want}`, found {}", shown(text)),
+            format!("must be `{want}`, found {}", shown(text)),
         );
     }
 }

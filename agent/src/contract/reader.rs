@@ -292,8 +292,10 @@ impl Reader {
 
     pub fn fingerprint(&mut self, node: &Node, path: &str) -> Option<Fingerprint> {
         let text = self.text(node, path)?;
+        // The value is not echoed: a mis-pasted raw secret must not reach
+        // the terminal or CI logs.
         text.parse::<Fingerprint>()
-            .map_err(|e| self.err(path, node.pos, format!("{}: {e}", shown(text))))
+            .map_err(|e| self.err(path, node.pos, format!("not a fingerprint: {e}")))
             .ok()
     }
 

@@ -42,8 +42,7 @@ pub enum ContractKind {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Metadata {
     /// The contract's name, shown in reports and the audit log.
-    #[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"))]
-    pub name: String,
+    pub name: Name,
 }
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
@@ -69,14 +68,49 @@ pub struct Spec {
     pub remediation: Option<Remediation>,
 }
 
-/// A CIDR (`10.20.0.0/16`) or a single IP address.
-type Network = String;
-/// `<whole number><s|m|h|d>`, e.g. `90d`, `15m`.
-type Duration = String;
-/// An RFC 3339 time, e.g. `2026-11-01T00:00:00Z`.
-type Time = String;
-/// A name: letters, digits, `.`, `_`, `-`; up to 63 characters.
-type Name = String;
+/// A CIDR (`10.20.0.0/16`, `fd00::/64`) or a single IP address.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct Network(#[schemars(length(min = 2))] pub String);
+
+/// A whole number and one unit of `s`, `m`, `h` or `d`, e.g. `90d`, `15m`.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct Duration(#[schemars(regex(pattern = r"^[0-9]+[smhd]$"))] pub String);
+
+/// An RFC 3339 time with a zone, e.g. `2026-11-01T00:00:00Z`.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct Time(#[schemars(extend("format" = "date-time"))] pub String);
+
+/// A name: up to 63 letters, digits, `.`, `_` or `-`, starting with a
+/// letter or digit.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct Name(#[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"))] pub String);
+
+/// A DNS name matching TLS SNI or HTTP Host (case-insensitive; `*.` prefix
+/// matches subdomains), or an IP address / CIDR matching the server address.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct Host(#[schemars(length(min = 1, max = 253))] pub String);
+
+/// A path prefix, matched on segment boundaries: `/v1/payments` covers
+/// `/v1/payments`, `/v1/payments/x` and `/v1/payments?x`, not `/v1/paymentsX`.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct PathPrefix(#[schemars(regex(pattern = r"^/"))] pub String);
+
+/// A glob (`*`, `?`, `[...]`) over IANA cipher suite names, matched
+/// case-insensitively, e.g. `*_CBC_*`.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct CipherGlob(#[schemars(length(min = 1))] pub String);
+
+/// An HTTP header name, e.g. `authorization` or `x-api-key`.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct HeaderName(#[schemars(regex(pattern = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"))] pub String);
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -131,7 +165,7 @@ pub struct DataClass {
     /// Globs (`*`, `?`, `[...]`) over IANA cipher suite names, matched
     /// case-insensitively, e.g. `*_CBC_*`.
     #[serde(default)]
-    pub forbidden_ciphers: Vec<String>,
+    pub forbidden_ciphers: Vec<CipherGlob>,
 }
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
@@ -143,7 +177,7 @@ pub struct Endpoint {
     /// DNS names (matching TLS SNI or HTTP Host; `*.example.com` matches
     /// subdomains) or IPs/CIDRs (matching the server address).
     #[schemars(length(min = 1))]
-    pub hosts: Vec<String>,
+    pub hosts: Vec<Host>,
     /// Omitted: any port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
@@ -151,7 +185,7 @@ pub struct Endpoint {
     /// Path prefixes, matched on segment boundaries where requests are
     /// visible; omitted: any path.
     #[serde(default)]
-    pub paths: Vec<String>,
+    pub paths: Vec<PathPrefix>,
 }
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
@@ -175,7 +209,7 @@ pub struct CredentialEntry {
     /// `Bearer X` / `Basic X` values the fingerprint is of `X`; for other
     /// headers, of the whole value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub header: Option<String>,
+    pub header: Option<HeaderName>,
     pub fingerprint: Fingerprint,
     pub issued_at: Time,
 }
