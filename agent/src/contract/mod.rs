@@ -378,6 +378,15 @@ impl Contract {
     }
 }
 
+impl std::str::FromStr for Contract {
+    type Err = ContractError;
+
+    /// [`Contract::parse`] with the source name `<string>`.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Self::parse(text, "<string>")
+    }
+}
+
 /// `::ffff:10.0.0.1` → `10.0.0.1`, so IPv4 rules match dual-stack sockets.
 pub(crate) fn canonical_ip(ip: IpAddr) -> IpAddr {
     match ip {
