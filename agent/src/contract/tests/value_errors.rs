@@ -238,3 +238,62 @@ fn negative_or_fractional_quotas() {
         Some(Quota { rps: 2.5, burst: 3 })
     );
 }
+
+#[test]
+fn bad_paths_headers_hosts_and_zero_max_age() {
+    let text = replace(
+        &base(),
+        "      ports: [443]\n",
+        "      ports: [443]\n      paths: [\"v1/x\", \"/ok\"]\n",
+    );
+    let text = replace(
+        &text,
+        "        - fingerprint:",
+        "        - header: \"x api key\"\n          fingerprint:",
+    );
+    let text = replace(
+        &text,
+        "      quotas:\n",
+        "      credentialMaxAge: 0s\n      quotas:\n",
+    );
+    assert_errors(
+        &text,
+        &[
+            (
+                "spec.endpoints[0].paths[0]",
+                16,
+                15,
+                "`v1/x` is not a path prefix; paths start with '/'",
+            ),
+            (
+                "spec.clients[0].credentials[0].header",
+                20,
+                19,
+                "`x api key` is not an HTTP header name",
+            ),
+            (
+                "spec.stages[0].credentialMaxAge",
+                26,
+                25,
+                "makes every credential stale",
+            ),
+        ],
+    );
+    let text = replace(
+        &base(),
+        "hosts: [\"api.example.com\", \"10.0.0.0/24\"]",
+        "hosts: []",
+    );
+    assert_errors(
+        &text,
+        &[("spec.endpoints[0].hosts", 14, 14, "at least one host name")],
+    );
+    // Header names are case-insensitive: stored lowercase.
+    let text = replace(
+        &base(),
+        "        - fingerprint:",
+        "        - header: X-Api-Key\n          fingerprint:",
+    );
+    let c = Contract::parse(&text, "c.yaml").unwrap();
+    assert_eq!(c.clients()[0].credentials[0].header, "x-api-key");
+}
