@@ -436,3 +436,39 @@ fn secrets_pasted_into_fingerprints_are_not_echoed_in_full() {
         assert!(err.contains("not a fingerprint"), "{err}");
     }
 }
+
+#[test]
+fn deep_nesting_is_an_error_not_a_stack_overflow() {
+    let errs = diagnostics(&"[".repeat(200_000));
+    assert_eq!(errs.len(), 1);
+    assert!(errs[0].message.contains("recursion limit"), "{}", errs[0]);
+}
+
+/// Bad input never panics: every prefix of the example, and the example
+/// with bytes overwritten at pseudo-random places.
+#[test]
+fn truncated_and_corrupted_contracts_never_panic() {
+    for (end, _) in EXAMPLE.char_indices().step_by(3) {
+        let _ = Contract::parse(&EXAMPLE[..end], "c.yaml");
+    }
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        // xorshift64: deterministic, no dependency.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let noise = b"{}[]:,-'\"&*!|>#%@` \n\t0aZ\xff";
+    for _ in 0..1000 {
+        let mut bytes = EXAMPLE.as_bytes().to_vec();
+        for _ in 0..1 + next() % 4 {
+            let at = usize::try_from(next() % bytes.len() as u64).unwrap();
+            let with = noise[usize::try_from(next() % noise.len() as u64).unwrap()];
+            bytes[at] = with;
+        }
+        if let Err(e) = Contract::parse_bytes(&bytes, "c.yaml") {
+            assert!(!e.diagnostics().is_empty());
+        }
+    }
+}
