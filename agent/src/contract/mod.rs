@@ -217,6 +217,10 @@ impl Contract {
         &self.stages
     }
 
+    pub fn stage(&self, name: &str) -> Option<&Stage> {
+        self.stages.iter().find(|s| &*s.name == name)
+    }
+
     pub fn revocations(&self) -> &[Revocation] {
         &self.revocations
     }

@@ -86,6 +86,8 @@ fn stage_selection_at_boundaries() {
         None
     );
     assert_eq!(c.stage_at(ramp2).map(|s| s.index), Some(1));
+    assert_eq!(c.stage("ramp-2x").map(|s| s.starts_at), Some(ramp2));
+    assert!(c.stage("ramp-3x").is_none());
 }
 
 #[test]
