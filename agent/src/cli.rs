@@ -155,20 +155,3 @@ pub struct ViolationsArgs {
     pub since: Option<String>,
 }
 
-/// Parses `90s`, `15m`, `2h`, `1d` (the contract's duration syntax).
-pub fn parse_duration_secs(s: &str) -> anyhow::Result<u64> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| anyhow::anyhow!("bad duration {s:?}: expected a number and s, m, h or d, such as 15m"))?;
-    let mult = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => anyhow::bail!("bad duration {s:?}: expected a number and s, m, h or d, such as 15m"),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| anyhow::anyhow!("duration {s:?} is too large"))
-}

@@ -5,9 +5,11 @@
 use std::{io::Write as _, process::ExitCode};
 
 use agent::{
-    cli::{AuditCommand, Cli, Command, LogFormat},
+    cli::{AuditCommand, Cli, Command, ContractCommand, LogFormat},
+    contract,
     sinks::api::{client, views::Request},
 };
+use anyhow::Context as _;
 use clap::Parser as _;
 
 fn main() -> ExitCode {
@@ -17,8 +19,12 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             let mut msg = format!("error: {e}");
+            // Module errors often already name their cause; say each once.
             for cause in e.chain().skip(1) {
-                msg.push_str(&format!(": {cause}"));
+                let cause = cause.to_string();
+                if !msg.contains(&cause) {
+                    msg.push_str(&format!(": {cause}"));
+                }
             }
             let _ = writeln!(std::io::stderr(), "{msg}");
             ExitCode::from(2)
@@ -50,9 +56,29 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let since_secs = v
                 .since
                 .as_deref()
-                .map(agent::cli::parse_duration_secs)
+                .map(|s| {
+                    contract::parse_duration(s)
+                        .with_context(|| format!("--since {s:?}"))
+                        .map(|ns| u64::try_from(ns / 1_000_000_000).unwrap_or(0))
+                })
                 .transpose()?;
             (v.client, Request::Violations { since_secs })
+        }
+        Command::Contract(ContractCommand::Check { file, at }) => {
+            let at = at.as_deref().map(parse_at).transpose()?;
+            let mut err = std::io::stderr().lock();
+            return Ok(contract::cli::run_check(&file, at, &mut out, &mut err)?.exit_code());
+        }
+        Command::Contract(ContractCommand::Schema) => {
+            return Ok(contract::cli::run_schema(&mut out)?.exit_code());
+        }
+        Command::Fingerprint { header } => {
+            let mut err = std::io::stderr().lock();
+            let mut stdin = std::io::stdin().lock();
+            return Ok(
+                contract::cli::run_fingerprint(Some(&header), &mut stdin, &mut out, &mut err)?
+                    .exit_code(),
+            );
         }
         Command::Audit(AuditCommand::Verify { dir, key }) => {
             let code = agent::sinks::audit::run_verify(&dir, key.as_deref(), &mut out);
@@ -62,4 +88,9 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     };
     client::query(&args.socket, &request, args.output, &mut out)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--at` values: RFC 3339, as in the contract.
+fn parse_at(s: &str) -> anyhow::Result<agent::event::Nanos> {
+    contract::parse_rfc3339(s).with_context(|| format!("--at {s:?} (expected RFC 3339, such as 2026-12-01T00:00:00Z)"))
 }
