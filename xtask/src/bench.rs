@@ -36,7 +36,7 @@ pub fn run(which: Which) -> anyhow::Result<()> {
             cmd::cargo(&["build", "--package", "agent", "--bin", "rampwatch"], true)?;
             let work = root().join("target/bench");
             std::fs::create_dir_all(&work)?;
-            let _ = work; bail!("replay benchmark not wired yet")
+            crate::bench_replay::run(&root().join("target/release/rampwatch"), &work)
         }
     }
 }

@@ -5,7 +5,7 @@
 //! and `cargo xtask test`.
 
 mod bench;
-// mod bench_replay; (lands with the fixtures branch)
+mod bench_replay;
 mod cmd;
 mod demo;
 mod run;
