@@ -5,7 +5,6 @@
 //! Cost per packet is one hash lookup and a few counters once a flow's
 //! handshake is parsed; bytes are copied only into the bounded prefixes.
 
-mod compat;
 pub mod dissect;
 pub mod facts;
 mod orient;
@@ -17,11 +16,14 @@ use std::{
     net::SocketAddr,
 };
 
-pub use facts::{AppProtocol, RequestFacts, TlsFacts, TlsVersion};
+pub use facts::{Protocol, Request, TlsFacts, TlsVersion};
 pub use orient::Orientation;
 
-use self::{dissect::Parsed, reassembly::StreamPrefix, requests::RequestCursor};
-use crate::event::{Direction, FlowEndReason, FlowId, FlowTotals, Nanos, Packet, tcp_flags};
+use self::{reassembly::StreamPrefix, requests::RequestCursor};
+use crate::{
+    event::{Direction, FlowEndReason, FlowId, FlowTotals, Nanos, Packet, tcp_flags},
+    protocol::tls::TlsParse,
+};
 
 /// Seconds to nanoseconds.
 const SEC: Nanos = 1_000_000_000;
@@ -92,7 +94,7 @@ pub struct Flow<T> {
     pub last_seen: Nanos,
     pub orientation: Orientation,
     pub totals: FlowTotals,
-    pub protocol: AppProtocol,
+    pub protocol: Protocol,
     pub tls: TlsFacts,
     /// Requests seen (parsed heads; the engine adds kernel counts).
     pub requests: u64,
@@ -130,10 +132,8 @@ pub struct FlowTable<T> {
     /// Flows that left the table (idle, evicted), for the engine to finish.
     pub removed: Vec<Flow<T>>,
     /// Request heads parsed by the last call, drained by the engine.
-    pub requests: Vec<RequestFacts>,
+    pub requests: Vec<Request>,
     pub stats: FlowStats,
-    /// Lower-case names of headers that carry credentials.
-    credential_headers: Vec<String>,
 }
 
 impl<T: Default> FlowTable<T> {
@@ -145,18 +145,7 @@ impl<T: Default> FlowTable<T> {
             removed: Vec::new(),
             requests: Vec::new(),
             stats: FlowStats::default(),
-            credential_headers: vec!["authorization".to_owned()],
         }
-    }
-
-    /// Sets the header names whose values are credentials.
-    pub fn set_credential_headers(&mut self, mut names: Vec<String>) {
-        for n in &mut names {
-            n.make_ascii_lowercase();
-        }
-        names.sort();
-        names.dedup();
-        self.credential_headers = names;
     }
 
     pub fn len(&self) -> usize {
@@ -202,7 +191,7 @@ impl<T: Default> FlowTable<T> {
                 last_seen: p.ts,
                 orientation,
                 totals: FlowTotals::default(),
-                protocol: AppProtocol::Unknown,
+                protocol: Protocol::Unknown,
                 tls: TlsFacts::default(),
                 requests: 0,
                 ended: None,
@@ -219,7 +208,6 @@ impl<T: Default> FlowTable<T> {
         }
         let cfg = &self.cfg;
         let requests = &mut self.requests;
-        let creds = &self.credential_headers;
         let stats = &mut self.stats;
         let Some(flow) = self.flows.get_mut(&key) else {
             unreachable!("inserted above")
@@ -249,7 +237,7 @@ impl<T: Default> FlowTable<T> {
         }
         if !p.payload.is_empty() {
             let gaps_before = flow.gaps();
-            on_payload(flow, dir, p, cfg, creds, requests, &mut changes);
+            on_payload(flow, dir, p, cfg, requests, &mut changes);
             stats.gaps += u64::from(flow.gaps().saturating_sub(gaps_before));
         }
         if p.flags & tcp_flags::RST != 0 {
@@ -261,7 +249,7 @@ impl<T: Default> FlowTable<T> {
             }
         }
         if let Some(reason) = changes.ended {
-            finish_flow(flow, creds, requests, &mut changes);
+            finish_flow(flow, requests, &mut changes);
             flow.ended = Some(reason);
         }
         (flow, dir, changes)
@@ -278,12 +266,7 @@ impl<T: Default> FlowTable<T> {
             ended: Some(reason),
             ..Changes::default()
         };
-        finish_flow(
-            flow,
-            &self.credential_headers,
-            &mut self.requests,
-            &mut changes,
-        );
+        finish_flow(flow, &mut self.requests, &mut changes);
         flow.ended = Some(reason);
         Some((flow, changes))
     }
@@ -349,32 +332,23 @@ impl<T: Default> FlowTable<T> {
     fn retire(&mut self, mut flow: Flow<T>) {
         if flow.ended.is_none() {
             let mut changes = Changes::default();
-            finish_flow(
-                &mut flow,
-                &self.credential_headers,
-                &mut self.requests,
-                &mut changes,
-            );
+            finish_flow(&mut flow, &mut self.requests, &mut changes);
         }
         self.removed.push(flow);
     }
 }
 
 /// Last look at a flow's buffers: partial request heads count now.
-fn finish_flow<T>(
-    flow: &mut Flow<T>,
-    creds: &[String],
-    requests: &mut Vec<RequestFacts>,
-    changes: &mut Changes,
-) {
+fn finish_flow<T>(flow: &mut Flow<T>, requests: &mut Vec<Request>, changes: &mut Changes) {
     let before = requests.len();
-    if matches!(flow.protocol, AppProtocol::Http | AppProtocol::H2c) {
+    if matches!(flow.protocol, Protocol::Http | Protocol::H2c) {
         let s = &flow.streams[0];
         flow.cursor
-            .scan(s.bytes(), s.bytes_offset(), true, creds, requests);
+            .scan(s.bytes(), s.bytes_offset(), true, requests);
     }
-    if flow.protocol == AppProtocol::Tls && flow.tls.client_cert.is_none() {
-        if let Parsed::Done(Some(fp)) = dissect::client_certificate(flow.streams[0].bytes()) {
+    if flow.protocol == Protocol::Tls && flow.tls.client_cert.is_none() {
+        if let TlsParse::Done(Some(fp)) = dissect::parse_client_certificate(flow.streams[0].bytes())
+        {
             flow.tls.client_cert = Some(fp);
             changes.client_cert = true;
         }
@@ -393,15 +367,14 @@ fn on_payload<T>(
     dir: Direction,
     p: &Packet,
     cfg: &FlowConfig,
-    creds: &[String],
-    requests: &mut Vec<RequestFacts>,
+    requests: &mut Vec<Request>,
     changes: &mut Changes,
 ) {
     let i = dir.index();
     let placement = flow.streams[i].push(p.seq, &p.payload, p.payload_len, cfg.prefix_cap);
     let before = requests.len();
     match dir {
-        Direction::ToServer => to_server(flow, p, placement, creds, requests, changes),
+        Direction::ToServer => to_server(flow, p, placement, requests, changes),
         Direction::ToClient => to_client(flow, placement, changes),
     }
     let n = requests.len() - before;
@@ -413,13 +386,12 @@ fn to_server<T>(
     flow: &mut Flow<T>,
     p: &Packet,
     placement: reassembly::Placement,
-    creds: &[String],
-    requests: &mut Vec<RequestFacts>,
+    requests: &mut Vec<Request>,
     changes: &mut Changes,
 ) {
     use reassembly::Placement;
     let extended = matches!(placement, Placement::Extended { .. });
-    if flow.protocol == AppProtocol::Unknown {
+    if flow.protocol == Protocol::Unknown {
         let s = &flow.streams[0];
         let (bytes, complete) = if s.bytes().is_empty() {
             // Prefix already done (released): judge this segment alone.
@@ -428,15 +400,15 @@ fn to_server<T>(
             (s.bytes(), s.is_done())
         };
         match dissect::classify(bytes, complete) {
-            Parsed::Done(proto) => {
+            Some(proto) => {
                 flow.protocol = proto;
                 changes.protocol = true;
             }
-            Parsed::NeedMore | Parsed::Invalid => return,
+            None => return,
         }
     }
     match flow.protocol {
-        AppProtocol::Tls => {
+        Protocol::Tls => {
             let s = &mut flow.streams[0];
             if extended || s.is_done() {
                 tls_client_side(&mut flow.tls, s, changes);
@@ -449,22 +421,20 @@ fn to_server<T>(
                 changes.client_finished = true;
             }
         }
-        AppProtocol::Http | AppProtocol::H2c => {
+        Protocol::Http | Protocol::H2c => {
             requests::on_segment(
                 &mut flow.cursor,
                 &mut flow.streams[0],
                 p,
                 placement,
-                creds,
                 requests,
             );
-            if flow.protocol == AppProtocol::Http && requests.last().is_some_and(|r| r.upgrade_h2c)
-            {
-                flow.protocol = AppProtocol::H2c;
+            if flow.protocol == Protocol::Http && requests.last().is_some_and(|r| r.upgrade_h2c) {
+                flow.protocol = Protocol::H2c;
                 changes.protocol = true;
             }
         }
-        AppProtocol::Other | AppProtocol::Unknown => flow.streams[0].release(),
+        Protocol::Other | Protocol::Unknown => flow.streams[0].release(),
     }
 }
 
@@ -472,12 +442,12 @@ fn to_server<T>(
 fn tls_client_side(tls: &mut TlsFacts, s: &mut StreamPrefix, changes: &mut Changes) {
     let bytes = s.bytes();
     if tls.client_hello.is_none() {
-        match dissect::client_hello(bytes) {
-            Parsed::Done(ch) => {
+        match dissect::parse_client_hello(bytes) {
+            TlsParse::Done(ch) => {
                 tls.client_hello = Some(ch);
                 changes.client_hello = true;
             }
-            Parsed::NeedMore if !s.is_done() => return,
+            TlsParse::NeedMore if !s.is_done() => return,
             _ => {
                 s.release();
                 return;
@@ -490,14 +460,15 @@ fn tls_client_side(tls: &mut TlsFacts, s: &mut StreamPrefix, changes: &mut Chang
     }
     let tls13 = tls
         .server_hello
+        .as_ref()
         .is_some_and(|sh| sh.version == Some(TlsVersion::Tls13));
     if tls.client_cert.is_none() && !tls13 {
-        match dissect::client_certificate(bytes) {
-            Parsed::Done(Some(fp)) => {
+        match dissect::parse_client_certificate(bytes) {
+            TlsParse::Done(Some(fp)) => {
                 tls.client_cert = Some(fp);
                 changes.client_cert = true;
             }
-            Parsed::NeedMore if !tls.client_finished && !s.is_done() => return,
+            TlsParse::NeedMore if !tls.client_finished && !s.is_done() => return,
             _ => {}
         }
     }
@@ -512,18 +483,23 @@ fn to_client<T>(flow: &mut Flow<T>, placement: reassembly::Placement, changes: &
         return;
     }
     match flow.protocol {
-        AppProtocol::Tls | AppProtocol::Unknown if flow.tls.server_hello.is_none() => {
-            match dissect::server_hello(s.bytes()) {
-                Parsed::Done(sh) => {
+        Protocol::Tls | Protocol::Unknown if flow.tls.server_hello.is_none() => {
+            match dissect::parse_server_hello(s.bytes()) {
+                TlsParse::Done(sh) if sh.hello_retry => {
+                    // A HelloRetryRequest: the real ServerHello follows.
+                    let _ = sh;
+                }
+                TlsParse::Done(sh) => {
+                    let tls13 = sh.version == Some(TlsVersion::Tls13);
                     flow.tls.server_hello = Some(sh);
                     changes.server_hello = true;
                     s.release();
-                    if sh.version == Some(TlsVersion::Tls13) {
+                    if tls13 {
                         // The client's certificate, if any, is encrypted.
                         flow.streams[0].release();
                     }
                 }
-                Parsed::NeedMore if !s.is_done() => {}
+                TlsParse::NeedMore if !s.is_done() => {}
                 _ => s.release(),
             }
         }

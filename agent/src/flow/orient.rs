@@ -96,14 +96,7 @@ fn handshake_says(p: &Packet) -> Option<bool> {
 
 /// `Some(true)` when the payload is a client's first words.
 fn payload_says(p: &Packet) -> Option<bool> {
-    let b = &p.payload[..];
-    if dissect::looks_like_client_hello(b) || dissect::starts_with_method(b) {
-        Some(true)
-    } else if dissect::looks_like_server_reply(b) {
-        Some(false)
-    } else {
-        None
-    }
+    dissect::sender_is_client(&p.payload)
 }
 
 #[cfg(test)]

@@ -1,30 +1,32 @@
 //! Finding every HTTP request head in the client's stream.
 //!
-//! While the stream's prefix is being reassembled, heads are parsed from it
-//! in order, skipping bodies by `Content-Length`, so heads cut across
-//! segments and pipelined heads all count. Once everything buffered is
-//! consumed the prefix is released and each later segment that starts where
-//! the next head is expected (or, after a chunked body, any segment that
-//! starts with a method token) is parsed on its own; a head cut short there
-//! restarts a small prefix at that segment to wait for its end.
-
-use bytes::Bytes;
+//! While the stream's prefix is being reassembled, heads are split out of it
+//! by `protocol::http::scan_requests` (bodies skipped by Content-Length), so
+//! heads cut across segments and pipelined heads all count. Once everything
+//! buffered is consumed the prefix is released and each later segment that
+//! starts where the next head is expected (or, after a chunked body or other
+//! loss of track, any segment that starts with a method token) is scanned on
+//! its own; a head cut short there restarts a small prefix at that segment
+//! to wait for its end.
 
 use super::{
-    dissect::{self, Body, Parsed},
-    facts::RequestFacts,
+    dissect,
+    facts::Request,
     reassembly::{Placement, StreamPrefix},
 };
-use crate::event::Packet;
+use crate::{
+    event::Packet,
+    protocol::http::{self, ScanEnd},
+};
 
 /// Bytes buffered for one head cut across segments after the first prefix.
-const HEAD_CAP: usize = 16 * 1024;
+const HEAD_CAP: usize = http::MAX_HEAD;
 
 /// Where the next request head is expected in the client's stream.
 #[derive(Debug, Default)]
 pub struct RequestCursor {
     /// Stream offset of the next head; `None` when lost (chunked body,
-    /// garbage, missed segments) until a segment starts with a method.
+    /// protocol switch, garbage) until a segment starts with a method.
     next: Option<u64>,
     /// End of the furthest segment looked at, to skip retransmissions.
     seen_end: u64,
@@ -43,61 +45,48 @@ pub enum Scan {
 
 impl RequestCursor {
     /// Parses heads in `bytes` (which start at stream offset `off`).
-    /// `last` means no more bytes will follow: partial heads count.
-    pub fn scan(
-        &mut self,
-        bytes: &[u8],
-        off: u64,
-        last: bool,
-        creds: &[String],
-        out: &mut Vec<RequestFacts>,
-    ) -> Scan {
+    /// `last` means no more bytes will follow: a partial head counts.
+    pub fn scan(&mut self, bytes: &[u8], off: u64, last: bool, out: &mut Vec<Request>) -> Scan {
         let end = off + bytes.len() as u64;
-        let mut pos = match self.next {
+        let pos = match self.next {
             Some(n) => n.max(off),
-            None if dissect::starts_with_method(bytes) => off,
+            None if http::starts_with_method(bytes) => off,
             None => return Scan::Lost,
         };
-        loop {
-            if pos >= end {
-                self.next = Some(pos);
-                return Scan::Consumed;
+        if pos >= end {
+            self.next = Some(pos);
+            return Scan::Consumed;
+        }
+        let Some(rest) = usize::try_from(pos - off).ok().and_then(|i| bytes.get(i..)) else {
+            self.next = None;
+            return Scan::Lost;
+        };
+        let scan = http::scan_requests(rest);
+        out.extend(scan.requests);
+        let after = pos + scan.consumed as u64;
+        match scan.end {
+            ScanEnd::Complete => {
+                self.next = Some(after);
+                Scan::Consumed
             }
-            let Some(rest) = usize::try_from(pos - off).ok().and_then(|i| bytes.get(i..)) else {
-                self.next = None;
-                return Scan::Lost;
-            };
-            if !dissect::starts_with_method(rest) {
-                if !last && rest.len() < 8 && dissect::could_be_method(rest) {
-                    self.next = Some(pos);
-                    return Scan::Waiting;
-                }
-                self.next = None;
-                return Scan::Lost;
+            ScanEnd::InBody { remaining } => {
+                self.next = Some(after.saturating_add(remaining));
+                Scan::Consumed
             }
-            match dissect::request_head(rest, creds) {
-                Ok(head) => {
-                    out.push(head.request);
-                    pos += head.head_len as u64;
-                    match head.body {
-                        Body::Length(n) => pos = pos.saturating_add(n),
-                        Body::Unknown => {
-                            self.next = None;
-                            return Scan::Lost;
-                        }
-                    }
+            ScanEnd::NeedMore if !last => {
+                self.next = Some(after);
+                Scan::Waiting
+            }
+            ScanEnd::NeedMore => {
+                if let Some(req) = rest.get(scan.consumed..).and_then(dissect::partial_request) {
+                    out.push(req);
                 }
-                Err(partial) => {
-                    if !last {
-                        self.next = Some(pos);
-                        return Scan::Waiting;
-                    }
-                    if let Parsed::Done(Some(req)) = partial {
-                        out.push(req);
-                    }
-                    self.next = None;
-                    return Scan::Lost;
-                }
+                self.next = None;
+                Scan::Lost
+            }
+            ScanEnd::Stopped | ScanEnd::NotHttp => {
+                self.next = None;
+                Scan::Lost
             }
         }
     }
@@ -109,45 +98,42 @@ pub fn on_segment(
     stream: &mut StreamPrefix,
     p: &Packet,
     placement: Placement,
-    creds: &[String],
-    out: &mut Vec<RequestFacts>,
+    out: &mut Vec<Request>,
 ) {
     match placement {
         Placement::Extended { .. } => {
             let off = stream.bytes_offset();
             cursor.seen_end = cursor.seen_end.max(off + stream.bytes().len() as u64);
-            let scan = cursor.scan(stream.bytes(), off, stream.is_done(), creds, out);
+            let scan = cursor.scan(stream.bytes(), off, stream.is_done(), out);
             if scan != Scan::Waiting || stream.is_done() {
                 stream.release();
             }
         }
         Placement::Beyond { offset } => {
-            let seg_end = offset.map(|o| o + u64::from(p.payload_len));
-            if let (Some(o), Some(e)) = (offset, seg_end) {
+            if let Some(o) = offset {
                 if o < cursor.seen_end {
                     // A retransmission (or late reordering) of bytes looked at.
                     return;
                 }
-                cursor.seen_end = e;
+                cursor.seen_end = o + u64::from(p.payload_len);
                 if cursor.next.is_some_and(|n| o < n) {
                     // Inside a body.
                     return;
                 }
             }
-            if !dissect::starts_with_method(&p.payload) {
-                if offset.is_some() && cursor.next.is_some_and(|n| Some(n) == offset) {
+            if !http::starts_with_method(&p.payload) {
+                if offset.is_some() && cursor.next == offset {
                     cursor.next = None;
                 }
                 return;
             }
             cursor.next = offset;
             let truncated = p.payload.len() < p.payload_len as usize;
-            let scan = cursor.scan(&p.payload, offset.unwrap_or(0), truncated, creds, out);
+            let scan = cursor.scan(&p.payload, offset.unwrap_or(0), truncated, out);
             if offset.is_none() {
                 cursor.next = None;
-            }
-            if scan == Scan::Waiting {
-                wait_for_rest(cursor, stream, p, creds, out);
+            } else if scan == Scan::Waiting {
+                wait_for_rest(cursor, stream, p, out);
             }
         }
         Placement::Held | Placement::Old => {}
@@ -155,13 +141,12 @@ pub fn on_segment(
 }
 
 /// A head cut at the end of a segment past the first prefix: buffer from
-/// the head on and parse when the rest arrives.
+/// the head on and scan again when the rest arrives.
 fn wait_for_rest(
     cursor: &mut RequestCursor,
     stream: &mut StreamPrefix,
     p: &Packet,
-    creds: &[String],
-    out: &mut Vec<RequestFacts>,
+    out: &mut Vec<Request>,
 ) {
     let Some(head_off) = cursor.next else { return };
     let Some(seg_off) = stream.offset_of(p.seq) else {
@@ -172,12 +157,12 @@ fn wait_for_rest(
         return;
     }
     let seq = p.seq.wrapping_add(skip as u32);
-    let rest: Bytes = p.payload.slice(skip..);
+    let rest = p.payload.slice(skip..);
     stream.restart(seq);
     let wire = p.payload_len.saturating_sub(skip as u32);
     if let Placement::Extended { .. } = stream.push(seq, &rest, wire, HEAD_CAP) {
         let off = stream.bytes_offset();
-        if cursor.scan(stream.bytes(), off, stream.is_done(), creds, out) != Scan::Waiting {
+        if cursor.scan(stream.bytes(), off, stream.is_done(), out) != Scan::Waiting {
             stream.release();
         }
     }
