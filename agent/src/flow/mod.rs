@@ -107,6 +107,20 @@ pub struct Flow<T> {
 }
 
 impl<T> Flow<T> {
+    /// Last look at a flow leaving the table without having ended: partial
+    /// request heads count now. Marks it ended with `reason`.
+    pub fn finish(&mut self, reason: FlowEndReason, requests: &mut Vec<Request>) -> Changes {
+        let mut changes = Changes {
+            ended: Some(reason),
+            ..Changes::default()
+        };
+        if self.ended.is_none() {
+            finish_flow(self, requests, &mut changes);
+            self.ended = Some(reason);
+        }
+        changes
+    }
+
     /// Reassembly holes and truncations in both directions.
     pub fn gaps(&self) -> u32 {
         self.streams[0].gaps.saturating_add(self.streams[1].gaps)
@@ -131,8 +145,6 @@ pub struct FlowTable<T> {
     expiry: VecDeque<(Nanos, Key)>,
     /// Flows that left the table (idle, evicted), for the engine to finish.
     pub removed: Vec<Flow<T>>,
-    /// Request heads parsed by the last call, drained by the engine.
-    pub requests: Vec<Request>,
     pub stats: FlowStats,
 }
 
@@ -143,7 +155,6 @@ impl<T: Default> FlowTable<T> {
             flows: HashMap::with_hasher(Hasher::default()),
             expiry: VecDeque::new(),
             removed: Vec::new(),
-            requests: Vec::new(),
             stats: FlowStats::default(),
         }
     }
@@ -171,6 +182,7 @@ impl<T: Default> FlowTable<T> {
         &mut self,
         p: &Packet,
         is_server: &dyn Fn(SocketAddr) -> bool,
+        requests: &mut Vec<Request>,
     ) -> (&mut Flow<T>, Direction, Changes) {
         let key = key_of(p.src, p.dst);
         let mut changes = Changes::default();
@@ -200,14 +212,12 @@ impl<T: Default> FlowTable<T> {
                 cursor: RequestCursor::default(),
                 ext: T::default(),
             };
-            if self.flows.insert(key, flow).is_none() {
-                self.expiry.push_back((p.ts, key));
-            }
+            self.flows.insert(key, flow);
+            self.expiry.push_back((p.ts, key));
             self.stats.flows += 1;
             changes.new_flow = true;
         }
         let cfg = &self.cfg;
-        let requests = &mut self.requests;
         let stats = &mut self.stats;
         let Some(flow) = self.flows.get_mut(&key) else {
             unreachable!("inserted above")
@@ -257,7 +267,12 @@ impl<T: Default> FlowTable<T> {
 
     /// Ends a flow on the word of the capture (kernel `FlowEnd`). Returns its
     /// final changes (requests flushed from partial heads).
-    pub fn end(&mut self, id: &FlowId, reason: FlowEndReason) -> Option<(&mut Flow<T>, Changes)> {
+    pub fn end(
+        &mut self,
+        id: &FlowId,
+        reason: FlowEndReason,
+        requests: &mut Vec<Request>,
+    ) -> Option<(&mut Flow<T>, Changes)> {
         let flow = self.flows.get_mut(&key_of(id.client, id.server))?;
         if flow.ended.is_some() {
             return None;
@@ -266,13 +281,14 @@ impl<T: Default> FlowTable<T> {
             ended: Some(reason),
             ..Changes::default()
         };
-        finish_flow(flow, &mut self.requests, &mut changes);
+        finish_flow(flow, requests, &mut changes);
         flow.ended = Some(reason);
         Some((flow, changes))
     }
 
     /// Moves flows idle at `now` (and ended flows past their linger) to
-    /// [`FlowTable::removed`]; flows not ended before are finished first.
+    /// [`FlowTable::removed`]; the engine finishes those not ended yet
+    /// ([`Flow::finish`]).
     pub fn expire(&mut self, now: Nanos) {
         while let Some(&(queued, key)) = self.expiry.front() {
             let Some(flow) = self.flows.get(&key) else {
@@ -327,13 +343,7 @@ impl<T: Default> FlowTable<T> {
         }
     }
 
-    /// Finishes a flow leaving the table; its flushed requests stay in
-    /// [`FlowTable::requests`] only for flows the engine has not ended.
-    fn retire(&mut self, mut flow: Flow<T>) {
-        if flow.ended.is_none() {
-            let mut changes = Changes::default();
-            finish_flow(&mut flow, &mut self.requests, &mut changes);
-        }
+    fn retire(&mut self, flow: Flow<T>) {
         self.removed.push(flow);
     }
 }
@@ -467,6 +477,11 @@ fn tls_client_side(tls: &mut TlsFacts, s: &mut StreamPrefix, changes: &mut Chang
             TlsParse::Done(Some(fp)) => {
                 tls.client_cert = Some(fp);
                 changes.client_cert = true;
+            }
+            TlsParse::Done(None) if !tls.client_finished => {
+                // The client's flight went on without a certificate.
+                tls.client_finished = true;
+                changes.client_finished = true;
             }
             TlsParse::NeedMore if !tls.client_finished && !s.is_done() => return,
             _ => {}
