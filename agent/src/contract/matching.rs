@@ -1,0 +1,131 @@
+//! Which endpoint a flow or request belongs to.
+
+use std::net::SocketAddr;
+
+use super::{Contract, Endpoint, canonical_ip};
+
+/// The outcome of [`Contract::match_endpoint`].
+#[derive(Clone, Copy, Debug)]
+pub enum EndpointMatch<'a> {
+    /// The request (or flow) belongs to this endpoint.
+    Endpoint(&'a Endpoint),
+    /// The host and port are this endpoint's, but the path is none of its
+    /// `paths`: an `unlisted_endpoint` violation.
+    PathNotListed(&'a Endpoint),
+    /// Inside `scope`, but no endpoint covers it: an `unlisted_endpoint`
+    /// violation.
+    Unlisted,
+    /// Neither an endpoint nor in scope: not rampwatch's business.
+    NotWatched,
+}
+
+impl<'a> EndpointMatch<'a> {
+    /// The endpoint whose class governs the traffic, for both a full match
+    /// and a path miss on a listed host.
+    pub fn endpoint(&self) -> Option<&'a Endpoint> {
+        match self {
+            Self::Endpoint(e) | Self::PathNotListed(e) => Some(e),
+            Self::Unlisted | Self::NotWatched => None,
+        }
+    }
+
+    /// Whether the traffic is an `unlisted_endpoint` violation.
+    pub fn is_unlisted(&self) -> bool {
+        matches!(self, Self::PathNotListed(_) | Self::Unlisted)
+    }
+
+    /// Whether the traffic is watched at all.
+    pub fn is_watched(&self) -> bool {
+        !matches!(self, Self::NotWatched)
+    }
+
+    /// The endpoint label used in reports: its name, or `unlisted`.
+    pub fn label(&self) -> &'a str {
+        match self {
+            Self::Endpoint(e) => &e.name,
+            Self::PathNotListed(_) | Self::Unlisted | Self::NotWatched => UNLISTED_ENDPOINT,
+        }
+    }
+}
+
+/// The label for traffic no endpoint covers.
+pub const UNLISTED_ENDPOINT: &str = "unlisted";
+
+/// Lowercases a TLS SNI or HTTP Host value and strips a port and a
+/// trailing dot: `API.Example.com.:8443` → `api.example.com`,
+/// `[::1]:443` → `::1`.
+pub fn normalize_host(name: &str) -> String {
+    let name = name.trim();
+    let host = if let Some(rest) = name.strip_prefix('[') {
+        rest.split(']').next().unwrap_or(rest)
+    } else if name.bytes().filter(|b| *b == b':').count() == 1 {
+        name.split(':').next().unwrap_or(name)
+    } else {
+        name
+    };
+    host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
+}
+
+impl Contract {
+    /// Finds the endpoint for traffic to `server`, given the TLS SNI or HTTP
+    /// Host (`name`, port and case ignored) and the request path when it is
+    /// visible.
+    ///
+    /// An endpoint is a candidate when the port is one of its `ports` and
+    /// either `name` matches one of its host names or `server`'s address
+    /// lies in one of its IPs/CIDRs. Candidates matched by name beat those
+    /// matched by address (several names may share one address). Among
+    /// those, with a visible path, the endpoint with the longest matching
+    /// path prefix wins, then the first one without `paths`; if none fits
+    /// the path, the result is [`EndpointMatch::PathNotListed`] for the
+    /// first candidate. Without a path (TLS) the first candidate wins. With
+    /// no candidate, the result is [`EndpointMatch::Unlisted`] when
+    /// [`Contract::in_scope`], else [`EndpointMatch::NotWatched`].
+    pub fn match_endpoint(
+        &self,
+        server: SocketAddr,
+        name: Option<&str>,
+        path: Option<&str>,
+    ) -> EndpointMatch<'_> {
+        let ip = canonical_ip(server.ip());
+        let port = server.port();
+        let name = name.map(normalize_host).filter(|n| !n.is_empty());
+        let on_port = || self.endpoints.iter().filter(|e| e.port_matches(port));
+        let by_name: Vec<&Endpoint> = match &name {
+            Some(n) => on_port()
+                .filter(|e| e.hosts.iter().any(|h| h.matches_name(n)))
+                .collect(),
+            None => Vec::new(),
+        };
+        let candidates = if by_name.is_empty() {
+            on_port()
+                .filter(|e| e.hosts.iter().any(|h| h.matches_addr(ip)))
+                .collect()
+        } else {
+            by_name
+        };
+        let Some(first) = candidates.first().copied() else {
+            return if self.in_scope(server) {
+                EndpointMatch::Unlisted
+            } else {
+                EndpointMatch::NotWatched
+            };
+        };
+        let Some(path) = path else {
+            return EndpointMatch::Endpoint(first);
+        };
+        let best_prefix = candidates
+            .iter()
+            .filter_map(|e| e.matching_path(path).map(|p| (p.len(), *e)))
+            // max_by_key keeps the last maximum; reverse to prefer file order.
+            .rev()
+            .max_by_key(|(len, _)| *len);
+        if let Some((_, e)) = best_prefix {
+            return EndpointMatch::Endpoint(e);
+        }
+        match candidates.iter().find(|e| e.paths.is_empty()) {
+            Some(e) => EndpointMatch::Endpoint(e),
+            None => EndpointMatch::PathNotListed(first),
+        }
+    }
+}

@@ -1,0 +1,406 @@
+//! The validated contract: what the engine reads at run time.
+//!
+//! Everything here has passed `decode`: names are unique, references
+//! resolve, stages are ordered, and times are [`Nanos`].
+
+use std::{fmt, net::IpAddr, sync::Arc};
+
+use ipnet::IpNet;
+
+use crate::{event::Nanos, identity::Fingerprint};
+
+/// `required` or `optional`, for encryption and authentication.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Requirement {
+    Required,
+    Optional,
+}
+
+impl Requirement {
+    pub const fn is_required(self) -> bool {
+        matches!(self, Self::Required)
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Required => "required",
+            Self::Optional => "optional",
+        }
+    }
+}
+
+/// A TLS protocol version, ordered oldest first.
+///
+/// Contracts may name 1.0 to 1.3 as a minimum; [`TlsVersion::Ssl3`] exists
+/// so negotiated versions seen on the wire compare against the minimum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TlsVersion {
+    Ssl3,
+    Tls1_0,
+    Tls1_1,
+    Tls1_2,
+    Tls1_3,
+}
+
+impl TlsVersion {
+    /// From the two-byte wire version (`0x0303` → 1.2); `None` for
+    /// anything else (SSLv2, GREASE, garbage).
+    pub const fn from_wire(version: u16) -> Option<Self> {
+        Some(match version {
+            0x0300 => Self::Ssl3,
+            0x0301 => Self::Tls1_0,
+            0x0302 => Self::Tls1_1,
+            0x0303 => Self::Tls1_2,
+            0x0304 => Self::Tls1_3,
+            _ => return None,
+        })
+    }
+
+    /// The two-byte wire version.
+    pub const fn wire(self) -> u16 {
+        match self {
+            Self::Ssl3 => 0x0300,
+            Self::Tls1_0 => 0x0301,
+            Self::Tls1_1 => 0x0302,
+            Self::Tls1_2 => 0x0303,
+            Self::Tls1_3 => 0x0304,
+        }
+    }
+
+    /// `ssl3`, `1.0` … `1.3`: the spelling of contracts and replay output.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Ssl3 => "ssl3",
+            Self::Tls1_0 => "1.0",
+            Self::Tls1_1 => "1.1",
+            Self::Tls1_2 => "1.2",
+            Self::Tls1_3 => "1.3",
+        }
+    }
+
+    /// Parses a contract's `minTlsVersion` ("1.0" … "1.3"; SSL 3 is never an
+    /// acceptable minimum).
+    pub fn from_contract(s: &str) -> Option<Self> {
+        Some(match s {
+            "1.0" => Self::Tls1_0,
+            "1.1" => Self::Tls1_1,
+            "1.2" => Self::Tls1_2,
+            "1.3" => Self::Tls1_3,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for TlsVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Ssl3 => f.write_str("SSL 3.0"),
+            other => write!(f, "TLS {}", other.as_str()),
+        }
+    }
+}
+
+/// A `forbiddenCiphers` entry: a glob (`*`, `?`, `[...]`) over IANA cipher
+/// suite names, matched case-insensitively.
+#[derive(Clone, Debug)]
+pub struct CipherGlob {
+    pub(crate) text: String,
+    pub(crate) pattern: glob::Pattern,
+}
+
+impl CipherGlob {
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    pub fn matches(&self, iana_name: &str) -> bool {
+        self.pattern.matches_with(
+            iana_name,
+            glob::MatchOptions {
+                case_sensitive: false,
+                require_literal_separator: false,
+                require_literal_leading_dot: false,
+            },
+        )
+    }
+}
+
+/// A class of data and what carrying it requires.
+#[derive(Clone, Debug)]
+pub struct DataClass {
+    pub name: Arc<str>,
+    pub encryption: Requirement,
+    /// Defaults to required.
+    pub authentication: Requirement,
+    /// The lowest acceptable TLS version, if any.
+    pub min_tls_version: Option<TlsVersion>,
+    pub forbidden_ciphers: Vec<CipherGlob>,
+}
+
+impl DataClass {
+    pub fn encryption_required(&self) -> bool {
+        self.encryption.is_required()
+    }
+
+    pub fn authentication_required(&self) -> bool {
+        self.authentication.is_required()
+    }
+
+    /// Whether `version` is below this class's `minTlsVersion`.
+    pub fn tls_version_too_low(&self, version: TlsVersion) -> bool {
+        self.min_tls_version.is_some_and(|min| version < min)
+    }
+
+    /// Whether the IANA suite name (e.g. `TLS_RSA_WITH_AES_128_CBC_SHA`)
+    /// matches one of `forbiddenCiphers`.
+    pub fn cipher_forbidden(&self, iana_name: &str) -> bool {
+        self.forbidden_ciphers.iter().any(|g| g.matches(iana_name))
+    }
+
+    /// The first glob that forbids `iana_name`, to explain a violation.
+    pub fn forbidding_glob(&self, iana_name: &str) -> Option<&CipherGlob> {
+        self.forbidden_ciphers.iter().find(|g| g.matches(iana_name))
+    }
+}
+
+/// One entry of an endpoint's `hosts`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostPattern {
+    /// A DNS name, lowercased without a trailing dot; matches the TLS SNI or
+    /// HTTP Host. `*.example.com` matches any name below `example.com`.
+    Name(String),
+    /// An IP address (as a /32 or /128) or CIDR; matches the server address.
+    Net(IpNet),
+}
+
+impl HostPattern {
+    /// Whether `name` (already normalised: lowercase, no port, no trailing
+    /// dot) matches this pattern.
+    pub fn matches_name(&self, name: &str) -> bool {
+        match self {
+            Self::Name(pattern) => match pattern.strip_prefix("*.") {
+                Some(parent) => name
+                    .strip_suffix(parent)
+                    .is_some_and(|head| head.len() > 1 && head.ends_with('.')),
+                None => pattern == name,
+            },
+            Self::Net(_) => false,
+        }
+    }
+
+    pub fn matches_addr(&self, addr: IpAddr) -> bool {
+        match self {
+            Self::Net(net) => net.contains(&addr),
+            Self::Name(_) => false,
+        }
+    }
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Name(n) => f.write_str(n),
+            Self::Net(net) => write!(f, "{net}"),
+        }
+    }
+}
+
+/// An API endpoint the contract covers.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    pub name: Arc<str>,
+    pub data_class: Arc<DataClass>,
+    pub hosts: Vec<HostPattern>,
+    /// `None`: any port.
+    pub ports: Option<Vec<u16>>,
+    /// Path prefixes; empty: any path.
+    pub paths: Vec<String>,
+}
+
+impl Endpoint {
+    pub fn port_matches(&self, port: u16) -> bool {
+        self.ports.as_ref().is_none_or(|p| p.contains(&port))
+    }
+
+    /// The longest of `paths` that is a prefix of `path` on a segment
+    /// boundary (`/v1/payments` covers `/v1/payments`, `/v1/payments/x` and
+    /// `/v1/payments?x`, not `/v1/paymentsX`).
+    pub fn matching_path(&self, path: &str) -> Option<&str> {
+        let path = strip_absolute_form(path);
+        self.paths
+            .iter()
+            .filter(|prefix| path_has_prefix(path, prefix))
+            .max_by_key(|prefix| prefix.len())
+            .map(String::as_str)
+    }
+}
+
+/// `http://host:port/x?y` (proxy-style request target) → `/x?y`.
+fn strip_absolute_form(path: &str) -> &str {
+    let lower_starts = |p: &str| {
+        path.get(..p.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(p))
+    };
+    for scheme in ["http://", "https://"] {
+        if lower_starts(scheme) {
+            let rest = path.get(scheme.len()..).unwrap_or_default();
+            return rest
+                .find(['/', '?'])
+                .map_or("/", |i| rest.get(i..).unwrap_or("/"));
+        }
+    }
+    path
+}
+
+/// Prefix match on a path segment boundary.
+pub(crate) fn path_has_prefix(path: &str, prefix: &str) -> bool {
+    let Some(rest) = path.strip_prefix(prefix) else {
+        return false;
+    };
+    prefix.ends_with('/') || rest.is_empty() || rest.starts_with(['/', '?', '#'])
+}
+
+/// A listed credential of a client. Only its fingerprint is known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credential {
+    /// The header carrying it, lowercased (`authorization`, `x-api-key`).
+    pub header: String,
+    pub fingerprint: Fingerprint,
+    pub issued_at: Nanos,
+}
+
+impl Credential {
+    /// Age at `t` (negative before issuance).
+    pub fn age_at(&self, t: Nanos) -> Nanos {
+        t.saturating_sub(self.issued_at)
+    }
+}
+
+/// A known caller.
+#[derive(Clone, Debug)]
+pub struct Client {
+    pub name: Arc<str>,
+    pub credentials: Vec<Credential>,
+    /// Fingerprints of client certificates (DER).
+    pub certificates: Vec<Fingerprint>,
+    pub sources: Vec<IpNet>,
+}
+
+/// A quota a stage grants one client on one endpoint.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuotaRule {
+    pub client: Arc<str>,
+    pub endpoint: Arc<str>,
+    pub quota: Quota,
+}
+
+/// A token bucket: `burst` tokens, refilled at `rps` per second.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Quota {
+    pub rps: f64,
+    pub burst: u64,
+}
+
+impl Quota {
+    /// What a stage grants a client on an endpoint it does not list.
+    pub const ZERO: Self = Self { rps: 0.0, burst: 0 };
+}
+
+/// One step of the ramp.
+#[derive(Clone, Debug)]
+pub struct Stage {
+    pub name: Arc<str>,
+    /// Position in `spec.stages` (ordered by `starts_at`).
+    pub index: usize,
+    pub starts_at: Nanos,
+    /// `None`: credentials never go stale in this stage.
+    pub credential_max_age: Option<Nanos>,
+    pub quotas: Vec<QuotaRule>,
+}
+
+impl Stage {
+    /// The quota this stage grants `client` on `endpoint`; `None` when it
+    /// grants none (the engine then applies [`Quota::ZERO`]).
+    pub fn quota(&self, client: &str, endpoint: &str) -> Option<Quota> {
+        self.quotas
+            .iter()
+            .find(|q| &*q.client == client && &*q.endpoint == endpoint)
+            .map(|q| q.quota)
+    }
+
+    /// Whether `credential` is older than this stage's `credentialMaxAge` at `t`.
+    pub fn credential_stale(&self, credential: &Credential, t: Nanos) -> bool {
+        self.credential_max_age
+            .is_some_and(|max| credential.age_at(t) > max)
+    }
+}
+
+/// What a revocation names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RevocationTarget {
+    /// A credential fingerprint (`fingerprint:`).
+    Credential(Fingerprint),
+    /// A whole client (`client:`).
+    Client(Arc<str>),
+    /// A client certificate fingerprint (`certificate:`).
+    Certificate(Fingerprint),
+}
+
+impl fmt::Display for RevocationTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Credential(fp) => write!(f, "credential {}", fp.short()),
+            Self::Client(c) => write!(f, "client {c}"),
+            Self::Certificate(fp) => write!(f, "certificate {}", fp.short()),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revocation {
+    pub target: RevocationTarget,
+    pub revoked_at: Nanos,
+    pub reason: Option<String>,
+}
+
+/// How long a violation may stay open before it escalates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Remediation {
+    pub warn_after: Option<Nanos>,
+    pub breach_after: Option<Nanos>,
+}
+
+/// Extra API traffic to watch beyond the endpoints.
+#[derive(Clone, Debug, Default)]
+pub struct Scope {
+    pub networks: Vec<IpNet>,
+    /// `None`: any port.
+    pub ports: Option<Vec<u16>>,
+}
+
+impl Scope {
+    pub fn contains(&self, addr: IpAddr, port: u16) -> bool {
+        self.networks.iter().any(|n| n.contains(&addr))
+            && self.ports.as_ref().is_none_or(|p| p.contains(&port))
+    }
+}
+
+/// Server-side addresses the kernel should watch (see
+/// [`crate::contract::Contract::server_rules`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerRule {
+    pub net: IpNet,
+    /// `None`: any port.
+    pub ports: Option<Vec<u16>>,
+}
+
+/// A host name an endpoint lists; the agent resolves it to addresses for
+/// the kernel (see [`crate::contract::Contract::host_names`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NameRule {
+    /// Lowercase; may start with `*.` (then it cannot be resolved, only
+    /// matched against SNI/Host on already watched addresses).
+    pub host: String,
+    pub ports: Option<Vec<u16>>,
+    pub endpoint: Arc<str>,
+}

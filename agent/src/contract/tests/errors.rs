@@ -1,0 +1,640 @@
+//! Every kind of contract error, with its exact field path and position.
+
+use super::*;
+
+const FP_A: &str = "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+const FP_B: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+/// A valid contract; `{..}` placeholders are filled per test. Line numbers
+/// in the tests refer to this layout.
+fn base() -> String {
+    format!(
+        r#"apiVersion: rampwatch.io/v1
+kind: RampContract
+metadata:
+  name: t
+spec:
+  dataClasses:
+    - name: pii
+      encryption: required
+      minTlsVersion: "1.2"
+      forbiddenCiphers: ["*_CBC_*"]
+  endpoints:
+    - name: api
+      dataClass: pii
+      hosts: ["api.example.com", "10.0.0.0/24"]
+      ports: [443]
+  clients:
+    - name: acme
+      credentials:
+        - fingerprint: "{FP_A}"
+          issuedAt: "2026-01-01T00:00:00Z"
+  stages:
+    - name: s1
+      startsAt: "2026-11-01T00:00:00Z"
+      quotas:
+        - {{ client: acme, endpoint: api, requestsPerSecond: 5, burst: 10 }}
+"#
+    )
+}
+
+fn diagnostics(text: &str) -> Vec<Diagnostic> {
+    match Contract::parse(text, "c.yaml") {
+        Ok(_) => Vec::new(),
+        Err(e) => e.diagnostics().to_vec(),
+    }
+}
+
+/// Asserts exactly these errors, in order: (path, line, column, a piece of
+/// the message). Column 0 means "don't check".
+#[track_caller]
+fn assert_errors(text: &str, want: &[(&str, usize, usize, &str)]) {
+    let got = diagnostics(text);
+    let show = got
+        .iter()
+        .map(|d| format!("  {d}"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_eq!(got.len(), want.len(), "got:\n{show}");
+    for (d, (path, line, column, msg)) in got.iter().zip(want) {
+        assert_eq!(d.path, *path, "got:\n{show}");
+        assert_eq!(d.line, *line, "{d}");
+        if *column != 0 {
+            assert_eq!(d.column, *column, "{d}");
+        }
+        assert!(d.message.contains(msg), "`{}` lacks `{msg}`", d.message);
+    }
+}
+
+fn replace(text: &str, from: &str, to: &str) -> String {
+    assert!(text.contains(from), "base lacks {from}");
+    text.replacen(from, to, 1)
+}
+
+#[test]
+fn base_is_valid() {
+    assert_errors(&base(), &[]);
+}
+
+#[test]
+fn unknown_fields_everywhere_are_all_reported() {
+    let text = replace(
+        &base(),
+        "kind: RampContract",
+        "kind: RampContract\nextra: 1",
+    );
+    let text = replace(
+        &text,
+        "      ports: [443]",
+        "      ports: [443]\n      hostz: [a]",
+    );
+    let text = replace(&text, "burst: 10 }", "burst: 10, rate: 3 }");
+    assert_errors(
+        &text,
+        &[
+            (
+                "extra",
+                3,
+                1,
+                "unknown field `extra`; expected one of: apiVersion",
+            ),
+            ("spec.endpoints[0].hostz", 17, 7, "unknown field `hostz`"),
+            (
+                "spec.stages[0].quotas[0].rate",
+                27,
+                75,
+                "unknown field `rate`",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn wrong_api_version_and_kind() {
+    let text = replace(&base(), "rampwatch.io/v1", "rampwatch.io/v2");
+    let text = replace(&text, "kind: RampContract", "kind: Contract");
+    assert_errors(
+        &text,
+        &[
+            ("apiVersion", 1, 13, "must be `rampwatch.io/v1`"),
+            ("kind", 2, 7, "must be `RampContract`"),
+        ],
+    );
+}
+
+#[test]
+fn missing_required_fields_point_at_their_mapping() {
+    let text = replace(&base(), "      dataClass: pii\n", "");
+    let text = replace(&text, "          issuedAt: \"2026-01-01T00:00:00Z\"\n", "");
+    assert_errors(
+        &text,
+        &[
+            (
+                "spec.endpoints[0].dataClass",
+                12,
+                7,
+                "missing required field `dataClass`",
+            ),
+            (
+                "spec.clients[0].credentials[0].issuedAt",
+                18,
+                11,
+                "missing required field",
+            ),
+        ],
+    );
+    assert_errors(
+        "apiVersion: rampwatch.io/v1\nkind: RampContract\n",
+        &[("metadata", 1, 1, "missing"), ("spec", 1, 1, "missing")],
+    );
+}
+
+#[test]
+fn dangling_references() {
+    let text = replace(&base(), "dataClass: pii", "dataClass: secret");
+    let text = replace(
+        &text,
+        "client: acme, endpoint: api",
+        "client: acne, endpoint: apj",
+    );
+    let text = format!(
+        "{text}  revocations:\n    - client: nobody\n      revokedAt: \"2026-11-02T00:00:00Z\"\n"
+    );
+    assert_errors(
+        &text,
+        &[
+            (
+                "spec.endpoints[0].dataClass",
+                13,
+                18,
+                "there is no data class named `secret` (defined: pii)",
+            ),
+            (
+                "spec.stages[0].quotas[0].client",
+                25,
+                21,
+                "there is no client named `acne` (defined: acme)",
+            ),
+            (
+                "spec.stages[0].quotas[0].endpoint",
+                25,
+                37,
+                "there is no endpoint named `apj`",
+            ),
+            (
+                "spec.revocations[0].client",
+                27,
+                15,
+                "there is no client named `nobody`",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn duplicate_names_keys_fingerprints_and_quotas() {
+    let text = replace(
+        &base(),
+        "  endpoints:\n",
+        "    - name: pii\n      encryption: optional\n  endpoints:\n",
+    );
+    let text = replace(
+        &text,
+        "  stages:\n",
+        &format!("    - name: acme\n      certificates: [\"{FP_A}\"]\n  stages:\n"),
+    );
+    let text = replace(
+        &text,
+        "burst: 10 }\n",
+        "burst: 10 }\n        - { client: acme, endpoint: api, requestsPerSecond: 1 }\n    - name: s1\n      startsAt: \"2026-12-01T00:00:00Z\"\n      startsAt: \"2026-12-02T00:00:00Z\"\n",
+    );
+    assert_errors(
+        &text,
+        &[
+            (
+                "spec.dataClasses[1].name",
+                11,
+                13,
+                "duplicate data class name `pii` (first defined at spec.dataClasses[0])",
+            ),
+            (
+                "spec.clients[1].name",
+                23,
+                13,
+                "duplicate client name `acme`",
+            ),
+            (
+                "spec.clients[1].certificates[0]",
+                24,
+                22,
+                "already listed at spec.clients[0].credentials[0].fingerprint",
+            ),
+            (
+                "spec.stages[0].quotas[1]",
+                30,
+                11,
+                "a second quota for client `acme` on endpoint `api`",
+            ),
+            ("spec.stages[1].name", 31, 13, "duplicate stage name `s1`"),
+            (
+                "spec.stages[1].startsAt",
+                33,
+                7,
+                "field `startsAt` is given twice",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn stages_with_equal_or_unordered_start_times() {
+    let text = format!(
+        "{}    - name: s2\n      startsAt: \"2026-11-01T00:00:00Z\"\n    - name: s3\n      startsAt: \"2026-10-01T00:00:00Z\"\n",
+        base()
+    );
+    assert_errors(
+        &text,
+        &[
+            ("spec.stages[1].startsAt", 27, 17, "same time as stage `s1`"),
+            (
+                "spec.stages[2].startsAt",
+                29,
+                17,
+                "starts before the previous stage `s2`",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn bad_times_durations_and_tls_versions() {
+    let text = replace(&base(), "2026-01-01T00:00:00Z", "2026-02-30T00:00:00Z");
+    let text = replace(&text, "minTlsVersion: \"1.2\"", "minTlsVersion: \"1.4\"");
+    let text = replace(&text, "\"2026-11-01T00:00:00Z\"", "2026-11-01");
+    let text = replace(
+        &text,
+        "      quotas:\n",
+        "      credentialMaxAge: 90days\n      quotas:\n",
+    );
+    let text =
+        format!("{text}  remediation:\n    warnAfter: 1h\n    breachAfter: 15m\n    extra: x\n");
+    assert_errors(
+        &text,
+        &[
+            (
+                "spec.dataClasses[0].minTlsVersion",
+                9,
+                22,
+                "is not a TLS version",
+            ),
+            (
+                "spec.clients[0].credentials[0].issuedAt",
+                20,
+                21,
+                "not an RFC 3339 time",
+            ),
+            ("spec.stages[0].startsAt", 23, 17, "not an RFC 3339 time"),
+            (
+                "spec.stages[0].credentialMaxAge",
+                24,
+                25,
+                "`90days` is not a duration",
+            ),
+            (
+                "spec.remediation.breachAfter",
+                29,
+                18,
+                "shorter than warnAfter",
+            ),
+            ("spec.remediation.extra", 30, 5, "unknown field"),
+        ],
+    );
+    // Unquoted 1.2 is still the text "1.2", not a float.
+    let text = replace(&base(), "minTlsVersion: \"1.2\"", "minTlsVersion: 1.2");
+    assert_errors(&text, &[]);
+    let text = replace(&base(), "minTlsVersion: \"1.2\"", "minTlsVersion: ssl3");
+    assert_errors(
+        &text,
+        &[("spec.dataClasses[0].minTlsVersion", 9, 22, "`ssl3`")],
+    );
+}
+
+#[test]
+fn bad_cidrs_hosts_and_ports() {
+    let text = replace(
+        &base(),
+        "\"10.0.0.0/24\"",
+        "\"10.0.0.0/33\", \"api.example.com:443\", \"bad host\"",
+    );
+    let text = replace(
+        &text,
+        "ports: [443]",
+        "ports: [0, 65536, \"443\", 443, 443]",
+    );
+    let text = replace(
+        &text,
+        "          issuedAt: \"2026-01-01T00:00:00Z\"\n",
+        "          issuedAt: \"2026-01-01T00:00:00Z\"\n      sources: [\"10.1.0.0/16\", \"10.1.0.0/99\", \"300.1.1.1\"]\n",
+    );
+    let text = replace(
+        &text,
+        "spec:\n",
+        "spec:\n  scope:\n    networks: [nope]\n    ports: []\n",
+    );
+    assert_errors(
+        &text,
+        &[
+            (
+                "spec.scope.networks[0]",
+                7,
+                16,
+                "`nope` is not a CIDR or IP address",
+            ),
+            (
+                "spec.scope.ports",
+                8,
+                12,
+                "an empty port list matches nothing",
+            ),
+            (
+                "spec.endpoints[0].hosts[1]",
+                17,
+                34,
+                "is not a valid IP address or CIDR",
+            ),
+            ("spec.endpoints[0].hosts[2]", 17, 49, "carries a port"),
+            ("spec.endpoints[0].hosts[3]", 17, 72, "is not a host name"),
+            ("spec.endpoints[0].ports[0]", 18, 15, "`0` is not a port"),
+            (
+                "spec.endpoints[0].ports[1]",
+                18,
+                18,
+                "`65536` is not a port",
+            ),
+            (
+                "spec.endpoints[0].ports[2]",
+                18,
+                25,
+                "expected a number, found the string `443`",
+            ),
+            (
+                "spec.endpoints[0].ports[4]",
+                18,
+                37,
+                "port 443 is listed twice",
+            ),
+            (
+                "spec.clients[0].sources[1]",
+                24,
+                32,
+                "`10.1.0.0/99` is not a CIDR",
+            ),
+            (
+                "spec.clients[0].sources[2]",
+                24,
+                47,
+                "`300.1.1.1` is not a CIDR",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn bad_fingerprints() {
+    let upper = FP_A.to_uppercase().replace("SHA256", "sha256");
+    let text = replace(&base(), FP_A, &upper);
+    let text = replace(
+        &text,
+        "  stages:\n",
+        "      certificates: [\"ba7816bf\", \"sha256:abc\"]\n  stages:\n",
+    );
+    let text = format!(
+        "{text}  revocations:\n    - certificate: \"sha256:zz\"\n      revokedAt: \"2026-11-02T00:00:00Z\"\n"
+    );
+    assert_errors(
+        &text,
+        &[
+            (
+                "spec.clients[0].credentials[0].fingerprint",
+                19,
+                24,
+                "only lowercase hex digits",
+            ),
+            (
+                "spec.clients[0].certificates[0]",
+                21,
+                22,
+                "starts with `sha256:`",
+            ),
+            (
+                "spec.clients[0].certificates[1]",
+                21,
+                34,
+                "this one has 3 characters",
+            ),
+            (
+                "spec.revocations[0].certificate",
+                28,
+                20,
+                "this one has 2 characters",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn negative_or_fractional_quotas() {
+    let text = replace(
+        &base(),
+        "requestsPerSecond: 5, burst: 10",
+        "requestsPerSecond: -5, burst: -1",
+    );
+    assert_errors(
+        &text,
+        &[
+            (
+                "spec.stages[0].quotas[0].requestsPerSecond",
+                25,
+                61,
+                "must not be negative, found `-5`",
+            ),
+            (
+                "spec.stages[0].quotas[0].burst",
+                25,
+                72,
+                "must not be negative, found `-1`",
+            ),
+        ],
+    );
+    let text = replace(
+        &base(),
+        "requestsPerSecond: 5, burst: 10",
+        "requestsPerSecond: fast, burst: 1.5",
+    );
+    assert_errors(
+        &text,
+        &[
+            (
+                "spec.stages[0].quotas[0].requestsPerSecond",
+                25,
+                61,
+                "`fast` is not a number",
+            ),
+            (
+                "spec.stages[0].quotas[0].burst",
+                25,
+                74,
+                "must be a whole number",
+            ),
+        ],
+    );
+    // Without a burst: one second's worth.
+    let text = replace(
+        &base(),
+        "requestsPerSecond: 5, burst: 10",
+        "requestsPerSecond: 2.5",
+    );
+    let c = Contract::parse(&text, "c.yaml").unwrap();
+    assert_eq!(
+        c.stages()[0].quota("acme", "api"),
+        Some(Quota { rps: 2.5, burst: 3 })
+    );
+}
+
+#[test]
+fn revocations_name_exactly_one_target() {
+    let text = format!(
+        "{}  revocations:\n    - fingerprint: \"{FP_B}\"\n      client: acme\n      revokedAt: \"2026-11-02T00:00:00Z\"\n    - reason: nothing named\n",
+        base()
+    );
+    assert_errors(
+        &text,
+        &[
+            (
+                "spec.revocations[0]",
+                27,
+                7,
+                "exactly one of `fingerprint`, `client` or `certificate`; this one names fingerprint and client",
+            ),
+            ("spec.revocations[1]", 30, 7, "this one names none"),
+            (
+                "spec.revocations[1].revokedAt",
+                30,
+                7,
+                "missing required field",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn wrong_node_types_and_reserved_names() {
+    let text = replace(
+        &base(),
+        "hosts: [\"api.example.com\", \"10.0.0.0/24\"]",
+        "hosts: api.example.com",
+    );
+    let text = replace(&text, "- name: acme\n", "- name: unknown\n");
+    let text = replace(&text, "  stages:\n", "      sources: {a: b}\n  stages:\n");
+    assert_errors(
+        &text,
+        &[
+            (
+                "spec.endpoints[0].hosts",
+                14,
+                14,
+                "expected a list, found a scalar",
+            ),
+            (
+                "spec.clients[0].name",
+                17,
+                13,
+                "the name `unknown` is reserved",
+            ),
+            (
+                "spec.clients[0].sources",
+                21,
+                16,
+                "expected a list, found a mapping",
+            ),
+            (
+                "spec.stages[0].quotas[0].client",
+                26,
+                21,
+                "there is no client named `acme` (no client is defined)",
+            ),
+        ],
+    );
+    let text = replace(&base(), "  - name: api\n", "  - name: unlisted\n");
+    let errs = diagnostics(&text);
+    assert_eq!(
+        errs.first().map(|d| d.path.as_str()),
+        Some("spec.endpoints[0].name")
+    );
+    assert!(errs[0].message.contains("reserved"));
+}
+
+#[test]
+fn clients_need_some_way_to_be_recognised_and_contracts_need_stages() {
+    let text = replace(&base(), "  stages:\n", "    - name: ghost\n  stages:\n");
+    assert_errors(
+        &text,
+        &[(
+            "spec.clients[1]",
+            21,
+            7,
+            "lists no credentials, certificates or sources",
+        )],
+    );
+    let text = base();
+    let text = text.split("  stages:").next().unwrap().to_owned() + "  stages: []\n";
+    assert_errors(&text, &[("spec.stages", 21, 11, "at least one stage")]);
+}
+
+#[test]
+fn yaml_syntax_errors_empty_files_and_non_utf8() {
+    let text = replace(
+        &base(),
+        "hosts: [\"api.example.com\", \"10.0.0.0/24\"]",
+        "hosts: [\"api.example.com\", \"10.0.0.0/24\"",
+    );
+    let errs = diagnostics(&text);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].path, "");
+    assert!(
+        errs[0].message.starts_with("YAML syntax error"),
+        "{}",
+        errs[0]
+    );
+    assert!((14..=16).contains(&errs[0].line), "{}", errs[0]);
+
+    assert_errors("", &[("", 1, 1, "the file is empty")]);
+    assert_errors(
+        "- a\n- b\n",
+        &[("", 1, 1, "expected a mapping of fields, found a list")],
+    );
+    let bytes = b"apiVersion: rampwatch.io/v1\nkind: \xff\n";
+    let err = Contract::parse_bytes(bytes, "c.yaml").unwrap_err();
+    assert_eq!(err.diagnostics()[0].line, 2);
+    assert!(err.diagnostics()[0].message.contains("UTF-8"));
+}
+
+#[test]
+fn error_display_is_file_line_col_path_message() {
+    let text = replace(&base(), "rampwatch.io/v1", "v1");
+    let err = Contract::parse(&text, "contracts/c.yaml").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "contracts/c.yaml:1:13: apiVersion: must be `rampwatch.io/v1`, found `v1`"
+    );
+}
+
+#[test]
+fn secrets_pasted_into_fingerprints_are_not_echoed_in_full() {
+    for secret in ["acme-demo-token", "sha256:acme-demo-token"] {
+        let text = replace(&base(), FP_A, secret);
+        let err = Contract::parse(&text, "c.yaml").unwrap_err().to_string();
+        assert!(!err.contains("acme-demo"), "{err}");
+        assert!(err.contains("not a fingerprint"), "{err}");
+    }
+}

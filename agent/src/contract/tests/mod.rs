@@ -1,0 +1,19 @@
+//! Contract tests: parsing errors, lookups, schema, command functions.
+
+mod cli;
+mod errors;
+mod lookups;
+mod schema;
+
+use super::*;
+
+pub(crate) const EXAMPLE: &str = include_str!("../../../../examples/contract.yaml");
+
+/// The demo contract, parsed.
+pub(crate) fn example() -> Contract {
+    Contract::parse(EXAMPLE, "examples/contract.yaml").expect("the example contract is valid")
+}
+
+pub(crate) fn t(s: &str) -> Nanos {
+    parse_rfc3339(s).expect("test time")
+}
