@@ -12,6 +12,7 @@ use super::{
     weak_tls,
 };
 use crate::{
+    contract::Contract,
     event::{Event, FlowEndReason, FlowId, FlowTotals, Nanos, Packet},
     flow::{
         Changes, Flow, FlowConfig, FlowStats, FlowTable, Protocol, Request, TlsVersion,
@@ -143,8 +144,24 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// An engine judging against `view` (see `Engine::new` for a contract).
-    pub fn with_view(view: View, opts: EngineOptions) -> Self {
+    /// An engine judging traffic against `contract`.
+    pub fn new(contract: Arc<Contract>, opts: EngineOptions) -> Self {
+        Self::with_view(View::new(contract), opts)
+    }
+
+    /// Replaces the contract (hot reload). Flows, open violations and rate
+    /// state stay; endpoint and identity of live flows are looked up again,
+    /// and a stage change under the new contract is announced.
+    pub fn set_contract(&mut self, contract: Arc<Contract>) {
+        self.set_view(View::new(contract));
+    }
+
+    /// The contract in force.
+    pub fn contract(&self) -> &Arc<Contract> {
+        &self.view.contract
+    }
+
+    fn with_view(view: View, opts: EngineOptions) -> Self {
         let flows = FlowTable::new(opts.flow.clone());
         let mut e = Self {
             view,
@@ -171,9 +188,7 @@ impl Engine {
         e
     }
 
-    /// Replaces the contract (hot reload). Flows, open violations and rate
-    /// state stay; endpoint and identity of live flows are looked up again.
-    pub fn set_view(&mut self, view: View) {
+    fn set_view(&mut self, view: View) {
         self.view = view;
         self.generation += 1;
         self.quota_gen += 1;

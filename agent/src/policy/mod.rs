@@ -34,6 +34,11 @@ pub mod view;
 pub mod violations;
 pub mod weak_tls;
 
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_engine;
+
 use std::sync::Arc;
 
 pub use engine::{Engine, EngineOptions, EngineStats, Output};
@@ -108,13 +113,9 @@ impl Ctx<'_> {
     }
 }
 
-/// RFC 3339 in UTC, seconds precision unless sub-second parts exist.
+/// RFC 3339 in UTC, whole seconds unless the time has a fraction.
 pub fn fmt_time(t: Nanos) -> String {
-    use time::{OffsetDateTime, format_description::well_known::Rfc3339};
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(t))
-        .ok()
-        .and_then(|d| d.format(&Rfc3339).ok())
-        .unwrap_or_else(|| t.to_string())
+    crate::contract::format_rfc3339(t)
 }
 
 /// The contract's duration spelling, largest whole unit: "90d", "15m".

@@ -1,8 +1,8 @@
 //! The engine's compiled form of a contract: indexes built once per
-//! contract (re)load so that per-request questions (which endpoint, which
-//! client, which quota, revoked since when) cost a few comparisons or one
-//! hash lookup. Built from `contract::Contract` by [`View::from_contract`]
-//! (see `convert.rs`); tests may build one directly.
+//! contract (re)load so that per-request questions (which client, which
+//! quota, revoked since when) cost one hash lookup, with findings keyed by
+//! index. Endpoint matching is the contract's own
+//! ([`Contract::match_endpoint`]), mapped to indexes here.
 
 use std::{
     collections::HashMap,
@@ -10,135 +10,60 @@ use std::{
     sync::Arc,
 };
 
-use crate::{event::Nanos, flow::TlsVersion};
+use ipnet::IpNet;
+
+use crate::{
+    contract::{self, Contract, DataClass, RevocationTarget},
+    event::Nanos,
+    flow::TlsVersion,
+};
 
 /// A SHA-256 fingerprint (credential or DER certificate).
 pub type Fp = [u8; 32];
 
-/// An IP network.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Net {
-    pub addr: IpAddr,
-    pub prefix: u8,
-}
-
-impl Net {
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
-        match (self.addr, ip) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let bits = u32::from(self.prefix.min(32));
-                let mask = if bits == 0 {
-                    0
-                } else {
-                    u32::MAX << (32 - bits)
-                };
-                u32::from(n) & mask == u32::from(a) & mask
-            }
-            (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let bits = u32::from(self.prefix.min(128));
-                let mask = if bits == 0 {
-                    0
-                } else {
-                    u128::MAX << (128 - bits)
-                };
-                u128::from(n) & mask == u128::from(a) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-/// IPv4-mapped IPv6 addresses compare as IPv4.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
 /// What a data class demands.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ClassView {
     pub name: Arc<str>,
     pub encryption_required: bool,
     pub authentication_required: bool,
     pub min_tls: Option<TlsVersion>,
-    /// Globs over IANA suite names (`*` matches any run).
-    pub forbidden_ciphers: Vec<String>,
+    class: Arc<DataClass>,
 }
 
 impl ClassView {
-    /// The first forbidden-cipher glob `name` matches.
+    fn new(class: &Arc<DataClass>) -> Self {
+        Self {
+            name: class.name.clone(),
+            encryption_required: class.encryption_required(),
+            authentication_required: class.authentication_required(),
+            min_tls: class.min_tls_version.map(|v| match v {
+                contract::TlsVersion::Ssl3 => TlsVersion::Ssl3,
+                contract::TlsVersion::Tls1_0 => TlsVersion::Tls10,
+                contract::TlsVersion::Tls1_1 => TlsVersion::Tls11,
+                contract::TlsVersion::Tls1_2 => TlsVersion::Tls12,
+                contract::TlsVersion::Tls1_3 => TlsVersion::Tls13,
+            }),
+            class: class.clone(),
+        }
+    }
+
+    /// The forbidden-cipher glob `name` (IANA) matches, if any.
     pub fn forbids(&self, name: &str) -> Option<&str> {
-        self.forbidden_ciphers
-            .iter()
-            .find(|g| glob(g.as_bytes(), name.as_bytes()))
-            .map(String::as_str)
+        self.class.forbidding_glob(name).map(|g| g.as_str())
+    }
+
+    pub fn forbids_any(&self) -> bool {
+        !self.class.forbidden_ciphers.is_empty()
     }
 }
 
-/// `*`-only glob, case-insensitive.
-fn glob(pat: &[u8], s: &[u8]) -> bool {
-    match pat.split_first() {
-        None => s.is_empty(),
-        Some((b'*', rest)) => (0..=s.len()).any(|i| s.get(i..).is_some_and(|t| glob(rest, t))),
-        Some((c, rest)) => s
-            .split_first()
-            .is_some_and(|(d, t)| c.eq_ignore_ascii_case(d) && glob(rest, t)),
-    }
-}
-
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct EndpointView {
     pub name: Arc<str>,
     pub class: usize,
-    /// Lower-case host names (`*.example.com` allowed), matched against SNI
-    /// or the HTTP Host.
-    pub names: Vec<String>,
-    pub nets: Vec<Net>,
-    /// Empty: any port.
-    pub ports: Vec<u16>,
-    /// Empty: any path.
-    pub paths: Vec<String>,
-}
-
-impl EndpointView {
-    fn port_ok(&self, port: u16) -> bool {
-        self.ports.is_empty() || self.ports.contains(&port)
-    }
-
-    fn host_ok(&self, ip: IpAddr, name: Option<&str>) -> bool {
-        self.nets.iter().any(|n| n.contains(ip))
-            || name.is_some_and(|n| self.names.iter().any(|h| host_matches(h, n)))
-    }
-
-    fn path_ok(&self, path: &str) -> bool {
-        self.paths.is_empty() || self.paths.iter().any(|p| path.starts_with(p.as_str()))
-    }
-}
-
-fn host_matches(pattern: &str, name: &str) -> bool {
-    match pattern.strip_prefix("*.") {
-        Some(suffix) => name
-            .strip_suffix(suffix)
-            .is_some_and(|head| head.ends_with('.') && head.len() > 1),
-        None => pattern.eq_ignore_ascii_case(name),
-    }
-}
-
-#[derive(Clone, Debug, Default)]
-pub struct Scope {
-    pub nets: Vec<Net>,
-    /// Empty: any port.
-    pub ports: Vec<u16>,
-}
-
-impl Scope {
-    pub fn contains(&self, server: SocketAddr) -> bool {
-        (self.ports.is_empty() || self.ports.contains(&server.port()))
-            && self.nets.iter().any(|n| n.contains(server.ip()))
-    }
+    /// Listed by name only, with ports: a port match hints a server.
+    names_only_ports: Option<Vec<u16>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -169,16 +94,15 @@ pub struct CredentialView {
     pub issued_at: Option<Nanos>,
 }
 
-#[derive(Clone, Debug, Default)]
 pub struct View {
+    pub contract: Arc<Contract>,
     pub contract_name: Arc<str>,
     pub classes: Vec<ClassView>,
     pub endpoints: Vec<EndpointView>,
     pub clients: Vec<Arc<str>>,
-    pub client_sources: Vec<(Net, usize)>,
+    pub client_sources: Vec<(IpNet, usize)>,
     pub credentials: HashMap<Fp, CredentialView>,
     pub certificates: HashMap<Fp, usize>,
-    pub scope: Option<Scope>,
     /// Sorted by `starts_at`.
     pub stages: Vec<StageView>,
     /// Revoked credential and certificate fingerprints.
@@ -261,11 +185,11 @@ impl View {
 
     /// Whether `addr` is a server the contract watches, for orienting flows.
     pub fn is_server(&self, addr: SocketAddr) -> bool {
-        self.scope.as_ref().is_some_and(|s| s.contains(addr))
+        self.contract.in_scope(addr)
             || self.endpoints.iter().any(|e| {
-                e.port_ok(addr.port())
-                    && (e.nets.iter().any(|n| n.contains(addr.ip()))
-                        || (e.nets.is_empty() && !e.ports.is_empty()))
+                e.names_only_ports
+                    .as_ref()
+                    .is_some_and(|p| p.contains(&addr.port()))
             })
     }
 
@@ -277,24 +201,21 @@ impl View {
         name: Option<&str>,
         path: Option<&str>,
     ) -> EndpointMatch {
-        let mut path_miss = None;
-        for (i, e) in self.endpoints.iter().enumerate() {
-            if !e.port_ok(server.port()) || !e.host_ok(server.ip(), name) {
-                continue;
+        let index = |e: &contract::Endpoint| {
+            self.contract
+                .endpoints()
+                .iter()
+                .position(|x| std::ptr::eq(x, e))
+        };
+        match self.contract.match_endpoint(server, name, path) {
+            contract::EndpointMatch::Endpoint(e) => {
+                index(e).map_or(EndpointMatch::Unwatched, EndpointMatch::Endpoint)
             }
-            match path {
-                Some(p) if !p.is_empty() && !e.path_ok(p) => {
-                    path_miss.get_or_insert(i);
-                }
-                _ => return EndpointMatch::Endpoint(i),
+            contract::EndpointMatch::PathNotListed(e) => {
+                index(e).map_or(EndpointMatch::Unwatched, EndpointMatch::PathNotListed)
             }
-        }
-        if let Some(i) = path_miss {
-            EndpointMatch::PathNotListed(i)
-        } else if self.scope.as_ref().is_some_and(|s| s.contains(server)) {
-            EndpointMatch::Unlisted
-        } else {
-            EndpointMatch::Unwatched
+            contract::EndpointMatch::Unlisted => EndpointMatch::Unlisted,
+            contract::EndpointMatch::NotWatched => EndpointMatch::Unwatched,
         }
     }
 
@@ -322,11 +243,131 @@ impl View {
         } else if let Some(c) = certificate.and_then(|fp| self.certificates.get(&fp)) {
             id.client = Some(*c);
             id.via = Via::Certificate;
-        } else if let Some((_, c)) = self.client_sources.iter().find(|(n, _)| n.contains(source)) {
+        } else if let Some((_, c)) = self
+            .client_sources
+            .iter()
+            .find(|(n, _)| n.contains(&contract::canonical_ip(source)))
+        {
             id.client = Some(*c);
             id.via = Via::Source;
         }
         id
+    }
+
+    /// Compiles `contract`.
+    pub fn new(contract: Arc<Contract>) -> Self {
+        let c = &*contract;
+        let classes: Vec<ClassView> = c.data_classes().iter().map(ClassView::new).collect();
+        let class_index = |dc: &Arc<DataClass>| {
+            c.data_classes()
+                .iter()
+                .position(|x| Arc::ptr_eq(x, dc) || x.name == dc.name)
+                .unwrap_or(0)
+        };
+        let endpoints = c
+            .endpoints()
+            .iter()
+            .map(|e| EndpointView {
+                name: e.name.clone(),
+                class: class_index(&e.data_class),
+                names_only_ports: e
+                    .hosts
+                    .iter()
+                    .all(|h| matches!(h, contract::HostPattern::Name(_)))
+                    .then(|| e.ports.clone())
+                    .flatten(),
+            })
+            .collect();
+        let clients: Vec<Arc<str>> = c.clients().iter().map(|x| x.name.clone()).collect();
+        let client_index = |name: &str| clients.iter().position(|n| &**n == name);
+        let endpoint_index = |name: &str| c.endpoints().iter().position(|e| &*e.name == name);
+        let mut credentials = HashMap::new();
+        let mut certificates = HashMap::new();
+        let mut client_sources = Vec::new();
+        for (i, cl) in c.clients().iter().enumerate() {
+            for cred in &cl.credentials {
+                credentials.insert(
+                    *cred.fingerprint.as_bytes(),
+                    CredentialView {
+                        client: i,
+                        issued_at: Some(cred.issued_at),
+                    },
+                );
+            }
+            for fp in &cl.certificates {
+                certificates.insert(*fp.as_bytes(), i);
+            }
+            for net in &cl.sources {
+                client_sources.push((*net, i));
+            }
+        }
+        let stages = c
+            .stages()
+            .iter()
+            .map(|s| StageView {
+                name: s.name.clone(),
+                starts_at: s.starts_at,
+                credential_max_age: s.credential_max_age,
+                quotas: s
+                    .quotas
+                    .iter()
+                    .filter_map(|q| {
+                        Some((
+                            (client_index(&q.client)?, endpoint_index(&q.endpoint)?),
+                            Quota {
+                                requests_per_second: q.quota.rps,
+                                burst: q.quota.burst as f64,
+                            },
+                        ))
+                    })
+                    .collect(),
+            })
+            .collect();
+        let mut revoked_fingerprints: HashMap<Fp, Revocation> = HashMap::new();
+        let mut revoked_clients: HashMap<usize, Revocation> = HashMap::new();
+        for r in c.revocations() {
+            let rev = Revocation {
+                at: r.revoked_at,
+                reason: r.reason.clone(),
+            };
+            let keep_earliest = |old: &mut Revocation| {
+                if rev.at < old.at {
+                    *old = rev.clone();
+                }
+            };
+            match &r.target {
+                RevocationTarget::Credential(fp) | RevocationTarget::Certificate(fp) => {
+                    revoked_fingerprints
+                        .entry(*fp.as_bytes())
+                        .and_modify(keep_earliest)
+                        .or_insert_with(|| rev.clone());
+                }
+                RevocationTarget::Client(name) => {
+                    if let Some(i) = client_index(name) {
+                        revoked_clients
+                            .entry(i)
+                            .and_modify(keep_earliest)
+                            .or_insert_with(|| rev.clone());
+                    }
+                }
+            }
+        }
+        let remediation = c.remediation();
+        Self {
+            contract_name: Arc::from(c.name()),
+            classes,
+            endpoints,
+            clients,
+            client_sources,
+            credentials,
+            certificates,
+            stages,
+            revoked_fingerprints,
+            revoked_clients,
+            warn_after: remediation.warn_after,
+            breach_after: remediation.breach_after,
+            contract,
+        }
     }
 
     pub fn class_of(&self, endpoint: usize) -> Option<&ClassView> {
@@ -354,32 +395,5 @@ impl View {
                 requests_per_second: 0.0,
                 burst: 0.0,
             })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn globs() {
-        assert!(glob(b"*_CBC_*", b"TLS_RSA_WITH_AES_128_CBC_SHA"));
-        assert!(!glob(b"*_CBC_*", b"TLS_AES_128_GCM_SHA256"));
-        assert!(glob(b"*RC4*", b"TLS_RSA_WITH_RC4_128_SHA"));
-        assert!(glob(b"*", b""));
-    }
-
-    #[test]
-    fn nets_and_hosts() {
-        let n = Net {
-            addr: "10.20.0.0".parse().unwrap(),
-            prefix: 16,
-        };
-        assert!(n.contains("10.20.3.4".parse().unwrap()));
-        assert!(n.contains("::ffff:10.20.3.4".parse().unwrap()));
-        assert!(!n.contains("10.21.0.1".parse().unwrap()));
-        assert!(host_matches("*.example.com", "a.example.com"));
-        assert!(!host_matches("*.example.com", "example.com"));
-        assert!(host_matches("Pay.example.com", "pay.example.com"));
     }
 }

@@ -60,7 +60,7 @@ fn offered(class: &ClassView, tls: &TlsFacts) -> Option<Option<String>> {
     let old = too_old(class, ch.max_version);
     let named: Vec<&str> = ch.cipher_suites.iter().filter_map(|c| c.name()).collect();
     let all_forbidden = !named.is_empty()
-        && !class.forbidden_ciphers.is_empty()
+        && class.forbids_any()
         && named.iter().all(|n| class.forbids(n).is_some());
     Some(match (old, all_forbidden) {
         (None, false) => None,
