@@ -542,7 +542,10 @@ fn record(
         }),
         sni: flow.tls.sni().map(str::to_owned),
         alpn: flow.tls.alpn().map(str::to_owned),
-        endpoint: view.endpoint_name(m.endpoint()).unwrap_or(unlisted).clone(),
+        endpoint: match m {
+            EndpointMatch::Endpoint(e) => view.endpoint_name(Some(e)).unwrap_or(unlisted).clone(),
+            _ => unlisted.clone(),
+        },
         client: view
             .client_name(id.and_then(|i| i.client))
             .unwrap_or(unknown)

@@ -32,6 +32,9 @@ pub fn check(ctx: &Ctx<'_>, endpoint: Option<usize>, id: &Identity) -> Option<Fi
     } else {
         return None;
     };
-    let detail = format!("{what} revoked since {}", fmt_time(r.at));
+    let detail = match &r.reason {
+        Some(reason) => format!("{what} revoked since {}: {reason}", fmt_time(r.at)),
+        None => format!("{what} revoked since {}", fmt_time(r.at)),
+    };
     Some(ctx.finding(Kind::RevokedClient, endpoint, id.client, detail, 1))
 }

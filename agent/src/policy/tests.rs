@@ -346,7 +346,7 @@ fn unencrypted_flow_to_encryption_required_class() {
             "payments".into(),
             "acme".into(),
             1,
-            "plaintext HTTP".into()
+            "plaintext HTTP to class pii".into()
         )]
     );
     // Plaintext to a class that does not require encryption is fine.
@@ -372,7 +372,7 @@ fn unencrypted_other_plaintext() {
         &[b"\x00\x01\x02 hello plaintext"],
     );
     assert_eq!(kinds(&e), vec![Kind::UnencryptedFlow]);
-    assert_eq!(found(&e)[0].4, "plaintext, not TLS");
+    assert_eq!(found(&e)[0].4, "plaintext (not TLS) to class pii");
 }
 
 #[test]
@@ -558,7 +558,7 @@ fn revoked_after_revoked_at_only() {
             "orders".into(),
             "leaky".into(),
             1,
-            "credential revoked since 2026-11-15T00:00:00Z".into()
+            "credential revoked since 2026-11-15T00:00:00Z: leaked".into()
         )]
     );
     let before = parse_rfc3339("2026-11-10T00:00:00Z").unwrap();
@@ -622,45 +622,15 @@ fn stale_credential_by_stage_max_age() {
 #[test]
 fn unlisted_endpoint_scope_and_path() {
     let mut e = engine();
-    tcp_flow(
-        &mut e,
-        t0(),
-        "10.1.0.9:5000",
-        "10.20.9.9:9000",
-        &[&get("/v1/x", Some("acme-token"))],
-    );
-    tcp_flow(
-        &mut e,
-        t0(),
-        "10.1.0.9:5001",
-        "10.20.2.5:8080",
-        &[&get("/v2/admin?token=s3cret", Some("acme-token"))],
-    );
+    tcp_flow(&mut e, t0(), "10.30.0.9:5000", "10.20.9.9:9000", &[&get("/v1/x", None)]);
+    tcp_flow(&mut e, t0(), "10.1.0.9:5001", "10.20.2.5:8080", &[&get("/v2/admin?token=s3cret", Some("acme-token"))]);
     // Outside scope and endpoints: not watched at all.
-    tcp_flow(
-        &mut e,
-        t0(),
-        "10.1.0.9:5002",
-        "192.168.1.1:8080",
-        &[&get("/", None)],
-    );
+    tcp_flow(&mut e, t0(), "10.1.0.9:5002", "192.168.1.1:8080", &[&get("/", None)]);
     assert_eq!(
         found(&e),
         vec![
-            (
-                Kind::UnlistedEndpoint,
-                "orders".into(),
-                "acme".into(),
-                1,
-                "path /v2/admin not in paths".into()
-            ),
-            (
-                Kind::UnlistedEndpoint,
-                "unlisted".into(),
-                "acme".into(),
-                1,
-                "no endpoint covers 10.20.9.9:9000".into()
-            ),
+            (Kind::UnlistedEndpoint, "unlisted".into(), "acme".into(), 1, "path /v2/admin not in orders's paths".into()),
+            (Kind::UnlistedEndpoint, "unlisted".into(), "office".into(), 1, "no endpoint covers 10.20.9.9:9000".into()),
         ]
     );
 }

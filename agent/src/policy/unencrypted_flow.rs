@@ -17,20 +17,16 @@ pub fn check(
     id: &Identity,
 ) -> Option<Finding> {
     let e = m.endpoint()?;
-    if !ctx.view.class_of(e)?.encryption_required {
+    let class = ctx.view.class_of(e)?;
+    if !class.encryption_required {
         return None;
     }
-    let detail = match protocol {
+    let what = match protocol {
         Protocol::Http => "plaintext HTTP",
         Protocol::H2c => "plaintext HTTP/2 (h2c)",
-        Protocol::Other => "plaintext, not TLS",
+        Protocol::Other => "plaintext (not TLS)",
         Protocol::Tls | Protocol::Unknown => return None,
     };
-    Some(ctx.finding(
-        Kind::UnencryptedFlow,
-        Some(e),
-        id.client,
-        detail.to_owned(),
-        1,
-    ))
+    let detail = format!("{what} to class {}", class.name);
+    Some(ctx.finding(Kind::UnencryptedFlow, Some(e), id.client, detail, 1))
 }
