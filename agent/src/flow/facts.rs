@@ -43,15 +43,15 @@ impl TlsFacts {
         self.client_hello.as_ref().and_then(|c| c.sni.as_deref())
     }
 
-    /// The ALPN protocol chosen, or the client's first offer.
+    /// The ALPN protocol the server chose; while its hello is unseen, the
+    /// client's first offer.
     pub fn alpn(&self) -> Option<&str> {
-        self.server_hello
-            .as_ref()
-            .and_then(|s| s.alpn.as_deref())
-            .or_else(|| {
-                self.client_hello
-                    .as_ref()
-                    .and_then(|c| c.alpn.first().map(String::as_str))
-            })
+        match &self.server_hello {
+            Some(sh) => sh.alpn.as_deref(),
+            None => self
+                .client_hello
+                .as_ref()
+                .and_then(|c| c.alpn.first().map(String::as_str)),
+        }
     }
 }

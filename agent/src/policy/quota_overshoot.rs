@@ -1,8 +1,10 @@
 //! `quota_overshoot`: an identified client's requests on an endpoint beyond
 //! the active stage's quota, a token bucket of `burst` refilled at
 //! `requestsPerSecond` (event time). No quota for the pair in the active
-//! stage (or no active stage) means quota 0. Every request that finds no
-//! token counts; the detail reports the observed rate and the quota.
+//! stage means quota 0. Before the first stage starts the ramp is not in
+//! force and no quota is judged (requests are still counted for rates).
+//! Every request that finds no token counts; the detail reports the
+//! observed rate and the quota.
 
 use std::sync::Arc;
 
@@ -31,7 +33,7 @@ pub fn check(
     let quota = ctx.view.quota(ctx.stage, client, endpoint);
     let bucket = rates.bucket(cname, ename, quota, ctx.quota_gen, t);
     let over = bucket.take(n, t);
-    if over == 0 {
+    if over == 0 || ctx.stage.is_none() {
         return None;
     }
     let detail = format!(

@@ -69,7 +69,7 @@ pub struct ClientRate {
 }
 
 /// The stage timeline position at some time.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StageInfo {
     pub contract: Arc<str>,
     /// `None` before the first stage starts.

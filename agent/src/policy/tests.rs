@@ -622,15 +622,45 @@ fn stale_credential_by_stage_max_age() {
 #[test]
 fn unlisted_endpoint_scope_and_path() {
     let mut e = engine();
-    tcp_flow(&mut e, t0(), "10.30.0.9:5000", "10.20.9.9:9000", &[&get("/v1/x", None)]);
-    tcp_flow(&mut e, t0(), "10.1.0.9:5001", "10.20.2.5:8080", &[&get("/v2/admin?token=s3cret", Some("acme-token"))]);
+    tcp_flow(
+        &mut e,
+        t0(),
+        "10.30.0.9:5000",
+        "10.20.9.9:9000",
+        &[&get("/v1/x", None)],
+    );
+    tcp_flow(
+        &mut e,
+        t0(),
+        "10.1.0.9:5001",
+        "10.20.2.5:8080",
+        &[&get("/v2/admin?token=s3cret", Some("acme-token"))],
+    );
     // Outside scope and endpoints: not watched at all.
-    tcp_flow(&mut e, t0(), "10.1.0.9:5002", "192.168.1.1:8080", &[&get("/", None)]);
+    tcp_flow(
+        &mut e,
+        t0(),
+        "10.1.0.9:5002",
+        "192.168.1.1:8080",
+        &[&get("/", None)],
+    );
     assert_eq!(
         found(&e),
         vec![
-            (Kind::UnlistedEndpoint, "unlisted".into(), "acme".into(), 1, "path /v2/admin not in orders's paths".into()),
-            (Kind::UnlistedEndpoint, "unlisted".into(), "office".into(), 1, "no endpoint covers 10.20.9.9:9000".into()),
+            (
+                Kind::UnlistedEndpoint,
+                "unlisted".into(),
+                "acme".into(),
+                1,
+                "path /v2/admin not in orders's paths".into()
+            ),
+            (
+                Kind::UnlistedEndpoint,
+                "unlisted".into(),
+                "office".into(),
+                1,
+                "no endpoint covers 10.20.9.9:9000".into()
+            ),
         ]
     );
 }
