@@ -24,7 +24,8 @@ use anyhow::{Context, Result, bail, ensure};
 use pcap_parser::{Linktype, PcapCapture};
 
 /// Fixture captures (Ethernet link type, classic pcap) used as flow templates.
-/// The Linux-cooked and pcapng variants duplicate `http_bearer`/`tls12_cbc`.
+/// The Linux-cooked, VLAN, raw-IP and pcapng variants duplicate
+/// `http_bearer`/`tls12_cbc` and are left out.
 const TEMPLATES: &[&str] = &[
     "http_bearer.pcap",
     "tls12.pcap",
@@ -38,6 +39,9 @@ const TEMPLATES: &[&str] = &[
     "revoked.pcap",
     "stale.pcap",
     "ipv6.pcap",
+    "pipelined.pcap",
+    "h2c.pcap",
+    "tls12_cbc_split.pcap",
 ];
 
 /// Size of the generated capture unless `RAMPWATCH_BENCH_MB` says otherwise.
@@ -479,7 +483,11 @@ impl Instance {
             next: 0,
             client_v4,
             client_v6,
-            client_port: 10_000 + (n % 55_000) as u16,
+            // Linux's ephemeral range: always above the server ports, so
+            // tshark's lower-port-first dissector choice picks the server's
+            // (TLS/HTTP) and not whatever a random client port is registered
+            // for.
+            client_port: 32_768 + (n % 28_232) as u16,
             client_seq_delta: mix as u32,
             server_seq_delta: (mix >> 32) as u32,
         }
