@@ -403,9 +403,12 @@ fn to_server<T>(
     let extended = matches!(placement, Placement::Extended { .. });
     if flow.protocol == Protocol::Unknown {
         let s = &flow.streams[0];
-        let (bytes, complete) = if s.bytes().is_empty() {
-            // Prefix already done (released): judge this segment alone.
+        let (bytes, complete) = if s.is_done() && s.bytes().is_empty() {
+            // Prefix already released: judge this segment alone.
             (&p.payload[..], true)
+        } else if s.bytes().is_empty() {
+            // Nothing contiguous yet (a segment is held out of order).
+            return;
         } else {
             (s.bytes(), s.is_done())
         };

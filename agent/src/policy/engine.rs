@@ -430,6 +430,10 @@ impl Engine {
                 self.out.push(Output::Flow(rec));
             }
         }
+        if !self.flows.removed.is_empty() {
+            // Evicted to make room.
+            self.retire_removed();
+        }
         self.flush_violations();
     }
 
