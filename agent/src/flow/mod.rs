@@ -1,1 +1,526 @@
-//! TODO(owner): see docs/interfaces.md
+//! The flow table: orients pcap packets, reassembles the first bytes of each
+//! direction within a bound, and collects per-flow facts (protocol, TLS
+//! handshake, HTTP request heads) for the engine in `policy`.
+//!
+//! Cost per packet is one hash lookup and a few counters once a flow's
+//! handshake is parsed; bytes are copied only into the bounded prefixes.
+
+pub mod dissect;
+pub mod facts;
+mod orient;
+pub mod reassembly;
+mod requests;
+
+use std::{
+    collections::{HashMap, VecDeque},
+    net::SocketAddr,
+};
+
+pub use facts::{Protocol, Request, TlsFacts, TlsVersion};
+pub use orient::Orientation;
+
+use self::{reassembly::StreamPrefix, requests::RequestCursor};
+use crate::{
+    event::{Direction, FlowEndReason, FlowId, FlowTotals, Nanos, Packet, tcp_flags},
+    protocol::tls::TlsParse,
+};
+
+/// Seconds to nanoseconds.
+const SEC: Nanos = 1_000_000_000;
+
+/// Bounds of the flow table.
+#[derive(Clone, Debug)]
+pub struct FlowConfig {
+    /// Bytes reassembled per direction from the start of a flow.
+    pub prefix_cap: usize,
+    /// A flow with no packet for this long ends as idle.
+    pub idle_timeout: Nanos,
+    /// How long an ended flow stays to absorb its last ACKs.
+    pub closed_linger: Nanos,
+    /// Flows tracked at once; the least recently queued is evicted past it.
+    pub max_flows: usize,
+}
+
+impl Default for FlowConfig {
+    fn default() -> Self {
+        Self {
+            prefix_cap: 16 * 1024,
+            idle_timeout: 120 * SEC,
+            closed_linger: 10 * SEC,
+            max_flows: 262_144,
+        }
+    }
+}
+
+/// Counters of the flow table, for metrics and the replay summary.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowStats {
+    pub flows: u64,
+    pub expired: u64,
+    /// Flows dropped because the table was full.
+    pub evicted: u64,
+    /// Packets for a flow that had already ended (late ACKs, retransmits).
+    pub late_packets: u64,
+    /// Reassembly holes that never filled and truncated captures.
+    pub gaps: u64,
+}
+
+/// What a packet changed, for the engine to act on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub new_flow: bool,
+    pub protocol: bool,
+    pub client_hello: bool,
+    pub server_hello: bool,
+    pub client_cert: bool,
+    /// The client's handshake flight is over (first application data).
+    pub client_finished: bool,
+    /// Number of request heads appended to the request buffer.
+    pub requests: usize,
+    pub ended: Option<FlowEndReason>,
+}
+
+impl Changes {
+    pub fn any(&self) -> bool {
+        *self != Self::default()
+    }
+}
+
+/// Everything known about one flow. `T` is the engine's per-flow state.
+#[derive(Debug)]
+pub struct Flow<T> {
+    pub id: FlowId,
+    pub first_seen: Nanos,
+    pub last_seen: Nanos,
+    pub orientation: Orientation,
+    pub totals: FlowTotals,
+    pub protocol: Protocol,
+    pub tls: TlsFacts,
+    /// Requests seen (parsed heads; the engine adds kernel counts).
+    pub requests: u64,
+    /// Set when the flow ended by FIN/RST; it lingers until expiry.
+    pub ended: Option<FlowEndReason>,
+    fin: [bool; 2],
+    streams: [StreamPrefix; 2],
+    cursor: RequestCursor,
+    pub ext: T,
+}
+
+impl<T> Flow<T> {
+    /// Last look at a flow leaving the table without having ended: partial
+    /// request heads count now. Marks it ended with `reason`.
+    pub fn finish(&mut self, reason: FlowEndReason, requests: &mut Vec<Request>) -> Changes {
+        let mut changes = Changes {
+            ended: Some(reason),
+            ..Changes::default()
+        };
+        if self.ended.is_none() {
+            finish_flow(self, requests, &mut changes);
+            self.ended = Some(reason);
+        }
+        changes
+    }
+
+    /// Reassembly holes and truncations in both directions.
+    pub fn gaps(&self) -> u32 {
+        self.streams[0].gaps.saturating_add(self.streams[1].gaps)
+    }
+}
+
+/// Flows keyed by their unordered address pair.
+type Key = (SocketAddr, SocketAddr);
+
+fn key_of(a: SocketAddr, b: SocketAddr) -> Key {
+    if a <= b { (a, b) } else { (b, a) }
+}
+
+type Hasher = foldhash::fast::FixedState;
+
+/// The flow table.
+pub struct FlowTable<T> {
+    cfg: FlowConfig,
+    flows: HashMap<Key, Flow<T>, Hasher>,
+    /// Flows in the order they were last queued for an expiry check; an
+    /// entry is re-queued when its flow turns out to be still active.
+    expiry: VecDeque<(Nanos, Key)>,
+    /// Flows that left the table (idle, evicted), for the engine to finish.
+    pub removed: Vec<Flow<T>>,
+    pub stats: FlowStats,
+}
+
+impl<T: Default> FlowTable<T> {
+    pub fn new(cfg: FlowConfig) -> Self {
+        Self {
+            cfg,
+            flows: HashMap::with_hasher(Hasher::default()),
+            expiry: VecDeque::new(),
+            removed: Vec::new(),
+            stats: FlowStats::default(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Flow<T>> {
+        self.flows.values()
+    }
+
+    pub fn get_mut(&mut self, id: &FlowId) -> Option<&mut Flow<T>> {
+        self.flows.get_mut(&key_of(id.client, id.server))
+    }
+
+    /// Feeds one packet. `is_server` says whether an address is a watched
+    /// server (a contract endpoint or in scope), for orienting pcap flows.
+    /// Returns the flow, the packet's direction and what changed.
+    pub fn packet(
+        &mut self,
+        p: &Packet,
+        is_server: &dyn Fn(SocketAddr) -> bool,
+        requests: &mut Vec<Request>,
+    ) -> (&mut Flow<T>, Direction, Changes) {
+        let key = key_of(p.src, p.dst);
+        let mut changes = Changes::default();
+        let fresh_syn = p.flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
+        let restart = match self.flows.get(&key) {
+            None => true,
+            // A new connection on the same address pair.
+            Some(f) => f.ended.is_some() && fresh_syn,
+        };
+        if restart {
+            if self.flows.len() >= self.cfg.max_flows {
+                self.evict_one(key);
+            }
+            let (id, orientation) = orient::orient(p, is_server);
+            let flow = Flow {
+                id,
+                first_seen: p.ts,
+                last_seen: p.ts,
+                orientation,
+                totals: FlowTotals::default(),
+                protocol: Protocol::Unknown,
+                tls: TlsFacts::default(),
+                requests: 0,
+                ended: None,
+                fin: [false; 2],
+                streams: Default::default(),
+                cursor: RequestCursor::default(),
+                ext: T::default(),
+            };
+            self.flows.insert(key, flow);
+            self.expiry.push_back((p.ts, key));
+            self.stats.flows += 1;
+            changes.new_flow = true;
+        }
+        let cfg = &self.cfg;
+        let stats = &mut self.stats;
+        let Some(flow) = self.flows.get_mut(&key) else {
+            unreachable!("inserted above")
+        };
+        if !changes.new_flow {
+            orient::maybe_reorient(flow, p);
+        }
+        let dir = p.direction.unwrap_or(if p.src == flow.id.client {
+            Direction::ToServer
+        } else {
+            Direction::ToClient
+        });
+        flow.last_seen = flow.last_seen.max(p.ts);
+        if flow.ended.is_some() {
+            stats.late_packets += 1;
+            return (flow, dir, changes);
+        }
+        let i = dir.index();
+        flow.totals.packets[i] += 1;
+        flow.totals.bytes[i] += u64::from(p.payload_len);
+        if p.payload_len > 0 {
+            flow.totals.payload_bytes[i] += u64::from(p.payload_len);
+            flow.totals.payload_segments[i] += 1;
+        }
+        if p.flags & tcp_flags::SYN != 0 {
+            flow.streams[i].syn(p.seq);
+        }
+        if !p.payload.is_empty() {
+            let gaps_before = flow.gaps();
+            on_payload(flow, dir, p, cfg, requests, &mut changes);
+            stats.gaps += u64::from(flow.gaps().saturating_sub(gaps_before));
+        }
+        if p.flags & tcp_flags::RST != 0 {
+            changes.ended = Some(FlowEndReason::Rst);
+        } else if p.flags & tcp_flags::FIN != 0 {
+            flow.fin[i] = true;
+            if flow.fin == [true; 2] {
+                changes.ended = Some(FlowEndReason::Fin);
+            }
+        }
+        if let Some(reason) = changes.ended {
+            finish_flow(flow, requests, &mut changes);
+            flow.ended = Some(reason);
+        }
+        (flow, dir, changes)
+    }
+
+    /// Ends a flow on the word of the capture (kernel `FlowEnd`). Returns its
+    /// final changes (requests flushed from partial heads).
+    pub fn end(
+        &mut self,
+        id: &FlowId,
+        reason: FlowEndReason,
+        requests: &mut Vec<Request>,
+    ) -> Option<(&mut Flow<T>, Changes)> {
+        let flow = self.flows.get_mut(&key_of(id.client, id.server))?;
+        if flow.ended.is_some() {
+            return None;
+        }
+        let mut changes = Changes {
+            ended: Some(reason),
+            ..Changes::default()
+        };
+        finish_flow(flow, requests, &mut changes);
+        flow.ended = Some(reason);
+        Some((flow, changes))
+    }
+
+    /// Moves flows idle at `now` (and ended flows past their linger) to
+    /// [`FlowTable::removed`]; the engine finishes those not ended yet
+    /// ([`Flow::finish`]).
+    pub fn expire(&mut self, now: Nanos) {
+        while let Some(&(queued, key)) = self.expiry.front() {
+            let Some(flow) = self.flows.get(&key) else {
+                self.expiry.pop_front();
+                continue;
+            };
+            let timeout = if flow.ended.is_some() {
+                self.cfg.closed_linger
+            } else {
+                self.cfg.idle_timeout
+            };
+            if queued.saturating_add(timeout) > now {
+                break;
+            }
+            self.expiry.pop_front();
+            if flow.last_seen.saturating_add(timeout) > now {
+                self.expiry.push_back((flow.last_seen, key));
+                continue;
+            }
+            if let Some(flow) = self.flows.remove(&key) {
+                if flow.ended.is_none() {
+                    self.stats.expired += 1;
+                }
+                self.retire(flow);
+            }
+        }
+    }
+
+    /// Moves every flow to [`FlowTable::removed`] (end of a capture).
+    pub fn drain(&mut self) {
+        self.expiry.clear();
+        let keys: Vec<Key> = self.flows.keys().copied().collect();
+        for k in keys {
+            if let Some(flow) = self.flows.remove(&k) {
+                self.retire(flow);
+            }
+        }
+    }
+
+    fn evict_one(&mut self, keep: Key) {
+        while let Some((_, key)) = self.expiry.pop_front() {
+            if key == keep {
+                continue;
+            }
+            if let Some(flow) = self.flows.remove(&key) {
+                if flow.ended.is_none() {
+                    self.stats.evicted += 1;
+                }
+                self.retire(flow);
+                return;
+            }
+        }
+    }
+
+    fn retire(&mut self, flow: Flow<T>) {
+        self.removed.push(flow);
+    }
+}
+
+/// Last look at a flow's buffers: partial request heads count now.
+fn finish_flow<T>(flow: &mut Flow<T>, requests: &mut Vec<Request>, changes: &mut Changes) {
+    let before = requests.len();
+    if matches!(flow.protocol, Protocol::Http | Protocol::H2c) {
+        let s = &flow.streams[0];
+        flow.cursor
+            .scan(s.bytes(), s.bytes_offset(), true, requests);
+    }
+    if flow.protocol == Protocol::Tls && flow.tls.client_cert.is_none() {
+        if let TlsParse::Done(Some(fp)) = dissect::parse_client_certificate(flow.streams[0].bytes())
+        {
+            flow.tls.client_cert = Some(fp);
+            changes.client_cert = true;
+        }
+    }
+    for s in &mut flow.streams {
+        s.release();
+    }
+    let n = requests.len() - before;
+    flow.requests += n as u64;
+    changes.requests += n;
+}
+
+/// Handles a segment with payload.
+fn on_payload<T>(
+    flow: &mut Flow<T>,
+    dir: Direction,
+    p: &Packet,
+    cfg: &FlowConfig,
+    requests: &mut Vec<Request>,
+    changes: &mut Changes,
+) {
+    let i = dir.index();
+    let placement = flow.streams[i].push(p.seq, &p.payload, p.payload_len, cfg.prefix_cap);
+    let before = requests.len();
+    match dir {
+        Direction::ToServer => to_server(flow, p, placement, requests, changes),
+        Direction::ToClient => to_client(flow, placement, changes),
+    }
+    let n = requests.len() - before;
+    flow.requests += n as u64;
+    changes.requests += n;
+}
+
+fn to_server<T>(
+    flow: &mut Flow<T>,
+    p: &Packet,
+    placement: reassembly::Placement,
+    requests: &mut Vec<Request>,
+    changes: &mut Changes,
+) {
+    use reassembly::Placement;
+    let extended = matches!(placement, Placement::Extended { .. });
+    if flow.protocol == Protocol::Unknown {
+        let s = &flow.streams[0];
+        let (bytes, complete) = if s.is_done() && s.bytes().is_empty() {
+            // Prefix already released: judge this segment alone.
+            (&p.payload[..], true)
+        } else if s.bytes().is_empty() {
+            // Nothing contiguous yet (a segment is held out of order).
+            return;
+        } else {
+            (s.bytes(), s.is_done())
+        };
+        match dissect::classify(bytes, complete) {
+            Some(proto) => {
+                flow.protocol = proto;
+                changes.protocol = true;
+            }
+            None => return,
+        }
+    }
+    match flow.protocol {
+        Protocol::Tls => {
+            let s = &mut flow.streams[0];
+            if extended || s.is_done() {
+                tls_client_side(&mut flow.tls, s, changes);
+            }
+            if !flow.tls.client_finished
+                && matches!(placement, Placement::Beyond { .. })
+                && p.payload.first() == Some(&0x17)
+            {
+                flow.tls.client_finished = true;
+                changes.client_finished = true;
+            }
+        }
+        Protocol::Http | Protocol::H2c => {
+            requests::on_segment(
+                &mut flow.cursor,
+                &mut flow.streams[0],
+                p,
+                placement,
+                requests,
+            );
+            if flow.protocol == Protocol::Http && requests.last().is_some_and(|r| r.upgrade_h2c) {
+                flow.protocol = Protocol::H2c;
+                changes.protocol = true;
+            }
+        }
+        Protocol::Other | Protocol::Unknown => flow.streams[0].release(),
+    }
+}
+
+/// Client-side TLS: ClientHello, then (TLS ≤ 1.2) its Certificate flight.
+fn tls_client_side(tls: &mut TlsFacts, s: &mut StreamPrefix, changes: &mut Changes) {
+    let bytes = s.bytes();
+    if tls.client_hello.is_none() {
+        match dissect::parse_client_hello(bytes) {
+            TlsParse::Done(ch) => {
+                tls.client_hello = Some(ch);
+                changes.client_hello = true;
+            }
+            TlsParse::NeedMore if !s.is_done() => return,
+            _ => {
+                s.release();
+                return;
+            }
+        }
+    }
+    if !tls.client_finished && dissect::tls_reaches_app_data(bytes) {
+        tls.client_finished = true;
+        changes.client_finished = true;
+    }
+    let tls13 = tls
+        .server_hello
+        .as_ref()
+        .is_some_and(|sh| sh.version == Some(TlsVersion::Tls13));
+    if tls.client_cert.is_none() && !tls13 {
+        match dissect::parse_client_certificate(bytes) {
+            TlsParse::Done(Some(fp)) => {
+                tls.client_cert = Some(fp);
+                changes.client_cert = true;
+            }
+            TlsParse::Done(None) if !tls.client_finished => {
+                // The client's flight went on without a certificate.
+                tls.client_finished = true;
+                changes.client_finished = true;
+            }
+            TlsParse::NeedMore if !tls.client_finished && !s.is_done() => return,
+            _ => {}
+        }
+    }
+    if tls.client_cert.is_some() || tls.client_finished || tls13 {
+        s.release();
+    }
+}
+
+fn to_client<T>(flow: &mut Flow<T>, placement: reassembly::Placement, changes: &mut Changes) {
+    let s = &mut flow.streams[1];
+    if !matches!(placement, reassembly::Placement::Extended { .. }) {
+        return;
+    }
+    match flow.protocol {
+        Protocol::Tls | Protocol::Unknown if flow.tls.server_hello.is_none() => {
+            match dissect::parse_server_hello(s.bytes()) {
+                TlsParse::Done(sh) if sh.hello_retry => {
+                    // A HelloRetryRequest: the real ServerHello follows.
+                    let _ = sh;
+                }
+                TlsParse::Done(sh) => {
+                    let tls13 = sh.version == Some(TlsVersion::Tls13);
+                    flow.tls.server_hello = Some(sh);
+                    changes.server_hello = true;
+                    s.release();
+                    if tls13 {
+                        // The client's certificate, if any, is encrypted.
+                        flow.streams[0].release();
+                    }
+                }
+                TlsParse::NeedMore if !s.is_done() => {}
+                _ => s.release(),
+            }
+        }
+        _ => s.release(),
+    }
+}

@@ -1,0 +1,169 @@
+//! Finding every HTTP request head in the client's stream.
+//!
+//! While the stream's prefix is being reassembled, heads are split out of it
+//! by `protocol::http::scan_requests` (bodies skipped by Content-Length), so
+//! heads cut across segments and pipelined heads all count. Once everything
+//! buffered is consumed the prefix is released and each later segment that
+//! starts where the next head is expected (or, after a chunked body or other
+//! loss of track, any segment that starts with a method token) is scanned on
+//! its own; a head cut short there restarts a small prefix at that segment
+//! to wait for its end.
+
+use super::{
+    dissect,
+    facts::Request,
+    reassembly::{Placement, StreamPrefix},
+};
+use crate::{
+    event::Packet,
+    protocol::http::{self, ScanEnd},
+};
+
+/// Bytes buffered for one head cut across segments after the first prefix.
+const HEAD_CAP: usize = http::MAX_HEAD;
+
+/// Where the next request head is expected in the client's stream.
+#[derive(Debug, Default)]
+pub struct RequestCursor {
+    /// Stream offset of the next head; `None` when lost (chunked body,
+    /// protocol switch, garbage) until a segment starts with a method.
+    next: Option<u64>,
+    /// End of the furthest segment looked at, to skip retransmissions.
+    seen_end: u64,
+}
+
+/// How a scan ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Scan {
+    /// Every byte was accounted for.
+    Consumed,
+    /// A head is cut short; more bytes needed.
+    Waiting,
+    /// Not at a head any more.
+    Lost,
+}
+
+impl RequestCursor {
+    /// Parses heads in `bytes` (which start at stream offset `off`).
+    /// `last` means no more bytes will follow: a partial head counts.
+    pub fn scan(&mut self, bytes: &[u8], off: u64, last: bool, out: &mut Vec<Request>) -> Scan {
+        let end = off + bytes.len() as u64;
+        let pos = match self.next {
+            Some(n) => n.max(off),
+            None if http::starts_with_method(bytes) => off,
+            None => return Scan::Lost,
+        };
+        if pos >= end {
+            self.next = Some(pos);
+            return Scan::Consumed;
+        }
+        let Some(rest) = usize::try_from(pos - off).ok().and_then(|i| bytes.get(i..)) else {
+            self.next = None;
+            return Scan::Lost;
+        };
+        let scan = http::scan_requests(rest);
+        out.extend(scan.requests);
+        let after = pos + scan.consumed as u64;
+        match scan.end {
+            ScanEnd::Complete => {
+                self.next = Some(after);
+                Scan::Consumed
+            }
+            ScanEnd::InBody { remaining } => {
+                self.next = Some(after.saturating_add(remaining));
+                Scan::Consumed
+            }
+            ScanEnd::NeedMore if !last => {
+                self.next = Some(after);
+                Scan::Waiting
+            }
+            ScanEnd::NeedMore => {
+                if let Some(req) = rest.get(scan.consumed..).and_then(dissect::partial_request) {
+                    out.push(req);
+                }
+                self.next = None;
+                Scan::Lost
+            }
+            ScanEnd::Stopped | ScanEnd::NotHttp => {
+                self.next = None;
+                Scan::Lost
+            }
+        }
+    }
+}
+
+/// Handles one client segment of an HTTP flow.
+pub fn on_segment(
+    cursor: &mut RequestCursor,
+    stream: &mut StreamPrefix,
+    p: &Packet,
+    placement: Placement,
+    out: &mut Vec<Request>,
+) {
+    match placement {
+        Placement::Extended { .. } => {
+            let off = stream.bytes_offset();
+            cursor.seen_end = cursor.seen_end.max(off + stream.bytes().len() as u64);
+            let scan = cursor.scan(stream.bytes(), off, stream.is_done(), out);
+            if scan != Scan::Waiting || stream.is_done() {
+                stream.release();
+            }
+        }
+        Placement::Beyond { offset } => {
+            if let Some(o) = offset {
+                if o < cursor.seen_end {
+                    // A retransmission (or late reordering) of bytes looked at.
+                    return;
+                }
+                cursor.seen_end = o + u64::from(p.payload_len);
+                if cursor.next.is_some_and(|n| o < n) {
+                    // Inside a body.
+                    return;
+                }
+            }
+            if !http::starts_with_method(&p.payload) {
+                if offset.is_some() && cursor.next == offset {
+                    cursor.next = None;
+                }
+                return;
+            }
+            cursor.next = offset;
+            let truncated = p.payload.len() < p.payload_len as usize;
+            let scan = cursor.scan(&p.payload, offset.unwrap_or(0), truncated, out);
+            if offset.is_none() {
+                cursor.next = None;
+            } else if scan == Scan::Waiting {
+                wait_for_rest(cursor, stream, p, out);
+            }
+        }
+        Placement::Held | Placement::Old => {}
+    }
+}
+
+/// A head cut at the end of a segment past the first prefix: buffer from
+/// the head on and scan again when the rest arrives.
+fn wait_for_rest(
+    cursor: &mut RequestCursor,
+    stream: &mut StreamPrefix,
+    p: &Packet,
+    out: &mut Vec<Request>,
+) {
+    let Some(head_off) = cursor.next else { return };
+    let Some(seg_off) = stream.offset_of(p.seq) else {
+        return;
+    };
+    let skip = usize::try_from(head_off.saturating_sub(seg_off)).unwrap_or(usize::MAX);
+    if skip >= p.payload.len() {
+        return;
+    }
+    let seq = p.seq.wrapping_add(skip as u32);
+    let rest = p.payload.slice(skip..);
+    stream.restart(seq);
+    let wire = p.payload_len.saturating_sub(skip as u32);
+    if let Placement::Extended { .. } = stream.push(seq, &rest, wire, HEAD_CAP) {
+        let off = stream.bytes_offset();
+        if cursor.scan(stream.bytes(), off, stream.is_done(), out) != Scan::Waiting {
+            stream.release();
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! Per (client, endpoint) request accounting: the token bucket that decides
+//! `quota_overshoot` and the observed rate reported with it and shown by
+//! `rampwatch clients`. Time is event time (packet timestamps).
+
+use std::{collections::HashMap, sync::Arc};
+
+use super::view::Quota;
+use crate::event::Nanos;
+
+const SEC: Nanos = 1_000_000_000;
+
+/// One client on one endpoint.
+#[derive(Clone, Debug)]
+pub struct Bucket {
+    tokens: f64,
+    last: Nanos,
+    pub quota: Quota,
+    /// Quota generation (contract load × stage) `quota` belongs to.
+    quota_gen: u64,
+    /// Requests in second `sec` and in the one before it.
+    sec: i64,
+    cur: u64,
+    prev: u64,
+    pub total: u64,
+    pub last_seen: Nanos,
+}
+
+impl Bucket {
+    fn new(quota: Quota, quota_gen: u64, t: Nanos) -> Self {
+        Self {
+            tokens: quota.burst,
+            last: t,
+            quota,
+            quota_gen,
+            sec: t.div_euclid(SEC),
+            cur: 0,
+            prev: 0,
+            total: 0,
+            last_seen: t,
+        }
+    }
+
+    /// Takes `n` requests at `t`; returns how many found no token.
+    pub fn take(&mut self, n: u64, t: Nanos) -> u64 {
+        self.observe(n, t);
+        if t > self.last {
+            let dt = (t - self.last) as f64 / SEC as f64;
+            self.tokens = (self.tokens + dt * self.quota.requests_per_second).min(self.quota.burst);
+            self.last = t;
+        }
+        // Tokens are whole requests; a fraction does not admit one.
+        let whole = self.tokens.floor().max(0.0);
+        let allowed = (n as f64).min(whole);
+        self.tokens -= allowed;
+        n - allowed as u64
+    }
+
+    fn observe(&mut self, n: u64, t: Nanos) {
+        let s = t.div_euclid(SEC);
+        if s > self.sec {
+            self.prev = if s == self.sec + 1 { self.cur } else { 0 };
+            self.cur = 0;
+            self.sec = s;
+        }
+        if s >= self.sec {
+            self.cur += n;
+        } else if s + 1 == self.sec {
+            // Slightly out-of-order event time.
+            self.prev += n;
+        }
+        self.total += n;
+        self.last_seen = self.last_seen.max(t);
+    }
+
+    /// Requests per second over the second before `t` (sliding window over
+    /// two fixed one-second windows).
+    pub fn rate(&self, t: Nanos) -> f64 {
+        let s = t.div_euclid(SEC);
+        let frac = t.rem_euclid(SEC) as f64 / SEC as f64;
+        if s == self.sec {
+            self.cur as f64 + self.prev as f64 * (1.0 - frac)
+        } else if s == self.sec + 1 {
+            self.cur as f64 * (1.0 - frac)
+        } else {
+            0.0
+        }
+    }
+}
+
+/// All buckets, by (client name, endpoint name): names survive a contract
+/// reload, indexes do not.
+#[derive(Debug, Default)]
+pub struct Rates {
+    buckets: HashMap<(Arc<str>, Arc<str>), Bucket, foldhash::fast::FixedState>,
+}
+
+impl Rates {
+    /// The bucket of `client` on `endpoint`, with its quota brought up to
+    /// `quota_gen` (a stage change or reload changes the quota, keeping the
+    /// tokens, capped at the new burst).
+    pub fn bucket(
+        &mut self,
+        client: &Arc<str>,
+        endpoint: &Arc<str>,
+        quota: Quota,
+        quota_gen: u64,
+        t: Nanos,
+    ) -> &mut Bucket {
+        let b = self
+            .buckets
+            .entry((client.clone(), endpoint.clone()))
+            .or_insert_with(|| Bucket::new(quota, quota_gen, t));
+        if b.quota_gen != quota_gen {
+            b.quota = quota;
+            b.quota_gen = quota_gen;
+            b.tokens = b.tokens.min(quota.burst);
+        }
+        b
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&(Arc<str>, Arc<str>), &Bucket)> {
+        self.buckets.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const Q: Quota = Quota {
+        requests_per_second: 1.0,
+        burst: 5.0,
+    };
+
+    #[test]
+    fn burst_then_refill() {
+        let mut b = Bucket::new(Q, 0, 0);
+        let over: u64 = (0..25).map(|i| b.take(1, i * 2_000_000)).sum();
+        assert_eq!(over, 20);
+        // Two seconds later two tokens are back.
+        assert_eq!(b.take(3, 2 * SEC + 48_000_000), 1);
+    }
+
+    #[test]
+    fn zero_quota_rejects_all() {
+        let mut b = Bucket::new(
+            Quota {
+                requests_per_second: 0.0,
+                burst: 0.0,
+            },
+            0,
+            0,
+        );
+        assert_eq!(b.take(3, 10), 3);
+    }
+
+    #[test]
+    fn sliding_rate() {
+        let mut b = Bucket::new(Q, 0, 0);
+        b.take(10, SEC / 2);
+        assert!((b.rate(SEC / 2) - 10.0).abs() < 1e-9);
+        b.take(10, SEC + SEC / 2);
+        // 10 this second plus half of the previous second's 10.
+        assert!((b.rate(SEC + SEC / 2) - 15.0).abs() < 1e-9);
+        assert_eq!(b.rate(5 * SEC), 0.0);
+    }
+}

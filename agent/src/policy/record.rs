@@ -1,0 +1,80 @@
+//! What the engine reports about flows and client rates.
+
+use std::sync::Arc;
+
+use super::{UNKNOWN, UNLISTED, view::Via};
+use crate::{
+    event::{FlowEndReason, FlowId, Nanos},
+    flow::{Protocol, TlsVersion},
+};
+
+/// One flow, as reported when it ends (and by `Engine::flows` while live).
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlowRecord {
+    pub id: FlowId,
+    pub first_seen: Nanos,
+    pub last_seen: Nanos,
+    pub protocol: Protocol,
+    pub tls_version: Option<TlsVersion>,
+    /// IANA name of the negotiated suite (or `0xNNNN` when unnamed).
+    pub cipher: Option<String>,
+    pub sni: Option<String>,
+    pub alpn: Option<String>,
+    /// Endpoint name, or [`UNLISTED`].
+    pub endpoint: Arc<str>,
+    /// Client name, or [`UNKNOWN`].
+    pub client: Arc<str>,
+    pub identified_by: Via,
+    /// Whether the contract watches this flow (endpoint or scope).
+    pub watched: bool,
+    /// Requests counted: parsed heads, or kernel request starts.
+    pub requests: u64,
+    /// Indexed by `Direction::index`: to server, to client.
+    pub packets: [u64; 2],
+    pub bytes: [u64; 2],
+    /// Reassembly holes and truncated segments.
+    pub gaps: u32,
+    /// `None` while live or when the capture ended first.
+    pub end: Option<FlowEndReason>,
+}
+
+impl FlowRecord {
+    pub fn is_unlisted(&self) -> bool {
+        &*self.endpoint == UNLISTED
+    }
+
+    pub fn is_unknown_client(&self) -> bool {
+        &*self.client == UNKNOWN
+    }
+}
+
+/// One client on one endpoint, for `rampwatch clients`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClientRate {
+    pub client: Arc<str>,
+    pub endpoint: Arc<str>,
+    /// Requests per second over the last second.
+    pub rate: f64,
+    /// The active stage's quota (0 when none is granted).
+    pub quota: f64,
+    pub burst: f64,
+    /// `quota - rate`; negative when over.
+    pub headroom: f64,
+    /// Requests counted since the engine started.
+    pub total: u64,
+    /// The quota at the next stage, and when that stage starts.
+    pub next_quota: Option<f64>,
+    pub next_stage: Option<Arc<str>>,
+    pub next_starts_at: Option<Nanos>,
+}
+
+/// The stage timeline position at some time.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StageInfo {
+    pub contract: Arc<str>,
+    /// `None` before the first stage starts.
+    pub active: Option<Arc<str>>,
+    pub active_since: Option<Nanos>,
+    pub next: Option<Arc<str>>,
+    pub next_starts_at: Option<Nanos>,
+}

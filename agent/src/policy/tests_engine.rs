@@ -1,0 +1,440 @@
+//! Engine tests: orientation, reassembly, request counting, time, reload,
+//! kernel counting, memory bounds, garbage.
+
+use super::{tests::*, *};
+use crate::{
+    contract::{Contract, parse_rfc3339},
+    event::{Event, FlowEndReason, FlowId, tcp_flags},
+    flow::FlowConfig,
+};
+
+fn records(e: &mut Engine) -> Vec<FlowRecord> {
+    e.drain()
+        .filter_map(|o| {
+            if let Output::Flow(f) = o {
+                Some(f)
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+const ACK: u8 = tcp_flags::ACK;
+
+#[test]
+fn orientation_without_syn_follows_the_contract_then_payload_then_port() {
+    let mut e = engine();
+    // Mid-stream capture: the watched server has the higher port.
+    e.handle(pkt(
+        t0(),
+        "10.20.2.5:8080",
+        "10.1.0.9:80",
+        1,
+        ACK,
+        b"HTTP/1.1 200 OK\r\n\r\n",
+    ));
+    e.handle(pkt(
+        t0(),
+        "10.1.0.9:80",
+        "10.20.2.5:8080",
+        1,
+        ACK,
+        &get("/v1/orders", Some("acme-token")),
+    ));
+    // Unwatched, no SYN: a request marks the client even on a low port.
+    e.handle(pkt(
+        t0(),
+        "192.168.0.1:80",
+        "192.168.0.2:50000",
+        1,
+        ACK,
+        &get("/", None),
+    ));
+    // Unwatched, no payload hint: the lower port is the server.
+    e.handle(pkt(
+        t0(),
+        "192.168.0.3:443",
+        "192.168.0.4:40000",
+        1,
+        ACK,
+        b"\x01\x02",
+    ));
+    e.finish();
+    let mut ids: Vec<FlowId> = records(&mut e).into_iter().map(|r| r.id).collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        vec![
+            FlowId {
+                client: addr("10.1.0.9:80"),
+                server: addr("10.20.2.5:8080")
+            },
+            FlowId {
+                client: addr("192.168.0.1:80"),
+                server: addr("192.168.0.2:50000")
+            },
+            FlowId {
+                client: addr("192.168.0.4:40000"),
+                server: addr("192.168.0.3:443")
+            },
+        ]
+    );
+}
+
+#[test]
+fn syn_ack_orients_and_reorients_a_port_guess() {
+    let mut e = engine();
+    // A bare ACK first (port guess: 80 is the server), then the SYN+ACK from
+    // the real server on the higher port.
+    e.handle(pkt(
+        t0(),
+        "192.168.0.1:80",
+        "192.168.0.2:50000",
+        1,
+        ACK,
+        b"",
+    ));
+    e.handle(pkt(
+        t0(),
+        "192.168.0.2:50000",
+        "192.168.0.1:80",
+        9,
+        tcp_flags::SYN | ACK,
+        b"",
+    ));
+    e.handle(pkt(
+        t0(),
+        "192.168.0.1:80",
+        "192.168.0.2:50000",
+        1,
+        ACK,
+        b"\x01",
+    ));
+    e.finish();
+    let r = records(&mut e);
+    assert_eq!(r[0].id.server, addr("192.168.0.2:50000"));
+}
+
+#[test]
+fn out_of_order_and_retransmitted_segments_count_once() {
+    let mut e = engine();
+    let req = get("/v1/orders", Some("acme-token"));
+    let (a, b) = req.split_at(20);
+    let c = "10.1.0.9:5000";
+    let s = "10.20.2.5:8080";
+    e.handle(pkt(t0(), c, s, 100, tcp_flags::SYN, b""));
+    e.handle(pkt(t0(), c, s, 121, ACK, b));
+    e.handle(pkt(t0(), c, s, 101, ACK, a));
+    e.handle(pkt(t0(), c, s, 101, ACK, a));
+    e.handle(pkt(t0(), c, s, 101, ACK, &req));
+    end_flow(&mut e, t0() + 1, c, s, 101 + req.len() as u32, 1);
+    e.finish();
+    let r = records(&mut e);
+    assert_eq!(r[0].requests, 1);
+    assert_eq!(
+        &*r[0].client, "acme",
+        "the head was reassembled across segments"
+    );
+    assert_eq!(r[0].gaps, 0);
+    assert_eq!(found(&e), vec![]);
+}
+
+#[test]
+fn pipelined_and_later_requests_all_count() {
+    let mut e = engine();
+    let one = get("/v1/orders/1", Some("acme-token"));
+    let three: Vec<u8> = [one.clone(), one.clone(), one.clone()].concat();
+    // A head cut across two segments well past the first prefix.
+    let (x, y) = one.split_at(30);
+    let filler = b"POST /v1/orders HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer acme-token\r\nContent-Length: 20000\r\n\r\n";
+    let body = vec![b'G'; 20_000];
+    tcp_flow(
+        &mut e,
+        t0(),
+        "10.1.0.9:5000",
+        "10.20.2.5:8080",
+        &[&three, filler, &body, x, y, &one],
+    );
+    e.finish();
+    let r = records(&mut e);
+    // 3 pipelined + the POST + the cut head + the last one; the body (even
+    // starting with "G") is skipped by Content-Length.
+    assert_eq!(r[0].requests, 6);
+    assert_eq!(&*r[0].client, "acme");
+}
+
+#[test]
+fn reassembly_is_bounded_and_gaps_are_counted() {
+    let mut e = Engine::new(
+        contract(),
+        EngineOptions {
+            flow: FlowConfig {
+                prefix_cap: 64,
+                ..FlowConfig::default()
+            },
+            ..EngineOptions::default()
+        },
+    );
+    let c = "10.1.0.9:5000";
+    let s = "10.20.2.5:8080";
+    e.handle(pkt(t0(), c, s, 100, tcp_flags::SYN, b""));
+    // A hole at the start that never fills.
+    e.handle(pkt(t0(), c, s, 111, ACK, b"never contiguous"));
+    e.handle(pkt(
+        t0(),
+        c,
+        s,
+        2000,
+        ACK,
+        &get("/v1/orders", Some("acme-token")),
+    ));
+    e.finish();
+    let r = records(&mut e);
+    assert_eq!(r[0].gaps, 1);
+    assert_eq!(e.flow_stats().gaps, 1);
+    // Past the bound, the request starting a segment is still parsed.
+    assert_eq!(r[0].requests, 1);
+}
+
+#[test]
+fn stage_change_and_hot_reload_keep_state() {
+    let mut e = engine();
+    tcp_flow(
+        &mut e,
+        t0(),
+        "10.1.0.9:5000",
+        "10.20.2.5:8080",
+        &[&get("/v1/orders", None)],
+    );
+    assert_eq!(kinds(&e), vec![Kind::UnknownClient]);
+    let dec = parse_rfc3339("2026-12-01T00:00:01Z").unwrap();
+    e.tick(dec);
+    let changes: Vec<_> = e
+        .drain()
+        .filter_map(|o| {
+            if let Output::StageChanged { from, to, .. } = o {
+                Some((from, to))
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(changes, vec![(Some("pilot".into()), Some("ramp".into()))]);
+    // Reload: the violation stays, the new contract's stage timeline rules.
+    let yaml = contract_yaml().replace("2026-12-01T00:00:00Z", "2027-01-01T00:00:00Z");
+    e.set_contract(Arc::new(Contract::parse(&yaml, "reloaded.yaml").unwrap()));
+    assert_eq!(kinds(&e), vec![Kind::UnknownClient]);
+    let changes: Vec<_> = e
+        .drain()
+        .filter_map(|o| {
+            if let Output::StageChanged { to, .. } = o {
+                Some(to)
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(changes, vec![Some("pilot".into())]);
+    assert_eq!(e.stage().active.as_deref(), Some("pilot"));
+}
+
+#[test]
+fn severity_escalates_and_quiet_violations_resolve() {
+    let mut e = Engine::new(
+        contract(),
+        EngineOptions {
+            quiet_period: Some(30 * 60 * SEC),
+            ..EngineOptions::default()
+        },
+    );
+    tcp_flow(
+        &mut e,
+        t0(),
+        "10.1.0.9:5000",
+        "10.20.2.5:8080",
+        &[&get("/v1/orders", None)],
+    );
+    e.drain().for_each(drop);
+    e.tick(t0() + 16 * 60 * SEC);
+    let esc: Vec<Severity> = e
+        .drain()
+        .filter_map(|o| {
+            if let Output::Violation(ViolationEvent::Escalated(v)) = o {
+                Some(v.severity)
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(esc, vec![Severity::Critical]);
+    e.tick(t0() + 29 * 60 * SEC);
+    assert_eq!(e.drain().count(), 0, "not quiet for 30 minutes yet");
+    e.tick(t0() + 31 * 60 * SEC);
+    let resolved = e
+        .drain()
+        .filter(|o| matches!(o, Output::Violation(ViolationEvent::Resolved(_))))
+        .count();
+    assert_eq!(resolved, 1);
+    assert!(e.violations().iter().all(|v| v.resolved_at.is_some()));
+}
+
+#[test]
+fn breach_after_the_breach_window() {
+    let mut e = Engine::new(
+        contract(),
+        EngineOptions {
+            quiet_period: None,
+            ..EngineOptions::default()
+        },
+    );
+    tcp_flow(
+        &mut e,
+        t0(),
+        "10.1.0.9:5000",
+        "10.20.2.5:8080",
+        &[&get("/v1/orders", None)],
+    );
+    e.tick(t0() + 25 * 3600 * SEC);
+    assert_eq!(e.violations()[0].severity, Severity::Breach);
+}
+
+#[test]
+fn kernel_counts_replace_parsed_heads_for_quotas() {
+    let opts = EngineOptions {
+        requests_from_kernel: true,
+        ..EngineOptions::default()
+    };
+    let mut e = Engine::new(contract(), opts);
+    let c = "10.1.0.9:5000";
+    let s = "10.20.2.5:8080";
+    let reqs: Vec<Vec<u8>> = (0..10)
+        .map(|_| get("/v1/orders", Some("acme-token")))
+        .collect();
+    e.handle(pkt(t0(), c, s, 100, tcp_flags::SYN, b""));
+    let mut seq = 101;
+    for r in &reqs {
+        e.handle(pkt(t0(), c, s, seq, ACK, r));
+        seq += r.len() as u32;
+    }
+    // Ten parsed heads, but quota counting waits for the kernel.
+    assert_eq!(found(&e), vec![]);
+    let flow = FlowId {
+        client: addr(c),
+        server: addr(s),
+    };
+    e.handle(Event::RequestStarts {
+        ts: t0(),
+        flow,
+        count: 10,
+    });
+    assert_eq!(
+        found(&e),
+        vec![(
+            Kind::QuotaOvershoot,
+            "orders".into(),
+            "acme".into(),
+            5,
+            "10 req/s over quota 1".into()
+        )]
+    );
+    e.handle(Event::FlowEnd {
+        ts: t0() + 1,
+        flow,
+        reason: FlowEndReason::Fin,
+        totals: None,
+    });
+    let r = records(&mut e);
+    assert_eq!(r[0].requests, 10);
+    let rates = e.client_rates(t0());
+    let acme = rates
+        .iter()
+        .find(|r| &*r.client == "acme" && &*r.endpoint == "orders")
+        .expect("acme on orders");
+    assert_eq!(
+        (acme.quota, acme.next_quota, acme.total),
+        (1.0, Some(100.0), 10)
+    );
+    assert!(acme.headroom < 0.0);
+    assert_eq!(acme.next_stage.as_deref(), Some("ramp"));
+}
+
+#[test]
+fn idle_flows_expire_and_the_table_is_bounded() {
+    let mut e = Engine::new(
+        contract(),
+        EngineOptions {
+            flow: FlowConfig {
+                max_flows: 2,
+                ..FlowConfig::default()
+            },
+            ..EngineOptions::default()
+        },
+    );
+    for port in 0..3 {
+        let c = format!("10.1.0.9:{}", 5000 + port);
+        e.handle(pkt(
+            t0() + port,
+            &c,
+            "10.20.3.5:8080",
+            1,
+            tcp_flags::SYN,
+            b"",
+        ));
+        e.handle(pkt(t0() + port, &c, "10.20.3.5:8080", 2, ACK, b"\x01"));
+    }
+    assert_eq!(e.flow_stats().evicted, 1);
+    assert_eq!(records(&mut e).len(), 1);
+    e.tick(t0() + 600 * SEC);
+    let r = records(&mut e);
+    assert_eq!(r.len(), 2);
+    assert!(r.iter().all(|r| r.end == Some(FlowEndReason::Idle)));
+    assert_eq!(e.flows().len(), 0);
+}
+
+#[test]
+fn garbage_never_panics() {
+    let mut e = engine();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let heads: [&[u8]; 5] = [
+        b"GET ",
+        b"\x16\x03\x01",
+        b"PRI * HTTP/2.0",
+        b"POST /v1/orders HTTP/1.1\r\n",
+        b"\x80\x2e\x01",
+    ];
+    for i in 0..20_000u64 {
+        let r = next();
+        let mut payload: Vec<u8> = heads[(r % 5) as usize].to_vec();
+        payload.extend((0..(r >> 8) % 300).map(|_| next() as u8));
+        let port = 5000 + (r >> 20) % 7;
+        let flags = [
+            ACK,
+            tcp_flags::SYN,
+            tcp_flags::FIN | ACK,
+            tcp_flags::RST,
+            ACK | tcp_flags::PSH,
+        ][((r >> 30) % 5) as usize];
+        let (src, dst) = if r & (1 << 40) == 0 {
+            (format!("10.1.0.9:{port}"), "10.20.1.5:443".to_owned())
+        } else {
+            ("10.20.1.5:443".to_owned(), format!("10.1.0.9:{port}"))
+        };
+        e.handle(pkt(
+            t0() + i as Nanos * 1000,
+            &src,
+            &dst,
+            (next() % 4096) as u32,
+            flags,
+            &payload,
+        ));
+    }
+    e.finish();
+    assert!(e.stats().packets == 20_000);
+}

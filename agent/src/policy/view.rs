@@ -1,0 +1,399 @@
+//! The engine's compiled form of a contract: indexes built once per
+//! contract (re)load so that per-request questions (which client, which
+//! quota, revoked since when) cost one hash lookup, with findings keyed by
+//! index. Endpoint matching is the contract's own
+//! ([`Contract::match_endpoint`]), mapped to indexes here.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
+
+use ipnet::IpNet;
+
+use crate::{
+    contract::{self, Contract, DataClass, RevocationTarget},
+    event::Nanos,
+    flow::TlsVersion,
+};
+
+/// A SHA-256 fingerprint (credential or DER certificate).
+pub type Fp = [u8; 32];
+
+/// What a data class demands.
+#[derive(Clone, Debug)]
+pub struct ClassView {
+    pub name: Arc<str>,
+    pub encryption_required: bool,
+    pub authentication_required: bool,
+    pub min_tls: Option<TlsVersion>,
+    class: Arc<DataClass>,
+}
+
+impl ClassView {
+    fn new(class: &Arc<DataClass>) -> Self {
+        Self {
+            name: class.name.clone(),
+            encryption_required: class.encryption_required(),
+            authentication_required: class.authentication_required(),
+            min_tls: class.min_tls_version.map(|v| match v {
+                contract::TlsVersion::Ssl3 => TlsVersion::Ssl3,
+                contract::TlsVersion::Tls1_0 => TlsVersion::Tls10,
+                contract::TlsVersion::Tls1_1 => TlsVersion::Tls11,
+                contract::TlsVersion::Tls1_2 => TlsVersion::Tls12,
+                contract::TlsVersion::Tls1_3 => TlsVersion::Tls13,
+            }),
+            class: class.clone(),
+        }
+    }
+
+    /// The forbidden-cipher glob `name` (IANA) matches, if any.
+    pub fn forbids(&self, name: &str) -> Option<&str> {
+        self.class.forbidding_glob(name).map(|g| g.as_str())
+    }
+
+    pub fn forbids_any(&self) -> bool {
+        !self.class.forbidden_ciphers.is_empty()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct EndpointView {
+    pub name: Arc<str>,
+    pub class: usize,
+    /// Listed by name only, with ports: a port match hints a server.
+    names_only_ports: Option<Vec<u16>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Quota {
+    pub requests_per_second: f64,
+    pub burst: f64,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct StageView {
+    pub name: Arc<str>,
+    pub starts_at: Nanos,
+    pub credential_max_age: Option<Nanos>,
+    /// By (client index, endpoint index).
+    pub quotas: HashMap<(usize, usize), Quota>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Revocation {
+    pub at: Nanos,
+    pub reason: Option<String>,
+}
+
+/// A known credential.
+#[derive(Clone, Copy, Debug)]
+pub struct CredentialView {
+    pub client: usize,
+    pub issued_at: Option<Nanos>,
+}
+
+pub struct View {
+    pub contract: Arc<Contract>,
+    pub contract_name: Arc<str>,
+    pub classes: Vec<ClassView>,
+    pub endpoints: Vec<EndpointView>,
+    pub clients: Vec<Arc<str>>,
+    pub client_sources: Vec<(IpNet, usize)>,
+    pub credentials: HashMap<Fp, CredentialView>,
+    pub certificates: HashMap<Fp, usize>,
+    /// Sorted by `starts_at`.
+    pub stages: Vec<StageView>,
+    /// Revoked credential and certificate fingerprints.
+    pub revoked_fingerprints: HashMap<Fp, Revocation>,
+    /// Revoked clients by index.
+    pub revoked_clients: HashMap<usize, Revocation>,
+    pub warn_after: Option<Nanos>,
+    pub breach_after: Option<Nanos>,
+}
+
+/// Where a server (and, when visible, the requested name and path) lands in
+/// the contract.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndpointMatch {
+    /// Covered by this endpoint.
+    Endpoint(usize),
+    /// A listed host/port whose `paths` do not cover the path.
+    PathNotListed(usize),
+    /// In `scope` but no endpoint covers it.
+    Unlisted,
+    /// Not API traffic the contract watches.
+    Unwatched,
+}
+
+impl EndpointMatch {
+    /// The endpoint whose class applies, if any.
+    pub fn endpoint(self) -> Option<usize> {
+        match self {
+            Self::Endpoint(e) | Self::PathNotListed(e) => Some(e),
+            Self::Unlisted | Self::Unwatched => None,
+        }
+    }
+
+    pub fn watched(self) -> bool {
+        self != Self::Unwatched
+    }
+}
+
+/// How a client was recognised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    Credential,
+    Certificate,
+    Source,
+    Unknown,
+}
+
+impl Via {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Credential => "credential",
+            Self::Certificate => "certificate",
+            Self::Source => "source",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// Who is calling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub client: Option<usize>,
+    pub via: Via,
+    /// The credential seen (first credential header), known or not.
+    pub credential: Option<Fp>,
+    pub certificate: Option<Fp>,
+}
+
+impl View {
+    /// The stage active at `t`: the last one whose start has passed.
+    pub fn stage_at(&self, t: Nanos) -> Option<usize> {
+        self.stages.iter().rposition(|s| s.starts_at <= t)
+    }
+
+    /// The stage after `current` (the first one when none is active).
+    pub fn next_stage(&self, current: Option<usize>) -> Option<usize> {
+        let i = current.map_or(0, |c| c + 1);
+        (i < self.stages.len()).then_some(i)
+    }
+
+    /// Whether `addr` is a server the contract watches, for orienting flows.
+    pub fn is_server(&self, addr: SocketAddr) -> bool {
+        self.contract.in_scope(addr)
+            || self.endpoints.iter().any(|e| {
+                e.names_only_ports
+                    .as_ref()
+                    .is_some_and(|p| p.contains(&addr.port()))
+            })
+    }
+
+    /// Which endpoint covers `server`, reached by `name` (SNI or Host) and
+    /// asking for `path` (when visible).
+    pub fn match_endpoint(
+        &self,
+        server: SocketAddr,
+        name: Option<&str>,
+        path: Option<&str>,
+    ) -> EndpointMatch {
+        let index = |e: &contract::Endpoint| {
+            self.contract
+                .endpoints()
+                .iter()
+                .position(|x| std::ptr::eq(x, e))
+        };
+        match self.contract.match_endpoint(server, name, path) {
+            contract::EndpointMatch::Endpoint(e) => {
+                index(e).map_or(EndpointMatch::Unwatched, EndpointMatch::Endpoint)
+            }
+            contract::EndpointMatch::PathNotListed(e) => {
+                index(e).map_or(EndpointMatch::Unwatched, EndpointMatch::PathNotListed)
+            }
+            contract::EndpointMatch::Unlisted => EndpointMatch::Unlisted,
+            contract::EndpointMatch::NotWatched => EndpointMatch::Unwatched,
+        }
+    }
+
+    /// Identity in the contract's order: credential → client certificate →
+    /// source address → unknown.
+    pub fn identify(
+        &self,
+        credentials: &[Fp],
+        certificate: Option<Fp>,
+        source: IpAddr,
+    ) -> Identity {
+        let mut id = Identity {
+            client: None,
+            via: Via::Unknown,
+            credential: credentials.first().copied(),
+            certificate,
+        };
+        if let Some((fp, c)) = credentials
+            .iter()
+            .find_map(|fp| self.credentials.get(fp).map(|c| (*fp, c)))
+        {
+            id.client = Some(c.client);
+            id.via = Via::Credential;
+            id.credential = Some(fp);
+        } else if let Some(c) = certificate.and_then(|fp| self.certificates.get(&fp)) {
+            id.client = Some(*c);
+            id.via = Via::Certificate;
+        } else if let Some((_, c)) = self
+            .client_sources
+            .iter()
+            .find(|(n, _)| n.contains(&contract::canonical_ip(source)))
+        {
+            id.client = Some(*c);
+            id.via = Via::Source;
+        }
+        id
+    }
+
+    /// Compiles `contract`.
+    pub fn new(contract: Arc<Contract>) -> Self {
+        let c = &*contract;
+        let classes: Vec<ClassView> = c.data_classes().iter().map(ClassView::new).collect();
+        let class_index = |dc: &Arc<DataClass>| {
+            c.data_classes()
+                .iter()
+                .position(|x| Arc::ptr_eq(x, dc) || x.name == dc.name)
+                .unwrap_or(0)
+        };
+        let endpoints = c
+            .endpoints()
+            .iter()
+            .map(|e| EndpointView {
+                name: e.name.clone(),
+                class: class_index(&e.data_class),
+                names_only_ports: e
+                    .hosts
+                    .iter()
+                    .all(|h| matches!(h, contract::HostPattern::Name(_)))
+                    .then(|| e.ports.clone())
+                    .flatten(),
+            })
+            .collect();
+        let clients: Vec<Arc<str>> = c.clients().iter().map(|x| x.name.clone()).collect();
+        let client_index = |name: &str| clients.iter().position(|n| &**n == name);
+        let endpoint_index = |name: &str| c.endpoints().iter().position(|e| &*e.name == name);
+        let mut credentials = HashMap::new();
+        let mut certificates = HashMap::new();
+        let mut client_sources = Vec::new();
+        for (i, cl) in c.clients().iter().enumerate() {
+            for cred in &cl.credentials {
+                credentials.insert(
+                    *cred.fingerprint.as_bytes(),
+                    CredentialView {
+                        client: i,
+                        issued_at: Some(cred.issued_at),
+                    },
+                );
+            }
+            for fp in &cl.certificates {
+                certificates.insert(*fp.as_bytes(), i);
+            }
+            for net in &cl.sources {
+                client_sources.push((*net, i));
+            }
+        }
+        let stages = c
+            .stages()
+            .iter()
+            .map(|s| StageView {
+                name: s.name.clone(),
+                starts_at: s.starts_at,
+                credential_max_age: s.credential_max_age,
+                quotas: s
+                    .quotas
+                    .iter()
+                    .filter_map(|q| {
+                        Some((
+                            (client_index(&q.client)?, endpoint_index(&q.endpoint)?),
+                            Quota {
+                                requests_per_second: q.quota.rps,
+                                burst: q.quota.burst as f64,
+                            },
+                        ))
+                    })
+                    .collect(),
+            })
+            .collect();
+        let mut revoked_fingerprints: HashMap<Fp, Revocation> = HashMap::new();
+        let mut revoked_clients: HashMap<usize, Revocation> = HashMap::new();
+        for r in c.revocations() {
+            let rev = Revocation {
+                at: r.revoked_at,
+                reason: r.reason.clone(),
+            };
+            let keep_earliest = |old: &mut Revocation| {
+                if rev.at < old.at {
+                    *old = rev.clone();
+                }
+            };
+            match &r.target {
+                RevocationTarget::Credential(fp) | RevocationTarget::Certificate(fp) => {
+                    revoked_fingerprints
+                        .entry(*fp.as_bytes())
+                        .and_modify(keep_earliest)
+                        .or_insert_with(|| rev.clone());
+                }
+                RevocationTarget::Client(name) => {
+                    if let Some(i) = client_index(name) {
+                        revoked_clients
+                            .entry(i)
+                            .and_modify(keep_earliest)
+                            .or_insert_with(|| rev.clone());
+                    }
+                }
+            }
+        }
+        let remediation = c.remediation();
+        Self {
+            contract_name: Arc::from(c.name()),
+            classes,
+            endpoints,
+            clients,
+            client_sources,
+            credentials,
+            certificates,
+            stages,
+            revoked_fingerprints,
+            revoked_clients,
+            warn_after: remediation.warn_after,
+            breach_after: remediation.breach_after,
+            contract,
+        }
+    }
+
+    pub fn class_of(&self, endpoint: usize) -> Option<&ClassView> {
+        self.endpoints
+            .get(endpoint)
+            .and_then(|e| self.classes.get(e.class))
+    }
+
+    pub fn endpoint_name(&self, endpoint: Option<usize>) -> Option<&Arc<str>> {
+        endpoint
+            .and_then(|e| self.endpoints.get(e))
+            .map(|e| &e.name)
+    }
+
+    pub fn client_name(&self, client: Option<usize>) -> Option<&Arc<str>> {
+        client.and_then(|c| self.clients.get(c))
+    }
+
+    /// The quota of `client` on `endpoint` in `stage`; none granted is 0.
+    pub fn quota(&self, stage: Option<usize>, client: usize, endpoint: usize) -> Quota {
+        stage
+            .and_then(|s| self.stages.get(s))
+            .and_then(|s| s.quotas.get(&(client, endpoint)).copied())
+            .unwrap_or(Quota {
+                requests_per_second: 0.0,
+                burst: 0.0,
+            })
+    }
+}

@@ -1,0 +1,300 @@
+//! Replay output: JSON lines (one object per flow, per violation, and a
+//! final summary) or tables that read well at 80 columns.
+
+use std::{collections::BTreeMap, io, io::Write, time::Duration};
+
+use serde_json::{Value, json};
+
+use crate::{
+    decode::DecodeStats,
+    event::{FlowEndReason, Nanos},
+    flow::FlowStats,
+    policy::{EngineStats, FlowRecord, Kind, StageInfo, Violation, fmt_time},
+};
+
+/// `-o` values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    #[default]
+    Table,
+    Json,
+}
+
+/// Flows listed in table output; JSON lists all.
+const TABLE_FLOWS: usize = 50;
+
+/// Totals for the summary line.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub files: usize,
+    pub corrupt_files: usize,
+    pub packets: u64,
+    pub flows: u64,
+    pub requests: u64,
+    pub first_packet: Option<Nanos>,
+    pub last_packet: Option<Nanos>,
+    pub at: Option<Nanos>,
+    pub stage: StageInfo,
+    pub decode: DecodeStats,
+    pub flow_stats: FlowStats,
+    pub engine_stats: EngineStats,
+    pub elapsed: Duration,
+}
+
+pub struct Printer<'a> {
+    format: Format,
+    out: &'a mut dyn Write,
+    /// Flows kept for the table.
+    flows: Vec<FlowRecord>,
+}
+
+fn end_reason(r: Option<FlowEndReason>) -> &'static str {
+    match r {
+        Some(FlowEndReason::Fin) => "fin",
+        Some(FlowEndReason::Rst) => "rst",
+        Some(FlowEndReason::Idle) => "idle",
+        None => "open",
+    }
+}
+
+/// The JSON object of a flow record.
+pub fn flow_json(f: &FlowRecord) -> Value {
+    json!({
+        "type": "flow",
+        "src": f.id.client.to_string(),
+        "dst": f.id.server.to_string(),
+        "protocol": f.protocol.as_str(),
+        "tls_version": f.tls_version.map(|v| v.as_str()),
+        "cipher": f.cipher,
+        "sni": f.sni,
+        "alpn": f.alpn,
+        "endpoint": &*f.endpoint,
+        "client": &*f.client,
+        "identified_by": f.identified_by.as_str(),
+        "requests": f.requests,
+        "first_seen": fmt_time(f.first_seen),
+        "last_seen": fmt_time(f.last_seen),
+        "packets": f.packets[0] + f.packets[1],
+        "bytes_to_server": f.bytes[0],
+        "bytes_to_client": f.bytes[1],
+        "gaps": f.gaps,
+        "end": end_reason(f.end),
+    })
+}
+
+/// The JSON object of a violation.
+pub fn violation_json(v: &Violation) -> Value {
+    json!({
+        "type": "violation",
+        "kind": v.key.kind.as_str(),
+        "endpoint": &*v.key.endpoint,
+        "client": &*v.key.client,
+        "stage": v.stage.as_deref(),
+        "first_seen": fmt_time(v.first_seen),
+        "last_seen": fmt_time(v.last_seen),
+        "count": v.count,
+        "severity": v.severity.as_str(),
+        "detail": v.detail,
+    })
+}
+
+fn by_kind(violations: &[Violation]) -> BTreeMap<&'static str, u64> {
+    let mut m = BTreeMap::new();
+    for v in violations {
+        *m.entry(v.key.kind.as_str()).or_insert(0) += v.count;
+    }
+    m
+}
+
+fn summary_json(violations: &[Violation], s: &Summary) -> Value {
+    let secs = s.elapsed.as_secs_f64();
+    json!({
+        "type": "summary",
+        "contract": &*s.stage.contract,
+        "stage": s.stage.active.as_deref(),
+        "at": s.at.map(fmt_time),
+        "files": s.files,
+        "packets": s.packets,
+        "flows": s.flows,
+        "requests": s.requests,
+        "violations": violations.len(),
+        "by_kind": by_kind(violations),
+        "first_packet": s.first_packet.map(fmt_time),
+        "last_packet": s.last_packet.map(fmt_time),
+        "skipped_frames": s.decode.skipped(),
+        "corrupt_files": s.corrupt_files,
+        "reassembly_gaps": s.flow_stats.gaps,
+        "flows_evicted": s.flow_stats.evicted,
+        "elapsed_seconds": (secs * 1000.0).round() / 1000.0,
+        "packets_per_second": if secs > 0.0 { (s.packets as f64 / secs).round() } else { 0.0 },
+    })
+}
+
+/// Cuts `s` to `w` characters, marking the cut.
+fn fit(s: &str, w: usize) -> String {
+    if s.chars().count() <= w {
+        s.to_owned()
+    } else {
+        let mut t: String = s.chars().take(w.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// "2026-11-29 19:28:05" (UTC), for tables.
+fn short_time(t: Nanos) -> String {
+    let s = fmt_time(t);
+    s.get(..19).map_or(s.clone(), |d| d.replace('T', " "))
+}
+
+impl<'a> Printer<'a> {
+    pub fn new(format: Format, out: &'a mut dyn Write) -> Self {
+        Self {
+            format,
+            out,
+            flows: Vec::new(),
+        }
+    }
+
+    pub fn flow(&mut self, f: &FlowRecord) -> io::Result<()> {
+        match self.format {
+            Format::Json => {
+                serde_json::to_writer(&mut *self.out, &flow_json(f))?;
+                self.out.write_all(b"\n")
+            }
+            Format::Table => {
+                if self.flows.len() < TABLE_FLOWS {
+                    self.flows.push(f.clone());
+                }
+                Ok(())
+            }
+        }
+    }
+
+    pub fn finish(&mut self, violations: &[Violation], s: &Summary) -> io::Result<()> {
+        match self.format {
+            Format::Json => {
+                for v in violations {
+                    serde_json::to_writer(&mut *self.out, &violation_json(v))?;
+                    self.out.write_all(b"\n")?;
+                }
+                serde_json::to_writer(&mut *self.out, &summary_json(violations, s))?;
+                self.out.write_all(b"\n")?;
+            }
+            Format::Table => self.tables(violations, s)?,
+        }
+        self.out.flush()
+    }
+
+    fn tables(&mut self, violations: &[Violation], s: &Summary) -> io::Result<()> {
+        let out = &mut *self.out;
+        // 22 + 22 + 6 + 4 + 11 + 9 + 5 spaces = 79 columns.
+        writeln!(
+            out,
+            "{:<22} {:<22} {:<5} {:<3} {:<10} {:<9} {:>3}",
+            "CLIENT ADDR", "SERVER ADDR", "PROTO", "TLS", "ENDPOINT", "CLIENT", "REQ"
+        )?;
+        for f in &self.flows {
+            writeln!(
+                out,
+                "{:<22} {:<22} {:<5} {:<3} {:<10} {:<9} {:>3}",
+                fit(&f.id.client.to_string(), 22),
+                fit(&f.id.server.to_string(), 22),
+                f.protocol.as_str(),
+                f.tls_version.map_or("-", |v| v.as_str()),
+                fit(&f.endpoint, 10),
+                fit(&f.client, 9),
+                if f.requests > 999 {
+                    "999+".to_owned()
+                } else {
+                    f.requests.to_string()
+                },
+            )?;
+        }
+        if s.flows > self.flows.len() as u64 {
+            writeln!(
+                out,
+                "… and {} more flows (-o json lists every flow)",
+                s.flows - self.flows.len() as u64
+            )?;
+        }
+        writeln!(out)?;
+        if violations.is_empty() {
+            writeln!(out, "No violations.")?;
+        } else {
+            writeln!(
+                out,
+                "{:<17} {:<12} {:<12} {:>6}  {:<19} {:<8}",
+                "VIOLATION", "ENDPOINT", "CLIENT", "COUNT", "FIRST SEEN (UTC)", "SEVERITY"
+            )?;
+            for v in violations {
+                writeln!(
+                    out,
+                    "{:<17} {:<12} {:<12} {:>6}  {:<19} {:<8}",
+                    v.key.kind.as_str(),
+                    fit(&v.key.endpoint, 12),
+                    fit(&v.key.client, 12),
+                    v.count,
+                    short_time(v.first_seen),
+                    v.severity.as_str(),
+                )?;
+                writeln!(out, "  {}", fit(&v.detail, 76))?;
+            }
+        }
+        writeln!(out)?;
+        let stage = match (&s.stage.active, s.at) {
+            (Some(st), Some(at)) => format!("stage {st} (at {})", fmt_time(at)),
+            (Some(st), None) => format!("stage {st}"),
+            (None, _) => match (&s.stage.next, s.stage.next_starts_at) {
+                (Some(n), Some(t)) => {
+                    format!("no stage active (first, {n}, starts {})", fmt_time(t))
+                }
+                _ => "no stage active".to_owned(),
+            },
+        };
+        writeln!(out, "contract {}, {stage}", s.stage.contract)?;
+        let kinds: Vec<String> = Kind::ALL
+            .iter()
+            .filter_map(|k| {
+                let n: u64 = violations
+                    .iter()
+                    .filter(|v| v.key.kind == *k)
+                    .map(|v| v.count)
+                    .sum();
+                (n > 0).then(|| format!("{} {n}", k.as_str()))
+            })
+            .collect();
+        writeln!(
+            out,
+            "{} packets, {} flows, {} requests, {} violations",
+            s.packets,
+            s.flows,
+            s.requests,
+            violations.len(),
+        )?;
+        // Occurrences per kind, wrapped at 80 columns.
+        let mut line = String::new();
+        for k in kinds {
+            if !line.is_empty() && line.len() + k.len() + 2 > 78 {
+                writeln!(out, "  {line}")?;
+                line.clear();
+            }
+            if !line.is_empty() {
+                line.push_str(", ");
+            }
+            line.push_str(&k);
+        }
+        if !line.is_empty() {
+            writeln!(out, "  {line}")?;
+        }
+        let skipped = s.decode.skipped();
+        if skipped > 0 || s.flow_stats.gaps > 0 || s.flow_stats.evicted > 0 {
+            writeln!(
+                out,
+                "{skipped} frames skipped, {} reassembly gaps, {} flows evicted",
+                s.flow_stats.gaps, s.flow_stats.evicted
+            )?;
+        }
+        Ok(())
+    }
+}
