@@ -11,9 +11,11 @@
 //! programs and capture on shared interfaces.
 
 pub mod cgroup;
+pub mod harness;
 pub mod http;
 pub mod netns;
 pub mod pcap;
+pub mod records;
 pub mod tcpdump;
 pub mod tls;
 pub mod tools;
