@@ -12,13 +12,14 @@ use std::{
     time::Duration,
 };
 
-use agent::event::{Direction, Event, FlowEndReason, FlowId, FlowTotals, Packet};
+use agent::{
+    capture::{Capture, CaptureConfig, CaptureError, EndpointRule, PortSpec},
+    event::{Direction, Event, FlowEndReason, FlowId, FlowTotals, Packet},
+};
+use ipnet::IpNet;
 use tokio::sync::mpsc;
 
 use crate::wait::wait_until;
-
-// Placeholder until agent::capture lands (replace with `use agent::capture::Capture`).
-pub struct Capture;
 
 /// Where to attach.
 #[derive(Clone, Debug)]
@@ -97,19 +98,29 @@ pub struct Harness {
 
 impl Harness {
     pub fn start(attach: Attach, endpoints: &[Endpoint], tuning: Tuning) -> Self {
+        Self::try_start(attach, endpoints, tuning)
+            .unwrap_or_else(|e| panic!("capture did not start: {e}"))
+    }
+
+    /// Like [`Harness::start`], returning the capture's error.
+    pub fn try_start(
+        attach: Attach,
+        endpoints: &[Endpoint],
+        tuning: Tuning,
+    ) -> Result<Self, CaptureError> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .expect("tokio runtime");
         let (tx, rx) = mpsc::channel(tuning.channel);
-        let capture = rt.block_on(async { start_capture(&attach, endpoints, &tuning, tx) });
-        Self {
+        let capture = rt.block_on(async { start_capture(&attach, endpoints, &tuning, tx) })?;
+        Ok(Self {
             rt,
             capture: Some(capture),
             rx,
             events: Vec::new(),
-        }
+        })
     }
 
     /// Move whatever the channel holds into `events`; returns how many.
@@ -257,32 +268,73 @@ pub fn event_flow(e: &Event) -> Option<FlowId> {
 
 // ---- the capture API, in one place ------------------------------------------------
 
+fn rules(endpoints: &[Endpoint]) -> Vec<EndpointRule> {
+    endpoints
+        .iter()
+        .zip(1..)
+        .map(|(e, id)| EndpointRule {
+            id,
+            prefix: Some(
+                IpNet::new(e.addr, e.prefix)
+                    .expect("valid prefix length")
+                    .trunc(),
+            ),
+            ports: PortSpec::List(vec![e.port]),
+        })
+        .collect()
+}
+
 fn start_capture(
     attach: &Attach,
     endpoints: &[Endpoint],
     tuning: &Tuning,
     tx: mpsc::Sender<Event>,
-) -> Capture {
-    let _ = (attach, endpoints, tuning, tx);
-    todo!("wire to Capture::start once CAPTURE_API.md lands")
+) -> Result<Capture, CaptureError> {
+    let defaults = CaptureConfig::default();
+    let (attach_cgroup, cgroup, interfaces) = match attach {
+        Attach::Cgroup(p) => (true, Some(p.clone()), Vec::new()),
+        Attach::Tc(i) => (false, None, vec![i.clone()]),
+    };
+    let config = CaptureConfig {
+        attach_cgroup,
+        cgroup,
+        interfaces,
+        endpoints: rules(endpoints),
+        snaplen: tuning.snaplen,
+        first_segments: tuning.first_segments,
+        sample_one_in: tuning.sample_one_in,
+        ring_bytes: tuning.ring_bytes.unwrap_or(defaults.ring_bytes),
+        // Request-start deltas and flow-map changes show up quickly in tests.
+        poll_interval: Duration::from_millis(50),
+        ..defaults
+    };
+    Capture::start(config, tx)
 }
 
 async fn shutdown_capture(cap: Capture) {
-    let _ = cap;
-    todo!()
+    cap.shutdown().await;
 }
 
 fn read_counters(cap: &Capture) -> Counters {
-    let _ = cap;
-    todo!()
+    let s = cap
+        .stats()
+        .unwrap_or_else(|e| panic!("read capture stats: {e}"));
+    Counters {
+        ring_full: s.ring_full,
+        flow_end_ring_full: s.flow_end_ring_full,
+        flow_table_full: s.flow_table_full,
+        sample_truncated: s.sample_truncated,
+        samples_emitted: s.samples_emitted,
+        flow_ends_emitted: s.flow_ends_emitted,
+        packets_monitored: s.packets_monitored,
+    }
 }
 
 fn read_flow_ids(cap: &Capture) -> Vec<FlowId> {
-    let _ = cap;
-    todo!()
+    cap.flows().into_iter().map(|f| f.flow).collect()
 }
 
 fn set_capture_endpoints(cap: &mut Capture, endpoints: &[Endpoint]) {
-    let _ = (cap, endpoints);
-    todo!()
+    cap.set_endpoints(&rules(endpoints))
+        .unwrap_or_else(|e| panic!("set endpoints: {e}"));
 }

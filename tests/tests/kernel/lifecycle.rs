@@ -81,3 +81,21 @@ fn shutdown_detaches_everything_and_restart_works() {
         }
     }
 }
+
+#[test]
+fn bad_attach_targets_fail_with_one_clear_sentence() {
+    require_tools();
+    let err = Harness::try_start(Attach::Tc("rwt-nosuch0".into()), &[], Tuning::default())
+        .err()
+        .expect("an unknown interface must not start");
+    let msg = err.to_string();
+    assert!(msg.contains("rwt-nosuch0") && !msg.contains('\n'), "{msg}");
+    let err = Harness::try_start(
+        Attach::Cgroup(tests::cgroup::cgroup2_root().join("rwt-does-not-exist")),
+        &[],
+        Tuning::default(),
+    )
+    .err()
+    .expect("a missing cgroup directory must not start");
+    assert!(err.to_string().contains("rwt-does-not-exist"), "{err}");
+}
