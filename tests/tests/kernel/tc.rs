@@ -4,7 +4,7 @@
 use std::{
     io::{BufRead, BufReader},
     net::SocketAddr,
-    process::{Child, Stdio},
+    process::{Child, Command, Stdio},
 };
 
 use agent::event::FlowEndReason;
@@ -52,24 +52,36 @@ impl Drop for NsServer {
     }
 }
 
-/// `bpftool net show dev <ifname>` inside `ns`: the number of TC programs attached.
-fn tc_programs(ns: &str, ifname: &str) -> usize {
-    let out = NetnsPair::command_in(ns, "bpftool")
-        .args(["-j", "net", "show", "dev", ifname])
+/// tcx links (`bpftool link show`; bpftool 7.1 prints tcx as type 11 and
+/// cannot tell the interface) whose program is one of ours: (link id, prog id).
+/// Links are global objects, so the caller diffs before/after.
+fn tc_links() -> Vec<(u64, u64)> {
+    let out = Command::new("bpftool")
+        .args(["-j", "link", "show"])
         .output()
-        .expect("run bpftool net show");
+        .expect("run bpftool link show");
     assert!(
         out.status.success(),
-        "bpftool net show: {}",
+        "bpftool link show: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
     v.as_array()
         .into_iter()
         .flatten()
-        .filter_map(|e| e["tc"].as_array())
-        .map(Vec::len)
-        .sum()
+        .filter(|l| l["type"] == 11 || l["type"] == "tcx")
+        .filter_map(|l| Some((l["id"].as_u64()?, l["prog_id"].as_u64()?)))
+        .filter(|(_, prog)| prog_name(*prog).is_some_and(|n| n.starts_with("rw_tc_")))
+        .collect()
+}
+
+fn prog_name(id: u64) -> Option<String> {
+    let out = Command::new("bpftool")
+        .args(["-j", "prog", "show", "id", &id.to_string()])
+        .output()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["name"].as_str().map(str::to_string)
 }
 
 fn run(pair: &NetnsPair) {
@@ -89,15 +101,20 @@ fn run(pair: &NetnsPair) {
     // so the interface name resolves there.
     NetnsPair::enter_thread(&pair.client_ns);
     let endpoints: Vec<Endpoint> = servers.iter().map(|s| Endpoint::exact(s.addr)).collect();
+    let before = tc_links();
     let mut h = Harness::start(
         Attach::Tc(pair.client_if.clone()),
         &endpoints,
         Tuning::default(),
     );
+    let ours: Vec<(u64, u64)> = tc_links()
+        .into_iter()
+        .filter(|l| !before.contains(l))
+        .collect();
     assert_eq!(
-        tc_programs(&pair.client_ns, &pair.client_if),
+        ours.len(),
         2,
-        "ingress and egress attached"
+        "ingress and egress tcx links attached: {ours:?}"
     );
     let dump = Tcpdump::start(&pair.client_if, "tcp", Some(&pair.client_ns), 256);
     for server in &servers {
@@ -133,11 +150,18 @@ fn run(pair: &NetnsPair) {
     }
     drop(dump);
     h.shutdown();
-    assert_eq!(
-        tc_programs(&pair.client_ns, &pair.client_if),
-        0,
-        "TC programs left attached after shutdown"
-    );
+    let left = tc_links();
+    for l in &ours {
+        assert!(
+            !left.contains(l),
+            "tcx link {l:?} still attached after shutdown"
+        );
+        assert!(
+            prog_name(l.1).is_none(),
+            "program {} still loaded after shutdown",
+            l.1
+        );
+    }
 }
 
 #[test]
