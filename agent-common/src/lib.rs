@@ -214,7 +214,8 @@ pub struct DirStats {
     pub payload_segments: u64,
     /// Payload segments starting with an HTTP/1.x method token and a space.
     pub request_starts: u64,
-    /// `bpf_ktime_get_boot_ns` of the first and last packet.
+    /// `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC_COARSE, a few ms
+    /// resolution, cheap) of the first and last packet.
     pub first_seen_ns: u64,
     pub last_seen_ns: u64,
     /// Samples emitted (or attempted, if the ring was full).

@@ -7,13 +7,16 @@ use core::{
 };
 
 use agent_common::{
-    ADDR_KEY_BITS, ENDPOINT_KEY_BITS, EndpointKey, FlowEndRecord, FlowKey, FlowStats,
+    ADDR_KEY_BITS, ENDPOINT_KEY_BITS, EndpointKey, FlowEndRecord, FlowKey, FlowStats, PortEntry,
     SAMPLE_HEADER_LEN, SNAPLEN_MAX, SampleHeader, config_flags, direction, end_reason, event_id,
     flow_state, observer, port_flags, stat,
 };
 use aya_ebpf::{
-    bindings::{__sk_buff, BPF_NOEXIST},
-    helpers::{bpf_ktime_get_boot_ns, bpf_ringbuf_output, bpf_skb_cgroup_id, bpf_skb_load_bytes},
+    bindings::{__sk_buff, BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{
+        bpf_ktime_get_boot_ns, bpf_ktime_get_coarse_ns, bpf_ringbuf_output, bpf_skb_cgroup_id,
+        bpf_skb_load_bytes,
+    },
     maps::lpm_trie::Key,
 };
 
@@ -31,6 +34,8 @@ const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
 const TCP_ACK: u8 = 0x10;
 const EEXIST: i32 = 17;
+/// Unread ring bytes above which a sample wakes the reader.
+const WAKEUP_BYTES: u64 = 256 * 1024;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Hook {
@@ -59,10 +64,51 @@ pub fn handle(skb: *mut __sk_buff, hook: Hook) {
         return;
     };
     let cfg = *cfg;
+    let (Some(pd), Some(ps)) = (
+        RW_PORTS.get(u32::from(p.dport)),
+        RW_PORTS.get(u32::from(p.sport)),
+    ) else {
+        return;
+    };
+    let (pd, ps) = (*pd, *ps);
+    let any_port = cfg.flags & config_flags::NO_PORT_PREFILTER != 0;
+    if !any_port && pd.flags == 0 && ps.flags == 0 {
+        // The common unmonitored case: two array lookups.
+        return;
+    }
+    let (obs_to_server, obs_to_client, ifindex) = match hook {
+        Hook::CgroupIngress => (
+            cgroup_observer(false, true),
+            cgroup_observer(false, false),
+            0,
+        ),
+        Hook::CgroupEgress => (cgroup_observer(true, true), cgroup_observer(true, false), 0),
+        // SAFETY: context pointer.
+        Hook::Tc => (observer::TC, observer::TC, unsafe { (*skb).ifindex }),
+    };
+    if !any_port {
+        // Established flows skip the trie: guess the orientation from the
+        // prefilter and look the flow up directly. A wrong guess (both
+        // ports flagged) only costs the full match below.
+        let to_server = pd.flags != 0;
+        let key = flow_key(&p, to_server, obs_to_server, obs_to_client, ifindex);
+        if let Some(flow) = RW_FLOWS.get_ptr_mut(&key) {
+            count(stat::PACKETS_MONITORED);
+            let dir = if to_server {
+                direction::TO_SERVER
+            } else {
+                direction::TO_CLIENT
+            };
+            // SAFETY: live map value.
+            let endpoint = unsafe { (*flow).endpoint_id };
+            update(skb, &key, &p, dir, endpoint, &cfg, flow);
+            return;
+        }
+    }
     // Plain integers, not `Option<u32>`: LLVM may spill the undefined
     // payload of a `None`, and the verifier rejects reading it.
-    let to_dst = match_side(&p.dst, p.dport, cfg.flags);
-    let to_src = match_side(&p.src, p.sport, cfg.flags);
+    let to_dst = match_side(&p.dst, p.dport, pd, any_port);
+    let to_src = match_side(&p.src, p.sport, ps, any_port);
     // The server is the monitored side; if both sides match, the lower port
     // (ephemeral ports are high), so both directions agree on the orientation.
     let (dir, found) = if to_dst != NO_MATCH && (to_src == NO_MATCH || p.sport >= p.dport) {
@@ -72,22 +118,35 @@ pub fn handle(skb: *mut __sk_buff, hook: Hook) {
     } else {
         return;
     };
-    let endpoint = found as u32;
     count(stat::PACKETS_MONITORED);
     let to_server = dir == direction::TO_SERVER;
-    let (obs, ifindex) = match hook {
-        Hook::CgroupIngress => (cgroup_observer(false, to_server), 0),
-        Hook::CgroupEgress => (cgroup_observer(true, to_server), 0),
-        // SAFETY: context pointer.
-        Hook::Tc => (observer::TC, unsafe { (*skb).ifindex }),
-    };
-    let key = if to_server {
+    let key = flow_key(&p, to_server, obs_to_server, obs_to_client, ifindex);
+    update(
+        skb,
+        &key,
+        &p,
+        dir,
+        found as u32,
+        &cfg,
+        core::ptr::null_mut(),
+    );
+}
+
+#[inline(always)]
+fn flow_key(
+    p: &Tcp,
+    to_server: bool,
+    obs_to_server: u8,
+    obs_to_client: u8,
+    ifindex: u32,
+) -> FlowKey {
+    if to_server {
         FlowKey {
             client_addr: p.src,
             server_addr: p.dst,
             client_port: p.sport,
             server_port: p.dport,
-            observer: obs,
+            observer: obs_to_server,
             _pad0: 0,
             _pad1: 0,
             ifindex,
@@ -98,15 +157,12 @@ pub fn handle(skb: *mut __sk_buff, hook: Hook) {
             server_addr: p.src,
             client_port: p.dport,
             server_port: p.sport,
-            observer: obs,
+            observer: obs_to_client,
             _pad0: 0,
             _pad1: 0,
             ifindex,
         }
-    };
-    // SAFETY: helper without preconditions.
-    let now = unsafe { bpf_ktime_get_boot_ns() };
-    update(skb, &key, &p, dir, endpoint, now, &cfg);
+    }
 }
 
 /// `match_side` result when nothing matches; otherwise `MATCHED | id`.
@@ -116,11 +172,7 @@ const MATCHED: u64 = 1 << 32;
 /// Endpoint id if (addr, port) is monitored. Precedence: a rule naming the
 /// port, then an any-port rule for the address, then a port-only rule.
 #[inline(always)]
-fn match_side(addr: &[u8; 16], port: u16, flags: u32) -> u64 {
-    let Some(pe) = RW_PORTS.get(u32::from(port)) else {
-        return NO_MATCH;
-    };
-    let pe = *pe;
+fn match_side(addr: &[u8; 16], port: u16, pe: PortEntry, any_port: bool) -> u64 {
     if pe.flags & port_flags::LPM != 0 {
         let k = Key::new(
             ENDPOINT_KEY_BITS,
@@ -133,7 +185,7 @@ fn match_side(addr: &[u8; 16], port: u16, flags: u32) -> u64 {
             return MATCHED | u64::from(*id);
         }
     }
-    if flags & config_flags::NO_PORT_PREFILTER != 0 {
+    if any_port {
         if let Some(id) = RW_ENDPOINTS_ANY.get(Key::new(ADDR_KEY_BITS, *addr)) {
             return MATCHED | u64::from(*id);
         }
@@ -167,10 +219,19 @@ fn update(
     p: &Tcp,
     dir: u8,
     endpoint: u32,
-    now: u64,
     cfg: &agent_common::Config,
+    found: *mut FlowStats,
 ) {
-    let flow = match RW_FLOWS.get_ptr_mut(key) {
+    // Flow timestamps use the coarse monotonic clock (a cached value, a few
+    // ns); samples and flow ends get the precise boot-time clock.
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let existing = if found.is_null() {
+        RW_FLOWS.get_ptr_mut(key)
+    } else {
+        Some(found)
+    };
+    let flow = match existing {
         Some(f) => f,
         None => {
             // Do not resurrect a flow after its end was reported (trailing
@@ -241,21 +302,12 @@ fn update(
             let n = u64::from(cfg.sample_one_in);
             if seg < u64::from(cfg.first_segments) || request || (n != 0 && seg % n == 0) {
                 add(&raw mut (*ds).samples, 1);
-                sample(
-                    skb,
-                    key,
-                    p,
-                    dir,
-                    endpoint,
-                    now,
-                    (*flow).cgroup_id,
-                    cfg.snaplen,
-                );
+                sample(skb, key, p, dir, endpoint, (*flow).cgroup_id, cfg.snaplen);
             }
         }
         let state = &raw mut (*flow).state;
         if p.flags & TCP_RST != 0 {
-            end(key, flow, end_reason::RST, now);
+            end(key, flow, end_reason::RST);
         } else if p.flags & TCP_FIN != 0 {
             let bit = if d == 0 {
                 flow_state::FIN_TO_SERVER
@@ -268,7 +320,7 @@ fn update(
             && *state & (flow_state::FIN_TO_SERVER | flow_state::FIN_TO_CLIENT)
                 == flow_state::FIN_TO_SERVER | flow_state::FIN_TO_CLIENT
         {
-            end(key, flow, end_reason::FIN, now);
+            end(key, flow, end_reason::FIN);
         }
     }
 }
@@ -328,10 +380,11 @@ fn sample(
     p: &Tcp,
     dir: u8,
     endpoint: u32,
-    now: u64,
     cgroup_id: u64,
     snaplen: u32,
 ) {
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
     let Some(scratch) = RW_SCRATCH.get_ptr_mut(0) else {
         return;
     };
@@ -386,7 +439,15 @@ fn sample(
                 len += u64::from(n);
             }
         }
-        let r = bpf_ringbuf_output(RW_EVENTS_PTR(), buf as *mut c_void, len, 0);
+        // Waking the reader for every sample (irq_work) costs more than the
+        // sample itself; the reader also polls on a short timer, so only a
+        // filling ring forces a wakeup.
+        let flags = if RW_EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= WAKEUP_BYTES {
+            BPF_RB_FORCE_WAKEUP
+        } else {
+            BPF_RB_NO_WAKEUP
+        };
+        let r = bpf_ringbuf_output(RW_EVENTS_PTR(), buf as *mut c_void, len, u64::from(flags));
         if r < 0 {
             count(stat::RING_FULL);
         } else {
@@ -404,7 +465,9 @@ fn RW_EVENTS_PTR() -> *mut c_void {
 /// Emits the flow-end record once (whichever CPU sets ENDED first) and
 /// deletes the entry.
 #[inline(always)]
-fn end(key: &FlowKey, flow: *mut FlowStats, reason: u32, now: u64) {
+fn end(key: &FlowKey, flow: *mut FlowStats, reason: u32) {
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
     // SAFETY: `flow` points to a live map value.
     unsafe {
         if (*flow).state & flow_state::ENDED != 0 {

@@ -25,8 +25,8 @@ use std::{
 };
 
 use agent_common::{
-    Config, EndpointKey, FlowKey, FlowStats, PortEntry, config_flags, map_names,
-    program_names, stat,
+    Config, EndpointKey, FlowKey, FlowStats, PortEntry, config_flags, map_names, program_names,
+    stat,
 };
 use aya::{
     Ebpf, EbpfLoader,
@@ -344,7 +344,7 @@ impl Capture {
 
     /// A snapshot of the kernel flow map (every view, not deduplicated).
     pub fn flows(&self) -> Vec<FlowSnapshot> {
-        let offset = self.shared.boot_to_wall.load(Ordering::Relaxed);
+        let offset = system::mono_to_wall_offset();
         read_flows(&self.flows)
             .iter()
             .map(|(k, s)| flows::snapshot(k, s, offset))
@@ -398,6 +398,32 @@ impl Drop for Capture {
             t.abort();
         }
         // `ebpf` drops after this: its program links (fds) detach.
+    }
+}
+
+/// The ring reader's record → event conversion, usable without a kernel
+/// (benchmarks, fuzzing): the same code path the live capture runs.
+#[derive(Debug, Default)]
+pub struct RecordDecoder {
+    shared: ring::Shared,
+}
+
+impl RecordDecoder {
+    /// `boot_to_wall`: nanoseconds added to kernel boot-time stamps.
+    pub fn new(boot_to_wall: i64) -> Self {
+        let d = Self::default();
+        d.shared.boot_to_wall.store(boot_to_wall, Ordering::Relaxed);
+        d
+    }
+
+    /// At most two events per record (a final request-start delta precedes
+    /// a flow end); undecodable records yield none and are counted.
+    pub fn convert(&self, record: &[u8]) -> [Option<Event>; 2] {
+        self.shared.convert(record)
+    }
+
+    pub fn decode_errors(&self) -> u64 {
+        self.shared.decode_errors.load(Ordering::Relaxed)
     }
 }
 
@@ -491,25 +517,18 @@ async fn poll_flows(
     let idle_ns = u64::try_from(idle_timeout.as_nanos()).unwrap_or(u64::MAX);
     loop {
         tick.tick().await;
-        let offset = system::boot_to_wall_offset();
-        shared.boot_to_wall.store(offset, Ordering::Relaxed);
+        shared
+            .boot_to_wall
+            .store(system::boot_to_wall_offset(), Ordering::Relaxed);
         let f = flows.clone();
         // Map iteration is one syscall per entry: keep it off the runtime.
         let read = tokio::task::spawn_blocking(move || {
             let entries = read_flows(&f);
-            let now_boot = u64::try_from(
-                (system::boot_to_wall_offset().wrapping_neg() as i128
-                    + std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_nanos() as i128)
-                        .unwrap_or(0))
-                .max(0),
-            )
-            .unwrap_or(0);
+            let now_mono = system::monotonic_now();
             let mut idle = Vec::new();
             for (k, s) in &entries {
                 let last = s.dirs.iter().map(|d| d.last_seen_ns).max().unwrap_or(0);
-                if last != 0 && now_boot.saturating_sub(last) > idle_ns {
+                if last != 0 && now_mono.saturating_sub(last) > idle_ns {
                     let _ = lock(&f).remove(k);
                     idle.push(*k);
                 }
@@ -520,13 +539,9 @@ async fn poll_flows(
         let Ok((entries, idle)) = read else {
             return;
         };
-        let now = shared.wall(0).saturating_add(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-                .unwrap_or(0)
-                - offset,
-        );
+        let now = i64::try_from(system::monotonic_now())
+            .unwrap_or(i64::MAX)
+            .saturating_add(system::mono_to_wall_offset());
         let events = lock(&shared.tracker).poll(entries, &idle, now);
         for ev in events {
             if tx.send(ev).await.is_err() {

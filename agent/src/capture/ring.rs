@@ -102,33 +102,51 @@ impl Shared {
     }
 }
 
+/// How often the ring is drained without a wakeup: samples only wake the
+/// reader when the ring is filling up (see the kernel's `WAKEUP_BYTES`).
+const POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Drains the ring into `tx` until the receiver is gone or the fd fails.
 pub async fn run(mut ring: AsyncFd<RingBuf<MapData>>, tx: Sender<Event>, shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let mut guard = match ring.readable_mut().await {
-            Ok(g) => g,
-            Err(e) => {
-                tracing::error!(error = %e, "ring buffer poll failed; capture stops delivering events");
-                return;
-            }
-        };
-        loop {
-            let events = {
-                let rb = guard.get_inner_mut();
-                let Some(item) = rb.next() else {
-                    break;
-                };
-                shared.convert(&item)
-                // `item` is released here, before the (possibly blocking)
-                // send, so the kernel can reuse its space.
-            };
-            for ev in events.into_iter().flatten() {
-                if tx.send(ev).await.is_err() {
+        let open = tokio::select! {
+            ready = ring.readable_mut() => match ready {
+                Ok(mut guard) => {
+                    let open = drain(guard.get_inner_mut(), &tx, &shared).await;
+                    guard.clear_ready();
+                    open
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "ring buffer poll failed; capture stops delivering events");
                     return;
                 }
+            },
+            _ = tick.tick() => drain(ring.get_mut(), &tx, &shared).await,
+        };
+        if !open {
+            return;
+        }
+    }
+}
+
+/// Delivers every available record; false when the receiver is gone.
+async fn drain(rb: &mut RingBuf<MapData>, tx: &Sender<Event>, shared: &Shared) -> bool {
+    loop {
+        let events = {
+            let Some(item) = rb.next() else {
+                return true;
+            };
+            shared.convert(&item)
+            // `item` is released here, before the (possibly blocking) send,
+            // so the kernel can reuse its space.
+        };
+        for ev in events.into_iter().flatten() {
+            if tx.send(ev).await.is_err() {
+                return false;
             }
         }
-        guard.clear_ready();
     }
 }
 

@@ -122,3 +122,98 @@ async fn curl_in_child_cgroup_is_seen() {
     assert_eq!(stats.ring_full, 0);
     assert_eq!(stats.decode_errors, 0);
 }
+
+const PINGPONG: &str = r#"
+import socket, sys, threading
+port, n = int(sys.argv[1]), int(sys.argv[2])
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", port)); srv.listen()
+def serve():
+    c, _ = srv.accept()
+    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    while True:
+        d = c.recv(4096)
+        if not d: break
+        c.sendall(d)
+threading.Thread(target=serve, daemon=True).start()
+s = socket.create_connection(("127.0.0.1", port))
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+msg = b"x" * 100
+for _ in range(n):
+    s.sendall(msg); s.recv(4096)
+s.close()
+"#;
+
+/// Per-packet cost of the programs for unmonitored, monitored and sampled
+/// loopback traffic (prints; asserts nothing about speed):
+/// `cargo test -p agent capture::smoke::cost -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, a built kernel object and python3"]
+async fn cost_per_packet() {
+    let root = system::cgroup2_root().expect("cgroup v2");
+    let cg = root.join(format!("rw-cost-{}", std::process::id()));
+    std::fs::create_dir_all(&cg).expect("child cgroup");
+    let _stats_fd = Capture::enable_run_stats().expect("bpf stats");
+    let base = 20000 + (std::process::id() % 20000) as u16;
+    // (label, monitored port offset, first_segments, sample_one_in)
+    for (i, (label, monitored, first, one_in)) in [
+        ("unmonitored", false, 4, 64),
+        ("monitored, not sampled", true, 0, 0),
+        ("monitored, every segment sampled", true, 0, 1),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let port = base + i as u16 * 2;
+        let (tx, mut rx) = mpsc::channel(65536);
+        let drain = tokio::spawn(async move {
+            let mut n = 0u64;
+            while rx.recv().await.is_some() {
+                n += 1;
+            }
+            n
+        });
+        let cap = Capture::start(
+            CaptureConfig {
+                cgroup: Some(cg.clone()),
+                endpoints: vec![EndpointRule {
+                    id: 1,
+                    prefix: Some("127.0.0.1/32".parse().unwrap()),
+                    ports: PortSpec::List(vec![if monitored { port } else { port + 1 }]),
+                }],
+                first_segments: first,
+                sample_one_in: one_in,
+                ..CaptureConfig::default()
+            },
+            tx,
+        )
+        .expect("capture starts");
+        let before = cap.program_costs();
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "echo $$ > {}/cgroup.procs && exec python3 -c '{PINGPONG}' {port} 20000",
+                cg.display()
+            ))
+            .output()
+            .expect("python runs");
+        assert!(out.status.success(), "{out:?}");
+        let after = cap.program_costs();
+        let stats = cap.stats().unwrap();
+        let (mut t, mut n) = (0u64, 0u64);
+        for (a, b) in after.iter().zip(&before) {
+            t += a.run_time_ns - b.run_time_ns;
+            n += a.run_count - b.run_count;
+        }
+        cap.shutdown().await;
+        let delivered = drain.await.unwrap();
+        println!(
+            "{label}: {n} runs, {:.1} ns/packet; monitored {}, samples {}, ring_full {}, events {delivered}",
+            t as f64 / n.max(1) as f64,
+            stats.packets_monitored,
+            stats.samples_emitted,
+            stats.ring_full
+        );
+    }
+    let _ = std::fs::remove_dir(&cg);
+}

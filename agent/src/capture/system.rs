@@ -95,23 +95,35 @@ pub fn check_interface(name: &str) -> Result<(), CaptureError> {
     Ok(())
 }
 
-/// `CLOCK_REALTIME - CLOCK_BOOTTIME` in nanoseconds: added to the kernel's
-/// `bpf_ktime_get_boot_ns` it gives the wall clock.
-pub fn boot_to_wall_offset() -> i64 {
-    let read = |clock| {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `ts` is a valid out-pointer.
-        unsafe { libc::clock_gettime(clock, &mut ts) };
-        ts.tv_sec
-            .saturating_mul(1_000_000_000)
-            .saturating_add(ts.tv_nsec)
+fn now_ns(clock: libc::clockid_t) -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
     };
-    let boot = read(libc::CLOCK_BOOTTIME);
-    let real = read(libc::CLOCK_REALTIME);
-    real - boot
+    // SAFETY: `ts` is a valid out-pointer.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec)
+}
+
+/// `CLOCK_REALTIME - CLOCK_BOOTTIME` in nanoseconds: added to the kernel's
+/// `bpf_ktime_get_boot_ns` (sample and flow-end stamps) it gives the wall clock.
+pub fn boot_to_wall_offset() -> i64 {
+    let boot = now_ns(libc::CLOCK_BOOTTIME);
+    now_ns(libc::CLOCK_REALTIME) - boot
+}
+
+/// `CLOCK_REALTIME - CLOCK_MONOTONIC`: for the flow map's first/last-seen
+/// stamps (`bpf_ktime_get_coarse_ns`).
+pub fn mono_to_wall_offset() -> i64 {
+    let mono = now_ns(libc::CLOCK_MONOTONIC);
+    now_ns(libc::CLOCK_REALTIME) - mono
+}
+
+/// CLOCK_MONOTONIC now, the clock of the flow map's stamps.
+pub fn monotonic_now() -> u64 {
+    u64::try_from(now_ns(libc::CLOCK_MONOTONIC)).unwrap_or(0)
 }
 
 #[cfg(test)]
