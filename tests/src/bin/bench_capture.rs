@@ -167,15 +167,28 @@ fn main() -> anyhow::Result<()> {
     let unmonitored = HttpServer::start("127.0.0.1:0".parse()?, 64);
     let cg = CgroupGuard::new("bench");
     let mut phases = Vec::new();
-    for (label, tuning) in [
-        ("unmonitored port", None),
-        ("monitored, default sampling", Some(Tuning::default())),
+    let every = Tuning {
+        sample_one_in: 1,
+        ..Tuning::default()
+    };
+    for (label, tuning, drain) in [
+        ("unmonitored port", None, true),
+        ("monitored, default sampling", Some(Tuning::default()), true),
         (
             "monitored, every segment sampled",
+            Some(every.clone()),
+            true,
+        ),
+        // The consumer stalls (1-slot channel, never drained) while the
+        // 16 MiB ring still has room: what sampling costs when the reader
+        // falls behind (wake-up policy, ring filling), not a drop test.
+        (
+            "  same, consumer stalled",
             Some(Tuning {
-                sample_one_in: 1,
-                ..Tuning::default()
+                channel: 1,
+                ..every
             }),
+            false,
         ),
     ] {
         let mut h = Harness::start(
@@ -192,8 +205,10 @@ fn main() -> anyhow::Result<()> {
         let phase = std::thread::scope(|s| {
             let load = s.spawn(|| load_phase(label, &cg, target, requests));
             while !load.is_finished() {
-                h.drain();
-                h.events.clear();
+                if drain {
+                    h.drain();
+                    h.events.clear();
+                }
                 std::thread::sleep(Duration::from_millis(5));
             }
             load.join().expect("load thread")
