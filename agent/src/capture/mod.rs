@@ -160,6 +160,8 @@ pub struct Capture {
     stats: PerCpuArray<MapData, u64>,
     shared: Arc<ring::Shared>,
     tasks: Vec<JoinHandle<()>>,
+    ring_task: Option<JoinHandle<()>>,
+    stop: Arc<tokio::sync::Notify>,
     programs: Vec<&'static str>,
 }
 
@@ -289,7 +291,8 @@ impl Capture {
         let events =
             unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
                 .map_err(|e| CaptureError::Io(e.into_parts().1))?;
-        let ring_task = tokio::spawn(ring::run(events, tx.clone(), shared.clone()));
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let ring_task = tokio::spawn(ring::run(events, tx.clone(), shared.clone(), stop.clone()));
         let poll_task = tokio::spawn(poll_flows(
             flows.clone(),
             shared.clone(),
@@ -303,7 +306,9 @@ impl Capture {
             flows,
             stats,
             shared,
-            tasks: vec![ring_task, poll_task],
+            tasks: vec![poll_task],
+            ring_task: Some(ring_task),
+            stop,
             programs,
         })
     }
@@ -381,20 +386,50 @@ impl Capture {
             .map_err(|e| CaptureError::Io(std::io::Error::other(e.to_string())))
     }
 
-    /// Stops the tasks and detaches every program.
+    /// Detaches every program, then delivers the records still in the ring
+    /// (waiting up to `SHUTDOWN_DRAIN` for a slow receiver) and stops.
     pub async fn shutdown(mut self) {
         for t in self.tasks.drain(..) {
             t.abort();
             let _ = t.await;
         }
+        // Detach first: nothing new enters the ring while it is drained.
+        self.detach();
+        if let Some(mut t) = self.ring_task.take() {
+            self.stop.notify_one();
+            if tokio::time::timeout(SHUTDOWN_DRAIN, &mut t).await.is_err() {
+                t.abort();
+            }
+        }
         self.ebpf.take();
         tracing::info!("capture detached");
     }
+
+    /// Detaches all programs, keeping the maps (and so the ring) alive.
+    fn detach(&mut self) {
+        let Some(ebpf) = &mut self.ebpf else {
+            return;
+        };
+        for &name in &self.programs {
+            let r = match ebpf.program_mut(name) {
+                Some(aya::programs::Program::CgroupSkb(p)) => p.unload(),
+                Some(aya::programs::Program::SchedClassifier(p)) => p.unload(),
+                _ => Ok(()),
+            };
+            if let Err(e) = r {
+                tracing::warn!(program = name, error = %e, "detaching failed; it is detached when the agent exits");
+            }
+        }
+    }
 }
+
+/// Longest wait in [`Capture::shutdown`] for the receiver to take the
+/// records left in the ring.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(2);
 
 impl Drop for Capture {
     fn drop(&mut self) {
-        for t in &self.tasks {
+        for t in self.tasks.iter().chain(&self.ring_task) {
             t.abort();
         }
         // `ebpf` drops after this: its program links (fds) detach.

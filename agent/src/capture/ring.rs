@@ -107,11 +107,21 @@ impl Shared {
 const POLL: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Drains the ring into `tx` until the receiver is gone or the fd fails.
-pub async fn run(mut ring: AsyncFd<RingBuf<MapData>>, tx: Sender<Event>, shared: Arc<Shared>) {
+/// On `stop`, delivers what is in the ring and returns.
+pub async fn run(
+    mut ring: AsyncFd<RingBuf<MapData>>,
+    tx: Sender<Event>,
+    shared: Arc<Shared>,
+    stop: Arc<tokio::sync::Notify>,
+) {
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let open = tokio::select! {
+            () = stop.notified() => {
+                drain(ring.get_mut(), &tx, &shared).await;
+                return;
+            }
             ready = ring.readable_mut() => match ready {
                 Ok(mut guard) => {
                     let open = drain(guard.get_inner_mut(), &tx, &shared).await;
