@@ -144,16 +144,6 @@ pub fn tcp(skb: *mut __sk_buff, l3: u32, proto: u16) -> Option<Tcp> {
             return None;
         }
         let h: [u8; 60] = load(skb, l3)?;
-        let next = h[6];
-        if next != IPPROTO_TCP {
-            // Extension headers (hop-by-hop, routing, fragment, dest opts,
-            // AH, mobility, HIP, shim6) may hide a TCP header: not parsed,
-            // but counted so the loss is visible.
-            if matches!(next, 0 | 43 | 44 | 51 | 60 | 135 | 139 | 140) {
-                count(stat::SKIPPED_UNPARSED);
-            }
-            return None;
-        }
         let plen = u32::from(be16(h[4], h[5]));
         let ip_len = if plen == 0 || plen + 40 > avail {
             avail
@@ -162,8 +152,37 @@ pub fn tcp(skb: *mut __sk_buff, l3: u32, proto: u16) -> Option<Tcp> {
         };
         let src = sub::<60, 16>(&h, 8);
         let dst = sub::<60, 16>(&h, 24);
-        let th = sub::<60, 20>(&h, 40);
-        finish(src, dst, &th, l3 + 40, ip_len, 40)
+        let mut next = h[6];
+        if next == IPPROTO_TCP {
+            let th = sub::<60, 20>(&h, 40);
+            return finish(src, dst, &th, l3 + 40, ip_len, 40);
+        }
+        // Skip up to three hop-by-hop / routing / destination-options
+        // headers (MLD, segment routing). Fragments and AH are not parsed;
+        // TCP behind them is counted as skipped.
+        let mut off = 40u32;
+        for _ in 0..3 {
+            if !matches!(next, 0 | 43 | 60) {
+                break;
+            }
+            let Some(e) = load::<[u8; 2]>(skb, l3 + off) else {
+                count(stat::MALFORMED);
+                return None;
+            };
+            next = e[0];
+            off += (u32::from(e[1]) + 1) * 8;
+        }
+        if next != IPPROTO_TCP {
+            if matches!(next, 0 | 43 | 44 | 51 | 60) {
+                count(stat::SKIPPED_UNPARSED);
+            }
+            return None;
+        }
+        let Some(th) = load::<[u8; 20]>(skb, l3 + off) else {
+            count(stat::MALFORMED);
+            return None;
+        };
+        finish(src, dst, &th, l3 + off, ip_len, off)
     } else {
         None
     }

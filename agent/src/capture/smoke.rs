@@ -217,3 +217,93 @@ async fn cost_per_packet() {
     }
     let _ = std::fs::remove_dir(&cg);
 }
+
+fn sh(cmd: &str) {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .expect("sh runs");
+    assert!(out.status.success(), "{cmd}: {out:?}");
+}
+
+/// TC on a veth whose peer lives in a network namespace, over IPv6:
+/// `cargo test -p agent capture::smoke::tc -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, a built kernel object, iproute2, python3 and curl"]
+async fn tc_on_veth_ipv6() {
+    let id = std::process::id() % 10000;
+    let (ns, host, peer) = (format!("rwns{id}"), format!("rwh{id}"), format!("rwp{id}"));
+    let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+    sh(&format!(
+        "ip netns add {ns} && ip link add {host} type veth peer name {peer} && \
+         ip link set {peer} netns {ns} && \
+         ip addr add fd00:{id:x}::1/64 dev {host} nodad && ip link set {host} up && \
+         ip -n {ns} addr add fd00:{id:x}::2/64 dev {peer} nodad && ip -n {ns} link set {peer} up && \
+         ip -n {ns} link set lo up"
+    ));
+    let mut server = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns,
+            "python3",
+            "-m",
+            "http.server",
+            "--bind",
+            "::",
+            "8080",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("server");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (tx, mut rx) = mpsc::channel(1024);
+    let cap = Capture::start(
+        CaptureConfig {
+            attach_cgroup: false,
+            interfaces: vec![host.clone()],
+            endpoints: vec![EndpointRule {
+                id: 5,
+                prefix: Some(format!("fd00:{id:x}::2/128").parse().unwrap()),
+                ports: PortSpec::List(vec![8080]),
+            }],
+            ..CaptureConfig::default()
+        },
+        tx,
+    );
+    let result = async {
+        let cap = cap.expect("capture starts");
+        sh(&format!(
+            "curl -sS -o /dev/null http://[fd00:{id:x}::2]:8080/"
+        ));
+        let mut got_get = false;
+        let mut end = None;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+            match ev {
+                Event::Packet(p) => {
+                    got_get |= p.direction == Some(Direction::ToServer)
+                        && p.payload.starts_with(b"GET / HTTP/1.1")
+                        && p.dst.is_ipv6();
+                }
+                Event::FlowEnd { reason, totals, .. } => end = Some((reason, totals)),
+                Event::RequestStarts { .. } => {}
+            }
+        }
+        println!("stats: {:?}", cap.stats().unwrap());
+        cap.shutdown().await;
+        (got_get, end)
+    }
+    .await;
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = Command::new("ip").args(["link", "del", &host]).status();
+    let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+    let (got_get, end) = result;
+    assert!(got_get, "no GET sample seen over TC/IPv6");
+    let (reason, totals) = end.expect("a flow end");
+    println!("end: {reason:?} {totals:?}");
+    assert_eq!(totals.unwrap().request_starts, [1, 0]);
+}
