@@ -1,13 +1,8 @@
 //! Synthetic ring-buffer records for the decode benchmark, laid out exactly
 //! as the kernel writes them (`agent_common` wire types).
 
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-
-use agent::event::{Direction, Event, Packet};
-use agent_common::{
-    FlowKey, SAMPLE_HEADER_LEN, SampleHeader, decode::Record, direction, event_id, observer,
-};
-use bytes::Bytes;
+use agent::{capture::RecordDecoder, event::Event};
+use agent_common::{FlowKey, SAMPLE_HEADER_LEN, SampleHeader, direction, event_id, observer};
 
 /// A sample record: header + `payload_len` payload bytes starting with an
 /// HTTP request line, in direction `dir` (0 to server, 1 to client).
@@ -48,54 +43,30 @@ pub fn sample_record(payload_len: u32, dir: u8) -> Vec<u8> {
 }
 
 /// The userspace decode path of a ring-buffer record into a pipeline event:
-/// `agent_common`'s bounds-checked `TryFrom` decode, then the same conversion
-/// to `Event::Packet` as `agent::capture`'s ring reader (address mapping,
-/// payload copied into `Bytes`). The ring reader's converter is private to
-/// `agent::capture`; this mirrors it so the bench measures the same work.
+/// exactly what `agent::capture`'s ring reader runs per record
+/// (`agent::capture::RecordDecoder`: bounds-checked decode, flow-view
+/// admission, conversion to `Event`).
 pub struct Decoder {
-    pub errors: u64,
+    inner: RecordDecoder,
 }
 
 impl Decoder {
     pub fn new() -> Self {
-        Self { errors: 0 }
+        Self {
+            inner: RecordDecoder::new(0),
+        }
     }
 
     /// Decode one record; `Some` if it produced a packet event.
     pub fn decode(&mut self, record: &[u8]) -> Option<Event> {
-        match Record::try_from(record) {
-            Ok(Record::Sample { header, payload }) => {
-                let client = addr(header.key.client_addr, header.key.client_port);
-                let server = addr(header.key.server_addr, header.key.server_port);
-                let (src, dst, dir) = if header.direction == direction::TO_SERVER {
-                    (client, server, Direction::ToServer)
-                } else {
-                    (server, client, Direction::ToClient)
-                };
-                Some(Event::Packet(Packet {
-                    ts: i64::try_from(header.ts_boot_ns).unwrap_or(i64::MAX),
-                    src,
-                    dst,
-                    seq: header.seq,
-                    flags: header.tcp_flags,
-                    payload_len: header.payload_len,
-                    payload: Bytes::copy_from_slice(payload),
-                    direction: Some(dir),
-                }))
-            }
-            Ok(Record::FlowEnd(_)) => None,
-            Err(_) => {
-                self.errors += 1;
-                None
-            }
-        }
+        let [first, _] = self.inner.convert(record);
+        first.filter(|e| matches!(e, Event::Packet(_)))
     }
-}
 
-fn addr(a: [u8; 16], port: u16) -> SocketAddr {
-    let v6 = Ipv6Addr::from(a);
-    let ip = v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4);
-    SocketAddr::new(ip, port)
+    /// Records that could not be decoded so far.
+    pub fn errors(&self) -> u64 {
+        self.inner.decode_errors()
+    }
 }
 
 impl Default for Decoder {
@@ -106,6 +77,8 @@ impl Default for Decoder {
 
 #[cfg(test)]
 mod tests {
+    use agent::event::Direction;
+
     use super::*;
 
     #[test]
@@ -131,6 +104,6 @@ mod tests {
                 "prefix of {len} bytes decoded"
             );
         }
-        assert_eq!(d.errors, rec.len() as u64);
+        assert_eq!(d.errors(), rec.len() as u64);
     }
 }

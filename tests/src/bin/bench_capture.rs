@@ -11,6 +11,7 @@
 //! Decode: ring-buffer records built in memory, decoded into pipeline events
 //! in a loop on this core, no kernel involved.
 //!
+//! Run: `cargo run --release -p tests --bin bench_capture` as root.
 //! Environment: BENCH_REQUESTS (default 20000) requests per phase,
 //! BENCH_DECODE_RECORDS (default 2000000).
 
@@ -120,13 +121,8 @@ fn load_phase(
         .collect::<Result<_, _>>()?;
     let start = Instant::now();
     let out = cg
-        .command(tests::helper_binary("rw-helper"))
-        .args([
-            "http-client",
-            &server.to_string(),
-            &requests.to_string(),
-            "/bench",
-        ])
+        .command(std::env::current_exe().context("path of the bench binary")?)
+        .args([CLIENT_ARG, &server.to_string(), &requests.to_string()])
         .stderr(Stdio::inherit())
         .output()
         .context("run rw-helper")?;
@@ -151,7 +147,24 @@ fn load_phase(
     })
 }
 
+/// argv[1] that makes this binary the load client (run inside the bench
+/// cgroup), so the bench needs no other binary.
+const CLIENT_ARG: &str = "--load-client";
+
+fn load_client(args: &[String]) -> anyhow::Result<()> {
+    let (Some(server), Some(n)) = (args.first(), args.get(1)) else {
+        bail!("usage: bench_capture {CLIENT_ARG} <server addr> <requests>");
+    };
+    let report = tests::http::run_client(server.parse()?, n.parse()?, "/bench")?;
+    println!("{}", report.to_json());
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(CLIENT_ARG) {
+        return load_client(&args[1..]);
+    }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!(
