@@ -374,6 +374,7 @@ impl Capture {
                     name,
                     run_time_ns: u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
                     run_count: info.run_count(),
+                    verified_instructions: info.verified_instruction_count(),
                 })
             })
             .collect()

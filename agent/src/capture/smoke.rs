@@ -95,10 +95,11 @@ async fn curl_in_child_cgroup_is_seen() {
     println!("stats: {stats:#?}");
     for c in cap.program_costs() {
         println!(
-            "{}: {} runs, {:?} ns/run",
+            "{}: {} runs, {:?} ns/run, {:?} instructions verified",
             c.name,
             c.run_count,
-            c.ns_per_run()
+            c.ns_per_run(),
+            c.verified_instructions
         );
     }
     cap.shutdown().await;

@@ -80,6 +80,8 @@ pub struct ProgramCost {
     pub name: &'static str,
     pub run_time_ns: u64,
     pub run_count: u64,
+    /// Instructions the verifier processed when loading the program.
+    pub verified_instructions: Option<u32>,
 }
 
 impl ProgramCost {
