@@ -67,6 +67,37 @@ fn sub<const N: usize, const M: usize>(h: &[u8; N], at: usize) -> [u8; M] {
     core::array::from_fn(|i| h[at + i])
 }
 
+/// Reads the first `N` bytes at `off` directly from the linear packet data
+/// when `off` is 0 (cgroup_skb: the skb starts at the IP header) and they are
+/// in the linear part, which saves a helper call; else `bpf_skb_load_bytes`.
+#[inline(always)]
+fn header<const N: usize>(skb: *mut __sk_buff, off: u32) -> Option<[u8; N]> {
+    if off == 0 {
+        // SAFETY: context pointer; data/data_end are packet pointers.
+        let (data, end) = unsafe { ((*skb).data as usize, (*skb).data_end as usize) };
+        if data + N <= end {
+            // SAFETY: bounds checked right above (and by the verifier).
+            return Some(unsafe { core::ptr::read_unaligned(data as *const [u8; N]) });
+        }
+    }
+    load(skb, off)
+}
+
+/// `N` bytes at a variable offset: directly from linear data when they are
+/// there, else through the helper.
+#[inline(always)]
+pub fn peek<const N: usize>(skb: *mut __sk_buff, off: u32) -> Option<[u8; N]> {
+    // SAFETY: context pointer; data/data_end are packet pointers.
+    let (data, end) = unsafe { ((*skb).data as usize, (*skb).data_end as usize) };
+    // The mask gives the verifier a bound on the variable offset.
+    let o = (off & 0x1fff) as usize;
+    if o == off as usize && data + o + N <= end {
+        // SAFETY: bounds checked right above (and by the verifier).
+        return Some(unsafe { core::ptr::read_unaligned((data + o) as *const [u8; N]) });
+    }
+    load(skb, off)
+}
+
 #[inline(always)]
 fn be16(b0: u8, b1: u8) -> u16 {
     u16::from_be_bytes([b0, b1])
@@ -107,7 +138,7 @@ pub fn tcp(skb: *mut __sk_buff, l3: u32, proto: u16) -> Option<Tcp> {
         if avail < 40 {
             return None;
         }
-        let h: [u8; 40] = load(skb, l3)?;
+        let h: [u8; 40] = header(skb, l3)?;
         if h[9] != IPPROTO_TCP {
             return None;
         }
@@ -143,7 +174,7 @@ pub fn tcp(skb: *mut __sk_buff, l3: u32, proto: u16) -> Option<Tcp> {
         if avail < 60 {
             return None;
         }
-        let h: [u8; 60] = load(skb, l3)?;
+        let h: [u8; 60] = header(skb, l3)?;
         let plen = u32::from(be16(h[4], h[5]));
         let ip_len = if plen == 0 || plen + 40 > avail {
             avail

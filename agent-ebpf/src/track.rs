@@ -357,7 +357,7 @@ const METHODS: [(u64, u64); 9] = [
 /// ensure at least 16 payload bytes (the shortest request line).
 #[inline(always)]
 fn is_request_start(skb: *mut __sk_buff, off: u32) -> bool {
-    let Some(b) = packet::load::<[u8; 8]>(skb, off) else {
+    let Some(b) = packet::peek::<8>(skb, off) else {
         return false;
     };
     let w = u64::from_le_bytes(b);
