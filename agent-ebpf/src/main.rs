@@ -1,12 +1,20 @@
+//! rampwatch kernel programs: sample TCP traffic to monitored API endpoints.
+//!
+//! Two hooks share one packet path (`track`): cgroup_skb (default, every
+//! socket in a cgroup v2 subtree) and TC (opt-in per interface, forwarded
+//! traffic). Both only read the packet and always let it pass.
 #![no_std]
 #![no_main]
+// BPF has atomic add/or instructions but no compare-and-swap, so core's
+// atomic types lack fetch_add there; the intrinsics map to the instructions.
+#![feature(core_intrinsics)]
+#![expect(internal_features, reason = "atomic intrinsics, see above")]
 
-use aya_ebpf::{macros::cgroup_skb, programs::SkBuffContext};
-
-#[cgroup_skb]
-pub fn rw_cgroup_ingress(_ctx: SkBuffContext) -> i32 {
-    1
-}
+mod cgroup;
+mod maps;
+mod packet;
+mod tc;
+mod track;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -1,1 +1,588 @@
-//! TODO(owner): see docs/interfaces.md
+//! Live capture: loads the kernel programs, attaches them, keeps the
+//! endpoint maps in sync and turns ring-buffer records and flow-map changes
+//! into [`Event`]s on a bounded channel (the same channel a pcap reader can
+//! feed).
+//!
+//! Tasks: one ring reader (`ring::run`) and one flow-map poller (request
+//! start deltas, idle/evicted flow ends). Dropping the [`Capture`] (or
+//! [`Capture::shutdown`]) stops both and detaches every program: the links
+//! are file descriptors owned by the loaded object.
+
+mod endpoints;
+mod flows;
+mod ring;
+#[cfg(test)]
+mod smoke;
+mod stats;
+mod system;
+
+use std::{
+    fs::File,
+    os::fd::OwnedFd,
+    path::PathBuf,
+    sync::{Arc, Mutex, atomic::Ordering},
+    time::Duration,
+};
+
+use agent_common::{
+    Config, EndpointKey, FlowKey, FlowStats, PortEntry, config_flags, map_names, program_names,
+    stat,
+};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf, lpm_trie::LpmTrie},
+    programs::{
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, SchedClassifier, TcAttachType, tc,
+    },
+};
+pub use endpoints::{Compiled, EndpointRule, PortSpec, RuleError, compile};
+pub use flows::FlowSnapshot;
+pub use stats::{KernelStats, ProgramCost};
+use tokio::{io::unix::AsyncFd, sync::mpsc::Sender, task::JoinHandle};
+
+use crate::event::Event;
+
+/// The kernel object built by `agent/build.rs` (empty with `AYA_BUILD_SKIP=1`).
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rampwatch"));
+
+/// What to capture and how.
+#[derive(Clone, Debug)]
+pub struct CaptureConfig {
+    /// Attach cgroup_skb programs (the default capture).
+    pub attach_cgroup: bool,
+    /// cgroup v2 directory to attach to; `None` = the root of the hierarchy.
+    pub cgroup: Option<PathBuf>,
+    /// Interfaces to attach TC programs to (opt-in).
+    pub interfaces: Vec<String>,
+    pub endpoints: Vec<EndpointRule>,
+    /// Payload bytes per sample (at most `agent_common::SNAPLEN_MAX`).
+    pub snaplen: u32,
+    /// Payload segments per direction always sampled.
+    pub first_segments: u32,
+    /// 1-in-N sampling of the other segments (0 = never).
+    pub sample_one_in: u32,
+    /// Ring buffer size in bytes (power of two, multiple of the page size).
+    pub ring_bytes: u32,
+    /// Flow map capacity.
+    pub flow_entries: u32,
+    /// How often the flow map is read for request-start deltas and ends.
+    pub poll_interval: Duration,
+    /// Flows without packets for this long are ended (`FlowEndReason::Idle`).
+    pub idle_timeout: Duration,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        Self {
+            attach_cgroup: true,
+            cgroup: None,
+            interfaces: Vec::new(),
+            endpoints: Vec::new(),
+            snaplen: agent_common::DEFAULT_SNAPLEN,
+            first_segments: agent_common::DEFAULT_FIRST_SEGMENTS,
+            sample_one_in: agent_common::DEFAULT_SAMPLE_ONE_IN,
+            ring_bytes: 16 << 20,
+            flow_entries: 65536,
+            poll_interval: Duration::from_millis(500),
+            idle_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Why live capture could not start or an operation failed. The first group
+/// are host problems with one sentence saying what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error(
+        "rampwatch needs root or the capabilities CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON to load its kernel programs (missing: {missing}); run it as root or grant them"
+    )]
+    NotPermitted { missing: String },
+    #[error(
+        "no cgroup v2 hierarchy is mounted (none in /proc/self/mountinfo); mount one with `mount -t cgroup2 none /sys/fs/cgroup` or capture on interfaces only"
+    )]
+    NoCgroupV2,
+    #[error("network interface `{0}` does not exist; check the name with `ip link`")]
+    UnknownInterface(String),
+    #[error(
+        "the kernel exposes no BTF (/sys/kernel/btf/vmlinux is missing); use a kernel built with CONFIG_DEBUG_INFO_BTF=y"
+    )]
+    NoBtf,
+    #[error("kernel programs not built: run `cargo xtask setup` and rebuild")]
+    NotBuilt,
+    #[error("cannot open cgroup directory {path}: {source}; pass an existing cgroup v2 directory")]
+    Cgroup {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid endpoint rules: {0}")]
+    Rules(#[from] RuleError),
+    #[error("loading the kernel object failed: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("kernel program {name} could not be loaded or attached: {source}")]
+    Program {
+        name: &'static str,
+        source: aya::programs::ProgramError,
+    },
+    #[error("kernel map {name} failed: {source}")]
+    Map {
+        name: &'static str,
+        source: aya::maps::MapError,
+    },
+    #[error("kernel map {0} is missing from the kernel object; rebuild the agent")]
+    MissingMap(&'static str),
+    #[error("cannot watch the ring buffer: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> CaptureError {
+    move |source| CaptureError::Map { name, source }
+}
+
+fn prog_err(name: &'static str) -> impl Fn(aya::programs::ProgramError) -> CaptureError {
+    move |source| CaptureError::Program { name, source }
+}
+
+/// The maps userspace writes.
+struct Control {
+    config: Array<MapData, Config>,
+    endpoints: LpmTrie<MapData, EndpointKey, u32>,
+    endpoints_any: LpmTrie<MapData, [u8; 16], u32>,
+    ports: Array<MapData, PortEntry>,
+    current: Compiled,
+    cfg: Config,
+}
+
+/// A running capture. Dropping it detaches everything.
+pub struct Capture {
+    ebpf: Option<Ebpf>,
+    control: Mutex<Control>,
+    flows: Arc<Mutex<BpfHashMap<MapData, FlowKey, FlowStats>>>,
+    stats: PerCpuArray<MapData, u64>,
+    shared: Arc<ring::Shared>,
+    tasks: Vec<JoinHandle<()>>,
+    ring_task: Option<JoinHandle<()>>,
+    stop: Arc<tokio::sync::Notify>,
+    programs: Vec<&'static str>,
+}
+
+impl std::fmt::Debug for Capture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Capture")
+            .field("programs", &self.programs)
+            .finish_non_exhaustive()
+    }
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, CaptureError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(CaptureError::MissingMap(name))?;
+    T::try_from(map).map_err(map_err(name))
+}
+
+impl Capture {
+    /// Checks the host, loads and attaches the programs, installs the
+    /// endpoint rules and starts delivering events to `tx`. Must be called
+    /// inside a tokio runtime.
+    pub fn start(config: CaptureConfig, tx: Sender<Event>) -> Result<Self, CaptureError> {
+        if OBJECT.is_empty() {
+            return Err(CaptureError::NotBuilt);
+        }
+        let compiled = compile(&config.endpoints)?;
+        system::check_privileges()?;
+        system::check_btf()?;
+        for name in &config.interfaces {
+            system::check_interface(name)?;
+        }
+        let cgroup = if config.attach_cgroup {
+            let path = match &config.cgroup {
+                Some(p) => p.clone(),
+                None => system::cgroup2_root()?,
+            };
+            let file = File::open(&path).map_err(|source| CaptureError::Cgroup {
+                path: path.clone(),
+                source,
+            })?;
+            Some((path, file))
+        } else {
+            None
+        };
+
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(map_names::FLOWS, config.flow_entries)
+            .map_max_entries(map_names::EVENTS, config.ring_bytes)
+            .load(OBJECT)?;
+
+        let mut control = Control {
+            config: take(&mut ebpf, map_names::CONFIG)?,
+            endpoints: take(&mut ebpf, map_names::ENDPOINTS)?,
+            endpoints_any: take(&mut ebpf, map_names::ENDPOINTS_ANY_PORT)?,
+            ports: take(&mut ebpf, map_names::PORTS)?,
+            current: Compiled::default(),
+            cfg: Config {
+                snaplen: config.snaplen.min(agent_common::SNAPLEN_MAX),
+                first_segments: config.first_segments,
+                sample_one_in: config.sample_one_in,
+                flags: 0,
+            },
+        };
+        // Rules and configuration go in before any program runs.
+        control.apply(compiled)?;
+        let flows: BpfHashMap<MapData, FlowKey, FlowStats> = take(&mut ebpf, map_names::FLOWS)?;
+        let stats: PerCpuArray<MapData, u64> = take(&mut ebpf, map_names::STATS)?;
+        let events: RingBuf<MapData> = take(&mut ebpf, map_names::EVENTS)?;
+
+        let mut programs = Vec::new();
+        if let Some((path, file)) = &cgroup {
+            for (name, kind) in [
+                (program_names::CGROUP_INGRESS, CgroupSkbAttachType::Ingress),
+                (program_names::CGROUP_EGRESS, CgroupSkbAttachType::Egress),
+            ] {
+                let prog: &mut CgroupSkb = ebpf
+                    .program_mut(name)
+                    .ok_or(CaptureError::MissingMap(name))?
+                    .try_into()
+                    .map_err(prog_err(name))?;
+                prog.load().map_err(prog_err(name))?;
+                // With bpf links (5.7+) the kernel always allows several
+                // programs per cgroup and rejects explicit flags; `Single`
+                // is what makes aya pass none.
+                prog.attach(file, kind, CgroupAttachMode::Single)
+                    .map_err(prog_err(name))?;
+                programs.push(name);
+            }
+            tracing::info!(cgroup = %path.display(), "cgroup_skb capture attached");
+        }
+        if !config.interfaces.is_empty() {
+            // tcx (6.6+) needs no qdisc; older kernels need clsact.
+            let tcx = aya::util::KernelVersion::current()
+                .map(|v| v >= aya::util::KernelVersion::new(6, 6, 0))
+                .unwrap_or(true);
+            for (name, kind) in [
+                (program_names::TC_INGRESS, TcAttachType::Ingress),
+                (program_names::TC_EGRESS, TcAttachType::Egress),
+            ] {
+                let prog: &mut SchedClassifier = ebpf
+                    .program_mut(name)
+                    .ok_or(CaptureError::MissingMap(name))?
+                    .try_into()
+                    .map_err(prog_err(name))?;
+                prog.load().map_err(prog_err(name))?;
+                for iface in &config.interfaces {
+                    if !tcx {
+                        // EEXIST: the qdisc is already there, which is fine.
+                        let _ = tc::qdisc_add_clsact(iface);
+                    }
+                    prog.attach(iface, kind).map_err(prog_err(name))?;
+                }
+                programs.push(name);
+            }
+            tracing::info!(interfaces = ?config.interfaces, "TC capture attached");
+        }
+
+        let shared = Arc::new(ring::Shared::default());
+        shared
+            .boot_to_wall
+            .store(system::boot_to_wall_offset(), Ordering::Relaxed);
+        let flows = Arc::new(Mutex::new(flows));
+        // SAFETY: the RingBuf owns its map fd, which stays open and
+        // unchanged for as long as the AsyncFd owns the RingBuf.
+        let events =
+            unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
+                .map_err(|e| CaptureError::Io(e.into_parts().1))?;
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let ring_task = tokio::spawn(ring::run(events, tx.clone(), shared.clone(), stop.clone()));
+        let poll_task = tokio::spawn(poll_flows(
+            flows.clone(),
+            shared.clone(),
+            tx,
+            config.poll_interval,
+            config.idle_timeout,
+        ));
+        Ok(Self {
+            ebpf: Some(ebpf),
+            control: Mutex::new(control),
+            flows,
+            stats,
+            shared,
+            tasks: vec![poll_task],
+            ring_task: Some(ring_task),
+            stop,
+            programs,
+        })
+    }
+
+    /// Replaces the monitored endpoints (applied as a diff: no moment without rules).
+    pub fn set_endpoints(&self, rules: &[EndpointRule]) -> Result<(), CaptureError> {
+        let compiled = compile(rules)?;
+        lock(&self.control).apply(compiled)
+    }
+
+    /// Changes sampling at run time.
+    pub fn set_sampling(
+        &self,
+        snaplen: u32,
+        first_segments: u32,
+        sample_one_in: u32,
+    ) -> Result<(), CaptureError> {
+        let mut c = lock(&self.control);
+        c.cfg.snaplen = snaplen.min(agent_common::SNAPLEN_MAX);
+        c.cfg.first_segments = first_segments;
+        c.cfg.sample_one_in = sample_one_in;
+        c.write_config()
+    }
+
+    /// All counters: kernel ones summed over CPUs, plus userspace ones.
+    pub fn stats(&self) -> Result<KernelStats, CaptureError> {
+        let mut sums = Vec::with_capacity(stat::COUNT as usize);
+        for i in 0..stat::COUNT {
+            let v = self.stats.get(&i, 0).map_err(map_err(map_names::STATS))?;
+            sums.push(v.iter().copied().fold(0u64, u64::wrapping_add));
+        }
+        let mut s = KernelStats::from_counters(&sums);
+        s.decode_errors = self.shared.decode_errors.load(Ordering::Relaxed);
+        s.records_read = self.shared.records.load(Ordering::Relaxed);
+        s.duplicate_views = lock(&self.shared.tracker).duplicate_views;
+        Ok(s)
+    }
+
+    /// A snapshot of the kernel flow map (every view, not deduplicated).
+    pub fn flows(&self) -> Vec<FlowSnapshot> {
+        let offset = system::mono_to_wall_offset();
+        read_flows(&self.flows)
+            .iter()
+            .map(|(k, s)| flows::snapshot(k, s, offset))
+            .collect()
+    }
+
+    /// Run time and count of each attached program; non-zero only while
+    /// BPF run statistics are enabled (see [`Capture::enable_run_stats`]).
+    pub fn program_costs(&self) -> Vec<ProgramCost> {
+        let Some(ebpf) = &self.ebpf else {
+            return Vec::new();
+        };
+        self.programs
+            .iter()
+            .filter_map(|&name| {
+                let info = match ebpf.program(name)? {
+                    aya::programs::Program::CgroupSkb(p) => p.info().ok()?,
+                    aya::programs::Program::SchedClassifier(p) => p.info().ok()?,
+                    _ => return None,
+                };
+                Some(ProgramCost {
+                    name,
+                    run_time_ns: u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
+                    run_count: info.run_count(),
+                    verified_instructions: info.verified_instruction_count(),
+                })
+            })
+            .collect()
+    }
+
+    /// Turns on kernel BPF run-time statistics until the returned fd is
+    /// dropped (same as `sysctl kernel.bpf_stats_enabled=1`).
+    pub fn enable_run_stats() -> Result<OwnedFd, CaptureError> {
+        aya::sys::enable_stats(aya::sys::Stats::RunTime)
+            .map_err(|e| CaptureError::Io(std::io::Error::other(e.to_string())))
+    }
+
+    /// Detaches every program, then delivers the records still in the ring
+    /// (waiting up to `SHUTDOWN_DRAIN` for a slow receiver) and stops.
+    pub async fn shutdown(mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+            let _ = t.await;
+        }
+        // Detach first: nothing new enters the ring while it is drained.
+        self.detach();
+        if let Some(mut t) = self.ring_task.take() {
+            self.stop.notify_one();
+            if tokio::time::timeout(SHUTDOWN_DRAIN, &mut t).await.is_err() {
+                t.abort();
+            }
+        }
+        self.ebpf.take();
+        tracing::info!("capture detached");
+    }
+
+    /// Detaches all programs, keeping the maps (and so the ring) alive.
+    fn detach(&mut self) {
+        let Some(ebpf) = &mut self.ebpf else {
+            return;
+        };
+        for &name in &self.programs {
+            let r = match ebpf.program_mut(name) {
+                Some(aya::programs::Program::CgroupSkb(p)) => p.unload(),
+                Some(aya::programs::Program::SchedClassifier(p)) => p.unload(),
+                _ => Ok(()),
+            };
+            if let Err(e) = r {
+                tracing::warn!(program = name, error = %e, "detaching failed; it is detached when the agent exits");
+            }
+        }
+    }
+}
+
+/// Longest wait in [`Capture::shutdown`] for the receiver to take the
+/// records left in the ring.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(2);
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        for t in self.tasks.iter().chain(&self.ring_task) {
+            t.abort();
+        }
+        // `ebpf` drops after this: its program links (fds) detach.
+    }
+}
+
+/// The ring reader's record → event conversion, usable without a kernel
+/// (benchmarks, fuzzing): the same code path the live capture runs.
+#[derive(Debug, Default)]
+pub struct RecordDecoder {
+    shared: ring::Shared,
+}
+
+impl RecordDecoder {
+    /// `boot_to_wall`: nanoseconds added to kernel boot-time stamps.
+    pub fn new(boot_to_wall: i64) -> Self {
+        let d = Self::default();
+        d.shared.boot_to_wall.store(boot_to_wall, Ordering::Relaxed);
+        d
+    }
+
+    /// At most two events per record (a final request-start delta precedes
+    /// a flow end); undecodable records yield none and are counted.
+    pub fn convert(&self, record: &[u8]) -> [Option<Event>; 2] {
+        self.shared.convert(record)
+    }
+
+    pub fn decode_errors(&self) -> u64 {
+        self.shared.decode_errors.load(Ordering::Relaxed)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Control {
+    fn write_config(&mut self) -> Result<(), CaptureError> {
+        self.config
+            .set(0, self.cfg, 0)
+            .map_err(map_err(map_names::CONFIG))
+    }
+
+    /// Installs `next`: new and changed entries first, then the config flag,
+    /// then removals, so no packet sees a gap for a rule that stays.
+    fn apply(&mut self, next: Compiled) -> Result<(), CaptureError> {
+        for (&(bits, key), &id) in &next.port_entries {
+            if self.current.port_entries.get(&(bits, key)) != Some(&id) {
+                self.endpoints
+                    .insert(&aya::maps::lpm_trie::Key::new(bits, key), id, 0)
+                    .map_err(map_err(map_names::ENDPOINTS))?;
+            }
+        }
+        for (&(bits, addr), &id) in &next.any_port_entries {
+            if self.current.any_port_entries.get(&(bits, addr)) != Some(&id) {
+                self.endpoints_any
+                    .insert(&aya::maps::lpm_trie::Key::new(bits, addr), id, 0)
+                    .map_err(map_err(map_names::ENDPOINTS_ANY_PORT))?;
+            }
+        }
+        for (&port, &entry) in &next.ports {
+            if self.current.ports.get(&port) != Some(&entry) {
+                self.ports
+                    .set(u32::from(port), entry, 0)
+                    .map_err(map_err(map_names::PORTS))?;
+            }
+        }
+        self.cfg.flags = if next.any_port {
+            config_flags::NO_PORT_PREFILTER
+        } else {
+            0
+        };
+        self.write_config()?;
+        for &port in self.current.ports.keys() {
+            if !next.ports.contains_key(&port) {
+                self.ports
+                    .set(u32::from(port), PortEntry::default(), 0)
+                    .map_err(map_err(map_names::PORTS))?;
+            }
+        }
+        for &(bits, key) in self.current.port_entries.keys() {
+            if !next.port_entries.contains_key(&(bits, key)) {
+                let _ = self
+                    .endpoints
+                    .remove(&aya::maps::lpm_trie::Key::new(bits, key));
+            }
+        }
+        for &(bits, addr) in self.current.any_port_entries.keys() {
+            if !next.any_port_entries.contains_key(&(bits, addr)) {
+                let _ = self
+                    .endpoints_any
+                    .remove(&aya::maps::lpm_trie::Key::new(bits, addr));
+            }
+        }
+        tracing::debug!(
+            port_entries = next.port_entries.len(),
+            any_port_entries = next.any_port_entries.len(),
+            "endpoint maps updated"
+        );
+        self.current = next;
+        Ok(())
+    }
+}
+
+fn read_flows(flows: &Mutex<BpfHashMap<MapData, FlowKey, FlowStats>>) -> Vec<(FlowKey, FlowStats)> {
+    lock(flows).iter().filter_map(Result::ok).collect()
+}
+
+/// Every `interval`: request-start deltas, idle flows (deleted from the
+/// kernel map and ended), vanished (evicted) flows.
+async fn poll_flows(
+    flows: Arc<Mutex<BpfHashMap<MapData, FlowKey, FlowStats>>>,
+    shared: Arc<ring::Shared>,
+    tx: Sender<Event>,
+    interval: Duration,
+    idle_timeout: Duration,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let idle_ns = u64::try_from(idle_timeout.as_nanos()).unwrap_or(u64::MAX);
+    loop {
+        tick.tick().await;
+        shared
+            .boot_to_wall
+            .store(system::boot_to_wall_offset(), Ordering::Relaxed);
+        let f = flows.clone();
+        // Map iteration is one syscall per entry: keep it off the runtime.
+        let read = tokio::task::spawn_blocking(move || {
+            let entries = read_flows(&f);
+            let now_mono = system::monotonic_now();
+            let mut idle = Vec::new();
+            for (k, s) in &entries {
+                let last = s.dirs.iter().map(|d| d.last_seen_ns).max().unwrap_or(0);
+                if last != 0 && now_mono.saturating_sub(last) > idle_ns {
+                    let _ = lock(&f).remove(k);
+                    idle.push(*k);
+                }
+            }
+            (entries, idle)
+        })
+        .await;
+        let Ok((entries, idle)) = read else {
+            return;
+        };
+        let now = i64::try_from(system::monotonic_now())
+            .unwrap_or(i64::MAX)
+            .saturating_add(system::mono_to_wall_offset());
+        let events = lock(&shared.tracker).poll(entries, &idle, now);
+        for ev in events {
+            if tx.send(ev).await.is_err() {
+                return;
+            }
+        }
+    }
+}

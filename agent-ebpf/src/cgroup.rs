@@ -1,0 +1,40 @@
+//! cgroup_skb ingress and egress: the default capture point.
+//!
+//! Hook: `BPF_PROG_TYPE_CGROUP_SKB` attached to a cgroup v2 directory (the
+//! root by default), so every socket below it is seen, containers included,
+//! without touching interfaces. The skb starts at the IP header.
+//! Why: it sees local sockets' traffic with the owning cgroup known, before
+//! TLS offload or GSO splitting, at a fixed cost per packet.
+//! Cost: unmonitored TCP packet = one `bpf_skb_load_bytes` of 40/60 bytes,
+//! two inlined array lookups (stats, port prefilter) per side; non-TCP or
+//! short packets stop after the first check. Monitored packets add an LPM
+//! lookup, a flow hash lookup and atomic adds; sampled ones a payload copy
+//! and a ring-buffer write. Always returns 1 (allow).
+
+use agent_common::observer;
+use aya_ebpf::{macros::cgroup_skb, programs::SkBuffContext};
+
+use crate::track::{Hook, handle};
+
+#[cgroup_skb]
+pub fn rw_cgroup_ingress(ctx: SkBuffContext) -> i32 {
+    handle(ctx.skb.skb, Hook::CgroupIngress);
+    1
+}
+
+#[cgroup_skb]
+pub fn rw_cgroup_egress(ctx: SkBuffContext) -> i32 {
+    handle(ctx.skb.skb, Hook::CgroupEgress);
+    1
+}
+
+/// The socket whose hook saw the packet: egress runs on the sender's
+/// socket, ingress on the receiver's.
+#[inline(always)]
+pub fn cgroup_observer(egress: bool, to_server: bool) -> u8 {
+    if egress == to_server {
+        observer::CLIENT_SOCKET
+    } else {
+        observer::SERVER_SOCKET
+    }
+}

@@ -1,0 +1,62 @@
+//! The maps shared by all programs; names and layouts come from `agent-common`.
+
+use agent_common::{Config, EndpointKey, FlowKey, FlowStats, PortEntry, Scratch, stat};
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+};
+
+/// Run-time configuration, one entry, written by userspace before attaching.
+#[map]
+pub static RW_CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// Monitored endpoints with ports: (port, address prefix) → endpoint id.
+#[map]
+pub static RW_ENDPOINTS: LpmTrie<EndpointKey, u32> = LpmTrie::with_max_entries(65536, 0);
+
+/// Monitored endpoints for any port: address prefix → endpoint id.
+#[map]
+pub static RW_ENDPOINTS_ANY: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(16384, 0);
+
+/// Per-port prefilter, indexed by host-order port: an inlined array lookup
+/// rules out most unmonitored packets before the (costlier) trie lookup.
+#[map]
+pub static RW_PORTS: Array<PortEntry> = Array::with_max_entries(agent_common::PORT_ENTRIES, 0);
+
+/// Per-flow counters. LRU so a full table evicts the stalest flow instead of
+/// refusing new ones; userspace notices vanished flows. Size set by userspace.
+#[map]
+pub static RW_FLOWS: LruHashMap<FlowKey, FlowStats> = LruHashMap::with_max_entries(65536, 0);
+
+/// One all-zero `FlowStats`, the initial value of new flows (never written).
+#[map]
+pub static RW_ZERO_FLOW: Array<FlowStats> = Array::with_max_entries(1, 0);
+
+/// Samples and flow-end records. Size set by userspace.
+#[map]
+pub static RW_EVENTS: RingBuf = RingBuf::with_byte_size(16 << 20, 0);
+
+/// Loss and activity counters, see `agent_common::stat`.
+#[map]
+pub static RW_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+
+/// Where a sample (header + payload) is assembled before it is copied to the
+/// ring: too big for the 512-byte stack, and a ring reservation needs a
+/// constant size.
+#[map]
+pub static RW_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Adds 1 to a counter. Atomic although per-CPU: an ingress run in softirq
+/// can interrupt an egress run on the same CPU, and the flood test needs
+/// exact counts.
+#[inline(always)]
+pub fn count(index: u32) {
+    if let Some(p) = RW_STATS.get_ptr_mut(index) {
+        // SAFETY: the map value is a live, 8-byte aligned u64.
+        unsafe {
+            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+                p, 1,
+            )
+        };
+    }
+}

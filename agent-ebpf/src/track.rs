@@ -1,0 +1,497 @@
+//! The packet path shared by all hooks: endpoint match, flow counters,
+//! sampling, flow end.
+
+use core::{
+    ffi::c_void,
+    intrinsics::{AtomicOrdering::Relaxed, atomic_or, atomic_xadd},
+};
+
+use agent_common::{
+    ADDR_KEY_BITS, ENDPOINT_KEY_BITS, EndpointKey, FlowEndRecord, FlowKey, FlowStats, PortEntry,
+    SAMPLE_HEADER_LEN, SNAPLEN_MAX, SampleHeader, config_flags, direction, end_reason, event_id,
+    flow_state, observer, port_flags, stat,
+};
+use aya_ebpf::{
+    bindings::{__sk_buff, BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{
+        bpf_ktime_get_boot_ns, bpf_ktime_get_coarse_ns, bpf_ringbuf_output, bpf_skb_cgroup_id,
+        bpf_skb_load_bytes,
+    },
+    maps::lpm_trie::Key,
+};
+
+use crate::{
+    cgroup::cgroup_observer,
+    maps::{
+        RW_CONFIG, RW_ENDPOINTS, RW_ENDPOINTS_ANY, RW_EVENTS, RW_FLOWS, RW_PORTS, RW_SCRATCH,
+        RW_ZERO_FLOW, count,
+    },
+    packet::{self, Tcp},
+};
+
+const TCP_FIN: u8 = 0x01;
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+const TCP_ACK: u8 = 0x10;
+const EEXIST: i32 = 17;
+/// Unread ring bytes above which a sample wakes the reader.
+const WAKEUP_BYTES: u64 = 256 * 1024;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    CgroupIngress,
+    CgroupEgress,
+    Tc,
+}
+
+/// Runs on every packet; never fails the packet.
+#[inline(always)]
+pub fn handle(skb: *mut __sk_buff, hook: Hook) {
+    count(stat::PACKETS_SEEN);
+    let (l3, proto) = if hook == Hook::Tc {
+        match packet::ethernet(skb) {
+            Some(v) => v,
+            None => return,
+        }
+    } else {
+        // SAFETY: context pointer; `protocol` is in network byte order.
+        (0, u16::from_be(unsafe { (*skb).protocol } as u16))
+    };
+    let Some(p) = packet::tcp(skb, l3, proto) else {
+        return;
+    };
+    let Some(cfg) = RW_CONFIG.get(0) else {
+        return;
+    };
+    let cfg = *cfg;
+    let (Some(pd), Some(ps)) = (
+        RW_PORTS.get(u32::from(p.dport)),
+        RW_PORTS.get(u32::from(p.sport)),
+    ) else {
+        return;
+    };
+    let (pd, ps) = (*pd, *ps);
+    let any_port = cfg.flags & config_flags::NO_PORT_PREFILTER != 0;
+    if !any_port && pd.flags == 0 && ps.flags == 0 {
+        // The common unmonitored case: two array lookups.
+        return;
+    }
+    let (obs_to_server, obs_to_client, ifindex) = match hook {
+        Hook::CgroupIngress => (
+            cgroup_observer(false, true),
+            cgroup_observer(false, false),
+            0,
+        ),
+        Hook::CgroupEgress => (cgroup_observer(true, true), cgroup_observer(true, false), 0),
+        // SAFETY: context pointer.
+        Hook::Tc => (observer::TC, observer::TC, unsafe { (*skb).ifindex }),
+    };
+    if !any_port {
+        // Established flows skip the trie: guess the orientation from the
+        // prefilter and look the flow up directly. A wrong guess (both
+        // ports flagged) only costs the full match below.
+        let to_server = pd.flags != 0;
+        let key = flow_key(&p, to_server, obs_to_server, obs_to_client, ifindex);
+        if let Some(flow) = RW_FLOWS.get_ptr_mut(&key) {
+            count(stat::PACKETS_MONITORED);
+            let dir = if to_server {
+                direction::TO_SERVER
+            } else {
+                direction::TO_CLIENT
+            };
+            // SAFETY: live map value.
+            let endpoint = unsafe { (*flow).endpoint_id };
+            update(skb, &key, &p, dir, endpoint, &cfg, flow);
+            return;
+        }
+    }
+    // Plain integers, not `Option<u32>`: LLVM may spill the undefined
+    // payload of a `None`, and the verifier rejects reading it.
+    let to_dst = match_side(&p.dst, p.dport, pd, any_port);
+    let to_src = match_side(&p.src, p.sport, ps, any_port);
+    // The server is the monitored side; if both sides match, the lower port
+    // (ephemeral ports are high), so both directions agree on the orientation.
+    let (dir, found) = if to_dst != NO_MATCH && (to_src == NO_MATCH || p.sport >= p.dport) {
+        (direction::TO_SERVER, to_dst)
+    } else if to_src != NO_MATCH {
+        (direction::TO_CLIENT, to_src)
+    } else {
+        return;
+    };
+    count(stat::PACKETS_MONITORED);
+    let to_server = dir == direction::TO_SERVER;
+    let key = flow_key(&p, to_server, obs_to_server, obs_to_client, ifindex);
+    update(
+        skb,
+        &key,
+        &p,
+        dir,
+        found as u32,
+        &cfg,
+        core::ptr::null_mut(),
+    );
+}
+
+#[inline(always)]
+fn flow_key(
+    p: &Tcp,
+    to_server: bool,
+    obs_to_server: u8,
+    obs_to_client: u8,
+    ifindex: u32,
+) -> FlowKey {
+    if to_server {
+        FlowKey {
+            client_addr: p.src,
+            server_addr: p.dst,
+            client_port: p.sport,
+            server_port: p.dport,
+            observer: obs_to_server,
+            _pad0: 0,
+            _pad1: 0,
+            ifindex,
+        }
+    } else {
+        FlowKey {
+            client_addr: p.dst,
+            server_addr: p.src,
+            client_port: p.dport,
+            server_port: p.sport,
+            observer: obs_to_client,
+            _pad0: 0,
+            _pad1: 0,
+            ifindex,
+        }
+    }
+}
+
+/// `match_side` result when nothing matches; otherwise `MATCHED | id`.
+const NO_MATCH: u64 = 0;
+const MATCHED: u64 = 1 << 32;
+
+/// Endpoint id if (addr, port) is monitored. Precedence: a rule naming the
+/// port, then an any-port rule for the address, then a port-only rule.
+#[inline(always)]
+fn match_side(addr: &[u8; 16], port: u16, pe: PortEntry, any_port: bool) -> u64 {
+    if pe.flags & port_flags::LPM != 0 {
+        let k = Key::new(
+            ENDPOINT_KEY_BITS,
+            EndpointKey {
+                port_be: port.to_be_bytes(),
+                addr: *addr,
+            },
+        );
+        if let Some(id) = RW_ENDPOINTS.get(&k) {
+            return MATCHED | u64::from(*id);
+        }
+    }
+    if any_port {
+        if let Some(id) = RW_ENDPOINTS_ANY.get(Key::new(ADDR_KEY_BITS, *addr)) {
+            return MATCHED | u64::from(*id);
+        }
+    }
+    if pe.flags & port_flags::PORT_ONLY != 0 {
+        return MATCHED | u64::from(pe.endpoint_id);
+    }
+    NO_MATCH
+}
+
+#[inline(always)]
+fn add(p: *mut u64, v: u64) {
+    // SAFETY: `p` points into a live map value, 8-byte aligned.
+    unsafe { atomic_xadd::<u64, u64, { Relaxed }>(p, v) };
+}
+
+// The "generic" BPF CPU that aya-build links for has atomic add/or but not
+// their fetching variants (v3), so reads and atomic updates are separate:
+// concurrent packets of the same flow direction (rare) may share a segment
+// index, and userspace drops a duplicated flow end.
+#[inline(always)]
+fn or(p: *mut u64, v: u64) {
+    // SAFETY: `p` points into a live map value, 8-byte aligned.
+    unsafe { atomic_or::<u64, u64, { Relaxed }>(p, v) };
+}
+
+#[inline(always)]
+fn update(
+    skb: *mut __sk_buff,
+    key: &FlowKey,
+    p: &Tcp,
+    dir: u8,
+    endpoint: u32,
+    cfg: &agent_common::Config,
+    found: *mut FlowStats,
+) {
+    // Flow timestamps use the coarse monotonic clock (a cached value, a few
+    // ns); samples and flow ends get the precise boot-time clock.
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let existing = if found.is_null() {
+        RW_FLOWS.get_ptr_mut(key)
+    } else {
+        Some(found)
+    };
+    let flow = match existing {
+        Some(f) => f,
+        None => {
+            // Do not resurrect a flow after its end was reported (trailing
+            // ACK/FIN/RST) from a packet that carries nothing.
+            if p.flags & (TCP_FIN | TCP_RST) != 0 || (p.payload_len == 0 && p.flags & TCP_SYN == 0)
+            {
+                count(stat::STRAY_PACKETS);
+                return;
+            }
+            // The all-zero initial value lives in a map: a 168-byte stack
+            // value would not fit next to the rest (512-byte stack).
+            let Some(zero) = RW_ZERO_FLOW.get(0) else {
+                return;
+            };
+            let mut created = false;
+            match RW_FLOWS.insert(key, zero, u64::from(BPF_NOEXIST)) {
+                Ok(()) => {
+                    created = true;
+                    count(stat::FLOWS_CREATED);
+                }
+                // Another CPU created it first.
+                Err(e) if e == -EEXIST => {}
+                Err(_) => {
+                    count(stat::FLOW_TABLE_FULL);
+                    return;
+                }
+            }
+            match RW_FLOWS.get_ptr_mut(key) {
+                Some(f) => {
+                    if created {
+                        // SAFETY: `f` points to the live entry just created.
+                        unsafe {
+                            (*f).cgroup_id = bpf_skb_cgroup_id(skb);
+                            (*f).endpoint_id = endpoint;
+                        }
+                    }
+                    f
+                }
+                None => {
+                    count(stat::FLOW_TABLE_FULL);
+                    return;
+                }
+            }
+        }
+    };
+    let d = if dir == direction::TO_SERVER { 0 } else { 1 };
+    // SAFETY: `flow` points to a live map value; fields are accessed
+    // atomically or with tolerated races (timestamps).
+    unsafe {
+        let ds = &raw mut (*flow).dirs[d];
+        add(&raw mut (*ds).packets, 1);
+        add(&raw mut (*ds).bytes, u64::from(p.ip_len));
+        if (*ds).first_seen_ns == 0 {
+            (*ds).first_seen_ns = now;
+        }
+        (*ds).last_seen_ns = now;
+        if (*ds).tcp_flags & u64::from(p.flags) != u64::from(p.flags) {
+            or(&raw mut (*ds).tcp_flags, u64::from(p.flags));
+        }
+        if p.payload_len > 0 {
+            add(&raw mut (*ds).payload_bytes, u64::from(p.payload_len));
+            let seg = (*ds).payload_segments;
+            add(&raw mut (*ds).payload_segments, 1);
+            let request = p.payload_len >= 16 && is_request_start(skb, p.payload_off);
+            if request {
+                add(&raw mut (*ds).request_starts, 1);
+            }
+            let n = u64::from(cfg.sample_one_in);
+            if seg < u64::from(cfg.first_segments) || request || (n != 0 && seg % n == 0) {
+                add(&raw mut (*ds).samples, 1);
+                sample(skb, key, p, dir, endpoint, (*flow).cgroup_id, cfg.snaplen);
+            }
+        }
+        let state = &raw mut (*flow).state;
+        if p.flags & TCP_RST != 0 {
+            end(key, flow, end_reason::RST);
+        } else if p.flags & TCP_FIN != 0 {
+            let bit = if d == 0 {
+                flow_state::FIN_TO_SERVER
+            } else {
+                flow_state::FIN_TO_CLIENT
+            };
+            or(state, bit);
+        } else if p.flags & TCP_ACK != 0
+            && p.payload_len == 0
+            && *state & (flow_state::FIN_TO_SERVER | flow_state::FIN_TO_CLIENT)
+                == flow_state::FIN_TO_SERVER | flow_state::FIN_TO_CLIENT
+        {
+            end(key, flow, end_reason::FIN);
+        }
+    }
+}
+
+/// Pairs (little-endian word, mask) for "METHOD " prefixes.
+const fn token(s: &[u8]) -> (u64, u64) {
+    let mut v = 0u64;
+    let mut i = 0;
+    while i < s.len() {
+        v |= (s[i] as u64) << (8 * i);
+        i += 1;
+    }
+    let mask = if s.len() >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (8 * s.len())) - 1
+    };
+    (v, mask)
+}
+
+const METHODS: [(u64, u64); 9] = [
+    token(b"GET "),
+    token(b"POST "),
+    token(b"PUT "),
+    token(b"DELETE "),
+    token(b"HEAD "),
+    token(b"OPTIONS "),
+    token(b"PATCH "),
+    token(b"CONNECT "),
+    token(b"TRACE "),
+];
+
+/// Does the payload start with an HTTP/1.x method token and a space? Callers
+/// ensure at least 16 payload bytes (the shortest request line).
+#[inline(always)]
+fn is_request_start(skb: *mut __sk_buff, off: u32) -> bool {
+    let Some(b) = packet::peek::<8>(skb, off) else {
+        return false;
+    };
+    let w = u64::from_le_bytes(b);
+    let mut i = 0;
+    while i < METHODS.len() {
+        let (v, m) = METHODS[i];
+        if w & m == v {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+#[inline(always)]
+#[expect(clippy::too_many_arguments, reason = "one call site, inlined")]
+fn sample(
+    skb: *mut __sk_buff,
+    key: &FlowKey,
+    p: &Tcp,
+    dir: u8,
+    endpoint: u32,
+    cgroup_id: u64,
+    snaplen: u32,
+) {
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let Some(scratch) = RW_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    let snap = if snaplen > SNAPLEN_MAX {
+        SNAPLEN_MAX
+    } else {
+        snaplen
+    };
+    let mut captured = p.payload_len;
+    if captured > snap {
+        captured = snap;
+        count(stat::SAMPLE_TRUNCATED);
+    }
+    // SAFETY: `scratch` is this CPU's scratch buffer (SAMPLE_HEADER_LEN +
+    // SNAPLEN_MAX bytes, 8-byte aligned); the payload copy length is masked
+    // into 1..=SNAPLEN_MAX right before the call.
+    unsafe {
+        let buf = (*scratch).buf.as_mut_ptr();
+        // Field by field: a whole-struct write would be built on the stack first.
+        let hdr = buf as *mut SampleHeader;
+        (*hdr).event = event_id::SAMPLE;
+        (*hdr).direction = dir;
+        (*hdr).tcp_flags = p.flags;
+        (*hdr)._pad = 0;
+        (*hdr).captured_len = captured;
+        (*hdr).payload_len = p.payload_len;
+        (*hdr).seq = p.seq;
+        (*hdr).endpoint_id = endpoint;
+        (*hdr).ts_boot_ns = now;
+        (*hdr).cgroup_id = cgroup_id;
+        (*hdr).key = *key;
+        (*hdr)._pad2 = 0;
+        let mut len = SAMPLE_HEADER_LEN as u64;
+        if captured > 0 {
+            // The verifier needs a length it can prove to be in
+            // 1..=SNAPLEN_MAX. LLVM folds range checks into forms it cannot
+            // follow, so the length is read back through a volatile load
+            // (opaque to LLVM) and forced into range with a mask; for
+            // 1..=SNAPLEN_MAX the mask is the identity.
+            let c = core::ptr::read_volatile(&raw const (*hdr).captured_len);
+            let n = (c.wrapping_sub(1) & (SNAPLEN_MAX - 1)) + 1;
+            let r = bpf_skb_load_bytes(
+                skb as *const c_void,
+                p.payload_off,
+                buf.add(SAMPLE_HEADER_LEN) as *mut c_void,
+                n,
+            );
+            if r < 0 {
+                count(stat::PAYLOAD_LOAD_FAILED);
+                (*hdr).captured_len = 0;
+            } else {
+                len += u64::from(n);
+            }
+        }
+        // Waking the reader for every sample (irq_work) costs more than the
+        // sample itself; the reader also polls on a short timer, so only a
+        // filling ring forces a wakeup.
+        let flags = if RW_EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= WAKEUP_BYTES {
+            BPF_RB_FORCE_WAKEUP
+        } else {
+            BPF_RB_NO_WAKEUP
+        };
+        let r = bpf_ringbuf_output(RW_EVENTS_PTR(), buf as *mut c_void, len, u64::from(flags));
+        if r < 0 {
+            count(stat::RING_FULL);
+        } else {
+            count(stat::SAMPLES_EMITTED);
+        }
+    }
+}
+
+#[expect(non_snake_case, reason = "reads like the map it names")]
+#[inline(always)]
+fn RW_EVENTS_PTR() -> *mut c_void {
+    (&raw const RW_EVENTS).cast_mut().cast()
+}
+
+/// Emits the flow-end record once (whichever CPU sets ENDED first) and
+/// deletes the entry.
+#[inline(always)]
+fn end(key: &FlowKey, flow: *mut FlowStats, reason: u32) {
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    // SAFETY: `flow` points to a live map value.
+    unsafe {
+        if (*flow).state & flow_state::ENDED != 0 {
+            return;
+        }
+        or(&raw mut (*flow).state, flow_state::ENDED);
+    }
+    match RW_EVENTS.reserve::<FlowEndRecord>(0) {
+        Some(mut entry) => {
+            // SAFETY: the reservation is sized for a FlowEndRecord; `flow`
+            // is live until the remove below.
+            unsafe {
+                let r = entry.as_mut_ptr();
+                (*r).event = event_id::FLOW_END;
+                (*r).reason = reason;
+                (*r).ts_boot_ns = now;
+                (*r).key = *key;
+                (*r)._pad = 0;
+                core::ptr::copy_nonoverlapping(flow.cast_const(), &raw mut (*r).stats, 1);
+            }
+            entry.submit(0);
+            count(stat::FLOW_ENDS_EMITTED);
+        }
+        None => count(stat::FLOW_END_RING_FULL),
+    }
+    let _ = RW_FLOWS.remove(key);
+}

@@ -1,0 +1,365 @@
+//! Userspace flow bookkeeping: which kernel view of a connection is reported
+//! (one per connection), request-start deltas, and flows that ended without a
+//! flow-end record (idle, or evicted from the kernel's LRU table).
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv6Addr, SocketAddr},
+    time::{Duration, Instant},
+};
+
+use agent_common::{FlowKey, FlowStats, observer};
+
+use crate::event::{Event, FlowEndReason, FlowId, FlowTotals, Nanos};
+
+/// How long an ended connection keeps its claim, so that the other views'
+/// late records and flow ends of the same connection are dropped.
+const TOMBSTONE: Duration = Duration::from_secs(5);
+/// Polls a flow must be missing from the kernel map before it counts as
+/// evicted: its flow-end record may still be on its way through the ring.
+const MISSING_POLLS: u32 = 2;
+
+/// The kernel's view of one flow-map entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowSnapshot {
+    pub flow: FlowId,
+    /// `agent_common::observer` value.
+    pub observer: u8,
+    /// Interface index for TC views, 0 otherwise.
+    pub ifindex: u32,
+    pub endpoint_id: u32,
+    pub cgroup_id: u64,
+    pub totals: FlowTotals,
+    /// TCP flags seen, per direction (to server, to client).
+    pub tcp_flags: [u8; 2],
+    /// Wall clock of the first and last packet (0 when none yet).
+    pub first_seen: Nanos,
+    pub last_seen: Nanos,
+}
+
+/// Converts a kernel address (IPv4 mapped into IPv6) to a std address.
+pub fn ip(addr: [u8; 16]) -> IpAddr {
+    let v6 = Ipv6Addr::from(addr);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(v6),
+    }
+}
+
+pub fn flow_id(key: &FlowKey) -> FlowId {
+    FlowId {
+        client: SocketAddr::new(ip(key.client_addr), key.client_port),
+        server: SocketAddr::new(ip(key.server_addr), key.server_port),
+    }
+}
+
+pub fn totals(s: &FlowStats) -> FlowTotals {
+    let [a, b] = &s.dirs;
+    FlowTotals {
+        packets: [a.packets, b.packets],
+        bytes: [a.bytes, b.bytes],
+        payload_bytes: [a.payload_bytes, b.payload_bytes],
+        payload_segments: [a.payload_segments, b.payload_segments],
+        request_starts: [a.request_starts, b.request_starts],
+    }
+}
+
+pub fn snapshot(key: &FlowKey, s: &FlowStats, boot_to_wall: i64) -> FlowSnapshot {
+    let wall = |t: u64| {
+        if t == 0 {
+            0
+        } else {
+            i64::try_from(t)
+                .unwrap_or(i64::MAX)
+                .saturating_add(boot_to_wall)
+        }
+    };
+    let first = s
+        .dirs
+        .iter()
+        .map(|d| d.first_seen_ns)
+        .filter(|&t| t != 0)
+        .min()
+        .unwrap_or(0);
+    let last = s.dirs.iter().map(|d| d.last_seen_ns).max().unwrap_or(0);
+    FlowSnapshot {
+        flow: flow_id(key),
+        observer: key.observer,
+        ifindex: key.ifindex,
+        endpoint_id: s.endpoint_id,
+        cgroup_id: s.cgroup_id,
+        totals: totals(s),
+        tcp_flags: [s.dirs[0].tcp_flags as u8, s.dirs[1].tcp_flags as u8],
+        first_seen: wall(first),
+        last_seen: wall(last),
+    }
+}
+
+type View = (u8, u32);
+
+fn view(key: &FlowKey) -> View {
+    (key.observer, key.ifindex)
+}
+
+#[derive(Debug)]
+struct Tracked {
+    view: View,
+    /// Request starts to the server already reported.
+    reported: u64,
+    ended: Option<Instant>,
+    missing: u32,
+    last_totals: Option<FlowTotals>,
+}
+
+/// Claims, request-start deltas and end detection, shared by the ring reader
+/// and the flow-map poller.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    flows: HashMap<FlowId, Tracked>,
+    /// Records dropped because another view of the connection is reported.
+    pub duplicate_views: u64,
+}
+
+impl Tracker {
+    /// Whether records of this view are reported; the first view seen claims
+    /// the connection. Client-socket views are preferred when both socket
+    /// views are seen in one poll (they are identical on loopback).
+    fn admit(&mut self, id: FlowId, key: &FlowKey) -> Option<&mut Tracked> {
+        let v = view(key);
+        let t = self.flows.entry(id).or_insert(Tracked {
+            view: v,
+            reported: 0,
+            ended: None,
+            missing: 0,
+            last_totals: None,
+        });
+        if t.view == v {
+            if t.ended.is_some() {
+                // The same view reports again after the end: a new
+                // connection reusing the 4-tuple.
+                *t = Tracked {
+                    view: v,
+                    reported: 0,
+                    ended: None,
+                    missing: 0,
+                    last_totals: None,
+                };
+            }
+            Some(t)
+        } else {
+            self.duplicate_views += 1;
+            None
+        }
+    }
+
+    /// A sample: reported or dropped as a duplicate view.
+    pub fn admit_sample(&mut self, key: &FlowKey) -> bool {
+        let id = flow_id(key);
+        self.admit(id, key).is_some()
+    }
+
+    /// A flow-end record: the last request-start delta, then the end.
+    pub fn flow_end(
+        &mut self,
+        key: &FlowKey,
+        stats: &FlowStats,
+        reason: FlowEndReason,
+        ts: Nanos,
+    ) -> [Option<Event>; 2] {
+        let id = flow_id(key);
+        if self
+            .flows
+            .get(&id)
+            .is_some_and(|t| t.view == view(key) && t.ended.is_some())
+        {
+            // Already ended (duplicate end from a racing CPU, or idle first).
+            return [None, None];
+        }
+        let Some(t) = self.admit(id, key) else {
+            return [None, None];
+        };
+        let totals = totals(stats);
+        let delta = totals.request_starts[0].saturating_sub(t.reported);
+        t.reported = totals.request_starts[0];
+        t.ended = Some(Instant::now());
+        let starts = (delta > 0).then_some(Event::RequestStarts {
+            ts,
+            flow: id,
+            count: delta,
+        });
+        let end = Event::FlowEnd {
+            ts,
+            flow: id,
+            reason,
+            totals: Some(totals),
+        };
+        [starts, Some(end)]
+    }
+
+    /// One poll of the kernel flow map: request-start deltas for live flows,
+    /// idle ends (`idle` lists keys the caller deleted from the kernel map
+    /// for idleness), and evictions. Client-socket views go first so they
+    /// win new claims.
+    pub fn poll(
+        &mut self,
+        mut entries: Vec<(FlowKey, FlowStats)>,
+        idle: &[FlowKey],
+        now: Nanos,
+    ) -> Vec<Event> {
+        entries.sort_by_key(|(k, _)| k.observer != observer::CLIENT_SOCKET);
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (key, stats) in &entries {
+            let id = flow_id(key);
+            if self
+                .flows
+                .get(&id)
+                .is_some_and(|t| t.view == view(key) && t.ended.is_some())
+            {
+                // Its end is known; a stale snapshot entry must not revive it.
+                continue;
+            }
+            let Some(t) = self.admit(id, key) else {
+                continue;
+            };
+            seen.insert(id);
+            t.missing = 0;
+            let totals = totals(stats);
+            t.last_totals = Some(totals);
+            let delta = totals.request_starts[0].saturating_sub(t.reported);
+            if delta > 0 {
+                t.reported = totals.request_starts[0];
+                out.push(Event::RequestStarts {
+                    ts: now,
+                    flow: id,
+                    count: delta,
+                });
+            }
+            if idle.contains(key) {
+                t.ended = Some(Instant::now());
+                out.push(Event::FlowEnd {
+                    ts: now,
+                    flow: id,
+                    reason: FlowEndReason::Idle,
+                    totals: Some(totals),
+                });
+            }
+        }
+        let now_i = Instant::now();
+        for (id, t) in &mut self.flows {
+            if t.ended.is_some() || seen.contains(id) {
+                continue;
+            }
+            t.missing += 1;
+            if t.missing >= MISSING_POLLS {
+                t.ended = Some(now_i);
+                out.push(Event::FlowEnd {
+                    ts: now,
+                    flow: *id,
+                    reason: FlowEndReason::Idle,
+                    totals: t.last_totals,
+                });
+            }
+        }
+        self.flows
+            .retain(|_, t| t.ended.is_none_or(|e| now_i.duration_since(e) < TOMBSTONE));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use agent_common::DirStats;
+
+    use super::*;
+
+    fn key(observer: u8) -> FlowKey {
+        let mut c = [0u8; 16];
+        c[10] = 0xff;
+        c[11] = 0xff;
+        c[12..].copy_from_slice(&[127, 0, 0, 1]);
+        FlowKey {
+            client_addr: c,
+            server_addr: c,
+            client_port: 40000,
+            server_port: 8080,
+            observer,
+            ..FlowKey::default()
+        }
+    }
+
+    fn stats(requests: u64) -> FlowStats {
+        let mut s = FlowStats::default();
+        s.dirs[0] = DirStats {
+            packets: 3,
+            request_starts: requests,
+            ..DirStats::default()
+        };
+        s
+    }
+
+    #[test]
+    fn mapped_ipv4_becomes_ipv4() {
+        let id = flow_id(&key(1));
+        assert_eq!(id.client.to_string(), "127.0.0.1:40000");
+        assert_eq!(id.server.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn one_view_per_connection_and_exact_request_deltas() {
+        let mut t = Tracker::default();
+        let ev = t.poll(vec![(key(2), stats(2)), (key(1), stats(2))], &[], 1);
+        // Client view wins; one delta of 2.
+        assert!(matches!(
+            ev.as_slice(),
+            [Event::RequestStarts { count: 2, .. }]
+        ));
+        assert!(!t.admit_sample(&key(2)));
+        assert!(t.admit_sample(&key(1)));
+        let ev = t.poll(vec![(key(1), stats(5)), (key(2), stats(5))], &[], 2);
+        assert!(matches!(
+            ev.as_slice(),
+            [Event::RequestStarts { count: 3, .. }]
+        ));
+        let [a, b] = t.flow_end(&key(1), &stats(6), FlowEndReason::Fin, 3);
+        assert!(matches!(a, Some(Event::RequestStarts { count: 1, .. })));
+        assert!(matches!(
+            b,
+            Some(Event::FlowEnd {
+                reason: FlowEndReason::Fin,
+                ..
+            })
+        ));
+        // The server view's end of the same connection is dropped.
+        assert!(
+            t.flow_end(&key(2), &stats(6), FlowEndReason::Fin, 3)
+                .iter()
+                .all(Option::is_none)
+        );
+        // So is the client view's duplicate.
+        assert!(
+            t.flow_end(&key(1), &stats(6), FlowEndReason::Fin, 3)
+                .iter()
+                .all(Option::is_none)
+        );
+        // A stale snapshot must not revive it.
+        assert!(t.poll(vec![(key(1), stats(6))], &[], 4).is_empty());
+    }
+
+    #[test]
+    fn vanished_flows_end_idle_after_grace() {
+        let mut t = Tracker::default();
+        t.poll(vec![(key(1), stats(0))], &[], 1);
+        assert!(t.poll(vec![], &[], 2).is_empty());
+        let ev = t.poll(vec![], &[], 3);
+        assert!(matches!(
+            ev.as_slice(),
+            [Event::FlowEnd {
+                reason: FlowEndReason::Idle,
+                totals: Some(_),
+                ..
+            }]
+        ));
+        assert!(t.poll(vec![], &[], 4).is_empty());
+    }
+}

@@ -1,0 +1,342 @@
+//! The ring-buffer reader: kernel records → [`Event`]s on the bounded channel.
+//!
+//! One task drains the ring whenever epoll says it is readable. Sending
+//! blocks when the channel is full; the kernel then finds the ring full and
+//! counts the loss (`stat::RING_FULL`), so every sample is either delivered
+//! or counted, exactly.
+
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicI64, AtomicU64, Ordering},
+};
+
+use agent_common::{
+    decode::{DecodeError, Record},
+    direction, end_reason,
+};
+use aya::maps::{MapData, RingBuf};
+use bytes::Bytes;
+use tokio::{io::unix::AsyncFd, sync::mpsc::Sender};
+
+use super::flows::{Tracker, flow_id};
+use crate::event::{Direction, Event, FlowEndReason, Packet};
+
+/// State shared by the capture's tasks and its handle.
+#[derive(Debug, Default)]
+pub struct Shared {
+    pub tracker: Mutex<Tracker>,
+    /// Nanoseconds to add to `CLOCK_BOOTTIME` to get the wall clock.
+    pub boot_to_wall: AtomicI64,
+    pub decode_errors: AtomicU64,
+    pub records: AtomicU64,
+}
+
+impl Shared {
+    pub fn wall(&self, boot_ns: u64) -> i64 {
+        i64::try_from(boot_ns)
+            .unwrap_or(i64::MAX)
+            .saturating_add(self.boot_to_wall.load(Ordering::Relaxed))
+    }
+
+    fn tracker(&self) -> std::sync::MutexGuard<'_, Tracker> {
+        // A panic while holding the lock leaves plain counters behind: keep going.
+        self.tracker.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Turns one record into at most two events; bad records are counted.
+    pub fn convert(&self, buf: &[u8]) -> [Option<Event>; 2] {
+        self.records.fetch_add(1, Ordering::Relaxed);
+        match Record::try_from(buf) {
+            Ok(Record::Sample { header, payload }) => {
+                if !self.tracker().admit_sample(&header.key) {
+                    return [None, None];
+                }
+                let id = flow_id(&header.key);
+                let (src, dst, dir) = if header.direction == direction::TO_SERVER {
+                    (id.client, id.server, Direction::ToServer)
+                } else {
+                    (id.server, id.client, Direction::ToClient)
+                };
+                [
+                    Some(Event::Packet(Packet {
+                        ts: self.wall(header.ts_boot_ns),
+                        src,
+                        dst,
+                        seq: header.seq,
+                        flags: header.tcp_flags,
+                        payload_len: header.payload_len,
+                        payload: Bytes::copy_from_slice(payload),
+                        direction: Some(dir),
+                    })),
+                    None,
+                ]
+            }
+            Ok(Record::FlowEnd(rec)) => {
+                let reason = match rec.reason {
+                    end_reason::FIN => FlowEndReason::Fin,
+                    end_reason::RST => FlowEndReason::Rst,
+                    other => {
+                        self.count_error(&DecodeError::BadField {
+                            field: "reason",
+                            value: other.into(),
+                        });
+                        return [None, None];
+                    }
+                };
+                let ts = self.wall(rec.ts_boot_ns);
+                self.tracker().flow_end(&rec.key, &rec.stats, reason, ts)
+            }
+            Err(e) => {
+                self.count_error(&e);
+                [None, None]
+            }
+        }
+    }
+
+    fn count_error(&self, e: &DecodeError) {
+        let n = self.decode_errors.fetch_add(1, Ordering::Relaxed);
+        // The first few are worth a line; a flood of them is in the counter.
+        if n < 8 {
+            tracing::warn!(error = %e, "skipping undecodable ring-buffer record");
+        }
+    }
+}
+
+/// How often the ring is drained without a wakeup: samples only wake the
+/// reader when the ring is filling up (see the kernel's `WAKEUP_BYTES`).
+const POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Drains the ring into `tx` until the receiver is gone or the fd fails.
+/// On `stop`, delivers what is in the ring and returns.
+pub async fn run(
+    mut ring: AsyncFd<RingBuf<MapData>>,
+    tx: Sender<Event>,
+    shared: Arc<Shared>,
+    stop: Arc<tokio::sync::Notify>,
+) {
+    let mut tick = tokio::time::interval(POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let open = tokio::select! {
+            () = stop.notified() => {
+                drain(ring.get_mut(), &tx, &shared).await;
+                return;
+            }
+            ready = ring.readable_mut() => match ready {
+                Ok(mut guard) => {
+                    let open = drain(guard.get_inner_mut(), &tx, &shared).await;
+                    guard.clear_ready();
+                    open
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "ring buffer poll failed; capture stops delivering events");
+                    return;
+                }
+            },
+            _ = tick.tick() => drain(ring.get_mut(), &tx, &shared).await,
+        };
+        if !open {
+            return;
+        }
+    }
+}
+
+/// Delivers every available record; false when the receiver is gone.
+async fn drain(rb: &mut RingBuf<MapData>, tx: &Sender<Event>, shared: &Shared) -> bool {
+    loop {
+        let events = {
+            let Some(item) = rb.next() else {
+                return true;
+            };
+            shared.convert(&item)
+            // `item` is released here, before the (possibly blocking) send,
+            // so the kernel can reuse its space.
+        };
+        for ev in events.into_iter().flatten() {
+            if tx.send(ev).await.is_err() {
+                return false;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use agent_common::{
+        FlowEndRecord, FlowKey, SAMPLE_HEADER_LEN, SampleHeader, event_id, observer,
+    };
+
+    use super::*;
+
+    fn key() -> FlowKey {
+        let mut a = [0u8; 16];
+        a[10] = 0xff;
+        a[11] = 0xff;
+        a[12..].copy_from_slice(&[127, 0, 0, 1]);
+        FlowKey {
+            client_addr: a,
+            server_addr: a,
+            client_port: 50000,
+            server_port: 443,
+            observer: observer::CLIENT_SOCKET,
+            ..FlowKey::default()
+        }
+    }
+
+    /// Serialises like the kernel does (little-endian, repr(C)).
+    fn sample(dir: u8, payload: &[u8], payload_len: u32) -> Vec<u8> {
+        let h = SampleHeader {
+            event: event_id::SAMPLE,
+            direction: dir,
+            tcp_flags: 0x18,
+            captured_len: payload.len() as u32,
+            payload_len,
+            seq: 77,
+            endpoint_id: 3,
+            ts_boot_ns: 1_000,
+            cgroup_id: 9,
+            key: key(),
+            ..SampleHeader::default()
+        };
+        let mut v = Vec::new();
+        v.extend_from_slice(&h.event.to_le_bytes());
+        v.push(h.direction);
+        v.push(h.tcp_flags);
+        v.extend_from_slice(&[0, 0]);
+        for x in [h.captured_len, h.payload_len, h.seq, h.endpoint_id] {
+            v.extend_from_slice(&x.to_le_bytes());
+        }
+        v.extend_from_slice(&h.ts_boot_ns.to_le_bytes());
+        v.extend_from_slice(&h.cgroup_id.to_le_bytes());
+        let k = h.key;
+        v.extend_from_slice(&k.client_addr);
+        v.extend_from_slice(&k.server_addr);
+        v.extend_from_slice(&k.client_port.to_le_bytes());
+        v.extend_from_slice(&k.server_port.to_le_bytes());
+        v.extend_from_slice(&[k.observer, 0, 0, 0]);
+        v.extend_from_slice(&k.ifindex.to_le_bytes());
+        v.extend_from_slice(&[0; 4]);
+        assert_eq!(v.len(), SAMPLE_HEADER_LEN);
+        v.extend_from_slice(payload);
+        v
+    }
+
+    #[test]
+    fn sample_becomes_oriented_packet_with_wall_clock() {
+        let s = Shared::default();
+        s.boot_to_wall.store(5_000, Ordering::Relaxed);
+        let [ev, none] = s.convert(&sample(direction::TO_CLIENT, b"HTTP/1.1 200", 500));
+        assert!(none.is_none());
+        let Some(Event::Packet(p)) = ev else {
+            panic!("expected a packet, got {ev:?}")
+        };
+        assert_eq!(p.ts, 6_000);
+        assert_eq!(p.src.to_string(), "127.0.0.1:443");
+        assert_eq!(p.dst.to_string(), "127.0.0.1:50000");
+        assert_eq!(p.direction, Some(Direction::ToClient));
+        assert_eq!(&p.payload[..], b"HTTP/1.1 200");
+        assert_eq!(p.payload_len, 500);
+        assert_eq!(p.seq, 77);
+        assert_eq!(s.decode_errors.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn truncated_and_garbage_records_are_counted_not_panicking() {
+        let s = Shared::default();
+        let good = sample(direction::TO_SERVER, b"GET / HTTP/1.1\r\n", 16);
+        let mut bad_inputs: Vec<Vec<u8>> = vec![
+            vec![],
+            vec![0x10],
+            good[..SAMPLE_HEADER_LEN - 1].to_vec(),
+            good[..good.len() - 1].to_vec(), // claims more payload than present
+            vec![0xff; 300],
+            {
+                let mut v = good.clone();
+                v[4] = 7; // direction out of range
+                v
+            },
+            {
+                let mut v = vec![0u8; 100];
+                v[..4].copy_from_slice(&event_id::FLOW_END.to_le_bytes());
+                v // flow end, too short
+            },
+        ];
+        // Every prefix of a valid record, and some bit flips.
+        for n in 0..good.len() {
+            bad_inputs.push(good[..n].to_vec());
+        }
+        let mut errors = 0;
+        for input in &bad_inputs {
+            let before = s.decode_errors.load(Ordering::Relaxed);
+            let out = s.convert(input);
+            let after = s.decode_errors.load(Ordering::Relaxed);
+            if out.iter().all(Option::is_none) {
+                assert_eq!(after, before + 1, "input {input:?} dropped silently");
+                errors += 1;
+            }
+        }
+        assert_eq!(errors, bad_inputs.len());
+        // The pipeline still decodes good records afterwards.
+        assert!(matches!(s.convert(&good), [Some(Event::Packet(_)), None]));
+    }
+
+    #[test]
+    fn flow_end_carries_totals_and_final_request_delta() {
+        let s = Shared::default();
+        let mut rec = FlowEndRecord {
+            event: event_id::FLOW_END,
+            reason: end_reason::RST,
+            ts_boot_ns: 10,
+            key: key(),
+            ..FlowEndRecord::default()
+        };
+        rec.stats.dirs[0].packets = 4;
+        rec.stats.dirs[0].request_starts = 2;
+        rec.stats.dirs[1].bytes = 999;
+        let mut v = Vec::new();
+        v.extend_from_slice(&rec.event.to_le_bytes());
+        v.extend_from_slice(&rec.reason.to_le_bytes());
+        v.extend_from_slice(&rec.ts_boot_ns.to_le_bytes());
+        let k = rec.key;
+        v.extend_from_slice(&k.client_addr);
+        v.extend_from_slice(&k.server_addr);
+        v.extend_from_slice(&k.client_port.to_le_bytes());
+        v.extend_from_slice(&k.server_port.to_le_bytes());
+        v.extend_from_slice(&[k.observer, 0, 0, 0]);
+        v.extend_from_slice(&k.ifindex.to_le_bytes());
+        v.extend_from_slice(&[0; 4]);
+        for d in &rec.stats.dirs {
+            for x in [
+                d.packets,
+                d.bytes,
+                d.payload_bytes,
+                d.payload_segments,
+                d.request_starts,
+                d.first_seen_ns,
+                d.last_seen_ns,
+                d.samples,
+                d.tcp_flags,
+            ] {
+                v.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+        v.extend_from_slice(&[0; 8 + 8 + 4 + 4]);
+        assert_eq!(v.len(), agent_common::FLOW_END_LEN);
+        let [starts, end] = s.convert(&v);
+        assert!(matches!(
+            starts,
+            Some(Event::RequestStarts { count: 2, .. })
+        ));
+        let Some(Event::FlowEnd {
+            reason,
+            totals: Some(t),
+            ..
+        }) = end
+        else {
+            panic!("expected a flow end, got {end:?}")
+        };
+        assert_eq!(reason, FlowEndReason::Rst);
+        assert_eq!(t.packets, [4, 0]);
+        assert_eq!(t.bytes, [0, 999]);
+    }
+}

@@ -1,0 +1,49 @@
+//! Processes the tests place in a cgroup or network namespace: a client must
+//! be its own process so that only its sockets are charged to the test cgroup.
+//!
+//! rw-helper http-client <server addr> <requests> [path]   one keep-alive connection; prints a JSON report
+//! rw-helper serve-http <bind addr> <body len>             prints "listening <addr>", serves until stdin closes
+
+use std::{io::Read, net::SocketAddr, process::ExitCode};
+
+use tests::http::{HttpServer, run_client};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or_default();
+    match arg(0) {
+        "http-client" => {
+            let (Ok(server), Ok(n)) = (arg(1).parse::<SocketAddr>(), arg(2).parse::<u64>()) else {
+                eprintln!("usage: rw-helper http-client <addr> <requests> [path]");
+                return ExitCode::from(2);
+            };
+            let path = args.get(3).map_or("/", String::as_str);
+            match run_client(server, n, path) {
+                Ok(report) => {
+                    println!("{}", report.to_json());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("http client to {server} failed: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        "serve-http" => {
+            let (Ok(bind), Ok(body)) = (arg(1).parse::<SocketAddr>(), arg(2).parse::<usize>())
+            else {
+                eprintln!("usage: rw-helper serve-http <bind addr> <body len>");
+                return ExitCode::from(2);
+            };
+            let server = HttpServer::start(bind, body);
+            println!("listening {}", server.addr());
+            // Serve until the parent closes our stdin (or dies).
+            let _ = std::io::stdin().read_to_end(&mut Vec::new());
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprintln!("usage: rw-helper http-client|serve-http ...");
+            ExitCode::from(2)
+        }
+    }
+}

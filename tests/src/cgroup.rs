@@ -1,0 +1,136 @@
+//! A throwaway cgroup v2 child directory that real client processes are put
+//! into, so a capture attached there sees exactly their sockets.
+//!
+//! A socket belongs to the cgroup its creator was in when it was created, so a
+//! client must be in the cgroup before it connects: [`CgroupGuard::command`]
+//! moves the child into the cgroup between fork and exec.
+
+use std::{
+    ffi::CString,
+    fs,
+    os::unix::{ffi::OsStrExt, fs::MetadataExt, process::CommandExt},
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use crate::wait::wait_until;
+
+/// Mount point of the cgroup v2 hierarchy, from `/proc/self/mountinfo`.
+pub fn cgroup2_root() -> PathBuf {
+    let info = fs::read_to_string("/proc/self/mountinfo").expect("read /proc/self/mountinfo");
+    for line in info.lines() {
+        // "<id> <parent> <maj:min> <root> <mount point> <opts> ... - <fstype> <source> <super opts>"
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        if right.split_whitespace().next() == Some("cgroup2")
+            && let Some(mount) = left.split_whitespace().nth(4)
+        {
+            return PathBuf::from(mount);
+        }
+    }
+    panic!("no cgroup v2 hierarchy is mounted (no cgroup2 line in /proc/self/mountinfo)")
+}
+
+/// A child cgroup created for one test and removed on drop.
+#[derive(Debug)]
+pub struct CgroupGuard {
+    path: PathBuf,
+    root: PathBuf,
+}
+
+impl CgroupGuard {
+    /// Create `<cgroup2 root>/rwt-<tag>-<pid>-<n>`.
+    pub fn new(tag: &str) -> Self {
+        let root = cgroup2_root();
+        let path = root.join(crate::unique_name(tag));
+        fs::create_dir(&path)
+            .unwrap_or_else(|e| panic!("cannot create cgroup {}: {e}", path.display()));
+        Self { path, root }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The cgroup id the kernel reports (`bpf_skb_cgroup_id`,
+    /// `bpf_get_current_cgroup_id`): the inode number of the directory.
+    pub fn id(&self) -> u64 {
+        fs::metadata(&self.path)
+            .unwrap_or_else(|e| panic!("stat {}: {e}", self.path.display()))
+            .ino()
+    }
+
+    /// A `Command` whose process joins this cgroup before it execs, so every
+    /// socket it creates is charged to the cgroup.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new(program);
+        self.enter_on_spawn(&mut cmd);
+        cmd
+    }
+
+    /// Make an existing `Command` join this cgroup between fork and exec.
+    pub fn enter_on_spawn(&self, cmd: &mut Command) {
+        let procs = CString::new(self.path.join("cgroup.procs").as_os_str().as_bytes())
+            .expect("cgroup path has no NUL byte");
+        // SAFETY: the closure runs between fork and exec and only calls the
+        // async-signal-safe open/write/close on memory allocated before fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // "0" means "the writing process".
+                let n = libc::write(fd, b"0".as_ptr().cast(), 1);
+                let err = std::io::Error::last_os_error();
+                libc::close(fd);
+                if n != 1 {
+                    return Err(err);
+                }
+                Ok(())
+            });
+        }
+    }
+
+    /// Pids currently in the cgroup.
+    pub fn procs(&self) -> Vec<u32> {
+        fs::read_to_string(self.path.join("cgroup.procs"))
+            .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Move `pid` into this cgroup (for processes started some other way;
+    /// only sockets created afterwards are charged here).
+    pub fn add_pid(&self, pid: u32) {
+        fs::write(self.path.join("cgroup.procs"), pid.to_string())
+            .unwrap_or_else(|e| panic!("move pid {pid} into {}: {e}", self.path.display()));
+    }
+}
+
+impl Drop for CgroupGuard {
+    fn drop(&mut self) {
+        // Leftover processes (a test that panicked mid-way) go back to the
+        // root cgroup so the directory can be removed.
+        for pid in self.procs() {
+            let _ = fs::write(self.root.join("cgroup.procs"), pid.to_string());
+        }
+        let path = self.path.clone();
+        let removed = std::panic::catch_unwind(|| {
+            wait_until(
+                &format!("removal of cgroup {}", path.display()),
+                Duration::from_secs(5),
+                || match fs::remove_dir(&path) {
+                    Ok(()) => Some(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(()),
+                    // EBUSY while exiting processes are still being reaped.
+                    Err(_) => None,
+                },
+            )
+        });
+        if removed.is_err() {
+            eprintln!("warning: could not remove cgroup {}", self.path.display());
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! Flood: far more samples than the ring buffer holds, with a consumer that
+//! is not reading. Every sample is either delivered or counted as a ring-full
+//! drop, exactly, and the pipeline delivers normally afterwards.
+
+use agent::event::Event;
+use tests::{
+    cgroup::CgroupGuard,
+    harness::{Attach, Endpoint, Harness, Tuning},
+    http::HttpServer,
+    pcap::{flow_closed, flow_totals},
+    tcpdump::Tcpdump,
+    tools::require_tools,
+};
+
+use crate::{EVENT_TIMEOUT, http_client_in};
+
+#[test]
+fn flood_delivered_plus_dropped_equals_produced() {
+    require_tools();
+    let server = HttpServer::start("127.0.0.1:0".parse().expect("addr"), 32);
+    let cg = CgroupGuard::new("fld");
+    // A 16 KiB ring holds well under 100 samples; the 4-slot channel stalls
+    // the reader as soon as the test stops draining it (it does not, until
+    // the traffic is over). Every payload segment is sampled (1 in 1).
+    let tuning = Tuning {
+        snaplen: 64,
+        first_segments: 1,
+        sample_one_in: 1,
+        ring_bytes: Some(16 * 1024),
+        channel: 4,
+    };
+    let mut h = Harness::start(
+        Attach::Cgroup(cg.path().into()),
+        &[Endpoint::exact(server.addr())],
+        tuning,
+    );
+    let dump = Tcpdump::start(
+        "lo",
+        &format!("tcp port {}", server.addr().port()),
+        None,
+        96,
+    );
+    let requests = 3000;
+    let (flow, _) = http_client_in(&cg, server.addr(), requests);
+    let recs = dump.wait_for("flood flow close", EVENT_TIMEOUT, |r| {
+        flow_closed(r, flow.client, flow.server)
+    });
+    let (_, tcpdump_stats) = dump.stop();
+    let truth = flow_totals(&recs, flow.client, flow.server);
+    let produced = truth[0].payload_segments + truth[1].payload_segments;
+    assert!(
+        produced >= 2 * requests,
+        "{produced} payload segments for {requests} requests"
+    );
+
+    let samples =
+        |evs: &[Event]| evs.iter().filter(|e| matches!(e, Event::Packet(_))).count() as u64;
+    // Now drain; the accounting must close exactly.
+    h.wait_state(
+        "delivered + ring-full drops to reach the produced count",
+        EVENT_TIMEOUT,
+        |evs, c| samples(evs) + c.ring_full >= produced,
+    );
+    let c = h.counters();
+    let delivered = samples(&h.events);
+    assert!(
+        c.ring_full > 0,
+        "the flood did not overflow the ring: {c:?}, {delivered} delivered"
+    );
+    assert!(delivered > 0, "nothing delivered");
+    assert_eq!(
+        delivered + c.ring_full,
+        produced,
+        "delivered {delivered} + ring-full {} != produced {produced} (pcap payload segments; tcpdump {tcpdump_stats:?}; {c:?})",
+        c.ring_full
+    );
+    assert_eq!(
+        c.samples_emitted, delivered,
+        "every sample written to the ring was delivered: {c:?}"
+    );
+    // The one flow-end record is written or counted as lost, exactly.
+    assert_eq!(c.flow_ends_emitted + c.flow_end_ring_full, 1, "{c:?}");
+    // And the pipeline reports the end of the flow once, not repeatedly.
+    let ends: Vec<&Event> = h
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::FlowEnd { flow: f, .. } if *f == flow))
+        .collect();
+    assert!(
+        ends.len() <= 1,
+        "flow end reported {} times: {ends:?}",
+        ends.len()
+    );
+
+    // Healthy afterwards: a new flow is delivered in full.
+    let (after, _) = http_client_in(&cg, server.addr(), 5);
+    let (_, totals) = h.wait_flow_end(after, EVENT_TIMEOUT);
+    assert_eq!(totals.expect("counters").request_starts[0], 5);
+    assert_eq!(
+        h.counters().ring_full,
+        c.ring_full,
+        "no drops once the consumer keeps up"
+    );
+}

@@ -1,0 +1,101 @@
+//! Attach/detach: nothing stays attached after shutdown, and an immediate
+//! restart on the same cgroup works.
+
+use std::path::Path;
+
+use tests::{
+    cgroup::CgroupGuard,
+    harness::{Attach, Endpoint, Harness, Tuning},
+    http::HttpServer,
+    tools::require_tools,
+};
+
+use crate::{EVENT_TIMEOUT, http_client_in};
+
+/// Program ids attached to the cgroup directory, per `bpftool cgroup show`.
+fn attached(dir: &Path) -> Vec<u64> {
+    let out = std::process::Command::new("bpftool")
+        .args(["-j", "cgroup", "show"])
+        .arg(dir)
+        .output()
+        .expect("run bpftool cgroup show");
+    assert!(
+        out.status.success(),
+        "bpftool: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.stdout.iter().all(u8::is_ascii_whitespace) {
+        return Vec::new();
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["id"].as_u64())
+        .collect()
+}
+
+fn prog_loaded(id: u64) -> bool {
+    std::process::Command::new("bpftool")
+        .args(["prog", "show", "id", &id.to_string()])
+        .output()
+        .expect("run bpftool prog show")
+        .status
+        .success()
+}
+
+#[test]
+fn shutdown_detaches_everything_and_restart_works() {
+    require_tools();
+    let server = HttpServer::start("127.0.0.1:0".parse().expect("addr"), 10);
+    let cg = CgroupGuard::new("life");
+    for round in 0..3 {
+        let mut h = Harness::start(
+            Attach::Cgroup(cg.path().into()),
+            &[Endpoint::exact(server.addr())],
+            Tuning::default(),
+        );
+        let ids = attached(cg.path());
+        assert_eq!(
+            ids.len(),
+            2,
+            "round {round}: ingress + egress attached, got {ids:?}"
+        );
+        let (flow, _) = http_client_in(&cg, server.addr(), 2);
+        let (_, totals) = h.wait_flow_end(flow, EVENT_TIMEOUT);
+        assert_eq!(
+            totals.expect("counters").request_starts[0],
+            2,
+            "round {round}"
+        );
+        h.shutdown();
+        assert!(
+            attached(cg.path()).is_empty(),
+            "round {round}: programs still attached after shutdown"
+        );
+        for id in ids {
+            assert!(
+                !prog_loaded(id),
+                "round {round}: program {id} still loaded after shutdown"
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_attach_targets_fail_with_one_clear_sentence() {
+    require_tools();
+    let err = Harness::try_start(Attach::Tc("rwt-nosuch0".into()), &[], Tuning::default())
+        .err()
+        .expect("an unknown interface must not start");
+    let msg = err.to_string();
+    assert!(msg.contains("rwt-nosuch0") && !msg.contains('\n'), "{msg}");
+    let err = Harness::try_start(
+        Attach::Cgroup(tests::cgroup::cgroup2_root().join("rwt-does-not-exist")),
+        &[],
+        Tuning::default(),
+    )
+    .err()
+    .expect("a missing cgroup directory must not start");
+    assert!(err.to_string().contains("rwt-does-not-exist"), "{err}");
+}
