@@ -39,7 +39,7 @@ pub enum Command {
     /// Exit status: 0 clean, 1 violations found, 2 unusable input.
     ///
     /// Example: rampwatch replay --contract ramp.yaml -o json yesterday.pcap
-    Replay(ReplayArgs),
+    Replay(crate::replay::ReplayArgs),
     /// Validate a ramp contract and show its stage timeline.
     #[command(subcommand)]
     Contract(ContractCommand),
@@ -98,20 +98,6 @@ pub struct AgentArgs {
     /// Also watch forwarded traffic on this interface (TC); repeatable.
     #[arg(long = "iface")]
     pub ifaces: Vec<String>,
-}
-
-#[derive(Args, Debug)]
-pub struct ReplayArgs {
-    #[arg(long)]
-    pub contract: PathBuf,
-    /// Judge every packet as if at this time (RFC 3339) instead of its timestamp.
-    #[arg(long)]
-    pub at: Option<String>,
-    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
-    pub output: Output,
-    /// pcap or pcapng files.
-    #[arg(required = true)]
-    pub pcaps: Vec<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -80,11 +80,21 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     .exit_code(),
             );
         }
+        Command::Agent(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(agent::runtime::run(args))?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Replay(args) => {
+            return Ok(ExitCode::from(agent::replay::run(&args, &mut out)));
+        }
         Command::Audit(AuditCommand::Verify { dir, key }) => {
             let code = agent::sinks::audit::run_verify(&dir, key.as_deref(), &mut out);
             return Ok(ExitCode::from(u8::try_from(code).unwrap_or(2)));
         }
-        other => anyhow::bail!("`{other:?}` is not available in this build yet"),
     };
     client::query(&args.socket, &request, args.output, &mut out)?;
     Ok(ExitCode::SUCCESS)

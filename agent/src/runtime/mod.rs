@@ -1,2 +1,375 @@
+//! The live agent: `rampwatch agent`.
+//!
+//! Start-up follows one checklist, each step failing with one sentence:
+//! contract, audit log, metrics address, API socket, then the kernel
+//! (privileges, BTF, cgroup v2 — `capture` checks those). After that one
+//! task owns the engine and everything flows through it:
+//!
+//! ```text
+//! kernel ring ─► capture ─► mpsc<Event> ─► engine ─► outputs ─► metrics / audit / watch
+//!                     flow-map poller ─┘      ▲ tick (1 s): stage changes, quiet violations,
+//!   contract file / SIGHUP ─► reload ────────┘            views for the API socket
+//! ```
+//!
+//! Quotas count the kernel's per-flow request starts (exact even when
+//! payload samples are thinned); identity, endpoint and path come from the
+//! sampled request heads, which the kernel always samples. TLS hides
+//! requests: a TLS flow counts towards `rampwatch_flows_total`, not towards
+//! request quotas (see `docs/architecture.md`).
+
+mod audit_thread;
+mod present;
 pub mod reload;
+mod rules;
 pub mod snapshot;
+
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::Context as _;
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+};
+use tokio_util::sync::CancellationToken;
+
+use self::{
+    audit_thread::AuditWriter,
+    present::Counters,
+    reload::Reload,
+    snapshot::{Snapshot, Views},
+};
+use crate::{
+    capture::{Capture, CaptureConfig},
+    cli::AgentArgs,
+    contract::{Contract, format_rfc3339},
+    event::{Event, Nanos},
+    policy::{Engine, EngineOptions, Output},
+    sinks::{
+        api::{ApiServer, views::StatusView},
+        audit::RecordKind,
+        metrics::{self, Metrics},
+    },
+};
+
+const TICK: Duration = Duration::from_secs(1);
+const RESOLVE_EVERY: Duration = Duration::from_secs(300);
+/// Ended flows kept for `rampwatch flows`.
+const RECENT_FLOWS: usize = 256;
+
+fn now() -> Nanos {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_nanos()).ok())
+        .unwrap_or(0)
+}
+
+/// Runs the agent until SIGINT/SIGTERM. Everything attached is detached and
+/// the socket removed on the way out.
+pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let started = now();
+    let contract = Arc::new(Contract::load(&args.contract)?);
+    let contract_sha = reload::sha256_hex(
+        &std::fs::read(&args.contract)
+            .with_context(|| format!("reading {}", args.contract.display()))?,
+    );
+
+    let audit = AuditWriter::open(&args.audit_dir, args.audit_key.as_deref())?;
+    audit.record(RecordKind::AgentStart {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    });
+    audit.record(RecordKind::ContractLoaded {
+        contract: contract.name().to_owned(),
+        sha256: contract_sha.clone(),
+    });
+
+    let cancel = CancellationToken::new();
+    let metrics = Arc::new(Metrics::new()?);
+    metrics.reload_success.set(1);
+    let metrics_server = metrics::serve(args.metrics_addr, Arc::clone(&metrics), cancel.clone()).await?;
+    let api = ApiServer::bind(&args.socket, args.socket_group.as_deref())?;
+    let snapshot = Snapshot::new();
+
+    let (tx, mut rx) = mpsc::channel::<Event>(8192);
+    let config = CaptureConfig {
+        cgroup: args.cgroup.clone(),
+        interfaces: args.ifaces.clone(),
+        endpoints: rules::kernel_rules(&contract).await,
+        ..CaptureConfig::default()
+    };
+    let capture_desc = describe_capture(&config);
+    let capture = match Capture::start(config, tx) {
+        Ok(c) => c,
+        Err(e) => {
+            audit.record(RecordKind::AgentStop {
+                reason: format!("capture failed to start: {e}"),
+            });
+            audit.close();
+            return Err(e.into());
+        }
+    };
+    tracing::info!(
+        contract = contract.name(),
+        capture = %capture_desc,
+        metrics = %args.metrics_addr,
+        socket = %args.socket.display(),
+        "rampwatch agent started"
+    );
+
+    let tasks = tokio::task::JoinSet::new();
+    let mut tasks = tasks;
+    tasks.spawn(metrics_server);
+    tasks.spawn(api.serve(Arc::clone(&snapshot) as _, cancel.clone()));
+
+    // Signals: INT/TERM stop, HUP reloads the contract.
+    let (hup_tx, hup_rx) = mpsc::channel(1);
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let (reload_tx, mut reload_rx) = mpsc::channel(4);
+    tasks.spawn(reload::watch(
+        args.contract.clone(),
+        contract_sha.clone(),
+        Duration::from_secs(2),
+        hup_rx,
+        |path: &std::path::Path, bytes: &[u8]| {
+            let text = String::from_utf8_lossy(bytes);
+            Contract::parse(&text, &path.display().to_string())
+        },
+        reload_tx,
+        cancel.clone(),
+    ));
+
+    let mut engine = Engine::new(
+        Arc::clone(&contract),
+        EngineOptions {
+            requests_from_kernel: true,
+            emit_occurrences: true,
+            ..EngineOptions::default()
+        },
+    );
+    let mut state = LoopState {
+        contract,
+        contract_sha,
+        reload_error: None,
+        counters: Counters::default(),
+        recent: std::collections::VecDeque::new(),
+        capture_desc,
+        started,
+    };
+    let mut ticker = tokio::time::interval(TICK);
+    let mut resolve = tokio::time::interval(RESOLVE_EVERY);
+    resolve.tick().await;
+    let reason = loop {
+        tokio::select! {
+            ev = rx.recv() => {
+                let Some(ev) = ev else { break "the capture stopped".to_owned() };
+                engine.handle(ev);
+                // Drain what is already queued before looking at timers.
+                while let Ok(ev) = rx.try_recv() {
+                    engine.handle(ev);
+                }
+                state.outputs(&mut engine, &metrics, &audit, &snapshot);
+            }
+            _ = ticker.tick() => {
+                engine.tick(now());
+                state.outputs(&mut engine, &metrics, &audit, &snapshot);
+                state.publish(&engine, &capture, &metrics, &audit, &snapshot);
+            }
+            _ = resolve.tick() => {
+                if let Err(e) = capture.set_endpoints(&rules::kernel_rules(&state.contract).await) {
+                    tracing::warn!(error = %e, "updating the kernel's endpoint map failed; the previous one stays");
+                }
+            }
+            Some(msg) = reload_rx.recv() => {
+                state.reload(msg, &mut engine, &capture, &metrics, &audit).await;
+            }
+            _ = sighup.recv() => { let _ = hup_tx.try_send(()); }
+            _ = sigint.recv() => break "SIGINT".to_owned(),
+            _ = sigterm.recv() => break "SIGTERM".to_owned(),
+        }
+    };
+    tracing::info!(reason, "rampwatch agent stopping");
+    cancel.cancel();
+    capture.shutdown().await;
+    engine.tick(now());
+    state.outputs(&mut engine, &metrics, &audit, &snapshot);
+    while tasks.join_next().await.is_some() {}
+    audit.record(RecordKind::AgentStop { reason });
+    audit.close();
+    Ok(())
+}
+
+fn describe_capture(config: &CaptureConfig) -> String {
+    let mut parts = Vec::new();
+    if config.attach_cgroup {
+        parts.push(format!(
+            "cgroup_skb on {}",
+            config
+                .cgroup
+                .as_ref()
+                .map_or_else(|| "the cgroup v2 root".to_owned(), |p| p.display().to_string())
+        ));
+    }
+    for iface in &config.interfaces {
+        parts.push(format!("tc on {iface}"));
+    }
+    parts.join(", ")
+}
+
+struct LoopState {
+    contract: Arc<Contract>,
+    contract_sha: String,
+    reload_error: Option<String>,
+    counters: Counters,
+    recent: std::collections::VecDeque<crate::policy::FlowRecord>,
+    capture_desc: String,
+    started: Nanos,
+}
+
+impl LoopState {
+    /// Sends the engine's queued outputs to their sinks.
+    fn outputs(&mut self, engine: &mut Engine, metrics: &Metrics, audit: &AuditWriter, snapshot: &Snapshot) {
+        for out in engine.drain() {
+            match out {
+                Output::Flow(f) => {
+                    metrics
+                        .flows
+                        .with_label_values(&[
+                            &*f.endpoint,
+                            f.protocol.as_str(),
+                            f.tls_version.map_or("none", |v| v.as_str()),
+                        ])
+                        .inc();
+                    if self.recent.len() == RECENT_FLOWS {
+                        self.recent.pop_front();
+                    }
+                    self.recent.push_back(f);
+                }
+                Output::Violation(ev) => {
+                    present::count_violation(metrics, &ev);
+                    if let Some((record, watch)) = present::lifecycle(&ev) {
+                        tracing::info!(
+                            event = %watch.event,
+                            kind = %watch.violation.kind,
+                            endpoint = %watch.violation.endpoint,
+                            client = %watch.violation.client,
+                            severity = %watch.violation.severity,
+                            detail = %watch.violation.detail,
+                            "violation"
+                        );
+                        audit.record(record);
+                        snapshot.announce(watch);
+                    }
+                }
+                Output::StageChanged { from, to, at } => {
+                    tracing::info!(from = ?from, to = ?to, at = %format_rfc3339(at), "stage changed");
+                    audit.record(RecordKind::StageChanged {
+                        contract: self.contract.name().to_owned(),
+                        from: from.map(|s| s.to_string()),
+                        to: to.map_or_else(|| "none".to_owned(), |s| s.to_string()),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Refreshes metrics and the API's views (once per tick).
+    fn publish(
+        &mut self,
+        engine: &Engine,
+        capture: &Capture,
+        metrics: &Metrics,
+        audit: &AuditWriter,
+        snapshot: &Snapshot,
+    ) {
+        let now = now();
+        let rates = engine.client_rates(now);
+        let violations = engine.violations();
+        let kernel = capture
+            .stats()
+            .map_err(|e| tracing::warn!(error = %e, "reading the kernel counters failed"))
+            .ok();
+        let audit_failed = audit.failed.load(std::sync::atomic::Ordering::Relaxed);
+        self.counters.refresh(
+            metrics,
+            &rates,
+            &violations,
+            kernel.as_ref(),
+            &[("audit_write_failed", audit_failed)],
+        );
+        let info = engine.stage();
+        present::stage_metrics(metrics, &info);
+
+        let mut flows: Vec<_> = engine.flows().iter().map(present::flow_row).collect();
+        flows.extend(self.recent.iter().rev().map(present::flow_row));
+        let open = violations.iter().filter(|v| v.resolved_at.is_none()).count();
+        snapshot.publish(Views {
+            status: StatusView {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                contract: self.contract.name().to_owned(),
+                contract_sha256: self.contract_sha.clone(),
+                contract_reload_ok: self.reload_error.is_none(),
+                last_reload_error: self.reload_error.clone(),
+                stage: info.active.as_ref().map(ToString::to_string),
+                next_stage: info.next.as_ref().map(ToString::to_string),
+                next_change: info.next_starts_at.map(format_rfc3339),
+                started_at: format_rfc3339(self.started),
+                capture: self.capture_desc.clone(),
+                flows_active: u64::try_from(engine.flows().len()).unwrap_or(u64::MAX),
+                violations_open: u64::try_from(open).unwrap_or(u64::MAX),
+                events_lost: self.counters.lost(),
+            },
+            stage: present::stage_view(&self.contract, &info, now),
+            clients: rates.iter().map(|r| present::client_row(r, now)).collect(),
+            flows,
+            violations: violations
+                .iter()
+                .map(|v| (v.last_seen / 1_000_000_000, present::violation_row(v)))
+                .collect(),
+        });
+    }
+
+    async fn reload(
+        &mut self,
+        msg: Reload<Contract>,
+        engine: &mut Engine,
+        capture: &Capture,
+        metrics: &Metrics,
+        audit: &AuditWriter,
+    ) {
+        match msg {
+            Reload::Loaded { contract, sha256 } => {
+                let contract = Arc::new(contract);
+                if let Err(e) = capture.set_endpoints(&rules::kernel_rules(&contract).await) {
+                    tracing::warn!(error = %e, "the new contract's endpoints could not be installed in the kernel; the previous map stays");
+                }
+                engine.set_contract(Arc::clone(&contract));
+                tracing::info!(contract = contract.name(), sha256 = %sha256, "contract reloaded");
+                audit.record(RecordKind::ContractLoaded {
+                    contract: contract.name().to_owned(),
+                    sha256: sha256.clone(),
+                });
+                metrics.reload_success.set(1);
+                self.contract = contract;
+                self.contract_sha = sha256;
+                self.reload_error = None;
+            }
+            Reload::Rejected { errors, sha256 } => {
+                for line in errors.lines() {
+                    tracing::error!("contract reload rejected: {line}");
+                }
+                tracing::error!("the last good contract stays active; fix the file and it is picked up again");
+                audit.record(RecordKind::ContractReloadRejected {
+                    sha256,
+                    errors: errors.lines().map(str::to_owned).collect(),
+                });
+                metrics.reload_success.set(0);
+                self.reload_error = Some(errors.lines().next().unwrap_or_default().to_owned());
+            }
+        }
+    }
+}

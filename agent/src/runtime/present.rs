@@ -1,0 +1,220 @@
+//! Turning engine state into what operators see: metrics, API views, audit
+//! records and `watch` events. Pure functions of engine outputs, so the
+//! engine loop stays a loop.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::{
+    capture::KernelStats,
+    contract::{Contract, format_duration, format_rfc3339},
+    event::Nanos,
+    policy::{
+        ClientRate, FlowRecord, StageInfo, Violation, ViolationEvent,
+    },
+    sinks::{
+        api::views::{
+            ClientRow, FlowRow, QuotaRow, StageRow, StageView, ViolationRow, WatchEvent,
+        },
+        audit::{RecordKind, ViolationRecord},
+        metrics::Metrics,
+    },
+};
+
+const SEC: Nanos = 1_000_000_000;
+
+pub fn violation_row(v: &Violation) -> ViolationRow {
+    ViolationRow {
+        kind: v.key.kind.as_str().to_owned(),
+        endpoint: v.key.endpoint.to_string(),
+        client: v.key.client.to_string(),
+        severity: v.severity.as_str().to_owned(),
+        stage: v.stage.as_ref().map(ToString::to_string),
+        first_seen: format_rfc3339(v.first_seen),
+        last_seen: format_rfc3339(v.last_seen),
+        count: v.count,
+        detail: v.detail.clone(),
+        state: if v.resolved_at.is_some() { "resolved" } else { "open" }.to_owned(),
+    }
+}
+
+pub fn flow_row(f: &FlowRecord) -> FlowRow {
+    FlowRow {
+        src: f.id.client.to_string(),
+        dst: f.id.server.to_string(),
+        protocol: f.protocol.as_str().to_owned(),
+        tls_version: f.tls_version.map(|v| v.as_str().to_owned()),
+        cipher: f.cipher.clone(),
+        sni: f.sni.clone(),
+        endpoint: f.endpoint.to_string(),
+        client: f.client.to_string(),
+        requests: f.requests,
+        first_seen: format_rfc3339(f.first_seen),
+        last_seen: format_rfc3339(f.last_seen),
+    }
+}
+
+pub fn client_row(c: &ClientRate, now: Nanos) -> ClientRow {
+    ClientRow {
+        client: c.client.to_string(),
+        endpoint: c.endpoint.to_string(),
+        rate: c.rate,
+        quota: (c.quota > 0.0).then_some(c.quota),
+        headroom: Some(c.headroom),
+        next_quota: c.next_quota,
+        next_stage: c.next_stage.as_ref().map(ToString::to_string),
+        next_starts_in_secs: c.next_starts_at.map(|t| (t - now) / SEC),
+    }
+}
+
+pub fn stage_view(contract: &Contract, info: &StageInfo, now: Nanos) -> StageView {
+    StageView {
+        contract: info.contract.to_string(),
+        now: format_rfc3339(now),
+        active: info.active.as_ref().map(ToString::to_string),
+        next: info.next.as_ref().map(ToString::to_string),
+        next_starts_at: info.next_starts_at.map(format_rfc3339),
+        stages: contract
+            .stages()
+            .iter()
+            .map(|s| StageRow {
+                name: s.name.to_string(),
+                starts_at: format_rfc3339(s.starts_at),
+                credential_max_age: s
+                    .credential_max_age
+                    .map_or_else(|| "-".to_owned(), format_duration),
+                quotas: s
+                    .quotas
+                    .iter()
+                    .map(|q| QuotaRow {
+                        client: q.client.to_string(),
+                        endpoint: q.endpoint.to_string(),
+                        requests_per_second: q.quota.rps,
+                        burst: q.quota.burst,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+fn record(v: &Violation) -> ViolationRecord {
+    ViolationRecord {
+        violation: v.key.kind.as_str().to_owned(),
+        endpoint: v.key.endpoint.to_string(),
+        client: v.key.client.to_string(),
+        severity: v.severity.as_str().to_owned(),
+        count: v.count,
+        detail: v.detail.clone(),
+    }
+}
+
+/// A lifecycle event's audit record and `watch` event (none for plain
+/// occurrences, which only count).
+pub fn lifecycle(ev: &ViolationEvent) -> Option<(RecordKind, WatchEvent)> {
+    let (name, v, kind): (&str, &Violation, fn(ViolationRecord) -> RecordKind) = match ev {
+        ViolationEvent::Opened(v) => ("opened", v, RecordKind::ViolationOpened),
+        ViolationEvent::Escalated(v) => ("escalated", v, RecordKind::ViolationEscalated),
+        ViolationEvent::Resolved(v) => ("resolved", v, RecordKind::ViolationResolved),
+        ViolationEvent::Occurred { .. } => return None,
+    };
+    Some((
+        kind(record(v)),
+        WatchEvent {
+            event: name.to_owned(),
+            violation: violation_row(v),
+        },
+    ))
+}
+
+/// Counts one violation event in `rampwatch_violations_total`.
+pub fn count_violation(metrics: &Metrics, ev: &ViolationEvent) {
+    let (kind, endpoint, client, n) = match ev {
+        ViolationEvent::Opened(v) => (v.key.kind, &v.key.endpoint, &v.key.client, v.count),
+        ViolationEvent::Occurred { key, .. } => (key.kind, &key.endpoint, &key.client, 1),
+        ViolationEvent::Escalated(_) | ViolationEvent::Resolved(_) => return,
+    };
+    metrics
+        .violations
+        .with_label_values(&[kind.as_str(), endpoint, client])
+        .inc_by(n);
+}
+
+/// Counter state the agent turns into metric increments.
+#[derive(Default)]
+pub struct Counters {
+    requests: HashMap<(String, String), u64>,
+    lost: BTreeMap<&'static str, u64>,
+}
+
+/// Loss reasons exported as `rampwatch_events_lost_total{reason}`. A
+/// truncated sample is cut, not lost, and is not among them.
+pub const LOSS_REASONS: [&str; 7] = [
+    "ring_full",
+    "flow_end_ring_full",
+    "flow_table_full",
+    "malformed",
+    "skipped_unparsed",
+    "payload_load_failed",
+    "decode_errors",
+];
+
+impl Counters {
+    /// Per-tick metric refresh from engine and capture state.
+    pub fn refresh(
+        &mut self,
+        metrics: &Metrics,
+        rates: &[ClientRate],
+        violations: &[Violation],
+        kernel: Option<&KernelStats>,
+        extra_losses: &[(&'static str, u64)],
+    ) {
+        for r in rates {
+            let labels = [&*r.endpoint, &*r.client];
+            metrics.quota.with_label_values(&labels).set(r.quota);
+            let key = (r.endpoint.to_string(), r.client.to_string());
+            let last = self.requests.entry(key).or_insert(0);
+            if r.total > *last {
+                metrics.requests.with_label_values(&labels).inc_by(r.total - *last);
+                *last = r.total;
+            }
+        }
+        metrics.violations_open.reset();
+        for v in violations.iter().filter(|v| v.resolved_at.is_none()) {
+            metrics
+                .violations_open
+                .with_label_values(&[v.key.kind.as_str(), v.severity.as_str()])
+                .inc();
+        }
+        let mut losses: Vec<(&'static str, u64)> = extra_losses.to_vec();
+        if let Some(k) = kernel {
+            losses.extend(
+                k.named()
+                    .into_iter()
+                    .filter(|(name, _)| LOSS_REASONS.contains(name)),
+            );
+        }
+        for (reason, total) in losses {
+            let last = self.lost.entry(reason).or_insert(0);
+            metrics.events_lost.with_label_values(&[reason]).inc_by(total.saturating_sub(*last));
+            *last = (*last).max(total);
+        }
+    }
+
+    pub fn lost(&self) -> BTreeMap<String, u64> {
+        self.lost.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+    }
+}
+
+/// Sets `rampwatch_stage_info` and `..._next_change_timestamp_seconds`.
+pub fn stage_metrics(metrics: &Metrics, info: &StageInfo) {
+    metrics.stage_info.reset();
+    if let Some(stage) = &info.active {
+        metrics
+            .stage_info
+            .with_label_values(&[&*info.contract, &**stage])
+            .set(1);
+    }
+    #[expect(clippy::cast_precision_loss, reason = "seconds since 1970 fit f64 exactly")]
+    let next = info.next_starts_at.map_or(0.0, |t| (t / SEC) as f64);
+    metrics.stage_next_change.set(next);
+}

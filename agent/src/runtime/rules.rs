@@ -1,0 +1,72 @@
+//! The kernel's endpoint map, derived from the contract.
+//!
+//! CIDRs and addresses come straight from the contract (`server_rules`).
+//! Host names are resolved now and again every few minutes, so an endpoint
+//! that scales out to new addresses is followed; a name that does not
+//! resolve is watched by port alone and matched in userspace by SNI/Host.
+
+use std::{collections::BTreeSet, net::IpAddr};
+
+use ipnet::IpNet;
+
+use crate::{
+    capture::{EndpointRule, PortSpec},
+    contract::Contract,
+};
+
+fn ports(p: &Option<Vec<u16>>) -> PortSpec {
+    match p {
+        None => PortSpec::Any,
+        Some(list) => PortSpec::List(list.clone()),
+    }
+}
+
+/// Resolves `host` (no port) with the system resolver; empty when it fails.
+async fn resolve(host: &str) -> Vec<IpAddr> {
+    match tokio::net::lookup_host((host, 0)).await {
+        Ok(addrs) => addrs.map(|a| a.ip()).collect::<BTreeSet<_>>().into_iter().collect(),
+        Err(e) => {
+            tracing::debug!(host, error = %e, "host name does not resolve");
+            Vec::new()
+        }
+    }
+}
+
+/// Every rule the kernel needs for `contract`. Rule ids only have to be
+/// distinct: userspace re-matches each flow against the contract.
+pub async fn kernel_rules(contract: &Contract) -> Vec<EndpointRule> {
+    let mut rules = Vec::new();
+    let mut push = |prefix: Option<IpNet>, spec: PortSpec| {
+        let id = u32::try_from(rules.len()).unwrap_or(u32::MAX);
+        rules.push(EndpointRule { id, prefix, ports: spec });
+    };
+    for rule in contract.server_rules() {
+        push(Some(rule.net), ports(&rule.ports));
+    }
+    for name in contract.host_names() {
+        let addrs = if name.host.starts_with("*.") {
+            Vec::new()
+        } else {
+            resolve(&name.host).await
+        };
+        if addrs.is_empty() {
+            // Unresolvable (or a wildcard): watch its ports on any address.
+            // A name without ports would mean every TCP packet; skip it and
+            // say so, its traffic is still judged where another rule sees it.
+            if name.ports.is_none() {
+                tracing::warn!(
+                    host = %name.host,
+                    endpoint = %name.endpoint,
+                    "host name does not resolve and the endpoint lists no ports; give it ports so its traffic can be watched"
+                );
+                continue;
+            }
+            push(None, ports(&name.ports));
+        } else {
+            for ip in addrs {
+                push(Some(IpNet::from(ip)), ports(&name.ports));
+            }
+        }
+    }
+    rules
+}
