@@ -38,13 +38,11 @@ class H(http.server.BaseHTTPRequestHandler):
 http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 "#;
 
-/// The demo's tokens; `examples/contract.yaml` lists their fingerprints.
-pub const TOKENS: &[(&str, &str)] = &[
-    ("acme", "acme-demo-token"),
-    ("globex", "globex-demo-token"),
-    ("revoked", "revoked-demo-token"),
-    ("stale", "stale-demo-token"),
-];
+// The demo's credentials; `examples/contract.yaml` lists their fingerprints.
+const ACME: &str = "Authorization: Bearer acme-demo-token";
+const ACME_STALE: &str = "Authorization: Bearer acme-old-token";
+const ACME_REVOKED: &str = "Authorization: Bearer acme-leaked-token";
+const GLOBEX: &str = "X-Api-Key: globex-demo-token";
 
 pub struct Demo {
     dir: PathBuf,
@@ -136,20 +134,14 @@ fn curl(args: &[&str]) {
         .status();
 }
 
-fn bearer(token: &str) -> String {
-    format!("Authorization: Bearer {token}")
-}
-
-/// One round of traffic: a compliant call and one of each violation.
+/// One round of traffic: compliant calls and one of each violation.
 fn round() {
-    let acme = bearer(TOKENS[0].1);
-    let globex = bearer(TOKENS[1].1);
     // Compliant: TLS 1.3 to payments, globex within its quota on orders.
-    curl(&["-k", "-H", &acme, "https://127.0.0.1:8443/v1/payments"]);
-    curl(&["-H", &globex, "http://127.0.0.1:8081/v1/orders"]);
+    curl(&["-k", "-H", ACME, "https://127.0.0.1:8443/v1/payments"]);
+    curl(&["-H", GLOBEX, "http://127.0.0.1:8081/v1/orders"]);
     // unencrypted_flow: pii over plain HTTP.
-    curl(&["-H", &acme, "http://127.0.0.1:8080/v1/payments"]);
-    // weak_tls: TLS 1.1 with a CBC suite.
+    curl(&["-H", ACME, "http://127.0.0.1:8080/v1/payments"]);
+    // weak_tls: a legacy listener on TLS 1.1 with a CBC suite.
     let _ = Command::new("openssl")
         .args(["s_client", "-connect", "127.0.0.1:9443", "-tls1_1", "-cipher", "ALL:@SECLEVEL=0"])
         .stdin(Stdio::null())
@@ -157,16 +149,19 @@ fn round() {
         .stderr(Stdio::null())
         .status();
     // revoked_client, stale_credential, unknown_client.
-    curl(&["-H", &bearer(TOKENS[2].1), "http://127.0.0.1:8081/v1/orders"]);
-    curl(&["-H", &bearer(TOKENS[3].1), "http://127.0.0.1:8081/v1/orders"]);
+    curl(&["-H", ACME_REVOKED, "http://127.0.0.1:8081/v1/orders"]);
+    curl(&["-H", ACME_STALE, "http://127.0.0.1:8081/v1/orders"]);
     curl(&["http://127.0.0.1:8081/v1/orders"]);
-    // unlisted_endpoint: a path outside the endpoint's paths, a port in scope
-    // that no endpoint covers.
-    curl(&["-H", &globex, "http://127.0.0.1:8081/admin/export"]);
-    curl(&["http://127.0.0.1:8082/"]);
-    // quota_overshoot: 40 requests on one keep-alive connection.
-    let urls: Vec<String> = (0..40).map(|i| format!("http://127.0.0.1:8081/v1/orders?i={i}")).collect();
-    let mut args = vec!["-H", acme.as_str()];
+    // unlisted_endpoint: a path outside the endpoint's paths, and a port in
+    // scope that no endpoint covers.
+    curl(&["-H", GLOBEX, "http://127.0.0.1:8081/admin/export"]);
+    curl(&["-H", GLOBEX, "http://127.0.0.1:8082/"]);
+    // quota_overshoot: 40 requests on one keep-alive connection, against
+    // acme's 4 req/s (burst 10) on orders.
+    let urls: Vec<String> = (0..40)
+        .map(|i| format!("http://127.0.0.1:8081/v1/orders?page={i}"))
+        .collect();
+    let mut args = vec!["-H", ACME];
     args.extend(urls.iter().map(String::as_str));
     curl(&args);
 }

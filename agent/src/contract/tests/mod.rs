@@ -8,11 +8,11 @@ mod value_errors;
 
 use super::*;
 
-pub(crate) const EXAMPLE: &str = include_str!("../../../../examples/contract.yaml");
+pub(crate) const EXAMPLE: &str = include_str!("example.yaml");
 
 /// The demo contract, parsed.
 pub(crate) fn example() -> Contract {
-    Contract::parse(EXAMPLE, "examples/contract.yaml").expect("the example contract is valid")
+    Contract::parse(EXAMPLE, "example.yaml").expect("the example contract is valid")
 }
 
 pub(crate) fn t(s: &str) -> Nanos {
