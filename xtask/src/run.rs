@@ -68,13 +68,18 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
          \n  curl -s 127.0.0.1:9464/metrics | grep ^rampwatch_\
          \n\nCtrl-C stops the agent and the demo and removes everything they made.\n"
     );
+    let mut forwarded = false;
     let status = loop {
         if let Some(status) = agent.try_wait().context("waiting for the agent")? {
             break status;
         }
-        if interrupted.load(Ordering::Relaxed) {
-            // The agent got the same SIGINT; give it time to detach cleanly.
-            thread::sleep(Duration::from_millis(200));
+        if interrupted.load(Ordering::Relaxed) && !forwarded {
+            // A terminal's Ctrl-C reaches the agent too; a signal sent to
+            // xtask alone must still stop it cleanly (it detaches on SIGINT).
+            let _ = Command::new("kill")
+                .args(["-INT", &agent.id().to_string()])
+                .status();
+            forwarded = true;
         }
         thread::sleep(Duration::from_millis(100));
     };
