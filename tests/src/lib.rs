@@ -10,11 +10,13 @@
 //! they need root and run with `--test-threads=1` because they attach kernel
 //! programs and capture on shared interfaces.
 
+pub mod agent_proc;
 pub mod cgroup;
 pub mod harness;
 pub mod http;
 pub mod netns;
 pub mod pcap;
+pub mod prom;
 pub mod records;
 pub mod tcpdump;
 pub mod tls;

@@ -48,7 +48,9 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         eprintln!("xtask: skipping the real-kernel tests (--no-kernel)");
         return Ok(());
     }
-    eprintln!("xtask: real-kernel tests");
+    eprintln!("xtask: real-kernel and end-to-end tests");
+    // The end-to-end and canary tests run the real `rampwatch` binary.
+    cmd::cargo(&["build", "--package", "agent", "--bin", "rampwatch"], false)?;
     let mut args = vec!["test", "--package", "tests", "--"];
     if let Some(filter) = &options.filter {
         args.push(filter);

@@ -1,0 +1,225 @@
+//! End to end, with real components: the live agent on a test cgroup, real
+//! Prometheus scraping it with the shipped alert rules, real Alertmanager
+//! receiving the alerts, and real clients (curl) breaking the contract.
+//!
+//! Benign traffic first: it must raise no alert at all, measured after
+//! Prometheus has scraped that traffic and evaluated the rules on it. Then
+//! plaintext to an endpoint that requires encryption, a revoked key and a
+//! burst over quota: exactly the matching alerts must reach Alertmanager.
+//!
+//! Needs root (eBPF, cgroups); run by `cargo xtask test`.
+
+use std::{
+    collections::BTreeSet,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use tests::{
+    agent_proc::AgentProcess,
+    cgroup::CgroupGuard,
+    http::HttpServer,
+    prom::Monitoring,
+    tools::require_tools,
+    wait::{wait_for, wait_until},
+};
+
+const ACME: &str = "e2e-acme-token";
+const REVOKED: &str = "e2e-revoked-token";
+
+fn sha256_hex(s: &str) -> String {
+    let out = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write as _;
+            c.stdin.take().expect("stdin").write_all(s.as_bytes())?;
+            c.wait_with_output()
+        })
+        .expect("sha256sum runs");
+    String::from_utf8_lossy(&out.stdout)[..64].to_owned()
+}
+
+fn contract(ledger: u16, orders: u16) -> String {
+    format!(
+        r#"apiVersion: rampwatch.io/v1
+kind: RampContract
+metadata:
+  name: e2e-ramp
+spec:
+  dataClasses:
+    - name: pii
+      encryption: required
+      authentication: required
+      minTlsVersion: "1.2"
+    - name: internal
+      encryption: optional
+      authentication: required
+  endpoints:
+    - name: ledger
+      dataClass: pii
+      hosts: ["127.0.0.1"]
+      ports: [{ledger}]
+    - name: orders
+      dataClass: internal
+      hosts: ["127.0.0.1"]
+      ports: [{orders}]
+      paths: ["/v1/orders"]
+  clients:
+    - name: acme
+      credentials:
+        - header: authorization
+          fingerprint: "sha256:{acme}"
+          issuedAt: "2026-11-01T00:00:00Z"
+        - header: authorization
+          fingerprint: "sha256:{revoked}"
+          issuedAt: "2026-11-01T00:00:00Z"
+  stages:
+    - name: pilot
+      startsAt: "2026-01-01T00:00:00Z"
+      credentialMaxAge: 3650d
+      quotas:
+        - {{ client: acme, endpoint: orders, requestsPerSecond: 2, burst: 4 }}
+        - {{ client: acme, endpoint: ledger, requestsPerSecond: 10, burst: 10 }}
+  revocations:
+    - fingerprint: "sha256:{revoked}"
+      revokedAt: "2026-02-01T00:00:00Z"
+      reason: e2e test
+  remediation:
+    warnAfter: 15m
+    breachAfter: 24h
+"#,
+        acme = sha256_hex(ACME),
+        revoked = sha256_hex(REVOKED),
+    )
+}
+
+/// curl from inside the test cgroup; every URL on one keep-alive connection.
+fn curl(cgroup: &CgroupGuard, token: Option<&str>, urls: &[String]) {
+    let mut cmd = cgroup.command("curl");
+    cmd.args(["-sf", "-o", "/dev/null", "--max-time", "10"]);
+    if let Some(t) = token {
+        cmd.arg("-H").arg(format!("Authorization: Bearer {t}"));
+    }
+    let status = cmd.args(urls).status().expect("curl runs");
+    assert!(status.success(), "curl {urls:?} failed: {status}");
+}
+
+fn value(sample: &serde_json::Value) -> f64 {
+    sample["value"][1]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Waits until Prometheus has scraped and evaluated `n` more times.
+fn wait_evaluations(m: &Monitoring, n: f64) {
+    let q = "count_over_time(up{job=\"rampwatch\"}[10m])";
+    let start = m.query(q).first().map_or(0.0, value);
+    wait_for("Prometheus to scrape and evaluate again", Duration::from_secs(30), || {
+        m.query(q).first().map_or(0.0, value) >= start + n
+    });
+}
+
+fn ramp_alerts(m: &Monitoring) -> BTreeSet<String> {
+    m.alert_names()
+        .into_iter()
+        .filter(|n| n.starts_with("Ramp"))
+        .collect()
+}
+
+#[test]
+fn alerts_reach_alertmanager_for_violations_and_not_for_benign_traffic() {
+    require_tools();
+    for tool in ["prometheus", "prometheus-alertmanager", "sha256sum"] {
+        assert!(
+            which::which(tool).is_ok(),
+            "{tool} is missing; `cargo xtask test` installs the Debian packages prometheus and prometheus-alertmanager"
+        );
+    }
+    let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let ledger = HttpServer::start(SocketAddr::new(localhost, 0), 16);
+    let orders = HttpServer::start(SocketAddr::new(localhost, 0), 16);
+    let cgroup = CgroupGuard::new("e2e");
+    let mut agent = AgentProcess::start(
+        &contract(ledger.addr().port(), orders.addr().port()),
+        cgroup.path(),
+        &[],
+    );
+    let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/prometheus/rampwatch-rules.yaml");
+    let monitoring = Monitoring::start(&rules, &[agent.metrics_addr]);
+    let fail = |what: &str, m: &Monitoring, a: &AgentProcess| -> String {
+        format!("{what}\n{}\n--- agent\n{}", m.logs(), a.log_text())
+    };
+
+    // Benign: two requests within acme's quota, with its current key.
+    let orders_url = format!("http://{}/v1/orders", orders.addr());
+    curl(&cgroup, Some(ACME), &[orders_url.clone()]);
+    curl(&cgroup, Some(ACME), &[orders_url.clone()]);
+    wait_until("Prometheus to see acme's two requests", Duration::from_secs(30), || {
+        let q = "rampwatch_requests_total{client=\"acme\",endpoint=\"orders\"}";
+        (m_value(&monitoring, q) >= 2.0).then_some(())
+    });
+    wait_evaluations(&monitoring, 3.0);
+    let pending: Vec<_> = tests::prom::get_json(monitoring.prometheus_addr, "/api/v1/alerts")
+        .and_then(|v| v["data"]["alerts"].as_array().cloned())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|a| a["labels"]["alertname"].as_str().is_some_and(|n| n.starts_with("Ramp")))
+        .collect();
+    assert!(
+        pending.is_empty() && ramp_alerts(&monitoring).is_empty(),
+        "{}",
+        fail(&format!("benign traffic raised alerts: {pending:?}"), &monitoring, &agent)
+    );
+
+    // Plaintext to the pii endpoint; a revoked key; 20 requests at once on
+    // one connection against 2 req/s, burst 4.
+    curl(&cgroup, Some(ACME), &[format!("http://{}/v1/entries", ledger.addr())]);
+    curl(&cgroup, Some(REVOKED), &[orders_url.clone()]);
+    let burst: Vec<String> = (0..20).map(|i| format!("{orders_url}?page={i}")).collect();
+    curl(&cgroup, Some(ACME), &burst);
+
+    let want: BTreeSet<String> = ["RampUnencryptedFlow", "RampRevokedClient", "RampQuotaOvershoot"]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    wait_for("the three alerts at Alertmanager", Duration::from_secs(60), || {
+        want.is_subset(&ramp_alerts(&monitoring))
+    });
+    // Nothing else: every request carried a known key to a listed path.
+    wait_evaluations(&monitoring, 2.0);
+    let got = ramp_alerts(&monitoring);
+    assert_eq!(got, want, "{}", fail("unexpected alert set", &monitoring, &agent));
+    // And each for the right endpoint and client.
+    let labelled: BTreeSet<(String, String, String)> = monitoring
+        .alerts()
+        .iter()
+        .filter_map(|a| {
+            let l = &a["labels"];
+            let name = l["alertname"].as_str()?;
+            name.starts_with("Ramp").then(|| {
+                let s = |k: &str| l[k].as_str().unwrap_or_default().to_owned();
+                (name.to_owned(), s("endpoint"), s("client"))
+            })
+        })
+        .collect();
+    let expected: BTreeSet<(String, String, String)> = [
+        ("RampUnencryptedFlow", "ledger", "acme"),
+        ("RampRevokedClient", "orders", "acme"),
+        ("RampQuotaOvershoot", "orders", "acme"),
+    ]
+    .into_iter()
+    .map(|(a, e, c)| (a.to_owned(), e.to_owned(), c.to_owned()))
+    .collect();
+    assert_eq!(labelled, expected, "{}", fail("alerts with unexpected labels", &monitoring, &agent));
+    assert!(agent.is_running());
+    assert!(agent.stop().success(), "{}", agent.log_text());
+}
+
+fn m_value(m: &Monitoring, q: &str) -> f64 {
+    m.query(q).first().map_or(0.0, value)
+}
