@@ -92,7 +92,7 @@ pub fn handle(skb: *mut __sk_buff, hook: Hook) {
         // ports flagged) only costs the full match below.
         let to_server = pd.flags != 0;
         let key = flow_key(&p, to_server, obs_to_server, obs_to_client, ifindex);
-        if let Some(flow) = RW_FLOWS.get_ptr_mut(&key) {
+        if let Some(flow) = RW_FLOWS.get_ptr_mut(key) {
             count(stat::PACKETS_MONITORED);
             let dir = if to_server {
                 direction::TO_SERVER
@@ -185,10 +185,8 @@ fn match_side(addr: &[u8; 16], port: u16, pe: PortEntry, any_port: bool) -> u64 
             return MATCHED | u64::from(*id);
         }
     }
-    if any_port {
-        if let Some(id) = RW_ENDPOINTS_ANY.get(Key::new(ADDR_KEY_BITS, *addr)) {
-            return MATCHED | u64::from(*id);
-        }
+    if any_port && let Some(id) = RW_ENDPOINTS_ANY.get(Key::new(ADDR_KEY_BITS, *addr)) {
+        return MATCHED | u64::from(*id);
     }
     if pe.flags & port_flags::PORT_ONLY != 0 {
         return MATCHED | u64::from(pe.endpoint_id);
@@ -373,7 +371,6 @@ fn is_request_start(skb: *mut __sk_buff, off: u32) -> bool {
 }
 
 #[inline(always)]
-#[expect(clippy::too_many_arguments, reason = "one call site, inlined")]
 fn sample(
     skb: *mut __sk_buff,
     key: &FlowKey,
