@@ -190,3 +190,35 @@ fn endpoint_update_at_run_time_starts_monitoring() {
         h.events_of(before)
     );
 }
+
+#[test]
+fn reset_ends_the_flow_with_final_counters() {
+    require_tools();
+    let server = HttpServer::start("127.0.0.1:0".parse().expect("addr"), 700);
+    let cg = CgroupGuard::new("rst");
+    let mut h = Harness::start(
+        Attach::Cgroup(cg.path().into()),
+        &[Endpoint::exact(server.addr())],
+        Tuning::default(),
+    );
+    let dump = Tcpdump::start(
+        "lo",
+        &format!("tcp port {}", server.addr().port()),
+        None,
+        256,
+    );
+    let (flow, _) = crate::client_in(&cg, "http-client-rst", server.addr(), 4);
+    let recs = dump.wait_for("the reset in the pcap", EVENT_TIMEOUT, |r| {
+        flow_closed(r, flow.client, flow.server)
+    });
+    assert!(
+        recs.iter()
+            .any(|r| r.src == flow.client && r.flags & 0x04 != 0),
+        "the client did not reset the connection"
+    );
+    let truth = flow_totals(&recs, flow.client, flow.server);
+    let (reason, totals) = h.wait_flow_end(flow, EVENT_TIMEOUT);
+    assert_eq!(reason, FlowEndReason::Rst);
+    assert_totals_match(&totals.expect("final counters on reset"), &truth);
+    assert_eq!(h.request_starts_of(flow), 4);
+}
