@@ -222,3 +222,39 @@ fn reset_ends_the_flow_with_final_counters() {
     assert_totals_match(&totals.expect("final counters on reset"), &truth);
     assert_eq!(h.request_starts_of(flow), 4);
 }
+
+#[test]
+fn live_flow_carries_the_client_cgroup_id() {
+    require_tools();
+    let server = HttpServer::start("127.0.0.1:0".parse().expect("addr"), 16);
+    let cg = CgroupGuard::new("cgid");
+    let h = Harness::start(
+        Attach::Cgroup(cg.path().into()),
+        &[Endpoint::exact(server.addr())],
+        Tuning::default(),
+    );
+    // A long keep-alive run, killed once its flow has been seen.
+    let mut client = cg
+        .command(crate::rw_helper())
+        .args(["http-client", &server.addr().to_string(), "100000000"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn client");
+    let snap = tests::wait::wait_until("the live flow in the kernel table", EVENT_TIMEOUT, || {
+        h.flows()
+            .into_iter()
+            .find(|f| f.flow.server == server.addr() && f.totals.request_starts[0] > 10)
+    });
+    let _ = client.kill();
+    let _ = client.wait();
+    assert_eq!(
+        snap.cgroup_id,
+        cg.id(),
+        "socket cgroup id of {:?}",
+        snap.flow
+    );
+    assert!(
+        snap.totals.packets[0] > 0 && snap.totals.packets[1] > 0,
+        "{snap:?}"
+    );
+}
