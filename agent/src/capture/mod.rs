@@ -593,8 +593,19 @@ async fn poll_flows(
         let now = i64::try_from(system::monotonic_now())
             .unwrap_or(i64::MAX)
             .saturating_add(system::mono_to_wall_offset());
-        let events = lock(&shared.tracker).poll(entries, &idle, now);
-        for ev in events {
+        let outcome = lock(&shared.tracker).poll(entries, &idle, now);
+        if !outcome.delete.is_empty() {
+            let f = flows.clone();
+            let delete = outcome.delete;
+            let _ = tokio::task::spawn_blocking(move || {
+                let mut map = lock(&f);
+                for k in &delete {
+                    let _ = map.remove(k);
+                }
+            })
+            .await;
+        }
+        for ev in outcome.events {
             if tx.send(ev).await.is_err() {
                 return;
             }
