@@ -35,6 +35,9 @@ pub struct FlowSnapshot {
     /// Wall clock of the first and last packet (0 when none yet).
     pub first_seen: Nanos,
     pub last_seen: Nanos,
+    /// The flow ended (FIN/RST) and its counters are final; the entry is
+    /// deleted at the next poll once the end was reported.
+    pub ended: bool,
 }
 
 /// Converts a kernel address (IPv4 mapped into IPv6) to a std address.
@@ -92,6 +95,7 @@ pub fn snapshot(key: &FlowKey, s: &FlowStats, boot_to_wall: i64) -> FlowSnapshot
         tcp_flags: [s.dirs[0].tcp_flags as u8, s.dirs[1].tcp_flags as u8],
         first_seen: wall(first),
         last_seen: wall(last),
+        ended: s.state & flow_state::ENDED != 0,
     }
 }
 
