@@ -76,8 +76,15 @@ pub mod end_reason {
 pub mod flow_state {
     pub const FIN_TO_SERVER: u64 = 1;
     pub const FIN_TO_CLIENT: u64 = 2;
-    /// The flow-end record was emitted (or is being emitted) by some CPU.
+    /// The flow ended (FIN/RST). The kernel keeps the entry, frozen, until
+    /// userspace has seen the end and deletes it: so a flow that vanishes
+    /// from the map was evicted, and a lost flow-end record can be
+    /// reconstructed from the map.
     pub const ENDED: u64 = 4;
+    /// With `ENDED`: the end was a reset (else both FINs).
+    pub const END_RST: u64 = 8;
+    /// With `ENDED`: the flow-end record did not fit in the ring.
+    pub const END_RECORD_LOST: u64 = 16;
 }
 
 /// Bits of `Config::flags`.
@@ -121,8 +128,8 @@ pub mod stat {
     pub const FLOW_ENDS_EMITTED: u32 = 10;
     /// Flow map entries created.
     pub const FLOWS_CREATED: u32 = 11;
-    /// Monitored FIN/RST/bare-ACK packets of a flow not in the map (its end
-    /// was already reported, or it was evicted): counted, no entry created.
+    /// Monitored packets after a flow's end, or FIN/RST/bare-ACK packets of
+    /// a flow not in the map (evicted): counted, not added to any flow.
     pub const STRAY_PACKETS: u32 = 12;
     /// Number of indexes.
     pub const COUNT: u32 = 13;

@@ -92,7 +92,7 @@ pub fn handle(skb: *mut __sk_buff, hook: Hook) {
         // ports flagged) only costs the full match below.
         let to_server = pd.flags != 0;
         let key = flow_key(&p, to_server, obs_to_server, obs_to_client, ifindex);
-        if let Some(flow) = RW_FLOWS.get_ptr_mut(&key) {
+        if let Some(flow) = RW_FLOWS.get_ptr_mut(key) {
             count(stat::PACKETS_MONITORED);
             let dir = if to_server {
                 direction::TO_SERVER
@@ -185,10 +185,8 @@ fn match_side(addr: &[u8; 16], port: u16, pe: PortEntry, any_port: bool) -> u64 
             return MATCHED | u64::from(*id);
         }
     }
-    if any_port {
-        if let Some(id) = RW_ENDPOINTS_ANY.get(Key::new(ADDR_KEY_BITS, *addr)) {
-            return MATCHED | u64::from(*id);
-        }
+    if any_port && let Some(id) = RW_ENDPOINTS_ANY.get(Key::new(ADDR_KEY_BITS, *addr)) {
+        return MATCHED | u64::from(*id);
     }
     if pe.flags & port_flags::PORT_ONLY != 0 {
         return MATCHED | u64::from(pe.endpoint_id);
@@ -232,10 +230,18 @@ fn update(
         Some(found)
     };
     let flow = match existing {
-        Some(f) => f,
+        Some(f) => {
+            // SAFETY: live map value.
+            if unsafe { (*f).state } & flow_state::ENDED != 0 {
+                // Trailing ACKs/RSTs after the end: the counters stay final.
+                count(stat::STRAY_PACKETS);
+                return;
+            }
+            f
+        }
         None => {
-            // Do not resurrect a flow after its end was reported (trailing
-            // ACK/FIN/RST) from a packet that carries nothing.
+            // Do not start a flow from a packet that carries nothing
+            // (trailing ACK/FIN/RST of an evicted flow).
             if p.flags & (TCP_FIN | TCP_RST) != 0 || (p.payload_len == 0 && p.flags & TCP_SYN == 0)
             {
                 count(stat::STRAY_PACKETS);
@@ -373,7 +379,6 @@ fn is_request_start(skb: *mut __sk_buff, off: u32) -> bool {
 }
 
 #[inline(always)]
-#[expect(clippy::too_many_arguments, reason = "one call site, inlined")]
 fn sample(
     skb: *mut __sk_buff,
     key: &FlowKey,
@@ -415,7 +420,9 @@ fn sample(
         (*hdr).endpoint_id = endpoint;
         (*hdr).ts_boot_ns = now;
         (*hdr).cgroup_id = cgroup_id;
-        (*hdr).key = *key;
+        // Volatile: LLVM otherwise turns the key's known-zero bytes (IPv4
+        // mapping, padding) into odd-sized memsets the BPF backend rejects.
+        core::ptr::write_volatile(&raw mut (*hdr).key, *key);
         (*hdr)._pad2 = 0;
         let mut len = SAMPLE_HEADER_LEN as u64;
         if captured > 0 {
@@ -462,36 +469,48 @@ fn RW_EVENTS_PTR() -> *mut c_void {
     (&raw const RW_EVENTS).cast_mut().cast()
 }
 
-/// Emits the flow-end record once (whichever CPU sets ENDED first) and
-/// deletes the entry.
+/// Marks the flow ended (freezing its counters) and emits the flow-end
+/// record once (whichever CPU marks it first, as far as the generic CPU's
+/// atomics allow); userspace deletes the entry once it has seen the end.
 #[inline(always)]
 fn end(key: &FlowKey, flow: *mut FlowStats, reason: u32) {
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_boot_ns() };
+    let bits = if reason == end_reason::RST {
+        flow_state::ENDED | flow_state::END_RST
+    } else {
+        flow_state::ENDED
+    };
     // SAFETY: `flow` points to a live map value.
     unsafe {
         if (*flow).state & flow_state::ENDED != 0 {
             return;
         }
-        or(&raw mut (*flow).state, flow_state::ENDED);
+        or(&raw mut (*flow).state, bits);
     }
     match RW_EVENTS.reserve::<FlowEndRecord>(0) {
         Some(mut entry) => {
             // SAFETY: the reservation is sized for a FlowEndRecord; `flow`
-            // is live until the remove below.
+            // is a live map value.
             unsafe {
                 let r = entry.as_mut_ptr();
                 (*r).event = event_id::FLOW_END;
                 (*r).reason = reason;
                 (*r).ts_boot_ns = now;
-                (*r).key = *key;
+                core::ptr::write_volatile(&raw mut (*r).key, *key);
                 (*r)._pad = 0;
                 core::ptr::copy_nonoverlapping(flow.cast_const(), &raw mut (*r).stats, 1);
             }
             entry.submit(0);
             count(stat::FLOW_ENDS_EMITTED);
         }
-        None => count(stat::FLOW_END_RING_FULL),
+        None => {
+            // SAFETY: as above.
+            or(
+                unsafe { &raw mut (*flow).state },
+                flow_state::END_RECORD_LOST,
+            );
+            count(stat::FLOW_END_RING_FULL);
+        }
     }
-    let _ = RW_FLOWS.remove(key);
 }

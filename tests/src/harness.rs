@@ -13,7 +13,7 @@ use std::{
 };
 
 use agent::{
-    capture::{Capture, CaptureConfig, CaptureError, EndpointRule, PortSpec},
+    capture::{Capture, CaptureConfig, CaptureError, EndpointRule, FlowSnapshot, PortSpec},
     event::{Direction, Event, FlowEndReason, FlowId, FlowTotals, Packet},
 };
 use ipnet::IpNet;
@@ -216,6 +216,11 @@ impl Harness {
 
     pub fn counters(&self) -> Counters {
         read_counters(self.capture.as_ref().expect("capture running"))
+    }
+
+    /// The kernel's flow table right now (every view).
+    pub fn flows(&self) -> Vec<FlowSnapshot> {
+        self.capture.as_ref().expect("capture running").flows()
     }
 
     /// Flows in the kernel's flow table right now.

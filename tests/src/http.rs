@@ -190,6 +190,17 @@ impl ClientReport {
 /// Send `requests` GET requests one after the other on one keep-alive
 /// connection, reading each full response, then close (client FIN first).
 pub fn run_client(server: SocketAddr, requests: u64, path: &str) -> std::io::Result<ClientReport> {
+    run_client_with(server, requests, path, false)
+}
+
+/// Like [`run_client`]; with `abort` the client ends the connection with a
+/// reset (SO_LINGER 0, then close) instead of a FIN.
+pub fn run_client_with(
+    server: SocketAddr,
+    requests: u64,
+    path: &str,
+    abort: bool,
+) -> std::io::Result<ClientReport> {
     let mut s = TcpStream::connect(server)?;
     s.set_nodelay(true)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -229,6 +240,27 @@ pub fn run_client(server: SocketAddr, requests: u64, path: &str) -> std::io::Res
             report.bytes_received += n as u64;
             buf.extend_from_slice(&chunk[..n]);
         }
+    }
+    if abort {
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: setsockopt on our own open socket with a correctly sized value.
+        let rc = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&s),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&raw const linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        drop(s); // close with linger 0: RST
+        return Ok(report);
     }
     s.shutdown(Shutdown::Write)?;
     // Wait for the server's FIN so the connection closes in the usual order.

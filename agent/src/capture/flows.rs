@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use agent_common::{FlowKey, FlowStats, observer};
+use agent_common::{FlowKey, FlowStats, flow_state, observer};
 
 use crate::event::{Event, FlowEndReason, FlowId, FlowTotals, Nanos};
 
@@ -35,6 +35,9 @@ pub struct FlowSnapshot {
     /// Wall clock of the first and last packet (0 when none yet).
     pub first_seen: Nanos,
     pub last_seen: Nanos,
+    /// The flow ended (FIN/RST) and its counters are final; the entry is
+    /// deleted at the next poll once the end was reported.
+    pub ended: bool,
 }
 
 /// Converts a kernel address (IPv4 mapped into IPv6) to a std address.
@@ -92,6 +95,7 @@ pub fn snapshot(key: &FlowKey, s: &FlowStats, boot_to_wall: i64) -> FlowSnapshot
         tcp_flags: [s.dirs[0].tcp_flags as u8, s.dirs[1].tcp_flags as u8],
         first_seen: wall(first),
         last_seen: wall(last),
+        ended: s.state & flow_state::ENDED != 0,
     }
 }
 
@@ -101,9 +105,29 @@ fn view(key: &FlowKey) -> View {
     (key.observer, key.ifindex)
 }
 
+/// Identifies one connection among those reusing a 4-tuple: the kernel's
+/// first-seen stamp (0 when unknown).
+fn first_seen(s: &FlowStats) -> u64 {
+    s.dirs
+        .iter()
+        .map(|d| d.first_seen_ns)
+        .filter(|&t| t != 0)
+        .min()
+        .unwrap_or(0)
+}
+
+fn end_reason(state: u64) -> FlowEndReason {
+    if state & flow_state::END_RST != 0 {
+        FlowEndReason::Rst
+    } else {
+        FlowEndReason::Fin
+    }
+}
+
 #[derive(Debug)]
 struct Tracked {
     view: View,
+    first_seen: u64,
     /// Request starts to the server already reported.
     reported: u64,
     ended: Option<Instant>,
@@ -111,8 +135,40 @@ struct Tracked {
     last_totals: Option<FlowTotals>,
 }
 
+impl Tracked {
+    fn new(view: View, first_seen: u64) -> Self {
+        Self {
+            view,
+            first_seen,
+            reported: 0,
+            ended: None,
+            missing: 0,
+            last_totals: None,
+        }
+    }
+
+    /// Whether `fs` (a kernel first-seen stamp) may be this connection.
+    fn same_connection(&self, fs: u64) -> bool {
+        self.first_seen == 0 || fs == 0 || self.first_seen == fs
+    }
+}
+
+/// What one poll of the flow map produced.
+#[derive(Debug, Default)]
+pub struct PollOutcome {
+    pub events: Vec<Event>,
+    /// Ended entries whose end has been reported: delete them from the kernel map.
+    pub delete: Vec<FlowKey>,
+}
+
 /// Claims, request-start deltas and end detection, shared by the ring reader
 /// and the flow-map poller.
+///
+/// Ends: FIN/RST ends come from the ring's flow-end record; the kernel
+/// keeps the ended entry (frozen) until a poll sees that the end was
+/// reported and deletes it, or reports the end itself from the entry when
+/// the kernel could not write the record (`END_RECORD_LOST`). An entry that
+/// vanishes without an end was evicted by the LRU: `Idle` end.
 #[derive(Debug, Default)]
 pub struct Tracker {
     flows: HashMap<FlowId, Tracked>,
@@ -121,41 +177,22 @@ pub struct Tracker {
 }
 
 impl Tracker {
-    /// Whether records of this view are reported; the first view seen claims
-    /// the connection. Client-socket views are preferred when both socket
-    /// views are seen in one poll (they are identical on loopback).
-    fn admit(&mut self, id: FlowId, key: &FlowKey) -> Option<&mut Tracked> {
+    /// A sample: reported unless another view of the connection is. The
+    /// first view seen claims the connection. Late samples of an ended
+    /// connection are still delivered (their data is real) but do not
+    /// revive it.
+    pub fn admit_sample(&mut self, key: &FlowKey) -> bool {
         let v = view(key);
-        let t = self.flows.entry(id).or_insert(Tracked {
-            view: v,
-            reported: 0,
-            ended: None,
-            missing: 0,
-            last_totals: None,
-        });
+        let t = self
+            .flows
+            .entry(flow_id(key))
+            .or_insert_with(|| Tracked::new(v, 0));
         if t.view == v {
-            if t.ended.is_some() {
-                // The same view reports again after the end: a new
-                // connection reusing the 4-tuple.
-                *t = Tracked {
-                    view: v,
-                    reported: 0,
-                    ended: None,
-                    missing: 0,
-                    last_totals: None,
-                };
-            }
-            Some(t)
+            true
         } else {
             self.duplicate_views += 1;
-            None
+            false
         }
-    }
-
-    /// A sample: reported or dropped as a duplicate view.
-    pub fn admit_sample(&mut self, key: &FlowKey) -> bool {
-        let id = flow_id(key);
-        self.admit(id, key).is_some()
     }
 
     /// A flow-end record: the last request-start delta, then the end.
@@ -167,69 +204,83 @@ impl Tracker {
         ts: Nanos,
     ) -> [Option<Event>; 2] {
         let id = flow_id(key);
-        if self
-            .flows
-            .get(&id)
-            .is_some_and(|t| t.view == view(key) && t.ended.is_some())
-        {
-            // Already ended (duplicate end from a racing CPU, or idle first).
+        let v = view(key);
+        let fs = first_seen(stats);
+        let t = self.flows.entry(id).or_insert_with(|| Tracked::new(v, fs));
+        if t.view != v {
+            self.duplicate_views += 1;
             return [None, None];
         }
-        let Some(t) = self.admit(id, key) else {
-            return [None, None];
-        };
-        let totals = totals(stats);
-        let delta = totals.request_starts[0].saturating_sub(t.reported);
-        t.reported = totals.request_starts[0];
-        t.ended = Some(Instant::now());
-        let starts = (delta > 0).then_some(Event::RequestStarts {
-            ts,
-            flow: id,
-            count: delta,
-        });
-        let end = Event::FlowEnd {
-            ts,
-            flow: id,
-            reason,
-            totals: Some(totals),
-        };
-        [starts, Some(end)]
+        if t.ended.is_some() {
+            if t.same_connection(fs) {
+                // Already reported (from the map, the record being late).
+                return [None, None];
+            }
+            *t = Tracked::new(v, fs);
+        }
+        finish(t, id, stats, reason, ts)
     }
 
     /// One poll of the kernel flow map: request-start deltas for live flows,
-    /// idle ends (`idle` lists keys the caller deleted from the kernel map
-    /// for idleness), and evictions. Client-socket views go first so they
-    /// win new claims.
+    /// ends whose record was lost, idle ends (`idle` lists keys the caller
+    /// deleted from the kernel map for idleness), and evictions. Client-socket
+    /// views go first so they win new claims.
     pub fn poll(
         &mut self,
         mut entries: Vec<(FlowKey, FlowStats)>,
         idle: &[FlowKey],
         now: Nanos,
-    ) -> Vec<Event> {
+    ) -> PollOutcome {
         entries.sort_by_key(|(k, _)| k.observer != observer::CLIENT_SOCKET);
-        let mut out = Vec::new();
+        let mut out = PollOutcome::default();
         let mut seen = std::collections::HashSet::new();
         for (key, stats) in &entries {
             let id = flow_id(key);
-            if self
-                .flows
-                .get(&id)
-                .is_some_and(|t| t.view == view(key) && t.ended.is_some())
-            {
-                // Its end is known; a stale snapshot entry must not revive it.
+            let v = view(key);
+            let fs = first_seen(stats);
+            let ended_in_kernel = stats.state & flow_state::ENDED != 0;
+            let t = self.flows.entry(id).or_insert_with(|| Tracked::new(v, fs));
+            if t.view != v {
+                // Another view is reported; drop this one's entry once over.
+                if ended_in_kernel {
+                    out.delete.push(*key);
+                }
                 continue;
             }
-            let Some(t) = self.admit(id, key) else {
-                continue;
-            };
+            if t.ended.is_some() {
+                if t.same_connection(fs) {
+                    if ended_in_kernel {
+                        out.delete.push(*key);
+                    }
+                    continue;
+                }
+                // A new connection on the same 4-tuple.
+                *t = Tracked::new(v, fs);
+            }
+            if t.first_seen == 0 {
+                t.first_seen = fs;
+            }
             seen.insert(id);
             t.missing = 0;
             let totals = totals(stats);
             t.last_totals = Some(totals);
+            if ended_in_kernel {
+                if stats.state & flow_state::END_RECORD_LOST != 0 {
+                    out.events.extend(
+                        finish(t, id, stats, end_reason(stats.state), now)
+                            .into_iter()
+                            .flatten(),
+                    );
+                    out.delete.push(*key);
+                }
+                // Otherwise the record is on its way through the ring,
+                // behind this flow's samples; it reports the end.
+                continue;
+            }
             let delta = totals.request_starts[0].saturating_sub(t.reported);
             if delta > 0 {
                 t.reported = totals.request_starts[0];
-                out.push(Event::RequestStarts {
+                out.events.push(Event::RequestStarts {
                     ts: now,
                     flow: id,
                     count: delta,
@@ -237,7 +288,7 @@ impl Tracker {
             }
             if idle.contains(key) {
                 t.ended = Some(Instant::now());
-                out.push(Event::FlowEnd {
+                out.events.push(Event::FlowEnd {
                     ts: now,
                     flow: id,
                     reason: FlowEndReason::Idle,
@@ -253,7 +304,7 @@ impl Tracker {
             t.missing += 1;
             if t.missing >= MISSING_POLLS {
                 t.ended = Some(now_i);
-                out.push(Event::FlowEnd {
+                out.events.push(Event::FlowEnd {
                     ts: now,
                     flow: *id,
                     reason: FlowEndReason::Idle,
@@ -265,6 +316,35 @@ impl Tracker {
             .retain(|_, t| t.ended.is_none_or(|e| now_i.duration_since(e) < TOMBSTONE));
         out
     }
+}
+
+/// Reports the end of `t`: the last request-start delta, then the end.
+fn finish(
+    t: &mut Tracked,
+    id: FlowId,
+    stats: &FlowStats,
+    reason: FlowEndReason,
+    ts: Nanos,
+) -> [Option<Event>; 2] {
+    let totals = totals(stats);
+    let delta = totals.request_starts[0].saturating_sub(t.reported);
+    t.reported = totals.request_starts[0];
+    t.ended = Some(Instant::now());
+    t.last_totals = Some(totals);
+    let starts = (delta > 0).then_some(Event::RequestStarts {
+        ts,
+        flow: id,
+        count: delta,
+    });
+    [
+        starts,
+        Some(Event::FlowEnd {
+            ts,
+            flow: id,
+            reason,
+            totals: Some(totals),
+        }),
+    ]
 }
 
 #[cfg(test)]
@@ -293,8 +373,14 @@ mod tests {
         s.dirs[0] = DirStats {
             packets: 3,
             request_starts: requests,
+            first_seen_ns: 1000,
             ..DirStats::default()
         };
+        s
+    }
+
+    fn ended(mut s: FlowStats, bits: u64) -> FlowStats {
+        s.state = flow_state::ENDED | bits;
         s
     }
 
@@ -308,17 +394,17 @@ mod tests {
     #[test]
     fn one_view_per_connection_and_exact_request_deltas() {
         let mut t = Tracker::default();
-        let ev = t.poll(vec![(key(2), stats(2)), (key(1), stats(2))], &[], 1);
+        let out = t.poll(vec![(key(2), stats(2)), (key(1), stats(2))], &[], 1);
         // Client view wins; one delta of 2.
         assert!(matches!(
-            ev.as_slice(),
+            out.events.as_slice(),
             [Event::RequestStarts { count: 2, .. }]
         ));
         assert!(!t.admit_sample(&key(2)));
         assert!(t.admit_sample(&key(1)));
-        let ev = t.poll(vec![(key(1), stats(5)), (key(2), stats(5))], &[], 2);
+        let out = t.poll(vec![(key(1), stats(5)), (key(2), stats(5))], &[], 2);
         assert!(matches!(
-            ev.as_slice(),
+            out.events.as_slice(),
             [Event::RequestStarts { count: 3, .. }]
         ));
         let [a, b] = t.flow_end(&key(1), &stats(6), FlowEndReason::Fin, 3);
@@ -342,24 +428,80 @@ mod tests {
                 .iter()
                 .all(Option::is_none)
         );
-        // A stale snapshot must not revive it.
-        assert!(t.poll(vec![(key(1), stats(6))], &[], 4).is_empty());
+        // A stale snapshot must not revive it; ended entries of both views
+        // are deleted from the kernel map, without events.
+        let out = t.poll(
+            vec![(key(1), ended(stats(6), 0)), (key(2), ended(stats(6), 0))],
+            &[],
+            4,
+        );
+        assert!(out.events.is_empty());
+        assert_eq!(out.delete, vec![key(1), key(2)]);
+        assert!(t.poll(vec![(key(1), stats(6))], &[], 5).events.is_empty());
+        // A late sample is delivered but does not revive the flow.
+        assert!(t.admit_sample(&key(1)));
+        assert!(t.poll(vec![], &[], 6).events.is_empty());
+        assert!(t.poll(vec![], &[], 7).events.is_empty());
+    }
+
+    #[test]
+    fn ended_entry_waits_for_its_record_unless_the_record_was_lost() {
+        let mut t = Tracker::default();
+        t.poll(vec![(key(1), stats(1))], &[], 1);
+        // Ended in the kernel, record still in the ring: nothing yet, keep the entry.
+        let out = t.poll(vec![(key(1), ended(stats(3), 0))], &[], 2);
+        assert!(out.events.is_empty() && out.delete.is_empty());
+        // Record lost: the poll reports the end from the frozen entry.
+        let out = t.poll(
+            vec![(
+                key(1),
+                ended(stats(3), flow_state::END_RECORD_LOST | flow_state::END_RST),
+            )],
+            &[],
+            3,
+        );
+        assert!(matches!(
+            out.events.as_slice(),
+            [
+                Event::RequestStarts { count: 2, .. },
+                Event::FlowEnd {
+                    reason: FlowEndReason::Rst,
+                    totals: Some(_),
+                    ..
+                }
+            ]
+        ));
+        assert_eq!(out.delete, vec![key(1)]);
+    }
+
+    #[test]
+    fn new_connection_on_the_same_tuple_is_tracked_again() {
+        let mut t = Tracker::default();
+        t.poll(vec![(key(1), stats(1))], &[], 1);
+        t.flow_end(&key(1), &stats(1), FlowEndReason::Fin, 2);
+        let mut again = stats(4);
+        again.dirs[0].first_seen_ns = 9000;
+        let out = t.poll(vec![(key(1), again)], &[], 3);
+        assert!(matches!(
+            out.events.as_slice(),
+            [Event::RequestStarts { count: 4, .. }]
+        ));
     }
 
     #[test]
     fn vanished_flows_end_idle_after_grace() {
         let mut t = Tracker::default();
         t.poll(vec![(key(1), stats(0))], &[], 1);
-        assert!(t.poll(vec![], &[], 2).is_empty());
-        let ev = t.poll(vec![], &[], 3);
+        assert!(t.poll(vec![], &[], 2).events.is_empty());
+        let out = t.poll(vec![], &[], 3);
         assert!(matches!(
-            ev.as_slice(),
+            out.events.as_slice(),
             [Event::FlowEnd {
                 reason: FlowEndReason::Idle,
                 totals: Some(_),
                 ..
             }]
         ));
-        assert!(t.poll(vec![], &[], 4).is_empty());
+        assert!(t.poll(vec![], &[], 4).events.is_empty());
     }
 }

@@ -313,10 +313,25 @@ impl Capture {
         })
     }
 
-    /// Replaces the monitored endpoints (applied as a diff: no moment without rules).
+    /// Replaces the monitored endpoints (applied as a diff: no moment
+    /// without rules). Established flows skip the rule lookup in the kernel,
+    /// so flows of endpoint ids no longer in `rules` are deleted here; they
+    /// end as `FlowEndReason::Idle` at the next poll.
     pub fn set_endpoints(&self, rules: &[EndpointRule]) -> Result<(), CaptureError> {
         let compiled = compile(rules)?;
-        lock(&self.control).apply(compiled)
+        lock(&self.control).apply(compiled)?;
+        let ids: std::collections::HashSet<u32> = rules.iter().map(|r| r.id).collect();
+        let mut flows = lock(&self.flows);
+        let stale: Vec<FlowKey> = flows
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, s)| !ids.contains(&s.endpoint_id))
+            .map(|(k, _)| k)
+            .collect();
+        for k in &stale {
+            let _ = flows.remove(k);
+        }
+        Ok(())
     }
 
     /// Changes sampling at run time.
@@ -578,8 +593,19 @@ async fn poll_flows(
         let now = i64::try_from(system::monotonic_now())
             .unwrap_or(i64::MAX)
             .saturating_add(system::mono_to_wall_offset());
-        let events = lock(&shared.tracker).poll(entries, &idle, now);
-        for ev in events {
+        let outcome = lock(&shared.tracker).poll(entries, &idle, now);
+        if !outcome.delete.is_empty() {
+            let f = flows.clone();
+            let delete = outcome.delete;
+            let _ = tokio::task::spawn_blocking(move || {
+                let mut map = lock(&f);
+                for k in &delete {
+                    let _ = map.remove(k);
+                }
+            })
+            .await;
+        }
+        for ev in outcome.events {
             if tx.send(ev).await.is_err() {
                 return;
             }

@@ -308,3 +308,26 @@ async fn tc_on_veth_ipv6() {
     println!("end: {reason:?} {totals:?}");
     assert_eq!(totals.unwrap().request_starts, [1, 0]);
 }
+
+/// Run without privileges (e.g. `setpriv --reuid=65534 --clear-groups
+/// --inh-caps=-all <test binary> capture::smoke::unprivileged --ignored`):
+/// the error names the missing capabilities.
+#[tokio::test]
+#[ignore = "meant to run without privileges, by hand"]
+async fn unprivileged_start_says_why() {
+    let (tx, _rx) = mpsc::channel(1);
+    let err = Capture::start(
+        CaptureConfig {
+            endpoints: vec![EndpointRule {
+                id: 1,
+                prefix: None,
+                ports: PortSpec::List(vec![443]),
+            }],
+            ..CaptureConfig::default()
+        },
+        tx,
+    )
+    .expect_err("must not start without privileges");
+    println!("{err}");
+    assert!(matches!(err, CaptureError::NotPermitted { .. }), "{err:?}");
+}

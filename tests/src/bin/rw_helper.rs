@@ -2,23 +2,28 @@
 //! be its own process so that only its sockets are charged to the test cgroup.
 //!
 //! rw-helper http-client <server addr> <requests> [path]   one keep-alive connection; prints a JSON report
+//! rw-helper http-client-rst <server addr> <requests>   same, but ends with a reset
+//! rw-helper capture-cgroup <cgroup dir> <server addr>  a capture in its own process; prints "attached"
 //! rw-helper serve-http <bind addr> <body len>             prints "listening <addr>", serves until stdin closes
 
 use std::{io::Read, net::SocketAddr, process::ExitCode};
 
-use tests::http::{HttpServer, run_client};
+use tests::{
+    harness::{Attach, Endpoint, Harness, Tuning},
+    http::{HttpServer, run_client_with},
+};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or_default();
     match arg(0) {
-        "http-client" => {
+        cmd @ ("http-client" | "http-client-rst") => {
             let (Ok(server), Ok(n)) = (arg(1).parse::<SocketAddr>(), arg(2).parse::<u64>()) else {
                 eprintln!("usage: rw-helper http-client <addr> <requests> [path]");
                 return ExitCode::from(2);
             };
             let path = args.get(3).map_or("/", String::as_str);
-            match run_client(server, n, path) {
+            match run_client_with(server, n, path, cmd == "http-client-rst") {
                 Ok(report) => {
                     println!("{}", report.to_json());
                     ExitCode::SUCCESS
@@ -28,6 +33,22 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        "capture-cgroup" => {
+            let (Some(dir), Ok(server)) = (args.get(1), arg(2).parse::<SocketAddr>()) else {
+                eprintln!("usage: rw-helper capture-cgroup <cgroup dir> <server addr>");
+                return ExitCode::from(2);
+            };
+            let h = Harness::start(
+                Attach::Cgroup(dir.into()),
+                &[Endpoint::exact(server)],
+                Tuning::default(),
+            );
+            println!("attached");
+            // Runs until killed (the test kills it) or stdin closes.
+            let _ = std::io::stdin().read_to_end(&mut Vec::new());
+            drop(h);
+            ExitCode::SUCCESS
         }
         "serve-http" => {
             let (Ok(bind), Ok(body)) = (arg(1).parse::<SocketAddr>(), arg(2).parse::<usize>())

@@ -190,3 +190,71 @@ fn endpoint_update_at_run_time_starts_monitoring() {
         h.events_of(before)
     );
 }
+
+#[test]
+fn reset_ends_the_flow_with_final_counters() {
+    require_tools();
+    let server = HttpServer::start("127.0.0.1:0".parse().expect("addr"), 700);
+    let cg = CgroupGuard::new("rst");
+    let mut h = Harness::start(
+        Attach::Cgroup(cg.path().into()),
+        &[Endpoint::exact(server.addr())],
+        Tuning::default(),
+    );
+    let dump = Tcpdump::start(
+        "lo",
+        &format!("tcp port {}", server.addr().port()),
+        None,
+        256,
+    );
+    let (flow, _) = crate::client_in(&cg, "http-client-rst", server.addr(), 4);
+    let recs = dump.wait_for("the reset in the pcap", EVENT_TIMEOUT, |r| {
+        flow_closed(r, flow.client, flow.server)
+    });
+    assert!(
+        recs.iter()
+            .any(|r| r.src == flow.client && r.flags & 0x04 != 0),
+        "the client did not reset the connection"
+    );
+    let truth = flow_totals(&recs, flow.client, flow.server);
+    let (reason, totals) = h.wait_flow_end(flow, EVENT_TIMEOUT);
+    assert_eq!(reason, FlowEndReason::Rst);
+    assert_totals_match(&totals.expect("final counters on reset"), &truth);
+    assert_eq!(h.request_starts_of(flow), 4);
+}
+
+#[test]
+fn live_flow_carries_the_client_cgroup_id() {
+    require_tools();
+    let server = HttpServer::start("127.0.0.1:0".parse().expect("addr"), 16);
+    let cg = CgroupGuard::new("cgid");
+    let h = Harness::start(
+        Attach::Cgroup(cg.path().into()),
+        &[Endpoint::exact(server.addr())],
+        Tuning::default(),
+    );
+    // A long keep-alive run, killed once its flow has been seen.
+    let mut client = cg
+        .command(crate::rw_helper())
+        .args(["http-client", &server.addr().to_string(), "100000000"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn client");
+    let snap = tests::wait::wait_until("the live flow in the kernel table", EVENT_TIMEOUT, || {
+        h.flows()
+            .into_iter()
+            .find(|f| f.flow.server == server.addr() && f.totals.request_starts[0] > 10)
+    });
+    let _ = client.kill();
+    let _ = client.wait();
+    assert_eq!(
+        snap.cgroup_id,
+        cg.id(),
+        "socket cgroup id of {:?}",
+        snap.flow
+    );
+    assert!(
+        snap.totals.packets[0] > 0 && snap.totals.packets[1] > 0,
+        "{snap:?}"
+    );
+}

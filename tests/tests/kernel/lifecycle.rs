@@ -99,3 +99,34 @@ fn bad_attach_targets_fail_with_one_clear_sentence() {
     .expect("a missing cgroup directory must not start");
     assert!(err.to_string().contains("rwt-does-not-exist"), "{err}");
 }
+
+#[test]
+fn killed_capture_process_leaves_nothing_attached() {
+    require_tools();
+    let cg = CgroupGuard::new("kill");
+    let mut child = std::process::Command::new(crate::rw_helper())
+        .arg("capture-cgroup")
+        .arg(cg.path())
+        .arg("127.0.0.1:9")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn capture process");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().expect("stdout")),
+        &mut line,
+    )
+    .expect("read from capture process");
+    assert_eq!(line.trim(), "attached");
+    let ids = attached(cg.path());
+    assert_eq!(ids.len(), 2, "attached by the child: {ids:?}");
+    // SIGKILL: no destructor runs; the kernel must drop the links with the fds.
+    child.kill().expect("kill capture process");
+    child.wait().expect("reap capture process");
+    tests::wait::wait_for(
+        "the kernel to detach a killed capture's programs",
+        EVENT_TIMEOUT,
+        || attached(cg.path()).is_empty() && ids.iter().all(|id| !prog_loaded(*id)),
+    );
+}

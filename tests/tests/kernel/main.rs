@@ -33,10 +33,20 @@ pub fn http_client_in(
     server: SocketAddr,
     requests: u64,
 ) -> (FlowId, ClientReport) {
+    client_in(cg, "http-client", server, requests)
+}
+
+/// `rw-helper <mode>` inside `cg` (`http-client`, or `http-client-rst` to end with a reset).
+pub fn client_in(
+    cg: &CgroupGuard,
+    mode: &str,
+    server: SocketAddr,
+    requests: u64,
+) -> (FlowId, ClientReport) {
     let out = cg
         .command(rw_helper())
         .args([
-            "http-client",
+            mode,
             &server.to_string(),
             &requests.to_string(),
             "/api/v1/items",

@@ -74,3 +74,64 @@ fn one_in_n_within_bounds() {
         .count() as u64;
     assert_eq!(requests, truth[0].payload_segments);
 }
+
+#[test]
+fn samples_are_wire_bytes_cut_at_snaplen_and_counted() {
+    require_tools();
+    let snaplen = 64u32;
+    let server = HttpServer::start("[::1]:0".parse().expect("addr"), 300);
+    let cg = CgroupGuard::new("snap");
+    let tuning = Tuning {
+        snaplen,
+        first_segments: 0,
+        sample_one_in: 1,
+        ..Tuning::default()
+    };
+    let mut h = Harness::start(
+        Attach::Cgroup(cg.path().into()),
+        &[Endpoint::exact(server.addr())],
+        tuning,
+    );
+    let dump = Tcpdump::start(
+        "lo",
+        &format!("tcp port {}", server.addr().port()),
+        None,
+        65535,
+    );
+    let (flow, _) = http_client_in(&cg, server.addr(), 40);
+    let recs = dump.wait_for("flow close", EVENT_TIMEOUT, |r| {
+        flow_closed(r, flow.client, flow.server)
+    });
+    h.wait_flow_end(flow, EVENT_TIMEOUT);
+    let wire: Vec<_> = recs
+        .iter()
+        .filter(|r| r.payload_len > 0 && (r.src == flow.client || r.src == flow.server))
+        .collect();
+    let samples = h.packets_of(flow);
+    assert_eq!(
+        samples.len(),
+        wire.len(),
+        "1 in 1: one sample per payload segment"
+    );
+    for s in &samples {
+        let w = wire
+            .iter()
+            .find(|w| w.src == s.src && w.seq == s.seq)
+            .unwrap_or_else(|| panic!("no wire segment for sample {s:?}"));
+        assert_eq!(s.payload_len, w.payload_len);
+        assert_eq!(s.payload.len() as u32, w.payload_len.min(snaplen));
+        assert_eq!(
+            &s.payload[..],
+            &w.payload[..s.payload.len()],
+            "sample bytes at seq {}",
+            s.seq
+        );
+    }
+    let longer = wire.iter().filter(|w| w.payload_len > snaplen).count() as u64;
+    assert!(longer > 0);
+    assert_eq!(
+        h.counters().sample_truncated,
+        longer,
+        "truncated samples are counted"
+    );
+}
