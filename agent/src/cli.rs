@@ -74,21 +74,21 @@ pub struct AgentArgs {
     /// The ramp contract (YAML); reloaded on change and on SIGHUP.
     #[arg(long)]
     pub contract: PathBuf,
-    /// Optional agent settings file (YAML); flags override it.
+    /// Agent settings file (YAML, see docs/operations.md); flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Where Prometheus scrapes /metrics.
-    #[arg(long, default_value = "127.0.0.1:9464")]
-    pub metrics_addr: SocketAddr,
-    /// Unix socket the CLI talks to.
-    #[arg(long, default_value = crate::sinks::api::DEFAULT_SOCKET)]
-    pub socket: PathBuf,
+    /// Where Prometheus scrapes /metrics [default: 127.0.0.1:9464].
+    #[arg(long)]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Unix socket the CLI talks to [default: /run/rampwatch/rampwatch.sock].
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
     /// Group (name or gid) allowed on the socket besides root.
     #[arg(long)]
     pub socket_group: Option<String>,
-    /// Directory of the audit log.
-    #[arg(long, default_value = "/var/lib/rampwatch/audit")]
-    pub audit_dir: PathBuf,
+    /// Directory of the audit log [default: /var/lib/rampwatch/audit].
+    #[arg(long)]
+    pub audit_dir: Option<PathBuf>,
     /// HMAC key file for the audit log.
     #[arg(long)]
     pub audit_key: Option<PathBuf>,

@@ -64,7 +64,7 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Build { release } => {
             setup::toolchain()?;
-            cmd::cargo(&["build", "--workspace"], release)
+            cmd::cargo(&["build", "--workspace", "--exclude", "agent-ebpf"], release)
         }
         Task::Test(options) => test::run(&options),
         Task::Run { args } => run::run(&args),

@@ -16,10 +16,10 @@ mod decode;
 mod error;
 mod matching;
 mod model;
-mod reader;
+pub(crate) mod reader;
 pub mod schema;
 mod timefmt;
-mod yaml;
+pub(crate) mod yaml;
 
 #[cfg(test)]
 mod tests;

@@ -18,6 +18,7 @@
 //! request quotas (see `docs/architecture.md`).
 
 mod audit_thread;
+pub mod config;
 mod present;
 pub mod reload;
 mod rules;
@@ -70,14 +71,15 @@ fn now() -> Nanos {
 /// Runs the agent until SIGINT/SIGTERM. Everything attached is detached and
 /// the socket removed on the way out.
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let settings = config::Settings::resolve(&args)?;
     let started = now();
-    let contract = Arc::new(Contract::load(&args.contract)?);
+    let contract = Arc::new(Contract::load(&settings.contract)?);
     let contract_sha = reload::sha256_hex(
-        &std::fs::read(&args.contract)
-            .with_context(|| format!("reading {}", args.contract.display()))?,
+        &std::fs::read(&settings.contract)
+            .with_context(|| format!("reading {}", settings.contract.display()))?,
     );
 
-    let audit = AuditWriter::open(&args.audit_dir, args.audit_key.as_deref())?;
+    let audit = AuditWriter::open(&settings.audit_dir, settings.audit_key.as_deref())?;
     audit.record(RecordKind::AgentStart {
         version: env!("CARGO_PKG_VERSION").to_owned(),
     });
@@ -89,16 +91,14 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     let metrics = Arc::new(Metrics::new()?);
     metrics.reload_success.set(1);
-    let metrics_server = metrics::serve(args.metrics_addr, Arc::clone(&metrics), cancel.clone()).await?;
-    let api = ApiServer::bind(&args.socket, args.socket_group.as_deref())?;
+    let metrics_server = metrics::serve(settings.metrics_addr, Arc::clone(&metrics), cancel.clone()).await?;
+    let api = ApiServer::bind(&settings.socket, settings.socket_group.as_deref())?;
     let snapshot = Snapshot::new();
 
     let (tx, mut rx) = mpsc::channel::<Event>(8192);
     let config = CaptureConfig {
-        cgroup: args.cgroup.clone(),
-        interfaces: args.ifaces.clone(),
         endpoints: rules::kernel_rules(&contract).await,
-        ..CaptureConfig::default()
+        ..settings.capture.clone()
     };
     let capture_desc = describe_capture(&config);
     let capture = match Capture::start(config, tx) {
@@ -114,8 +114,8 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     tracing::info!(
         contract = contract.name(),
         capture = %capture_desc,
-        metrics = %args.metrics_addr,
-        socket = %args.socket.display(),
+        metrics = %settings.metrics_addr,
+        socket = %settings.socket.display(),
         "rampwatch agent started"
     );
 
@@ -131,7 +131,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let (reload_tx, mut reload_rx) = mpsc::channel(4);
     tasks.spawn(reload::watch(
-        args.contract.clone(),
+        settings.contract.clone(),
         contract_sha.clone(),
         Duration::from_secs(2),
         hup_rx,
@@ -148,6 +148,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         EngineOptions {
             requests_from_kernel: true,
             emit_occurrences: true,
+            quiet_period: Some(settings.quiet_period),
             ..EngineOptions::default()
         },
     );

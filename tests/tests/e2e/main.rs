@@ -216,6 +216,31 @@ fn alerts_reach_alertmanager_for_violations_and_not_for_benign_traffic() {
     .map(|(a, e, c)| (a.to_owned(), e.to_owned(), c.to_owned()))
     .collect();
     assert_eq!(labelled, expected, "{}", fail("alerts with unexpected labels", &monitoring, &agent));
+    // A real scrape passes promtool's lint (names, help, types, units).
+    let scrape = Command::new("curl")
+        .args(["-sf", &format!("http://{}/metrics", agent.metrics_addr)])
+        .output()
+        .expect("curl runs");
+    assert!(scrape.status.success());
+    let mut lint = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs");
+    {
+        use std::io::Write as _;
+        lint.stdin.take().expect("stdin").write_all(&scrape.stdout).expect("feed promtool");
+    }
+    let lint = lint.wait_with_output().expect("promtool finishes");
+    assert!(
+        lint.status.success() && lint.stdout.is_empty() && lint.stderr.is_empty(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&lint.stdout),
+        String::from_utf8_lossy(&lint.stderr)
+    );
+
     assert!(agent.is_running());
     assert!(agent.stop().success(), "{}", agent.log_text());
 }

@@ -20,6 +20,8 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
+    #[error("permission denied on {path}: the agent's socket is for root and its --socket-group; run as root or ask to join that group")]
+    Denied { path: PathBuf },
     #[error("talking to the agent on {path} failed: {source}")]
     Io {
         path: PathBuf,
@@ -43,9 +45,17 @@ pub fn query(
         path: socket.to_owned(),
         source,
     };
-    let mut stream = UnixStream::connect(socket).map_err(|source| ClientError::Connect {
-        path: socket.to_owned(),
-        source,
+    let mut stream = UnixStream::connect(socket).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::PermissionDenied {
+            ClientError::Denied {
+                path: socket.to_owned(),
+            }
+        } else {
+            ClientError::Connect {
+                path: socket.to_owned(),
+                source,
+            }
+        }
     })?;
     let mut line = serde_json::to_vec(request).map_err(ClientError::Protocol)?;
     line.push(b'\n');
