@@ -28,8 +28,9 @@ pub fn rampwatch_binary() -> PathBuf {
 
 impl AgentProcess {
     /// Writes `contract` to a temp dir and starts the agent attached to
-    /// `cgroup`; returns once its socket answers.
-    pub fn start(contract: &str, cgroup: &Path, extra_env: &[(&str, &str)]) -> Self {
+    /// `cgroup`, with `extra_args` after the standard ones; returns once its
+    /// socket answers.
+    pub fn start(contract: &str, cgroup: &Path, extra_args: &[&str]) -> Self {
         let dir = std::env::temp_dir().join(crate::unique_name("agent"));
         fs::create_dir_all(&dir).expect("create the agent's temp dir");
         let contract_path = dir.join("contract.yaml");
@@ -51,12 +52,11 @@ impl AgentProcess {
             .arg(&audit_dir)
             .arg("--cgroup")
             .arg(cgroup)
+            .args(extra_args)
+            .env("RAMPWATCH_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log).expect("create the agent log"));
-        for (k, v) in extra_env {
-            cmd.env(k, v);
-        }
         let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start rampwatch: {e}"));
         let mut agent = Self {
             child: Some(child),
@@ -78,6 +78,37 @@ impl AgentProcess {
     /// The contract file the agent watches (rewrite it to test reloads).
     pub fn contract_path(&self) -> PathBuf {
         self.dir.join("contract.yaml")
+    }
+
+    /// The agent's pid, for signals.
+    pub fn pid(&self) -> i32 {
+        self.child
+            .as_ref()
+            .and_then(|c| i32::try_from(c.id()).ok())
+            .expect("the agent is running")
+    }
+
+    /// Every audit record written so far, in order (all segments).
+    pub fn audit_records(&self) -> Vec<serde_json::Value> {
+        let mut files: Vec<PathBuf> = fs::read_dir(&self.audit_dir)
+            .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.retain(|p| p.extension().is_some_and(|e| e == "jsonl"));
+        files.sort();
+        files
+            .iter()
+            .flat_map(|f| fs::read_to_string(f).unwrap_or_default().lines().map(str::to_owned).collect::<Vec<_>>())
+            .filter_map(|l| serde_json::from_str(&l).ok())
+            .collect()
+    }
+
+    /// The body of /metrics.
+    pub fn metrics(&self) -> String {
+        Command::new("curl")
+            .args(["-sf", &format!("http://{}/metrics", self.metrics_addr)])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
     }
 
     /// `rampwatch <args> --socket <ours>`; stdout when it succeeds.
