@@ -202,6 +202,26 @@ fn violations_escalate_by_remediation_windows_and_resolve_when_quiet() {
         cgroup.path(),
         &["--config", &config],
     );
+    // `rampwatch watch` streams the lifecycle as it happens.
+    let mut watch = Command::new(rampwatch_binary())
+        .args(["watch", "-o", "json", "--socket"])
+        .arg(&agent.socket)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("rampwatch watch runs");
+    let watch_out = watch.stdout.take().expect("watch stdout");
+    let events = std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        let mut seen = Vec::new();
+        for line in std::io::BufReader::new(watch_out).lines().map_while(Result::ok) {
+            let v: Value = serde_json::from_str(&line).unwrap_or_default();
+            seen.push(format!("{}:{}", v["event"].as_str().unwrap_or("?"), v["violation"]["kind"].as_str().unwrap_or("?")));
+            if v["event"] == "resolved" {
+                break;
+            }
+        }
+        seen
+    });
     let url = format!("http://{}/v1/orders", orders.addr());
     // No credential to an endpoint that requires one: unknown_client.
     curl(&cgroup, &url, None);
@@ -227,6 +247,19 @@ fn violations_escalate_by_remediation_windows_and_resolve_when_quiet() {
     for kind in ["violation_opened", "violation_escalated", "violation_resolved"] {
         assert!(records.contains(&kind.to_owned()), "no {kind} in the audit log: {records:?}");
     }
+    let streamed = events.join().expect("watch reader");
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert_eq!(
+        streamed,
+        [
+            "opened:unknown_client",
+            "escalated:unknown_client",
+            "escalated:unknown_client",
+            "resolved:unknown_client"
+        ],
+        "what `rampwatch watch` streamed"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
