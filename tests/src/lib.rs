@@ -10,6 +10,7 @@
 //! they need root and run with `--test-threads=1` because they attach kernel
 //! programs and capture on shared interfaces.
 
+pub mod canary;
 pub mod cgroup;
 pub mod harness;
 pub mod http;
