@@ -11,6 +11,7 @@
 //! programs and capture on shared interfaces.
 
 pub mod agent_proc;
+pub mod canary;
 pub mod cgroup;
 pub mod harness;
 pub mod http;
