@@ -8,7 +8,9 @@
 //! [`Capture::shutdown`]) stops both and detaches every program: the links
 //! are file descriptors owned by the loaded object.
 
+mod control;
 mod endpoints;
+mod error;
 mod flows;
 mod ring;
 #[cfg(test)]
@@ -25,17 +27,20 @@ use std::{
 };
 
 use agent_common::{
-    Config, EndpointKey, FlowKey, FlowStats, PortEntry, config_flags, map_names, program_names,
+    Config, FlowKey, FlowStats, map_names, program_names,
     stat,
 };
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf, lpm_trie::LpmTrie},
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
     programs::{
         CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, SchedClassifier, TcAttachType, tc,
     },
 };
+use control::Control;
 pub use endpoints::{Compiled, EndpointRule, PortSpec, RuleError, compile};
+pub use error::CaptureError;
+use error::{map_err, prog_err};
 pub use flows::FlowSnapshot;
 pub use stats::{KernelStats, ProgramCost};
 use tokio::{io::unix::AsyncFd, sync::mpsc::Sender, task::JoinHandle};
@@ -87,69 +92,6 @@ impl Default for CaptureConfig {
             idle_timeout: Duration::from_secs(300),
         }
     }
-}
-
-/// Why live capture could not start or an operation failed. The first group
-/// are host problems with one sentence saying what to do.
-#[derive(Debug, thiserror::Error)]
-pub enum CaptureError {
-    #[error(
-        "rampwatch needs root or the capabilities CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON to load its kernel programs (missing: {missing}); run it as root or grant them"
-    )]
-    NotPermitted { missing: String },
-    #[error(
-        "no cgroup v2 hierarchy is mounted (none in /proc/self/mountinfo); mount one with `mount -t cgroup2 none /sys/fs/cgroup` or capture on interfaces only"
-    )]
-    NoCgroupV2,
-    #[error("network interface `{0}` does not exist; check the name with `ip link`")]
-    UnknownInterface(String),
-    #[error(
-        "the kernel exposes no BTF (/sys/kernel/btf/vmlinux is missing); use a kernel built with CONFIG_DEBUG_INFO_BTF=y"
-    )]
-    NoBtf,
-    #[error("kernel programs not built: run `cargo xtask setup` and rebuild")]
-    NotBuilt,
-    #[error("cannot open cgroup directory {path}: {source}; pass an existing cgroup v2 directory")]
-    Cgroup {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("invalid endpoint rules: {0}")]
-    Rules(#[from] RuleError),
-    #[error("loading the kernel object failed: {0}")]
-    Load(#[from] aya::EbpfError),
-    #[error("kernel program {name} could not be loaded or attached: {source}")]
-    Program {
-        name: &'static str,
-        source: aya::programs::ProgramError,
-    },
-    #[error("kernel map {name} failed: {source}")]
-    Map {
-        name: &'static str,
-        source: aya::maps::MapError,
-    },
-    #[error("kernel map {0} is missing from the kernel object; rebuild the agent")]
-    MissingMap(&'static str),
-    #[error("cannot watch the ring buffer: {0}")]
-    Io(#[from] std::io::Error),
-}
-
-fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> CaptureError {
-    move |source| CaptureError::Map { name, source }
-}
-
-fn prog_err(name: &'static str) -> impl Fn(aya::programs::ProgramError) -> CaptureError {
-    move |source| CaptureError::Program { name, source }
-}
-
-/// The maps userspace writes.
-struct Control {
-    config: Array<MapData, Config>,
-    endpoints: LpmTrie<MapData, EndpointKey, u32>,
-    endpoints_any: LpmTrie<MapData, [u8; 16], u32>,
-    ports: Array<MapData, PortEntry>,
-    current: Compiled,
-    cfg: Config,
 }
 
 /// A running capture. Dropping it detaches everything.
@@ -480,74 +422,6 @@ impl RecordDecoder {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-impl Control {
-    fn write_config(&mut self) -> Result<(), CaptureError> {
-        self.config
-            .set(0, self.cfg, 0)
-            .map_err(map_err(map_names::CONFIG))
-    }
-
-    /// Installs `next`: new and changed entries first, then the config flag,
-    /// then removals, so no packet sees a gap for a rule that stays.
-    fn apply(&mut self, next: Compiled) -> Result<(), CaptureError> {
-        for (&(bits, key), &id) in &next.port_entries {
-            if self.current.port_entries.get(&(bits, key)) != Some(&id) {
-                self.endpoints
-                    .insert(&aya::maps::lpm_trie::Key::new(bits, key), id, 0)
-                    .map_err(map_err(map_names::ENDPOINTS))?;
-            }
-        }
-        for (&(bits, addr), &id) in &next.any_port_entries {
-            if self.current.any_port_entries.get(&(bits, addr)) != Some(&id) {
-                self.endpoints_any
-                    .insert(&aya::maps::lpm_trie::Key::new(bits, addr), id, 0)
-                    .map_err(map_err(map_names::ENDPOINTS_ANY_PORT))?;
-            }
-        }
-        for (&port, &entry) in &next.ports {
-            if self.current.ports.get(&port) != Some(&entry) {
-                self.ports
-                    .set(u32::from(port), entry, 0)
-                    .map_err(map_err(map_names::PORTS))?;
-            }
-        }
-        self.cfg.flags = if next.any_port {
-            config_flags::NO_PORT_PREFILTER
-        } else {
-            0
-        };
-        self.write_config()?;
-        for &port in self.current.ports.keys() {
-            if !next.ports.contains_key(&port) {
-                self.ports
-                    .set(u32::from(port), PortEntry::default(), 0)
-                    .map_err(map_err(map_names::PORTS))?;
-            }
-        }
-        for &(bits, key) in self.current.port_entries.keys() {
-            if !next.port_entries.contains_key(&(bits, key)) {
-                let _ = self
-                    .endpoints
-                    .remove(&aya::maps::lpm_trie::Key::new(bits, key));
-            }
-        }
-        for &(bits, addr) in self.current.any_port_entries.keys() {
-            if !next.any_port_entries.contains_key(&(bits, addr)) {
-                let _ = self
-                    .endpoints_any
-                    .remove(&aya::maps::lpm_trie::Key::new(bits, addr));
-            }
-        }
-        tracing::debug!(
-            port_entries = next.port_entries.len(),
-            any_port_entries = next.any_port_entries.len(),
-            "endpoint maps updated"
-        );
-        self.current = next;
-        Ok(())
-    }
 }
 
 fn read_flows(flows: &Mutex<BpfHashMap<MapData, FlowKey, FlowStats>>) -> Vec<(FlowKey, FlowStats)> {
