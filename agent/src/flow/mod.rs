@@ -12,7 +12,7 @@ pub mod reassembly;
 mod requests;
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, VecDeque, hash_map::Entry},
     net::SocketAddr,
 };
 
@@ -187,17 +187,12 @@ impl<T: Default> FlowTable<T> {
         let key = key_of(p.src, p.dst);
         let mut changes = Changes::default();
         let fresh_syn = p.flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
-        let restart = match self.flows.get(&key) {
-            None => true,
-            // A new connection on the same address pair.
-            Some(f) => f.ended.is_some() && fresh_syn,
-        };
-        if restart {
-            if self.flows.len() >= self.cfg.max_flows {
-                self.evict_one(key);
-            }
+        if self.flows.len() >= self.cfg.max_flows && !self.flows.contains_key(&key) {
+            self.evict_one(key);
+        }
+        let make = || {
             let (id, orientation) = orient::orient(p, is_server);
-            let flow = Flow {
+            Flow {
                 id,
                 first_seen: p.ts,
                 last_seen: p.ts,
@@ -211,17 +206,30 @@ impl<T: Default> FlowTable<T> {
                 streams: Default::default(),
                 cursor: RequestCursor::default(),
                 ext: T::default(),
-            };
-            self.flows.insert(key, flow);
+            }
+        };
+        // One hash lookup per packet.
+        let flow = match self.flows.entry(key) {
+            Entry::Occupied(o) => {
+                let f = o.into_mut();
+                if f.ended.is_some() && fresh_syn {
+                    // A new connection on the same address pair.
+                    *f = make();
+                    changes.new_flow = true;
+                }
+                f
+            }
+            Entry::Vacant(v) => {
+                changes.new_flow = true;
+                v.insert(make())
+            }
+        };
+        if changes.new_flow {
             self.expiry.push_back((p.ts, key));
             self.stats.flows += 1;
-            changes.new_flow = true;
         }
         let cfg = &self.cfg;
         let stats = &mut self.stats;
-        let Some(flow) = self.flows.get_mut(&key) else {
-            unreachable!("inserted above")
-        };
         if !changes.new_flow {
             orient::maybe_reorient(flow, p);
         }

@@ -11,7 +11,6 @@ use crate::{
     identity::Fingerprint,
 };
 
-#[expect(dead_code, reason = "shared with tests_engine")]
 pub const SEC: Nanos = 1_000_000_000;
 
 pub fn fp(token: &str) -> String {

@@ -240,6 +240,22 @@ fn stage_change_and_hot_reload_keep_state() {
 }
 
 #[test]
+fn reload_looks_live_flows_up_again() {
+    let mut e = engine();
+    let c = "10.1.0.9:5000";
+    let s = "10.20.2.5:8080";
+    e.handle(pkt(t0(), c, s, 100, tcp_flags::SYN, b""));
+    let req = get("/v1/orders", Some("acme-token"));
+    e.handle(pkt(t0(), c, s, 101, ACK, &req));
+    // Reload with the endpoints in another order: indexes change, names stay.
+    let yaml = contract_yaml().replace("    - name: payments\n", "    - name: aaa\n      dataClass: public\n      hosts: [\"10.99.0.0/16\"]\n    - name: payments\n");
+    e.set_contract(Arc::new(Contract::parse(&yaml, "reloaded.yaml").unwrap()));
+    end_flow(&mut e, t0() + 1, c, s, 101 + req.len() as u32, 1);
+    let r = records(&mut e);
+    assert_eq!((&*r[0].endpoint, &*r[0].client), ("orders", "acme"));
+}
+
+#[test]
 fn severity_escalates_and_quiet_violations_resolve() {
     let mut e = Engine::new(
         contract(),
