@@ -20,13 +20,22 @@ struct LastLine {
 
 impl std::io::Write for LastLine {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        for &b in buf {
-            if b == b'\n' {
-                std::mem::swap(&mut self.cur, &mut self.last);
+        match buf.iter().rposition(|b| *b == b'\n') {
+            Some(i) => {
+                // The last complete line ends at i.
+                let (head, tail) = buf.split_at(i);
+                let start = head.iter().rposition(|b| *b == b'\n').map_or(0, |j| j + 1);
+                if start == 0 {
+                    self.cur.extend_from_slice(head);
+                    std::mem::swap(&mut self.cur, &mut self.last);
+                } else {
+                    self.last.clear();
+                    self.last.extend_from_slice(&head[start..]);
+                }
                 self.cur.clear();
-            } else {
-                self.cur.push(b);
+                self.cur.extend_from_slice(&tail[1..]);
             }
+            None => self.cur.extend_from_slice(buf),
         }
         Ok(buf.len())
     }

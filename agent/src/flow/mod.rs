@@ -127,11 +127,30 @@ impl<T> Flow<T> {
     }
 }
 
-/// Flows keyed by their unordered address pair.
-type Key = (SocketAddr, SocketAddr);
+/// Flows keyed by their unordered address pair, packed so that hashing and
+/// comparing a key is a few integer operations (IPv4 as IPv4-mapped IPv6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Key {
+    lo_ip: u128,
+    hi_ip: u128,
+    ports: u32,
+}
+
+fn ip128(ip: std::net::IpAddr) -> u128 {
+    match ip {
+        std::net::IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
+        std::net::IpAddr::V6(v6) => u128::from(v6),
+    }
+}
 
 fn key_of(a: SocketAddr, b: SocketAddr) -> Key {
-    if a <= b { (a, b) } else { (b, a) }
+    let (a, b) = ((ip128(a.ip()), a.port()), (ip128(b.ip()), b.port()));
+    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+    Key {
+        lo_ip: lo.0,
+        hi_ip: hi.0,
+        ports: u32::from(lo.1) << 16 | u32::from(hi.1),
+    }
 }
 
 type Hasher = foldhash::fast::FixedState;
