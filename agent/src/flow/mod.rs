@@ -232,8 +232,9 @@ impl<T: Default> FlowTable<T> {
             Entry::Occupied(o) => {
                 let f = o.into_mut();
                 if f.ended.is_some() && fresh_syn {
-                    // A new connection on the same address pair.
-                    *f = make();
+                    // A new connection on the same address pair; the old one
+                    // is reported.
+                    self.removed.push(std::mem::replace(f, make()));
                     changes.new_flow = true;
                 }
                 f
@@ -258,16 +259,17 @@ impl<T: Default> FlowTable<T> {
             Direction::ToClient
         });
         flow.last_seen = flow.last_seen.max(p.ts);
-        if flow.ended.is_some() {
-            stats.late_packets += 1;
-            return (flow, dir, changes);
-        }
         let i = dir.index();
         flow.totals.packets[i] += 1;
         flow.totals.bytes[i] += u64::from(p.payload_len);
         if p.payload_len > 0 {
             flow.totals.payload_bytes[i] += u64::from(p.payload_len);
             flow.totals.payload_segments[i] += 1;
+        }
+        if flow.ended.is_some() {
+            // Last ACKs after FIN (counted above, not parsed).
+            stats.late_packets += 1;
+            return (flow, dir, changes);
         }
         if p.flags & tcp_flags::SYN != 0 {
             flow.streams[i].syn(p.seq);
@@ -344,15 +346,13 @@ impl<T: Default> FlowTable<T> {
         }
     }
 
-    /// Moves every flow to [`FlowTable::removed`] (end of a capture).
+    /// Moves every flow to [`FlowTable::removed`] (end of a capture), in
+    /// the order they started.
     pub fn drain(&mut self) {
         self.expiry.clear();
-        let keys: Vec<Key> = self.flows.keys().copied().collect();
-        for k in keys {
-            if let Some(flow) = self.flows.remove(&k) {
-                self.retire(flow);
-            }
-        }
+        let mut all: Vec<Flow<T>> = self.flows.drain().map(|(_, f)| f).collect();
+        all.sort_by_key(|f| (f.first_seen, f.id));
+        self.removed.extend(all);
     }
 
     fn evict_one(&mut self, keep: Key) {

@@ -399,20 +399,12 @@ impl Engine {
         self.stats.requests += self.reqs.len() as u64;
         j.changes(flow, ch, &mut self.reqs);
         if ch.ended.is_some() {
+            // Judged now; reported when it leaves the table after lingering
+            // for its last ACKs, so the record counts them.
             j.finish(flow);
-            let rec = record(
-                view,
-                flow,
-                &self.unlisted,
-                &self.unknown,
-                self.opts.requests_from_kernel,
-            );
-            if reportable(flow) {
-                self.out.push(Output::Flow(rec));
-            }
         }
         if !self.flows.removed.is_empty() {
-            // Evicted to make room.
+            // Evicted to make room, or replaced by a new connection.
             self.retire_removed();
         }
         self.flush_violations();
@@ -451,41 +443,31 @@ impl Engine {
         self.stats.requests += self.reqs.len() as u64;
         j.changes(flow, ch, &mut self.reqs);
         j.finish(flow);
-        let rec = record(
-            view,
-            flow,
-            &self.unlisted,
-            &self.unknown,
-            self.opts.requests_from_kernel,
-        );
-        if reportable(flow) {
-            self.out.push(Output::Flow(rec));
-        }
         self.flush_violations();
     }
 
-    /// Finishes flows the table let go (idle, evicted, end of capture).
+    /// Reports flows the table let go (ended and lingered, idle, evicted,
+    /// replaced, end of capture), finishing those that had not ended.
     fn retire_removed(&mut self) {
         let removed = std::mem::take(&mut self.flows.removed);
         for mut flow in removed {
-            let was_ended = flow.ended.is_some();
-            if !was_ended {
-                let view = &self.view;
+            let view = &self.view;
+            if flow.ended.is_none() {
                 let ch = flow.finish(FlowEndReason::Idle, &mut self.reqs);
                 let mut j = judge!(self, view, flow.last_seen, !self.opts.requests_from_kernel);
                 self.stats.requests += self.reqs.len() as u64;
                 j.changes(&mut flow, ch, &mut self.reqs);
                 j.finish(&mut flow);
-                if reportable(&flow) {
-                    let rec = record(
-                        view,
-                        &flow,
-                        &self.unlisted,
-                        &self.unknown,
-                        self.opts.requests_from_kernel,
-                    );
-                    self.out.push(Output::Flow(rec));
-                }
+            }
+            if reportable(&flow) {
+                let rec = record(
+                    view,
+                    &flow,
+                    &self.unlisted,
+                    &self.unknown,
+                    self.opts.requests_from_kernel,
+                );
+                self.out.push(Output::Flow(rec));
             }
         }
         self.flush_violations();

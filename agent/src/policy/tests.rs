@@ -744,6 +744,7 @@ fn flows_identified_and_counted() {
             &get("/v1/orders", Some("acme-token")),
         ],
     );
+    e.finish();
     let recs: Vec<_> = e
         .drain()
         .filter_map(|o| {

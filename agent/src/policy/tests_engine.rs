@@ -251,6 +251,7 @@ fn reload_looks_live_flows_up_again() {
     let yaml = contract_yaml().replace("    - name: payments\n", "    - name: aaa\n      dataClass: public\n      hosts: [\"10.99.0.0/16\"]\n    - name: payments\n");
     e.set_contract(Arc::new(Contract::parse(&yaml, "reloaded.yaml").unwrap()));
     end_flow(&mut e, t0() + 1, c, s, 101 + req.len() as u32, 1);
+    e.finish();
     let r = records(&mut e);
     assert_eq!((&*r[0].endpoint, &*r[0].client), ("orders", "acme"));
 }
@@ -360,6 +361,9 @@ fn kernel_counts_replace_parsed_heads_for_quotas() {
         reason: FlowEndReason::Fin,
         totals: None,
     });
+    // Reported once it has lingered for late ACKs.
+    assert_eq!(records(&mut e).len(), 0);
+    e.tick(t0() + 20 * SEC);
     let r = records(&mut e);
     assert_eq!(r[0].requests, 10);
     let rates = e.client_rates(t0());
