@@ -383,12 +383,12 @@ fn finish_flow<T>(flow: &mut Flow<T>, requests: &mut Vec<Request>, changes: &mut
         flow.cursor
             .scan(s.bytes(), s.bytes_offset(), true, requests);
     }
-    if flow.protocol == Protocol::Tls && flow.tls.client_cert.is_none() {
-        if let TlsParse::Done(Some(fp)) = dissect::parse_client_certificate(flow.streams[0].bytes())
-        {
-            flow.tls.client_cert = Some(fp);
-            changes.client_cert = true;
-        }
+    if flow.protocol == Protocol::Tls
+        && flow.tls.client_cert.is_none()
+        && let TlsParse::Done(Some(fp)) = dissect::parse_client_certificate(flow.streams[0].bytes())
+    {
+        flow.tls.client_cert = Some(fp);
+        changes.client_cert = true;
     }
     for s in &mut flow.streams {
         s.release();

@@ -131,7 +131,7 @@ pub fn replay(
                         Some(summary.last_packet.map_or(p.ts, |l: Nanos| l.max(p.ts)));
                     engine.handle(Event::Packet(p));
                     n += 1;
-                    if n % BATCH == 0 {
+                    if n.is_multiple_of(BATCH) {
                         emit(&mut engine, &mut printer, &mut summary)?;
                         if progress && last_progress.elapsed() >= Duration::from_millis(250) {
                             last_progress = Instant::now();
