@@ -1,6 +1,6 @@
 //! Which endpoint a flow or request belongs to.
 
-use std::net::SocketAddr;
+use std::{borrow::Cow, net::SocketAddr};
 
 use super::{Contract, Endpoint, canonical_ip};
 
@@ -55,6 +55,11 @@ pub const UNLISTED_ENDPOINT: &str = "unlisted";
 /// trailing dot: `API.Example.com.:8443` → `api.example.com`,
 /// `[::1]:443` → `::1`.
 pub fn normalize_host(name: &str) -> String {
+    normalized(name).into_owned()
+}
+
+/// [`normalize_host`] without allocating when the name is already lowercase.
+fn normalized(name: &str) -> Cow<'_, str> {
     let name = name.trim();
     let host = if let Some(rest) = name.strip_prefix('[') {
         rest.split(']').next().unwrap_or(rest)
@@ -63,7 +68,12 @@ pub fn normalize_host(name: &str) -> String {
     } else {
         name
     };
-    host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
 }
 
 impl Contract {
@@ -89,22 +99,23 @@ impl Contract {
     ) -> EndpointMatch<'_> {
         let ip = canonical_ip(server.ip());
         let port = server.port();
-        let name = name.map(normalize_host).filter(|n| !n.is_empty());
-        let on_port = || self.endpoints.iter().filter(|e| e.port_matches(port));
-        let by_name: Vec<&Endpoint> = match &name {
-            Some(n) => on_port()
-                .filter(|e| e.hosts.iter().any(|h| h.matches_name(n)))
-                .collect(),
-            None => Vec::new(),
+        let name = name.map(normalized).filter(|n| !n.is_empty());
+        let by_name = |e: &Endpoint| {
+            name.as_deref()
+                .is_some_and(|n| e.hosts.iter().any(|h| h.matches_name(n)))
         };
-        let candidates = if by_name.is_empty() {
-            on_port()
-                .filter(|e| e.hosts.iter().any(|h| h.matches_addr(ip)))
-                .collect()
-        } else {
-            by_name
+        let by_addr = |e: &Endpoint| e.hosts.iter().any(|h| h.matches_addr(ip));
+        // Runs once per flow or request: filter twice rather than collect.
+        let named = self
+            .endpoints
+            .iter()
+            .any(|e| e.port_matches(port) && by_name(e));
+        let candidates = || {
+            self.endpoints.iter().filter(move |e| {
+                e.port_matches(port) && if named { by_name(e) } else { by_addr(e) }
+            })
         };
-        let Some(first) = candidates.first().copied() else {
+        let Some(first) = candidates().next() else {
             return if self.in_scope(server) {
                 EndpointMatch::Unlisted
             } else {
@@ -114,16 +125,19 @@ impl Contract {
         let Some(path) = path else {
             return EndpointMatch::Endpoint(first);
         };
-        let best_prefix = candidates
-            .iter()
-            .filter_map(|e| e.matching_path(path).map(|p| (p.len(), *e)))
-            // max_by_key keeps the last maximum; reverse to prefer file order.
-            .rev()
-            .max_by_key(|(len, _)| *len);
-        if let Some((_, e)) = best_prefix {
+        let mut best: Option<(usize, &Endpoint)> = None;
+        for e in candidates() {
+            if let Some(prefix) = e.matching_path(path)
+                // Strictly longer: on a tie the endpoint listed first wins.
+                && best.is_none_or(|(len, _)| prefix.len() > len)
+            {
+                best = Some((prefix.len(), e));
+            }
+        }
+        if let Some((_, e)) = best {
             return EndpointMatch::Endpoint(e);
         }
-        match candidates.iter().find(|e| e.paths.is_empty()) {
+        match candidates().find(|e| e.paths.is_empty()) {
             Some(e) => EndpointMatch::Endpoint(e),
             None => EndpointMatch::PathNotListed(first),
         }

@@ -33,6 +33,9 @@ use std::{
 
 pub use decode::{API_VERSION, KIND};
 pub use error::{ContractError, Diagnostic};
+
+/// The name `docs/interfaces.md` uses; one error value carries all problems.
+pub type ContractErrors = ContractError;
 pub use matching::{EndpointMatch, UNLISTED_ENDPOINT, normalize_host};
 pub use model::{
     CipherGlob, Client, Credential, DataClass, Endpoint, HostPattern, NameRule, Quota, QuotaRule,
@@ -214,6 +217,10 @@ impl Contract {
         &self.stages
     }
 
+    pub fn stage(&self, name: &str) -> Option<&Stage> {
+        self.stages.iter().find(|s| &*s.name == name)
+    }
+
     pub fn revocations(&self) -> &[Revocation] {
         &self.revocations
     }
@@ -240,6 +247,19 @@ impl Contract {
     /// none (the engine treats that as [`Quota::ZERO`]).
     pub fn quota(&self, stage: &Stage, client: &str, endpoint: &str) -> Option<Quota> {
         stage.quota(client, endpoint)
+    }
+
+    /// The request headers that carry credentials in this contract,
+    /// lowercase and without duplicates; always includes `authorization`.
+    /// The HTTP parser fingerprints exactly these headers.
+    pub fn credential_headers(&self) -> Vec<&str> {
+        let mut headers = vec!["authorization"];
+        for cred in self.clients.iter().flat_map(|c| &c.credentials) {
+            if !headers.contains(&cred.header.as_str()) {
+                headers.push(&cred.header);
+            }
+        }
+        headers
     }
 
     /// The client owning a listed credential fingerprint.
@@ -375,6 +395,15 @@ impl Contract {
                 })
             })
             .collect()
+    }
+}
+
+impl std::str::FromStr for Contract {
+    type Err = ContractError;
+
+    /// [`Contract::parse`] with the source name `<string>`.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Self::parse(text, "<string>")
     }
 }
 

@@ -92,6 +92,7 @@ impl Reader {
             return None;
         };
         let mut map = HashMap::new();
+        let mut seen: Vec<&str> = Vec::with_capacity(entries.len());
         for (key, value) in entries {
             let Some(name) = scalar_text(key) else {
                 self.err(path, key.pos, "field names must be plain strings");
@@ -109,7 +110,7 @@ impl Reader {
                 );
                 continue;
             };
-            if map.contains_key(known) {
+            if seen.contains(&known) {
                 self.err(
                     &join(path, name),
                     key.pos,
@@ -117,6 +118,7 @@ impl Reader {
                 );
                 continue;
             }
+            seen.push(known);
             if !value.is_null() {
                 map.insert(known, value);
             }

@@ -166,7 +166,10 @@ fn decode_ipv6(data: &[u8]) -> Result<Segment, SkipReason> {
             }
             // Fragment header: skip only "atomic" fragments (offset 0, no M).
             44 => {
-                let frag = data.get(off..off + 8).ok_or(SkipReason::Truncated)?;
+                let frag = data
+                    .get(off..)
+                    .and_then(<[u8]>::first_chunk::<8>)
+                    .ok_or(SkipReason::Truncated)?;
                 let offset_m = u16::from_be_bytes([frag[2], frag[3]]);
                 if offset_m & 0xfff9 != 0 {
                     return Err(SkipReason::Fragment);
@@ -220,17 +223,18 @@ fn decode_tcp(
     if doff < 20 || wire_len < doff {
         return Err(SkipReason::Malformed);
     }
-    if seg.len() < doff {
-        return Err(SkipReason::Truncated);
-    }
     let payload_len = u32::try_from(wire_len - doff).map_err(|_| SkipReason::Malformed)?;
+    // A short snaplen may cut into the TCP options (`tcpdump -s 64` with
+    // timestamps on): ports, sequence, flags and lengths are all known, so
+    // the packet still counts, with no captured payload.
+    let payload_start = (off + doff).min(captured_end);
     Ok(Segment {
         src: SocketAddr::new(src, u16::from_be_bytes([t[0], t[1]])),
         dst: SocketAddr::new(dst, u16::from_be_bytes([t[2], t[3]])),
         seq: u32::from_be_bytes([t[4], t[5], t[6], t[7]]),
         flags: t[13],
         payload_len,
-        payload: off + doff..captured_end,
+        payload: payload_start..captured_end,
     })
 }
 

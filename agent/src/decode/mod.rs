@@ -93,6 +93,19 @@ impl DecodeStats {
             + self.unsupported_ipv6
     }
 
+    /// Each skip reason with its count, for reports.
+    pub fn by_reason(&self) -> [(SkipReason, u64); 7] {
+        [
+            (SkipReason::NonIp, self.non_ip),
+            (SkipReason::NonTcp, self.non_tcp),
+            (SkipReason::Fragment, self.fragments),
+            (SkipReason::Truncated, self.truncated),
+            (SkipReason::Malformed, self.malformed),
+            (SkipReason::UnsupportedLinkType, self.unsupported_link_type),
+            (SkipReason::UnsupportedIpv6, self.unsupported_ipv6),
+        ]
+    }
+
     /// Adds another file's counters (replay of several files).
     pub fn merge(&mut self, other: &Self) {
         self.frames += other.frames;
@@ -139,3 +152,6 @@ pub enum DecodeError {
     #[error("the packet was skipped: {0}")]
     Packet(SkipReason),
 }
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -30,6 +30,8 @@ pub const CHUNK_SIZE: usize = 1 << 20;
 const MAX_RECORD: usize = 16 << 20;
 
 const NANOS_PER_SEC: i64 = 1_000_000_000;
+/// A pcapng section header block's type, the same in either byte order.
+const SHB_MAGIC_BYTES: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
 
 /// How far reading has got, for progress display.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,7 +153,7 @@ impl PcapReader {
 
     fn read_file_header(&mut self) -> Result<(), DecodeError> {
         let magic = self.buf.first_chunk::<4>().copied().unwrap_or_default();
-        if magic == [0x0a, 0x0d, 0x0d, 0x0a] {
+        if magic == SHB_MAGIC_BYTES {
             // pcapng: the section header block is decoded like any block.
             return Ok(());
         }
@@ -255,20 +257,24 @@ impl PcapReader {
                 return Ok(None);
             };
             let rest = self.buf.get(self.pos..).unwrap_or_default();
-            if rest.len() >= 8 {
-                let len_bytes = [rest[4], rest[5], rest[6], rest[7]];
-                let block_len = if big_endian && rest[..4] != [0x0a, 0x0d, 0x0d, 0x0a] {
+            // Peek at the block length first: a huge one is corruption, and
+            // knowing it tells "needs more file" from "lies inside itself".
+            let mut block_len = usize::MAX;
+            if let Some(&[m0, m1, m2, m3, l0, l1, l2, l3]) = rest.first_chunk::<8>() {
+                let len_bytes = [l0, l1, l2, l3];
+                // A section header's own byte-order magic says how to read it.
+                let be = if [m0, m1, m2, m3] == SHB_MAGIC_BYTES {
+                    rest.get(8..12) == Some(&[0x1a, 0x2b, 0x3c, 0x4d])
+                } else {
+                    big_endian
+                };
+                let len = if be {
                     u32::from_be_bytes(len_bytes)
-                } else if rest[..4] == [0x0a, 0x0d, 0x0d, 0x0a] {
-                    // Section header: its byte-order magic says how to read it.
-                    match rest.get(8..12) {
-                        Some([0x1a, 0x2b, 0x3c, 0x4d]) => u32::from_be_bytes(len_bytes),
-                        _ => u32::from_le_bytes(len_bytes),
-                    }
                 } else {
                     u32::from_le_bytes(len_bytes)
                 };
-                if block_len as usize > MAX_RECORD {
+                block_len = len as usize;
+                if block_len > MAX_RECORD {
                     return Err(self.corrupt("a block claims more than 16 MiB"));
                 }
             }
@@ -283,6 +289,12 @@ impl PcapReader {
                     let base = self.pos;
                     self.pos += consumed;
                     ng_block(block, base, rest)
+                }
+                Err(NomErr::Incomplete(_)) if rest.len() >= block_len => {
+                    // The whole block is here, yet its contents ask for
+                    // more (a packet length beyond the block): reading on
+                    // would buffer the rest of the file for nothing.
+                    return Err(self.corrupt("a packet is longer than its block"));
                 }
                 Err(NomErr::Incomplete(needed)) => {
                     if !self.more(needed)? {
@@ -447,6 +459,20 @@ impl Interface {
     }
 }
 
+/// Timestamp units per second for an if_tsresol value: 10^n, or 2^n when
+/// the top bit is set. (pcap-parser's `ts_resolution` rejects every 2^n
+/// value, so this is done here.) Out-of-range values fall back to the
+/// default, microseconds.
+fn units_per_sec(tsresol: u8) -> u64 {
+    let exp = u32::from(tsresol & 0x7f);
+    let units = if tsresol & 0x80 == 0 {
+        10u64.checked_pow(exp)
+    } else {
+        1u64.checked_shl(exp).filter(|_| exp < 64)
+    };
+    units.unwrap_or(1_000_000)
+}
+
 /// The captured length a legacy record header announces (for the size check).
 fn caplen_hint(rest: &[u8], big_endian: bool) -> usize {
     match rest.get(8..12) {
@@ -470,7 +496,7 @@ fn ng_block(block: Block<'_>, base: usize, rest: &[u8]) -> NgBlock {
         },
         Block::InterfaceDescription(idb) => NgBlock::Interface(Interface {
             link: LinkType::from_number(idb.linktype.0),
-            units_per_sec: idb.ts_resolution().unwrap_or(1_000_000),
+            units_per_sec: units_per_sec(idb.if_tsresol),
             offset_ns: idb.ts_offset().saturating_mul(NANOS_PER_SEC),
         }),
         Block::EnhancedPacket(epb) => {

@@ -98,3 +98,34 @@ impl fmt::Display for Identity {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_and_display_never_show_more_than_a_short_fingerprint() {
+        let fp = Fingerprint::of_bytes(b"abc");
+        let id = Identity::Credential {
+            client: "acme".into(),
+            fingerprint: fp,
+        };
+        assert_eq!(id.label(), "acme");
+        assert_eq!(id.method(), "credential");
+        assert_eq!(id.to_string(), "acme (credential sha256:ba7816bf8f01…)");
+        let id = Identity::Source {
+            client: "globex".into(),
+            addr: "10.0.0.1".parse().unwrap(),
+        };
+        assert_eq!(id.to_string(), "globex (source 10.0.0.1)");
+        let id = Identity::Unknown {
+            fingerprint: Some(fp),
+        };
+        assert_eq!((id.label(), id.is_known()), (UNKNOWN_CLIENT, false));
+        assert_eq!(id.to_string(), "unknown (sha256:ba7816bf8f01…)");
+        assert_eq!(
+            Identity::Unknown { fingerprint: None }.to_string(),
+            "unknown"
+        );
+    }
+}

@@ -4,7 +4,7 @@
 //! carries only [`Credential`]s (header name + SHA-256), so a raw token never
 //! leaves this module, not even through `Debug`.
 
-use std::fmt;
+use std::{borrow::Cow, fmt};
 
 use sha2::{Digest, Sha256};
 
@@ -12,7 +12,8 @@ use sha2::{Digest, Sha256};
 pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// A request head longer than this is not waited for.
 pub const MAX_HEAD: usize = 16 * 1024;
-/// Headers per request head httparse accepts; more makes the head invalid.
+/// Header slots tried first; a head with more is parsed again with room
+/// for as many as [`MAX_HEAD`] bytes can hold.
 const MAX_HEADERS: usize = 96;
 /// Requests taken from one buffer at most (bounds work on garbage).
 const MAX_REQUESTS: usize = 1024;
@@ -31,7 +32,8 @@ const METHODS: [&[u8]; 9] = [
     b"TRACE ",
 ];
 
-/// Headers whose values identify a client, lowercase.
+/// Headers whose values identify a client, lowercase. A contract may name
+/// more: see [`CredentialHeaders`].
 pub const CREDENTIAL_HEADERS: [&str; 6] = [
     "authorization",
     "proxy-authorization",
@@ -85,11 +87,57 @@ pub fn is_response_start(buf: &[u8]) -> Option<bool> {
     ))
 }
 
+/// Which request headers carry credentials: [`CREDENTIAL_HEADERS`] plus
+/// any a contract names.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CredentialHeaders {
+    /// Lowercase names beyond [`CREDENTIAL_HEADERS`].
+    extra: Vec<String>,
+}
+
+impl CredentialHeaders {
+    /// Just [`CREDENTIAL_HEADERS`].
+    pub const STANDARD: Self = Self { extra: Vec::new() };
+
+    /// [`CREDENTIAL_HEADERS`] plus `names` (any case).
+    pub fn with_extra<I, S>(names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut extra: Vec<String> = Vec::new();
+        for name in names {
+            let name = name.as_ref().trim().to_ascii_lowercase();
+            if !name.is_empty()
+                && !CREDENTIAL_HEADERS.contains(&name.as_str())
+                && !extra.contains(&name)
+            {
+                extra.push(name);
+            }
+        }
+        Self { extra }
+    }
+
+    /// The lowercase name if `name` is a credential header.
+    fn lookup(&self, name: &str) -> Option<Cow<'static, str>> {
+        if let Some(known) = CREDENTIAL_HEADERS
+            .iter()
+            .find(|k| name.eq_ignore_ascii_case(k))
+        {
+            return Some(Cow::Borrowed(known));
+        }
+        self.extra
+            .iter()
+            .find(|k| name.eq_ignore_ascii_case(k))
+            .map(|k| Cow::Owned(k.clone()))
+    }
+}
+
 /// A credential header, hashed: the raw value is gone.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Credential {
-    /// Lowercase header name, one of [`CREDENTIAL_HEADERS`].
-    pub header: &'static str,
+    /// Lowercase header name (from [`CredentialHeaders`]).
+    pub header: Cow<'static, str>,
     /// SHA-256 per [`credential_sha256`].
     pub value_sha256: [u8; 32],
 }
@@ -176,15 +224,31 @@ pub fn parse_requests(buf: &[u8]) -> Vec<Request> {
     scan_requests(buf).requests
 }
 
-/// Splits `buf`, which starts at a request head, into requests.
+/// [`scan_requests_with`] the standard credential headers.
 pub fn scan_requests(buf: &[u8]) -> RequestScan {
+    scan_requests_with(buf, &CredentialHeaders::STANDARD)
+}
+
+/// Splits `buf`, which starts at a request head, into requests.
+pub fn scan_requests_with(buf: &[u8], credential_headers: &CredentialHeaders) -> RequestScan {
     let mut scan = RequestScan {
         requests: Vec::new(),
         consumed: 0,
         end: ScanEnd::Complete,
     };
     while scan.requests.len() < MAX_REQUESTS {
-        let rest = buf.get(scan.consumed..).unwrap_or_default();
+        let mut rest = buf.get(scan.consumed..).unwrap_or_default();
+        // Some clients send a stray CRLF after a body (RFC 9112 2.2 says
+        // servers should ignore empty lines before a request-line).
+        if scan.consumed > 0 {
+            while let Some(after) = rest
+                .strip_prefix(b"\r\n")
+                .or_else(|| rest.strip_prefix(b"\n"))
+            {
+                scan.consumed += rest.len() - after.len();
+                rest = after;
+            }
+        }
         if rest.is_empty() {
             scan.end = ScanEnd::Complete;
             return scan;
@@ -197,7 +261,7 @@ pub fn scan_requests(buf: &[u8]) -> RequestScan {
             };
             return scan;
         }
-        let parsed = match parse_head(rest) {
+        let parsed = match parse_head(rest, credential_headers) {
             HeadResult::Complete(parsed) => parsed,
             HeadResult::Partial => {
                 scan.end = if rest.len() >= MAX_HEAD {
@@ -246,11 +310,31 @@ pub fn scan_requests(buf: &[u8]) -> RequestScan {
 /// Is the request head at the start of `buf` asking for `Upgrade: h2c`?
 /// `None` while the head is incomplete.
 pub fn head_upgrades_to_h2c(buf: &[u8]) -> Option<bool> {
-    match parse_head(buf) {
-        HeadResult::Complete(parsed) => Some(parsed.request.upgrade_h2c),
-        HeadResult::Partial => None,
-        HeadResult::Invalid => Some(false),
+    // Only the Upgrade header matters here: no strings, no hashing.
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(_)) => Some(
+            req.headers
+                .iter()
+                .any(|h| h.name.eq_ignore_ascii_case("upgrade") && upgrade_lists_h2c(h.value)),
+        ),
+        Ok(httparse::Status::Partial) => None,
+        // Too many headers for the quick look: the full parse decides.
+        Err(httparse::Error::TooManyHeaders) => match parse_head(buf, &CredentialHeaders::STANDARD)
+        {
+            HeadResult::Complete(parsed) => Some(parsed.request.upgrade_h2c),
+            HeadResult::Partial => None,
+            HeadResult::Invalid => Some(false),
+        },
+        Err(_) => Some(false),
     }
+}
+
+fn upgrade_lists_h2c(value: &[u8]) -> bool {
+    value
+        .split(|b| *b == b',')
+        .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"h2c"))
 }
 
 enum Body {
@@ -272,16 +356,31 @@ enum HeadResult {
     Invalid,
 }
 
-fn parse_head(buf: &[u8]) -> HeadResult {
+fn parse_head(buf: &[u8], credential_headers: &CredentialHeaders) -> HeadResult {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let head_len = match req.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return HeadResult::Partial,
-        Err(_) => return HeadResult::Invalid,
+    match parse_head_with(buf, &mut headers, credential_headers) {
+        Err(httparse::Error::TooManyHeaders) => {
+            // Rare: retry with room for as many headers as MAX_HEAD can hold.
+            let mut many = vec![httparse::EMPTY_HEADER; MAX_HEAD / 4];
+            parse_head_with(buf, &mut many, credential_headers).unwrap_or(HeadResult::Invalid)
+        }
+        Err(_) => HeadResult::Invalid,
+        Ok(result) => result,
+    }
+}
+
+fn parse_head_with<'b>(
+    buf: &'b [u8],
+    headers: &mut [httparse::Header<'b>],
+    credential_headers: &CredentialHeaders,
+) -> Result<HeadResult, httparse::Error> {
+    let mut req = httparse::Request::new(headers);
+    let head_len = match req.parse(buf)? {
+        httparse::Status::Complete(n) => n,
+        httparse::Status::Partial => return Ok(HeadResult::Partial),
     };
     let (Some(method), Some(target)) = (req.method, req.path) else {
-        return HeadResult::Invalid;
+        return Ok(HeadResult::Invalid);
     };
     let (mut host, path) = split_target(target);
     let mut credentials = Vec::new();
@@ -305,21 +404,15 @@ fn parse_head(buf: &[u8]) -> HeadResult {
             // Any transfer coding (chunked in practice) hides where the body ends.
             body = Body::Unknown;
         } else if name.eq_ignore_ascii_case("upgrade") {
-            upgrade_h2c |= header
-                .value
-                .split(|b| *b == b',')
-                .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"h2c"));
-        } else if let Some(known) = CREDENTIAL_HEADERS
-            .iter()
-            .find(|known| name.eq_ignore_ascii_case(known))
-        {
+            upgrade_h2c |= upgrade_lists_h2c(header.value);
+        } else if let Some(known) = credential_headers.lookup(name) {
             credentials.push(Credential {
+                value_sha256: credential_sha256(&known, header.value),
                 header: known,
-                value_sha256: credential_sha256(known, header.value),
             });
         }
     }
-    HeadResult::Complete(ParsedHead {
+    Ok(HeadResult::Complete(ParsedHead {
         request: Request {
             method: method.to_owned(),
             path: path.to_owned(),
@@ -329,7 +422,7 @@ fn parse_head(buf: &[u8]) -> HeadResult {
         },
         head_len,
         body,
-    })
+    }))
 }
 
 /// Splits an absolute-form target ("http://host:port/path") into its host

@@ -98,3 +98,8 @@ pub fn orientation_hint(first_bytes: &[u8]) -> Option<Direction> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod http_tests;
+#[cfg(test)]
+mod tls_tests;

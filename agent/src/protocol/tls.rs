@@ -450,10 +450,11 @@ impl<'a> HandshakeStream<'a> {
             off = body_start + len;
         }
         if off == 0 && stream.bytes.is_empty() && buf.len() < 5 {
-            return Err(if buf.first().is_none_or(|&b| b == CONTENT_HANDSHAKE) {
-                TlsParse::NeedMore
-            } else {
-                TlsParse::NotTls
+            // Judge the part of the first record header that is there.
+            return Err(match *buf {
+                [] | [CONTENT_HANDSHAKE] | [CONTENT_HANDSHAKE, 3] => TlsParse::NeedMore,
+                [CONTENT_HANDSHAKE, 3, minor, ..] if minor <= 4 => TlsParse::NeedMore,
+                _ => TlsParse::NotTls,
             });
         }
         Ok(stream)

@@ -102,12 +102,12 @@ fn check_reports_every_error_as_file_line_col_and_exits_2() {
     let lines: Vec<&str> = err.lines().collect();
     assert_eq!(lines.len(), 3, "{err}");
     assert!(
-        lines[0].starts_with(&format!("{p}:16:13: apiVersion: must be")),
+        lines[0].starts_with(&format!("{p}:17:13: apiVersion: must be")),
         "{err}"
     );
     assert!(
         lines[1].starts_with(&format!(
-            "{p}:78:25: spec.stages[1].credentialMaxAge: `30 days` is not a duration"
+            "{p}:79:25: spec.stages[1].credentialMaxAge: `30 days` is not a duration"
         )),
         "{err}"
     );

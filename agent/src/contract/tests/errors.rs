@@ -1,13 +1,17 @@
-//! Every kind of contract error, with its exact field path and position.
+//! Every kind of structural contract error (fields, references, names,
+//! order), with its exact field path and position. Bad values are in
+//! `value_errors`.
 
 use super::*;
 
-const FP_A: &str = "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
-const FP_B: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+pub(super) const FP_A: &str =
+    "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+pub(super) const FP_B: &str =
+    "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 /// A valid contract; `{..}` placeholders are filled per test. Line numbers
 /// in the tests refer to this layout.
-fn base() -> String {
+pub(super) fn base() -> String {
     format!(
         r#"apiVersion: rampwatch.io/v1
 kind: RampContract
@@ -38,7 +42,7 @@ spec:
     )
 }
 
-fn diagnostics(text: &str) -> Vec<Diagnostic> {
+pub(super) fn diagnostics(text: &str) -> Vec<Diagnostic> {
     match Contract::parse(text, "c.yaml") {
         Ok(_) => Vec::new(),
         Err(e) => e.diagnostics().to_vec(),
@@ -48,7 +52,7 @@ fn diagnostics(text: &str) -> Vec<Diagnostic> {
 /// Asserts exactly these errors, in order: (path, line, column, a piece of
 /// the message). Column 0 means "don't check".
 #[track_caller]
-fn assert_errors(text: &str, want: &[(&str, usize, usize, &str)]) {
+pub(super) fn assert_errors(text: &str, want: &[(&str, usize, usize, &str)]) {
     let got = diagnostics(text);
     let show = got
         .iter()
@@ -66,9 +70,27 @@ fn assert_errors(text: &str, want: &[(&str, usize, usize, &str)]) {
     }
 }
 
-fn replace(text: &str, from: &str, to: &str) -> String {
+pub(super) fn replace(text: &str, from: &str, to: &str) -> String {
     assert!(text.contains(from), "base lacks {from}");
     text.replacen(from, to, 1)
+}
+
+#[test]
+fn duplicate_keys_are_reported_even_when_empty() {
+    let text = replace(
+        &base(),
+        "      ports: [443]\n",
+        "      ports:\n      ports: [443]\n",
+    );
+    assert_errors(
+        &text,
+        &[(
+            "spec.endpoints[0].ports",
+            16,
+            7,
+            "field `ports` is given twice",
+        )],
+    );
 }
 
 #[test]
@@ -267,241 +289,6 @@ fn stages_with_equal_or_unordered_start_times() {
 }
 
 #[test]
-fn bad_times_durations_and_tls_versions() {
-    let text = replace(&base(), "2026-01-01T00:00:00Z", "2026-02-30T00:00:00Z");
-    let text = replace(&text, "minTlsVersion: \"1.2\"", "minTlsVersion: \"1.4\"");
-    let text = replace(&text, "\"2026-11-01T00:00:00Z\"", "2026-11-01");
-    let text = replace(
-        &text,
-        "      quotas:\n",
-        "      credentialMaxAge: 90days\n      quotas:\n",
-    );
-    let text =
-        format!("{text}  remediation:\n    warnAfter: 1h\n    breachAfter: 15m\n    extra: x\n");
-    assert_errors(
-        &text,
-        &[
-            (
-                "spec.dataClasses[0].minTlsVersion",
-                9,
-                22,
-                "is not a TLS version",
-            ),
-            (
-                "spec.clients[0].credentials[0].issuedAt",
-                20,
-                21,
-                "not an RFC 3339 time",
-            ),
-            ("spec.stages[0].startsAt", 23, 17, "not an RFC 3339 time"),
-            (
-                "spec.stages[0].credentialMaxAge",
-                24,
-                25,
-                "`90days` is not a duration",
-            ),
-            (
-                "spec.remediation.breachAfter",
-                29,
-                18,
-                "shorter than warnAfter",
-            ),
-            ("spec.remediation.extra", 30, 5, "unknown field"),
-        ],
-    );
-    // Unquoted 1.2 is still the text "1.2", not a float.
-    let text = replace(&base(), "minTlsVersion: \"1.2\"", "minTlsVersion: 1.2");
-    assert_errors(&text, &[]);
-    let text = replace(&base(), "minTlsVersion: \"1.2\"", "minTlsVersion: ssl3");
-    assert_errors(
-        &text,
-        &[("spec.dataClasses[0].minTlsVersion", 9, 22, "`ssl3`")],
-    );
-}
-
-#[test]
-fn bad_cidrs_hosts_and_ports() {
-    let text = replace(
-        &base(),
-        "\"10.0.0.0/24\"",
-        "\"10.0.0.0/33\", \"api.example.com:443\", \"bad host\"",
-    );
-    let text = replace(
-        &text,
-        "ports: [443]",
-        "ports: [0, 65536, \"443\", 443, 443]",
-    );
-    let text = replace(
-        &text,
-        "          issuedAt: \"2026-01-01T00:00:00Z\"\n",
-        "          issuedAt: \"2026-01-01T00:00:00Z\"\n      sources: [\"10.1.0.0/16\", \"10.1.0.0/99\", \"300.1.1.1\"]\n",
-    );
-    let text = replace(
-        &text,
-        "spec:\n",
-        "spec:\n  scope:\n    networks: [nope]\n    ports: []\n",
-    );
-    assert_errors(
-        &text,
-        &[
-            (
-                "spec.scope.networks[0]",
-                7,
-                16,
-                "`nope` is not a CIDR or IP address",
-            ),
-            (
-                "spec.scope.ports",
-                8,
-                12,
-                "an empty port list matches nothing",
-            ),
-            (
-                "spec.endpoints[0].hosts[1]",
-                17,
-                34,
-                "is not a valid IP address or CIDR",
-            ),
-            ("spec.endpoints[0].hosts[2]", 17, 49, "carries a port"),
-            ("spec.endpoints[0].hosts[3]", 17, 72, "is not a host name"),
-            ("spec.endpoints[0].ports[0]", 18, 15, "`0` is not a port"),
-            (
-                "spec.endpoints[0].ports[1]",
-                18,
-                18,
-                "`65536` is not a port",
-            ),
-            (
-                "spec.endpoints[0].ports[2]",
-                18,
-                25,
-                "expected a number, found the string `443`",
-            ),
-            (
-                "spec.endpoints[0].ports[4]",
-                18,
-                37,
-                "port 443 is listed twice",
-            ),
-            (
-                "spec.clients[0].sources[1]",
-                24,
-                32,
-                "`10.1.0.0/99` is not a CIDR",
-            ),
-            (
-                "spec.clients[0].sources[2]",
-                24,
-                47,
-                "`300.1.1.1` is not a CIDR",
-            ),
-        ],
-    );
-}
-
-#[test]
-fn bad_fingerprints() {
-    let upper = FP_A.to_uppercase().replace("SHA256", "sha256");
-    let text = replace(&base(), FP_A, &upper);
-    let text = replace(
-        &text,
-        "  stages:\n",
-        "      certificates: [\"ba7816bf\", \"sha256:abc\"]\n  stages:\n",
-    );
-    let text = format!(
-        "{text}  revocations:\n    - certificate: \"sha256:zz\"\n      revokedAt: \"2026-11-02T00:00:00Z\"\n"
-    );
-    assert_errors(
-        &text,
-        &[
-            (
-                "spec.clients[0].credentials[0].fingerprint",
-                19,
-                24,
-                "only lowercase hex digits",
-            ),
-            (
-                "spec.clients[0].certificates[0]",
-                21,
-                22,
-                "starts with `sha256:`",
-            ),
-            (
-                "spec.clients[0].certificates[1]",
-                21,
-                34,
-                "this one has 3 characters",
-            ),
-            (
-                "spec.revocations[0].certificate",
-                28,
-                20,
-                "this one has 2 characters",
-            ),
-        ],
-    );
-}
-
-#[test]
-fn negative_or_fractional_quotas() {
-    let text = replace(
-        &base(),
-        "requestsPerSecond: 5, burst: 10",
-        "requestsPerSecond: -5, burst: -1",
-    );
-    assert_errors(
-        &text,
-        &[
-            (
-                "spec.stages[0].quotas[0].requestsPerSecond",
-                25,
-                61,
-                "must not be negative, found `-5`",
-            ),
-            (
-                "spec.stages[0].quotas[0].burst",
-                25,
-                72,
-                "must not be negative, found `-1`",
-            ),
-        ],
-    );
-    let text = replace(
-        &base(),
-        "requestsPerSecond: 5, burst: 10",
-        "requestsPerSecond: fast, burst: 1.5",
-    );
-    assert_errors(
-        &text,
-        &[
-            (
-                "spec.stages[0].quotas[0].requestsPerSecond",
-                25,
-                61,
-                "`fast` is not a number",
-            ),
-            (
-                "spec.stages[0].quotas[0].burst",
-                25,
-                74,
-                "must be a whole number",
-            ),
-        ],
-    );
-    // Without a burst: one second's worth.
-    let text = replace(
-        &base(),
-        "requestsPerSecond: 5, burst: 10",
-        "requestsPerSecond: 2.5",
-    );
-    let c = Contract::parse(&text, "c.yaml").unwrap();
-    assert_eq!(
-        c.stages()[0].quota("acme", "api"),
-        Some(Quota { rps: 2.5, burst: 3 })
-    );
-}
-
-#[test]
 fn revocations_name_exactly_one_target() {
     let text = format!(
         "{}  revocations:\n    - fingerprint: \"{FP_B}\"\n      client: acme\n      revokedAt: \"2026-11-02T00:00:00Z\"\n    - reason: nothing named\n",
@@ -620,6 +407,17 @@ fn yaml_syntax_errors_empty_files_and_non_utf8() {
 }
 
 #[test]
+fn from_str_uses_a_placeholder_source_name() {
+    let err = "kind: RampContract\n".parse::<Contract>().unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("<string>:1:1: apiVersion: missing"),
+        "{err}"
+    );
+    assert!(base().parse::<Contract>().is_ok());
+}
+
+#[test]
 fn error_display_is_file_line_col_path_message() {
     let text = replace(&base(), "rampwatch.io/v1", "v1");
     let err = Contract::parse(&text, "contracts/c.yaml").unwrap_err();
@@ -636,5 +434,41 @@ fn secrets_pasted_into_fingerprints_are_not_echoed_in_full() {
         let err = Contract::parse(&text, "c.yaml").unwrap_err().to_string();
         assert!(!err.contains("acme-demo"), "{err}");
         assert!(err.contains("not a fingerprint"), "{err}");
+    }
+}
+
+#[test]
+fn deep_nesting_is_an_error_not_a_stack_overflow() {
+    let errs = diagnostics(&"[".repeat(200_000));
+    assert_eq!(errs.len(), 1);
+    assert!(errs[0].message.contains("recursion limit"), "{}", errs[0]);
+}
+
+/// Bad input never panics: every prefix of the example, and the example
+/// with bytes overwritten at pseudo-random places.
+#[test]
+fn truncated_and_corrupted_contracts_never_panic() {
+    for (end, _) in EXAMPLE.char_indices().step_by(3) {
+        let _ = Contract::parse(&EXAMPLE[..end], "c.yaml");
+    }
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        // xorshift64: deterministic, no dependency.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let noise = b"{}[]:,-'\"&*!|>#%@` \n\t0aZ\xff";
+    for _ in 0..1000 {
+        let mut bytes = EXAMPLE.as_bytes().to_vec();
+        for _ in 0..1 + next() % 4 {
+            let at = usize::try_from(next() % bytes.len() as u64).unwrap();
+            let with = noise[usize::try_from(next() % noise.len() as u64).unwrap()];
+            bytes[at] = with;
+        }
+        if let Err(e) = Contract::parse_bytes(&bytes, "c.yaml") {
+            assert!(!e.diagnostics().is_empty());
+        }
     }
 }

@@ -44,6 +44,14 @@ fn example_demo_fingerprints_are_those_of_the_documented_tokens() {
 }
 
 #[test]
+fn credential_headers_are_listed_once() {
+    assert_eq!(
+        example().credential_headers(),
+        ["authorization", "x-api-key"]
+    );
+}
+
+#[test]
 fn stage_selection_at_boundaries() {
     let c = example();
     let ramp2 = t("2026-11-15T00:00:00Z");
@@ -78,6 +86,8 @@ fn stage_selection_at_boundaries() {
         None
     );
     assert_eq!(c.stage_at(ramp2).map(|s| s.index), Some(1));
+    assert_eq!(c.stage("ramp-2x").map(|s| s.starts_at), Some(ramp2));
+    assert!(c.stage("ramp-3x").is_none());
 }
 
 #[test]
@@ -470,4 +480,17 @@ fn load_reads_files_and_reports_missing_ones() {
     assert!(matches!(err, ContractError::Read { .. }));
     assert!(err.to_string().contains("missing.yaml"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn crlf_line_endings_and_a_bom_are_fine() {
+    let crlf = EXAMPLE.replace('\n', "\r\n");
+    let c = Contract::parse(&crlf, "crlf.yaml").unwrap();
+    assert_eq!(c.stages().len(), 3);
+    let bom = format!("\u{feff}{EXAMPLE}");
+    assert!(Contract::parse(&bom, "bom.yaml").is_ok());
+    // Positions still count lines with CRLF.
+    let bad = crlf.replace("kind: RampContract", "kind: Other");
+    let err = Contract::parse(&bad, "crlf.yaml").unwrap_err();
+    assert_eq!(err.diagnostics()[0].line, 18);
 }

@@ -4,6 +4,7 @@ mod cli;
 mod errors;
 mod lookups;
 mod schema;
+mod value_errors;
 
 use super::*;
 

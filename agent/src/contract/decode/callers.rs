@@ -1,0 +1,291 @@
+//! `clients`, `stages`, `revocations` and `remediation`: who calls, and
+//! how much they may.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
+
+use super::{
+    super::{
+        model::{
+            Client, Credential, Quota, QuotaRule, Remediation, Revocation, RevocationTarget, Stage,
+        },
+        reader::{Reader, shown},
+        timefmt::{format_duration, format_rfc3339},
+        yaml::Node,
+    },
+    CLIENT_KEYS, CREDENTIAL_KEYS, Names, QUOTA_KEYS, REMEDIATION_KEYS, RESERVED_CLIENT_NAMES,
+    REVOCATION_KEYS, Refs, STAGE_KEYS,
+};
+use crate::{event::Nanos, identity::Fingerprint};
+
+pub(super) fn client(
+    r: &mut Reader,
+    node: &Node,
+    path: &str,
+    names: &mut Names,
+    seen: &mut HashMap<Fingerprint, String>,
+) -> Option<Client> {
+    let f = r.fields(node, path, CLIENT_KEYS)?;
+    let name = names.read(r, &f, RESERVED_CLIENT_NAMES);
+    let mut unique = |r: &mut Reader, fp: Fingerprint, n: &Node, p: &str| {
+        if let Some(first) = seen.get(&fp) {
+            r.err(
+                p,
+                n.pos,
+                format!(
+                    "fingerprint {} is already listed at {first}; one secret identifies one client",
+                    fp.short()
+                ),
+            );
+            None
+        } else {
+            seen.insert(fp, p.to_owned());
+            Some(fp)
+        }
+    };
+    let credentials = r.list_of(f.get("credentials"), &f.path("credentials"), |r, n, p| {
+        let cf = r.fields(n, p, CREDENTIAL_KEYS)?;
+        let header = match cf.get("header") {
+            Some(h) => header_name(r, h, &cf.path("header")),
+            None => Some("authorization".to_owned()),
+        };
+        let fp_path = cf.path("fingerprint");
+        let fingerprint = r.required(&cf, "fingerprint").and_then(|fnode| {
+            let fp = r.fingerprint(fnode, &fp_path)?;
+            unique(r, fp, fnode, &fp_path)
+        });
+        let issued_at = r
+            .required(&cf, "issuedAt")
+            .and_then(|n| r.time(n, &cf.path("issuedAt")));
+        Some(Credential {
+            header: header?,
+            fingerprint: fingerprint?,
+            issued_at: issued_at?,
+        })
+    });
+    let certificates = r.list_of(f.get("certificates"), &f.path("certificates"), |r, n, p| {
+        let fp = r.fingerprint(n, p)?;
+        unique(r, fp, n, p)
+    });
+    let sources = r.list_of(f.get("sources"), &f.path("sources"), |r, n, p| {
+        r.network(n, p)
+    });
+    let listed = ["credentials", "certificates", "sources"]
+        .iter()
+        .any(|k| f.get(k).is_some());
+    if !listed {
+        r.err(
+            &f.path,
+            f.pos,
+            "this client lists no credentials, certificates or sources, so no traffic can be attributed to it; add at least one",
+        );
+    }
+    Some(Client {
+        name: name?,
+        credentials,
+        certificates,
+        sources,
+    })
+}
+
+fn header_name(r: &mut Reader, node: &Node, path: &str) -> Option<String> {
+    let text = r.text(node, path)?;
+    let valid = !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_!#$%&'*+.^`|~".contains(&b));
+    if !valid {
+        r.err(
+            path,
+            node.pos,
+            format!("{} is not an HTTP header name", shown(text)),
+        );
+        return None;
+    }
+    Some(text.to_ascii_lowercase())
+}
+
+pub(super) fn stage(
+    r: &mut Reader,
+    node: &Node,
+    path: &str,
+    index: usize,
+    names: &mut Names,
+    refs: &Refs<'_>,
+    previous: &mut Option<(Arc<str>, Nanos)>,
+) -> Option<Stage> {
+    let f = r.fields(node, path, STAGE_KEYS)?;
+    let name = names.read(r, &f, &[]);
+    let starts_path = f.path("startsAt");
+    let starts_at = r.required(&f, "startsAt").and_then(|n| {
+        let t = r.time(n, &starts_path)?;
+        if let Some((prev_name, prev_t)) = previous.as_ref() {
+            if t == *prev_t {
+                r.err(
+                    &starts_path,
+                    n.pos,
+                    format!("starts at the same time as stage `{prev_name}` ({}); stages need distinct start times", format_rfc3339(t)),
+                );
+            } else if t < *prev_t {
+                r.err(
+                    &starts_path,
+                    n.pos,
+                    format!(
+                        "starts before the previous stage `{prev_name}` ({}); list stages in the order they start",
+                        format_rfc3339(*prev_t)
+                    ),
+                );
+            }
+        }
+        *previous = Some((name.clone().unwrap_or_else(|| Arc::from("?")), t));
+        Some(t)
+    });
+    let credential_max_age = match f.get("credentialMaxAge") {
+        Some(n) => r.duration(n, &f.path("credentialMaxAge")).map(Some),
+        None => Some(None),
+    };
+    if let Some(Some(age)) = credential_max_age
+        && age == 0
+        && let Some(n) = f.get("credentialMaxAge")
+    {
+        r.err(
+            &f.path("credentialMaxAge"),
+            n.pos,
+            format!("a maximum age of {} makes every credential stale; leave the field out for no limit", format_duration(age)),
+        );
+    }
+    let mut seen: HashSet<(Arc<str>, Arc<str>)> = HashSet::new();
+    let quotas = r.list_of(f.get("quotas"), &f.path("quotas"), |r, n, p| {
+        let q = quota(r, n, p, refs)?;
+        if !seen.insert((q.client.clone(), q.endpoint.clone())) {
+            r.err(
+                p,
+                n.pos,
+                format!(
+                    "a second quota for client `{}` on endpoint `{}` in this stage; keep one",
+                    q.client, q.endpoint
+                ),
+            );
+            return None;
+        }
+        Some(q)
+    });
+    Some(Stage {
+        name: name?,
+        index,
+        starts_at: starts_at?,
+        credential_max_age: credential_max_age?,
+        quotas,
+    })
+}
+
+fn quota(r: &mut Reader, node: &Node, path: &str, refs: &Refs<'_>) -> Option<QuotaRule> {
+    let f = r.fields(node, path, QUOTA_KEYS)?;
+    let client = r
+        .required(&f, "client")
+        .and_then(|n| refs.clients.reference(r, n, &f.path("client")));
+    let endpoint = r
+        .required(&f, "endpoint")
+        .and_then(|n| refs.endpoints.reference(r, n, &f.path("endpoint")));
+    let rps = r
+        .required(&f, "requestsPerSecond")
+        .and_then(|n| r.non_negative_f64(n, &f.path("requestsPerSecond")));
+    let burst = match f.get("burst") {
+        Some(n) => r.non_negative_u64(n, &f.path("burst")).map(Some),
+        None => Some(None),
+    };
+    let (rps, burst) = (rps?, burst?);
+    // Without an explicit burst, allow one second's worth (at least one).
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "rps is finite and non-negative; the saturating cast caps absurd values"
+    )]
+    let burst = burst.unwrap_or_else(|| rps.ceil().max(1.0) as u64);
+    Some(QuotaRule {
+        client: client?,
+        endpoint: endpoint?,
+        quota: Quota { rps, burst },
+    })
+}
+
+pub(super) fn revocation(
+    r: &mut Reader,
+    node: &Node,
+    path: &str,
+    clients: &Names,
+) -> Option<Revocation> {
+    let f = r.fields(node, path, REVOCATION_KEYS)?;
+    let given: Vec<&str> = ["fingerprint", "client", "certificate"]
+        .into_iter()
+        .filter(|k| f.get(k).is_some())
+        .collect();
+    let target = match given.as_slice() {
+        ["fingerprint"] => f
+            .get("fingerprint")
+            .and_then(|n| r.fingerprint(n, &f.path("fingerprint")))
+            .map(RevocationTarget::Credential),
+        ["certificate"] => f
+            .get("certificate")
+            .and_then(|n| r.fingerprint(n, &f.path("certificate")))
+            .map(RevocationTarget::Certificate),
+        ["client"] => f
+            .get("client")
+            .and_then(|n| clients.reference(r, n, &f.path("client")))
+            .map(RevocationTarget::Client),
+        _ => {
+            r.err(
+                path,
+                f.pos,
+                format!(
+                    "a revocation names exactly one of `fingerprint`, `client` or `certificate`; this one names {}",
+                    if given.is_empty() { "none".to_owned() } else { given.join(" and ") }
+                ),
+            );
+            None
+        }
+    };
+    let revoked_at = r
+        .required(&f, "revokedAt")
+        .and_then(|n| r.time(n, &f.path("revokedAt")));
+    let reason = match f.get("reason") {
+        Some(n) => r.text(n, &f.path("reason")).map(|t| Some(t.to_owned())),
+        None => Some(None),
+    };
+    Some(Revocation {
+        target: target?,
+        revoked_at: revoked_at?,
+        reason: reason?,
+    })
+}
+
+pub(super) fn remediation(r: &mut Reader, node: &Node, path: &str) -> Remediation {
+    let Some(f) = r.fields(node, path, REMEDIATION_KEYS) else {
+        return Remediation::default();
+    };
+    let warn_after = f
+        .get("warnAfter")
+        .and_then(|n| r.duration(n, &f.path("warnAfter")));
+    let breach_after = f
+        .get("breachAfter")
+        .and_then(|n| r.duration(n, &f.path("breachAfter")));
+    if let (Some(w), Some(b), Some(n)) = (warn_after, breach_after, f.get("breachAfter"))
+        && b < w
+    {
+        r.err(
+            &f.path("breachAfter"),
+            n.pos,
+            format!(
+                "breachAfter ({}) is shorter than warnAfter ({}); a violation warns before it breaches",
+                format_duration(b),
+                format_duration(w)
+            ),
+        );
+    }
+    Remediation {
+        warn_after,
+        breach_after,
+    }
+}
