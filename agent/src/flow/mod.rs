@@ -22,7 +22,7 @@ pub use orient::Orientation;
 use self::{reassembly::StreamPrefix, requests::RequestCursor};
 use crate::{
     event::{Direction, FlowEndReason, FlowId, FlowTotals, Nanos, Packet, tcp_flags},
-    protocol::tls::TlsParse,
+    protocol::{http::CredentialHeaders, tls::TlsParse},
 };
 
 /// Seconds to nanoseconds.
@@ -109,13 +109,18 @@ pub struct Flow<T> {
 impl<T> Flow<T> {
     /// Last look at a flow leaving the table without having ended: partial
     /// request heads count now. Marks it ended with `reason`.
-    pub fn finish(&mut self, reason: FlowEndReason, requests: &mut Vec<Request>) -> Changes {
+    pub fn finish(
+        &mut self,
+        reason: FlowEndReason,
+        creds: &CredentialHeaders,
+        requests: &mut Vec<Request>,
+    ) -> Changes {
         let mut changes = Changes {
             ended: Some(reason),
             ..Changes::default()
         };
         if self.ended.is_none() {
-            finish_flow(self, requests, &mut changes);
+            finish_flow(self, creds, requests, &mut changes);
             self.ended = Some(reason);
         }
         changes
@@ -165,6 +170,9 @@ pub struct FlowTable<T> {
     /// Flows that left the table (idle, evicted), for the engine to finish.
     pub removed: Vec<Flow<T>>,
     pub stats: FlowStats,
+    /// Headers whose values are credentials (the standard ones and those
+    /// the contract names).
+    credential_headers: CredentialHeaders,
 }
 
 impl<T: Default> FlowTable<T> {
@@ -175,7 +183,17 @@ impl<T: Default> FlowTable<T> {
             expiry: VecDeque::new(),
             removed: Vec::new(),
             stats: FlowStats::default(),
+            credential_headers: CredentialHeaders::STANDARD,
         }
+    }
+
+    /// Sets the headers whose values are credentials.
+    pub fn set_credential_headers(&mut self, headers: CredentialHeaders) {
+        self.credential_headers = headers;
+    }
+
+    pub fn credential_headers(&self) -> &CredentialHeaders {
+        &self.credential_headers
     }
 
     pub fn len(&self) -> usize {
@@ -249,6 +267,7 @@ impl<T: Default> FlowTable<T> {
             self.stats.flows += 1;
         }
         let cfg = &self.cfg;
+        let creds = &self.credential_headers;
         let stats = &mut self.stats;
         if !changes.new_flow {
             orient::maybe_reorient(flow, p);
@@ -276,7 +295,7 @@ impl<T: Default> FlowTable<T> {
         }
         if !p.payload.is_empty() {
             let gaps_before = flow.gaps();
-            on_payload(flow, dir, p, cfg, requests, &mut changes);
+            on_payload(flow, dir, p, cfg, creds, requests, &mut changes);
             stats.gaps += u64::from(flow.gaps().saturating_sub(gaps_before));
         }
         if p.flags & tcp_flags::RST != 0 {
@@ -288,7 +307,7 @@ impl<T: Default> FlowTable<T> {
             }
         }
         if let Some(reason) = changes.ended {
-            finish_flow(flow, requests, &mut changes);
+            finish_flow(flow, creds, requests, &mut changes);
             flow.ended = Some(reason);
         }
         (flow, dir, changes)
@@ -310,7 +329,7 @@ impl<T: Default> FlowTable<T> {
             ended: Some(reason),
             ..Changes::default()
         };
-        finish_flow(flow, requests, &mut changes);
+        finish_flow(flow, &self.credential_headers, requests, &mut changes);
         flow.ended = Some(reason);
         Some((flow, changes))
     }
@@ -376,12 +395,17 @@ impl<T: Default> FlowTable<T> {
 }
 
 /// Last look at a flow's buffers: partial request heads count now.
-fn finish_flow<T>(flow: &mut Flow<T>, requests: &mut Vec<Request>, changes: &mut Changes) {
+fn finish_flow<T>(
+    flow: &mut Flow<T>,
+    creds: &CredentialHeaders,
+    requests: &mut Vec<Request>,
+    changes: &mut Changes,
+) {
     let before = requests.len();
     if matches!(flow.protocol, Protocol::Http | Protocol::H2c) {
         let s = &flow.streams[0];
         flow.cursor
-            .scan(s.bytes(), s.bytes_offset(), true, requests);
+            .scan(s.bytes(), s.bytes_offset(), true, creds, requests);
     }
     if flow.protocol == Protocol::Tls
         && flow.tls.client_cert.is_none()
@@ -404,6 +428,7 @@ fn on_payload<T>(
     dir: Direction,
     p: &Packet,
     cfg: &FlowConfig,
+    creds: &CredentialHeaders,
     requests: &mut Vec<Request>,
     changes: &mut Changes,
 ) {
@@ -411,7 +436,7 @@ fn on_payload<T>(
     let placement = flow.streams[i].push(p.seq, &p.payload, p.payload_len, cfg.prefix_cap);
     let before = requests.len();
     match dir {
-        Direction::ToServer => to_server(flow, p, placement, requests, changes),
+        Direction::ToServer => to_server(flow, p, placement, creds, requests, changes),
         Direction::ToClient => to_client(flow, placement, changes),
     }
     let n = requests.len() - before;
@@ -423,6 +448,7 @@ fn to_server<T>(
     flow: &mut Flow<T>,
     p: &Packet,
     placement: reassembly::Placement,
+    creds: &CredentialHeaders,
     requests: &mut Vec<Request>,
     changes: &mut Changes,
 ) {
@@ -467,6 +493,7 @@ fn to_server<T>(
                 &mut flow.streams[0],
                 p,
                 placement,
+                creds,
                 requests,
             );
             if flow.protocol == Protocol::Http && requests.last().is_some_and(|r| r.upgrade_h2c) {

@@ -14,9 +14,15 @@ use crate::{
     contract::Contract,
     event::{Event, FlowEndReason, FlowId, FlowTotals, Nanos, Packet},
     flow::{FlowConfig, FlowStats, FlowTable, Request},
+    protocol::http::CredentialHeaders,
 };
 
 const SEC: Nanos = 1_000_000_000;
+
+/// The standard credential headers plus those the contract names.
+fn credential_headers(view: &View) -> CredentialHeaders {
+    CredentialHeaders::with_extra(view.contract.credential_headers())
+}
 
 /// How the engine runs.
 #[derive(Clone, Debug)]
@@ -143,7 +149,8 @@ impl Engine {
     }
 
     fn with_view(view: View, opts: EngineOptions) -> Self {
-        let flows = FlowTable::new(opts.flow.clone());
+        let mut flows = FlowTable::new(opts.flow.clone());
+        flows.set_credential_headers(credential_headers(&view));
         let mut e = Self {
             view,
             generation: 1,
@@ -170,6 +177,7 @@ impl Engine {
     }
 
     fn set_view(&mut self, view: View) {
+        self.flows.set_credential_headers(credential_headers(&view));
         self.view = view;
         self.generation += 1;
         self.quota_gen += 1;
@@ -453,7 +461,11 @@ impl Engine {
         for mut flow in removed {
             let view = &self.view;
             if flow.ended.is_none() {
-                let ch = flow.finish(FlowEndReason::Idle, &mut self.reqs);
+                let ch = flow.finish(
+                    FlowEndReason::Idle,
+                    self.flows.credential_headers(),
+                    &mut self.reqs,
+                );
                 let mut j = judge!(self, view, flow.last_seen, !self.opts.requests_from_kernel);
                 self.stats.requests += self.reqs.len() as u64;
                 j.changes(&mut flow, ch, &mut self.reqs);

@@ -79,6 +79,11 @@ spec:
           issuedAt: "2026-11-01T00:00:00Z"
     - name: office
       sources: ["10.30.0.0/16"]
+    - name: partner
+      credentials:
+        - header: X-Partner-Key
+          fingerprint: "{partner}"
+          issuedAt: "2026-11-01T00:00:00Z"
   stages:
     - name: pilot
       startsAt: "2026-11-01T00:00:00Z"
@@ -105,6 +110,10 @@ spec:
         acme = fp("acme-token"),
         old = fp("old-token"),
         leaky = fp("leaky-token"),
+        partner = format!(
+            "sha256:{}",
+            hex::encode(Fingerprint::of_credential("x-partner-key", b"pk-123").as_bytes())
+        ),
     )
 }
 
@@ -759,4 +768,22 @@ fn flows_identified_and_counted() {
     assert_eq!(recs[0].id, flow);
     assert_eq!(recs[0].requests, 2);
     assert_eq!(recs[0].protocol, crate::flow::Protocol::Http);
+}
+
+#[test]
+fn credential_headers_named_by_the_contract_identify() {
+    let mut e = engine();
+    let req = b"GET / HTTP/1.1\r\nHost: docs\r\nX-Partner-Key: pk-123\r\n\r\n";
+    tcp_flow(&mut e, t0(), "10.1.0.9:5000", "10.20.3.5:8080", &[req]);
+    // partner has no quota on docs: quota 0, which shows who it was.
+    assert_eq!(
+        found(&e),
+        vec![(
+            Kind::QuotaOvershoot,
+            "docs".into(),
+            "partner".into(),
+            1,
+            "1 req/s over quota 0".into()
+        )]
+    );
 }
