@@ -21,6 +21,10 @@ pub fn fp(token: &str) -> String {
 pub const CERT_DER: &[u8] = b"not really DER but hashed all the same";
 
 pub fn contract_yaml() -> String {
+    let partner = format!(
+        "sha256:{}",
+        hex::encode(Fingerprint::of_credential("x-partner-key", b"pk-123").as_bytes())
+    );
     let cert = format!(
         "sha256:{}",
         hex::encode(Fingerprint::of_der(CERT_DER).as_bytes())
@@ -110,10 +114,6 @@ spec:
         acme = fp("acme-token"),
         old = fp("old-token"),
         leaky = fp("leaky-token"),
-        partner = format!(
-            "sha256:{}",
-            hex::encode(Fingerprint::of_credential("x-partner-key", b"pk-123").as_bytes())
-        ),
     )
 }
 
