@@ -39,6 +39,9 @@ pub struct FlowConfig {
     pub closed_linger: Nanos,
     /// Flows tracked at once; the least recently queued is evicted past it.
     pub max_flows: usize,
+    /// Bytes all reassembly buffers may hold together; past it new bytes
+    /// are not buffered (segments are still looked at one by one).
+    pub max_buffered: usize,
 }
 
 impl Default for FlowConfig {
@@ -48,6 +51,7 @@ impl Default for FlowConfig {
             idle_timeout: 120 * SEC,
             closed_linger: 10 * SEC,
             max_flows: 262_144,
+            max_buffered: 128 << 20,
         }
     }
 }
@@ -63,6 +67,8 @@ pub struct FlowStats {
     pub late_packets: u64,
     /// Reassembly holes that never filled and truncated captures.
     pub gaps: u64,
+    /// Segments not buffered because `max_buffered` was reached.
+    pub over_budget: u64,
 }
 
 /// What a packet changed, for the engine to act on.
@@ -107,6 +113,11 @@ pub struct Flow<T> {
 }
 
 impl<T> Flow<T> {
+    /// Heap bytes held by the flow's reassembly buffers.
+    pub fn buffered(&self) -> usize {
+        self.streams[0].buffered() + self.streams[1].buffered()
+    }
+
     /// Last look at a flow leaving the table without having ended: partial
     /// request heads count now. Marks it ended with `reason`.
     pub fn finish(
@@ -173,6 +184,8 @@ pub struct FlowTable<T> {
     /// Headers whose values are credentials (the standard ones and those
     /// the contract names).
     credential_headers: CredentialHeaders,
+    /// Sum of [`Flow::buffered`] over the table.
+    buffered: usize,
 }
 
 impl<T: Default> FlowTable<T> {
@@ -184,6 +197,7 @@ impl<T: Default> FlowTable<T> {
             removed: Vec::new(),
             stats: FlowStats::default(),
             credential_headers: CredentialHeaders::STANDARD,
+            buffered: 0,
         }
     }
 
@@ -194,6 +208,11 @@ impl<T: Default> FlowTable<T> {
 
     pub fn credential_headers(&self) -> &CredentialHeaders {
         &self.credential_headers
+    }
+
+    /// Heap bytes held by reassembly buffers.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered
     }
 
     pub fn len(&self) -> usize {
@@ -252,7 +271,9 @@ impl<T: Default> FlowTable<T> {
                 if f.ended.is_some() && fresh_syn {
                     // A new connection on the same address pair; the old one
                     // is reported.
-                    self.removed.push(std::mem::replace(f, make()));
+                    let old = std::mem::replace(f, make());
+                    self.buffered = self.buffered.saturating_sub(old.buffered());
+                    self.removed.push(old);
                     changes.new_flow = true;
                 }
                 f
@@ -267,6 +288,7 @@ impl<T: Default> FlowTable<T> {
             self.stats.flows += 1;
         }
         let cfg = &self.cfg;
+        let buffered = &mut self.buffered;
         let creds = &self.credential_headers;
         let stats = &mut self.stats;
         if !changes.new_flow {
@@ -295,8 +317,17 @@ impl<T: Default> FlowTable<T> {
         }
         if !p.payload.is_empty() {
             let gaps_before = flow.gaps();
-            on_payload(flow, dir, p, cfg, creds, requests, &mut changes);
+            let held_before = flow.buffered();
+            // Over budget, no new buffer starts; started ones may finish.
+            let cap = if *buffered >= cfg.max_buffered && flow.streams[i].bytes().is_empty() {
+                stats.over_budget += 1;
+                0
+            } else {
+                cfg.prefix_cap
+            };
+            on_payload(flow, dir, p, cap, creds, requests, &mut changes);
             stats.gaps += u64::from(flow.gaps().saturating_sub(gaps_before));
+            *buffered = (*buffered + flow.buffered()).saturating_sub(held_before);
         }
         if p.flags & tcp_flags::RST != 0 {
             changes.ended = Some(FlowEndReason::Rst);
@@ -307,7 +338,9 @@ impl<T: Default> FlowTable<T> {
             }
         }
         if let Some(reason) = changes.ended {
+            let held_before = flow.buffered();
             finish_flow(flow, creds, requests, &mut changes);
+            *buffered = buffered.saturating_sub(held_before);
             flow.ended = Some(reason);
         }
         (flow, dir, changes)
@@ -329,7 +362,9 @@ impl<T: Default> FlowTable<T> {
             ended: Some(reason),
             ..Changes::default()
         };
+        let held_before = flow.buffered();
         finish_flow(flow, &self.credential_headers, requests, &mut changes);
+        self.buffered = self.buffered.saturating_sub(held_before);
         flow.ended = Some(reason);
         Some((flow, changes))
     }
@@ -369,6 +404,7 @@ impl<T: Default> FlowTable<T> {
     /// the order they started.
     pub fn drain(&mut self) {
         self.expiry.clear();
+        self.buffered = 0;
         let mut all: Vec<Flow<T>> = self.flows.drain().map(|(_, f)| f).collect();
         all.sort_by_key(|f| (f.first_seen, f.id));
         self.removed.extend(all);
@@ -390,6 +426,7 @@ impl<T: Default> FlowTable<T> {
     }
 
     fn retire(&mut self, flow: Flow<T>) {
+        self.buffered = self.buffered.saturating_sub(flow.buffered());
         self.removed.push(flow);
     }
 }
@@ -427,13 +464,13 @@ fn on_payload<T>(
     flow: &mut Flow<T>,
     dir: Direction,
     p: &Packet,
-    cfg: &FlowConfig,
+    cap: usize,
     creds: &CredentialHeaders,
     requests: &mut Vec<Request>,
     changes: &mut Changes,
 ) {
     let i = dir.index();
-    let placement = flow.streams[i].push(p.seq, &p.payload, p.payload_len, cfg.prefix_cap);
+    let placement = flow.streams[i].push(p.seq, &p.payload, p.payload_len, cap);
     let before = requests.len();
     match dir {
         Direction::ToServer => to_server(flow, p, placement, creds, requests, changes),

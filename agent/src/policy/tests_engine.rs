@@ -458,3 +458,42 @@ fn garbage_never_panics() {
     e.finish();
     assert!(e.stats().packets == 20_000);
 }
+
+#[test]
+fn reassembly_memory_is_bounded_across_flows() {
+    let mut e = Engine::new(
+        contract(),
+        EngineOptions {
+            flow: FlowConfig {
+                max_buffered: 1,
+                ..FlowConfig::default()
+            },
+            ..EngineOptions::default()
+        },
+    );
+    let req = get("/v1/orders", Some("acme-token"));
+    let (a, b) = req.split_at(20);
+    for port in 0..3u16 {
+        let c = format!("10.1.0.9:{}", 5000 + port);
+        e.handle(pkt(t0(), &c, "10.20.2.5:8080", 100, tcp_flags::SYN, b""));
+        // Half a head: buffered only while the budget allows.
+        e.handle(pkt(t0(), &c, "10.20.2.5:8080", 101, ACK, a));
+    }
+    assert!(e.flow_stats().over_budget >= 2, "{:?}", e.flow_stats());
+    // Heads in one segment are still parsed without a buffer.
+    for port in 0..3u16 {
+        let c = format!("10.1.0.9:{}", 5000 + port);
+        e.handle(pkt(t0(), &c, "10.20.2.5:8080", 121, ACK, b));
+        e.handle(pkt(
+            t0(),
+            &c,
+            "10.20.2.5:8080",
+            101 + req.len() as u32,
+            ACK,
+            &req,
+        ));
+    }
+    e.finish();
+    let total: u64 = records(&mut e).iter().map(|r| r.requests).sum();
+    assert_eq!(total, 6);
+}
