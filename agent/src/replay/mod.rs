@@ -111,7 +111,9 @@ pub fn replay(
         ..EngineOptions::default()
     };
     let mut engine = Engine::new(contract.clone(), opts);
-    let mut printer = Printer::new(args.output, out);
+    // Output is many small writes per flow; stdout is line-buffered.
+    let mut out = io::BufWriter::with_capacity(1 << 16, out);
+    let mut printer = Printer::new(args.output, &mut out);
     let mut summary = Summary {
         files: readers.len(),
         at: args.at,
