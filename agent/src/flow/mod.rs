@@ -145,7 +145,7 @@ impl<T> Flow<T> {
 
 /// Flows keyed by their unordered address pair, packed so that hashing and
 /// comparing a key is a few integer operations (IPv4 as IPv4-mapped IPv6).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct Key {
     lo_ip: u128,
     hi_ip: u128,
@@ -191,8 +191,8 @@ pub struct FlowTable<T> {
 impl<T: Default> FlowTable<T> {
     pub fn new(cfg: FlowConfig) -> Self {
         Self {
+            flows: HashMap::with_capacity_and_hasher(cfg.max_flows.min(1 << 14), Hasher::default()),
             cfg,
-            flows: HashMap::with_hasher(Hasher::default()),
             expiry: VecDeque::new(),
             removed: Vec::new(),
             stats: FlowStats::default(),
@@ -405,9 +405,19 @@ impl<T: Default> FlowTable<T> {
     pub fn drain(&mut self) {
         self.expiry.clear();
         self.buffered = 0;
-        let mut all: Vec<Flow<T>> = self.flows.drain().map(|(_, f)| f).collect();
-        all.sort_by_key(|f| (f.first_seen, f.id));
-        self.removed.extend(all);
+        // Sort small keys, not the (large) flows.
+        let mut order: Vec<(Nanos, FlowId, Key)> = self
+            .flows
+            .iter()
+            .map(|(k, f)| (f.first_seen, f.id, *k))
+            .collect();
+        order.sort_unstable();
+        self.removed.reserve(order.len());
+        for (_, _, k) in order {
+            if let Some(f) = self.flows.remove(&k) {
+                self.removed.push(f);
+            }
+        }
     }
 
     fn evict_one(&mut self, keep: Key) {
