@@ -338,5 +338,9 @@ fn table_output_fits_80_columns() {
         assert!(line.chars().count() <= 80, "too wide: {line:?}");
     }
     assert!(text.contains("quota_overshoot"), "{text}");
+    assert!(
+        text.lines().all(|l| !l.ends_with(' ')),
+        "no trailing blanks:\n{text}"
+    );
     assert!(text.contains("stage pilot"), "{text}");
 }

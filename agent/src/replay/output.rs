@@ -250,13 +250,13 @@ impl<'a> Printer<'a> {
         } else {
             writeln!(
                 out,
-                "{:<17} {:<12} {:<12} {:>6}  {:<19} {:<8}",
+                "{:<17} {:<12} {:<12} {:>6}  {:<19} {}",
                 "VIOLATION", "ENDPOINT", "CLIENT", "COUNT", "FIRST SEEN (UTC)", "SEVERITY"
             )?;
             for v in violations {
                 writeln!(
                     out,
-                    "{:<17} {:<12} {:<12} {:>6}  {:<19} {:<8}",
+                    "{:<17} {:<12} {:<12} {:>6}  {:<19} {}",
                     v.key.kind.as_str(),
                     fit(&v.key.endpoint, 12),
                     fit(&v.key.client, 12),
