@@ -250,8 +250,8 @@ impl<'a> Printer<'a> {
         } else {
             writeln!(
                 out,
-                "{:<17} {:<12} {:<12} {:>6}  {:<19} {}",
-                "VIOLATION", "ENDPOINT", "CLIENT", "COUNT", "FIRST SEEN (UTC)", "SEVERITY"
+                "{:<17} {:<12} {:<12} {:>6}  {:<19} SEVERITY",
+                "VIOLATION", "ENDPOINT", "CLIENT", "COUNT", "FIRST SEEN (UTC)"
             )?;
             for v in violations {
                 writeln!(
