@@ -91,12 +91,12 @@ fn flows(objs: &[Value]) -> Vec<&Value> {
 
 #[test]
 fn http_bearer_every_link_type() {
-    for file in [
-        "http_bearer.pcap",
-        "http_bearer_sll.pcap",
-        "http_bearer_sll2.pcap",
-        "http_bearer_vlan.pcap",
-        "http_bearer_rawip.pcap",
+    for (file, packets) in [
+        ("http_bearer.pcap", 10),
+        ("http_bearer_sll.pcap", 9),
+        ("http_bearer_sll2.pcap", 9),
+        ("http_bearer_vlan.pcap", 10),
+        ("http_bearer_rawip.pcap", 10),
     ] {
         let objs = check(file, 1, &[("unencrypted_flow", "ledger", "acme", 1)]);
         assert_eq!(
@@ -110,6 +110,8 @@ fn http_bearer_every_link_type() {
         assert_eq!(f[0]["requests"], 1);
         assert_eq!(f[0]["client"], "acme");
         assert_eq!(f[0]["endpoint"], "ledger");
+        assert_eq!(f[0]["packets"], packets, "{file}: late ACKs count too");
+        assert_eq!(f[0]["end"], "fin");
     }
 }
 
@@ -336,5 +338,9 @@ fn table_output_fits_80_columns() {
         assert!(line.chars().count() <= 80, "too wide: {line:?}");
     }
     assert!(text.contains("quota_overshoot"), "{text}");
+    assert!(
+        text.lines().all(|l| !l.ends_with(' ')),
+        "no trailing blanks:\n{text}"
+    );
     assert!(text.contains("stage pilot"), "{text}");
 }

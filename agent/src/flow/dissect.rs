@@ -6,6 +6,8 @@ use crate::protocol::{Protocol, http, tls};
 /// `complete` says no more bytes will come: undecided then means other.
 pub fn classify(b: &[u8], complete: bool) -> Option<Protocol> {
     match crate::protocol::classify(b) {
+        // A head cut short (no more buffering): HTTP by its method.
+        Protocol::Unknown if complete && http::starts_with_method(b) => Some(Protocol::Http),
         Protocol::Unknown if complete && !b.is_empty() => Some(Protocol::Other),
         Protocol::Unknown => None,
         // A TLS record caught mid-stream (capture started late).
@@ -77,6 +79,10 @@ mod tests {
         );
         assert_eq!(classify(b"GE", false), None);
         assert_eq!(classify(b"GE", true), Some(Protocol::Other));
+        assert_eq!(
+            classify(b"GET /x HTTP/1.1\r\nHo", true),
+            Some(Protocol::Http)
+        );
         assert_eq!(
             classify(&[0x17, 3, 3, 0, 5, 1, 2], false),
             Some(Protocol::Tls)

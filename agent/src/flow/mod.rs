@@ -12,7 +12,7 @@ pub mod reassembly;
 mod requests;
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, VecDeque, hash_map::Entry},
     net::SocketAddr,
 };
 
@@ -22,7 +22,7 @@ pub use orient::Orientation;
 use self::{reassembly::StreamPrefix, requests::RequestCursor};
 use crate::{
     event::{Direction, FlowEndReason, FlowId, FlowTotals, Nanos, Packet, tcp_flags},
-    protocol::tls::TlsParse,
+    protocol::{http::CredentialHeaders, tls::TlsParse},
 };
 
 /// Seconds to nanoseconds.
@@ -39,6 +39,9 @@ pub struct FlowConfig {
     pub closed_linger: Nanos,
     /// Flows tracked at once; the least recently queued is evicted past it.
     pub max_flows: usize,
+    /// Bytes all reassembly buffers may hold together; past it new bytes
+    /// are not buffered (segments are still looked at one by one).
+    pub max_buffered: usize,
 }
 
 impl Default for FlowConfig {
@@ -48,6 +51,7 @@ impl Default for FlowConfig {
             idle_timeout: 120 * SEC,
             closed_linger: 10 * SEC,
             max_flows: 262_144,
+            max_buffered: 128 << 20,
         }
     }
 }
@@ -63,6 +67,8 @@ pub struct FlowStats {
     pub late_packets: u64,
     /// Reassembly holes that never filled and truncated captures.
     pub gaps: u64,
+    /// Segments not buffered because `max_buffered` was reached.
+    pub over_budget: u64,
 }
 
 /// What a packet changed, for the engine to act on.
@@ -107,15 +113,25 @@ pub struct Flow<T> {
 }
 
 impl<T> Flow<T> {
+    /// Heap bytes held by the flow's reassembly buffers.
+    pub fn buffered(&self) -> usize {
+        self.streams[0].buffered() + self.streams[1].buffered()
+    }
+
     /// Last look at a flow leaving the table without having ended: partial
     /// request heads count now. Marks it ended with `reason`.
-    pub fn finish(&mut self, reason: FlowEndReason, requests: &mut Vec<Request>) -> Changes {
+    pub fn finish(
+        &mut self,
+        reason: FlowEndReason,
+        creds: &CredentialHeaders,
+        requests: &mut Vec<Request>,
+    ) -> Changes {
         let mut changes = Changes {
             ended: Some(reason),
             ..Changes::default()
         };
         if self.ended.is_none() {
-            finish_flow(self, requests, &mut changes);
+            finish_flow(self, creds, requests, &mut changes);
             self.ended = Some(reason);
         }
         changes
@@ -127,11 +143,30 @@ impl<T> Flow<T> {
     }
 }
 
-/// Flows keyed by their unordered address pair.
-type Key = (SocketAddr, SocketAddr);
+/// Flows keyed by their unordered address pair, packed so that hashing and
+/// comparing a key is a few integer operations (IPv4 as IPv4-mapped IPv6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Key {
+    lo_ip: u128,
+    hi_ip: u128,
+    ports: u32,
+}
+
+fn ip128(ip: std::net::IpAddr) -> u128 {
+    match ip {
+        std::net::IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
+        std::net::IpAddr::V6(v6) => u128::from(v6),
+    }
+}
 
 fn key_of(a: SocketAddr, b: SocketAddr) -> Key {
-    if a <= b { (a, b) } else { (b, a) }
+    let (a, b) = ((ip128(a.ip()), a.port()), (ip128(b.ip()), b.port()));
+    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+    Key {
+        lo_ip: lo.0,
+        hi_ip: hi.0,
+        ports: u32::from(lo.1) << 16 | u32::from(hi.1),
+    }
 }
 
 type Hasher = foldhash::fast::FixedState;
@@ -146,17 +181,38 @@ pub struct FlowTable<T> {
     /// Flows that left the table (idle, evicted), for the engine to finish.
     pub removed: Vec<Flow<T>>,
     pub stats: FlowStats,
+    /// Headers whose values are credentials (the standard ones and those
+    /// the contract names).
+    credential_headers: CredentialHeaders,
+    /// Sum of [`Flow::buffered`] over the table.
+    buffered: usize,
 }
 
 impl<T: Default> FlowTable<T> {
     pub fn new(cfg: FlowConfig) -> Self {
         Self {
+            flows: HashMap::with_capacity_and_hasher(cfg.max_flows.min(1 << 14), Hasher::default()),
             cfg,
-            flows: HashMap::with_hasher(Hasher::default()),
             expiry: VecDeque::new(),
             removed: Vec::new(),
             stats: FlowStats::default(),
+            credential_headers: CredentialHeaders::STANDARD,
+            buffered: 0,
         }
+    }
+
+    /// Sets the headers whose values are credentials.
+    pub fn set_credential_headers(&mut self, headers: CredentialHeaders) {
+        self.credential_headers = headers;
+    }
+
+    pub fn credential_headers(&self) -> &CredentialHeaders {
+        &self.credential_headers
+    }
+
+    /// Heap bytes held by reassembly buffers.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered
     }
 
     pub fn len(&self) -> usize {
@@ -187,17 +243,12 @@ impl<T: Default> FlowTable<T> {
         let key = key_of(p.src, p.dst);
         let mut changes = Changes::default();
         let fresh_syn = p.flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
-        let restart = match self.flows.get(&key) {
-            None => true,
-            // A new connection on the same address pair.
-            Some(f) => f.ended.is_some() && fresh_syn,
-        };
-        if restart {
-            if self.flows.len() >= self.cfg.max_flows {
-                self.evict_one(key);
-            }
+        if self.flows.len() >= self.cfg.max_flows && !self.flows.contains_key(&key) {
+            self.evict_one(key);
+        }
+        let make = || {
             let (id, orientation) = orient::orient(p, is_server);
-            let flow = Flow {
+            Flow {
                 id,
                 first_seen: p.ts,
                 last_seen: p.ts,
@@ -211,17 +262,35 @@ impl<T: Default> FlowTable<T> {
                 streams: Default::default(),
                 cursor: RequestCursor::default(),
                 ext: T::default(),
-            };
-            self.flows.insert(key, flow);
+            }
+        };
+        // One hash lookup per packet.
+        let flow = match self.flows.entry(key) {
+            Entry::Occupied(o) => {
+                let f = o.into_mut();
+                if f.ended.is_some() && fresh_syn {
+                    // A new connection on the same address pair; the old one
+                    // is reported.
+                    let old = std::mem::replace(f, make());
+                    self.buffered = self.buffered.saturating_sub(old.buffered());
+                    self.removed.push(old);
+                    changes.new_flow = true;
+                }
+                f
+            }
+            Entry::Vacant(v) => {
+                changes.new_flow = true;
+                v.insert(make())
+            }
+        };
+        if changes.new_flow {
             self.expiry.push_back((p.ts, key));
             self.stats.flows += 1;
-            changes.new_flow = true;
         }
         let cfg = &self.cfg;
+        let buffered = &mut self.buffered;
+        let creds = &self.credential_headers;
         let stats = &mut self.stats;
-        let Some(flow) = self.flows.get_mut(&key) else {
-            unreachable!("inserted above")
-        };
         if !changes.new_flow {
             orient::maybe_reorient(flow, p);
         }
@@ -231,10 +300,6 @@ impl<T: Default> FlowTable<T> {
             Direction::ToClient
         });
         flow.last_seen = flow.last_seen.max(p.ts);
-        if flow.ended.is_some() {
-            stats.late_packets += 1;
-            return (flow, dir, changes);
-        }
         let i = dir.index();
         flow.totals.packets[i] += 1;
         flow.totals.bytes[i] += u64::from(p.payload_len);
@@ -242,13 +307,27 @@ impl<T: Default> FlowTable<T> {
             flow.totals.payload_bytes[i] += u64::from(p.payload_len);
             flow.totals.payload_segments[i] += 1;
         }
+        if flow.ended.is_some() {
+            // Last ACKs after FIN (counted above, not parsed).
+            stats.late_packets += 1;
+            return (flow, dir, changes);
+        }
         if p.flags & tcp_flags::SYN != 0 {
             flow.streams[i].syn(p.seq);
         }
         if !p.payload.is_empty() {
             let gaps_before = flow.gaps();
-            on_payload(flow, dir, p, cfg, requests, &mut changes);
+            let held_before = flow.buffered();
+            // Over budget, no new buffer starts; started ones may finish.
+            let cap = if *buffered >= cfg.max_buffered && flow.streams[i].bytes().is_empty() {
+                stats.over_budget += 1;
+                0
+            } else {
+                cfg.prefix_cap
+            };
+            on_payload(flow, dir, p, cap, creds, requests, &mut changes);
             stats.gaps += u64::from(flow.gaps().saturating_sub(gaps_before));
+            *buffered = (*buffered + flow.buffered()).saturating_sub(held_before);
         }
         if p.flags & tcp_flags::RST != 0 {
             changes.ended = Some(FlowEndReason::Rst);
@@ -259,7 +338,9 @@ impl<T: Default> FlowTable<T> {
             }
         }
         if let Some(reason) = changes.ended {
-            finish_flow(flow, requests, &mut changes);
+            let held_before = flow.buffered();
+            finish_flow(flow, creds, requests, &mut changes);
+            *buffered = buffered.saturating_sub(held_before);
             flow.ended = Some(reason);
         }
         (flow, dir, changes)
@@ -281,7 +362,9 @@ impl<T: Default> FlowTable<T> {
             ended: Some(reason),
             ..Changes::default()
         };
-        finish_flow(flow, requests, &mut changes);
+        let held_before = flow.buffered();
+        finish_flow(flow, &self.credential_headers, requests, &mut changes);
+        self.buffered = self.buffered.saturating_sub(held_before);
         flow.ended = Some(reason);
         Some((flow, changes))
     }
@@ -317,13 +400,22 @@ impl<T: Default> FlowTable<T> {
         }
     }
 
-    /// Moves every flow to [`FlowTable::removed`] (end of a capture).
+    /// Moves every flow to [`FlowTable::removed`] (end of a capture), in
+    /// the order they started.
     pub fn drain(&mut self) {
         self.expiry.clear();
-        let keys: Vec<Key> = self.flows.keys().copied().collect();
-        for k in keys {
-            if let Some(flow) = self.flows.remove(&k) {
-                self.retire(flow);
+        self.buffered = 0;
+        // Sort small keys, not the (large) flows.
+        let mut order: Vec<(Nanos, FlowId, Key)> = self
+            .flows
+            .iter()
+            .map(|(k, f)| (f.first_seen, f.id, *k))
+            .collect();
+        order.sort_unstable();
+        self.removed.reserve(order.len());
+        for (_, _, k) in order {
+            if let Some(f) = self.flows.remove(&k) {
+                self.removed.push(f);
             }
         }
     }
@@ -344,24 +436,30 @@ impl<T: Default> FlowTable<T> {
     }
 
     fn retire(&mut self, flow: Flow<T>) {
+        self.buffered = self.buffered.saturating_sub(flow.buffered());
         self.removed.push(flow);
     }
 }
 
 /// Last look at a flow's buffers: partial request heads count now.
-fn finish_flow<T>(flow: &mut Flow<T>, requests: &mut Vec<Request>, changes: &mut Changes) {
+fn finish_flow<T>(
+    flow: &mut Flow<T>,
+    creds: &CredentialHeaders,
+    requests: &mut Vec<Request>,
+    changes: &mut Changes,
+) {
     let before = requests.len();
     if matches!(flow.protocol, Protocol::Http | Protocol::H2c) {
         let s = &flow.streams[0];
         flow.cursor
-            .scan(s.bytes(), s.bytes_offset(), true, requests);
+            .scan(s.bytes(), s.bytes_offset(), true, creds, requests);
     }
-    if flow.protocol == Protocol::Tls && flow.tls.client_cert.is_none() {
-        if let TlsParse::Done(Some(fp)) = dissect::parse_client_certificate(flow.streams[0].bytes())
-        {
-            flow.tls.client_cert = Some(fp);
-            changes.client_cert = true;
-        }
+    if flow.protocol == Protocol::Tls
+        && flow.tls.client_cert.is_none()
+        && let TlsParse::Done(Some(fp)) = dissect::parse_client_certificate(flow.streams[0].bytes())
+    {
+        flow.tls.client_cert = Some(fp);
+        changes.client_cert = true;
     }
     for s in &mut flow.streams {
         s.release();
@@ -376,15 +474,16 @@ fn on_payload<T>(
     flow: &mut Flow<T>,
     dir: Direction,
     p: &Packet,
-    cfg: &FlowConfig,
+    cap: usize,
+    creds: &CredentialHeaders,
     requests: &mut Vec<Request>,
     changes: &mut Changes,
 ) {
     let i = dir.index();
-    let placement = flow.streams[i].push(p.seq, &p.payload, p.payload_len, cfg.prefix_cap);
+    let placement = flow.streams[i].push(p.seq, &p.payload, p.payload_len, cap);
     let before = requests.len();
     match dir {
-        Direction::ToServer => to_server(flow, p, placement, requests, changes),
+        Direction::ToServer => to_server(flow, p, placement, creds, requests, changes),
         Direction::ToClient => to_client(flow, placement, changes),
     }
     let n = requests.len() - before;
@@ -396,6 +495,7 @@ fn to_server<T>(
     flow: &mut Flow<T>,
     p: &Packet,
     placement: reassembly::Placement,
+    creds: &CredentialHeaders,
     requests: &mut Vec<Request>,
     changes: &mut Changes,
 ) {
@@ -440,6 +540,7 @@ fn to_server<T>(
                 &mut flow.streams[0],
                 p,
                 placement,
+                creds,
                 requests,
             );
             if flow.protocol == Protocol::Http && requests.last().is_some_and(|r| r.upgrade_h2c) {

@@ -51,6 +51,11 @@ impl StreamPrefix {
         &self.buf
     }
 
+    /// Heap bytes held (buffer and segments waiting for a hole).
+    pub fn buffered(&self) -> usize {
+        self.buf.capacity() + self.pending.iter().map(|(_, b)| b.len()).sum::<usize>()
+    }
+
     /// No more bytes will be added.
     pub fn is_done(&self) -> bool {
         self.done
@@ -169,6 +174,12 @@ impl StreamPrefix {
             return Placement::Old;
         }
         self.append(&payload[have - off..], cap);
+        if self.buf.len() == have {
+            // No room at all (cap reached or no budget): look at it alone.
+            return Placement::Beyond {
+                offset: self.offset_of(seq),
+            };
+        }
         if truncated {
             // The bytes after the captured part are unknown: a hole for good.
             self.gaps = self.gaps.saturating_add(1);

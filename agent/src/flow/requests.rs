@@ -16,7 +16,7 @@ use super::{
 };
 use crate::{
     event::Packet,
-    protocol::http::{self, ScanEnd},
+    protocol::http::{self, CredentialHeaders, ScanEnd},
 };
 
 /// Bytes buffered for one head cut across segments after the first prefix.
@@ -46,7 +46,14 @@ pub enum Scan {
 impl RequestCursor {
     /// Parses heads in `bytes` (which start at stream offset `off`).
     /// `last` means no more bytes will follow: a partial head counts.
-    pub fn scan(&mut self, bytes: &[u8], off: u64, last: bool, out: &mut Vec<Request>) -> Scan {
+    pub fn scan(
+        &mut self,
+        bytes: &[u8],
+        off: u64,
+        last: bool,
+        creds: &CredentialHeaders,
+        out: &mut Vec<Request>,
+    ) -> Scan {
         let end = off + bytes.len() as u64;
         let pos = match self.next {
             Some(n) => n.max(off),
@@ -61,7 +68,7 @@ impl RequestCursor {
             self.next = None;
             return Scan::Lost;
         };
-        let scan = http::scan_requests(rest);
+        let scan = http::scan_requests_with(rest, creds);
         out.extend(scan.requests);
         let after = pos + scan.consumed as u64;
         match scan.end {
@@ -98,13 +105,14 @@ pub fn on_segment(
     stream: &mut StreamPrefix,
     p: &Packet,
     placement: Placement,
+    creds: &CredentialHeaders,
     out: &mut Vec<Request>,
 ) {
     match placement {
         Placement::Extended { .. } => {
             let off = stream.bytes_offset();
             cursor.seen_end = cursor.seen_end.max(off + stream.bytes().len() as u64);
-            let scan = cursor.scan(stream.bytes(), off, stream.is_done(), out);
+            let scan = cursor.scan(stream.bytes(), off, stream.is_done(), creds, out);
             if scan != Scan::Waiting || stream.is_done() {
                 stream.release();
             }
@@ -129,11 +137,11 @@ pub fn on_segment(
             }
             cursor.next = offset;
             let truncated = p.payload.len() < p.payload_len as usize;
-            let scan = cursor.scan(&p.payload, offset.unwrap_or(0), truncated, out);
+            let scan = cursor.scan(&p.payload, offset.unwrap_or(0), truncated, creds, out);
             if offset.is_none() {
                 cursor.next = None;
             } else if scan == Scan::Waiting {
-                wait_for_rest(cursor, stream, p, out);
+                wait_for_rest(cursor, stream, p, creds, out);
             }
         }
         Placement::Held | Placement::Old => {}
@@ -146,6 +154,7 @@ fn wait_for_rest(
     cursor: &mut RequestCursor,
     stream: &mut StreamPrefix,
     p: &Packet,
+    creds: &CredentialHeaders,
     out: &mut Vec<Request>,
 ) {
     let Some(head_off) = cursor.next else { return };
@@ -162,7 +171,7 @@ fn wait_for_rest(
     let wire = p.payload_len.saturating_sub(skip as u32);
     if let Placement::Extended { .. } = stream.push(seq, &rest, wire, HEAD_CAP) {
         let off = stream.bytes_offset();
-        if cursor.scan(stream.bytes(), off, stream.is_done(), out) != Scan::Waiting {
+        if cursor.scan(stream.bytes(), off, stream.is_done(), creds, out) != Scan::Waiting {
             stream.release();
         }
     }

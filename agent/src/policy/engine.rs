@@ -3,24 +3,26 @@
 use std::{net::SocketAddr, sync::Arc};
 
 use super::{
-    Ctx, UNKNOWN, UNLISTED, quota_overshoot,
+    Ctx, UNKNOWN, UNLISTED,
+    judge::{FlowState, Judge},
     rates::Rates,
-    record::{ClientRate, FlowRecord, StageInfo},
-    revoked_client, stale_credential, unencrypted_flow, unknown_client, unlisted_endpoint,
-    view::{EndpointMatch, Fp, Identity, Via, View},
-    violations::{Finding, Terms, Violation, ViolationEvent, Violations},
-    weak_tls,
+    record::{ClientRate, FlowRecord, StageInfo, record, reportable},
+    view::View,
+    violations::{Terms, Violation, ViolationEvent, Violations},
 };
 use crate::{
     contract::Contract,
     event::{Event, FlowEndReason, FlowId, FlowTotals, Nanos, Packet},
-    flow::{
-        Changes, Flow, FlowConfig, FlowStats, FlowTable, Protocol, Request, TlsVersion,
-        facts::is_plaintext,
-    },
+    flow::{FlowConfig, FlowStats, FlowTable, Request},
+    protocol::http::CredentialHeaders,
 };
 
 const SEC: Nanos = 1_000_000_000;
+
+/// The standard credential headers plus those the contract names.
+fn credential_headers(view: &View) -> CredentialHeaders {
+    CredentialHeaders::with_extra(view.contract.credential_headers())
+}
 
 /// How the engine runs.
 #[derive(Clone, Debug)]
@@ -76,21 +78,6 @@ pub struct EngineStats {
     /// Kernel request counts for flows the engine does not know.
     pub kernel_requests_unmatched: u64,
 }
-
-/// Per-flow verdict state, kept in the flow table.
-#[derive(Debug, Default)]
-pub struct FlowState {
-    /// Contract generation `matched` and `identity` belong to.
-    generation: u64,
-    matched: Option<EndpointMatch>,
-    identity: Option<Identity>,
-    /// Once-per-flow judgements already made.
-    flags: u8,
-    kernel_requests: u64,
-}
-
-const JUDGED_PLAINTEXT: u8 = 1;
-const SETTLED_TLS: u8 = 2;
 
 /// Builds a [`Judge`] from the engine's fields (a macro so the borrows of
 /// the flow table and of the judge's fields stay disjoint).
@@ -162,7 +149,8 @@ impl Engine {
     }
 
     fn with_view(view: View, opts: EngineOptions) -> Self {
-        let flows = FlowTable::new(opts.flow.clone());
+        let mut flows = FlowTable::new(opts.flow.clone());
+        flows.set_credential_headers(credential_headers(&view));
         let mut e = Self {
             view,
             generation: 1,
@@ -189,6 +177,7 @@ impl Engine {
     }
 
     fn set_view(&mut self, view: View) {
+        self.flows.set_credential_headers(credential_headers(&view));
         self.view = view;
         self.generation += 1;
         self.quota_gen += 1;
@@ -418,20 +407,12 @@ impl Engine {
         self.stats.requests += self.reqs.len() as u64;
         j.changes(flow, ch, &mut self.reqs);
         if ch.ended.is_some() {
+            // Judged now; reported when it leaves the table after lingering
+            // for its last ACKs, so the record counts them.
             j.finish(flow);
-            let rec = record(
-                view,
-                flow,
-                &self.unlisted,
-                &self.unknown,
-                self.opts.requests_from_kernel,
-            );
-            if reportable(flow) {
-                self.out.push(Output::Flow(rec));
-            }
         }
         if !self.flows.removed.is_empty() {
-            // Evicted to make room.
+            // Evicted to make room, or replaced by a new connection.
             self.retire_removed();
         }
         self.flush_violations();
@@ -470,41 +451,35 @@ impl Engine {
         self.stats.requests += self.reqs.len() as u64;
         j.changes(flow, ch, &mut self.reqs);
         j.finish(flow);
-        let rec = record(
-            view,
-            flow,
-            &self.unlisted,
-            &self.unknown,
-            self.opts.requests_from_kernel,
-        );
-        if reportable(flow) {
-            self.out.push(Output::Flow(rec));
-        }
         self.flush_violations();
     }
 
-    /// Finishes flows the table let go (idle, evicted, end of capture).
+    /// Reports flows the table let go (ended and lingered, idle, evicted,
+    /// replaced, end of capture), finishing those that had not ended.
     fn retire_removed(&mut self) {
         let removed = std::mem::take(&mut self.flows.removed);
         for mut flow in removed {
-            let was_ended = flow.ended.is_some();
-            if !was_ended {
-                let view = &self.view;
-                let ch = flow.finish(FlowEndReason::Idle, &mut self.reqs);
+            let view = &self.view;
+            if flow.ended.is_none() {
+                let ch = flow.finish(
+                    FlowEndReason::Idle,
+                    self.flows.credential_headers(),
+                    &mut self.reqs,
+                );
                 let mut j = judge!(self, view, flow.last_seen, !self.opts.requests_from_kernel);
                 self.stats.requests += self.reqs.len() as u64;
                 j.changes(&mut flow, ch, &mut self.reqs);
                 j.finish(&mut flow);
-                if reportable(&flow) {
-                    let rec = record(
-                        view,
-                        &flow,
-                        &self.unlisted,
-                        &self.unknown,
-                        self.opts.requests_from_kernel,
-                    );
-                    self.out.push(Output::Flow(rec));
-                }
+            }
+            if reportable(&flow) {
+                let rec = record(
+                    view,
+                    &flow,
+                    &self.unlisted,
+                    &self.unknown,
+                    self.opts.requests_from_kernel,
+                );
+                self.out.push(Output::Flow(rec));
             }
         }
         self.flush_violations();
@@ -512,253 +487,5 @@ impl Engine {
 
     fn flush_violations(&mut self) {
         self.out.extend(self.vbuf.drain(..).map(Output::Violation));
-    }
-}
-
-/// Flows worth a record: some payload, or a completed handshake.
-fn reportable<T>(flow: &Flow<T>) -> bool {
-    flow.totals.payload_segments != [0, 0] || flow.protocol != Protocol::Unknown
-}
-
-fn record(
-    view: &View,
-    flow: &Flow<FlowState>,
-    unlisted: &Arc<str>,
-    unknown: &Arc<str>,
-    kernel: bool,
-) -> FlowRecord {
-    let st = &flow.ext;
-    let m = st.matched.unwrap_or(EndpointMatch::Unwatched);
-    let id = st.identity;
-    FlowRecord {
-        id: flow.id,
-        first_seen: flow.first_seen,
-        last_seen: flow.last_seen,
-        protocol: flow.protocol,
-        tls_version: if flow.protocol == Protocol::Tls {
-            flow.tls.version()
-        } else {
-            None
-        },
-        cipher: flow.tls.cipher().map(|c| {
-            c.name()
-                .map_or_else(|| format!("0x{:04x}", c.0), str::to_owned)
-        }),
-        sni: flow.tls.sni().map(str::to_owned),
-        alpn: flow.tls.alpn().map(str::to_owned),
-        endpoint: match m {
-            EndpointMatch::Endpoint(e) => view.endpoint_name(Some(e)).unwrap_or(unlisted).clone(),
-            _ => unlisted.clone(),
-        },
-        client: view
-            .client_name(id.and_then(|i| i.client))
-            .unwrap_or(unknown)
-            .clone(),
-        identified_by: id.map_or(Via::Unknown, |i| i.via),
-        watched: m.watched(),
-        requests: if kernel {
-            st.kernel_requests
-        } else {
-            flow.requests
-        },
-        packets: flow.totals.packets,
-        bytes: flow.totals.bytes,
-        gaps: flow.gaps(),
-        end: flow.ended,
-    }
-}
-
-/// The detections' view of one event, with where findings go.
-struct Judge<'a> {
-    ctx: Ctx<'a>,
-    violations: &'a mut Violations,
-    rates: &'a mut Rates,
-    vbuf: &'a mut Vec<ViolationEvent>,
-    terms: Terms,
-    emit_occurrences: bool,
-    count_requests: bool,
-    now: Nanos,
-    generation: u64,
-}
-
-impl Judge<'_> {
-    fn report(&mut self, f: Option<Finding>) {
-        if let Some(f) = f {
-            let stage = self.ctx.stage_view().map(|s| &s.name);
-            self.violations.record(
-                f,
-                self.now,
-                stage,
-                self.terms,
-                self.emit_occurrences,
-                self.vbuf,
-            );
-        }
-    }
-
-    fn changes(&mut self, flow: &mut Flow<FlowState>, ch: Changes, reqs: &mut Vec<Request>) {
-        if flow.ext.generation != self.generation {
-            // New flow, or the contract was reloaded: look it up again.
-            flow.ext.generation = self.generation;
-            flow.ext.matched = None;
-            flow.ext.identity = None;
-        }
-        let tls13 =
-            flow.tls.version() == Some(TlsVersion::Tls13) && flow.tls.server_hello.is_some();
-        if flow.protocol == Protocol::Tls
-            && flow.ext.flags & SETTLED_TLS == 0
-            && (ch.client_cert || ch.client_finished || (ch.server_hello && tls13))
-        {
-            self.settle_tls(flow);
-        }
-        if ch.protocol
-            && matches!(flow.protocol, Protocol::Other | Protocol::H2c)
-            && flow.requests == 0
-            && reqs.is_empty()
-        {
-            self.plaintext_flow(flow);
-        }
-        for req in reqs.drain(..) {
-            self.request(flow, &req);
-        }
-    }
-
-    fn matched(&self, flow: &mut Flow<FlowState>) -> EndpointMatch {
-        *flow.ext.matched.get_or_insert_with(|| {
-            self.ctx
-                .view
-                .match_endpoint(flow.id.server, flow.tls.sni(), None)
-        })
-    }
-
-    /// Identity where no request is visible: client certificate → source.
-    fn flow_identity(&self, flow: &mut Flow<FlowState>) -> Identity {
-        *flow.ext.identity.get_or_insert_with(|| {
-            self.ctx
-                .view
-                .identify(&[], flow.tls.client_cert, flow.id.client.ip())
-        })
-    }
-
-    /// A TLS flow once the client's handshake flight is known: weak TLS,
-    /// revocation by certificate or client, unlisted endpoint.
-    fn settle_tls(&mut self, flow: &mut Flow<FlowState>) {
-        flow.ext.flags |= SETTLED_TLS;
-        if flow.tls.client_cert.is_some()
-            && flow.ext.identity.is_some_and(|i| i.via != Via::Certificate)
-        {
-            flow.ext.identity = None;
-        }
-        let m = self.matched(flow);
-        let id = self.flow_identity(flow);
-        if !m.watched() {
-            return;
-        }
-        let ctx = &self.ctx;
-        let findings = [
-            weak_tls::check(ctx, &flow.tls, m, &id),
-            unlisted_endpoint::check(ctx, m, flow.id.server, None, &id),
-            revoked_client::check(ctx, m.endpoint(), &id),
-            unknown_client::check(ctx, m, &id, false),
-        ];
-        for f in findings {
-            self.report(f);
-        }
-    }
-
-    /// A plaintext flow that is not HTTP/1.x (h2c preface, other).
-    fn plaintext_flow(&mut self, flow: &mut Flow<FlowState>) {
-        if flow.ext.flags & JUDGED_PLAINTEXT != 0 {
-            return;
-        }
-        flow.ext.flags |= JUDGED_PLAINTEXT;
-        let m = self.matched(flow);
-        let id = self.flow_identity(flow);
-        if !m.watched() {
-            return;
-        }
-        let ctx = &self.ctx;
-        let findings = [
-            unencrypted_flow::check(ctx, flow.protocol, m, &id),
-            unlisted_endpoint::check(ctx, m, flow.id.server, None, &id),
-            revoked_client::check(ctx, m.endpoint(), &id),
-        ];
-        for f in findings {
-            self.report(f);
-        }
-    }
-
-    fn request(&mut self, flow: &mut Flow<FlowState>, req: &Request) {
-        let view = self.ctx.view;
-        let name = req.host.as_deref().or_else(|| flow.tls.sni());
-        let m = view.match_endpoint(flow.id.server, name, Some(&req.path));
-        let mut fps: [Fp; 4] = [[0; 32]; 4];
-        let mut n = 0;
-        for (slot, c) in fps.iter_mut().zip(&req.credentials) {
-            *slot = c.value_sha256;
-            n += 1;
-        }
-        let id = view.identify(
-            fps.get(..n).unwrap_or_default(),
-            flow.tls.client_cert,
-            flow.id.client.ip(),
-        );
-        if flow.ext.matched.is_none_or(|old| !old.watched()) {
-            flow.ext.matched = Some(m);
-        }
-        if flow
-            .ext
-            .identity
-            .is_none_or(|old| old.client.is_none() && id.client.is_some())
-        {
-            flow.ext.identity = Some(id);
-        }
-        if !m.watched() {
-            return;
-        }
-        if flow.ext.flags & JUDGED_PLAINTEXT == 0 && is_plaintext(flow.protocol) {
-            flow.ext.flags |= JUDGED_PLAINTEXT;
-            let f = unencrypted_flow::check(&self.ctx, flow.protocol, m, &id);
-            self.report(f);
-        }
-        let ctx = &self.ctx;
-        let findings = [
-            unlisted_endpoint::check(ctx, m, flow.id.server, Some(&req.path), &id),
-            revoked_client::check(ctx, m.endpoint(), &id),
-            stale_credential::check(ctx, m.endpoint(), &id),
-            unknown_client::check(ctx, m, &id, true),
-        ];
-        for f in findings {
-            self.report(f);
-        }
-        if self.count_requests
-            && let (Some(c), EndpointMatch::Endpoint(e)) = (id.client, m)
-        {
-            let f = quota_overshoot::check(&self.ctx, self.rates, c, e, 1, self.now);
-            self.report(f);
-        }
-    }
-
-    /// Kernel-counted requests on a flow: charged to the flow's identity
-    /// (from its requests, else its certificate or source).
-    fn kernel_requests(&mut self, flow: &mut Flow<FlowState>, count: u64) {
-        if flow.ext.generation != self.generation {
-            flow.ext.generation = self.generation;
-            flow.ext.matched = None;
-            flow.ext.identity = None;
-        }
-        let m = self.matched(flow);
-        let id = self.flow_identity(flow);
-        if let (Some(c), EndpointMatch::Endpoint(e)) = (id.client, m) {
-            let f = quota_overshoot::check(&self.ctx, self.rates, c, e, count, self.now);
-            self.report(f);
-        }
-    }
-
-    /// Judgements due when a flow ends.
-    fn finish(&mut self, flow: &mut Flow<FlowState>) {
-        if flow.protocol == Protocol::Tls && flow.ext.flags & SETTLED_TLS == 0 {
-            self.settle_tls(flow);
-        }
     }
 }

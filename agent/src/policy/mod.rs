@@ -22,6 +22,7 @@
 //!   always use event time.
 
 mod engine;
+mod judge;
 pub mod quota_overshoot;
 mod rates;
 mod record;

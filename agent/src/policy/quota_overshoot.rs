@@ -36,11 +36,23 @@ pub fn check(
     if over == 0 || ctx.stage.is_none() {
         return None;
     }
-    let detail = format!(
-        "{} req/s over quota {}",
-        fmt_rate(bucket.rate(t)),
-        fmt_rate(quota.requests_per_second)
+    let rate = bucket.rate(t);
+    let key = (
+        (rate * 10.0).round() as i64,
+        (quota.requests_per_second * 10.0).round() as i64,
     );
+    let detail = match &bucket.detail {
+        Some((k, d)) if *k == key => d.clone(),
+        _ => {
+            let d = format!(
+                "{} req/s over quota {}",
+                fmt_rate(rate),
+                fmt_rate(quota.requests_per_second)
+            );
+            bucket.detail = Some((key, d.clone()));
+            d
+        }
+    };
     Some(ctx.finding_named(
         Kind::QuotaOvershoot,
         Arc::clone(ename),

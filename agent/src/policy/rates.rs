@@ -23,6 +23,9 @@ pub struct Bucket {
     prev: u64,
     pub total: u64,
     pub last_seen: Nanos,
+    /// The last overshoot detail and the (rate, quota) in tenths it was
+    /// written for: a burst repeats it thousands of times.
+    pub detail: Option<((i64, i64), String)>,
 }
 
 impl Bucket {
@@ -37,6 +40,7 @@ impl Bucket {
             prev: 0,
             total: 0,
             last_seen: t,
+            detail: None,
         }
     }
 

@@ -2,10 +2,14 @@
 
 use std::sync::Arc;
 
-use super::{UNKNOWN, UNLISTED, view::Via};
+use super::{
+    UNKNOWN, UNLISTED,
+    judge::FlowState,
+    view::{EndpointMatch, Via, View},
+};
 use crate::{
     event::{FlowEndReason, FlowId, Nanos},
-    flow::{Protocol, TlsVersion},
+    flow::{Flow, Protocol, TlsVersion},
 };
 
 /// One flow, as reported when it ends (and by `Engine::flows` while live).
@@ -77,4 +81,57 @@ pub struct StageInfo {
     pub active_since: Option<Nanos>,
     pub next: Option<Arc<str>>,
     pub next_starts_at: Option<Nanos>,
+}
+
+/// Flows worth a record: some payload, or a completed handshake.
+pub(super) fn reportable<T>(flow: &Flow<T>) -> bool {
+    flow.totals.payload_segments != [0, 0] || flow.protocol != Protocol::Unknown
+}
+
+pub(super) fn record(
+    view: &View,
+    flow: &Flow<FlowState>,
+    unlisted: &Arc<str>,
+    unknown: &Arc<str>,
+    kernel: bool,
+) -> FlowRecord {
+    let st = &flow.ext;
+    let m = st.matched.unwrap_or(EndpointMatch::Unwatched);
+    let id = st.identity;
+    FlowRecord {
+        id: flow.id,
+        first_seen: flow.first_seen,
+        last_seen: flow.last_seen,
+        protocol: flow.protocol,
+        tls_version: if flow.protocol == Protocol::Tls {
+            flow.tls.version()
+        } else {
+            None
+        },
+        cipher: flow.tls.cipher().map(|c| {
+            c.name()
+                .map_or_else(|| format!("0x{:04x}", c.0), str::to_owned)
+        }),
+        sni: flow.tls.sni().map(str::to_owned),
+        alpn: flow.tls.alpn().map(str::to_owned),
+        endpoint: match m {
+            EndpointMatch::Endpoint(e) => view.endpoint_name(Some(e)).unwrap_or(unlisted).clone(),
+            _ => unlisted.clone(),
+        },
+        client: view
+            .client_name(id.and_then(|i| i.client))
+            .unwrap_or(unknown)
+            .clone(),
+        identified_by: id.map_or(Via::Unknown, |i| i.via),
+        watched: m.watched(),
+        requests: if kernel {
+            st.kernel_requests
+        } else {
+            flow.requests
+        },
+        packets: flow.totals.packets,
+        bytes: flow.totals.bytes,
+        gaps: flow.gaps(),
+        end: flow.ended,
+    }
 }

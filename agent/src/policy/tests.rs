@@ -11,7 +11,6 @@ use crate::{
     identity::Fingerprint,
 };
 
-#[expect(dead_code, reason = "shared with tests_engine")]
 pub const SEC: Nanos = 1_000_000_000;
 
 pub fn fp(token: &str) -> String {
@@ -22,6 +21,10 @@ pub fn fp(token: &str) -> String {
 pub const CERT_DER: &[u8] = b"not really DER but hashed all the same";
 
 pub fn contract_yaml() -> String {
+    let partner = format!(
+        "sha256:{}",
+        hex::encode(Fingerprint::of_credential("x-partner-key", b"pk-123").as_bytes())
+    );
     let cert = format!(
         "sha256:{}",
         hex::encode(Fingerprint::of_der(CERT_DER).as_bytes())
@@ -80,6 +83,11 @@ spec:
           issuedAt: "2026-11-01T00:00:00Z"
     - name: office
       sources: ["10.30.0.0/16"]
+    - name: partner
+      credentials:
+        - header: X-Partner-Key
+          fingerprint: "{partner}"
+          issuedAt: "2026-11-01T00:00:00Z"
   stages:
     - name: pilot
       startsAt: "2026-11-01T00:00:00Z"
@@ -745,6 +753,7 @@ fn flows_identified_and_counted() {
             &get("/v1/orders", Some("acme-token")),
         ],
     );
+    e.finish();
     let recs: Vec<_> = e
         .drain()
         .filter_map(|o| {
@@ -759,4 +768,22 @@ fn flows_identified_and_counted() {
     assert_eq!(recs[0].id, flow);
     assert_eq!(recs[0].requests, 2);
     assert_eq!(recs[0].protocol, crate::flow::Protocol::Http);
+}
+
+#[test]
+fn credential_headers_named_by_the_contract_identify() {
+    let mut e = engine();
+    let req = b"GET / HTTP/1.1\r\nHost: docs\r\nX-Partner-Key: pk-123\r\n\r\n";
+    tcp_flow(&mut e, t0(), "10.1.0.9:5000", "10.20.3.5:8080", &[req]);
+    // partner has no quota on docs: quota 0, which shows who it was.
+    assert_eq!(
+        found(&e),
+        vec![(
+            Kind::QuotaOvershoot,
+            "docs".into(),
+            "partner".into(),
+            1,
+            "1 req/s over quota 0".into()
+        )]
+    );
 }

@@ -240,6 +240,23 @@ fn stage_change_and_hot_reload_keep_state() {
 }
 
 #[test]
+fn reload_looks_live_flows_up_again() {
+    let mut e = engine();
+    let c = "10.1.0.9:5000";
+    let s = "10.20.2.5:8080";
+    e.handle(pkt(t0(), c, s, 100, tcp_flags::SYN, b""));
+    let req = get("/v1/orders", Some("acme-token"));
+    e.handle(pkt(t0(), c, s, 101, ACK, &req));
+    // Reload with the endpoints in another order: indexes change, names stay.
+    let yaml = contract_yaml().replace("    - name: payments\n", "    - name: aaa\n      dataClass: public\n      hosts: [\"10.99.0.0/16\"]\n    - name: payments\n");
+    e.set_contract(Arc::new(Contract::parse(&yaml, "reloaded.yaml").unwrap()));
+    end_flow(&mut e, t0() + 1, c, s, 101 + req.len() as u32, 1);
+    e.finish();
+    let r = records(&mut e);
+    assert_eq!((&*r[0].endpoint, &*r[0].client), ("orders", "acme"));
+}
+
+#[test]
 fn severity_escalates_and_quiet_violations_resolve() {
     let mut e = Engine::new(
         contract(),
@@ -344,6 +361,9 @@ fn kernel_counts_replace_parsed_heads_for_quotas() {
         reason: FlowEndReason::Fin,
         totals: None,
     });
+    // Reported once it has lingered for late ACKs.
+    assert_eq!(records(&mut e).len(), 0);
+    e.tick(t0() + 20 * SEC);
     let r = records(&mut e);
     assert_eq!(r[0].requests, 10);
     let rates = e.client_rates(t0());
@@ -437,4 +457,43 @@ fn garbage_never_panics() {
     }
     e.finish();
     assert!(e.stats().packets == 20_000);
+}
+
+#[test]
+fn reassembly_memory_is_bounded_across_flows() {
+    let mut e = Engine::new(
+        contract(),
+        EngineOptions {
+            flow: FlowConfig {
+                max_buffered: 1,
+                ..FlowConfig::default()
+            },
+            ..EngineOptions::default()
+        },
+    );
+    let req = get("/v1/orders", Some("acme-token"));
+    let (a, b) = req.split_at(20);
+    for port in 0..3u16 {
+        let c = format!("10.1.0.9:{}", 5000 + port);
+        e.handle(pkt(t0(), &c, "10.20.2.5:8080", 100, tcp_flags::SYN, b""));
+        // Half a head: buffered only while the budget allows.
+        e.handle(pkt(t0(), &c, "10.20.2.5:8080", 101, ACK, a));
+    }
+    assert!(e.flow_stats().over_budget >= 2, "{:?}", e.flow_stats());
+    // Heads in one segment are still parsed without a buffer.
+    for port in 0..3u16 {
+        let c = format!("10.1.0.9:{}", 5000 + port);
+        e.handle(pkt(t0(), &c, "10.20.2.5:8080", 121, ACK, b));
+        e.handle(pkt(
+            t0(),
+            &c,
+            "10.20.2.5:8080",
+            101 + req.len() as u32,
+            ACK,
+            &req,
+        ));
+    }
+    e.finish();
+    let total: u64 = records(&mut e).iter().map(|r| r.requests).sum();
+    assert_eq!(total, 6);
 }

@@ -5,12 +5,16 @@
 //! ([`Contract::match_endpoint`]), mapped to indexes here.
 
 use std::{
-    collections::HashMap,
+    collections::HashMap as StdHashMap,
     net::{IpAddr, SocketAddr},
     sync::Arc,
 };
 
 use ipnet::IpNet;
+
+/// Lookups on the request path: foldhash, not SipHash (keys are not
+/// attacker-chosen in a way that matters: fingerprints and small indexes).
+pub type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::FixedState>;
 
 use crate::{
     contract::{self, Contract, DataClass, RevocationTarget},
@@ -29,6 +33,9 @@ pub struct ClassView {
     pub authentication_required: bool,
     pub min_tls: Option<TlsVersion>,
     class: Arc<DataClass>,
+    /// Suite ids whose IANA names a forbidden glob matches, computed once so
+    /// judging a flow is a set lookup, not a glob match.
+    forbidden_ids: std::collections::HashSet<u16, foldhash::fast::FixedState>,
 }
 
 impl ClassView {
@@ -44,8 +51,24 @@ impl ClassView {
                 contract::TlsVersion::Tls1_2 => TlsVersion::Tls12,
                 contract::TlsVersion::Tls1_3 => TlsVersion::Tls13,
             }),
+            forbidden_ids: if class.forbidden_ciphers.is_empty() {
+                Default::default()
+            } else {
+                (0..=u16::MAX)
+                    .filter(|id| {
+                        crate::flow::facts::CipherSuite(*id)
+                            .name()
+                            .is_some_and(|n| class.forbidding_glob(n).is_some())
+                    })
+                    .collect()
+            },
             class: class.clone(),
         }
+    }
+
+    /// Whether the suite with wire value `id` is forbidden.
+    pub fn forbids_id(&self, id: u16) -> bool {
+        self.forbidden_ids.contains(&id)
     }
 
     /// The forbidden-cipher glob `name` (IANA) matches, if any.
@@ -281,8 +304,8 @@ impl View {
         let clients: Vec<Arc<str>> = c.clients().iter().map(|x| x.name.clone()).collect();
         let client_index = |name: &str| clients.iter().position(|n| &**n == name);
         let endpoint_index = |name: &str| c.endpoints().iter().position(|e| &*e.name == name);
-        let mut credentials = HashMap::new();
-        let mut certificates = HashMap::new();
+        let mut credentials = HashMap::default();
+        let mut certificates = HashMap::default();
         let mut client_sources = Vec::new();
         for (i, cl) in c.clients().iter().enumerate() {
             for cred in &cl.credentials {
@@ -323,8 +346,8 @@ impl View {
                     .collect(),
             })
             .collect();
-        let mut revoked_fingerprints: HashMap<Fp, Revocation> = HashMap::new();
-        let mut revoked_clients: HashMap<usize, Revocation> = HashMap::new();
+        let mut revoked_fingerprints: HashMap<Fp, Revocation> = HashMap::default();
+        let mut revoked_clients: HashMap<usize, Revocation> = HashMap::default();
         for r in c.revocations() {
             let rev = Revocation {
                 at: r.revoked_at,

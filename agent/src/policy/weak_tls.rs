@@ -9,7 +9,7 @@ use super::{
     view::{ClassView, EndpointMatch, Identity},
     violations::{Finding, Kind},
 };
-use crate::flow::{TlsFacts, TlsVersion};
+use crate::flow::{TlsFacts, TlsVersion, facts::CipherSuite};
 
 /// "TLS 1.1", "SSL 3".
 pub fn label(v: TlsVersion) -> String {
@@ -24,7 +24,7 @@ pub fn check(ctx: &Ctx<'_>, tls: &TlsFacts, m: EndpointMatch, id: &Identity) -> 
     let e = m.endpoint()?;
     let class = ctx.view.class_of(e)?;
     let detail = match &tls.server_hello {
-        Some(sh) => negotiated(class, sh.version, sh.cipher.name()),
+        Some(sh) => negotiated(class, sh.version, sh.cipher),
         None => offered(class, tls)?,
     }?;
     Some(ctx.finding(Kind::WeakTls, Some(e), id.client, detail, 1))
@@ -40,10 +40,13 @@ fn too_old(class: &ClassView, v: Option<TlsVersion>) -> Option<TlsVersion> {
 fn negotiated(
     class: &ClassView,
     version: Option<TlsVersion>,
-    cipher: Option<&str>,
+    cipher: CipherSuite,
 ) -> Option<String> {
     let old = too_old(class, version);
-    let bad_cipher = cipher.filter(|c| class.forbids(c).is_some());
+    if old.is_none() && !class.forbids_id(cipher.0) {
+        return None;
+    }
+    let bad_cipher = cipher.name().filter(|c| class.forbids(c).is_some());
     match (old, bad_cipher) {
         (None, None) => None,
         (Some(v), None) => Some(label(v)),
@@ -58,10 +61,13 @@ fn negotiated(
 fn offered(class: &ClassView, tls: &TlsFacts) -> Option<Option<String>> {
     let ch = tls.client_hello.as_ref()?;
     let old = too_old(class, ch.max_version);
-    let named: Vec<&str> = ch.cipher_suites.iter().filter_map(|c| c.name()).collect();
-    let all_forbidden = !named.is_empty()
-        && class.forbids_any()
-        && named.iter().all(|n| class.forbids(n).is_some());
+    let mut named = ch
+        .cipher_suites
+        .iter()
+        .filter(|c| c.name().is_some())
+        .peekable();
+    let all_forbidden =
+        named.peek().is_some() && class.forbids_any() && named.all(|c| class.forbids_id(c.0));
     Some(match (old, all_forbidden) {
         (None, false) => None,
         (Some(v), false) => Some(format!("{} at best (ClientHello)", label(v))),

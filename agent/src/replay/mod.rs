@@ -111,7 +111,9 @@ pub fn replay(
         ..EngineOptions::default()
     };
     let mut engine = Engine::new(contract.clone(), opts);
-    let mut printer = Printer::new(args.output, out);
+    // Output is many small writes per flow; stdout is line-buffered.
+    let mut out = io::BufWriter::with_capacity(1 << 16, out);
+    let mut printer = Printer::new(args.output, &mut out);
     let mut summary = Summary {
         files: readers.len(),
         at: args.at,
@@ -131,7 +133,7 @@ pub fn replay(
                         Some(summary.last_packet.map_or(p.ts, |l: Nanos| l.max(p.ts)));
                     engine.handle(Event::Packet(p));
                     n += 1;
-                    if n % BATCH == 0 {
+                    if n.is_multiple_of(BATCH) {
                         emit(&mut engine, &mut printer, &mut summary)?;
                         if progress && last_progress.elapsed() >= Duration::from_millis(250) {
                             last_progress = Instant::now();

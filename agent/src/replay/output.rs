@@ -57,29 +57,55 @@ fn end_reason(r: Option<FlowEndReason>) -> &'static str {
     }
 }
 
-/// The JSON object of a flow record.
-pub fn flow_json(f: &FlowRecord) -> Value {
-    json!({
-        "type": "flow",
-        "src": f.id.client.to_string(),
-        "dst": f.id.server.to_string(),
-        "protocol": f.protocol.as_str(),
-        "tls_version": f.tls_version.map(|v| v.as_str()),
-        "cipher": f.cipher,
-        "sni": f.sni,
-        "alpn": f.alpn,
-        "endpoint": &*f.endpoint,
-        "client": &*f.client,
-        "identified_by": f.identified_by.as_str(),
-        "requests": f.requests,
-        "first_seen": fmt_time(f.first_seen),
-        "last_seen": fmt_time(f.last_seen),
-        "packets": f.packets[0] + f.packets[1],
-        "bytes_to_server": f.bytes[0],
-        "bytes_to_client": f.bytes[1],
-        "gaps": f.gaps,
-        "end": end_reason(f.end),
-    })
+/// A flow record as JSON (serialised directly: replays emit one per flow).
+#[derive(serde::Serialize)]
+struct FlowJson<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    src: String,
+    dst: String,
+    protocol: &'static str,
+    tls_version: Option<&'static str>,
+    cipher: Option<&'a str>,
+    sni: Option<&'a str>,
+    alpn: Option<&'a str>,
+    endpoint: &'a str,
+    client: &'a str,
+    identified_by: &'static str,
+    requests: u64,
+    first_seen: String,
+    last_seen: String,
+    packets: u64,
+    bytes_to_server: u64,
+    bytes_to_client: u64,
+    gaps: u32,
+    end: &'static str,
+}
+
+impl<'a> FlowJson<'a> {
+    fn new(f: &'a FlowRecord) -> Self {
+        Self {
+            kind: "flow",
+            src: f.id.client.to_string(),
+            dst: f.id.server.to_string(),
+            protocol: f.protocol.as_str(),
+            tls_version: f.tls_version.map(|v| v.as_str()),
+            cipher: f.cipher.as_deref(),
+            sni: f.sni.as_deref(),
+            alpn: f.alpn.as_deref(),
+            endpoint: &f.endpoint,
+            client: &f.client,
+            identified_by: f.identified_by.as_str(),
+            requests: f.requests,
+            first_seen: fmt_time(f.first_seen),
+            last_seen: fmt_time(f.last_seen),
+            packets: f.packets[0] + f.packets[1],
+            bytes_to_server: f.bytes[0],
+            bytes_to_client: f.bytes[1],
+            gaps: f.gaps,
+            end: end_reason(f.end),
+        }
+    }
 }
 
 /// The JSON object of a violation.
@@ -159,7 +185,7 @@ impl<'a> Printer<'a> {
     pub fn flow(&mut self, f: &FlowRecord) -> io::Result<()> {
         match self.format {
             Format::Json => {
-                serde_json::to_writer(&mut *self.out, &flow_json(f))?;
+                serde_json::to_writer(&mut *self.out, &FlowJson::new(f))?;
                 self.out.write_all(b"\n")
             }
             Format::Table => {
@@ -224,13 +250,13 @@ impl<'a> Printer<'a> {
         } else {
             writeln!(
                 out,
-                "{:<17} {:<12} {:<12} {:>6}  {:<19} {:<8}",
-                "VIOLATION", "ENDPOINT", "CLIENT", "COUNT", "FIRST SEEN (UTC)", "SEVERITY"
+                "{:<17} {:<12} {:<12} {:>6}  {:<19} SEVERITY",
+                "VIOLATION", "ENDPOINT", "CLIENT", "COUNT", "FIRST SEEN (UTC)"
             )?;
             for v in violations {
                 writeln!(
                     out,
-                    "{:<17} {:<12} {:<12} {:>6}  {:<19} {:<8}",
+                    "{:<17} {:<12} {:<12} {:>6}  {:<19} {}",
                     v.key.kind.as_str(),
                     fit(&v.key.endpoint, 12),
                     fit(&v.key.client, 12),

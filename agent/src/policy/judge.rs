@@ -1,0 +1,251 @@
+//! The detections' side of the engine: what each flow fact or request
+//! means for the seven detections, and where their findings go.
+
+use super::{
+    Ctx, quota_overshoot,
+    rates::Rates,
+    revoked_client, stale_credential, unencrypted_flow, unknown_client, unlisted_endpoint,
+    view::{EndpointMatch, Fp, Identity, Via},
+    violations::{Finding, Terms, ViolationEvent, Violations},
+    weak_tls,
+};
+use crate::{
+    event::Nanos,
+    flow::{Changes, Flow, Protocol, Request, TlsVersion, facts::is_plaintext},
+};
+
+/// Per-flow verdict state, kept in the flow table.
+#[derive(Debug, Default)]
+pub(super) struct FlowState {
+    /// Contract generation `matched` and `identity` belong to.
+    pub(super) generation: u64,
+    pub(super) matched: Option<EndpointMatch>,
+    pub(super) identity: Option<Identity>,
+    /// Once-per-flow judgements already made.
+    pub(super) flags: u8,
+    pub(super) kernel_requests: u64,
+    /// Host header of the first request, to look the flow up again after a
+    /// contract reload.
+    host: Option<Box<str>>,
+}
+
+const JUDGED_PLAINTEXT: u8 = 1;
+const SETTLED_TLS: u8 = 2;
+
+/// The detections' view of one event, with where findings go.
+pub(super) struct Judge<'a> {
+    pub(super) ctx: Ctx<'a>,
+    pub(super) violations: &'a mut Violations,
+    pub(super) rates: &'a mut Rates,
+    pub(super) vbuf: &'a mut Vec<ViolationEvent>,
+    pub(super) terms: Terms,
+    pub(super) emit_occurrences: bool,
+    pub(super) count_requests: bool,
+    pub(super) now: Nanos,
+    pub(super) generation: u64,
+}
+
+impl Judge<'_> {
+    fn report(&mut self, f: Option<Finding>) {
+        if let Some(f) = f {
+            let stage = self.ctx.stage_view().map(|s| &s.name);
+            self.violations.record(
+                f,
+                self.now,
+                stage,
+                self.terms,
+                self.emit_occurrences,
+                self.vbuf,
+            );
+        }
+    }
+
+    pub(super) fn changes(
+        &mut self,
+        flow: &mut Flow<FlowState>,
+        ch: Changes,
+        reqs: &mut Vec<Request>,
+    ) {
+        self.refresh(flow);
+        let tls13 =
+            flow.tls.version() == Some(TlsVersion::Tls13) && flow.tls.server_hello.is_some();
+        if flow.protocol == Protocol::Tls
+            && flow.ext.flags & SETTLED_TLS == 0
+            && (ch.client_cert || ch.client_finished || (ch.server_hello && tls13))
+        {
+            self.settle_tls(flow);
+        }
+        if ch.protocol
+            && matches!(flow.protocol, Protocol::Other | Protocol::H2c)
+            && flow.requests == 0
+            && reqs.is_empty()
+        {
+            self.plaintext_flow(flow);
+        }
+        for req in reqs.drain(..) {
+            self.request(flow, &req);
+        }
+    }
+
+    /// After a contract reload, looks up the flow's endpoint and identity
+    /// again under the new contract (indexes of the old one are stale).
+    fn refresh(&self, flow: &mut Flow<FlowState>) {
+        let st = &mut flow.ext;
+        if st.generation == self.generation {
+            return;
+        }
+        let known_before = st.generation != 0;
+        st.generation = self.generation;
+        if !known_before {
+            return;
+        }
+        let view = self.ctx.view;
+        if st.matched.is_some() {
+            let name = st.host.as_deref().or_else(|| flow.tls.sni());
+            st.matched = Some(view.match_endpoint(flow.id.server, name, None));
+        }
+        if let Some(old) = st.identity {
+            st.identity = Some(view.identify(
+                old.credential.as_slice(),
+                flow.tls.client_cert,
+                flow.id.client.ip(),
+            ));
+        }
+    }
+
+    fn matched(&self, flow: &mut Flow<FlowState>) -> EndpointMatch {
+        *flow.ext.matched.get_or_insert_with(|| {
+            self.ctx
+                .view
+                .match_endpoint(flow.id.server, flow.tls.sni(), None)
+        })
+    }
+
+    /// Identity where no request is visible: client certificate → source.
+    fn flow_identity(&self, flow: &mut Flow<FlowState>) -> Identity {
+        *flow.ext.identity.get_or_insert_with(|| {
+            self.ctx
+                .view
+                .identify(&[], flow.tls.client_cert, flow.id.client.ip())
+        })
+    }
+
+    /// A TLS flow once the client's handshake flight is known: weak TLS,
+    /// revocation by certificate or client, unlisted endpoint.
+    fn settle_tls(&mut self, flow: &mut Flow<FlowState>) {
+        flow.ext.flags |= SETTLED_TLS;
+        if flow.tls.client_cert.is_some()
+            && flow.ext.identity.is_some_and(|i| i.via != Via::Certificate)
+        {
+            flow.ext.identity = None;
+        }
+        let m = self.matched(flow);
+        let id = self.flow_identity(flow);
+        if !m.watched() {
+            return;
+        }
+        let ctx = &self.ctx;
+        let findings = [
+            weak_tls::check(ctx, &flow.tls, m, &id),
+            unlisted_endpoint::check(ctx, m, flow.id.server, None, &id),
+            revoked_client::check(ctx, m.endpoint(), &id),
+            unknown_client::check(ctx, m, &id, false),
+        ];
+        for f in findings {
+            self.report(f);
+        }
+    }
+
+    /// A plaintext flow that is not HTTP/1.x (h2c preface, other).
+    fn plaintext_flow(&mut self, flow: &mut Flow<FlowState>) {
+        if flow.ext.flags & JUDGED_PLAINTEXT != 0 {
+            return;
+        }
+        flow.ext.flags |= JUDGED_PLAINTEXT;
+        let m = self.matched(flow);
+        let id = self.flow_identity(flow);
+        if !m.watched() {
+            return;
+        }
+        let ctx = &self.ctx;
+        let findings = [
+            unencrypted_flow::check(ctx, flow.protocol, m, &id),
+            unlisted_endpoint::check(ctx, m, flow.id.server, None, &id),
+            revoked_client::check(ctx, m.endpoint(), &id),
+        ];
+        for f in findings {
+            self.report(f);
+        }
+    }
+
+    fn request(&mut self, flow: &mut Flow<FlowState>, req: &Request) {
+        let view = self.ctx.view;
+        let name = req.host.as_deref().or_else(|| flow.tls.sni());
+        let m = view.match_endpoint(flow.id.server, name, Some(&req.path));
+        let mut fps: [Fp; 4] = [[0; 32]; 4];
+        let mut n = 0;
+        for (slot, c) in fps.iter_mut().zip(&req.credentials) {
+            *slot = c.value_sha256;
+            n += 1;
+        }
+        let id = view.identify(
+            fps.get(..n).unwrap_or_default(),
+            flow.tls.client_cert,
+            flow.id.client.ip(),
+        );
+        if flow.ext.matched.is_none_or(|old| !old.watched()) {
+            flow.ext.matched = Some(m);
+            flow.ext.host = req.host.as_deref().map(Box::from);
+        }
+        if flow
+            .ext
+            .identity
+            .is_none_or(|old| old.client.is_none() && id.client.is_some())
+        {
+            flow.ext.identity = Some(id);
+        }
+        if !m.watched() {
+            return;
+        }
+        if flow.ext.flags & JUDGED_PLAINTEXT == 0 && is_plaintext(flow.protocol) {
+            flow.ext.flags |= JUDGED_PLAINTEXT;
+            let f = unencrypted_flow::check(&self.ctx, flow.protocol, m, &id);
+            self.report(f);
+        }
+        let ctx = &self.ctx;
+        let findings = [
+            unlisted_endpoint::check(ctx, m, flow.id.server, Some(&req.path), &id),
+            revoked_client::check(ctx, m.endpoint(), &id),
+            stale_credential::check(ctx, m.endpoint(), &id),
+            unknown_client::check(ctx, m, &id, true),
+        ];
+        for f in findings {
+            self.report(f);
+        }
+        if self.count_requests
+            && let (Some(c), EndpointMatch::Endpoint(e)) = (id.client, m)
+        {
+            let f = quota_overshoot::check(&self.ctx, self.rates, c, e, 1, self.now);
+            self.report(f);
+        }
+    }
+
+    /// Kernel-counted requests on a flow: charged to the flow's identity
+    /// (from its requests, else its certificate or source).
+    pub(super) fn kernel_requests(&mut self, flow: &mut Flow<FlowState>, count: u64) {
+        self.refresh(flow);
+        let m = self.matched(flow);
+        let id = self.flow_identity(flow);
+        if let (Some(c), EndpointMatch::Endpoint(e)) = (id.client, m) {
+            let f = quota_overshoot::check(&self.ctx, self.rates, c, e, count, self.now);
+            self.report(f);
+        }
+    }
+
+    /// Judgements due when a flow ends.
+    pub(super) fn finish(&mut self, flow: &mut Flow<FlowState>) {
+        if flow.protocol == Protocol::Tls && flow.ext.flags & SETTLED_TLS == 0 {
+            self.settle_tls(flow);
+        }
+    }
+}
