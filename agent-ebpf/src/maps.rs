@@ -60,3 +60,16 @@ pub fn count(index: u32) {
         };
     }
 }
+
+/// Adds 1 to an activity counter (packets seen/monitored) with a plain
+/// read-modify-write: a locked add on every packet is a measurable part of
+/// the unmonitored cost. Only nesting on one CPU (a softirq run interrupting
+/// a process-context run between its load and store) can lose an increment;
+/// losses and samples, which must be exact, use [`count`].
+#[inline(always)]
+pub fn count_activity(index: u32) {
+    if let Some(p) = RW_STATS.get_ptr_mut(index) {
+        // SAFETY: the map value is a live, 8-byte aligned u64 of this CPU.
+        unsafe { *p += 1 };
+    }
+}

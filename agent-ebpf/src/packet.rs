@@ -14,14 +14,16 @@ const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 const IPPROTO_TCP: u8 = 6;
 
-/// What the programs need from one TCP packet.
+/// What the programs need from one TCP packet. The addresses are read
+/// separately ([`addrs`]), only for packets that pass the port prefilter.
 pub struct Tcp {
-    pub src: [u8; 16],
-    pub dst: [u8; 16],
     pub sport: u16,
     pub dport: u16,
     pub seq: u32,
     pub flags: u8,
+    pub v6: bool,
+    /// Offset of the IP header from `skb->data`.
+    pub l3: u32,
     /// IP header + TCP header + payload, from the IP length fields.
     pub ip_len: u32,
     /// Offset of the payload from `skb->data`.
@@ -51,61 +53,63 @@ pub fn load<T: Copy>(skb: *mut __sk_buff, off: u32) -> Option<T> {
     }
 }
 
-/// `::ffff:a.b.c.d`, built without a zero-fill (the BPF backend cannot
-/// emit a memset call).
+/// `N` 32-bit words at `off`, as they are in the packet (network order
+/// bytes, so a word's first byte is its low byte on little-endian BPF).
+/// Directly from the linear packet data when they are there, else through
+/// `bpf_skb_load_bytes`. Word loads, not byte arrays: an unaligned byte-array
+/// read compiles to one load (and usually one stack spill) per byte, which
+/// was most of an unmonitored packet's cost. The packet pointer may be only
+/// 2-byte aligned (TC, after the Ethernet header): the verifier enforces no
+/// alignment on packet loads where the CPU has efficient unaligned access
+/// (x86_64, arm64, the JITs this agent runs on), and the address comes from
+/// an integer, so nothing is assumed from it.
 #[inline(always)]
-fn mapped_v4(a: [u8; 4]) -> [u8; 16] {
-    [
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3],
-    ]
-}
-
-/// `M` bytes of `h` from `at` (constant offsets, checked at compile time by
-/// the callers' sizes).
-#[inline(always)]
-fn sub<const N: usize, const M: usize>(h: &[u8; N], at: usize) -> [u8; M] {
-    core::array::from_fn(|i| h[at + i])
-}
-
-/// Reads the first `N` bytes at `off` directly from the linear packet data
-/// when `off` is 0 (cgroup_skb: the skb starts at the IP header) and they are
-/// in the linear part, which saves a helper call; else `bpf_skb_load_bytes`.
-#[inline(always)]
-fn header<const N: usize>(skb: *mut __sk_buff, off: u32) -> Option<[u8; N]> {
-    if off == 0 {
-        // SAFETY: context pointer; data/data_end are packet pointers.
-        let (data, end) = unsafe { ((*skb).data as usize, (*skb).data_end as usize) };
-        if data + N <= end {
-            // SAFETY: bounds checked right above (and by the verifier).
-            return Some(unsafe { core::ptr::read_unaligned(data as *const [u8; N]) });
-        }
-    }
-    load(skb, off)
-}
-
-/// `N` bytes at a variable offset: directly from linear data when they are
-/// there, else through the helper.
-#[inline(always)]
-pub fn peek<const N: usize>(skb: *mut __sk_buff, off: u32) -> Option<[u8; N]> {
+pub fn words<const N: usize>(skb: *mut __sk_buff, off: u32) -> Option<[u32; N]> {
     // SAFETY: context pointer; data/data_end are packet pointers.
     let (data, end) = unsafe { ((*skb).data as usize, (*skb).data_end as usize) };
     // The mask gives the verifier a bound on the variable offset.
     let o = (off & 0x1fff) as usize;
-    if o == off as usize && data + o + N <= end {
-        // SAFETY: bounds checked right above (and by the verifier).
-        return Some(unsafe { core::ptr::read_unaligned((data + o) as *const [u8; N]) });
+    if o == off as usize && data + o + 4 * N <= end {
+        // SAFETY: bounds checked right above (and by the verifier); see the
+        // alignment note above.
+        return Some(unsafe { core::ptr::read((data + o) as *const [u32; N]) });
     }
     load(skb, off)
 }
 
+/// Byte `i` (0 = first in the packet) of a word read by [`words`].
 #[inline(always)]
-fn be16(b0: u8, b1: u8) -> u16 {
-    u16::from_be_bytes([b0, b1])
+fn byte(w: u32, i: u32) -> u8 {
+    (w >> (8 * i)) as u8
+}
+
+/// The big-endian 16-bit field at byte `i` (0 or 2) of a word.
+#[inline(always)]
+fn field16(w: u32, i: u32) -> u16 {
+    u16::from_be((w >> (8 * i)) as u16)
+}
+
+/// Source and destination address of `p` (IPv4 as `::ffff:a.b.c.d`), read
+/// from the packet again: cheaper than carrying them through the prefilter.
+#[inline(always)]
+pub fn addrs(skb: *mut __sk_buff, p: &Tcp) -> Option<([u8; 16], [u8; 16])> {
+    if p.v6 {
+        let a: [u32; 8] = words(skb, p.l3 + 8)?;
+        Some((
+            to_bytes([a[0], a[1], a[2], a[3]]),
+            to_bytes([a[4], a[5], a[6], a[7]]),
+        ))
+    } else {
+        let a: [u32; 2] = words(skb, p.l3 + 12)?;
+        let ffff = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
+        Some((to_bytes([0, 0, ffff, a[0]]), to_bytes([0, 0, ffff, a[1]])))
+    }
 }
 
 #[inline(always)]
-fn be32(b: [u8; 4]) -> u32 {
-    u32::from_be_bytes(b)
+fn to_bytes(w: [u32; 4]) -> [u8; 16] {
+    // SAFETY: same size, every bit pattern valid.
+    unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(w) }
 }
 
 /// Offset of the IP header and its ethertype after the Ethernet header and
@@ -134,59 +138,45 @@ pub fn tcp(skb: *mut __sk_buff, l3: u32, proto: u16) -> Option<Tcp> {
     let skb_len = unsafe { (*skb).len };
     let avail = skb_len.checked_sub(l3)?;
     if proto == ETH_P_IP {
-        // The common case (no IP options) needs a single load for both headers.
         if avail < 40 {
             return None;
         }
-        let h: [u8; 40] = header(skb, l3)?;
-        if h[9] != IPPROTO_TCP {
+        // Version/IHL/length, fragment bits, protocol.
+        let h: [u32; 3] = words(skb, l3)?;
+        if byte(h[2], 1) != IPPROTO_TCP {
             return None;
         }
-        let ihl = u32::from(h[0] & 0x0f) * 4;
-        if h[0] >> 4 != 4 || ihl < 20 {
+        let b0 = byte(h[0], 0);
+        let ihl = u32::from(b0 & 0x0f) * 4;
+        if b0 >> 4 != 4 || ihl < 20 {
             count(stat::MALFORMED);
             return None;
         }
-        if be16(h[6], h[7]) & 0x3fff != 0 {
+        if field16(h[1], 2) & 0x3fff != 0 {
             // A fragment: only the first carries the TCP header, and the
             // payload length would be wrong. Rare for TCP.
             count(stat::SKIPPED_UNPARSED);
             return None;
         }
-        let tot = u32::from(be16(h[2], h[3]));
+        let tot = u32::from(field16(h[0], 2));
         // 0 with BIG TCP GSO packets: the skb length is the truth then.
         let ip_len = if tot == 0 || tot > avail { avail } else { tot };
-        let src = mapped_v4([h[12], h[13], h[14], h[15]]);
-        let dst = mapped_v4([h[16], h[17], h[18], h[19]]);
-        let th: [u8; 20] = if ihl == 20 {
-            sub::<40, 20>(&h, 20)
-        } else {
-            match load(skb, l3 + ihl) {
-                Some(t) => t,
-                None => {
-                    count(stat::MALFORMED);
-                    return None;
-                }
-            }
-        };
-        finish(src, dst, &th, l3 + ihl, ip_len, ihl)
+        finish(skb, l3, false, ip_len, ihl)
     } else if proto == ETH_P_IPV6 {
         if avail < 60 {
             return None;
         }
-        let h: [u8; 60] = header(skb, l3)?;
-        let plen = u32::from(be16(h[4], h[5]));
+        // Version/class/label, payload length/next header/hop limit.
+        let h: [u32; 2] = words(skb, l3)?;
+        let plen = u32::from(field16(h[1], 0));
         let ip_len = if plen == 0 || plen + 40 > avail {
             avail
         } else {
             plen + 40
         };
-        let src = sub::<60, 16>(&h, 8);
-        let dst = sub::<60, 16>(&h, 24);
-        let mut next = h[6];
+        let mut next = byte(h[1], 2);
         if next == IPPROTO_TCP {
-            let th = sub::<60, 20>(&h, 40);
-            return finish(src, dst, &th, l3 + 40, ip_len, 40);
+            return finish(skb, l3, true, ip_len, 40);
         }
         // Skip up to three hop-by-hop / routing / destination-options
         // headers (MLD, segment routing). Fragments and AH are not parsed;
@@ -209,37 +199,33 @@ pub fn tcp(skb: *mut __sk_buff, l3: u32, proto: u16) -> Option<Tcp> {
             }
             return None;
         }
-        let Some(th) = load::<[u8; 20]>(skb, l3 + off) else {
-            count(stat::MALFORMED);
-            return None;
-        };
-        finish(src, dst, &th, l3 + off, ip_len, off)
+        finish(skb, l3, true, ip_len, off)
     } else {
         None
     }
 }
 
+/// Reads the TCP header after `ip_hdr` bytes of IP headers.
 #[inline(always)]
-fn finish(
-    src: [u8; 16],
-    dst: [u8; 16],
-    th: &[u8; 20],
-    l4: u32,
-    ip_len: u32,
-    ip_hdr: u32,
-) -> Option<Tcp> {
-    let doff = u32::from(th[12] >> 4) * 4;
+fn finish(skb: *mut __sk_buff, l3: u32, v6: bool, ip_len: u32, ip_hdr: u32) -> Option<Tcp> {
+    let l4 = l3 + ip_hdr;
+    // Ports, sequence number, (ack), data offset and flags.
+    let Some(t) = words::<4>(skb, l4) else {
+        count(stat::MALFORMED);
+        return None;
+    };
+    let doff = u32::from(byte(t[3], 0) >> 4) * 4;
     if doff < 20 || ip_len < ip_hdr + doff {
         count(stat::MALFORMED);
         return None;
     }
     Some(Tcp {
-        src,
-        dst,
-        sport: be16(th[0], th[1]),
-        dport: be16(th[2], th[3]),
-        seq: be32([th[4], th[5], th[6], th[7]]),
-        flags: th[13],
+        sport: field16(t[0], 0),
+        dport: field16(t[0], 2),
+        seq: u32::from_be(t[1]),
+        flags: byte(t[3], 1),
+        v6,
+        l3,
         ip_len,
         payload_off: l4 + doff,
         payload_len: ip_len - ip_hdr - doff,

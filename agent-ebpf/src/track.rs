@@ -12,7 +12,10 @@ use agent_common::{
     flow_state, observer, port_flags, stat,
 };
 use aya_ebpf::{
-    bindings::{__sk_buff, BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{
+        __sk_buff, BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP,
+        BPF_RB_PROD_POS,
+    },
     helpers::{
         bpf_ktime_get_boot_ns, bpf_ktime_get_coarse_ns, bpf_ringbuf_output, bpf_skb_cgroup_id,
         bpf_skb_load_bytes,
@@ -24,7 +27,7 @@ use crate::{
     cgroup::cgroup_observer,
     maps::{
         RW_CONFIG, RW_ENDPOINTS, RW_ENDPOINTS_ANY, RW_EVENTS, RW_FLOWS, RW_PORTS, RW_SCRATCH,
-        RW_ZERO_FLOW, count,
+        RW_ZERO_FLOW, count, count_activity,
     },
     packet::{self, Tcp},
 };
@@ -34,8 +37,11 @@ const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
 const TCP_ACK: u8 = 0x10;
 const EEXIST: i32 = 17;
-/// Unread ring bytes above which a sample wakes the reader.
+/// Unread ring bytes above which samples may wake the reader.
 const WAKEUP_BYTES: u64 = 256 * 1024;
+/// With a backlog, one forced wakeup per this many bytes written (a power
+/// of two: `prod ^ next >= STEP` tests a boundary crossing).
+const WAKEUP_STEP: u64 = 64 * 1024;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Hook {
@@ -47,7 +53,7 @@ pub enum Hook {
 /// Runs on every packet; never fails the packet.
 #[inline(always)]
 pub fn handle(skb: *mut __sk_buff, hook: Hook) {
-    count(stat::PACKETS_SEEN);
+    count_activity(stat::PACKETS_SEEN);
     let (l3, proto) = if hook == Hook::Tc {
         match packet::ethernet(skb) {
             Some(v) => v,
@@ -86,14 +92,26 @@ pub fn handle(skb: *mut __sk_buff, hook: Hook) {
         // SAFETY: context pointer.
         Hook::Tc => (observer::TC, observer::TC, unsafe { (*skb).ifindex }),
     };
+    let Some((src, dst)) = packet::addrs(skb, &p) else {
+        count(stat::MALFORMED);
+        return;
+    };
     if !any_port {
         // Established flows skip the trie: guess the orientation from the
         // prefilter and look the flow up directly. A wrong guess (both
         // ports flagged) only costs the full match below.
         let to_server = pd.flags != 0;
-        let key = flow_key(&p, to_server, obs_to_server, obs_to_client, ifindex);
+        let key = flow_key(
+            &p,
+            &src,
+            &dst,
+            to_server,
+            obs_to_server,
+            obs_to_client,
+            ifindex,
+        );
         if let Some(flow) = RW_FLOWS.get_ptr_mut(key) {
-            count(stat::PACKETS_MONITORED);
+            count_activity(stat::PACKETS_MONITORED);
             let dir = if to_server {
                 direction::TO_SERVER
             } else {
@@ -107,8 +125,8 @@ pub fn handle(skb: *mut __sk_buff, hook: Hook) {
     }
     // Plain integers, not `Option<u32>`: LLVM may spill the undefined
     // payload of a `None`, and the verifier rejects reading it.
-    let to_dst = match_side(&p.dst, p.dport, pd, any_port);
-    let to_src = match_side(&p.src, p.sport, ps, any_port);
+    let to_dst = match_side(&dst, p.dport, pd, any_port);
+    let to_src = match_side(&src, p.sport, ps, any_port);
     // The server is the monitored side; if both sides match, the lower port
     // (ephemeral ports are high), so both directions agree on the orientation.
     let (dir, found) = if to_dst != NO_MATCH && (to_src == NO_MATCH || p.sport >= p.dport) {
@@ -118,9 +136,17 @@ pub fn handle(skb: *mut __sk_buff, hook: Hook) {
     } else {
         return;
     };
-    count(stat::PACKETS_MONITORED);
+    count_activity(stat::PACKETS_MONITORED);
     let to_server = dir == direction::TO_SERVER;
-    let key = flow_key(&p, to_server, obs_to_server, obs_to_client, ifindex);
+    let key = flow_key(
+        &p,
+        &src,
+        &dst,
+        to_server,
+        obs_to_server,
+        obs_to_client,
+        ifindex,
+    );
     update(
         skb,
         &key,
@@ -135,6 +161,8 @@ pub fn handle(skb: *mut __sk_buff, hook: Hook) {
 #[inline(always)]
 fn flow_key(
     p: &Tcp,
+    src: &[u8; 16],
+    dst: &[u8; 16],
     to_server: bool,
     obs_to_server: u8,
     obs_to_client: u8,
@@ -142,8 +170,8 @@ fn flow_key(
 ) -> FlowKey {
     if to_server {
         FlowKey {
-            client_addr: p.src,
-            server_addr: p.dst,
+            client_addr: *src,
+            server_addr: *dst,
             client_port: p.sport,
             server_port: p.dport,
             observer: obs_to_server,
@@ -153,8 +181,8 @@ fn flow_key(
         }
     } else {
         FlowKey {
-            client_addr: p.dst,
-            server_addr: p.src,
+            client_addr: *dst,
+            server_addr: *src,
             client_port: p.dport,
             server_port: p.sport,
             observer: obs_to_client,
@@ -363,10 +391,10 @@ const METHODS: [(u64, u64); 9] = [
 /// ensure at least 16 payload bytes (the shortest request line).
 #[inline(always)]
 fn is_request_start(skb: *mut __sk_buff, off: u32) -> bool {
-    let Some(b) = packet::peek::<8>(skb, off) else {
+    let Some(b) = packet::words::<2>(skb, off) else {
         return false;
     };
-    let w = u64::from_le_bytes(b);
+    let w = u64::from(b[0]) | (u64::from(b[1]) << 32);
     let mut i = 0;
     while i < METHODS.len() {
         let (v, m) = METHODS[i];
@@ -446,11 +474,24 @@ fn sample(
                 len += u64::from(n);
             }
         }
-        // Waking the reader for every sample (irq_work) costs more than the
-        // sample itself; the reader also polls on a short timer, so only a
-        // filling ring forces a wakeup.
-        let flags = if RW_EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= WAKEUP_BYTES {
-            BPF_RB_FORCE_WAKEUP
+        // A forced wakeup (irq_work, ~7 µs on a VM) costs far more than the
+        // sample itself, and the reader also polls on a short timer. So a
+        // wakeup is forced only while a backlog builds (more than
+        // WAKEUP_BYTES unread) and only by the sample whose record crosses a
+        // WAKEUP_STEP boundary of the producer position: at most one per
+        // WAKEUP_STEP bytes written, instead of one per sample when the
+        // reader lags. Racy reads of the positions only move a wakeup by a
+        // record; the poll timer covers a missed one.
+        let avail = RW_EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
+        let flags = if avail >= WAKEUP_BYTES {
+            let prod = RW_EVENTS.query(u64::from(BPF_RB_PROD_POS));
+            // The ring adds an 8-byte header and rounds up to 8.
+            let next = prod + ((len + 8 + 7) & !7);
+            if (prod ^ next) >= WAKEUP_STEP {
+                BPF_RB_FORCE_WAKEUP
+            } else {
+                BPF_RB_NO_WAKEUP
+            }
         } else {
             BPF_RB_NO_WAKEUP
         };
