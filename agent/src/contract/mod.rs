@@ -34,8 +34,6 @@ use std::{
 pub use decode::{API_VERSION, KIND};
 pub use error::{ContractError, Diagnostic};
 
-/// The name `docs/interfaces.md` uses; one error value carries all problems.
-pub type ContractErrors = ContractError;
 pub use matching::{EndpointMatch, UNLISTED_ENDPOINT, normalize_host};
 pub use model::{
     CipherGlob, Client, Credential, DataClass, Endpoint, HostPattern, NameRule, Quota, QuotaRule,
@@ -48,7 +46,7 @@ pub use timefmt::{
 
 use crate::{
     event::Nanos,
-    identity::{Fingerprint, Identity},
+    identity::Fingerprint,
 };
 
 /// A validated ramp contract. Cheap to share behind an `Arc`; immutable.
@@ -280,42 +278,6 @@ impl Contract {
         self.clients
             .iter()
             .find(|c| c.sources.iter().any(|n| n.contains(&addr)))
-    }
-
-    /// Resolves who is calling, in the documented order: credential →
-    /// client certificate → source address → unknown (see
-    /// [`crate::identity`]).
-    pub fn identify(
-        &self,
-        credential: Option<&Fingerprint>,
-        certificate: Option<&Fingerprint>,
-        source: IpAddr,
-    ) -> Identity {
-        if let Some(fp) = credential
-            && let Some((client, _)) = self.client_by_credential(fp)
-        {
-            return Identity::Credential {
-                client: client.name.clone(),
-                fingerprint: *fp,
-            };
-        }
-        if let Some(fp) = certificate
-            && let Some(client) = self.client_by_certificate(fp)
-        {
-            return Identity::Certificate {
-                client: client.name.clone(),
-                fingerprint: *fp,
-            };
-        }
-        if let Some(client) = self.client_by_source(source) {
-            return Identity::Source {
-                client: client.name.clone(),
-                addr: source,
-            };
-        }
-        Identity::Unknown {
-            fingerprint: credential.or(certificate).copied(),
-        }
     }
 
     /// The revocation in force at `at` for a request from `client` (if

@@ -39,6 +39,8 @@ pub mod weak_tls;
 mod tests;
 #[cfg(test)]
 mod tests_engine;
+#[cfg(test)]
+mod tests_identity;
 
 use std::sync::Arc;
 

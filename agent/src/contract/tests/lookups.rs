@@ -273,51 +273,6 @@ fn scope_and_kernel_rules() {
 }
 
 #[test]
-fn identity_resolution_order() {
-    let c = example();
-    let local = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let globex_src: IpAddr = "127.0.0.2".parse().unwrap();
-    let unknown = Fingerprint::of_bytes(b"nobody");
-
-    let id = c.identify(Some(&fp(ACME_DEMO)), None, globex_src);
-    assert_eq!(id.label(), "acme");
-    assert_eq!(id.method(), "credential");
-    // An unrecognised credential falls through to the source address.
-    let id = c.identify(Some(&unknown), None, globex_src);
-    assert_eq!((id.label(), id.method()), ("globex", "source"));
-    let id = c.identify(Some(&unknown), None, local);
-    assert_eq!(
-        id,
-        Identity::Unknown {
-            fingerprint: Some(unknown)
-        }
-    );
-    assert_eq!(id.label(), "unknown");
-    let id = c.identify(None, None, local);
-    assert_eq!(id, Identity::Unknown { fingerprint: None });
-    assert!(!id.is_known());
-}
-
-#[test]
-fn certificates_identify_after_credentials() {
-    let cert = Fingerprint::of_der(b"fake der");
-    let text = EXAMPLE.replace(
-        "      # certificates: [\"sha256:<64 hex>\"]",
-        &format!("      certificates: [\"{cert}\"]"),
-    );
-    let c = Contract::parse(&text, "c.yaml").unwrap();
-    let local = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let id = c.identify(None, Some(&cert), local);
-    assert_eq!((id.label(), id.method()), ("acme", "certificate"));
-    let id = c.identify(Some(&fp(GLOBEX)), Some(&cert), local);
-    assert_eq!((id.label(), id.method()), ("globex", "credential"));
-    assert_eq!(
-        c.client_by_certificate(&cert).map(|c| &*c.name),
-        Some("acme")
-    );
-}
-
-#[test]
 fn revocations_apply_from_revoked_at() {
     let c = example();
     let leaked = fp(ACME_LEAKED);
