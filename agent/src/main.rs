@@ -101,8 +101,10 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(u8::try_from(code).unwrap_or(2)));
         }
     };
-    client::query(&args.socket, &request, args.output, &mut out)?;
-    Ok(ExitCode::SUCCESS)
+    match client::query(&args.socket, &request, args.output, &mut out) {
+        Err(e) if !e.is_closed_output() => Err(e.into()),
+        _ => Ok(ExitCode::SUCCESS),
+    }
 }
 
 /// `--at` values: RFC 3339, as in the contract.

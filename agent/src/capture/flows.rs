@@ -116,6 +116,10 @@ fn first_seen(s: &FlowStats) -> u64 {
         .unwrap_or(0)
 }
 
+fn totals_requests(s: &FlowStats) -> u64 {
+    s.dirs[0].request_starts
+}
+
 fn end_reason(state: u64) -> FlowEndReason {
     if state & flow_state::END_RST != 0 {
         FlowEndReason::Rst
@@ -259,6 +263,14 @@ impl Tracker {
             }
             if t.first_seen == 0 {
                 t.first_seen = fs;
+            }
+            // The kernel entry of a live connection was recreated (LRU
+            // eviction, or deleted when its endpoint rule changed): its
+            // counters restarted, so count from zero again rather than
+            // swallow the new requests.
+            if !t.same_connection(fs) || totals_requests(stats) < t.reported {
+                t.first_seen = fs;
+                t.reported = 0;
             }
             seen.insert(id);
             t.missing = 0;
@@ -486,6 +498,26 @@ mod tests {
             out.events.as_slice(),
             [Event::RequestStarts { count: 4, .. }]
         ));
+    }
+
+    #[test]
+    fn recreated_entry_of_a_live_flow_counts_from_zero() {
+        let mut t = Tracker::default();
+        let out = t.poll(vec![(key(1), stats(5))], &[], 1);
+        assert!(matches!(out.events.as_slice(), [Event::RequestStarts { count: 5, .. }]));
+        // Evicted and recreated by a later packet: new stamp, fresh counters.
+        let mut again = stats(2);
+        again.dirs[0].first_seen_ns = 9000;
+        let out = t.poll(vec![(key(1), again)], &[], 2);
+        assert!(
+            matches!(out.events.as_slice(), [Event::RequestStarts { count: 2, .. }]),
+            "{:?}",
+            out.events
+        );
+        let mut more = again;
+        more.dirs[0].request_starts = 3;
+        let out = t.poll(vec![(key(1), more)], &[], 3);
+        assert!(matches!(out.events.as_slice(), [Event::RequestStarts { count: 1, .. }]));
     }
 
     #[test]

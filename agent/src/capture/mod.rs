@@ -43,6 +43,7 @@ pub use error::CaptureError;
 use error::{map_err, prog_err};
 pub use flows::FlowSnapshot;
 pub use stats::{KernelStats, ProgramCost};
+pub use system::check_privileges;
 use tokio::{io::unix::AsyncFd, sync::mpsc::Sender, task::JoinHandle};
 
 use crate::event::Event;

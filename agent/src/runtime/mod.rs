@@ -72,12 +72,24 @@ fn now() -> Nanos {
 /// the socket removed on the way out.
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let settings = config::Settings::resolve(&args)?;
+    // Privileges first: without them nothing below can work, and the
+    // operator should hear that, not about a directory it could not open.
+    crate::capture::check_privileges()?;
     let started = now();
     let contract = Arc::new(Contract::load(&settings.contract)?);
     let contract_sha = reload::sha256_hex(
         &std::fs::read(&settings.contract)
             .with_context(|| format!("reading {}", settings.contract.display()))?,
     );
+
+    // Bind what can collide with another agent before writing anything, so
+    // a failed start leaves no half-told story in the audit log.
+    let cancel = CancellationToken::new();
+    let metrics = Arc::new(Metrics::new()?);
+    metrics.reload_success.set(1);
+    let metrics_server = metrics::serve(settings.metrics_addr, Arc::clone(&metrics), cancel.clone()).await?;
+    let api = ApiServer::bind(&settings.socket, settings.socket_group.as_deref())?;
+    let snapshot = Snapshot::new();
 
     let audit = AuditWriter::open(&settings.audit_dir, settings.audit_key.as_deref())?;
     audit.record(RecordKind::AgentStart {
@@ -87,13 +99,6 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         contract: contract.name().to_owned(),
         sha256: contract_sha.clone(),
     });
-
-    let cancel = CancellationToken::new();
-    let metrics = Arc::new(Metrics::new()?);
-    metrics.reload_success.set(1);
-    let metrics_server = metrics::serve(settings.metrics_addr, Arc::clone(&metrics), cancel.clone()).await?;
-    let api = ApiServer::bind(&settings.socket, settings.socket_group.as_deref())?;
-    let snapshot = Snapshot::new();
 
     let (tx, mut rx) = mpsc::channel::<Event>(8192);
     let config = CaptureConfig {
@@ -143,12 +148,20 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         cancel.clone(),
     ));
 
+    let mut flow = crate::flow::FlowConfig::default();
+    // The kernel's poller ends idle flows; the engine must not forget one
+    // earlier, or a quiet keep-alive connection becomes two flows and the
+    // request counts in between find no flow.
+    flow.idle_timeout = flow
+        .idle_timeout
+        .max(duration_nanos(settings.capture.idle_timeout) + 30 * 1_000_000_000);
     let mut engine = Engine::new(
         Arc::clone(&contract),
         EngineOptions {
             requests_from_kernel: true,
             emit_occurrences: true,
             quiet_period: Some(settings.quiet_period),
+            flow,
             ..EngineOptions::default()
         },
     );
@@ -202,6 +215,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     audit.record(RecordKind::AgentStop { reason });
     audit.close();
     Ok(())
+}
+
+fn duration_nanos(d: Duration) -> Nanos {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
 fn describe_capture(config: &CaptureConfig) -> String {
@@ -295,18 +312,39 @@ impl LoopState {
             .map_err(|e| tracing::warn!(error = %e, "reading the kernel counters failed"))
             .ok();
         let audit_failed = audit.failed.load(std::sync::atomic::Ordering::Relaxed);
+        let flow = engine.flow_stats();
+        let stats = engine.stats();
         self.counters.refresh(
             metrics,
             &rates,
             &violations,
             kernel.as_ref(),
-            &[("audit_write_failed", audit_failed)],
+            &[
+                ("audit_write_failed", audit_failed),
+                // The engine's table was full: the flow's verdicts are lost.
+                ("engine_flow_evicted", flow.evicted),
+                // Bytes never seen: a hole in a handshake or request head.
+                ("reassembly_gap", flow.gaps),
+                // Segments parsed unbuffered because of the memory budget.
+                ("reassembly_over_budget", flow.over_budget),
+                // Kernel request counts for a flow the engine had no record of.
+                ("kernel_requests_unmatched", stats.kernel_requests_unmatched),
+            ],
         );
         let info = engine.stage();
         present::stage_metrics(metrics, &info);
 
-        let mut flows: Vec<_> = engine.flows().iter().map(present::flow_row).collect();
-        flows.extend(self.recent.iter().rev().map(present::flow_row));
+        // A closed flow lingers in the engine before its record is emitted;
+        // list each connection once, and count only the open ones as active.
+        let live = engine.flows();
+        let active = live.iter().filter(|f| f.end.is_none()).count();
+        let mut seen = std::collections::HashSet::new();
+        let flows: Vec<_> = live
+            .iter()
+            .chain(self.recent.iter().rev())
+            .filter(|f| seen.insert((f.id, f.first_seen)))
+            .map(present::flow_row)
+            .collect();
         let open = violations.iter().filter(|v| v.resolved_at.is_none()).count();
         snapshot.publish(Views {
             status: StatusView {
@@ -320,7 +358,7 @@ impl LoopState {
                 next_change: info.next_starts_at.map(format_rfc3339),
                 started_at: format_rfc3339(self.started),
                 capture: self.capture_desc.clone(),
-                flows_active: u64::try_from(engine.flows().len()).unwrap_or(u64::MAX),
+                flows_active: u64::try_from(active).unwrap_or(u64::MAX),
                 violations_open: u64::try_from(open).unwrap_or(u64::MAX),
                 events_lost: self.counters.lost(),
             },

@@ -130,7 +130,11 @@ pub fn lifecycle(ev: &ViolationEvent) -> Option<(RecordKind, WatchEvent)> {
 pub fn count_violation(metrics: &Metrics, ev: &ViolationEvent) {
     let (kind, endpoint, client, n) = match ev {
         ViolationEvent::Opened(v) => (v.key.kind, &v.key.endpoint, &v.key.client, v.count),
-        ViolationEvent::Occurred { key, .. } => (key.kind, &key.endpoint, &key.client, 1),
+        // `count` is the occurrences this event adds (a burst over quota
+        // can add many at once).
+        ViolationEvent::Occurred { key, count, .. } => {
+            (key.kind, &key.endpoint, &key.client, *count)
+        }
         ViolationEvent::Escalated(_) | ViolationEvent::Resolved(_) => return,
     };
     metrics
@@ -146,8 +150,9 @@ pub struct Counters {
     lost: BTreeMap<&'static str, u64>,
 }
 
-/// Loss reasons exported as `rampwatch_events_lost_total{reason}`. A
-/// truncated sample is cut, not lost, and is not among them.
+/// Kernel loss reasons exported as `rampwatch_events_lost_total{reason}`.
+/// A truncated sample is cut, not lost, and is not among them; userspace
+/// reasons are added by the caller (see `runtime::LoopState::publish`).
 pub const LOSS_REASONS: [&str; 7] = [
     "ring_full",
     "flow_end_ring_full",

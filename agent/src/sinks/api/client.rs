@@ -28,10 +28,20 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot write the output: {0}")]
+    Output(#[source] std::io::Error),
     #[error("the agent sent an answer this CLI does not understand: {0}")]
     Protocol(#[source] serde_json::Error),
     #[error("the agent refused: {0}")]
     Refused(String),
+}
+
+impl ClientError {
+    /// The reader of our output went away (`rampwatch flows | head`): not
+    /// an error worth a message.
+    pub fn is_closed_output(&self) -> bool {
+        matches!(self, Self::Output(e) if e.kind() == std::io::ErrorKind::BrokenPipe)
+    }
 }
 
 /// Sends `request`; prints the answer (every answer, for `watch`) to `out`.
@@ -72,8 +82,8 @@ pub fn query(
             Output::Json => render::json(&response, out),
             Output::Table => render::table(&response, first, out),
         }
-        .map_err(io)?;
-        out.flush().map_err(io)?;
+        .and_then(|()| out.flush())
+        .map_err(ClientError::Output)?;
         first = false;
         if !matches!(request, Request::Watch) {
             break;
