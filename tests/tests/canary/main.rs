@@ -249,10 +249,12 @@ fn live_agent_never_outputs_a_planted_credential() {
     }
     let since = agent.query(&["violations", "--since", "1h", "-o", "json"]);
     outputs.push(("`violations --since 1h`".into(), since.stdout.into_bytes()));
-    let scrape = metrics(metrics_addr);
-    assert!(
-        scrape.contains("rampwatch_flows_total"),
-        "unexpected /metrics body:\n{scrape}"
+    // Flow records (and so rampwatch_flows_total) come out once a closed
+    // flow has lingered for late packets.
+    let scrape = wait_until(
+        "rampwatch_flows_total in /metrics",
+        Duration::from_secs(30),
+        || Some(metrics(metrics_addr)).filter(|m| m.contains("rampwatch_flows_total")),
     );
     outputs.push(("/metrics".into(), scrape.into_bytes()));
     drop(watch_json);
