@@ -4,6 +4,8 @@
 
 mod coverage;
 mod encryption;
+mod engine;
+mod identity;
 mod terms;
 
 use std::{net::SocketAddr, sync::Arc};
