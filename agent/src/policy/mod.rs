@@ -37,10 +37,6 @@ pub mod weak_tls;
 
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod tests_engine;
-#[cfg(test)]
-mod tests_identity;
 
 use std::sync::Arc;
 

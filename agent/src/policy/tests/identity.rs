@@ -6,10 +6,13 @@ use std::{
     sync::Arc,
 };
 
-use super::view::{Identity, Via, View};
-use crate::{contract::Contract, identity::Fingerprint};
+use crate::{
+    contract::Contract,
+    identity::Fingerprint,
+    policy::view::{Identity, Via, View},
+};
 
-const EXAMPLE: &str = include_str!("../contract/tests/example.yaml");
+const EXAMPLE: &str = include_str!("../../contract/tests/example.yaml");
 const ACME_DEMO: &str = "sha256:79665b9580ab672b11d07c958da63e90a03b2b9fbf6365b47972b7d1762406a7";
 const GLOBEX: &str = "sha256:8d34c06d6bb69bcb3f20c91e73ed10e81c49a3e25b2f8b2452535972f82f9242";
 
@@ -18,7 +21,9 @@ fn fp(s: &str) -> [u8; 32] {
 }
 
 fn view(text: &str) -> View {
-    View::new(Arc::new(Contract::parse(text, "example.yaml").expect("valid contract")))
+    View::new(Arc::new(
+        Contract::parse(text, "example.yaml").expect("valid contract"),
+    ))
 }
 
 fn who(v: &View, id: &Identity) -> (String, Via) {

@@ -1,7 +1,7 @@
 //! Engine tests: orientation, reassembly, request counting, time, reload,
 //! kernel counting, memory bounds, garbage.
 
-use super::{tests::*, *};
+use super::*;
 use crate::{
     contract::{Contract, parse_rfc3339},
     event::{Event, FlowEndReason, FlowId, tcp_flags},
