@@ -8,6 +8,7 @@
 pub mod dissect;
 pub mod facts;
 mod orient;
+mod payload;
 pub mod reassembly;
 mod requests;
 
@@ -19,10 +20,14 @@ use std::{
 pub use facts::{Protocol, Request, TlsFacts, TlsVersion};
 pub use orient::Orientation;
 
-use self::{reassembly::StreamPrefix, requests::RequestCursor};
+use self::{
+    payload::{finish_flow, on_payload},
+    reassembly::StreamPrefix,
+    requests::RequestCursor,
+};
 use crate::{
     event::{Direction, FlowEndReason, FlowId, FlowTotals, Nanos, Packet, tcp_flags},
-    protocol::{http::CredentialHeaders, tls::TlsParse},
+    protocol::http::CredentialHeaders,
 };
 
 /// Seconds to nanoseconds.
@@ -438,190 +443,5 @@ impl<T: Default> FlowTable<T> {
     fn retire(&mut self, flow: Flow<T>) {
         self.buffered = self.buffered.saturating_sub(flow.buffered());
         self.removed.push(flow);
-    }
-}
-
-/// Last look at a flow's buffers: partial request heads count now.
-fn finish_flow<T>(
-    flow: &mut Flow<T>,
-    creds: &CredentialHeaders,
-    requests: &mut Vec<Request>,
-    changes: &mut Changes,
-) {
-    let before = requests.len();
-    if matches!(flow.protocol, Protocol::Http | Protocol::H2c) {
-        let s = &flow.streams[0];
-        flow.cursor
-            .scan(s.bytes(), s.bytes_offset(), true, creds, requests);
-    }
-    if flow.protocol == Protocol::Tls
-        && flow.tls.client_cert.is_none()
-        && let TlsParse::Done(Some(fp)) = dissect::parse_client_certificate(flow.streams[0].bytes())
-    {
-        flow.tls.client_cert = Some(fp);
-        changes.client_cert = true;
-    }
-    for s in &mut flow.streams {
-        s.release();
-    }
-    let n = requests.len() - before;
-    flow.requests += n as u64;
-    changes.requests += n;
-}
-
-/// Handles a segment with payload.
-fn on_payload<T>(
-    flow: &mut Flow<T>,
-    dir: Direction,
-    p: &Packet,
-    cap: usize,
-    creds: &CredentialHeaders,
-    requests: &mut Vec<Request>,
-    changes: &mut Changes,
-) {
-    let i = dir.index();
-    let placement = flow.streams[i].push(p.seq, &p.payload, p.payload_len, cap);
-    let before = requests.len();
-    match dir {
-        Direction::ToServer => to_server(flow, p, placement, creds, requests, changes),
-        Direction::ToClient => to_client(flow, placement, changes),
-    }
-    let n = requests.len() - before;
-    flow.requests += n as u64;
-    changes.requests += n;
-}
-
-fn to_server<T>(
-    flow: &mut Flow<T>,
-    p: &Packet,
-    placement: reassembly::Placement,
-    creds: &CredentialHeaders,
-    requests: &mut Vec<Request>,
-    changes: &mut Changes,
-) {
-    use reassembly::Placement;
-    let extended = matches!(placement, Placement::Extended { .. });
-    if flow.protocol == Protocol::Unknown {
-        let s = &flow.streams[0];
-        let (bytes, complete) = if s.is_done() && s.bytes().is_empty() {
-            // Prefix already released: judge this segment alone.
-            (&p.payload[..], true)
-        } else if s.bytes().is_empty() {
-            // Nothing contiguous yet (a segment is held out of order).
-            return;
-        } else {
-            (s.bytes(), s.is_done())
-        };
-        match dissect::classify(bytes, complete) {
-            Some(proto) => {
-                flow.protocol = proto;
-                changes.protocol = true;
-            }
-            None => return,
-        }
-    }
-    match flow.protocol {
-        Protocol::Tls => {
-            let s = &mut flow.streams[0];
-            if extended || s.is_done() {
-                tls_client_side(&mut flow.tls, s, changes);
-            }
-            if !flow.tls.client_finished
-                && matches!(placement, Placement::Beyond { .. })
-                && p.payload.first() == Some(&0x17)
-            {
-                flow.tls.client_finished = true;
-                changes.client_finished = true;
-            }
-        }
-        Protocol::Http | Protocol::H2c => {
-            requests::on_segment(
-                &mut flow.cursor,
-                &mut flow.streams[0],
-                p,
-                placement,
-                creds,
-                requests,
-            );
-            if flow.protocol == Protocol::Http && requests.last().is_some_and(|r| r.upgrade_h2c) {
-                flow.protocol = Protocol::H2c;
-                changes.protocol = true;
-            }
-        }
-        Protocol::Other | Protocol::Unknown => flow.streams[0].release(),
-    }
-}
-
-/// Client-side TLS: ClientHello, then (TLS ≤ 1.2) its Certificate flight.
-fn tls_client_side(tls: &mut TlsFacts, s: &mut StreamPrefix, changes: &mut Changes) {
-    let bytes = s.bytes();
-    if tls.client_hello.is_none() {
-        match dissect::parse_client_hello(bytes) {
-            TlsParse::Done(ch) => {
-                tls.client_hello = Some(ch);
-                changes.client_hello = true;
-            }
-            TlsParse::NeedMore if !s.is_done() => return,
-            _ => {
-                s.release();
-                return;
-            }
-        }
-    }
-    if !tls.client_finished && dissect::tls_reaches_app_data(bytes) {
-        tls.client_finished = true;
-        changes.client_finished = true;
-    }
-    let tls13 = tls
-        .server_hello
-        .as_ref()
-        .is_some_and(|sh| sh.version == Some(TlsVersion::Tls13));
-    if tls.client_cert.is_none() && !tls13 {
-        match dissect::parse_client_certificate(bytes) {
-            TlsParse::Done(Some(fp)) => {
-                tls.client_cert = Some(fp);
-                changes.client_cert = true;
-            }
-            TlsParse::Done(None) if !tls.client_finished => {
-                // The client's flight went on without a certificate.
-                tls.client_finished = true;
-                changes.client_finished = true;
-            }
-            TlsParse::NeedMore if !tls.client_finished && !s.is_done() => return,
-            _ => {}
-        }
-    }
-    if tls.client_cert.is_some() || tls.client_finished || tls13 {
-        s.release();
-    }
-}
-
-fn to_client<T>(flow: &mut Flow<T>, placement: reassembly::Placement, changes: &mut Changes) {
-    let s = &mut flow.streams[1];
-    if !matches!(placement, reassembly::Placement::Extended { .. }) {
-        return;
-    }
-    match flow.protocol {
-        Protocol::Tls | Protocol::Unknown if flow.tls.server_hello.is_none() => {
-            match dissect::parse_server_hello(s.bytes()) {
-                TlsParse::Done(sh) if sh.hello_retry => {
-                    // A HelloRetryRequest: the real ServerHello follows.
-                    let _ = sh;
-                }
-                TlsParse::Done(sh) => {
-                    let tls13 = sh.version == Some(TlsVersion::Tls13);
-                    flow.tls.server_hello = Some(sh);
-                    changes.server_hello = true;
-                    s.release();
-                    if tls13 {
-                        // The client's certificate, if any, is encrypted.
-                        flow.streams[0].release();
-                    }
-                }
-                TlsParse::NeedMore if !s.is_done() => {}
-                _ => s.release(),
-            }
-        }
-        _ => s.release(),
     }
 }
