@@ -140,4 +140,3 @@ pub struct ViolationsArgs {
     #[arg(long)]
     pub since: Option<String>,
 }
-

@@ -14,5 +14,5 @@ pub mod identity;
 pub mod policy;
 pub mod protocol;
 pub mod replay;
-pub mod sinks;
 pub mod runtime;
+pub mod sinks;

@@ -80,10 +80,13 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Fingerprint { header } => {
             let mut err = std::io::stderr().lock();
             let mut stdin = std::io::stdin().lock();
-            return Ok(
-                contract::cli::run_fingerprint(Some(&header), &mut stdin, &mut out, &mut err)?
-                    .exit_code(),
-            );
+            return Ok(contract::cli::run_fingerprint(
+                Some(&header),
+                &mut stdin,
+                &mut out,
+                &mut err,
+            )?
+            .exit_code());
         }
         Command::Agent(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -109,5 +112,6 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
 
 /// `--at` values: RFC 3339, as in the contract.
 fn parse_at(s: &str) -> anyhow::Result<agent::event::Nanos> {
-    contract::parse_rfc3339(s).with_context(|| format!("--at {s:?} (expected RFC 3339, such as 2026-12-01T00:00:00Z)"))
+    contract::parse_rfc3339(s)
+        .with_context(|| format!("--at {s:?} (expected RFC 3339, such as 2026-12-01T00:00:00Z)"))
 }

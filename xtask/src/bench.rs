@@ -25,11 +25,14 @@ pub fn run(which: Which) -> anyhow::Result<()> {
                 bail!("the capture benchmark loads eBPF programs: run it as root");
             }
             setup::packages(&["curl", "wrk", "bpftool"])?;
-            cmd::run(
-                Command::new(env!("CARGO"))
-                    .current_dir(root())
-                    .args(["run", "--release", "--package", "tests", "--bin", "bench_capture"]),
-            )
+            cmd::run(Command::new(env!("CARGO")).current_dir(root()).args([
+                "run",
+                "--release",
+                "--package",
+                "tests",
+                "--bin",
+                "bench_capture",
+            ]))
         }
         Which::Replay => {
             setup::packages(&["tshark"])?;

@@ -74,7 +74,9 @@ impl Demo {
     fn start_servers(&mut self) -> anyhow::Result<()> {
         let (cert, key) = (self.dir.join("cert.pem"), self.dir.join("key.pem"));
         run(Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj"])
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+            ])
             .arg("/CN=payments.demo.local")
             .arg("-keyout")
             .arg(&key)
@@ -89,12 +91,24 @@ impl Demo {
         }
         let tls = |extra: &[&str]| {
             let mut c = Command::new("openssl");
-            c.arg("s_server").arg("-quiet").arg("-www").arg("-cert").arg(&cert).arg("-key").arg(&key);
+            c.arg("s_server")
+                .arg("-quiet")
+                .arg("-www")
+                .arg("-cert")
+                .arg(&cert)
+                .arg("-key")
+                .arg(&key);
             c.args(extra);
             c
         };
         self.spawn(&mut tls(&["-accept", "127.0.0.1:8443"]))?;
-        self.spawn(&mut tls(&["-accept", "127.0.0.1:9443", "-tls1_1", "-cipher", "ALL:@SECLEVEL=0"]))?;
+        self.spawn(&mut tls(&[
+            "-accept",
+            "127.0.0.1:9443",
+            "-tls1_1",
+            "-cipher",
+            "ALL:@SECLEVEL=0",
+        ]))?;
         Ok(())
     }
 
@@ -143,7 +157,14 @@ fn round() {
     curl(&["-H", ACME, "http://127.0.0.1:8080/v1/payments"]);
     // weak_tls: a legacy listener on TLS 1.1 with a CBC suite.
     let _ = Command::new("openssl")
-        .args(["s_client", "-connect", "127.0.0.1:9443", "-tls1_1", "-cipher", "ALL:@SECLEVEL=0"])
+        .args([
+            "s_client",
+            "-connect",
+            "127.0.0.1:9443",
+            "-tls1_1",
+            "-cipher",
+            "ALL:@SECLEVEL=0",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -64,7 +64,10 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Build { release } => {
             setup::toolchain()?;
-            cmd::cargo(&["build", "--workspace", "--exclude", "agent-ebpf"], release)
+            cmd::cargo(
+                &["build", "--workspace", "--exclude", "agent-ebpf"],
+                release,
+            )
         }
         Task::Test(options) => test::run(&options),
         Task::Run { args } => run::run(&args),

@@ -34,7 +34,10 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     if demo {
         setup::packages(&["curl", "openssl", "python3"])?;
     }
-    cmd::cargo(&["build", "--package", "agent", "--bin", "rampwatch"], false)?;
+    cmd::cargo(
+        &["build", "--package", "agent", "--bin", "rampwatch"],
+        false,
+    )?;
     let bin = root().join("target/debug/rampwatch");
     if !demo {
         return cmd::run(Command::new(bin).current_dir(root()).args(args));

@@ -36,11 +36,10 @@ pub const ALL_PACKAGES: &[&str] = &[
 
 /// rust-src for nightly and a working bpf-linker.
 pub fn toolchain() -> anyhow::Result<()> {
-    let sysroot = probe(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))
-        .context(
-            "the nightly toolchain is missing: the kernel programs need it \
+    let sysroot = probe(Command::new("rustc").args(["+nightly", "--print", "sysroot"])).context(
+        "the nightly toolchain is missing: the kernel programs need it \
              (`rustup toolchain install nightly`), then run `cargo xtask setup` again",
-        )?;
+    )?;
     let sysroot = PathBuf::from(sysroot.trim());
 
     let installed = probe(Command::new("rustup").args([
@@ -53,8 +52,14 @@ pub fn toolchain() -> anyhow::Result<()> {
     .unwrap_or_default();
     if !installed.lines().any(|l| l.starts_with("rust-src")) {
         eprintln!("setup: adding rust-src to the nightly toolchain");
-        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
-            .context("could not add rust-src to the nightly toolchain; the kernel build needs it")?;
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))
+        .context("could not add rust-src to the nightly toolchain; the kernel build needs it")?;
     }
 
     let want = format!("bpf-linker {BPF_LINKER_VERSION}");
@@ -64,9 +69,19 @@ pub fn toolchain() -> anyhow::Result<()> {
         return Ok(());
     }
     let prefix = llvm_prefix(&sysroot)?;
-    eprintln!("setup: building {want} against {} (about 90 s)", prefix.display());
+    eprintln!(
+        "setup: building {want} against {} (about 90 s)",
+        prefix.display()
+    );
     run(Command::new(env!("CARGO"))
-        .args(["install", "bpf-linker", "--locked", "--force", "--version", BPF_LINKER_VERSION])
+        .args([
+            "install",
+            "bpf-linker",
+            "--locked",
+            "--force",
+            "--version",
+            BPF_LINKER_VERSION,
+        ])
         .env("LLVM_PREFIX", &prefix))
     .context("could not install bpf-linker; the kernel programs cannot be linked without it")?;
     Ok(())

@@ -37,7 +37,14 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
 
     eprintln!("xtask: unit and golden tests");
     cmd::cargo(
-        &["test", "--workspace", "--exclude", "tests", "--exclude", "agent-ebpf"],
+        &[
+            "test",
+            "--workspace",
+            "--exclude",
+            "tests",
+            "--exclude",
+            "agent-ebpf",
+        ],
         false,
     )?;
 
@@ -53,7 +60,10 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     }
     eprintln!("xtask: real-kernel and end-to-end tests");
     // The end-to-end and canary tests run the real `rampwatch` binary.
-    cmd::cargo(&["build", "--package", "agent", "--bin", "rampwatch"], false)?;
+    cmd::cargo(
+        &["build", "--package", "agent", "--bin", "rampwatch"],
+        false,
+    )?;
     let mut args = vec!["test", "--package", "tests", "--"];
     if let Some(filter) = &options.filter {
         args.push(filter);
@@ -77,7 +87,9 @@ fn manifests() -> anyhow::Result<()> {
             .arg(root().join("deploy/kubernetes/rampwatch.yaml"))
             .status()
     };
-    if cmd::probe(Command::new("python3").args(["-m", "kubernetes_validate", "--version"])).is_none() {
+    if cmd::probe(Command::new("python3").args(["-m", "kubernetes_validate", "--version"]))
+        .is_none()
+    {
         cmd::run(Command::new("python3").args([
             "-m",
             "pip",

@@ -4,7 +4,7 @@
 use agent_common::{Config, EndpointKey, PortEntry, config_flags, map_names};
 use aya::maps::{Array, MapData, lpm_trie::LpmTrie};
 
-use super::{Compiled, CaptureError, map_err};
+use super::{CaptureError, Compiled, map_err};
 
 /// The maps userspace writes.
 pub(super) struct Control {

@@ -504,20 +504,29 @@ mod tests {
     fn recreated_entry_of_a_live_flow_counts_from_zero() {
         let mut t = Tracker::default();
         let out = t.poll(vec![(key(1), stats(5))], &[], 1);
-        assert!(matches!(out.events.as_slice(), [Event::RequestStarts { count: 5, .. }]));
+        assert!(matches!(
+            out.events.as_slice(),
+            [Event::RequestStarts { count: 5, .. }]
+        ));
         // Evicted and recreated by a later packet: new stamp, fresh counters.
         let mut again = stats(2);
         again.dirs[0].first_seen_ns = 9000;
         let out = t.poll(vec![(key(1), again)], &[], 2);
         assert!(
-            matches!(out.events.as_slice(), [Event::RequestStarts { count: 2, .. }]),
+            matches!(
+                out.events.as_slice(),
+                [Event::RequestStarts { count: 2, .. }]
+            ),
             "{:?}",
             out.events
         );
         let mut more = again;
         more.dirs[0].request_starts = 3;
         let out = t.poll(vec![(key(1), more)], &[], 3);
-        assert!(matches!(out.events.as_slice(), [Event::RequestStarts { count: 1, .. }]));
+        assert!(matches!(
+            out.events.as_slice(),
+            [Event::RequestStarts { count: 1, .. }]
+        ));
     }
 
     #[test]

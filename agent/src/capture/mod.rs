@@ -26,10 +26,7 @@ use std::{
     time::Duration,
 };
 
-use agent_common::{
-    Config, FlowKey, FlowStats, map_names, program_names,
-    stat,
-};
+use agent_common::{Config, FlowKey, FlowStats, map_names, program_names, stat};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},

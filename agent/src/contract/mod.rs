@@ -33,7 +33,6 @@ use std::{
 
 pub use decode::{API_VERSION, KIND};
 pub use error::{ContractError, Diagnostic};
-
 pub use matching::{EndpointMatch, UNLISTED_ENDPOINT, normalize_host};
 pub use model::{
     CipherGlob, Client, Credential, DataClass, Endpoint, HostPattern, NameRule, Quota, QuotaRule,
@@ -44,10 +43,7 @@ pub use timefmt::{
     DurationError, TimeError, format_duration, format_rfc3339, parse_duration, parse_rfc3339,
 };
 
-use crate::{
-    event::Nanos,
-    identity::Fingerprint,
-};
+use crate::{event::Nanos, identity::Fingerprint};
 
 /// A validated ramp contract. Cheap to share behind an `Arc`; immutable.
 #[derive(Clone, Debug)]

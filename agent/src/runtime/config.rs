@@ -108,7 +108,11 @@ fn u32_field(r: &mut Reader, f: &Fields<'_>, key: &str) -> Option<u32> {
     match u32::try_from(v) {
         Ok(v) => Some(v),
         Err(_) => {
-            r.err(&path, node.pos, format!("{v} is too large; the most is {}", u32::MAX));
+            r.err(
+                &path,
+                node.pos,
+                format!("{v} is too large; the most is {}", u32::MAX),
+            );
             None
         }
     }
@@ -134,7 +138,11 @@ fn parse(text: &str) -> Result<FileSettings, Vec<Diagnostic>> {
     };
     let mut r = Reader::default();
     let settings = read(&mut r, &root);
-    if r.diags.is_empty() { Ok(settings) } else { Err(r.diags) }
+    if r.diags.is_empty() {
+        Ok(settings)
+    } else {
+        Err(r.diags)
+    }
 }
 
 fn read(r: &mut Reader, root: &Node) -> FileSettings {
@@ -161,7 +169,11 @@ fn read(r: &mut Reader, root: &Node) -> FileSettings {
         if let Some(t) = r.text(node, &path) {
             match t.parse() {
                 Ok(a) => s.metrics_addr = Some(a),
-                Err(_) => r.err(&path, node.pos, "expected ADDRESS:PORT, such as 0.0.0.0:9464"),
+                Err(_) => r.err(
+                    &path,
+                    node.pos,
+                    "expected ADDRESS:PORT, such as 0.0.0.0:9464",
+                ),
             }
         }
     }
@@ -185,7 +197,13 @@ fn read(r: &mut Reader, root: &Node) -> FileSettings {
         && let Some(c) = r.fields(
             node,
             &top.path("capture"),
-            &["snaplen", "firstSegments", "sampleOneIn", "ringBytes", "flowEntries"],
+            &[
+                "snaplen",
+                "firstSegments",
+                "sampleOneIn",
+                "ringBytes",
+                "flowEntries",
+            ],
         )
     {
         s.snaplen = u32_field(r, &c, "snaplen");
@@ -299,9 +317,14 @@ mod tests {
 
     #[test]
     fn errors_name_path_and_line() {
-        let errs = parse("socket: /x\ncapture:\n  snaplen: 0\n  ringBytes: 1000\n  sampel: 3\nbogus: 1\n")
-            .expect_err("invalid config");
-        let find = |p: &str| errs.iter().find(|d| d.path == p).unwrap_or_else(|| panic!("no error at {p}: {errs:?}"));
+        let errs =
+            parse("socket: /x\ncapture:\n  snaplen: 0\n  ringBytes: 1000\n  sampel: 3\nbogus: 1\n")
+                .expect_err("invalid config");
+        let find = |p: &str| {
+            errs.iter()
+                .find(|d| d.path == p)
+                .unwrap_or_else(|| panic!("no error at {p}: {errs:?}"))
+        };
         assert_eq!(find("capture.snaplen").line, 3);
         assert_eq!(find("capture.ringBytes").line, 4);
         assert_eq!(find("capture.sampel").line, 5);

@@ -87,7 +87,8 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     let metrics = Arc::new(Metrics::new()?);
     metrics.reload_success.set(1);
-    let metrics_server = metrics::serve(settings.metrics_addr, Arc::clone(&metrics), cancel.clone()).await?;
+    let metrics_server =
+        metrics::serve(settings.metrics_addr, Arc::clone(&metrics), cancel.clone()).await?;
     let api = ApiServer::bind(&settings.socket, settings.socket_group.as_deref())?;
     let snapshot = Snapshot::new();
 
@@ -226,10 +227,10 @@ fn describe_capture(config: &CaptureConfig) -> String {
     if config.attach_cgroup {
         parts.push(format!(
             "cgroup_skb on {}",
-            config
-                .cgroup
-                .as_ref()
-                .map_or_else(|| "the cgroup v2 root".to_owned(), |p| p.display().to_string())
+            config.cgroup.as_ref().map_or_else(
+                || "the cgroup v2 root".to_owned(),
+                |p| p.display().to_string()
+            )
         ));
     }
     for iface in &config.interfaces {
@@ -250,7 +251,13 @@ struct LoopState {
 
 impl LoopState {
     /// Sends the engine's queued outputs to their sinks.
-    fn outputs(&mut self, engine: &mut Engine, metrics: &Metrics, audit: &AuditWriter, snapshot: &Snapshot) {
+    fn outputs(
+        &mut self,
+        engine: &mut Engine,
+        metrics: &Metrics,
+        audit: &AuditWriter,
+        snapshot: &Snapshot,
+    ) {
         for out in engine.drain() {
             match out {
                 Output::Flow(f) => {
@@ -345,7 +352,10 @@ impl LoopState {
             .filter(|f| seen.insert((f.id, f.first_seen)))
             .map(present::flow_row)
             .collect();
-        let open = violations.iter().filter(|v| v.resolved_at.is_none()).count();
+        let open = violations
+            .iter()
+            .filter(|v| v.resolved_at.is_none())
+            .count();
         snapshot.publish(Views {
             status: StatusView {
                 version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -401,7 +411,9 @@ impl LoopState {
                 for line in errors.lines() {
                     tracing::error!("contract reload rejected: {line}");
                 }
-                tracing::error!("the last good contract stays active; fix the file and it is picked up again");
+                tracing::error!(
+                    "the last good contract stays active; fix the file and it is picked up again"
+                );
                 audit.record(RecordKind::ContractReloadRejected {
                     sha256,
                     errors: errors.lines().map(str::to_owned).collect(),

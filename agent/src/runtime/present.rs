@@ -8,13 +8,9 @@ use crate::{
     capture::KernelStats,
     contract::{Contract, format_duration, format_rfc3339},
     event::Nanos,
-    policy::{
-        ClientRate, FlowRecord, StageInfo, Violation, ViolationEvent,
-    },
+    policy::{ClientRate, FlowRecord, StageInfo, Violation, ViolationEvent},
     sinks::{
-        api::views::{
-            ClientRow, FlowRow, QuotaRow, StageRow, StageView, ViolationRow, WatchEvent,
-        },
+        api::views::{ClientRow, FlowRow, QuotaRow, StageRow, StageView, ViolationRow, WatchEvent},
         audit::{RecordKind, ViolationRecord},
         metrics::Metrics,
     },
@@ -33,7 +29,12 @@ pub fn violation_row(v: &Violation) -> ViolationRow {
         last_seen: format_rfc3339(v.last_seen),
         count: v.count,
         detail: v.detail.clone(),
-        state: if v.resolved_at.is_some() { "resolved" } else { "open" }.to_owned(),
+        state: if v.resolved_at.is_some() {
+            "resolved"
+        } else {
+            "open"
+        }
+        .to_owned(),
     }
 }
 
@@ -179,7 +180,10 @@ impl Counters {
             let key = (r.endpoint.to_string(), r.client.to_string());
             let last = self.requests.entry(key).or_insert(0);
             if r.total > *last {
-                metrics.requests.with_label_values(&labels).inc_by(r.total - *last);
+                metrics
+                    .requests
+                    .with_label_values(&labels)
+                    .inc_by(r.total - *last);
                 *last = r.total;
             }
         }
@@ -200,13 +204,19 @@ impl Counters {
         }
         for (reason, total) in losses {
             let last = self.lost.entry(reason).or_insert(0);
-            metrics.events_lost.with_label_values(&[reason]).inc_by(total.saturating_sub(*last));
+            metrics
+                .events_lost
+                .with_label_values(&[reason])
+                .inc_by(total.saturating_sub(*last));
             *last = (*last).max(total);
         }
     }
 
     pub fn lost(&self) -> BTreeMap<String, u64> {
-        self.lost.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+        self.lost
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), *v))
+            .collect()
     }
 }
 
@@ -219,7 +229,10 @@ pub fn stage_metrics(metrics: &Metrics, info: &StageInfo) {
             .with_label_values(&[&*info.contract, &**stage])
             .set(1);
     }
-    #[expect(clippy::cast_precision_loss, reason = "seconds since 1970 fit f64 exactly")]
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "seconds since 1970 fit f64 exactly"
+    )]
     let next = info.next_starts_at.map_or(0.0, |t| (t / SEC) as f64);
     metrics.stage_next_change.set(next);
 }

@@ -24,7 +24,11 @@ fn ports(p: &Option<Vec<u16>>) -> PortSpec {
 /// Resolves `host` (no port) with the system resolver; empty when it fails.
 async fn resolve(host: &str) -> Vec<IpAddr> {
     match tokio::net::lookup_host((host, 0)).await {
-        Ok(addrs) => addrs.map(|a| a.ip()).collect::<BTreeSet<_>>().into_iter().collect(),
+        Ok(addrs) => addrs
+            .map(|a| a.ip())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect(),
         Err(e) => {
             tracing::debug!(host, error = %e, "host name does not resolve");
             Vec::new()
@@ -38,7 +42,11 @@ pub async fn kernel_rules(contract: &Contract) -> Vec<EndpointRule> {
     let mut rules = Vec::new();
     let mut push = |prefix: Option<IpNet>, spec: PortSpec| {
         let id = u32::try_from(rules.len()).unwrap_or(u32::MAX);
-        rules.push(EndpointRule { id, prefix, ports: spec });
+        rules.push(EndpointRule {
+            id,
+            prefix,
+            ports: spec,
+        });
     };
     for rule in contract.server_rules() {
         push(Some(rule.net), ports(&rule.ports));

@@ -63,28 +63,64 @@ impl Metrics {
             };
         }
         let m = Self {
-            requests: vec!(IntCounterVec, "rampwatch_requests_total",
-                "Requests seen per endpoint and client.", ["endpoint", "client"]),
-            quota: vec!(GaugeVec, "rampwatch_quota_requests_per_second",
-                "The active stage's quota per endpoint and client.", ["endpoint", "client"]),
-            violations: vec!(IntCounterVec, "rampwatch_violations_total",
-                "Contract violations seen, per occurrence.", ["kind", "endpoint", "client"]),
-            violations_open: vec!(IntGaugeVec, "rampwatch_violations_open",
-                "Violations currently open, by kind and severity.", ["kind", "severity"]),
-            flows: vec!(IntCounterVec, "rampwatch_flows_total",
+            requests: vec![
+                IntCounterVec,
+                "rampwatch_requests_total",
+                "Requests seen per endpoint and client.",
+                ["endpoint", "client"],
+            ],
+            quota: vec![
+                GaugeVec,
+                "rampwatch_quota_requests_per_second",
+                "The active stage's quota per endpoint and client.",
+                ["endpoint", "client"],
+            ],
+            violations: vec![
+                IntCounterVec,
+                "rampwatch_violations_total",
+                "Contract violations seen, per occurrence.",
+                ["kind", "endpoint", "client"],
+            ],
+            violations_open: vec![
+                IntGaugeVec,
+                "rampwatch_violations_open",
+                "Violations currently open, by kind and severity.",
+                ["kind", "severity"],
+            ],
+            flows: vec![
+                IntCounterVec,
+                "rampwatch_flows_total",
                 "Flows judged, by endpoint, protocol and TLS version.",
-                ["endpoint", "protocol", "tls_version"]),
-            stage_info: vec!(IntGaugeVec, "rampwatch_stage_info",
-                "1 for the active stage of each contract.", ["contract", "stage"]),
-            stage_next_change: one!(Gauge, "rampwatch_stage_next_change_timestamp_seconds",
-                "When the next stage starts (Unix time), 0 when no further stage."),
-            events_lost: vec!(IntCounterVec, "rampwatch_events_lost_total",
+                ["endpoint", "protocol", "tls_version"],
+            ],
+            stage_info: vec![
+                IntGaugeVec,
+                "rampwatch_stage_info",
+                "1 for the active stage of each contract.",
+                ["contract", "stage"],
+            ],
+            stage_next_change: one!(
+                Gauge,
+                "rampwatch_stage_next_change_timestamp_seconds",
+                "When the next stage starts (Unix time), 0 when no further stage."
+            ),
+            events_lost: vec![
+                IntCounterVec,
+                "rampwatch_events_lost_total",
                 "Events lost or skipped anywhere between kernel and verdict, by reason.",
-                ["reason"]),
-            reload_success: one!(IntGauge, "rampwatch_contract_reload_success",
-                "1 when the last contract (re)load succeeded, 0 when it was rejected."),
-            build_info: vec!(IntGaugeVec, "rampwatch_build_info",
-                "Build information; always 1.", ["version"]),
+                ["reason"],
+            ],
+            reload_success: one!(
+                IntGauge,
+                "rampwatch_contract_reload_success",
+                "1 when the last contract (re)load succeeded, 0 when it was rejected."
+            ),
+            build_info: vec![
+                IntGaugeVec,
+                "rampwatch_build_info",
+                "Build information; always 1.",
+                ["version"],
+            ],
             registry,
         };
         m.build_info

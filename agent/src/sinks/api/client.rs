@@ -14,13 +14,17 @@ use crate::cli::Output;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("no agent answers on {path}: {source}; is `rampwatch agent` running? (pass --socket if it listens elsewhere)")]
+    #[error(
+        "no agent answers on {path}: {source}; is `rampwatch agent` running? (pass --socket if it listens elsewhere)"
+    )]
     Connect {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("permission denied on {path}: the agent's socket is for root and its --socket-group; run as root or ask to join that group")]
+    #[error(
+        "permission denied on {path}: the agent's socket is for root and its --socket-group; run as root or ask to join that group"
+    )]
     Denied { path: PathBuf },
     #[error("talking to the agent on {path} failed: {source}")]
     Io {

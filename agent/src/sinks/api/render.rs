@@ -106,7 +106,8 @@ fn clip(s: &str, width: usize) -> String {
 }
 
 fn opt<T: ToString>(v: &Option<T>) -> String {
-    v.as_ref().map_or_else(|| "-".to_owned(), ToString::to_string)
+    v.as_ref()
+        .map_or_else(|| "-".to_owned(), ToString::to_string)
 }
 
 /// Times are RFC 3339; tables show them to the second, without the date
@@ -150,11 +151,20 @@ pub fn table(response: &Response, first: bool, out: &mut dyn Write) -> io::Resul
     match response {
         Response::Status(s) => {
             let stage = opt(&s.stage);
-            writeln!(out, "contract     {} (sha256 {})", s.contract, clip(&s.contract_sha256, 16))?;
+            writeln!(
+                out,
+                "contract     {} (sha256 {})",
+                s.contract,
+                clip(&s.contract_sha256, 16)
+            )?;
             writeln!(
                 out,
                 "reload       {}",
-                if s.contract_reload_ok { "ok".to_owned() } else { format!("FAILED: {}", opt(&s.last_reload_error)) }
+                if s.contract_reload_ok {
+                    "ok".to_owned()
+                } else {
+                    format!("FAILED: {}", opt(&s.last_reload_error))
+                }
             )?;
             writeln!(out, "stage        {stage}")?;
             if let (Some(next), Some(at)) = (&s.next_stage, &s.next_change) {
@@ -175,7 +185,11 @@ pub fn table(response: &Response, first: bool, out: &mut dyn Write) -> io::Resul
             writeln!(out, "contract {}  now {}", s.contract, short_time(&s.now))?;
             writeln!(out, "active   {}", opt(&s.active))?;
             if let Some(next) = &s.next {
-                writeln!(out, "next     {next} at {}", short_time(&opt(&s.next_starts_at)))?;
+                writeln!(
+                    out,
+                    "next     {next} at {}",
+                    short_time(&opt(&s.next_starts_at))
+                )?;
             }
             let mut t = Table::new(&[
                 ("STAGE", 14),
@@ -215,9 +229,12 @@ pub fn table(response: &Response, first: bool, out: &mut dyn Write) -> io::Resul
                     c.endpoint.clone(),
                     format!("{:.1}", c.rate),
                     num(&c.quota),
-                    c.headroom.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}")),
-                    c.next_quota.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}")),
-                    c.next_starts_in_secs.map_or_else(|| "-".to_owned(), human_secs),
+                    c.headroom
+                        .map_or_else(|| "-".to_owned(), |v| format!("{v:.1}")),
+                    c.next_quota
+                        .map_or_else(|| "-".to_owned(), |v| format!("{v:.1}")),
+                    c.next_starts_in_secs
+                        .map_or_else(|| "-".to_owned(), human_secs),
                 ]);
             }
             t.print(true, out)
@@ -316,14 +333,23 @@ mod tests {
             next_starts_in_secs: Some(90_000),
         };
         for r in [
-            Response::Violations { violations: vec![v.clone()] },
+            Response::Violations {
+                violations: vec![v.clone()],
+            },
             Response::Clients { clients: vec![c] },
-            Response::Watch(super::super::views::WatchEvent { event: "escalated".into(), violation: v }),
+            Response::Watch(super::super::views::WatchEvent {
+                event: "escalated".into(),
+                violation: v,
+            }),
         ] {
             let mut out = Vec::new();
             table(&r, true, &mut out).unwrap();
             for line in String::from_utf8(out).unwrap().lines() {
-                assert!(line.chars().count() <= 80, "{} columns: {line}", line.chars().count());
+                assert!(
+                    line.chars().count() <= 80,
+                    "{} columns: {line}",
+                    line.chars().count()
+                );
             }
         }
     }

@@ -38,7 +38,9 @@ pub enum ApiError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot listen on {path}: {source}; is another agent running? remove the stale socket or pass --socket")]
+    #[error(
+        "cannot listen on {path}: {source}; is another agent running? remove the stale socket or pass --socket"
+    )]
     Bind {
         path: PathBuf,
         #[source]
@@ -50,7 +52,9 @@ pub enum ApiError {
         #[source]
         source: std::io::Error,
     },
-    #[error("unknown group {0:?} for the API socket; pass an existing group name or gid to --socket-group")]
+    #[error(
+        "unknown group {0:?} for the API socket; pass an existing group name or gid to --socket-group"
+    )]
     UnknownGroup(String),
 }
 
