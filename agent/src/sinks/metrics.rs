@@ -52,75 +52,75 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Result<Self, MetricsError> {
         let registry = Registry::new();
-        macro_rules! vec {
+        macro_rules! labelled {
             ($ty:ident, $name:literal, $help:literal, [$($label:literal),*]) => {
                 register(&registry, $name, $ty::new(Opts::new($name, $help), &[$($label),*]))?
             };
         }
-        macro_rules! one {
+        macro_rules! single {
             ($ty:ident, $name:literal, $help:literal) => {
                 register(&registry, $name, $ty::with_opts(Opts::new($name, $help)))?
             };
         }
         let m = Self {
-            requests: vec![
+            requests: labelled!(
                 IntCounterVec,
                 "rampwatch_requests_total",
                 "Requests seen per endpoint and client.",
-                ["endpoint", "client"],
-            ],
-            quota: vec![
+                ["endpoint", "client"]
+            ),
+            quota: labelled!(
                 GaugeVec,
                 "rampwatch_quota_requests_per_second",
                 "The active stage's quota per endpoint and client.",
-                ["endpoint", "client"],
-            ],
-            violations: vec![
+                ["endpoint", "client"]
+            ),
+            violations: labelled!(
                 IntCounterVec,
                 "rampwatch_violations_total",
                 "Contract violations seen, per occurrence.",
-                ["kind", "endpoint", "client"],
-            ],
-            violations_open: vec![
+                ["kind", "endpoint", "client"]
+            ),
+            violations_open: labelled!(
                 IntGaugeVec,
                 "rampwatch_violations_open",
                 "Violations currently open, by kind and severity.",
-                ["kind", "severity"],
-            ],
-            flows: vec![
+                ["kind", "severity"]
+            ),
+            flows: labelled!(
                 IntCounterVec,
                 "rampwatch_flows_total",
                 "Flows judged, by endpoint, protocol and TLS version.",
-                ["endpoint", "protocol", "tls_version"],
-            ],
-            stage_info: vec![
+                ["endpoint", "protocol", "tls_version"]
+            ),
+            stage_info: labelled!(
                 IntGaugeVec,
                 "rampwatch_stage_info",
                 "1 for the active stage of each contract.",
-                ["contract", "stage"],
-            ],
-            stage_next_change: one!(
+                ["contract", "stage"]
+            ),
+            stage_next_change: single!(
                 Gauge,
                 "rampwatch_stage_next_change_timestamp_seconds",
                 "When the next stage starts (Unix time), 0 when no further stage."
             ),
-            events_lost: vec![
+            events_lost: labelled!(
                 IntCounterVec,
                 "rampwatch_events_lost_total",
                 "Events lost or skipped anywhere between kernel and verdict, by reason.",
-                ["reason"],
-            ],
-            reload_success: one!(
+                ["reason"]
+            ),
+            reload_success: single!(
                 IntGauge,
                 "rampwatch_contract_reload_success",
                 "1 when the last contract (re)load succeeded, 0 when it was rejected."
             ),
-            build_info: vec![
+            build_info: labelled!(
                 IntGaugeVec,
                 "rampwatch_build_info",
                 "Build information; always 1.",
-                ["version"],
-            ],
+                ["version"]
+            ),
             registry,
         };
         m.build_info
