@@ -57,7 +57,9 @@ impl AgentProcess {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log).expect("create the agent log"));
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start rampwatch: {e}"));
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start rampwatch: {e}"));
         let mut agent = Self {
             child: Some(child),
             dir,
@@ -66,12 +68,20 @@ impl AgentProcess {
             metrics_addr,
             log,
         };
-        wait_until("the agent's socket to answer", Duration::from_secs(30), || {
-            if let Some(status) = agent.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("the agent exited with {status}:\n{}", agent.log_text());
-            }
-            agent.cli_ok(&["status"]).map(|_| ())
-        });
+        wait_until(
+            "the agent's socket to answer",
+            Duration::from_secs(30),
+            || {
+                if let Some(status) = agent
+                    .child
+                    .as_mut()
+                    .and_then(|c| c.try_wait().ok().flatten())
+                {
+                    panic!("the agent exited with {status}:\n{}", agent.log_text());
+                }
+                agent.cli_ok(&["status"]).map(|_| ())
+            },
+        );
         agent
     }
 
@@ -97,7 +107,13 @@ impl AgentProcess {
         files.sort();
         files
             .iter()
-            .flat_map(|f| fs::read_to_string(f).unwrap_or_default().lines().map(str::to_owned).collect::<Vec<_>>())
+            .flat_map(|f| {
+                fs::read_to_string(f)
+                    .unwrap_or_default()
+                    .lines()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
             .filter_map(|l| serde_json::from_str(&l).ok())
             .collect()
     }
@@ -154,9 +170,11 @@ impl AgentProcess {
         unsafe {
             libc::kill(pid, libc::SIGINT);
         }
-        let status = wait_until("the agent to exit after SIGINT", Duration::from_secs(20), || {
-            child.try_wait().ok().flatten()
-        });
+        let status = wait_until(
+            "the agent to exit after SIGINT",
+            Duration::from_secs(20),
+            || child.try_wait().ok().flatten(),
+        );
         status
     }
 }

@@ -33,7 +33,9 @@ fn token_fp() -> String {
 }
 
 fn now_plus(secs: i64) -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970");
     let ns = i64::try_from(now.as_nanos()).expect("fits") + secs * 1_000_000_000;
     // Whole seconds keep the file readable.
     format_rfc3339(ns - ns % 1_000_000_000)
@@ -115,23 +117,43 @@ fn reload_keeps_the_last_good_contract_and_stages_change_on_time() {
     let cgroup = CgroupGuard::new("reload");
     let far = "2030-01-01T00:00:00Z";
     let remediation = "    warnAfter: 15m\n    breachAfter: 24h";
-    let mut agent = AgentProcess::start(&contract("first", port, far, remediation), cgroup.path(), &[]);
-    let status = |a: &AgentProcess| a.cli_json(&["status"]).into_iter().next().unwrap_or_default();
+    let mut agent = AgentProcess::start(
+        &contract("first", port, far, remediation),
+        cgroup.path(),
+        &[],
+    );
+    let status = |a: &AgentProcess| {
+        a.cli_json(&["status"])
+            .into_iter()
+            .next()
+            .unwrap_or_default()
+    };
     assert_eq!(status(&agent)["contract"], "first");
-    assert_eq!(metric(&agent, "rampwatch_contract_reload_success"), Some(1.0));
+    assert_eq!(
+        metric(&agent, "rampwatch_contract_reload_success"),
+        Some(1.0)
+    );
 
     // An invalid contract: rejected, counted, audited; the old one stays.
-    std::fs::write(agent.contract_path(), "apiVersion: rampwatch.io/v1\nkind: RampContract\nspec: [\n")
-        .expect("write a broken contract");
+    std::fs::write(
+        agent.contract_path(),
+        "apiVersion: rampwatch.io/v1\nkind: RampContract\nspec: [\n",
+    )
+    .expect("write a broken contract");
     wait_for("the reload to be rejected", Duration::from_secs(20), || {
         metric(&agent, "rampwatch_contract_reload_success") == Some(0.0)
     });
     // The API's views refresh once a second.
-    wait_for("status to report the rejected reload", Duration::from_secs(5), || {
-        status(&agent)["contract_reload_ok"] == false
-    });
+    wait_for(
+        "status to report the rejected reload",
+        Duration::from_secs(5),
+        || status(&agent)["contract_reload_ok"] == false,
+    );
     let s = status(&agent);
-    assert_eq!(s["contract"], "first", "the last good contract must stay active: {s}");
+    assert_eq!(
+        s["contract"], "first",
+        "the last good contract must stay active: {s}"
+    );
     assert_eq!(s["contract_reload_ok"], false);
     assert!(kinds(&agent.audit_records()).contains(&"contract_reload_rejected".to_owned()));
     assert!(agent.is_running());
@@ -139,33 +161,62 @@ fn reload_keeps_the_last_good_contract_and_stages_change_on_time() {
     // A valid one whose second stage starts in 3 s: loaded, then the stage
     // changes on time without a restart.
     let soon = now_plus(3);
-    std::fs::write(agent.contract_path(), contract("second", port, &soon, remediation))
-        .expect("write the new contract");
+    std::fs::write(
+        agent.contract_path(),
+        contract("second", port, &soon, remediation),
+    )
+    .expect("write the new contract");
     wait_for("the new contract to load", Duration::from_secs(20), || {
         status(&agent)["contract"] == "second"
     });
-    assert_eq!(metric(&agent, "rampwatch_contract_reload_success"), Some(1.0));
-    wait_until("stage `ramp` to become active", Duration::from_secs(20), || {
-        let stage = agent.cli_json(&["stage"]).into_iter().next()?;
-        (stage["active"] == "ramp").then_some(())
-    });
+    assert_eq!(
+        metric(&agent, "rampwatch_contract_reload_success"),
+        Some(1.0)
+    );
+    wait_until(
+        "stage `ramp` to become active",
+        Duration::from_secs(20),
+        || {
+            let stage = agent.cli_json(&["stage"]).into_iter().next()?;
+            (stage["active"] == "ramp").then_some(())
+        },
+    );
     assert!(
-        metric(&agent, "rampwatch_stage_info{contract=\"second\",stage=\"ramp\"}") == Some(1.0),
+        metric(
+            &agent,
+            "rampwatch_stage_info{contract=\"second\",stage=\"ramp\"}"
+        ) == Some(1.0),
         "{}",
         agent.metrics()
     );
-    wait_for("the stage change in the audit log", Duration::from_secs(10), || {
-        agent.audit_records().iter().any(|r| r["kind"] == "stage_changed" && r["to"] == "ramp")
-    });
+    wait_for(
+        "the stage change in the audit log",
+        Duration::from_secs(10),
+        || {
+            agent
+                .audit_records()
+                .iter()
+                .any(|r| r["kind"] == "stage_changed" && r["to"] == "ramp")
+        },
+    );
 
     // SIGHUP reloads even an unchanged file.
-    let loaded = |a: &AgentProcess| kinds(&a.audit_records()).iter().filter(|k| *k == "contract_loaded").count();
+    let loaded = |a: &AgentProcess| {
+        kinds(&a.audit_records())
+            .iter()
+            .filter(|k| *k == "contract_loaded")
+            .count()
+    };
     let before = loaded(&agent);
     // SAFETY: kill(2) on our own child.
     unsafe {
         libc::kill(agent.pid(), libc::SIGHUP);
     }
-    wait_for("SIGHUP to reload the contract", Duration::from_secs(10), || loaded(&agent) > before);
+    wait_for(
+        "SIGHUP to reload the contract",
+        Duration::from_secs(10),
+        || loaded(&agent) > before,
+    );
 
     let audit_dir = agent.audit_dir.clone();
     assert!(agent.stop().success(), "{}", agent.log_text());
@@ -213,9 +264,16 @@ fn violations_escalate_by_remediation_windows_and_resolve_when_quiet() {
     let events = std::thread::spawn(move || {
         use std::io::BufRead as _;
         let mut seen = Vec::new();
-        for line in std::io::BufReader::new(watch_out).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(watch_out)
+            .lines()
+            .map_while(Result::ok)
+        {
             let v: Value = serde_json::from_str(&line).unwrap_or_default();
-            seen.push(format!("{}:{}", v["event"].as_str().unwrap_or("?"), v["violation"]["kind"].as_str().unwrap_or("?")));
+            seen.push(format!(
+                "{}:{}",
+                v["event"].as_str().unwrap_or("?"),
+                v["violation"]["kind"].as_str().unwrap_or("?")
+            ));
             if v["event"] == "resolved" {
                 break;
             }
@@ -230,22 +288,35 @@ fn violations_escalate_by_remediation_windows_and_resolve_when_quiet() {
             .into_iter()
             .find(|v| v["kind"] == "unknown_client")
     };
-    let v = wait_until("unknown_client to open", Duration::from_secs(15), || violation(&agent));
+    let v = wait_until("unknown_client to open", Duration::from_secs(15), || {
+        violation(&agent)
+    });
     assert_eq!(v["endpoint"], "orders");
     assert_eq!(v["client"], "unknown");
     for field in ["severity", "first_seen", "last_seen", "count", "detail"] {
         assert!(!v[field].is_null(), "violations -o json lacks {field}: {v}");
     }
     // Open longer than breachAfter (4 s) while still inside the quiet period.
-    wait_for("the violation to reach `breach`", Duration::from_secs(15), || {
-        violation(&agent).is_some_and(|v| v["severity"] == "breach" && v["state"] == "open")
-    });
-    wait_for("the violation to resolve after 8 s without occurrence", Duration::from_secs(30), || {
-        violation(&agent).is_some_and(|v| v["state"] == "resolved")
-    });
+    wait_for(
+        "the violation to reach `breach`",
+        Duration::from_secs(15),
+        || violation(&agent).is_some_and(|v| v["severity"] == "breach" && v["state"] == "open"),
+    );
+    wait_for(
+        "the violation to resolve after 8 s without occurrence",
+        Duration::from_secs(30),
+        || violation(&agent).is_some_and(|v| v["state"] == "resolved"),
+    );
     let records = kinds(&agent.audit_records());
-    for kind in ["violation_opened", "violation_escalated", "violation_resolved"] {
-        assert!(records.contains(&kind.to_owned()), "no {kind} in the audit log: {records:?}");
+    for kind in [
+        "violation_opened",
+        "violation_escalated",
+        "violation_resolved",
+    ] {
+        assert!(
+            records.contains(&kind.to_owned()),
+            "no {kind} in the audit log: {records:?}"
+        );
     }
     let streamed = events.join().expect("watch reader");
     let _ = watch.kill();
@@ -269,7 +340,12 @@ fn socket_refuses_other_users_with_a_clear_message() {
     let orders = server();
     let cgroup = CgroupGuard::new("sock");
     let agent = AgentProcess::start(
-        &contract("sock", orders.addr().port(), "2030-01-01T00:00:00Z", "    warnAfter: 15m"),
+        &contract(
+            "sock",
+            orders.addr().port(),
+            "2030-01-01T00:00:00Z",
+            "    warnAfter: 15m",
+        ),
         cgroup.path(),
         &[],
     );
@@ -287,7 +363,11 @@ fn socket_refuses_other_users_with_a_clear_message() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("permission denied"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
-    assert_eq!(err.lines().count(), 1, "one sentence, not a backtrace: {err}");
+    assert_eq!(
+        err.lines().count(),
+        1,
+        "one sentence, not a backtrace: {err}"
+    );
     // Root is still served.
     assert!(agent.cli_ok(&["status"]).is_some());
 }
