@@ -51,30 +51,25 @@ pub fn free_port(ip: std::net::IpAddr) -> u16 {
         .port()
 }
 
-/// Path of a binary of this crate (`rw-helper`), next to the running test or
-/// bench executable (`target/<profile>/deps/..` or `target/<profile>/..`).
-pub fn helper_binary(name: &str) -> std::path::PathBuf {
-    if let Some(p) = option_env_bin(name) {
-        return p;
-    }
-    let exe = std::env::current_exe().expect("current_exe");
-    let mut dir = exe.parent().expect("exe has a parent").to_path_buf();
-    for _ in 0..2 {
-        let candidate = dir.join(name);
-        if candidate.is_file() {
-            return candidate;
-        }
-        if !dir.pop() {
-            break;
-        }
-    }
-    panic!(
-        "helper binary {name} not found next to {}; build it with `cargo build -p tests --bins`",
-        exe.display()
-    )
-}
-
-fn option_env_bin(name: &str) -> Option<std::path::PathBuf> {
-    let var = format!("CARGO_BIN_EXE_{name}");
-    std::env::var_os(var).map(Into::into)
+/// Lowercase hex SHA-256 of `text`, computed by `sha256sum` so that the
+/// fingerprints in test contracts do not come from the code under test.
+pub fn sha256_hex(text: &str) -> String {
+    use std::{
+        io::Write as _,
+        process::{Command, Stdio},
+    };
+    let out = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin
+                .take()
+                .expect("sha256sum's stdin")
+                .write_all(text.as_bytes())?;
+            c.wait_with_output()
+        })
+        .expect("sha256sum runs");
+    assert!(out.status.success(), "sha256sum failed: {}", out.status);
+    String::from_utf8_lossy(&out.stdout)[..64].to_owned()
 }

@@ -15,22 +15,15 @@ use std::{
 use agent::contract::format_rfc3339;
 use serde_json::Value;
 use tests::{
-    agent_proc::{AgentProcess, rampwatch_binary},
+    agent_proc::{AgentProcess, cli, rampwatch_binary},
     cgroup::CgroupGuard,
-    http::HttpServer,
+    http::{HttpServer, curl_in},
+    sha256_hex,
     tools::require_tools,
     wait::{wait_for, wait_until},
 };
 
 const TOKEN: &str = "agent-test-token";
-// printf %s agent-test-token | sha256sum
-fn token_fp() -> String {
-    let out = Command::new("sh")
-        .args(["-c", &format!("printf %s {TOKEN} | sha256sum")])
-        .output()
-        .expect("sha256sum runs");
-    String::from_utf8_lossy(&out.stdout)[..64].to_owned()
-}
 
 fn now_plus(secs: i64) -> String {
     let now = SystemTime::now()
@@ -77,7 +70,7 @@ spec:
   remediation:
 {remediation}
 "#,
-        fp = token_fp()
+        fp = sha256_hex(TOKEN)
     )
 }
 
@@ -86,15 +79,6 @@ fn kinds(records: &[Value]) -> Vec<String> {
         .iter()
         .filter_map(|r| r["kind"].as_str().map(str::to_owned))
         .collect()
-}
-
-fn curl(cgroup: &CgroupGuard, url: &str, token: Option<&str>) {
-    let mut cmd = cgroup.command("curl");
-    cmd.args(["-sf", "-o", "/dev/null", "--max-time", "10"]);
-    if let Some(t) = token {
-        cmd.arg("-H").arg(format!("Authorization: Bearer {t}"));
-    }
-    assert!(cmd.arg(url).status().expect("curl runs").success());
 }
 
 fn metric(agent: &AgentProcess, line_prefix: &str) -> Option<f64> {
@@ -220,16 +204,14 @@ fn reload_keeps_the_last_good_contract_and_stages_change_on_time() {
 
     let audit_dir = agent.audit_dir.clone();
     assert!(agent.stop().success(), "{}", agent.log_text());
-    let verify = Command::new(rampwatch_binary())
-        .args(["audit", "verify"])
-        .arg(&audit_dir)
-        .output()
-        .expect("audit verify runs");
+    let verify = cli(
+        &["audit", "verify", &audit_dir.display().to_string()],
+        "debug",
+    );
     assert!(
-        verify.status.success(),
+        verify.ok,
         "audit verify: {}{}",
-        String::from_utf8_lossy(&verify.stdout),
-        String::from_utf8_lossy(&verify.stderr)
+        verify.stdout, verify.stderr
     );
     let records = kinds(&agent.audit_records());
     assert_eq!(records.first().map(String::as_str), Some("agent_start"));
@@ -254,35 +236,10 @@ fn violations_escalate_by_remediation_windows_and_resolve_when_quiet() {
         &["--config", &config],
     );
     // `rampwatch watch` streams the lifecycle as it happens.
-    let mut watch = Command::new(rampwatch_binary())
-        .args(["watch", "-o", "json", "--socket"])
-        .arg(&agent.socket)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("rampwatch watch runs");
-    let watch_out = watch.stdout.take().expect("watch stdout");
-    let events = std::thread::spawn(move || {
-        use std::io::BufRead as _;
-        let mut seen = Vec::new();
-        for line in std::io::BufReader::new(watch_out)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let v: Value = serde_json::from_str(&line).unwrap_or_default();
-            seen.push(format!(
-                "{}:{}",
-                v["event"].as_str().unwrap_or("?"),
-                v["violation"]["kind"].as_str().unwrap_or("?")
-            ));
-            if v["event"] == "resolved" {
-                break;
-            }
-        }
-        seen
-    });
+    let watch = agent.watch("json");
     let url = format!("http://{}/v1/orders", orders.addr());
     // No credential to an endpoint that requires one: unknown_client.
-    curl(&cgroup, &url, None);
+    curl_in(&cgroup, None, &[&url]);
     let violation = |a: &AgentProcess| -> Option<Value> {
         a.cli_json(&["violations"])
             .into_iter()
@@ -318,9 +275,29 @@ fn violations_escalate_by_remediation_windows_and_resolve_when_quiet() {
             "no {kind} in the audit log: {records:?}"
         );
     }
-    let streamed = events.join().expect("watch reader");
-    let _ = watch.kill();
-    let _ = watch.wait();
+    // What `watch` streamed up to the resolution.
+    let streamed = wait_until(
+        "`rampwatch watch` to stream the resolution",
+        Duration::from_secs(10),
+        || {
+            // A line that is not JSON shows as `?:?` and fails the test.
+            let events: Vec<String> = watch
+                .text()
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap_or_default())
+                .map(|v| {
+                    format!(
+                        "{}:{}",
+                        v["event"].as_str().unwrap_or("?"),
+                        v["violation"]["kind"].as_str().unwrap_or("?")
+                    )
+                })
+                .collect();
+            let end = events.iter().position(|e| e.starts_with("resolved:"))?;
+            Some(events[..=end].to_vec())
+        },
+    );
+    drop(watch);
     assert_eq!(
         streamed,
         [
