@@ -49,12 +49,7 @@ fn pcap_ground_truth_matches_http_endpoints() {
     require_tools();
     for bind in ["127.0.0.1:0", "[::1]:0"] {
         let server = HttpServer::start(bind.parse().expect("addr"), 3000);
-        let dump = Tcpdump::start(
-            "lo",
-            &format!("tcp port {}", server.addr().port()),
-            None,
-            262_144,
-        );
+        let dump = crate::dump_lo(server.addr(), 262_144);
         let cg = CgroupGuard::new("fx");
         let out = cg
             .command(rw_helper())

@@ -17,7 +17,13 @@ mod tls;
 use std::{net::SocketAddr, process::Stdio, time::Duration};
 
 use agent::event::{FlowId, FlowTotals};
-use tests::{cgroup::CgroupGuard, http::ClientReport, pcap::DirTotals};
+use tests::{
+    cgroup::CgroupGuard,
+    harness::{Attach, Endpoint, Harness, Tuning},
+    http::ClientReport,
+    pcap::{DirTotals, TcpRecord, flow_closed},
+    tcpdump::Tcpdump,
+};
 
 /// Path of the `rw-helper` binary built with this test.
 pub fn rw_helper() -> &'static str {
@@ -26,6 +32,30 @@ pub fn rw_helper() -> &'static str {
 
 /// Deadline for events that follow traffic on loopback.
 pub const EVENT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A fresh cgroup and a capture attached to it that monitors exactly
+/// `server`. Bound as `let (cg, h) = …`, the capture is dropped first.
+pub fn capture_in_cgroup(tag: &str, server: SocketAddr, tuning: Tuning) -> (CgroupGuard, Harness) {
+    let cg = CgroupGuard::new(tag);
+    let h = Harness::start(
+        Attach::Cgroup(cg.path().into()),
+        &[Endpoint::exact(server)],
+        tuning,
+    );
+    (cg, h)
+}
+
+/// tcpdump on `lo` for `server`'s port, the ground truth for loopback tests.
+pub fn dump_lo(server: SocketAddr, snaplen: u32) -> Tcpdump {
+    Tcpdump::start("lo", &format!("tcp port {}", server.port()), None, snaplen)
+}
+
+/// Waits until `dump` holds the close of `flow`; returns what it captured.
+pub fn wait_closed(dump: &Tcpdump, what: &str, flow: FlowId) -> Vec<TcpRecord> {
+    dump.wait_for(what, EVENT_TIMEOUT, |r| {
+        flow_closed(r, flow.client, flow.server)
+    })
+}
 
 /// Run the Rust keep-alive client inside `cg`: `requests` GETs on one connection.
 pub fn http_client_in(

@@ -12,12 +12,12 @@ use tests::{
     harness::{Attach, Endpoint, Harness, Tuning},
     http::ClientReport,
     netns::NetnsPair,
-    pcap::{flow_closed, flow_totals},
+    pcap::flow_totals,
     tcpdump::Tcpdump,
     tools::require_tools,
 };
 
-use crate::{EVENT_TIMEOUT, assert_totals_match, rw_helper};
+use crate::{EVENT_TIMEOUT, assert_totals_match, rw_helper, wait_closed};
 
 struct NsServer {
     child: Child,
@@ -137,9 +137,7 @@ fn run(pair: &NetnsPair) {
             client: report.local.expect("client addr"),
             server: server.addr,
         };
-        let recs = dump.wait_for("flow close on the veth", EVENT_TIMEOUT, |r| {
-            flow_closed(r, flow.client, flow.server)
-        });
+        let recs = wait_closed(&dump, "flow close on the veth", flow);
         let truth = flow_totals(&recs, flow.client, flow.server);
         assert_eq!(truth[1].payload_bytes, report.bytes_received);
         let (reason, totals) = h.wait_flow_end(flow, EVENT_TIMEOUT);
