@@ -14,13 +14,19 @@ mod sampling;
 mod tc;
 mod tls;
 
-use std::{net::SocketAddr, process::Stdio, time::Duration};
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    process::{Child, Stdio},
+    time::Duration,
+};
 
 use agent::event::{FlowId, FlowTotals};
 use tests::{
     cgroup::CgroupGuard,
     harness::{Attach, Endpoint, Harness, Tuning},
     http::ClientReport,
+    netns::NetnsPair,
     pcap::{DirTotals, TcpRecord, flow_closed},
     tcpdump::Tcpdump,
 };
@@ -89,6 +95,56 @@ pub fn client_in(
     assert_eq!(report.requests, requests);
     let client = report.local.expect("client reports its address");
     (FlowId { client, server }, report)
+}
+
+/// `rw-helper serve-http` inside network namespace `ns`, stopped (stdin
+/// closed) on drop.
+pub struct NsServer {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl NsServer {
+    pub fn start(ns: &str, bind: SocketAddr, body: usize) -> Self {
+        let mut child = NetnsPair::command_in(ns, rw_helper())
+            .args(["serve-http", &bind.to_string(), &body.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn rw-helper serve-http in netns");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read listening line");
+        let addr = line
+            .trim()
+            .strip_prefix("listening ")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected server output {line:?}"));
+        Self { child, addr }
+    }
+}
+
+impl Drop for NsServer {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// `rw-helper http-client` inside network namespace `ns`: `requests` GETs
+/// on one keep-alive connection to `server`.
+pub fn client_in_netns(ns: &str, server: SocketAddr, requests: u64) -> ClientReport {
+    let out = NetnsPair::command_in(ns, rw_helper())
+        .args(["http-client", &server.to_string(), &requests.to_string()])
+        .output()
+        .expect("run client in netns");
+    assert!(
+        out.status.success(),
+        "client: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ClientReport::from_json(&String::from_utf8_lossy(&out.stdout))
 }
 
 /// The kernel's final counters must equal tcpdump's, direction by direction.
