@@ -12,7 +12,7 @@ use std::{
 };
 
 use crate::{
-    free_port,
+    TempDir, free_port,
     wait::{wait_for, wait_until},
 };
 
@@ -108,11 +108,12 @@ impl<'a> Launch<'a> {
 
     /// Starts the agent; returns once its socket answers.
     pub fn start(self) -> AgentProcess {
-        let (dir, owns_dir) = match self.dir {
-            Some(d) => (d.to_path_buf(), false),
-            None => (std::env::temp_dir().join(crate::unique_name("agent")), true),
-        };
-        fs::create_dir_all(&dir).expect("create the agent's directory");
+        let owned = self.dir.is_none().then(|| TempDir::new("agent"));
+        let dir: PathBuf = self
+            .dir
+            .or_else(|| owned.as_ref().map(TempDir::path))
+            .expect("the caller's directory or our own")
+            .into();
         let contract_path = dir.join("contract.yaml");
         fs::write(&contract_path, self.contract).expect("write the contract");
         let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -143,7 +144,7 @@ impl<'a> Launch<'a> {
         let mut agent = AgentProcess {
             child: Some(child),
             log_level: self.log_level.to_owned(),
-            owns_dir,
+            _owned: owned,
             dir,
             socket,
             audit_dir,
@@ -172,7 +173,8 @@ impl<'a> Launch<'a> {
 pub struct AgentProcess {
     child: Option<Child>,
     log_level: String,
-    owns_dir: bool,
+    /// The temp dir when the caller gave none; removed after the agent stops.
+    _owned: Option<TempDir>,
     pub dir: PathBuf,
     pub socket: PathBuf,
     pub audit_dir: PathBuf,
@@ -305,9 +307,6 @@ impl Drop for AgentProcess {
     fn drop(&mut self) {
         if self.child.is_some() {
             let _ = self.stop();
-        }
-        if self.owns_dir {
-            let _ = fs::remove_dir_all(&self.dir);
         }
     }
 }

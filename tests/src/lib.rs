@@ -24,7 +24,10 @@ pub mod tls;
 pub mod tools;
 pub mod wait;
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::{
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU32, Ordering},
+};
 
 /// A name no other fixture of this process (or another test run) uses:
 /// `rwt-<tag>-<pid>-<n>`. Keep `tag` short, interface names have 15 chars.
@@ -32,6 +35,45 @@ pub fn unique_name(tag: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     format!("rwt-{tag}-{}-{n}", std::process::id())
+}
+
+/// A fresh directory `<temp>/rwt-<tag>-…`, removed on drop.
+pub struct TempDir {
+    path: PathBuf,
+    keep_var: Option<&'static str>,
+}
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let path = std::env::temp_dir().join(unique_name(tag));
+        std::fs::create_dir_all(&path)
+            .unwrap_or_else(|e| panic!("create temp dir {}: {e}", path.display()));
+        Self {
+            path,
+            keep_var: None,
+        }
+    }
+
+    /// Kept (and its path printed) when the environment variable `var` is
+    /// set, to look at what a failed run left.
+    pub fn kept_with(mut self, var: &'static str) -> Self {
+        self.keep_var = Some(var);
+        self
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if self.keep_var.is_some_and(|v| std::env::var_os(v).is_some()) {
+            eprintln!("kept {}", self.path.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
 }
 
 /// A small number unique within this process, for /30 subnets and interface names.

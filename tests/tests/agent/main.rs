@@ -15,6 +15,7 @@ use std::{
 use agent::contract::format_rfc3339;
 use serde_json::Value;
 use tests::{
+    TempDir,
     agent_proc::{AgentProcess, cli, rampwatch_binary},
     cgroup::CgroupGuard,
     http::{HttpServer, curl_in},
@@ -225,9 +226,8 @@ fn violations_escalate_by_remediation_windows_and_resolve_when_quiet() {
     let port = orders.addr().port();
     let cgroup = CgroupGuard::new("lifecycle");
     let remediation = "    warnAfter: 2s\n    breachAfter: 4s";
-    let dir = std::env::temp_dir().join(tests::unique_name("cfg"));
-    std::fs::create_dir_all(&dir).expect("config dir");
-    let config = dir.join("agent.yaml");
+    let dir = TempDir::new("cfg");
+    let config = dir.path().join("agent.yaml");
     std::fs::write(&config, "violations:\n  quietPeriod: 8s\n").expect("write the agent config");
     let config = config.display().to_string();
     let agent = AgentProcess::start(
@@ -308,7 +308,6 @@ fn violations_escalate_by_remediation_windows_and_resolve_when_quiet() {
         ],
         "what `rampwatch watch` streamed"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -17,11 +17,12 @@ mod traffic;
 use std::{
     fs,
     net::{IpAddr, Ipv4Addr, SocketAddr},
-    path::{Path, PathBuf},
+    path::Path,
     time::Duration,
 };
 
 use tests::{
+    TempDir,
     agent_proc::{Launch, cli},
     canary::{Canaries, Leak, Rng},
     cgroup::CgroupGuard,
@@ -38,27 +39,6 @@ use self::{
 };
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-
-/// A temporary directory removed on drop (kept with `RW_CANARY_KEEP`).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let p = std::env::temp_dir().join(tests::unique_name("canary"));
-        fs::create_dir_all(&p).expect("create temp dir");
-        Self(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if std::env::var_os("RW_CANARY_KEEP").is_some() {
-            eprintln!("kept {}", self.0.display());
-        } else {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-}
 
 struct Servers {
     ledger: HttpServer,
@@ -126,8 +106,9 @@ fn live_agent_never_outputs_a_planted_credential() {
     let seed = rng.seed();
     eprintln!("canary seed {seed} (RW_CANARY_SEED={seed} repeats the tokens)");
     let mut c = Canaries::new(rng);
-    let tmp = TempDir::new();
-    let dir = tmp.0.as_path();
+    // Kept with RW_CANARY_KEEP, to read what the agent wrote.
+    let tmp = TempDir::new("canary").kept_with("RW_CANARY_KEEP");
+    let dir = tmp.path();
 
     let any = SocketAddr::new(LOCALHOST, 0);
     let servers = Servers {
