@@ -106,7 +106,8 @@ impl<'a> Launch<'a> {
         }
     }
 
-    /// Starts the agent; returns once its socket answers.
+    /// Starts the agent; returns once its socket answers with published
+    /// views.
     pub fn start(self) -> AgentProcess {
         let owned = self.dir.is_none().then(|| TempDir::new("agent"));
         let dir: PathBuf = self
@@ -153,7 +154,7 @@ impl<'a> Launch<'a> {
             stdout,
         };
         wait_until(
-            "the agent's socket to answer",
+            "the agent's socket to answer with its first views",
             Duration::from_secs(30),
             || {
                 if let Some(status) = agent
@@ -163,7 +164,14 @@ impl<'a> Launch<'a> {
                 {
                     panic!("the agent exited with {status}:\n{}", agent.log_text());
                 }
-                agent.cli_ok(&["status"]).map(|_| ())
+                // The socket answers before the engine publishes its first
+                // views (until then `status` shows an empty contract name);
+                // the tests want the running agent, not that window.
+                let status = agent.cli_json(&["status"]).into_iter().next()?;
+                status["contract"]
+                    .as_str()
+                    .is_some_and(|c| !c.is_empty())
+                    .then_some(())
             },
         );
         agent
