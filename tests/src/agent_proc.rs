@@ -7,41 +7,123 @@ use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
+    sync::OnceLock,
     time::Duration,
 };
 
-use crate::{free_port, helper_binary, wait::wait_until};
+use crate::{
+    TempDir, free_port,
+    wait::{wait_for, wait_until},
+};
 
-pub struct AgentProcess {
-    child: Option<Child>,
-    pub dir: PathBuf,
-    pub socket: PathBuf,
-    pub audit_dir: PathBuf,
-    pub metrics_addr: SocketAddr,
-    pub log: PathBuf,
-}
-
-/// The `rampwatch` binary built alongside the tests.
+/// The `rampwatch` binary. `cargo test -p tests` does not build other
+/// packages' binaries, so this asks cargo for it once per test process (a
+/// no-op when it is fresh; cargo holds no lock while tests run).
+/// `RAMPWATCH_BIN` overrides.
 pub fn rampwatch_binary() -> PathBuf {
-    std::env::var_os("RAMPWATCH_BIN").map_or_else(|| helper_binary("rampwatch"), PathBuf::from)
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("RAMPWATCH_BIN") {
+            return p.into();
+        }
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let out = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "agent", "--bin", "rampwatch"])
+            .args(["--message-format", "json-render-diagnostics"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run cargo build -p agent --bin rampwatch");
+        assert!(
+            out.status.success(),
+            "cargo build -p agent --bin rampwatch failed"
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "rampwatch")
+            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+            .expect("cargo reported no rampwatch executable")
+    })
+    .clone()
 }
 
-impl AgentProcess {
-    /// Writes `contract` to a temp dir and starts the agent attached to
-    /// `cgroup`, with `extra_args` after the standard ones; returns once its
-    /// socket answers.
-    pub fn start(contract: &str, cgroup: &Path, extra_args: &[&str]) -> Self {
-        let dir = std::env::temp_dir().join(crate::unique_name("agent"));
-        fs::create_dir_all(&dir).expect("create the agent's temp dir");
+/// Output of one CLI run.
+pub struct CliRun {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// `rampwatch <args>` with `RAMPWATCH_LOG=<log_level>`, for commands that
+/// need no agent (`audit verify`).
+pub fn cli(args: &[&str], log_level: &str) -> CliRun {
+    let out = Command::new(rampwatch_binary())
+        .args(args)
+        .env("RAMPWATCH_LOG", log_level)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run rampwatch {args:?}: {e}"));
+    CliRun {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Objects of a `-o json` answer (one per line).
+pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// How to start the agent. [`AgentProcess::start`] covers the usual case;
+/// other settings go through struct update syntax:
+/// `Launch { log_level: "trace", ..Launch::new(&yaml, cg.path()) }.start()`.
+pub struct Launch<'a> {
+    /// Contract YAML, written to `<dir>/contract.yaml`.
+    pub contract: &'a str,
+    /// cgroup v2 directory the agent watches.
+    pub cgroup: &'a Path,
+    /// Arguments after the standard ones (`--config FILE`).
+    pub extra_args: &'a [&'a str],
+    /// `RAMPWATCH_LOG` of the agent and of the CLI runs against it.
+    pub log_level: &'a str,
+    /// Where the agent's files go; the caller keeps it. `None`: a fresh
+    /// temp dir, removed when the agent is dropped.
+    pub dir: Option<&'a Path>,
+}
+
+impl<'a> Launch<'a> {
+    pub fn new(contract: &'a str, cgroup: &'a Path) -> Self {
+        Self {
+            contract,
+            cgroup,
+            extra_args: &[],
+            log_level: "debug",
+            dir: None,
+        }
+    }
+
+    /// Starts the agent; returns once its socket answers with published
+    /// views.
+    pub fn start(self) -> AgentProcess {
+        let owned = self.dir.is_none().then(|| TempDir::new("agent"));
+        let dir: PathBuf = self
+            .dir
+            .or_else(|| owned.as_ref().map(TempDir::path))
+            .expect("the caller's directory or our own")
+            .into();
         let contract_path = dir.join("contract.yaml");
-        fs::write(&contract_path, contract).expect("write the contract");
+        fs::write(&contract_path, self.contract).expect("write the contract");
         let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
         let metrics_addr = SocketAddr::new(ip, free_port(ip));
         let socket = dir.join("rampwatch.sock");
         let audit_dir = dir.join("audit");
-        let log = dir.join("agent.log");
-        let mut cmd = Command::new(rampwatch_binary());
-        cmd.arg("agent")
+        let (log, stdout) = (dir.join("agent.log"), dir.join("agent.stdout"));
+        let child = Command::new(rampwatch_binary())
+            .arg("agent")
             .arg("--contract")
             .arg(&contract_path)
             .arg("--metrics-addr")
@@ -51,28 +133,74 @@ impl AgentProcess {
             .arg("--audit-dir")
             .arg(&audit_dir)
             .arg("--cgroup")
-            .arg(cgroup)
-            .args(extra_args)
-            .env("RAMPWATCH_LOG", "debug")
+            .arg(self.cgroup)
+            .args(self.extra_args)
+            .env("RAMPWATCH_LOG", self.log_level)
+            .env("RUST_BACKTRACE", "1")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).expect("create the agent log"));
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start rampwatch: {e}"));
-        let mut agent = Self {
+            .stdout(fs::File::create(&stdout).expect("create the agent's stdout file"))
+            .stderr(fs::File::create(&log).expect("create the agent log"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start rampwatch: {e}"));
+        let mut agent = AgentProcess {
             child: Some(child),
+            log_level: self.log_level.to_owned(),
+            _owned: owned,
             dir,
             socket,
             audit_dir,
             metrics_addr,
             log,
+            stdout,
         };
-        wait_until("the agent's socket to answer", Duration::from_secs(30), || {
-            if let Some(status) = agent.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("the agent exited with {status}:\n{}", agent.log_text());
-            }
-            agent.cli_ok(&["status"]).map(|_| ())
-        });
+        wait_until(
+            "the agent's socket to answer with its first views",
+            Duration::from_secs(30),
+            || {
+                if let Some(status) = agent
+                    .child
+                    .as_mut()
+                    .and_then(|c| c.try_wait().ok().flatten())
+                {
+                    panic!("the agent exited with {status}:\n{}", agent.log_text());
+                }
+                // The socket answers before the engine publishes its first
+                // views (until then `status` shows an empty contract name);
+                // the tests want the running agent, not that window.
+                let status = agent.cli_json(&["status"]).into_iter().next()?;
+                status["contract"]
+                    .as_str()
+                    .is_some_and(|c| !c.is_empty())
+                    .then_some(())
+            },
+        );
         agent
+    }
+}
+
+pub struct AgentProcess {
+    child: Option<Child>,
+    log_level: String,
+    /// The temp dir when the caller gave none; removed after the agent stops.
+    _owned: Option<TempDir>,
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    pub audit_dir: PathBuf,
+    pub metrics_addr: SocketAddr,
+    /// The agent's stderr (its log).
+    pub log: PathBuf,
+    pub stdout: PathBuf,
+}
+
+impl AgentProcess {
+    /// Starts the agent on `contract` (YAML text) attached to `cgroup`, with
+    /// `extra_args` after the standard ones and debug logging.
+    pub fn start(contract: &str, cgroup: &Path, extra_args: &[&str]) -> Self {
+        Launch {
+            extra_args,
+            ..Launch::new(contract, cgroup)
+        }
+        .start()
     }
 
     /// The contract file the agent watches (rewrite it to test reloads).
@@ -97,47 +225,68 @@ impl AgentProcess {
         files.sort();
         files
             .iter()
-            .flat_map(|f| fs::read_to_string(f).unwrap_or_default().lines().map(str::to_owned).collect::<Vec<_>>())
-            .filter_map(|l| serde_json::from_str(&l).ok())
+            .flat_map(|f| json_lines(&fs::read_to_string(f).unwrap_or_default()))
             .collect()
     }
 
-    /// The body of /metrics.
+    /// The body of /metrics; panics when the scrape fails (the metrics
+    /// listener is bound before the socket answers).
     pub fn metrics(&self) -> String {
-        Command::new("curl")
-            .args(["-sf", &format!("http://{}/metrics", self.metrics_addr)])
+        let out = Command::new("curl")
+            .args(["-sf", "--max-time", "5"])
+            .arg(format!("http://{}/metrics", self.metrics_addr))
             .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
+            .expect("run curl for /metrics");
+        assert!(out.status.success(), "GET /metrics failed");
+        String::from_utf8(out.stdout).expect("/metrics is UTF-8")
     }
 
-    /// `rampwatch <args> --socket <ours>`; stdout when it succeeds.
+    /// `rampwatch <args> --socket <ours>`, logging at the agent's level.
+    pub fn cli(&self, args: &[&str]) -> CliRun {
+        let socket = self.socket.to_string_lossy().into_owned();
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--socket", &socket]);
+        cli(&all, &self.log_level)
+    }
+
+    /// [`Self::cli`]'s stdout when it succeeds.
     pub fn cli_ok(&self, args: &[&str]) -> Option<String> {
-        let out = Command::new(rampwatch_binary())
-            .args(args)
-            .arg("--socket")
-            .arg(&self.socket)
-            .stderr(Stdio::null())
-            .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        let run = self.cli(args);
+        run.ok.then_some(run.stdout)
     }
 
     /// `rampwatch <args> -o json`, one JSON value per line.
     pub fn cli_json(&self, args: &[&str]) -> Vec<serde_json::Value> {
         let mut all: Vec<&str> = args.to_vec();
         all.extend(["-o", "json"]);
-        self.cli_ok(&all)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        json_lines(&self.cli_ok(&all).unwrap_or_default())
+    }
+
+    /// `rampwatch watch -o <format>` streaming into `<dir>/watch.<format>`.
+    pub fn watch(&self, format: &str) -> Watch {
+        let out = self.dir.join(format!("watch.{format}"));
+        let err = self.dir.join(format!("watch.{format}.stderr"));
+        let child = Command::new(rampwatch_binary())
+            .args(["watch", "-o", format, "--socket"])
+            .arg(&self.socket)
+            .env("RAMPWATCH_LOG", &self.log_level)
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&out).expect("create the watch output file"))
+            .stderr(fs::File::create(&err).expect("create the watch stderr file"))
+            .spawn()
+            .expect("start rampwatch watch");
+        Watch { child, out, err }
     }
 
     pub fn log_text(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The last 30 lines of the log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let log = self.log_text();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -154,10 +303,11 @@ impl AgentProcess {
         unsafe {
             libc::kill(pid, libc::SIGINT);
         }
-        let status = wait_until("the agent to exit after SIGINT", Duration::from_secs(20), || {
-            child.try_wait().ok().flatten()
-        });
-        status
+        wait_until(
+            "the agent to exit after SIGINT",
+            Duration::from_secs(20),
+            || child.try_wait().ok().flatten(),
+        )
     }
 }
 
@@ -166,6 +316,37 @@ impl Drop for AgentProcess {
         if self.child.is_some() {
             let _ = self.stop();
         }
-        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A `rampwatch watch` streaming into a file until dropped.
+pub struct Watch {
+    child: Child,
+    pub out: PathBuf,
+    pub err: PathBuf,
+}
+
+impl Watch {
+    pub fn text(&self) -> String {
+        fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    /// Waits until at least `lines` lines were written.
+    pub fn wait_lines(&self, lines: usize) {
+        wait_for(
+            &format!(
+                "{lines} lines from `rampwatch watch` in {}",
+                self.out.display()
+            ),
+            Duration::from_secs(20),
+            || self.text().lines().count() >= lines,
+        );
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -94,6 +94,30 @@ impl CgroupGuard {
         }
     }
 
+    /// Ids of the BPF programs attached to this cgroup directory, per
+    /// `bpftool -j cgroup show` (empty when none are).
+    pub fn attached(&self) -> Vec<u64> {
+        let out = Command::new("bpftool")
+            .args(["-j", "cgroup", "show"])
+            .arg(&self.path)
+            .output()
+            .expect("run bpftool cgroup show");
+        assert!(
+            out.status.success(),
+            "bpftool: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if out.stdout.iter().all(u8::is_ascii_whitespace) {
+            return Vec::new();
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["id"].as_u64())
+            .collect()
+    }
+
     /// Pids currently in the cgroup.
     pub fn procs(&self) -> Vec<u32> {
         fs::read_to_string(self.path.join("cgroup.procs"))

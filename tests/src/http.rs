@@ -1,7 +1,11 @@
 //! A minimal HTTP/1.1 keep-alive server and client. They count exactly what
 //! they wrote and read, which is the payload ground truth for the tests.
+//! Also curl in a cgroup, for tests of the live agent that want a real
+//! third-party client.
 
 use std::{
+    ffi::OsStr,
+    fmt::Debug,
     io::{Read, Write},
     net::{Shutdown, SocketAddr, TcpListener, TcpStream},
     sync::{
@@ -266,4 +270,26 @@ pub fn run_client_with(
     // Wait for the server's FIN so the connection closes in the usual order.
     while s.read(&mut chunk)? > 0 {}
     Ok(report)
+}
+
+/// `curl -sf` from inside `cg`, every URL on one keep-alive connection, with
+/// `Authorization: Bearer <token>` when given; panics unless curl succeeds.
+pub fn curl_in(
+    cg: &crate::cgroup::CgroupGuard,
+    token: Option<&str>,
+    urls: &[impl AsRef<OsStr> + Debug],
+) {
+    let mut cmd = cg.command("curl");
+    cmd.args(["-sf", "-o", "/dev/null", "--max-time", "10"]);
+    if let Some(t) = token {
+        cmd.arg("-H").arg(format!("Authorization: Bearer {t}"));
+    }
+    // `-o` covers the first URL only; the other bodies would land on the
+    // test's terminal.
+    let status = cmd
+        .args(urls)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("curl runs");
+    assert!(status.success(), "curl {urls:?} failed: {status}");
 }

@@ -24,7 +24,10 @@ pub mod tls;
 pub mod tools;
 pub mod wait;
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::{
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU32, Ordering},
+};
 
 /// A name no other fixture of this process (or another test run) uses:
 /// `rwt-<tag>-<pid>-<n>`. Keep `tag` short, interface names have 15 chars.
@@ -32,6 +35,45 @@ pub fn unique_name(tag: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     format!("rwt-{tag}-{}-{n}", std::process::id())
+}
+
+/// A fresh directory `<temp>/rwt-<tag>-…`, removed on drop.
+pub struct TempDir {
+    path: PathBuf,
+    keep_var: Option<&'static str>,
+}
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let path = std::env::temp_dir().join(unique_name(tag));
+        std::fs::create_dir_all(&path)
+            .unwrap_or_else(|e| panic!("create temp dir {}: {e}", path.display()));
+        Self {
+            path,
+            keep_var: None,
+        }
+    }
+
+    /// Kept (and its path printed) when the environment variable `var` is
+    /// set, to look at what a failed run left.
+    pub fn kept_with(mut self, var: &'static str) -> Self {
+        self.keep_var = Some(var);
+        self
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if self.keep_var.is_some_and(|v| std::env::var_os(v).is_some()) {
+            eprintln!("kept {}", self.path.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
 }
 
 /// A small number unique within this process, for /30 subnets and interface names.
@@ -51,30 +93,25 @@ pub fn free_port(ip: std::net::IpAddr) -> u16 {
         .port()
 }
 
-/// Path of a binary of this crate (`rw-helper`), next to the running test or
-/// bench executable (`target/<profile>/deps/..` or `target/<profile>/..`).
-pub fn helper_binary(name: &str) -> std::path::PathBuf {
-    if let Some(p) = option_env_bin(name) {
-        return p;
-    }
-    let exe = std::env::current_exe().expect("current_exe");
-    let mut dir = exe.parent().expect("exe has a parent").to_path_buf();
-    for _ in 0..2 {
-        let candidate = dir.join(name);
-        if candidate.is_file() {
-            return candidate;
-        }
-        if !dir.pop() {
-            break;
-        }
-    }
-    panic!(
-        "helper binary {name} not found next to {}; build it with `cargo build -p tests --bins`",
-        exe.display()
-    )
-}
-
-fn option_env_bin(name: &str) -> Option<std::path::PathBuf> {
-    let var = format!("CARGO_BIN_EXE_{name}");
-    std::env::var_os(var).map(Into::into)
+/// Lowercase hex SHA-256 of `text`, computed by `sha256sum` so that the
+/// fingerprints in test contracts do not come from the code under test.
+pub fn sha256_hex(text: &str) -> String {
+    use std::{
+        io::Write as _,
+        process::{Command, Stdio},
+    };
+    let out = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin
+                .take()
+                .expect("sha256sum's stdin")
+                .write_all(text.as_bytes())?;
+            c.wait_with_output()
+        })
+        .expect("sha256sum runs");
+    assert!(out.status.success(), "sha256sum failed: {}", out.status);
+    String::from_utf8_lossy(&out.stdout)[..64].to_owned()
 }

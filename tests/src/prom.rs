@@ -115,11 +115,15 @@ impl Monitoring {
         wait_until("Alertmanager to answer", Duration::from_secs(30), || {
             get_json(m.alertmanager_addr, "/api/v2/status")
         });
-        wait_until("Prometheus to load its rules", Duration::from_secs(30), || {
-            let rules = get_json(m.prometheus_addr, "/api/v1/rules")?;
-            let groups = rules["data"]["groups"].as_array()?;
-            (!groups.is_empty()).then_some(())
-        });
+        wait_until(
+            "Prometheus to load its rules",
+            Duration::from_secs(30),
+            || {
+                let rules = get_json(m.prometheus_addr, "/api/v1/rules")?;
+                let groups = rules["data"]["groups"].as_array()?;
+                (!groups.is_empty()).then_some(())
+            },
+        );
         m
     }
 
@@ -145,7 +149,9 @@ impl Monitoring {
         let q: String = promql
             .bytes()
             .map(|b| match b {
-                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'.' | b'-' => (b as char).to_string(),
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'.' | b'-' => {
+                    (b as char).to_string()
+                }
                 _ => format!("%{b:02X}"),
             })
             .collect();
@@ -157,7 +163,16 @@ impl Monitoring {
     /// Logs of both, for a failing test's message.
     pub fn logs(&self) -> String {
         let read = |f: &str| fs::read_to_string(self.dir.join(f)).unwrap_or_default();
-        let tail = |s: String| s.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+        let tail = |s: String| {
+            s.lines()
+                .rev()
+                .take(20)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
         format!(
             "--- prometheus\n{}\n--- alertmanager\n{}",
             tail(read("prometheus.log")),

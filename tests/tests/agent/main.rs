@@ -15,25 +15,21 @@ use std::{
 use agent::contract::format_rfc3339;
 use serde_json::Value;
 use tests::{
-    agent_proc::{AgentProcess, rampwatch_binary},
+    TempDir,
+    agent_proc::{AgentProcess, cli, rampwatch_binary},
     cgroup::CgroupGuard,
-    http::HttpServer,
+    http::{HttpServer, curl_in},
+    sha256_hex,
     tools::require_tools,
     wait::{wait_for, wait_until},
 };
 
 const TOKEN: &str = "agent-test-token";
-// printf %s agent-test-token | sha256sum
-fn token_fp() -> String {
-    let out = Command::new("sh")
-        .args(["-c", &format!("printf %s {TOKEN} | sha256sum")])
-        .output()
-        .expect("sha256sum runs");
-    String::from_utf8_lossy(&out.stdout)[..64].to_owned()
-}
 
 fn now_plus(secs: i64) -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970");
     let ns = i64::try_from(now.as_nanos()).expect("fits") + secs * 1_000_000_000;
     // Whole seconds keep the file readable.
     format_rfc3339(ns - ns % 1_000_000_000)
@@ -75,7 +71,7 @@ spec:
   remediation:
 {remediation}
 "#,
-        fp = token_fp()
+        fp = sha256_hex(TOKEN)
     )
 }
 
@@ -84,15 +80,6 @@ fn kinds(records: &[Value]) -> Vec<String> {
         .iter()
         .filter_map(|r| r["kind"].as_str().map(str::to_owned))
         .collect()
-}
-
-fn curl(cgroup: &CgroupGuard, url: &str, token: Option<&str>) {
-    let mut cmd = cgroup.command("curl");
-    cmd.args(["-sf", "-o", "/dev/null", "--max-time", "10"]);
-    if let Some(t) = token {
-        cmd.arg("-H").arg(format!("Authorization: Bearer {t}"));
-    }
-    assert!(cmd.arg(url).status().expect("curl runs").success());
 }
 
 fn metric(agent: &AgentProcess, line_prefix: &str) -> Option<f64> {
@@ -115,23 +102,43 @@ fn reload_keeps_the_last_good_contract_and_stages_change_on_time() {
     let cgroup = CgroupGuard::new("reload");
     let far = "2030-01-01T00:00:00Z";
     let remediation = "    warnAfter: 15m\n    breachAfter: 24h";
-    let mut agent = AgentProcess::start(&contract("first", port, far, remediation), cgroup.path(), &[]);
-    let status = |a: &AgentProcess| a.cli_json(&["status"]).into_iter().next().unwrap_or_default();
+    let mut agent = AgentProcess::start(
+        &contract("first", port, far, remediation),
+        cgroup.path(),
+        &[],
+    );
+    let status = |a: &AgentProcess| {
+        a.cli_json(&["status"])
+            .into_iter()
+            .next()
+            .unwrap_or_default()
+    };
     assert_eq!(status(&agent)["contract"], "first");
-    assert_eq!(metric(&agent, "rampwatch_contract_reload_success"), Some(1.0));
+    assert_eq!(
+        metric(&agent, "rampwatch_contract_reload_success"),
+        Some(1.0)
+    );
 
     // An invalid contract: rejected, counted, audited; the old one stays.
-    std::fs::write(agent.contract_path(), "apiVersion: rampwatch.io/v1\nkind: RampContract\nspec: [\n")
-        .expect("write a broken contract");
+    std::fs::write(
+        agent.contract_path(),
+        "apiVersion: rampwatch.io/v1\nkind: RampContract\nspec: [\n",
+    )
+    .expect("write a broken contract");
     wait_for("the reload to be rejected", Duration::from_secs(20), || {
         metric(&agent, "rampwatch_contract_reload_success") == Some(0.0)
     });
     // The API's views refresh once a second.
-    wait_for("status to report the rejected reload", Duration::from_secs(5), || {
-        status(&agent)["contract_reload_ok"] == false
-    });
+    wait_for(
+        "status to report the rejected reload",
+        Duration::from_secs(5),
+        || status(&agent)["contract_reload_ok"] == false,
+    );
     let s = status(&agent);
-    assert_eq!(s["contract"], "first", "the last good contract must stay active: {s}");
+    assert_eq!(
+        s["contract"], "first",
+        "the last good contract must stay active: {s}"
+    );
     assert_eq!(s["contract_reload_ok"], false);
     assert!(kinds(&agent.audit_records()).contains(&"contract_reload_rejected".to_owned()));
     assert!(agent.is_running());
@@ -139,46 +146,73 @@ fn reload_keeps_the_last_good_contract_and_stages_change_on_time() {
     // A valid one whose second stage starts in 3 s: loaded, then the stage
     // changes on time without a restart.
     let soon = now_plus(3);
-    std::fs::write(agent.contract_path(), contract("second", port, &soon, remediation))
-        .expect("write the new contract");
+    std::fs::write(
+        agent.contract_path(),
+        contract("second", port, &soon, remediation),
+    )
+    .expect("write the new contract");
     wait_for("the new contract to load", Duration::from_secs(20), || {
         status(&agent)["contract"] == "second"
     });
-    assert_eq!(metric(&agent, "rampwatch_contract_reload_success"), Some(1.0));
-    wait_until("stage `ramp` to become active", Duration::from_secs(20), || {
-        let stage = agent.cli_json(&["stage"]).into_iter().next()?;
-        (stage["active"] == "ramp").then_some(())
-    });
+    assert_eq!(
+        metric(&agent, "rampwatch_contract_reload_success"),
+        Some(1.0)
+    );
+    wait_until(
+        "stage `ramp` to become active",
+        Duration::from_secs(20),
+        || {
+            let stage = agent.cli_json(&["stage"]).into_iter().next()?;
+            (stage["active"] == "ramp").then_some(())
+        },
+    );
     assert!(
-        metric(&agent, "rampwatch_stage_info{contract=\"second\",stage=\"ramp\"}") == Some(1.0),
+        metric(
+            &agent,
+            "rampwatch_stage_info{contract=\"second\",stage=\"ramp\"}"
+        ) == Some(1.0),
         "{}",
         agent.metrics()
     );
-    wait_for("the stage change in the audit log", Duration::from_secs(10), || {
-        agent.audit_records().iter().any(|r| r["kind"] == "stage_changed" && r["to"] == "ramp")
-    });
+    wait_for(
+        "the stage change in the audit log",
+        Duration::from_secs(10),
+        || {
+            agent
+                .audit_records()
+                .iter()
+                .any(|r| r["kind"] == "stage_changed" && r["to"] == "ramp")
+        },
+    );
 
     // SIGHUP reloads even an unchanged file.
-    let loaded = |a: &AgentProcess| kinds(&a.audit_records()).iter().filter(|k| *k == "contract_loaded").count();
+    let loaded = |a: &AgentProcess| {
+        kinds(&a.audit_records())
+            .iter()
+            .filter(|k| *k == "contract_loaded")
+            .count()
+    };
     let before = loaded(&agent);
     // SAFETY: kill(2) on our own child.
     unsafe {
         libc::kill(agent.pid(), libc::SIGHUP);
     }
-    wait_for("SIGHUP to reload the contract", Duration::from_secs(10), || loaded(&agent) > before);
+    wait_for(
+        "SIGHUP to reload the contract",
+        Duration::from_secs(10),
+        || loaded(&agent) > before,
+    );
 
     let audit_dir = agent.audit_dir.clone();
     assert!(agent.stop().success(), "{}", agent.log_text());
-    let verify = Command::new(rampwatch_binary())
-        .args(["audit", "verify"])
-        .arg(&audit_dir)
-        .output()
-        .expect("audit verify runs");
+    let verify = cli(
+        &["audit", "verify", &audit_dir.display().to_string()],
+        "debug",
+    );
     assert!(
-        verify.status.success(),
+        verify.ok,
         "audit verify: {}{}",
-        String::from_utf8_lossy(&verify.stdout),
-        String::from_utf8_lossy(&verify.stderr)
+        verify.stdout, verify.stderr
     );
     let records = kinds(&agent.audit_records());
     assert_eq!(records.first().map(String::as_str), Some("agent_start"));
@@ -192,9 +226,8 @@ fn violations_escalate_by_remediation_windows_and_resolve_when_quiet() {
     let port = orders.addr().port();
     let cgroup = CgroupGuard::new("lifecycle");
     let remediation = "    warnAfter: 2s\n    breachAfter: 4s";
-    let dir = std::env::temp_dir().join(tests::unique_name("cfg"));
-    std::fs::create_dir_all(&dir).expect("config dir");
-    let config = dir.join("agent.yaml");
+    let dir = TempDir::new("cfg");
+    let config = dir.path().join("agent.yaml");
     std::fs::write(&config, "violations:\n  quietPeriod: 8s\n").expect("write the agent config");
     let config = config.display().to_string();
     let agent = AgentProcess::start(
@@ -203,53 +236,68 @@ fn violations_escalate_by_remediation_windows_and_resolve_when_quiet() {
         &["--config", &config],
     );
     // `rampwatch watch` streams the lifecycle as it happens.
-    let mut watch = Command::new(rampwatch_binary())
-        .args(["watch", "-o", "json", "--socket"])
-        .arg(&agent.socket)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("rampwatch watch runs");
-    let watch_out = watch.stdout.take().expect("watch stdout");
-    let events = std::thread::spawn(move || {
-        use std::io::BufRead as _;
-        let mut seen = Vec::new();
-        for line in std::io::BufReader::new(watch_out).lines().map_while(Result::ok) {
-            let v: Value = serde_json::from_str(&line).unwrap_or_default();
-            seen.push(format!("{}:{}", v["event"].as_str().unwrap_or("?"), v["violation"]["kind"].as_str().unwrap_or("?")));
-            if v["event"] == "resolved" {
-                break;
-            }
-        }
-        seen
-    });
+    let watch = agent.watch("json");
     let url = format!("http://{}/v1/orders", orders.addr());
     // No credential to an endpoint that requires one: unknown_client.
-    curl(&cgroup, &url, None);
+    curl_in(&cgroup, None, &[&url]);
     let violation = |a: &AgentProcess| -> Option<Value> {
         a.cli_json(&["violations"])
             .into_iter()
             .find(|v| v["kind"] == "unknown_client")
     };
-    let v = wait_until("unknown_client to open", Duration::from_secs(15), || violation(&agent));
+    let v = wait_until("unknown_client to open", Duration::from_secs(15), || {
+        violation(&agent)
+    });
     assert_eq!(v["endpoint"], "orders");
     assert_eq!(v["client"], "unknown");
     for field in ["severity", "first_seen", "last_seen", "count", "detail"] {
         assert!(!v[field].is_null(), "violations -o json lacks {field}: {v}");
     }
     // Open longer than breachAfter (4 s) while still inside the quiet period.
-    wait_for("the violation to reach `breach`", Duration::from_secs(15), || {
-        violation(&agent).is_some_and(|v| v["severity"] == "breach" && v["state"] == "open")
-    });
-    wait_for("the violation to resolve after 8 s without occurrence", Duration::from_secs(30), || {
-        violation(&agent).is_some_and(|v| v["state"] == "resolved")
-    });
+    wait_for(
+        "the violation to reach `breach`",
+        Duration::from_secs(15),
+        || violation(&agent).is_some_and(|v| v["severity"] == "breach" && v["state"] == "open"),
+    );
+    wait_for(
+        "the violation to resolve after 8 s without occurrence",
+        Duration::from_secs(30),
+        || violation(&agent).is_some_and(|v| v["state"] == "resolved"),
+    );
     let records = kinds(&agent.audit_records());
-    for kind in ["violation_opened", "violation_escalated", "violation_resolved"] {
-        assert!(records.contains(&kind.to_owned()), "no {kind} in the audit log: {records:?}");
+    for kind in [
+        "violation_opened",
+        "violation_escalated",
+        "violation_resolved",
+    ] {
+        assert!(
+            records.contains(&kind.to_owned()),
+            "no {kind} in the audit log: {records:?}"
+        );
     }
-    let streamed = events.join().expect("watch reader");
-    let _ = watch.kill();
-    let _ = watch.wait();
+    // What `watch` streamed up to the resolution.
+    let streamed = wait_until(
+        "`rampwatch watch` to stream the resolution",
+        Duration::from_secs(10),
+        || {
+            // A line that is not JSON shows as `?:?` and fails the test.
+            let events: Vec<String> = watch
+                .text()
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap_or_default())
+                .map(|v| {
+                    format!(
+                        "{}:{}",
+                        v["event"].as_str().unwrap_or("?"),
+                        v["violation"]["kind"].as_str().unwrap_or("?")
+                    )
+                })
+                .collect();
+            let end = events.iter().position(|e| e.starts_with("resolved:"))?;
+            Some(events[..=end].to_vec())
+        },
+    );
+    drop(watch);
     assert_eq!(
         streamed,
         [
@@ -260,7 +308,6 @@ fn violations_escalate_by_remediation_windows_and_resolve_when_quiet() {
         ],
         "what `rampwatch watch` streamed"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -269,7 +316,12 @@ fn socket_refuses_other_users_with_a_clear_message() {
     let orders = server();
     let cgroup = CgroupGuard::new("sock");
     let agent = AgentProcess::start(
-        &contract("sock", orders.addr().port(), "2030-01-01T00:00:00Z", "    warnAfter: 15m"),
+        &contract(
+            "sock",
+            orders.addr().port(),
+            "2030-01-01T00:00:00Z",
+            "    warnAfter: 15m",
+        ),
         cgroup.path(),
         &[],
     );
@@ -287,7 +339,11 @@ fn socket_refuses_other_users_with_a_clear_message() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("permission denied"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
-    assert_eq!(err.lines().count(), 1, "one sentence, not a backtrace: {err}");
+    assert_eq!(
+        err.lines().count(),
+        1,
+        "one sentence, not a backtrace: {err}"
+    );
     // Root is still served.
     assert!(agent.cli_ok(&["status"]).is_some());
 }

@@ -11,19 +11,19 @@
 //! to a watched port must leave the agent running and answering; SIGINT
 //! must stop it with exit 0 and nothing attached to the cgroup.
 
-mod rampwatch;
 mod scenarios;
 mod traffic;
 
 use std::{
     fs,
     net::{IpAddr, Ipv4Addr, SocketAddr},
-    path::{Path, PathBuf},
-    process::Command,
+    path::Path,
     time::Duration,
 };
 
 use tests::{
+    TempDir,
+    agent_proc::{Launch, cli},
     canary::{Canaries, Leak, Rng},
     cgroup::CgroupGuard,
     free_port,
@@ -34,33 +34,11 @@ use tests::{
 };
 
 use self::{
-    rampwatch::{Agent, Watch, attached, json_lines},
     scenarios::{Port, Ports, Step, plan},
     traffic::Clients,
 };
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-
-/// A temporary directory removed on drop (kept with `RW_CANARY_KEEP`).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let p = std::env::temp_dir().join(tests::unique_name("canary"));
-        fs::create_dir_all(&p).expect("create temp dir");
-        Self(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if std::env::var_os("RW_CANARY_KEEP").is_some() {
-            eprintln!("kept {}", self.0.display());
-        } else {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-}
 
 struct Servers {
     ledger: HttpServer,
@@ -118,16 +96,6 @@ fn files_under(dir: &Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
-fn metrics(addr: SocketAddr) -> String {
-    let out = Command::new("curl")
-        .args(["-sf", "--max-time", "5"])
-        .arg(format!("http://{addr}/metrics"))
-        .output()
-        .expect("run curl for /metrics");
-    assert!(out.status.success(), "GET /metrics failed");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn live_agent_never_outputs_a_planted_credential() {
     require_tools();
@@ -138,9 +106,9 @@ fn live_agent_never_outputs_a_planted_credential() {
     let seed = rng.seed();
     eprintln!("canary seed {seed} (RW_CANARY_SEED={seed} repeats the tokens)");
     let mut c = Canaries::new(rng);
-    let bin = rampwatch::binary();
-    let tmp = TempDir::new();
-    let dir = tmp.0.as_path();
+    // Kept with RW_CANARY_KEEP, to read what the agent wrote.
+    let tmp = TempDir::new("canary").kept_with("RW_CANARY_KEEP");
+    let dir = tmp.path();
 
     let any = SocketAddr::new(LOCALHOST, 0);
     let servers = Servers {
@@ -156,28 +124,18 @@ fn live_agent_never_outputs_a_planted_credential() {
         tls: servers.tls.addr.port(),
     };
     let (contract, steps, expect) = plan(&mut c);
-    let contract_path = dir.join("contract.yaml");
-    fs::write(&contract_path, contract.yaml(&ports)).expect("write contract");
+    let contract = contract.yaml(&ports);
 
     let cg = CgroupGuard::new("canary");
-    let metrics_addr = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
-    let audit_dir = dir.join("audit");
-    let mut agent = Agent::start(
-        &bin,
-        dir,
-        &[
-            "--contract".into(),
-            contract_path.display().to_string(),
-            "--metrics-addr".into(),
-            metrics_addr.to_string(),
-            "--audit-dir".into(),
-            audit_dir.display().to_string(),
-            "--cgroup".into(),
-            cg.path().display().to_string(),
-        ],
-    );
-    let watch_json = Watch::start(&agent, "json", dir.join("watch.json"));
-    let watch_table = Watch::start(&agent, "table", dir.join("watch.table"));
+    let mut agent = Launch {
+        log_level: "trace",
+        dir: Some(dir),
+        ..Launch::new(&contract, cg.path())
+    }
+    .start();
+    let audit_dir = agent.audit_dir.clone();
+    let watch_json = agent.watch("json");
+    let watch_table = agent.watch("table");
 
     let mut clients = Clients::new(&cg, dir);
     run_steps(&mut clients, &servers, &steps);
@@ -188,8 +146,8 @@ fn live_agent_never_outputs_a_planted_credential() {
         "the agent to show every client and violation kind",
         Duration::from_secs(30),
         || {
-            let flows = json_lines(&agent.query(&["flows", "-o", "json"]).stdout);
-            let violations = json_lines(&agent.query(&["violations", "-o", "json"]).stdout);
+            let flows = agent.cli_json(&["flows"]);
+            let violations = agent.cli_json(&["violations"]);
             let seen_client = |name: &str| flows.iter().any(|f| f["client"] == name);
             let seen_kind = |kind: &str| violations.iter().any(|v| v["kind"] == kind);
             (expect.clients.iter().all(|n| seen_client(n))
@@ -215,16 +173,16 @@ fn live_agent_never_outputs_a_planted_credential() {
         "the request sent after the garbage to show",
         Duration::from_secs(20),
         || {
-            let flows = json_lines(&agent.query(&["flows", "-o", "json"]).stdout);
+            let flows = agent.cli_json(&["flows"]);
             flows.iter().any(|f| f["client"] == "after").then_some(())
         },
     );
     assert!(
-        agent.running(),
+        agent.is_running(),
         "the agent died on garbage:\n{}",
         agent.log_tail()
     );
-    let status = agent.query(&["status", "-o", "json"]);
+    let status = agent.cli(&["status", "-o", "json"]);
     assert!(
         status.ok,
         "the agent stopped answering after garbage: {}",
@@ -235,7 +193,7 @@ fn live_agent_never_outputs_a_planted_credential() {
     let mut outputs: Vec<(String, Vec<u8>)> = Vec::new();
     for cmd in ["status", "stage", "clients", "flows", "violations"] {
         for format in ["table", "json"] {
-            let run = agent.query(&[cmd, "-o", format]);
+            let run = agent.cli(&[cmd, "-o", format]);
             assert!(run.ok, "rampwatch {cmd} -o {format} failed: {}", run.stderr);
             outputs.push((
                 format!("`{cmd} -o {format}` stdout"),
@@ -247,16 +205,22 @@ fn live_agent_never_outputs_a_planted_credential() {
             ));
         }
     }
-    let since = agent.query(&["violations", "--since", "1h", "-o", "json"]);
+    let since = agent.cli(&["violations", "--since", "1h", "-o", "json"]);
     outputs.push(("`violations --since 1h`".into(), since.stdout.into_bytes()));
     // Flow records (and so rampwatch_flows_total) come out once a closed
     // flow has lingered for late packets.
     let scrape = wait_until(
         "rampwatch_flows_total in /metrics",
         Duration::from_secs(30),
-        || Some(metrics(metrics_addr)).filter(|m| m.contains("rampwatch_flows_total")),
+        || Some(agent.metrics()).filter(|m| m.contains("rampwatch_flows_total")),
     );
     outputs.push(("/metrics".into(), scrape.into_bytes()));
+    let watch_files = [
+        ("`watch -o json`", watch_json.out.clone()),
+        ("`watch -o json` stderr", watch_json.err.clone()),
+        ("`watch -o table`", watch_table.out.clone()),
+        ("`watch -o table` stderr", watch_table.err.clone()),
+    ];
     drop(watch_json);
     drop(watch_table);
 
@@ -267,12 +231,15 @@ fn live_agent_never_outputs_a_planted_credential() {
         agent.log_tail()
     );
     assert!(
-        attached(cg.path()).is_empty(),
+        cg.attached().is_empty(),
         "programs still attached to {}",
         cg.path().display()
     );
 
-    let verify = rampwatch::cli(&bin, &["audit", "verify", &audit_dir.display().to_string()]);
+    let verify = cli(
+        &["audit", "verify", &audit_dir.display().to_string()],
+        "trace",
+    );
     assert!(
         verify.ok,
         "audit verify failed:\n{}{}",
@@ -298,14 +265,15 @@ fn live_agent_never_outputs_a_planted_credential() {
     );
     outputs.extend(audit_files);
     for (name, path) in [
-        ("agent stderr (trace)", &agent.stderr),
-        ("agent stdout", &agent.stdout),
-        ("`watch -o json`", &dir.join("watch.json")),
-        ("`watch -o table`", &dir.join("watch.table")),
-    ] {
+        ("agent stderr (trace)", agent.log.clone()),
+        ("agent stdout", agent.stdout.clone()),
+    ]
+    .into_iter()
+    .chain(watch_files)
+    {
         outputs.push((name.into(), fs::read(path).unwrap_or_default()));
     }
-    let log = fs::read_to_string(&agent.stderr).unwrap_or_default();
+    let log = agent.log_text();
     assert!(!log.contains("panicked"), "the agent panicked:\n{log}");
     assert!(
         log.contains("TRACE") || log.contains("DEBUG"),

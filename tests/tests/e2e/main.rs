@@ -19,28 +19,15 @@ use std::{
 use tests::{
     agent_proc::AgentProcess,
     cgroup::CgroupGuard,
-    http::HttpServer,
+    http::{HttpServer, curl_in},
     prom::Monitoring,
+    sha256_hex,
     tools::require_tools,
     wait::{wait_for, wait_until},
 };
 
 const ACME: &str = "e2e-acme-token";
 const REVOKED: &str = "e2e-revoked-token";
-
-fn sha256_hex(s: &str) -> String {
-    let out = Command::new("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write as _;
-            c.stdin.take().expect("stdin").write_all(s.as_bytes())?;
-            c.wait_with_output()
-        })
-        .expect("sha256sum runs");
-    String::from_utf8_lossy(&out.stdout)[..64].to_owned()
-}
 
 fn contract(ledger: u16, orders: u16) -> String {
     format!(
@@ -96,17 +83,6 @@ spec:
     )
 }
 
-/// curl from inside the test cgroup; every URL on one keep-alive connection.
-fn curl(cgroup: &CgroupGuard, token: Option<&str>, urls: &[String]) {
-    let mut cmd = cgroup.command("curl");
-    cmd.args(["-sf", "-o", "/dev/null", "--max-time", "10"]);
-    if let Some(t) = token {
-        cmd.arg("-H").arg(format!("Authorization: Bearer {t}"));
-    }
-    let status = cmd.args(urls).status().expect("curl runs");
-    assert!(status.success(), "curl {urls:?} failed: {status}");
-}
-
 fn value(sample: &serde_json::Value) -> f64 {
     sample["value"][1]
         .as_str()
@@ -118,9 +94,11 @@ fn value(sample: &serde_json::Value) -> f64 {
 fn wait_evaluations(m: &Monitoring, n: f64) {
     let q = "count_over_time(up{job=\"rampwatch\"}[10m])";
     let start = m.query(q).first().map_or(0.0, value);
-    wait_for("Prometheus to scrape and evaluate again", Duration::from_secs(30), || {
-        m.query(q).first().map_or(0.0, value) >= start + n
-    });
+    wait_for(
+        "Prometheus to scrape and evaluate again",
+        Duration::from_secs(30),
+        || m.query(q).first().map_or(0.0, value) >= start + n,
+    );
 }
 
 fn ramp_alerts(m: &Monitoring) -> BTreeSet<String> {
@@ -157,43 +135,70 @@ fn alerts_reach_alertmanager_for_violations_and_not_for_benign_traffic() {
 
     // Benign: two requests within acme's quota, with its current key.
     let orders_url = format!("http://{}/v1/orders", orders.addr());
-    curl(&cgroup, Some(ACME), &[orders_url.clone()]);
-    curl(&cgroup, Some(ACME), &[orders_url.clone()]);
-    wait_until("Prometheus to see acme's two requests", Duration::from_secs(30), || {
-        let q = "rampwatch_requests_total{client=\"acme\",endpoint=\"orders\"}";
-        (m_value(&monitoring, q) >= 2.0).then_some(())
-    });
+    curl_in(&cgroup, Some(ACME), &[&orders_url]);
+    curl_in(&cgroup, Some(ACME), &[&orders_url]);
+    wait_until(
+        "Prometheus to see acme's two requests",
+        Duration::from_secs(30),
+        || {
+            let q = "rampwatch_requests_total{client=\"acme\",endpoint=\"orders\"}";
+            (m_value(&monitoring, q) >= 2.0).then_some(())
+        },
+    );
     wait_evaluations(&monitoring, 3.0);
     let pending: Vec<_> = tests::prom::get_json(monitoring.prometheus_addr, "/api/v1/alerts")
         .and_then(|v| v["data"]["alerts"].as_array().cloned())
         .unwrap_or_default()
         .into_iter()
-        .filter(|a| a["labels"]["alertname"].as_str().is_some_and(|n| n.starts_with("Ramp")))
+        .filter(|a| {
+            a["labels"]["alertname"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("Ramp"))
+        })
         .collect();
     assert!(
         pending.is_empty() && ramp_alerts(&monitoring).is_empty(),
         "{}",
-        fail(&format!("benign traffic raised alerts: {pending:?}"), &monitoring, &agent)
+        fail(
+            &format!("benign traffic raised alerts: {pending:?}"),
+            &monitoring,
+            &agent
+        )
     );
 
     // Plaintext to the pii endpoint; a revoked key; 20 requests at once on
     // one connection against 2 req/s, burst 4.
-    curl(&cgroup, Some(ACME), &[format!("http://{}/v1/entries", ledger.addr())]);
-    curl(&cgroup, Some(REVOKED), &[orders_url.clone()]);
+    curl_in(
+        &cgroup,
+        Some(ACME),
+        &[format!("http://{}/v1/entries", ledger.addr())],
+    );
+    curl_in(&cgroup, Some(REVOKED), &[&orders_url]);
     let burst: Vec<String> = (0..20).map(|i| format!("{orders_url}?page={i}")).collect();
-    curl(&cgroup, Some(ACME), &burst);
+    curl_in(&cgroup, Some(ACME), &burst);
 
-    let want: BTreeSet<String> = ["RampUnencryptedFlow", "RampRevokedClient", "RampQuotaOvershoot"]
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
-    wait_for("the three alerts at Alertmanager", Duration::from_secs(60), || {
-        want.is_subset(&ramp_alerts(&monitoring))
-    });
+    let want: BTreeSet<String> = [
+        "RampUnencryptedFlow",
+        "RampRevokedClient",
+        "RampQuotaOvershoot",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    wait_for(
+        "the three alerts at Alertmanager",
+        Duration::from_secs(60),
+        || want.is_subset(&ramp_alerts(&monitoring)),
+    );
     // Nothing else: every request carried a known key to a listed path.
     wait_evaluations(&monitoring, 2.0);
     let got = ramp_alerts(&monitoring);
-    assert_eq!(got, want, "{}", fail("unexpected alert set", &monitoring, &agent));
+    assert_eq!(
+        got,
+        want,
+        "{}",
+        fail("unexpected alert set", &monitoring, &agent)
+    );
     // And each for the right endpoint and client.
     let labelled: BTreeSet<(String, String, String)> = monitoring
         .alerts()
@@ -215,13 +220,14 @@ fn alerts_reach_alertmanager_for_violations_and_not_for_benign_traffic() {
     .into_iter()
     .map(|(a, e, c)| (a.to_owned(), e.to_owned(), c.to_owned()))
     .collect();
-    assert_eq!(labelled, expected, "{}", fail("alerts with unexpected labels", &monitoring, &agent));
+    assert_eq!(
+        labelled,
+        expected,
+        "{}",
+        fail("alerts with unexpected labels", &monitoring, &agent)
+    );
     // A real scrape passes promtool's lint (names, help, types, units).
-    let scrape = Command::new("curl")
-        .args(["-sf", &format!("http://{}/metrics", agent.metrics_addr)])
-        .output()
-        .expect("curl runs");
-    assert!(scrape.status.success());
+    let scrape = agent.metrics();
     let mut lint = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -231,7 +237,11 @@ fn alerts_reach_alertmanager_for_violations_and_not_for_benign_traffic() {
         .expect("promtool runs");
     {
         use std::io::Write as _;
-        lint.stdin.take().expect("stdin").write_all(&scrape.stdout).expect("feed promtool");
+        lint.stdin
+            .take()
+            .expect("stdin")
+            .write_all(scrape.as_bytes())
+            .expect("feed promtool");
     }
     let lint = lint.wait_with_output().expect("promtool finishes");
     assert!(

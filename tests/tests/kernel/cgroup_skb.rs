@@ -6,35 +6,24 @@ use tests::{
     cgroup::CgroupGuard,
     harness::{Attach, Endpoint, Harness, Tuning},
     http::HttpServer,
-    pcap::{flow_closed, flow_totals},
-    tcpdump::Tcpdump,
+    pcap::flow_totals,
     tools::require_tools,
 };
 
-use crate::{EVENT_TIMEOUT, assert_totals_match, http_client_in};
+use crate::{
+    EVENT_TIMEOUT, assert_totals_match, capture_in_cgroup, dump_lo, http_client_in, wait_closed,
+};
 
 /// One keep-alive connection with `requests` requests to a monitored server
 /// on `bind`; the flow-end event must carry exactly tcpdump's counters.
 fn exact_counters(bind: &str, requests: u64) {
     require_tools();
     let server = HttpServer::start(bind.parse().expect("bind addr"), 1500);
-    let cg = CgroupGuard::new("cnt");
-    let mut h = Harness::start(
-        Attach::Cgroup(cg.path().to_path_buf()),
-        &[Endpoint::exact(server.addr())],
-        Tuning::default(),
-    );
-    let dump = Tcpdump::start(
-        "lo",
-        &format!("tcp port {}", server.addr().port()),
-        None,
-        256,
-    );
+    let (cg, mut h) = capture_in_cgroup("cnt", server.addr(), Tuning::default());
+    let dump = dump_lo(server.addr(), 256);
 
     let (flow, report) = http_client_in(&cg, server.addr(), requests);
-    let recs = dump.wait_for("the flow to close in the pcap", EVENT_TIMEOUT, |r| {
-        flow_closed(r, flow.client, flow.server)
-    });
+    let recs = wait_closed(&dump, "the flow to close in the pcap", flow);
     let truth = flow_totals(&recs, flow.client, flow.server);
     // The fixtures agree with each other first.
     assert_eq!(truth[0].payload_bytes, report.bytes_sent);
@@ -93,18 +82,13 @@ fn ipv6_counters_match_pcap_and_flow_end_is_final() {
 fn keepalive_request_starts_exact_with_thinned_samples() {
     require_tools();
     let server = HttpServer::start("127.0.0.1:0".parse().expect("addr"), 64);
-    let cg = CgroupGuard::new("ka");
     // Sample nothing but the mandatory segments: the count must still be exact.
     let tuning = Tuning {
         first_segments: 0,
         sample_one_in: 0,
         ..Tuning::default()
     };
-    let mut h = Harness::start(
-        Attach::Cgroup(cg.path().into()),
-        &[Endpoint::exact(server.addr())],
-        tuning,
-    );
+    let (cg, mut h) = capture_in_cgroup("ka", server.addr(), tuning);
     let requests = 300;
     let (flow, _) = http_client_in(&cg, server.addr(), requests);
     let (_, totals) = h.wait_flow_end(flow, EVENT_TIMEOUT);
@@ -135,10 +119,9 @@ fn unmonitored_endpoint_yields_no_samples() {
     let monitored = HttpServer::start("127.0.0.1:0".parse().expect("addr"), 100);
     let unmonitored = HttpServer::start("127.0.0.1:0".parse().expect("addr"), 100);
     let unmonitored6 = HttpServer::start("[::1]:0".parse().expect("addr"), 100);
-    let cg = CgroupGuard::new("unm");
-    let mut h = Harness::start(
-        Attach::Cgroup(cg.path().into()),
-        &[Endpoint::exact(monitored.addr())],
+    let (cg, mut h) = capture_in_cgroup(
+        "unm",
+        monitored.addr(),
         Tuning {
             sample_one_in: 1,
             ..Tuning::default()
@@ -195,22 +178,10 @@ fn endpoint_update_at_run_time_starts_monitoring() {
 fn reset_ends_the_flow_with_final_counters() {
     require_tools();
     let server = HttpServer::start("127.0.0.1:0".parse().expect("addr"), 700);
-    let cg = CgroupGuard::new("rst");
-    let mut h = Harness::start(
-        Attach::Cgroup(cg.path().into()),
-        &[Endpoint::exact(server.addr())],
-        Tuning::default(),
-    );
-    let dump = Tcpdump::start(
-        "lo",
-        &format!("tcp port {}", server.addr().port()),
-        None,
-        256,
-    );
+    let (cg, mut h) = capture_in_cgroup("rst", server.addr(), Tuning::default());
+    let dump = dump_lo(server.addr(), 256);
     let (flow, _) = crate::client_in(&cg, "http-client-rst", server.addr(), 4);
-    let recs = dump.wait_for("the reset in the pcap", EVENT_TIMEOUT, |r| {
-        flow_closed(r, flow.client, flow.server)
-    });
+    let recs = wait_closed(&dump, "the reset in the pcap", flow);
     assert!(
         recs.iter()
             .any(|r| r.src == flow.client && r.flags & 0x04 != 0),
@@ -227,12 +198,7 @@ fn reset_ends_the_flow_with_final_counters() {
 fn live_flow_carries_the_client_cgroup_id() {
     require_tools();
     let server = HttpServer::start("127.0.0.1:0".parse().expect("addr"), 16);
-    let cg = CgroupGuard::new("cgid");
-    let h = Harness::start(
-        Attach::Cgroup(cg.path().into()),
-        &[Endpoint::exact(server.addr())],
-        Tuning::default(),
-    );
+    let (cg, h) = capture_in_cgroup("cgid", server.addr(), Tuning::default());
     // A long keep-alive run, killed once its flow has been seen.
     let mut client = cg
         .command(crate::rw_helper())

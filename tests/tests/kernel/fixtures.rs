@@ -14,7 +14,7 @@ use tests::{
     tools::require_tools,
 };
 
-use crate::rw_helper;
+use crate::{NsServer, client_in_netns, rw_helper};
 
 #[test]
 fn cgroup_guard_places_child_and_cleans_up() {
@@ -49,12 +49,7 @@ fn pcap_ground_truth_matches_http_endpoints() {
     require_tools();
     for bind in ["127.0.0.1:0", "[::1]:0"] {
         let server = HttpServer::start(bind.parse().expect("addr"), 3000);
-        let dump = Tcpdump::start(
-            "lo",
-            &format!("tcp port {}", server.addr().port()),
-            None,
-            262_144,
-        );
+        let dump = crate::dump_lo(server.addr(), 262_144);
         let cg = CgroupGuard::new("fx");
         let out = cg
             .command(rw_helper())
@@ -92,35 +87,14 @@ fn pcap_ground_truth_matches_http_endpoints() {
 fn netns_pair_carries_traffic_over_veth() {
     require_tools();
     let pair = NetnsPair::new();
-    let mut server = NetnsPair::command_in(&pair.server_ns, rw_helper())
-        .args(["serve-http", &format!("{}:0", pair.server_v4), "100"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn server in netns");
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(server.stdout.as_mut().expect("stdout")),
-        &mut line,
-    )
-    .expect("read server address");
-    let addr: SocketAddr = line
-        .trim()
-        .strip_prefix("listening ")
-        .expect("listening line")
-        .parse()
-        .expect("addr");
-    let dump = Tcpdump::start(&pair.client_if, "tcp", Some(&pair.client_ns), 262_144);
-    let out = NetnsPair::command_in(&pair.client_ns, rw_helper())
-        .args(["http-client", &addr.to_string(), "3"])
-        .output()
-        .expect("run client");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let server = NsServer::start(
+        &pair.server_ns,
+        SocketAddr::new(pair.server_v4.into(), 0),
+        100,
     );
-    let report = ClientReport::from_json(&String::from_utf8_lossy(&out.stdout));
+    let addr = server.addr;
+    let dump = Tcpdump::start(&pair.client_if, "tcp", Some(&pair.client_ns), 262_144);
+    let report = client_in_netns(&pair.client_ns, addr, 3);
     let client = report.local.expect("client addr");
     let recs = dump.wait_for("flow close on veth", Duration::from_secs(10), |r| {
         flow_closed(r, client, addr)
@@ -130,6 +104,5 @@ fn netns_pair_carries_traffic_over_veth() {
     assert_eq!(t[1].payload_bytes, report.bytes_received);
     // Ethernet framing is visible on a veth: frame = IP + 14.
     assert_eq!(t[0].frame_bytes, t[0].ip_bytes + 14 * t[0].packets);
-    drop(server.stdin.take());
-    let _ = server.wait();
+    drop(server);
 }

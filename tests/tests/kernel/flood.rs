@@ -3,22 +3,14 @@
 //! drop, exactly, and the pipeline delivers normally afterwards.
 
 use agent::event::Event;
-use tests::{
-    cgroup::CgroupGuard,
-    harness::{Attach, Endpoint, Harness, Tuning},
-    http::HttpServer,
-    pcap::{flow_closed, flow_totals},
-    tcpdump::Tcpdump,
-    tools::require_tools,
-};
+use tests::{harness::Tuning, http::HttpServer, pcap::flow_totals, tools::require_tools};
 
-use crate::{EVENT_TIMEOUT, http_client_in};
+use crate::{EVENT_TIMEOUT, capture_in_cgroup, dump_lo, http_client_in, wait_closed};
 
 #[test]
 fn flood_delivered_plus_dropped_equals_produced() {
     require_tools();
     let server = HttpServer::start("127.0.0.1:0".parse().expect("addr"), 32);
-    let cg = CgroupGuard::new("fld");
     // A 16 KiB ring holds well under 100 samples; the 4-slot channel stalls
     // the reader as soon as the test stops draining it (it does not, until
     // the traffic is over). Every payload segment is sampled (1 in 1).
@@ -29,22 +21,11 @@ fn flood_delivered_plus_dropped_equals_produced() {
         ring_bytes: Some(16 * 1024),
         channel: 4,
     };
-    let mut h = Harness::start(
-        Attach::Cgroup(cg.path().into()),
-        &[Endpoint::exact(server.addr())],
-        tuning,
-    );
-    let dump = Tcpdump::start(
-        "lo",
-        &format!("tcp port {}", server.addr().port()),
-        None,
-        96,
-    );
+    let (cg, mut h) = capture_in_cgroup("fld", server.addr(), tuning);
+    let dump = dump_lo(server.addr(), 96);
     let requests = 3000;
     let (flow, _) = http_client_in(&cg, server.addr(), requests);
-    let recs = dump.wait_for("flood flow close", EVENT_TIMEOUT, |r| {
-        flow_closed(r, flow.client, flow.server)
-    });
+    let recs = wait_closed(&dump, "flood flow close", flow);
     let (_, tcpdump_stats) = dump.stop();
     let truth = flow_totals(&recs, flow.client, flow.server);
     let produced = truth[0].payload_segments + truth[1].payload_segments;

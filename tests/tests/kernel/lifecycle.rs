@@ -1,8 +1,6 @@
 //! Attach/detach: nothing stays attached after shutdown, and an immediate
 //! restart on the same cgroup works.
 
-use std::path::Path;
-
 use tests::{
     cgroup::CgroupGuard,
     harness::{Attach, Endpoint, Harness, Tuning},
@@ -11,29 +9,6 @@ use tests::{
 };
 
 use crate::{EVENT_TIMEOUT, http_client_in};
-
-/// Program ids attached to the cgroup directory, per `bpftool cgroup show`.
-fn attached(dir: &Path) -> Vec<u64> {
-    let out = std::process::Command::new("bpftool")
-        .args(["-j", "cgroup", "show"])
-        .arg(dir)
-        .output()
-        .expect("run bpftool cgroup show");
-    assert!(
-        out.status.success(),
-        "bpftool: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if out.stdout.iter().all(u8::is_ascii_whitespace) {
-        return Vec::new();
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|p| p["id"].as_u64())
-        .collect()
-}
 
 fn prog_loaded(id: u64) -> bool {
     std::process::Command::new("bpftool")
@@ -55,7 +30,7 @@ fn shutdown_detaches_everything_and_restart_works() {
             &[Endpoint::exact(server.addr())],
             Tuning::default(),
         );
-        let ids = attached(cg.path());
+        let ids = cg.attached();
         assert_eq!(
             ids.len(),
             2,
@@ -70,7 +45,7 @@ fn shutdown_detaches_everything_and_restart_works() {
         );
         h.shutdown();
         assert!(
-            attached(cg.path()).is_empty(),
+            cg.attached().is_empty(),
             "round {round}: programs still attached after shutdown"
         );
         for id in ids {
@@ -119,7 +94,7 @@ fn killed_capture_process_leaves_nothing_attached() {
     )
     .expect("read from capture process");
     assert_eq!(line.trim(), "attached");
-    let ids = attached(cg.path());
+    let ids = cg.attached();
     assert_eq!(ids.len(), 2, "attached by the child: {ids:?}");
     // SIGKILL: no destructor runs; the kernel must drop the links with the fds.
     child.kill().expect("kill capture process");
@@ -127,6 +102,6 @@ fn killed_capture_process_leaves_nothing_attached() {
     tests::wait::wait_for(
         "the kernel to detach a killed capture's programs",
         EVENT_TIMEOUT,
-        || attached(cg.path()).is_empty() && ids.iter().all(|id| !prog_loaded(*id)),
+        || cg.attached().is_empty() && ids.iter().all(|id| !prog_loaded(*id)),
     );
 }

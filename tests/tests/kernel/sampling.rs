@@ -1,43 +1,24 @@
 //! 1-in-N sampling of segments after the first K of each direction.
 
 use agent::event::Direction;
-use tests::{
-    cgroup::CgroupGuard,
-    harness::{Attach, Endpoint, Harness, Tuning},
-    http::HttpServer,
-    pcap::{flow_closed, flow_totals},
-    tcpdump::Tcpdump,
-    tools::require_tools,
-};
+use tests::{harness::Tuning, http::HttpServer, pcap::flow_totals, tools::require_tools};
 
-use crate::{EVENT_TIMEOUT, http_client_in};
+use crate::{EVENT_TIMEOUT, capture_in_cgroup, dump_lo, http_client_in, wait_closed};
 
 #[test]
 fn one_in_n_within_bounds() {
     require_tools();
     let (k, n) = (3u64, 8u64);
     let server = HttpServer::start("127.0.0.1:0".parse().expect("addr"), 200);
-    let cg = CgroupGuard::new("smp");
     let tuning = Tuning {
         first_segments: k as u32,
         sample_one_in: n as u32,
         ..Tuning::default()
     };
-    let mut h = Harness::start(
-        Attach::Cgroup(cg.path().into()),
-        &[Endpoint::exact(server.addr())],
-        tuning,
-    );
-    let dump = Tcpdump::start(
-        "lo",
-        &format!("tcp port {}", server.addr().port()),
-        None,
-        128,
-    );
+    let (cg, mut h) = capture_in_cgroup("smp", server.addr(), tuning);
+    let dump = dump_lo(server.addr(), 128);
     let (flow, _) = http_client_in(&cg, server.addr(), 2000);
-    let recs = dump.wait_for("flow close", EVENT_TIMEOUT, |r| {
-        flow_closed(r, flow.client, flow.server)
-    });
+    let recs = wait_closed(&dump, "flow close", flow);
     let truth = flow_totals(&recs, flow.client, flow.server);
     let (_, totals) = h.wait_flow_end(flow, EVENT_TIMEOUT);
     assert_eq!(
@@ -80,28 +61,16 @@ fn samples_are_wire_bytes_cut_at_snaplen_and_counted() {
     require_tools();
     let snaplen = 64u32;
     let server = HttpServer::start("[::1]:0".parse().expect("addr"), 300);
-    let cg = CgroupGuard::new("snap");
     let tuning = Tuning {
         snaplen,
         first_segments: 0,
         sample_one_in: 1,
         ..Tuning::default()
     };
-    let mut h = Harness::start(
-        Attach::Cgroup(cg.path().into()),
-        &[Endpoint::exact(server.addr())],
-        tuning,
-    );
-    let dump = Tcpdump::start(
-        "lo",
-        &format!("tcp port {}", server.addr().port()),
-        None,
-        65535,
-    );
+    let (cg, mut h) = capture_in_cgroup("snap", server.addr(), tuning);
+    let dump = dump_lo(server.addr(), 65535);
     let (flow, _) = http_client_in(&cg, server.addr(), 40);
-    let recs = dump.wait_for("flow close", EVENT_TIMEOUT, |r| {
-        flow_closed(r, flow.client, flow.server)
-    });
+    let recs = wait_closed(&dump, "flow close", flow);
     h.wait_flow_end(flow, EVENT_TIMEOUT);
     let wire: Vec<_> = recs
         .iter()

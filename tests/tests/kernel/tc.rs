@@ -1,56 +1,18 @@
 //! TC classifier mode on a veth inside a network namespace: the client and
 //! the capture live in one namespace, the server in the other.
 
-use std::{
-    io::{BufRead, BufReader},
-    net::SocketAddr,
-    process::{Child, Command, Stdio},
-};
+use std::{net::SocketAddr, process::Command};
 
 use agent::event::FlowEndReason;
 use tests::{
     harness::{Attach, Endpoint, Harness, Tuning},
-    http::ClientReport,
     netns::NetnsPair,
-    pcap::{flow_closed, flow_totals},
+    pcap::flow_totals,
     tcpdump::Tcpdump,
     tools::require_tools,
 };
 
-use crate::{EVENT_TIMEOUT, assert_totals_match, rw_helper};
-
-struct NsServer {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl NsServer {
-    fn start(ns: &str, bind: SocketAddr, body: usize) -> Self {
-        let mut child = NetnsPair::command_in(ns, rw_helper())
-            .args(["serve-http", &bind.to_string(), &body.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn rw-helper serve-http in netns");
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read listening line");
-        let addr = line
-            .trim()
-            .strip_prefix("listening ")
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected server output {line:?}"));
-        Self { child, addr }
-    }
-}
-
-impl Drop for NsServer {
-    fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        let _ = self.child.wait();
-    }
-}
+use crate::{EVENT_TIMEOUT, NsServer, assert_totals_match, client_in_netns, wait_closed};
 
 /// tcx links (`bpftool link show`; bpftool 7.1 prints tcx as type 11 and
 /// cannot tell the interface) whose program is one of ours: (link id, prog id).
@@ -119,27 +81,12 @@ fn run(pair: &NetnsPair) {
     let dump = Tcpdump::start(&pair.client_if, "tcp", Some(&pair.client_ns), 256);
     for server in &servers {
         let requests = 12;
-        let out = NetnsPair::command_in(&pair.client_ns, rw_helper())
-            .args([
-                "http-client",
-                &server.addr.to_string(),
-                &requests.to_string(),
-            ])
-            .output()
-            .expect("run client in netns");
-        assert!(
-            out.status.success(),
-            "client: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let report = ClientReport::from_json(&String::from_utf8_lossy(&out.stdout));
+        let report = client_in_netns(&pair.client_ns, server.addr, requests);
         let flow = agent::event::FlowId {
             client: report.local.expect("client addr"),
             server: server.addr,
         };
-        let recs = dump.wait_for("flow close on the veth", EVENT_TIMEOUT, |r| {
-            flow_closed(r, flow.client, flow.server)
-        });
+        let recs = wait_closed(&dump, "flow close on the veth", flow);
         let truth = flow_totals(&recs, flow.client, flow.server);
         assert_eq!(truth[1].payload_bytes, report.bytes_received);
         let (reason, totals) = h.wait_flow_end(flow, EVENT_TIMEOUT);

@@ -8,33 +8,21 @@ use std::{
 
 use agent::event::{Direction, FlowId};
 use tests::{
-    cgroup::CgroupGuard,
     free_port,
-    harness::{Attach, Endpoint, Harness, Tuning},
+    harness::Tuning,
     pcap::{clients_of, flow_closed},
-    tcpdump::Tcpdump,
     tls::TlsServer,
     tools::require_tools,
 };
 
-use crate::EVENT_TIMEOUT;
+use crate::{EVENT_TIMEOUT, capture_in_cgroup, dump_lo};
 
 fn client_hello_first(ip: &str, client: &str) {
     require_tools();
     let ip: IpAddr = ip.parse().expect("ip");
     let server = TlsServer::start(SocketAddr::new(ip, free_port(ip)), None);
-    let cg = CgroupGuard::new("tls");
-    let mut h = Harness::start(
-        Attach::Cgroup(cg.path().into()),
-        &[Endpoint::exact(server.addr)],
-        Tuning::default(),
-    );
-    let dump = Tcpdump::start(
-        "lo",
-        &format!("tcp port {}", server.addr.port()),
-        None,
-        65535,
-    );
+    let (cg, mut h) = capture_in_cgroup("tls", server.addr, Tuning::default());
+    let dump = dump_lo(server.addr, 65535);
     let url_host = if ip.is_ipv6() {
         format!("[{ip}]")
     } else {
