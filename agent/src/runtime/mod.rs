@@ -128,7 +128,6 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let tasks = tokio::task::JoinSet::new();
     let mut tasks = tasks;
     tasks.spawn(metrics_server);
-    tasks.spawn(api.serve(Arc::clone(&snapshot) as _, cancel.clone()));
 
     // Signals: INT/TERM stop, HUP reloads the contract.
     let (hup_tx, hup_rx) = mpsc::channel(1);
@@ -175,6 +174,9 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         capture_desc,
         started,
     };
+    // The socket answers only once there is something true to say.
+    state.publish(&engine, &capture, &metrics, &audit, &snapshot);
+    tasks.spawn(api.serve(Arc::clone(&snapshot) as _, cancel.clone()));
     let mut ticker = tokio::time::interval(TICK);
     let mut resolve = tokio::time::interval(RESOLVE_EVERY);
     resolve.tick().await;
