@@ -184,6 +184,19 @@ mod tests {
     }
 
     /// Serialises like the kernel does (little-endian, repr(C)).
+
+    /// A `FlowKey` as the kernel lays it out (with its padding), for
+    /// hand-built records.
+    fn push_key(v: &mut Vec<u8>, k: &FlowKey) {
+        v.extend_from_slice(&k.client_addr);
+        v.extend_from_slice(&k.server_addr);
+        v.extend_from_slice(&k.client_port.to_le_bytes());
+        v.extend_from_slice(&k.server_port.to_le_bytes());
+        v.extend_from_slice(&[k.observer, 0, 0, 0]);
+        v.extend_from_slice(&k.ifindex.to_le_bytes());
+        v.extend_from_slice(&[0; 4]);
+    }
+
     fn sample(dir: u8, payload: &[u8], payload_len: u32) -> Vec<u8> {
         let h = SampleHeader {
             event: event_id::SAMPLE,
@@ -208,14 +221,7 @@ mod tests {
         }
         v.extend_from_slice(&h.ts_boot_ns.to_le_bytes());
         v.extend_from_slice(&h.cgroup_id.to_le_bytes());
-        let k = h.key;
-        v.extend_from_slice(&k.client_addr);
-        v.extend_from_slice(&k.server_addr);
-        v.extend_from_slice(&k.client_port.to_le_bytes());
-        v.extend_from_slice(&k.server_port.to_le_bytes());
-        v.extend_from_slice(&[k.observer, 0, 0, 0]);
-        v.extend_from_slice(&k.ifindex.to_le_bytes());
-        v.extend_from_slice(&[0; 4]);
+        push_key(&mut v, &h.key);
         assert_eq!(v.len(), SAMPLE_HEADER_LEN);
         v.extend_from_slice(payload);
         v
@@ -297,14 +303,7 @@ mod tests {
         v.extend_from_slice(&rec.event.to_le_bytes());
         v.extend_from_slice(&rec.reason.to_le_bytes());
         v.extend_from_slice(&rec.ts_boot_ns.to_le_bytes());
-        let k = rec.key;
-        v.extend_from_slice(&k.client_addr);
-        v.extend_from_slice(&k.server_addr);
-        v.extend_from_slice(&k.client_port.to_le_bytes());
-        v.extend_from_slice(&k.server_port.to_le_bytes());
-        v.extend_from_slice(&[k.observer, 0, 0, 0]);
-        v.extend_from_slice(&k.ifindex.to_le_bytes());
-        v.extend_from_slice(&[0; 4]);
+        push_key(&mut v, &rec.key);
         for d in &rec.stats.dirs {
             for x in [
                 d.packets,
