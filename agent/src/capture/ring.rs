@@ -183,8 +183,6 @@ mod tests {
         }
     }
 
-    /// Serialises like the kernel does (little-endian, repr(C)).
-
     /// A `FlowKey` as the kernel lays it out (with its padding), for
     /// hand-built records.
     fn push_key(v: &mut Vec<u8>, k: &FlowKey) {
@@ -197,6 +195,7 @@ mod tests {
         v.extend_from_slice(&[0; 4]);
     }
 
+    /// Serialises like the kernel does (little-endian, repr(C)).
     fn sample(dir: u8, payload: &[u8], payload_len: u32) -> Vec<u8> {
         let h = SampleHeader {
             event: event_id::SAMPLE,
