@@ -6,7 +6,7 @@ use super::{
     Ctx, UNKNOWN, UNLISTED,
     judge::{FlowState, Judge},
     rates::Rates,
-    record::{ClientRate, FlowRecord, StageInfo, record, reportable},
+    record::{ClientRate, FlowRecord, RequestCount, StageInfo, record, reportable},
     view::View,
     violations::{Terms, Violation, ViolationEvent, Violations},
 };
@@ -283,6 +283,19 @@ impl Engine {
             next: next.map(|s| s.name.clone()),
             next_starts_at: next.map(|s| s.starts_at),
         }
+    }
+
+    /// Watched requests so far by (endpoint label, client label), with
+    /// `unlisted` and `unknown` for what the contract does not name.
+    pub fn request_totals(&self) -> Vec<RequestCount> {
+        self.rates
+            .totals()
+            .map(|((endpoint, client), total)| RequestCount {
+                endpoint: endpoint.clone(),
+                client: client.clone(),
+                total,
+            })
+            .collect()
     }
 
     /// Per client × endpoint: rate now, quota, headroom, next stage's quota.

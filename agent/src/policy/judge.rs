@@ -46,6 +46,23 @@ pub(super) struct Judge<'a> {
 }
 
 impl Judge<'_> {
+    /// Counts watched requests under bounded labels: the endpoint's name or
+    /// `unlisted` (a path outside `paths` included), the client's name or
+    /// `unknown`.
+    fn count(&mut self, m: EndpointMatch, id: &Identity, n: u64) {
+        if !m.watched() {
+            return;
+        }
+        let view = self.ctx.view;
+        let endpoint = match m {
+            EndpointMatch::Endpoint(e) => view.endpoint_name(Some(e)),
+            _ => None,
+        }
+        .unwrap_or(self.ctx.unlisted);
+        let client = view.client_name(id.client).unwrap_or(self.ctx.unknown);
+        self.rates.count(endpoint, client, n);
+    }
+
     fn report(&mut self, f: Option<Finding>) {
         if let Some(f) = f {
             let stage = self.ctx.stage_view().map(|s| &s.name);
@@ -222,6 +239,9 @@ impl Judge<'_> {
         for f in findings {
             self.report(f);
         }
+        if self.count_requests {
+            self.count(m, &id, 1);
+        }
         if self.count_requests
             && let (Some(c), EndpointMatch::Endpoint(e)) = (id.client, m)
         {
@@ -236,6 +256,7 @@ impl Judge<'_> {
         self.refresh(flow);
         let m = self.matched(flow);
         let id = self.flow_identity(flow);
+        self.count(m, &id, count);
         if let (Some(c), EndpointMatch::Endpoint(e)) = (id.client, m) {
             let f = quota_overshoot::check(&self.ctx, self.rates, c, e, count, self.now);
             self.report(f);

@@ -41,7 +41,7 @@ mod tests;
 use std::sync::Arc;
 
 pub use engine::{Engine, EngineOptions, EngineStats, Output};
-pub use record::{ClientRate, FlowRecord, StageInfo};
+pub use record::{ClientRate, FlowRecord, RequestCount, StageInfo};
 pub use view::View;
 pub use violations::{Finding, Kind, Severity, Violation, ViolationEvent, ViolationKey};
 

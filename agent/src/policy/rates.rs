@@ -96,6 +96,9 @@ impl Bucket {
 #[derive(Debug, Default)]
 pub struct Rates {
     buckets: HashMap<(Arc<str>, Arc<str>), Bucket, foldhash::fast::FixedState>,
+    /// Every watched request by (endpoint label, client label), `unlisted`
+    /// and `unknown` included: what `rampwatch_requests_total` exports.
+    totals: HashMap<(Arc<str>, Arc<str>), u64, foldhash::fast::FixedState>,
 }
 
 impl Rates {
@@ -124,6 +127,19 @@ impl Rates {
 
     pub fn iter(&self) -> impl Iterator<Item = (&(Arc<str>, Arc<str>), &Bucket)> {
         self.buckets.iter()
+    }
+
+    /// Counts `n` requests to `endpoint` from `client` (labels).
+    pub fn count(&mut self, endpoint: &Arc<str>, client: &Arc<str>, n: u64) {
+        *self
+            .totals
+            .entry((endpoint.clone(), client.clone()))
+            .or_default() += n;
+    }
+
+    /// Requests so far by (endpoint label, client label).
+    pub fn totals(&self) -> impl Iterator<Item = (&(Arc<str>, Arc<str>), u64)> {
+        self.totals.iter().map(|(k, n)| (k, *n))
     }
 }
 

@@ -135,3 +135,13 @@ pub(super) fn record(
         end: flow.ended,
     }
 }
+
+/// Watched requests so far under bounded labels (`rampwatch_requests_total`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestCount {
+    /// Endpoint name, or `unlisted`.
+    pub endpoint: Arc<str>,
+    /// Client name, or `unknown`.
+    pub client: Arc<str>,
+    pub total: u64,
+}

@@ -326,6 +326,7 @@ impl LoopState {
         self.counters.refresh(
             metrics,
             &rates,
+            &engine.request_totals(),
             &violations,
             kernel.as_ref(),
             &[

@@ -8,7 +8,7 @@ use crate::{
     capture::KernelStats,
     contract::{Contract, format_duration, format_rfc3339},
     event::Nanos,
-    policy::{ClientRate, FlowRecord, StageInfo, Violation, ViolationEvent},
+    policy::{ClientRate, FlowRecord, RequestCount, StageInfo, Violation, ViolationEvent},
     sinks::{
         api::views::{ClientRow, FlowRow, QuotaRow, StageRow, StageView, ViolationRow, WatchEvent},
         audit::{RecordKind, ViolationRecord},
@@ -170,19 +170,24 @@ impl Counters {
         &mut self,
         metrics: &Metrics,
         rates: &[ClientRate],
+        requests: &[RequestCount],
         violations: &[Violation],
         kernel: Option<&KernelStats>,
         extra_losses: &[(&'static str, u64)],
     ) {
         for r in rates {
-            let labels = [&*r.endpoint, &*r.client];
-            metrics.quota.with_label_values(&labels).set(r.quota);
+            metrics
+                .quota
+                .with_label_values(&[&*r.endpoint, &*r.client])
+                .set(r.quota);
+        }
+        for r in requests {
             let key = (r.endpoint.to_string(), r.client.to_string());
             let last = self.requests.entry(key).or_insert(0);
             if r.total > *last {
                 metrics
                     .requests
-                    .with_label_values(&labels)
+                    .with_label_values(&[&*r.endpoint, &*r.client])
                     .inc_by(r.total - *last);
                 *last = r.total;
             }

@@ -164,3 +164,61 @@ fn credential_headers_named_by_the_contract_identify() {
         )]
     );
 }
+
+#[test]
+fn request_totals_use_bounded_labels() {
+    let mut e = engine();
+    // Listed endpoint, known client; listed endpoint, no credential; a path
+    // outside the endpoint's paths; an in-scope port no endpoint covers;
+    // and an address nobody watches.
+    tcp_flow(
+        &mut e,
+        t0(),
+        "10.1.0.9:5000",
+        "10.20.2.5:8080",
+        &[&get("/v1/orders", Some("acme-token"))],
+    );
+    tcp_flow(
+        &mut e,
+        t0(),
+        "10.1.0.9:5001",
+        "10.20.2.5:8080",
+        &[&get("/v1/orders", None), &get("/v1/orders", None)],
+    );
+    tcp_flow(
+        &mut e,
+        t0(),
+        "10.1.0.9:5002",
+        "10.20.2.5:8080",
+        &[&get("/v2/admin", Some("acme-token"))],
+    );
+    tcp_flow(
+        &mut e,
+        t0(),
+        "10.1.0.9:5003",
+        "10.20.9.9:9000",
+        &[&get("/x", None)],
+    );
+    tcp_flow(
+        &mut e,
+        t0(),
+        "10.1.0.9:5004",
+        "192.168.1.1:8080",
+        &[&get("/", None)],
+    );
+    let mut totals: Vec<(String, String, u64)> = e
+        .request_totals()
+        .into_iter()
+        .map(|r| (r.endpoint.to_string(), r.client.to_string(), r.total))
+        .collect();
+    totals.sort();
+    assert_eq!(
+        totals,
+        vec![
+            ("orders".into(), "acme".into(), 1),
+            ("orders".into(), "unknown".into(), 2),
+            ("unlisted".into(), "acme".into(), 1),
+            ("unlisted".into(), "unknown".into(), 1),
+        ]
+    );
+}
