@@ -214,10 +214,14 @@ impl Judge<'_> {
             flow.ext.matched = Some(m);
             flow.ext.host = req.host.as_deref().map(Box::from);
         }
+        // A better identity replaces a weaker one: a source-address match
+        // made before the first request head arrived must not pin the flow
+        // once a listed credential shows up (credential > certificate >
+        // source > unknown).
         if flow
             .ext
             .identity
-            .is_none_or(|old| old.client.is_none() && id.client.is_some())
+            .is_none_or(|old| id.client.is_some() && id.via.rank() > old.via.rank())
         {
             flow.ext.identity = Some(id);
         }

@@ -103,8 +103,10 @@ pub struct Rates {
 
 impl Rates {
     /// The bucket of `client` on `endpoint`, with its quota brought up to
-    /// `quota_gen` (a stage change or reload changes the quota, keeping the
-    /// tokens, capped at the new burst).
+    /// `quota_gen` (a stage change or reload changes the quota). A larger
+    /// burst adds its difference to the tokens, so the moment a ramp opens
+    /// (quota 0 before the first stage, or a doubled burst) does not read as
+    /// an overshoot; a smaller one caps them.
     pub fn bucket(
         &mut self,
         client: &Arc<str>,
@@ -118,9 +120,10 @@ impl Rates {
             .entry((client.clone(), endpoint.clone()))
             .or_insert_with(|| Bucket::new(quota, quota_gen, t));
         if b.quota_gen != quota_gen {
+            let grown = (quota.burst - b.quota.burst).max(0.0);
+            b.tokens = (b.tokens + grown).min(quota.burst);
             b.quota = quota;
             b.quota_gen = quota_gen;
-            b.tokens = b.tokens.min(quota.burst);
         }
         b
     }
@@ -159,6 +162,28 @@ mod tests {
         assert_eq!(over, 20);
         // Two seconds later two tokens are back.
         assert_eq!(b.take(3, 2 * SEC + 48_000_000), 1);
+    }
+
+    #[test]
+    fn a_ramp_that_opens_grants_its_burst_at_once() {
+        let mut r = Rates::default();
+        let (c, e): (Arc<str>, Arc<str>) = ("acme".into(), "orders".into());
+        let zero = Quota {
+            requests_per_second: 0.0,
+            burst: 0.0,
+        };
+        // Before the stage: quota 0, nothing in the bucket.
+        assert_eq!(r.bucket(&c, &e, zero, 0, 0).take(1, 0), 1);
+        // The stage starts: its whole burst is available at once...
+        assert_eq!(r.bucket(&c, &e, Q, 1, SEC).take(5, SEC), 0);
+        // ...and a smaller quota later caps what is left.
+        let small = Quota {
+            requests_per_second: 1.0,
+            burst: 2.0,
+        };
+        let b = r.bucket(&c, &e, Q, 1, SEC);
+        b.take(0, SEC);
+        assert_eq!(r.bucket(&c, &e, small, 2, 3 * SEC).take(3, 3 * SEC), 1);
     }
 
     #[test]

@@ -174,6 +174,16 @@ pub enum Via {
 }
 
 impl Via {
+    /// Strength of the identification, in the contract's order.
+    pub const fn rank(self) -> u8 {
+        match self {
+            Self::Credential => 3,
+            Self::Certificate => 2,
+            Self::Source => 1,
+            Self::Unknown => 0,
+        }
+    }
+
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Credential => "credential",
