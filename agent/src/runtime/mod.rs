@@ -262,6 +262,9 @@ impl LoopState {
     ) {
         for out in engine.drain() {
             match out {
+                // Traffic the contract does not watch (a port shared with an
+                // unresolvable host name, say) is neither counted nor listed.
+                Output::Flow(f) if !f.watched => {}
                 Output::Flow(f) => {
                     metrics
                         .flows

@@ -175,6 +175,8 @@ impl Counters {
         kernel: Option<&KernelStats>,
         extra_losses: &[(&'static str, u64)],
     ) {
+        // Pairs a reload removed must not keep exporting an old quota.
+        metrics.quota.reset();
         for r in rates {
             metrics
                 .quota

@@ -172,7 +172,10 @@ pub async fn serve(
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => stream,
                     Err(e) => {
+                        // Out of descriptors and the like: back off rather
+                        // than spin on accept.
                         tracing::warn!(error = %e, "accepting a metrics connection failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                         continue;
                     }
                 },

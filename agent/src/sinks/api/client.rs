@@ -34,6 +34,8 @@ pub enum ClientError {
     },
     #[error("cannot write the output: {0}")]
     Output(#[source] std::io::Error),
+    #[error("the agent on {path} closed the connection without answering; check its log")]
+    NoAnswer { path: PathBuf },
     #[error("the agent sent an answer this CLI does not understand: {0}")]
     Protocol(#[source] serde_json::Error),
     #[error("the agent refused: {0}")]
@@ -92,6 +94,11 @@ pub fn query(
         if !matches!(request, Request::Watch) {
             break;
         }
+    }
+    if first && !matches!(request, Request::Watch) {
+        return Err(ClientError::NoAnswer {
+            path: socket.to_owned(),
+        });
     }
     Ok(())
 }

@@ -94,7 +94,11 @@ impl ApiServer {
         }
         // A socket file left by a crashed agent would make bind fail; a live
         // agent would still answer a connect, so only remove a dead one.
-        if path.exists() && std::os::unix::net::UnixStream::connect(path).is_err() {
+        // Never remove anything that is not a socket: a mistyped --socket
+        // must not delete a file as root.
+        let is_socket = fs::symlink_metadata(path)
+            .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()));
+        if is_socket && std::os::unix::net::UnixStream::connect(path).is_err() {
             let _ = fs::remove_file(path);
         }
         let listener = UnixListener::bind(path).map_err(|source| ApiError::Bind {
@@ -130,7 +134,12 @@ impl ApiServer {
                             }
                         });
                     }
-                    Err(e) => tracing::warn!(error = %e, "accepting an API connection failed"),
+                    Err(e) => {
+                        // Out of descriptors and the like: back off rather
+                        // than spin on accept.
+                        tracing::warn!(error = %e, "accepting an API connection failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
                 },
             }
         }
