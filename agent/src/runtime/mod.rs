@@ -167,6 +167,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     );
     let mut state = LoopState {
         contract,
+        rules_generation: 0,
         contract_sha,
         reload_error: None,
         counters: Counters::default(),
@@ -178,6 +179,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     state.publish(&engine, &capture, &metrics, &audit, &snapshot);
     tasks.spawn(api.serve(Arc::clone(&snapshot) as _, cancel.clone()));
     let mut ticker = tokio::time::interval(TICK);
+    let (rules_tx, mut rules_rx) = mpsc::channel(2);
     let mut resolve = tokio::time::interval(RESOLVE_EVERY);
     resolve.tick().await;
     let reason = loop {
@@ -197,12 +199,21 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
                 state.publish(&engine, &capture, &metrics, &audit, &snapshot);
             }
             _ = resolve.tick() => {
-                if let Err(e) = capture.set_endpoints(&rules::kernel_rules(&state.contract).await) {
-                    tracing::warn!(error = %e, "updating the kernel's endpoint map failed; the previous one stays");
-                }
+                rules::spawn_kernel_rules(Arc::clone(&state.contract), state.rules_generation, rules_tx.clone());
             }
             Some(msg) = reload_rx.recv() => {
-                state.reload(msg, &mut engine, &capture, &metrics, &audit).await;
+                if state.reload(msg, &mut engine, &metrics, &audit) {
+                    rules::spawn_kernel_rules(Arc::clone(&state.contract), state.rules_generation, rules_tx.clone());
+                }
+            }
+            Some((generation, rules)) = rules_rx.recv() => {
+                // Only the current contract's rules; an older lookup may
+                // answer late.
+                if generation == state.rules_generation
+                    && let Err(e) = capture.set_endpoints(&rules)
+                {
+                    tracing::warn!(error = %e, "updating the kernel's endpoint map failed; the previous one stays");
+                }
             }
             _ = sighup.recv() => { let _ = hup_tx.try_send(()); }
             _ = sigint.recv() => break "SIGINT".to_owned(),
@@ -211,7 +222,19 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     };
     tracing::info!(reason, "rampwatch agent stopping");
     cancel.cancel();
-    capture.shutdown().await;
+    // Shutdown detaches, then hands over what is still in the ring; judge it
+    // while it arrives (the channel would otherwise fill and stall the drain).
+    let shutdown = capture.shutdown();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(ev) = rx.recv() => engine.handle(ev),
+        }
+    }
+    while let Ok(ev) = rx.try_recv() {
+        engine.handle(ev);
+    }
     engine.tick(now());
     state.outputs(&mut engine, &metrics, &audit, &snapshot);
     while tasks.join_next().await.is_some() {}
@@ -243,6 +266,8 @@ fn describe_capture(config: &CaptureConfig) -> String {
 
 struct LoopState {
     contract: Arc<Contract>,
+    /// Bumped per contract, so late DNS answers for an older one are dropped.
+    rules_generation: u64,
     contract_sha: String,
     reload_error: Option<String>,
     counters: Counters,
@@ -388,21 +413,20 @@ impl LoopState {
         });
     }
 
-    async fn reload(
+    /// Applies a reload; true when a new contract became active (its
+    /// kernel rules are then computed off this task).
+    fn reload(
         &mut self,
         msg: Reload<Contract>,
         engine: &mut Engine,
-        capture: &Capture,
         metrics: &Metrics,
         audit: &AuditWriter,
-    ) {
+    ) -> bool {
         match msg {
             Reload::Loaded { contract, sha256 } => {
                 let contract = Arc::new(contract);
-                if let Err(e) = capture.set_endpoints(&rules::kernel_rules(&contract).await) {
-                    tracing::warn!(error = %e, "the new contract's endpoints could not be installed in the kernel; the previous map stays");
-                }
                 engine.set_contract(Arc::clone(&contract));
+                self.rules_generation += 1;
                 tracing::info!(contract = contract.name(), sha256 = %sha256, "contract reloaded");
                 audit.record(RecordKind::ContractLoaded {
                     contract: contract.name().to_owned(),
@@ -412,6 +436,7 @@ impl LoopState {
                 self.contract = contract;
                 self.contract_sha = sha256;
                 self.reload_error = None;
+                true
             }
             Reload::Rejected { errors, sha256 } => {
                 for line in errors.lines() {
@@ -426,6 +451,7 @@ impl LoopState {
                 });
                 metrics.reload_success.set(0);
                 self.reload_error = Some(errors.lines().next().unwrap_or_default().to_owned());
+                false
             }
         }
     }

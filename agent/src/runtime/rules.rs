@@ -5,9 +5,10 @@
 //! that scales out to new addresses is followed; a name that does not
 //! resolve is watched by port alone and matched in userspace by SNI/Host.
 
-use std::{collections::BTreeSet, net::IpAddr};
+use std::{collections::BTreeSet, net::IpAddr, sync::Arc, time::Duration};
 
 use ipnet::IpNet;
+use tokio::sync::mpsc;
 
 use crate::{
     capture::{EndpointRule, PortSpec},
@@ -21,19 +22,44 @@ fn ports(p: &Option<Vec<u16>>) -> PortSpec {
     }
 }
 
-/// Resolves `host` (no port) with the system resolver; empty when it fails.
+/// A dead resolver must not hold the rules back for long.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Resolves `host` (no port) with the system resolver; empty when it fails
+/// or takes longer than [`RESOLVE_TIMEOUT`].
 async fn resolve(host: &str) -> Vec<IpAddr> {
-    match tokio::net::lookup_host((host, 0)).await {
-        Ok(addrs) => addrs
+    match tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, 0))).await {
+        Ok(Ok(addrs)) => addrs
             .map(|a| a.ip())
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect(),
-        Err(e) => {
+        Ok(Err(e)) => {
             tracing::debug!(host, error = %e, "host name does not resolve");
             Vec::new()
         }
+        Err(_) => {
+            tracing::warn!(
+                host,
+                "resolving the host name timed out; watching its ports instead"
+            );
+            Vec::new()
+        }
     }
+}
+
+/// Computes the rules off the engine's task (DNS may be slow) and sends
+/// them tagged with `generation`, so a late answer for an older contract
+/// can be told apart.
+pub fn spawn_kernel_rules(
+    contract: Arc<Contract>,
+    generation: u64,
+    tx: mpsc::Sender<(u64, Vec<EndpointRule>)>,
+) {
+    tokio::spawn(async move {
+        let rules = kernel_rules(&contract).await;
+        let _ = tx.send((generation, rules)).await;
+    });
 }
 
 /// Every rule the kernel needs for `contract`. Rule ids only have to be
