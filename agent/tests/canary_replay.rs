@@ -150,14 +150,14 @@ fn replay_never_prints_a_planted_credential() {
             json.stdout
         );
     }
-    // Request paths are shown in unlisted_endpoint details: the shown part
-    // must be there, what follows `?`, `;` or `@` must not.
+    // unlisted_endpoint details show a path's first segment only: that part
+    // must be there; deeper segments, `?`, `;` and `@` parts must not.
     let details: Vec<&str> = violations
         .iter()
         .filter(|v| v["kind"] == "unlisted_endpoint")
         .filter_map(|v| v["detail"].as_str())
         .collect();
-    for shown in ["/v2/admin/export", "/v2/cart", "/v2/x"] {
+    for shown in ["/v2/…"] {
         assert!(
             details.iter().any(|d| d.contains(shown)),
             "no unlisted_endpoint detail names {shown}: {details:?}"

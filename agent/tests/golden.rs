@@ -230,7 +230,7 @@ fn unlisted_path_and_port() {
         .filter_map(|v| v["detail"].as_str())
         .collect();
     assert!(
-        details.contains(&"path /v2/admin/users not in orders's paths"),
+        details.contains(&"path /v2/… not in orders's paths"),
         "{details:?}"
     );
     assert!(

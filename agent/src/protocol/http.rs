@@ -416,7 +416,9 @@ fn parse_head_with<'b>(
         request: Request {
             method: method.to_owned(),
             path: path.to_owned(),
-            host: host.filter(|h| !h.is_empty()),
+            // Printable ASCII only: a Host with control or non-ASCII bytes
+            // names nothing and must not reach an operator's terminal.
+            host: host.filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic())),
             credentials,
             upgrade_h2c,
         },

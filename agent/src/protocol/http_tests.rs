@@ -294,3 +294,14 @@ fn random_input_never_panics() {
         let _ = classify(&bytes);
     }
 }
+
+#[test]
+fn host_with_control_bytes_is_dropped() {
+    let reqs = parse_requests(b"GET / HTTP/1.1\r\nHost: evil\x1b[2Jname\r\n\r\n");
+    // httparse may refuse the head outright; either way no such host survives.
+    assert!(reqs.iter().all(|r| r.host.is_none()), "{reqs:?}");
+    let reqs = parse_requests("GET / HTTP/1.1\r\nHost: caf\u{e9}.example\r\n\r\n".as_bytes());
+    assert!(reqs.iter().all(|r| r.host.is_none()), "{reqs:?}");
+    let reqs = parse_requests(b"GET / HTTP/1.1\r\nHost: Api.Example.com:8080\r\n\r\n");
+    assert_eq!(reqs[0].host.as_deref(), Some("api.example.com"));
+}

@@ -226,6 +226,9 @@ pub fn parse_client_hello(buf: &[u8]) -> TlsParse<ClientHello> {
                     .iter()
                     .find(|(kind, _)| kind.0 == 0)
                     .and_then(|(_, name)| std::str::from_utf8(name).ok())
+                    // A name is printable ASCII; anything else (escape
+                    // sequences aimed at an operator's terminal) is dropped.
+                    .filter(|name| name.bytes().all(|b| b.is_ascii_graphic()))
                     .map(|name| name.trim_end_matches('.').to_ascii_lowercase());
             }
             TlsExtension::ALPN(protocols) => {

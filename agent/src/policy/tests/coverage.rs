@@ -37,7 +37,7 @@ fn unlisted_endpoint_scope_and_path() {
                 "unlisted".into(),
                 "acme".into(),
                 1,
-                "path /v2/admin not in orders's paths".into()
+                "path /v2/… not in orders's paths".into()
             ),
             (
                 Kind::UnlistedEndpoint,
