@@ -27,13 +27,28 @@ pub enum DecodeError {
 }
 
 /// A decoded ring-buffer record; the payload borrows from the record.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Record<'a> {
     Sample {
         header: SampleHeader,
         payload: &'a [u8],
     },
     FlowEnd(FlowEndRecord),
+}
+
+/// `Debug` shows a sample's payload length, never its bytes: they can hold
+/// credentials in clear.
+impl core::fmt::Debug for Record<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Sample { header, payload } => f
+                .debug_struct("Sample")
+                .field("header", header)
+                .field("payload_len", &payload.len())
+                .finish(),
+            Self::FlowEnd(r) => f.debug_tuple("FlowEnd").field(r).finish(),
+        }
+    }
 }
 
 /// Bounds-checked little-endian reader.

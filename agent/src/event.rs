@@ -48,7 +48,7 @@ pub mod tcp_flags {
 }
 
 /// One TCP segment as it was seen on the wire.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Packet {
     pub ts: Nanos,
     pub src: SocketAddr,
@@ -65,6 +65,23 @@ pub struct Packet {
     /// side is the monitored endpoint); `None` for pcap input, where the flow
     /// table infers it.
     pub direction: Option<Direction>,
+}
+
+/// Payload bytes can hold credentials in clear (an Authorization header in
+/// a plaintext request), so `Debug` shows their length, never the bytes.
+impl std::fmt::Debug for Packet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Packet")
+            .field("ts", &self.ts)
+            .field("src", &self.src)
+            .field("dst", &self.dst)
+            .field("seq", &self.seq)
+            .field("flags", &self.flags)
+            .field("payload_len", &self.payload_len)
+            .field("captured", &self.payload.len())
+            .field("direction", &self.direction)
+            .finish()
+    }
 }
 
 /// Per-direction totals, indexed by [`Direction::index`].

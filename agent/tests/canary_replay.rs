@@ -157,12 +157,11 @@ fn replay_never_prints_a_planted_credential() {
         .filter(|v| v["kind"] == "unlisted_endpoint")
         .filter_map(|v| v["detail"].as_str())
         .collect();
-    for shown in ["/v2/…"] {
-        assert!(
-            details.iter().any(|d| d.contains(shown)),
-            "no unlisted_endpoint detail names {shown}: {details:?}"
-        );
-    }
+    let shown = "/v2/…";
+    assert!(
+        details.iter().any(|d| d.contains(shown)),
+        "no unlisted_endpoint detail names {shown}: {details:?}"
+    );
 
     let mut leaks = leaks_in(&c, "replay -o json", &json);
     leaks.extend(leaks_in(&c, "replay -o table", &table));
