@@ -137,9 +137,11 @@ pub mod stat {
 
 /// Largest `snaplen` the kernel programs support (scratch buffer size).
 pub const SNAPLEN_MAX: u32 = 4096;
-/// Default payload bytes captured per sample: a TLS ClientHello with
-/// post-quantum key shares (~1.8 KiB) fits; longer payloads are cut and counted.
-pub const DEFAULT_SNAPLEN: u32 = 2048;
+/// Default payload bytes captured per sample. A sender's GSO skb can carry a
+/// whole ClientHello in one sample; with post-quantum key shares and ECH
+/// GREASE that passes 2 KiB, so the default is the maximum. Longer payloads
+/// are cut and counted; records are only as long as what was captured.
+pub const DEFAULT_SNAPLEN: u32 = SNAPLEN_MAX;
 /// Default number of payload segments per direction always sampled.
 pub const DEFAULT_FIRST_SEGMENTS: u32 = 4;
 /// Default 1-in-N sampling of the remaining segments.

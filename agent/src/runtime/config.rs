@@ -13,7 +13,7 @@
 //! cgroup: /sys/fs/cgroup
 //! interfaces: [eth0]
 //! capture:
-//!   snaplen: 2048          # payload bytes per sample (max 4096)
+//!   snaplen: 4096          # payload bytes per sample (max 4096)
 //!   firstSegments: 4       # always sampled per direction
 //!   sampleOneIn: 64        # then 1 in N (0 = never)
 //!   ringBytes: 16777216    # power of two, page multiple
