@@ -106,6 +106,10 @@ pub fn addrs(skb: *mut __sk_buff, p: &Tcp) -> Option<([u8; 16], [u8; 16])> {
     }
 }
 
+/// Four words as loaded from the packet, back to their 16 bytes in wire
+/// order. Not a decode of wire data into a typed value (that is `TryFrom` in
+/// userspace): a reinterpretation of plain integers. A byte-wise rebuild
+/// makes LLVM spill every byte and overflow the 512-byte BPF stack.
 #[inline(always)]
 fn to_bytes(w: [u32; 4]) -> [u8; 16] {
     // SAFETY: same size, every bit pattern valid.
