@@ -497,3 +497,42 @@ fn reassembly_memory_is_bounded_across_flows() {
     let total: u64 = records(&mut e).iter().map(|r| r.requests).sum();
     assert_eq!(total, 6);
 }
+
+#[test]
+fn a_credential_replaces_an_identity_taken_from_the_source_address() {
+    let opts = EngineOptions {
+        requests_from_kernel: true,
+        ..EngineOptions::default()
+    };
+    let mut e = Engine::new(contract(), opts);
+    // From office's network, but carrying acme's key.
+    let c = "10.30.0.9:5000";
+    let s = "10.20.2.5:8080";
+    let flow = FlowId {
+        client: addr(c),
+        server: addr(s),
+    };
+    e.handle(pkt(t0(), c, s, 100, tcp_flags::SYN, b""));
+    // The kernel's count arrives before the request sample: the flow is
+    // judged by its source address for now (office, quota 100).
+    e.handle(Event::RequestStarts {
+        ts: t0(),
+        flow,
+        count: 1,
+    });
+    let r = get("/v1/orders", Some("acme-token"));
+    e.handle(pkt(t0(), c, s, 101, ACK, &r));
+    // Then acme's key shows up: the credential wins, and acme's small
+    // quota (1/s, burst 5) now takes the flow's requests.
+    e.handle(Event::RequestStarts {
+        ts: t0(),
+        flow,
+        count: 10,
+    });
+    let over: Vec<_> = found(&e)
+        .into_iter()
+        .filter(|f| f.0 == Kind::QuotaOvershoot)
+        .map(|f| (f.1, f.2, f.3))
+        .collect();
+    assert_eq!(over, vec![("orders".into(), "acme".into(), 5)]);
+}
