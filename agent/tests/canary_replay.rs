@@ -22,7 +22,7 @@ use std::{
     process::{Command, Output},
 };
 
-use canary::{Canaries, Leak, Rng};
+use canary::{Canaries, Leak, Rng, assert_no_leaks};
 use frames::Capture;
 use scenarios::{Expect, build};
 use serde_json::Value;
@@ -58,18 +58,6 @@ fn leaks_in(c: &Canaries, name: &str, run: &Run) -> Vec<Leak> {
     let mut leaks = c.scan(&format!("{name} stdout"), run.stdout.as_bytes());
     leaks.extend(c.scan(&format!("{name} stderr"), run.stderr.as_bytes()));
     leaks
-}
-
-fn assert_no_leaks(seed: u64, leaks: &[Leak]) {
-    assert!(
-        leaks.is_empty(),
-        "canaries leaked (seed {seed}):\n{}",
-        leaks
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
 }
 
 fn json_lines(run: &Run) -> Vec<Value> {

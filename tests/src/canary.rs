@@ -247,6 +247,19 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
+/// Fails the test with every leak found, and the seed that repeats the run.
+pub fn assert_no_leaks(seed: u64, leaks: &[Leak]) {
+    assert!(
+        leaks.is_empty(),
+        "canaries leaked (seed {seed}):\n{}",
+        leaks
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {

@@ -24,7 +24,7 @@ use std::{
 use tests::{
     TempDir,
     agent_proc::{Launch, cli},
-    canary::{Canaries, Leak, Rng},
+    canary::{Canaries, Leak, Rng, assert_no_leaks},
     cgroup::CgroupGuard,
     free_port,
     http::HttpServer,
@@ -284,13 +284,5 @@ fn live_agent_never_outputs_a_planted_credential() {
         .iter()
         .flat_map(|(name, bytes)| c.scan(name, bytes))
         .collect();
-    assert!(
-        leaks.is_empty(),
-        "canaries leaked (seed {seed}):\n{}",
-        leaks
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    assert_no_leaks(seed, &leaks);
 }
