@@ -214,48 +214,34 @@ fn weak_tls_from_server_hello() {
     }
 }
 
+/// An engine that saw only a ClientHello (version, offered suites) to payments.
+fn hello_only(version: u16, suites: &[u16]) -> Engine {
+    let mut e = engine();
+    let ch = client_hello("payments.example.com", version, suites);
+    tls_flow(
+        &mut e,
+        t0(),
+        "10.1.0.9:5000",
+        "10.20.1.5:443",
+        &ch,
+        None,
+        None,
+    );
+    e
+}
+
 #[test]
 fn weak_tls_from_client_hello_when_server_hello_unseen() {
-    let mut e = engine();
-    let ch = client_hello("payments.example.com", 0x0301, &[GCM]);
-    tls_flow(
-        &mut e,
-        t0(),
-        "10.1.0.9:5000",
-        "10.20.1.5:443",
-        &ch,
-        None,
-        None,
-    );
-    assert_eq!(found(&e)[0].4, "TLS 1.0 at best (ClientHello)");
-    let mut e = engine();
-    let ch = client_hello("payments.example.com", 0x0303, &[CBC]);
-    tls_flow(
-        &mut e,
-        t0(),
-        "10.1.0.9:5000",
-        "10.20.1.5:443",
-        &ch,
-        None,
-        None,
+    assert_eq!(
+        found(&hello_only(0x0301, &[GCM]))[0].4,
+        "TLS 1.0 at best (ClientHello)"
     );
     assert_eq!(
-        found(&e)[0].4,
+        found(&hello_only(0x0303, &[CBC]))[0].4,
         "only forbidden ciphers offered (ClientHello)"
     );
     // One acceptable suite offered: the best offer is fine.
-    let mut e = engine();
-    let ch = client_hello("payments.example.com", 0x0303, &[CBC, GCM]);
-    tls_flow(
-        &mut e,
-        t0(),
-        "10.1.0.9:5000",
-        "10.20.1.5:443",
-        &ch,
-        None,
-        None,
-    );
-    assert_eq!(found(&e), vec![]);
+    assert_eq!(found(&hello_only(0x0303, &[CBC, GCM])), vec![]);
 }
 
 #[test]
