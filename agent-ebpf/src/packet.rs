@@ -106,14 +106,23 @@ pub fn addrs(skb: *mut __sk_buff, p: &Tcp) -> Option<([u8; 16], [u8; 16])> {
     }
 }
 
-/// Four words as loaded from the packet, back to their 16 bytes in wire
-/// order. Not a decode of wire data into a typed value (that is `TryFrom` in
-/// userspace): a reinterpretation of plain integers. A byte-wise rebuild
-/// makes LLVM spill every byte and overflow the 512-byte BPF stack.
+/// Four words as loaded from the packet (native order), back to their 16
+/// bytes in wire order: through two 64-bit halves, which LLVM keeps in
+/// registers (a byte-wise rebuild spills every byte and overflows the
+/// 512-byte BPF stack).
 #[inline(always)]
 fn to_bytes(w: [u32; 4]) -> [u8; 16] {
-    // SAFETY: same size, every bit pattern valid.
-    unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(w) }
+    #[cfg(target_endian = "little")]
+    let v = u128::from(w[0])
+        | (u128::from(w[1]) << 32)
+        | (u128::from(w[2]) << 64)
+        | (u128::from(w[3]) << 96);
+    #[cfg(target_endian = "big")]
+    let v = (u128::from(w[0]) << 96)
+        | (u128::from(w[1]) << 64)
+        | (u128::from(w[2]) << 32)
+        | u128::from(w[3]);
+    v.to_ne_bytes()
 }
 
 /// Offset of the IP header and its ethertype after the Ethernet header and
