@@ -82,7 +82,9 @@ impl Contract {
         Self::parse_bytes(text.as_bytes(), source_name)
     }
 
-    fn parse_bytes(bytes: &[u8], source_name: &str) -> Result<Self, ContractError> {
+    /// Parses a contract file's bytes (what [`Contract::load`] and the
+    /// agent's reload watcher read); invalid UTF-8 is an error with its line.
+    pub fn parse_bytes(bytes: &[u8], source_name: &str) -> Result<Self, ContractError> {
         let invalid = |diagnostics: Vec<Diagnostic>| ContractError::Invalid {
             source_name: source_name.to_owned(),
             diagnostics,

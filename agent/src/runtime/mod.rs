@@ -77,10 +77,9 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     crate::capture::check_privileges()?;
     let started = now();
     let contract = Arc::new(Contract::load(&settings.contract)?);
-    let contract_sha = reload::sha256_hex(
-        &std::fs::read(&settings.contract)
-            .with_context(|| format!("reading {}", settings.contract.display()))?,
-    );
+    // The contract hashed the bytes it was parsed from; reading the file
+    // again could hash a newer version than the one loaded.
+    let contract_sha = hex::encode(contract.sha256().as_bytes());
 
     // Bind what can collide with another agent before writing anything, so
     // a failed start leaves no half-told story in the audit log.
@@ -141,8 +140,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         Duration::from_secs(2),
         hup_rx,
         |path: &std::path::Path, bytes: &[u8]| {
-            let text = String::from_utf8_lossy(bytes);
-            Contract::parse(&text, &path.display().to_string())
+            Contract::parse_bytes(bytes, &path.display().to_string())
         },
         reload_tx,
         cancel.clone(),
