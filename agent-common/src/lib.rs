@@ -44,6 +44,9 @@ pub mod event_id {
     pub const SAMPLE: u32 = 0x10;
     /// [`crate::FlowEndRecord`].
     pub const FLOW_END: u32 = 0x20;
+    /// Plaintext of one TLS library call (uprobes on OpenSSL), header and
+    /// copied bytes; see the `tls` module.
+    pub const TLS_DATA: u32 = 0x30;
 }
 
 /// Which socket (or interface) saw the packets of a flow entry. On loopback
@@ -57,6 +60,10 @@ pub mod observer {
     pub const SERVER_SOCKET: u8 = 2;
     /// TC classifier on an interface (`FlowKey::ifindex` says which).
     pub const TC: u8 = 3;
+    /// The TLS library probes in the process that owns the socket: a
+    /// plaintext layer of a connection, kept beside its wire view (it never
+    /// competes with the wire views for the connection).
+    pub const TLS_PLAINTEXT: u8 = 4;
 }
 
 /// Direction values on the wire (`SampleHeader::direction`, `FlowStats::dirs` index).

@@ -104,10 +104,48 @@ pub enum FlowEndReason {
     Idle,
 }
 
+/// Bytes one TLS library call moved in clear text (live only: uprobes on
+/// the process's OpenSSL), joined to its connection by the socket's own
+/// 4-tuple, so the flow that carries the handshake facts also carries them.
+#[derive(Clone)]
+pub struct Plaintext {
+    pub ts: Nanos,
+    pub flow: FlowId,
+    pub direction: Direction,
+    /// Offset of the first byte in this direction's plaintext stream (bytes
+    /// the probes have seen on this connection before it). A jump past the
+    /// end of the previous chunk is a gap: bytes lost or not copied.
+    pub offset: u64,
+    /// Bytes the call moved; `data` is shorter when the copy was cut.
+    pub len: u32,
+    /// The copied prefix of those bytes.
+    pub data: Bytes,
+    /// Thread group id of the process that made the call.
+    pub pid: u32,
+}
+
+/// Plaintext holds request heads, credentials included: `Debug` shows
+/// lengths only.
+impl std::fmt::Debug for Plaintext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plaintext")
+            .field("ts", &self.ts)
+            .field("flow", &self.flow)
+            .field("direction", &self.direction)
+            .field("offset", &self.offset)
+            .field("len", &self.len)
+            .field("captured", &self.data.len())
+            .field("pid", &self.pid)
+            .finish()
+    }
+}
+
 /// What the sources deliver to the engine.
 #[derive(Clone, Debug)]
 pub enum Event {
     Packet(Packet),
+    /// Decrypted application data of a TLS connection (live only).
+    Plaintext(Plaintext),
     /// The kernel counted `count` more HTTP request starts on `flow` since the
     /// last report. Live only: exact even when payload samples are thinned.
     RequestStarts {

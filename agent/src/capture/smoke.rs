@@ -89,6 +89,7 @@ async fn curl_in_child_cgroup_is_seen() {
             Event::Packet(p) => packets.push(p),
             Event::FlowEnd { reason, totals, .. } => ends.push((reason, totals)),
             Event::RequestStarts { count, .. } => starts += count,
+            Event::Plaintext(_) => {}
         }
     }
     let stats = cap.stats().unwrap();
@@ -290,7 +291,7 @@ async fn tc_on_veth_ipv6() {
                         && p.dst.is_ipv6();
                 }
                 Event::FlowEnd { reason, totals, .. } => end = Some((reason, totals)),
-                Event::RequestStarts { .. } => {}
+                Event::RequestStarts { .. } | Event::Plaintext(_) => {}
             }
         }
         println!("stats: {:?}", cap.stats().unwrap());

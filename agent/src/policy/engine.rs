@@ -196,6 +196,8 @@ impl Engine {
     pub fn handle(&mut self, ev: Event) {
         match ev {
             Event::Packet(p) => self.packet(&p),
+            // Joined to the flow table by the TLS plaintext work in progress.
+            Event::Plaintext(_) => {}
             Event::RequestStarts { ts, flow, count } => self.kernel_requests(ts, flow, count),
             Event::FlowEnd {
                 ts,
