@@ -9,6 +9,7 @@ pub mod dissect;
 pub mod facts;
 mod orient;
 mod payload;
+pub mod plain;
 pub mod reassembly;
 mod requests;
 
@@ -19,6 +20,7 @@ use std::{
 
 pub use facts::{Protocol, Request, TlsFacts, TlsVersion};
 pub use orient::Orientation;
+pub use plain::{Inner, Plain};
 
 use self::{
     payload::{finish_flow, on_payload},
@@ -26,7 +28,7 @@ use self::{
     requests::RequestCursor,
 };
 use crate::{
-    event::{Direction, FlowEndReason, FlowId, FlowTotals, Nanos, Packet, tcp_flags},
+    event::{Direction, FlowEndReason, FlowId, FlowTotals, Nanos, Packet, Plaintext, tcp_flags},
     protocol::http::CredentialHeaders,
 };
 
@@ -114,13 +116,38 @@ pub struct Flow<T> {
     fin: [bool; 2],
     streams: [StreamPrefix; 2],
     cursor: RequestCursor,
+    /// The connection's clear text, when TLS library probes deliver it.
+    pub plain: Option<Box<Plain>>,
     pub ext: T,
+}
+
+impl<T: Default> Flow<T> {
+    fn new(id: FlowId, orientation: Orientation, ts: Nanos) -> Self {
+        Self {
+            id,
+            first_seen: ts,
+            last_seen: ts,
+            orientation,
+            totals: FlowTotals::default(),
+            protocol: Protocol::Unknown,
+            tls: TlsFacts::default(),
+            requests: 0,
+            ended: None,
+            fin: [false; 2],
+            streams: Default::default(),
+            cursor: RequestCursor::default(),
+            plain: None,
+            ext: T::default(),
+        }
+    }
 }
 
 impl<T> Flow<T> {
     /// Heap bytes held by the flow's reassembly buffers.
     pub fn buffered(&self) -> usize {
-        self.streams[0].buffered() + self.streams[1].buffered()
+        self.streams[0].buffered()
+            + self.streams[1].buffered()
+            + self.plain.as_ref().map_or(0, |p| p.buffered())
     }
 
     /// Last look at a flow leaving the table without having ended: partial
@@ -144,7 +171,10 @@ impl<T> Flow<T> {
 
     /// Reassembly holes and truncations in both directions.
     pub fn gaps(&self) -> u32 {
-        self.streams[0].gaps.saturating_add(self.streams[1].gaps)
+        self.streams[0]
+            .gaps
+            .saturating_add(self.streams[1].gaps)
+            .saturating_add(self.plain.as_ref().map_or(0, |p| p.gaps))
     }
 }
 
@@ -253,21 +283,7 @@ impl<T: Default> FlowTable<T> {
         }
         let make = || {
             let (id, orientation) = orient::orient(p, is_server);
-            Flow {
-                id,
-                first_seen: p.ts,
-                last_seen: p.ts,
-                orientation,
-                totals: FlowTotals::default(),
-                protocol: Protocol::Unknown,
-                tls: TlsFacts::default(),
-                requests: 0,
-                ended: None,
-                fin: [false; 2],
-                streams: Default::default(),
-                cursor: RequestCursor::default(),
-                ext: T::default(),
-            }
+            Flow::new(id, orientation, p.ts)
         };
         // One hash lookup per packet.
         let flow = match self.flows.entry(key) {
@@ -349,6 +365,58 @@ impl<T: Default> FlowTable<T> {
             flow.ended = Some(reason);
         }
         (flow, dir, changes)
+    }
+
+    /// Feeds one chunk of a TLS connection's clear text. A connection the
+    /// table does not know (older than the capture, or expired while its
+    /// plaintext went on) starts here, oriented by the probe.
+    pub fn plaintext(
+        &mut self,
+        pt: &Plaintext,
+        requests: &mut Vec<Request>,
+    ) -> (&mut Flow<T>, Changes) {
+        let key = key_of(pt.flow.client, pt.flow.server);
+        let mut changes = Changes::default();
+        if self.flows.len() >= self.cfg.max_flows && !self.flows.contains_key(&key) {
+            self.evict_one(key);
+        }
+        let flow = match self.flows.entry(key) {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(v) => {
+                changes.new_flow = true;
+                v.insert(Flow::new(pt.flow, Orientation::Kernel, pt.ts))
+            }
+        };
+        if changes.new_flow {
+            self.expiry.push_back((pt.ts, key));
+            self.stats.flows += 1;
+        }
+        flow.last_seen = flow.last_seen.max(pt.ts);
+        if flow.ended.is_some() {
+            self.stats.late_packets += 1;
+            return (flow, changes);
+        }
+        let held_before = flow.buffered();
+        // Over budget, no new buffer starts; started ones may finish.
+        let started = flow.plain.as_ref().is_some_and(|p| p.buffered() > 0);
+        let cap = if self.buffered >= self.cfg.max_buffered && !started {
+            self.stats.over_budget += 1;
+            0
+        } else {
+            self.cfg.prefix_cap
+        };
+        let gaps_before = flow.gaps();
+        plain::on_chunk(
+            flow,
+            pt,
+            cap,
+            &self.credential_headers,
+            requests,
+            &mut changes,
+        );
+        self.stats.gaps += u64::from(flow.gaps().saturating_sub(gaps_before));
+        self.buffered = (self.buffered + flow.buffered()).saturating_sub(held_before);
+        (flow, changes)
     }
 
     /// Ends a flow on the word of the capture (kernel `FlowEnd`). Returns its

@@ -33,6 +33,9 @@ pub(super) fn finish_flow<T>(
     for s in &mut flow.streams {
         s.release();
     }
+    if let Some(plain) = &mut flow.plain {
+        plain.finish(creds, requests);
+    }
     let n = requests.len() - before;
     flow.requests += n as u64;
     changes.requests += n;

@@ -12,7 +12,7 @@ use super::{
 };
 use crate::{
     contract::Contract,
-    event::{Event, FlowEndReason, FlowId, FlowTotals, Nanos, Packet},
+    event::{Event, FlowEndReason, FlowId, FlowTotals, Nanos, Packet, Plaintext},
     flow::{FlowConfig, FlowStats, FlowTable, Request},
     protocol::http::CredentialHeaders,
 };
@@ -77,6 +77,8 @@ pub struct EngineStats {
     pub kernel_requests: u64,
     /// Kernel request counts for flows the engine does not know.
     pub kernel_requests_unmatched: u64,
+    /// TLS plaintext chunks handled.
+    pub plaintext_chunks: u64,
 }
 
 /// Builds a [`Judge`] from the engine's fields (a macro so the borrows of
@@ -196,8 +198,7 @@ impl Engine {
     pub fn handle(&mut self, ev: Event) {
         match ev {
             Event::Packet(p) => self.packet(&p),
-            // Joined to the flow table by the TLS plaintext work in progress.
-            Event::Plaintext(_) => {}
+            Event::Plaintext(pt) => self.plaintext(&pt),
             Event::RequestStarts { ts, flow, count } => self.kernel_requests(ts, flow, count),
             Event::FlowEnd {
                 ts,
@@ -428,6 +429,26 @@ impl Engine {
         }
         if !self.flows.removed.is_empty() {
             // Evicted to make room, or replaced by a new connection.
+            self.retire_removed();
+        }
+        self.flush_violations();
+    }
+
+    /// Clear text of a TLS connection: its requests are judged like those
+    /// of a plaintext flow (the flow stays TLS, so never `unencrypted_flow`).
+    fn plaintext(&mut self, pt: &Plaintext) {
+        self.stats.plaintext_chunks += 1;
+        self.advance(pt.ts);
+        self.expire();
+        let view = &self.view;
+        let (flow, ch) = self.flows.plaintext(pt, &mut self.reqs);
+        if !ch.any() && flow.ext.generation == self.generation {
+            return;
+        }
+        let mut j = judge!(self, view, pt.ts, !self.opts.requests_from_kernel);
+        self.stats.requests += self.reqs.len() as u64;
+        j.changes(flow, ch, &mut self.reqs);
+        if !self.flows.removed.is_empty() {
             self.retire_removed();
         }
         self.flush_violations();

@@ -38,6 +38,10 @@ pub struct FlowRecord {
     pub bytes: [u64; 2],
     /// Reassembly holes and truncated segments.
     pub gaps: u32,
+    /// The TLS library probes delivered this flow's clear text (live only):
+    /// a TLS flow without it had its requests hidden from every
+    /// request-level term.
+    pub plaintext: bool,
     /// `None` while live or when the capture ended first.
     pub end: Option<FlowEndReason>,
 }
@@ -132,6 +136,7 @@ pub(super) fn record(
         packets: flow.totals.packets,
         bytes: flow.totals.bytes,
         gaps: flow.gaps(),
+        plaintext: flow.plain.is_some(),
         end: flow.ended,
     }
 }

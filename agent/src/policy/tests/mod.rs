@@ -6,6 +6,7 @@ mod coverage;
 mod encryption;
 mod engine;
 mod identity;
+mod plaintext;
 mod terms;
 
 use std::{net::SocketAddr, sync::Arc};
