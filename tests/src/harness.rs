@@ -267,6 +267,7 @@ pub fn packet_flow(p: &Packet) -> Option<FlowId> {
 pub fn event_flow(e: &Event) -> Option<FlowId> {
     match e {
         Event::Packet(p) => packet_flow(p),
+        Event::Plaintext(pt) => Some(pt.flow),
         Event::RequestStarts { flow, .. } | Event::FlowEnd { flow, .. } => Some(*flow),
     }
 }

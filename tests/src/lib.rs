@@ -15,6 +15,7 @@ pub mod canary;
 pub mod cgroup;
 pub mod harness;
 pub mod http;
+pub mod https;
 pub mod netns;
 pub mod pcap;
 pub mod prom;
