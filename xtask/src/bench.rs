@@ -1,4 +1,5 @@
-//! `cargo xtask bench capture|replay`: figures, never pass/fail on speed.
+//! `cargo xtask bench capture|replay|overhead`: figures, never pass/fail on
+//! speed.
 
 use std::process::Command;
 
@@ -15,6 +16,9 @@ pub enum Which {
     Capture,
     /// `rampwatch replay` against `tshark` on one large generated capture.
     Replay,
+    /// wrk against nginx over HTTP and HTTPS: no agent, agent unwatched,
+    /// agent watching (TLS probes on), tcpdump; ratios per round.
+    Overhead,
 }
 
 pub fn run(which: Which) -> anyhow::Result<()> {
@@ -40,6 +44,16 @@ pub fn run(which: Which) -> anyhow::Result<()> {
             let work = root().join("target/bench");
             std::fs::create_dir_all(&work)?;
             crate::bench_replay::run(&root().join("target/release/rampwatch"), &work)
+        }
+        Which::Overhead => {
+            if !is_root() {
+                bail!("the overhead benchmark runs the live agent: run it as root");
+            }
+            setup::packages(&["nginx", "wrk", "curl", "openssl", "tcpdump", "bpftool"])?;
+            cmd::cargo(&["build", "--package", "agent", "--bin", "rampwatch"], true)?;
+            let work = root().join("target/bench");
+            std::fs::create_dir_all(&work)?;
+            crate::bench_overhead::run(&root().join("target/release/rampwatch"), &work)
         }
     }
 }

@@ -1,0 +1,553 @@
+//! `cargo xtask bench overhead`: what the agent costs a real server, side by
+//! side with no agent and with tcpdump, in one run. Reports, never fails on
+//! speed: the machines are shared, so only ratios within one run mean
+//! anything.
+//!
+//! One nginx (`return 200`, one worker) serves HTTP and HTTPS on loopback;
+//! wrk (`-t1 -c32`) loads it. Each round measures every mode once, in a
+//! rotating order so that drift in the machine's load spreads evenly:
+//! no agent, the agent with the ports unwatched, the agent watching them
+//! (TLS probes on for HTTPS), and tcpdump capturing them. The summary gives
+//! medians of the per-round ratios to "no agent", the agent's CPU seconds
+//! per million requests and peak RSS, and from `bpf_stats` the kernel time
+//! per request and how many program runs (packets, probe hits) one request
+//! costs.
+//!
+//! Environment: BENCH_ROUNDS (default 5), BENCH_SECONDS (per measurement,
+//! default 4).
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    fs,
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail, ensure};
+
+/// What listens where, for the length of the benchmark.
+struct Bench {
+    dir: PathBuf,
+    rampwatch: PathBuf,
+    http_port: u16,
+    https_port: u16,
+    nginx: Child,
+    seconds: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Mode {
+    None,
+    Unwatched,
+    Watched,
+    Tcpdump,
+}
+
+impl Mode {
+    const ALL: [Self; 4] = [Self::None, Self::Unwatched, Self::Watched, Self::Tcpdump];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::None => "no agent",
+            Self::Unwatched => "agent, port unwatched",
+            Self::Watched => "agent, port watched",
+            Self::Tcpdump => "tcpdump on the port",
+        }
+    }
+}
+
+/// One wrk run.
+#[derive(Clone, Copy, Debug, Default)]
+struct Sample {
+    rps: f64,
+    requests: u64,
+    /// Agent CPU seconds during the run.
+    agent_cpu: f64,
+    /// `bpf_stats` deltas of the agent's programs: runs and run time.
+    bpf_runs: u64,
+    bpf_ns: u64,
+    /// Runs of the TLS probe programs alone.
+    probe_runs: u64,
+}
+
+pub fn run(rampwatch: &Path, work: &Path) -> anyhow::Result<()> {
+    let rounds = env_u64("BENCH_ROUNDS", 5);
+    let seconds = env_u64("BENCH_SECONDS", 4);
+    let dir = work.join("overhead");
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut bench = Bench::start(&dir, rampwatch, seconds)?;
+    let _stats = BpfStats::enable()?;
+    let mut results: BTreeMap<(bool, Mode), Vec<Sample>> = BTreeMap::new();
+    let mut peak_rss_kib = 0;
+    for round in 0..rounds {
+        let mut order = Mode::ALL;
+        order.rotate_left(round as usize % Mode::ALL.len());
+        for mode in order {
+            let (http, https, rss) = bench.measure(mode)?;
+            peak_rss_kib = peak_rss_kib.max(rss);
+            println!(
+                "round {round}: {:<24} http {:>9.0} req/s   https {:>9.0} req/s",
+                mode.name(),
+                http.rps,
+                https.rps
+            );
+            results.entry((false, mode)).or_default().push(http);
+            results.entry((true, mode)).or_default().push(https);
+        }
+    }
+    println!("{}", summary(&results, rounds, peak_rss_kib));
+    Ok(())
+}
+
+fn summary(results: &BTreeMap<(bool, Mode), Vec<Sample>>, rounds: u64, rss: u64) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\nmedians over {rounds} rounds (wrk -t1 -c32 -> nginx return 200, loopback)"
+    );
+    for tls in [false, true] {
+        let base = &results[&(tls, Mode::None)];
+        let _ = writeln!(out, "{}:", if tls { "HTTPS" } else { "HTTP" });
+        for mode in Mode::ALL {
+            let s = &results[&(tls, mode)];
+            let ratios: Vec<f64> = s.iter().zip(base).map(|(a, b)| a.rps / b.rps).collect();
+            let rps: Vec<f64> = s.iter().map(|x| x.rps).collect();
+            let mut line = format!(
+                "  {:<24} {:>9.0} req/s   ratio {:.3}",
+                mode.name(),
+                median(rps),
+                median(ratios)
+            );
+            if matches!(mode, Mode::Unwatched | Mode::Watched) {
+                let reqs: u64 = s.iter().map(|x| x.requests).sum();
+                let per_m = |v: f64| v / reqs.max(1) as f64 * 1e6;
+                let cpu: f64 = s.iter().map(|x| x.agent_cpu).sum();
+                let runs: u64 = s.iter().map(|x| x.bpf_runs).sum();
+                let ns: u64 = s.iter().map(|x| x.bpf_ns).sum();
+                let probes: u64 = s.iter().map(|x| x.probe_runs).sum();
+                let _ = write!(
+                    line,
+                    "   agent {:.2} CPU s/M req   kernel {:.2} us/req over {:.2} runs/req",
+                    per_m(cpu),
+                    ns as f64 / reqs.max(1) as f64 / 1000.0,
+                    runs as f64 / reqs.max(1) as f64,
+                );
+                if tls && mode == Mode::Watched {
+                    let _ = write!(
+                        line,
+                        " ({:.2} probe hits/req)",
+                        probes as f64 / reqs.max(1) as f64
+                    );
+                }
+            }
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    let _ = writeln!(out, "agent peak RSS: {:.1} MiB", rss as f64 / 1024.0);
+    out
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    // nginx binds it a moment later; nothing else on this machine picks
+    // ports from the ephemeral range for listening meanwhile.
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl Bench {
+    fn start(dir: &Path, rampwatch: &Path, seconds: u64) -> anyhow::Result<Self> {
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        crate::cmd::run(
+            Command::new("openssl")
+                .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+                .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+                .args(["-subj", "/CN=bench.rampwatch", "-keyout"])
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert)
+                .stderr(Stdio::null()),
+        )?;
+        let (http_port, https_port) = (free_port()?, free_port()?);
+        let d = dir.display();
+        let conf = format!(
+            r#"daemon off;
+master_process on;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/nginx.err warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    keepalive_requests 1000000;
+    server {{
+        listen 127.0.0.1:{http_port};
+        listen 127.0.0.1:{https_port} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        location / {{ return 200 "ok"; }}
+    }}
+}}
+"#,
+            cert = cert.display(),
+            key = key.display(),
+        );
+        let conf_path = dir.join("nginx.conf");
+        fs::write(&conf_path, conf)?;
+        let nginx = Command::new("nginx")
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-p")
+            .arg(dir)
+            .stdin(Stdio::null())
+            .spawn()
+            .context("starting nginx (Debian package nginx)")?;
+        let mut bench = Self {
+            dir: dir.to_owned(),
+            rampwatch: rampwatch.to_owned(),
+            http_port,
+            https_port,
+            nginx,
+            seconds,
+        };
+        wait(Duration::from_secs(10), "nginx to answer", || {
+            Ok(Command::new("curl")
+                .args(["-sfk", "-o", "/dev/null"])
+                .arg(format!("https://127.0.0.1:{}/", bench.https_port))
+                .status()?
+                .success())
+        })?;
+        if let Ok(Some(status)) = bench.nginx.try_wait() {
+            bail!(
+                "nginx exited with {status}; see {}/nginx.err",
+                bench.dir.display()
+            );
+        }
+        Ok(bench)
+    }
+
+    /// Both protocols under one mode; returns (http, https, agent peak RSS
+    /// in KiB).
+    fn measure(&mut self, mode: Mode) -> anyhow::Result<(Sample, Sample, u64)> {
+        let mut agent = match mode {
+            Mode::Unwatched => Some(self.agent(false)?),
+            Mode::Watched => Some(self.agent(true)?),
+            _ => None,
+        };
+        let mut dump = (mode == Mode::Tcpdump)
+            .then(|| {
+                Command::new("tcpdump")
+                    .args(["-i", "lo", "-s", "4096", "-w"])
+                    .arg(self.dir.join("bench.pcap"))
+                    .arg(format!(
+                        "tcp port {} or tcp port {}",
+                        self.http_port, self.https_port
+                    ))
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .context("starting tcpdump")
+            })
+            .transpose()?;
+        if dump.is_some() {
+            // tcpdump prints nothing useful when it is ready; give it the
+            // moment it needs to open the interface.
+            thread::sleep(Duration::from_millis(500));
+        }
+        let http = self.load(false, agent.as_ref().map(|a| a.pid))?;
+        let https = self.load(true, agent.as_ref().map(|a| a.pid))?;
+        let rss = agent.as_ref().map_or(0, |a| peak_rss_kib(a.pid));
+        if let Some(a) = agent.as_mut() {
+            a.stop();
+        }
+        if let Some(d) = dump.as_mut() {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+        Ok((http, https, rss))
+    }
+
+    fn load(&self, tls: bool, agent: Option<u32>) -> anyhow::Result<Sample> {
+        let url = if tls {
+            format!("https://127.0.0.1:{}/", self.https_port)
+        } else {
+            format!("http://127.0.0.1:{}/", self.http_port)
+        };
+        let cpu0 = agent.map_or(0.0, cpu_seconds);
+        let bpf0 = bpf_progs()?;
+        let out = Command::new("wrk")
+            .args(["-t1", "-c32", &format!("-d{}s", self.seconds)])
+            .arg(&url)
+            .output()
+            .context("running wrk (Debian package wrk)")?;
+        let bpf1 = bpf_progs()?;
+        let cpu1 = agent.map_or(0.0, cpu_seconds);
+        let text = String::from_utf8_lossy(&out.stdout);
+        ensure!(out.status.success(), "wrk {url} failed: {text}");
+        let rps = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Requests/sec:"))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .with_context(|| format!("no Requests/sec in wrk's output: {text}"))?;
+        let requests = text
+            .lines()
+            .find_map(|l| l.trim().split_once(" requests in "))
+            .and_then(|(n, _)| n.trim().parse().ok())
+            .unwrap_or(0);
+        let mut s = Sample {
+            rps,
+            requests,
+            agent_cpu: cpu1 - cpu0,
+            ..Sample::default()
+        };
+        if agent.is_some() {
+            for (id, (name, runs, ns)) in &bpf1 {
+                let (r0, n0) = bpf0.get(id).map_or((0, 0), |(_, r, n)| (*r, *n));
+                let (dr, dn) = (runs.saturating_sub(r0), ns.saturating_sub(n0));
+                s.bpf_runs += dr;
+                s.bpf_ns += dn;
+                if name.starts_with("rw_ssl") || name.starts_with("rw_tls") {
+                    s.probe_runs += dr;
+                }
+            }
+        }
+        Ok(s)
+    }
+
+    fn agent(&self, watched: bool) -> anyhow::Result<Agent> {
+        // The unwatched contract names a port nothing listens on.
+        let ports = if watched {
+            format!("{}, {}", self.http_port, self.https_port)
+        } else {
+            "9".to_owned()
+        };
+        let contract = self.dir.join(format!("contract-{watched}.yaml"));
+        fs::write(&contract, contract_yaml(&ports))?;
+        let socket = self.dir.join("agent.sock");
+        let log = fs::File::create(self.dir.join("agent.log"))?;
+        let child = Command::new(&self.rampwatch)
+            .arg("agent")
+            .arg("--contract")
+            .arg(&contract)
+            .args(["--metrics-addr", "127.0.0.1:0", "--socket"])
+            .arg(&socket)
+            .arg("--audit-dir")
+            .arg(self.dir.join("audit"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting rampwatch agent")?;
+        let mut agent = Agent {
+            pid: child.id(),
+            child,
+        };
+        let nginx_worker = nginx_workers(self.nginx.id());
+        wait(Duration::from_secs(30), "the agent to attach", || {
+            if let Ok(Some(st)) = agent.child.try_wait() {
+                bail!(
+                    "the agent exited with {st}; see {}/agent.log",
+                    self.dir.display()
+                );
+            }
+            let out = Command::new(&self.rampwatch)
+                .args(["status", "-o", "json", "--socket"])
+                .arg(&socket)
+                .stderr(Stdio::null())
+                .output()?;
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
+                return Ok(false);
+            };
+            if !watched {
+                return Ok(v["contract"].as_str().is_some_and(|c| !c.is_empty()));
+            }
+            // Watched: the TLS probes must be on nginx's worker first.
+            let probed: Vec<u64> = v["tls"]["processes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p["pid"].as_u64())
+                .collect();
+            Ok(nginx_worker.iter().all(|w| probed.contains(&u64::from(*w))))
+        })?;
+        Ok(agent)
+    }
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        let _ = self.nginx.kill();
+        let _ = self.nginx.wait();
+    }
+}
+
+struct Agent {
+    pid: u32,
+    child: Child,
+}
+
+impl Agent {
+    fn stop(&mut self) {
+        // SIGINT: the agent's clean shutdown (detach, flush).
+        let _ = Command::new("kill")
+            .args(["-INT", &self.pid.to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn contract_yaml(ports: &str) -> String {
+    format!(
+        r#"apiVersion: rampwatch.io/v1
+kind: RampContract
+metadata:
+  name: overhead-bench
+spec:
+  dataClasses:
+    - name: internal
+      encryption: optional
+      authentication: optional
+  endpoints:
+    - name: bench
+      dataClass: internal
+      hosts: ["127.0.0.1"]
+      ports: [{ports}]
+  stages:
+    - name: pilot
+      startsAt: "2026-01-01T00:00:00Z"
+"#
+    )
+}
+
+/// Children of nginx's master: its workers.
+fn nginx_workers(master: u32) -> Vec<u32> {
+    let path = format!("/proc/{master}/task/{master}/children");
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// utime + stime of `pid`, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised comm; utime and stime are 14 and 15.
+    let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // /proc reports clock ticks in USER_HZ, which is 100 on Linux whatever
+    // the kernel's own HZ.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// (name, run_cnt, run_time_ns) of every loaded `rw_*` program by id.
+fn bpf_progs() -> anyhow::Result<BTreeMap<u64, (String, u64, u64)>> {
+    let out = Command::new("bpftool")
+        .args(["-j", "prog", "show"])
+        .output()
+        .context("running bpftool (Debian package bpftool)")?;
+    ensure!(out.status.success(), "bpftool prog show failed");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    Ok(v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            let name = p["name"].as_str()?;
+            name.starts_with("rw_").then(|| {
+                (
+                    p["id"].as_u64().unwrap_or(0),
+                    (
+                        name.to_owned(),
+                        p["run_cnt"].as_u64().unwrap_or(0),
+                        p["run_time_ns"].as_u64().unwrap_or(0),
+                    ),
+                )
+            })
+        })
+        .collect())
+}
+
+/// `kernel.bpf_stats_enabled` on for the benchmark, restored after.
+struct BpfStats {
+    before: String,
+}
+
+impl BpfStats {
+    const PATH: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+    fn enable() -> anyhow::Result<Self> {
+        let before =
+            fs::read_to_string(Self::PATH).with_context(|| format!("reading {}", Self::PATH))?;
+        fs::write(Self::PATH, "1").with_context(|| format!("writing {}", Self::PATH))?;
+        Ok(Self {
+            before: before.trim().to_owned(),
+        })
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = fs::write(Self::PATH, &self.before);
+    }
+}
+
+fn wait(
+    limit: Duration,
+    what: &str,
+    mut ready: impl FnMut() -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if ready()? {
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    bail!("timed out after {limit:?} waiting for {what}")
+}
