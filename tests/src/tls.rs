@@ -71,11 +71,21 @@ impl TlsServer {
     /// Start on `addr` (a concrete port; see [`crate::free_port`]), inside
     /// network namespace `netns` if given.
     pub fn start(addr: SocketAddr, netns: Option<&str>) -> Self {
-        let cert = TestCert::generate();
-        let mut cmd = match netns {
+        let cmd = match netns {
             Some(ns) => crate::netns::NetnsPair::command_in(ns, "openssl"),
             None => Command::new("openssl"),
         };
+        Self::spawn(cmd, addr)
+    }
+
+    /// Start on `addr` in `cgroup`, so its sockets (and its TLS library
+    /// calls) are in the agent's watched subtree.
+    pub fn start_in(addr: SocketAddr, cgroup: &crate::cgroup::CgroupGuard) -> Self {
+        Self::spawn(cgroup.command("openssl"), addr)
+    }
+
+    fn spawn(mut cmd: Command, addr: SocketAddr) -> Self {
+        let cert = TestCert::generate();
         cmd.args(["s_server", "-www", "-accept"])
             .arg(addr.to_string())
             .arg("-cert")

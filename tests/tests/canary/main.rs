@@ -110,12 +110,15 @@ fn live_agent_never_outputs_a_planted_credential() {
     let tmp = TempDir::new("canary").kept_with("RW_CANARY_KEEP");
     let dir = tmp.path();
 
+    // The TLS server runs in the watched cgroup: the agent probes the TLS
+    // library of processes in its subtree only.
+    let cg = CgroupGuard::new("canary");
     let any = SocketAddr::new(LOCALHOST, 0);
     let servers = Servers {
         ledger: HttpServer::start(any, 3),
         orders: HttpServer::start(any, 3),
         unlisted: HttpServer::start(any, 3),
-        tls: TlsServer::start(SocketAddr::new(LOCALHOST, free_port(LOCALHOST)), None),
+        tls: TlsServer::start_in(SocketAddr::new(LOCALHOST, free_port(LOCALHOST)), &cg),
     };
     let ports = Ports {
         ledger: servers.ledger.addr().port(),
@@ -126,7 +129,6 @@ fn live_agent_never_outputs_a_planted_credential() {
     let (contract, steps, expect) = plan(&mut c);
     let contract = contract.yaml(&ports);
 
-    let cg = CgroupGuard::new("canary");
     let mut agent = Launch {
         log_level: "trace",
         dir: Some(dir),

@@ -216,13 +216,21 @@ pub fn plan(c: &mut Canaries) -> (ContractText, Vec<Step>, Expect) {
         vec!["-H".into(), to_unlisted],
     ));
 
-    // TLS: the token is encrypted, the agent sees the handshake only.
-    let tls_token = format!("Authorization: Bearer {}", c.mint("inside TLS"));
+    // TLS: encrypted on the wire, in clear text in the server's OpenSSL,
+    // where the probes read it; the contract knows it, so `flows` naming
+    // client `tls` proves the agent saw the token.
+    let tls_bearer = format!("Bearer {}", c.mint("inside TLS"));
+    k.client("tls", "authorization", &tls_bearer, &issued);
     steps.push(Step::Curl(
         Port::Tls,
         "/".into(),
-        vec!["-k".into(), "-H".into(), tls_token],
+        vec![
+            "-k".into(),
+            "-H".into(),
+            format!("Authorization: {tls_bearer}"),
+        ],
     ));
+    clients.push("tls");
 
     // Pipelined: one segment with three requests, then three segments.
     let pipe_key = c.mint("pipelined x-api-key");
