@@ -120,7 +120,7 @@ async fn curl_in_child_cgroup_is_seen() {
     let t = totals.unwrap();
     assert_eq!(t.request_starts, [2, 0]);
     assert!(t.packets[0] >= 4 && t.packets[1] >= 3, "{t:?}");
-    assert_eq!(stats.ring_full, 0);
+    assert_eq!(stats.kernel.ring_full(), 0);
     assert_eq!(stats.decode_errors, 0);
 }
 
@@ -211,9 +211,9 @@ async fn cost_per_packet() {
         println!(
             "{label}: {n} runs, {:.1} ns/packet; monitored {}, samples {}, ring_full {}, events {delivered}",
             t as f64 / n.max(1) as f64,
-            stats.packets_monitored,
-            stats.samples_emitted,
-            stats.ring_full
+            stats.kernel.packets_monitored(),
+            stats.kernel.samples_emitted(),
+            stats.kernel.ring_full()
         );
     }
     let _ = std::fs::remove_dir(&cg);

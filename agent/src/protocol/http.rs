@@ -18,44 +18,8 @@ const MAX_HEADERS: usize = 96;
 /// Requests taken from one buffer at most (bounds work on garbage).
 const MAX_REQUESTS: usize = 1024;
 
-/// Methods that start a request, each followed by a space: the same rule
-/// the kernel program uses to count request starts.
-const METHODS: [&[u8]; 9] = [
-    b"GET ",
-    b"POST ",
-    b"PUT ",
-    b"DELETE ",
-    b"HEAD ",
-    b"OPTIONS ",
-    b"PATCH ",
-    b"CONNECT ",
-    b"TRACE ",
-];
-
-/// Does `buf` start with a request method and a space?
-#[inline]
-pub fn starts_with_method(buf: &[u8]) -> bool {
-    // Dispatch on the first byte so the common miss costs one comparison.
-    match buf.first() {
-        Some(b'G') => buf.starts_with(b"GET "),
-        Some(b'P') => {
-            buf.starts_with(b"POST ") || buf.starts_with(b"PUT ") || buf.starts_with(b"PATCH ")
-        }
-        Some(b'D') => buf.starts_with(b"DELETE "),
-        Some(b'H') => buf.starts_with(b"HEAD "),
-        Some(b'O') => buf.starts_with(b"OPTIONS "),
-        Some(b'C') => buf.starts_with(b"CONNECT "),
-        Some(b'T') => buf.starts_with(b"TRACE "),
-        _ => false,
-    }
-}
-
-/// Could `buf` (shorter than any method + space) still become a method?
-pub fn could_start_with_method(buf: &[u8]) -> bool {
-    METHODS
-        .iter()
-        .any(|m| buf.len() < m.len() && m.starts_with(buf))
-}
+// The method rule is the kernel's: one table, in `agent_common::http`.
+pub use agent_common::http::{could_start_with_method, starts_with_method};
 
 /// Does `buf` start with an HTTP/1.x status line ("HTTP/1.1 200")?
 /// `None` when too few bytes are there to tell.
