@@ -308,9 +308,14 @@ mod pod {
     // arrays (every bit pattern is valid) and have explicit padding fields, so
     // no uninitialised bytes are exposed.
     unsafe impl aya::Pod for super::Config {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::EndpointKey {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::PortEntry {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::FlowKey {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::DirStats {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::FlowStats {}
 }

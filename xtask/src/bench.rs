@@ -13,8 +13,11 @@ use crate::{
 pub enum Which {
     /// Kernel cost per packet (bpf_stats) and userspace decode rate.
     Capture,
-    /// `rampwatch replay` against `tshark` on one large generated capture.
+    /// `rampwatch replay` against `tshark` on one large generated capture,
+    /// then the engine and the decoder alone on the same file.
     Replay,
+    /// Userspace decode + classify (+ parse) of a synthetic capture.
+    Decode,
 }
 
 pub fn run(which: Which) -> anyhow::Result<()> {
@@ -39,7 +42,38 @@ pub fn run(which: Which) -> anyhow::Result<()> {
             cmd::cargo(&["build", "--package", "agent", "--bin", "rampwatch"], true)?;
             let work = root().join("target/bench");
             std::fs::create_dir_all(&work)?;
-            crate::bench_replay::run(&root().join("target/release/rampwatch"), &work)
+            let capture =
+                crate::bench_replay::run(&root().join("target/release/rampwatch"), &work)?;
+            cmd::run(
+                Command::new(env!("CARGO"))
+                    .current_dir(root())
+                    .env("RAMPWATCH_BENCH_PCAP", &capture)
+                    .args([
+                        "test",
+                        "--release",
+                        "--package",
+                        "agent",
+                        "--features",
+                        "bench",
+                        "--test",
+                        "golden_bench",
+                        "--",
+                        "--nocapture",
+                        "--test-threads=1",
+                    ]),
+            )
         }
+        Which::Decode => cmd::run(Command::new(env!("CARGO")).current_dir(root()).args([
+            "test",
+            "--release",
+            "--package",
+            "agent",
+            "--features",
+            "bench",
+            "--lib",
+            "bench_decode_classify",
+            "--",
+            "--nocapture",
+        ])),
     }
 }

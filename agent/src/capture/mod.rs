@@ -13,7 +13,8 @@ mod endpoints;
 mod error;
 mod flows;
 mod ring;
-#[cfg(test)]
+// Needs root and a built kernel object: `cargo xtask test` runs it.
+#[cfg(all(test, feature = "kernel-smoke"))]
 mod smoke;
 mod stats;
 mod system;

@@ -13,6 +13,8 @@ use crate::{
     event::{Packet, tcp_flags},
 };
 
+// Prints figures: `cargo xtask bench decode`.
+#[cfg(feature = "bench")]
 mod bench;
 mod ip;
 mod pcap;
