@@ -1,7 +1,7 @@
 //! The types every stage of the pipeline agrees on.
 //!
 //! Both sources of traffic, the kernel ring buffer (`capture`) and pcap files
-//! (`decode::pcap`), turn what they read into [`Event`]s, and the engine
+//! (`pcap::reader`), turn what they read into [`Event`]s, and the engine
 //! (`flow` → `protocol` → `identity` → `policy`) consumes nothing else. This is
 //! what lets `rampwatch replay` run exactly the pipeline the live agent runs.
 

@@ -78,7 +78,7 @@ fn replay_throughput() {
 fn decode_only_throughput() {
     let pcap = bench_pcap();
     let started = Instant::now();
-    let mut reader = agent::decode::PcapReader::open(pcap).expect("a capture");
+    let mut reader = agent::pcap::PcapReader::open(pcap).expect("a capture");
     let mut n = 0u64;
     while let Ok(Some(p)) = reader.next_packet() {
         n += u64::from(p.payload_len > 0);

@@ -11,7 +11,7 @@
 mod control;
 mod endpoints;
 mod error;
-mod flows;
+mod flow_map;
 mod ring;
 // Needs root and a built kernel object: `cargo xtask test` runs it.
 #[cfg(all(test, feature = "kernel-smoke"))]
@@ -39,7 +39,7 @@ use control::Control;
 pub use endpoints::{Compiled, EndpointRule, PortSpec, RuleError, compile};
 pub use error::CaptureError;
 use error::{map_err, prog_err};
-pub use flows::FlowSnapshot;
+pub use flow_map::FlowSnapshot;
 pub use stats::{CaptureStats, KernelCounters, ProgramCost};
 pub use system::check_privileges;
 use tokio::{io::unix::AsyncFd, sync::mpsc::Sender, task::JoinHandle};
@@ -309,7 +309,7 @@ impl Capture {
         let offset = system::mono_to_wall_offset();
         read_flows(&self.flows)
             .iter()
-            .map(|(k, s)| flows::snapshot(k, s, offset))
+            .map(|(k, s)| flow_map::snapshot(k, s, offset))
             .collect()
     }
 

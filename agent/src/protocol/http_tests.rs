@@ -285,7 +285,7 @@ fn response_side_and_orientation() {
 
 #[test]
 fn random_input_never_panics() {
-    let mut rng = crate::decode::tests::XorShift(0xdead_beef_cafe_f00d);
+    let mut rng = crate::pcap::tests::XorShift(0xdead_beef_cafe_f00d);
     let seeds: [&[u8]; 3] = [
         b"GET /a HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nAuthorization: Bearer x\r\n\r\nabc",
         b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",

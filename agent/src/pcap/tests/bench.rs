@@ -1,7 +1,7 @@
 //! Decode + classify throughput.
 
 use super::*;
-use crate::decode::PcapReader;
+use crate::pcap::PcapReader;
 
 /// Micro benchmark (not a timed test; its assertions check the counts):
 /// decode + classify ~1M packets of a synthetic mixed TLS/HTTP capture.
