@@ -8,8 +8,13 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use super::{Contract, ContractError, Quota, Stage, format_duration, format_rfc3339, schema_json};
-use crate::{event::Nanos, identity};
+use crate::{
+    contract::{
+        Contract, ContractError, Quota, Stage, format_duration, format_rfc3339, schema_json,
+    },
+    event::Nanos,
+    identity,
+};
 
 /// How a command ended; the process exit code follows from it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
