@@ -16,6 +16,10 @@
 
 #[cfg(feature = "user")]
 pub mod decode;
+pub mod ether;
+pub mod http;
+pub mod stat;
+pub mod tcp;
 
 /// Names of the maps in the kernel object, as userspace looks them up.
 pub mod map_names {
@@ -107,39 +111,6 @@ pub mod port_flags {
     pub const LPM: u32 = 1;
     /// A port-only rule (any address) covers this port; `PortEntry::endpoint_id` names it.
     pub const PORT_ONLY: u32 = 2;
-}
-
-/// Indexes into the per-CPU `RW_STATS` array. Losses first, then activity.
-pub mod stat {
-    /// A sample did not fit in the ring buffer (consumer too slow).
-    pub const RING_FULL: u32 = 0;
-    /// A flow-end record did not fit in the ring buffer.
-    pub const FLOW_END_RING_FULL: u32 = 1;
-    /// A new flow could not be inserted in the flow map.
-    pub const FLOW_TABLE_FULL: u32 = 2;
-    /// A sample's payload was longer than `snaplen` and was cut.
-    pub const SAMPLE_TRUNCATED: u32 = 3;
-    /// Headers could not be read or were inconsistent.
-    pub const MALFORMED: u32 = 4;
-    /// IPv4 fragments and IPv6 with extension headers before TCP: not parsed.
-    pub const SKIPPED_UNPARSED: u32 = 5;
-    /// Copying a sample's payload out of the packet failed.
-    pub const PAYLOAD_LOAD_FAILED: u32 = 6;
-    /// Every packet the programs ran on.
-    pub const PACKETS_SEEN: u32 = 7;
-    /// TCP packets to or from a monitored endpoint.
-    pub const PACKETS_MONITORED: u32 = 8;
-    /// Samples written to the ring buffer.
-    pub const SAMPLES_EMITTED: u32 = 9;
-    /// Flow-end records written to the ring buffer.
-    pub const FLOW_ENDS_EMITTED: u32 = 10;
-    /// Flow map entries created.
-    pub const FLOWS_CREATED: u32 = 11;
-    /// Monitored packets after a flow's end, or FIN/RST/bare-ACK packets of
-    /// a flow not in the map (evicted): counted, not added to any flow.
-    pub const STRAY_PACKETS: u32 = 12;
-    /// Number of indexes.
-    pub const COUNT: u32 = 13;
 }
 
 /// Largest `snaplen` the kernel programs support (scratch buffer size).
@@ -344,9 +315,14 @@ mod pod {
     // arrays (every bit pattern is valid) and have explicit padding fields, so
     // no uninitialised bytes are exposed.
     unsafe impl aya::Pod for super::Config {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::EndpointKey {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::PortEntry {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::FlowKey {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::DirStats {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::FlowStats {}
 }

@@ -3,15 +3,11 @@
 
 use core::{ffi::c_void, mem::MaybeUninit};
 
-use agent_common::stat;
+use agent_common::{ether, stat};
 use aya_ebpf::{bindings::__sk_buff, helpers::bpf_skb_load_bytes};
 
 use crate::maps::count;
 
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88a8;
 const IPPROTO_TCP: u8 = 6;
 
 /// What the programs need from one TCP packet. The addresses are read
@@ -131,10 +127,10 @@ fn to_bytes(w: [u32; 4]) -> [u8; 16] {
 pub fn ethernet(skb: *mut __sk_buff) -> Option<(u32, u16)> {
     let mut off = 12u32;
     let mut proto = u16::from_be_bytes(load::<[u8; 2]>(skb, off)?);
-    if proto == ETH_P_8021Q || proto == ETH_P_8021AD {
+    if proto == ether::VLAN || proto == ether::QINQ {
         off += 4;
         proto = u16::from_be_bytes(load::<[u8; 2]>(skb, off)?);
-        if proto == ETH_P_8021Q || proto == ETH_P_8021AD {
+        if proto == ether::VLAN || proto == ether::QINQ {
             off += 4;
             proto = u16::from_be_bytes(load::<[u8; 2]>(skb, off)?);
         }
@@ -150,7 +146,7 @@ pub fn tcp(skb: *mut __sk_buff, l3: u32, proto: u16) -> Option<Tcp> {
     // SAFETY: `skb` is the program's context pointer.
     let skb_len = unsafe { (*skb).len };
     let avail = skb_len.checked_sub(l3)?;
-    if proto == ETH_P_IP {
+    if proto == ether::IPV4 {
         if avail < 40 {
             return None;
         }
@@ -175,7 +171,7 @@ pub fn tcp(skb: *mut __sk_buff, l3: u32, proto: u16) -> Option<Tcp> {
         // 0 with BIG TCP GSO packets: the skb length is the truth then.
         let ip_len = if tot == 0 || tot > avail { avail } else { tot };
         finish(skb, l3, false, ip_len, ihl)
-    } else if proto == ETH_P_IPV6 {
+    } else if proto == ether::IPV6 {
         if avail < 60 {
             return None;
         }

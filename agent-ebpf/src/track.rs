@@ -9,7 +9,7 @@ use core::{
 use agent_common::{
     ADDR_KEY_BITS, ENDPOINT_KEY_BITS, EndpointKey, FlowEndRecord, FlowKey, FlowStats, PortEntry,
     SAMPLE_HEADER_LEN, SNAPLEN_MAX, SampleHeader, config_flags, direction, end_reason, event_id,
-    flow_state, observer, port_flags, stat,
+    flow_state, http, observer, port_flags, stat, tcp,
 };
 use aya_ebpf::{
     bindings::{
@@ -32,10 +32,6 @@ use crate::{
     packet::{self, Tcp},
 };
 
-const TCP_FIN: u8 = 0x01;
-const TCP_SYN: u8 = 0x02;
-const TCP_RST: u8 = 0x04;
-const TCP_ACK: u8 = 0x10;
 const EEXIST: i32 = 17;
 /// Unread ring bytes above which samples may wake the reader.
 const WAKEUP_BYTES: u64 = 256 * 1024;
@@ -270,7 +266,8 @@ fn update(
         None => {
             // Do not start a flow from a packet that carries nothing
             // (trailing ACK/FIN/RST of an evicted flow).
-            if p.flags & (TCP_FIN | TCP_RST) != 0 || (p.payload_len == 0 && p.flags & TCP_SYN == 0)
+            if p.flags & (tcp::FIN | tcp::RST) != 0
+                || (p.payload_len == 0 && p.flags & tcp::SYN == 0)
             {
                 count(stat::STRAY_PACKETS);
                 return;
@@ -340,16 +337,16 @@ fn update(
             }
         }
         let state = &raw mut (*flow).state;
-        if p.flags & TCP_RST != 0 {
+        if p.flags & tcp::RST != 0 {
             end(key, flow, end_reason::RST);
-        } else if p.flags & TCP_FIN != 0 {
+        } else if p.flags & tcp::FIN != 0 {
             let bit = if d == 0 {
                 flow_state::FIN_TO_SERVER
             } else {
                 flow_state::FIN_TO_CLIENT
             };
             or(state, bit);
-        } else if p.flags & TCP_ACK != 0
+        } else if p.flags & tcp::ACK != 0
             && p.payload_len == 0
             && *state & (flow_state::FIN_TO_SERVER | flow_state::FIN_TO_CLIENT)
                 == flow_state::FIN_TO_SERVER | flow_state::FIN_TO_CLIENT
@@ -359,34 +356,6 @@ fn update(
     }
 }
 
-/// Pairs (little-endian word, mask) for "METHOD " prefixes.
-const fn token(s: &[u8]) -> (u64, u64) {
-    let mut v = 0u64;
-    let mut i = 0;
-    while i < s.len() {
-        v |= (s[i] as u64) << (8 * i);
-        i += 1;
-    }
-    let mask = if s.len() >= 8 {
-        u64::MAX
-    } else {
-        (1u64 << (8 * s.len())) - 1
-    };
-    (v, mask)
-}
-
-const METHODS: [(u64, u64); 9] = [
-    token(b"GET "),
-    token(b"POST "),
-    token(b"PUT "),
-    token(b"DELETE "),
-    token(b"HEAD "),
-    token(b"OPTIONS "),
-    token(b"PATCH "),
-    token(b"CONNECT "),
-    token(b"TRACE "),
-];
-
 /// Does the payload start with an HTTP/1.x method token and a space? Callers
 /// ensure at least 16 payload bytes (the shortest request line).
 #[inline(always)]
@@ -395,15 +364,7 @@ fn is_request_start(skb: *mut __sk_buff, off: u32) -> bool {
         return false;
     };
     let w = u64::from(b[0]) | (u64::from(b[1]) << 32);
-    let mut i = 0;
-    while i < METHODS.len() {
-        let (v, m) = METHODS[i];
-        if w & m == v {
-            return true;
-        }
-        i += 1;
-    }
-    false
+    http::word_starts_with_method(w)
 }
 
 #[inline(always)]

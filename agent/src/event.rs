@@ -1,7 +1,7 @@
 //! The types every stage of the pipeline agrees on.
 //!
 //! Both sources of traffic, the kernel ring buffer (`capture`) and pcap files
-//! (`decode::pcap`), turn what they read into [`Event`]s, and the engine
+//! (`pcap::reader`), turn what they read into [`Event`]s, and the engine
 //! (`flow` → `protocol` → `identity` → `policy`) consumes nothing else. This is
 //! what lets `rampwatch replay` run exactly the pipeline the live agent runs.
 
@@ -38,14 +38,8 @@ pub struct FlowId {
     pub server: SocketAddr,
 }
 
-/// TCP header flags, as on the wire.
-pub mod tcp_flags {
-    pub const FIN: u8 = 0x01;
-    pub const SYN: u8 = 0x02;
-    pub const RST: u8 = 0x04;
-    pub const PSH: u8 = 0x08;
-    pub const ACK: u8 = 0x10;
-}
+/// TCP header flags, as on the wire (the one table is `agent_common::tcp`).
+pub use agent_common::tcp as tcp_flags;
 
 /// One TCP segment as it was seen on the wire.
 #[derive(Clone)]

@@ -8,9 +8,9 @@ use std::{
 };
 
 use agent::{
-    cli::{AuditCommand, Cli, Command, ContractCommand, LogFormat},
+    cli::{self, AuditCommand, Cli, Command, ContractCommand, LogFormat, client},
     contract,
-    sinks::api::{client, views::Request},
+    sinks::api::views::Request,
 };
 use anyhow::Context as _;
 use clap::Parser as _;
@@ -72,15 +72,15 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Contract(ContractCommand::Check { file, at }) => {
             let at = at.as_deref().map(parse_at).transpose()?;
             let mut err = std::io::stderr().lock();
-            return Ok(contract::cli::run_check(&file, at, &mut out, &mut err)?.exit_code());
+            return Ok(cli::contract::run_check(&file, at, &mut out, &mut err)?.exit_code());
         }
         Command::Contract(ContractCommand::Schema) => {
-            return Ok(contract::cli::run_schema(&mut out)?.exit_code());
+            return Ok(cli::contract::run_schema(&mut out)?.exit_code());
         }
         Command::Fingerprint { header } => {
             let mut err = std::io::stderr().lock();
             let mut stdin = std::io::stdin().lock();
-            return Ok(contract::cli::run_fingerprint(
+            return Ok(cli::contract::run_fingerprint(
                 Some(&header),
                 &mut stdin,
                 &mut out,

@@ -1,10 +1,10 @@
 //! Replay throughput on a large capture (not a timed test: it prints).
+//! Built only with the `bench` feature; `cargo xtask bench replay`
+//! generates the capture, compares `rampwatch replay` with tshark, then runs
+//! this (the engine-only measurement) on the same file:
 //!
 //!     RAMPWATCH_BENCH_PCAP=/path/big.pcap \
-//!         cargo test --release -p agent --test golden_bench -- --ignored --nocapture
-//!
-//! `cargo xtask bench replay` generates such a capture and compares with
-//! tshark; this is the engine-only measurement.
+//!         cargo test --release -p agent --features bench --test golden_bench -- --nocapture
 
 use std::{path::PathBuf, time::Instant};
 
@@ -45,24 +45,27 @@ impl std::io::Write for LastLine {
     }
 }
 
+fn bench_pcap() -> PathBuf {
+    let pcap = std::env::var_os("RAMPWATCH_BENCH_PCAP")
+        .expect("set RAMPWATCH_BENCH_PCAP to a large capture (`cargo xtask bench replay` does)");
+    PathBuf::from(pcap)
+}
+
 #[test]
-#[ignore = "needs RAMPWATCH_BENCH_PCAP and a release build"]
 fn replay_throughput() {
-    let Some(pcap) = std::env::var_os("RAMPWATCH_BENCH_PCAP") else {
-        eprintln!("set RAMPWATCH_BENCH_PCAP to a large capture");
-        return;
-    };
+    let pcap = bench_pcap();
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
     let args = ReplayArgs {
         contract: dir.join("contract.yaml"),
         at: None,
         output: Format::Json,
-        pcaps: vec![PathBuf::from(pcap)],
+        pcaps: vec![pcap],
     };
     let mut out = LastLine::default();
     let mut err = Vec::new();
     let started = Instant::now();
     let code = replay(&args, &mut out, &mut err, false).expect("replay writes to memory");
+    assert!(code == 0 || code == 1, "replay failed: exit {code}");
     let secs = started.elapsed().as_secs_f64();
     let summary = String::from_utf8_lossy(&out.last);
     println!("exit {code} in {secs:.2} s");
@@ -72,18 +75,16 @@ fn replay_throughput() {
 
 /// The decoder alone, for comparison: the ceiling replay can reach.
 #[test]
-#[ignore = "needs RAMPWATCH_BENCH_PCAP and a release build"]
 fn decode_only_throughput() {
-    let Some(pcap) = std::env::var_os("RAMPWATCH_BENCH_PCAP") else {
-        return;
-    };
+    let pcap = bench_pcap();
     let started = Instant::now();
-    let mut reader = agent::decode::PcapReader::open(PathBuf::from(pcap)).expect("a capture");
+    let mut reader = agent::pcap::PcapReader::open(pcap).expect("a capture");
     let mut n = 0u64;
     while let Ok(Some(p)) = reader.next_packet() {
         n += u64::from(p.payload_len > 0);
     }
     let secs = started.elapsed().as_secs_f64();
+    assert!(reader.stats().packets > 0, "the capture holds no packets");
     println!(
         "decoded {} packets in {secs:.2} s: {:.0} packets/s ({n} with payload)",
         reader.stats().packets,

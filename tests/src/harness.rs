@@ -326,13 +326,13 @@ fn read_counters(cap: &Capture) -> Counters {
         .stats()
         .unwrap_or_else(|e| panic!("read capture stats: {e}"));
     Counters {
-        ring_full: s.ring_full,
-        flow_end_ring_full: s.flow_end_ring_full,
-        flow_table_full: s.flow_table_full,
-        sample_truncated: s.sample_truncated,
-        samples_emitted: s.samples_emitted,
-        flow_ends_emitted: s.flow_ends_emitted,
-        packets_monitored: s.packets_monitored,
+        ring_full: s.kernel.ring_full(),
+        flow_end_ring_full: s.kernel.flow_end_ring_full(),
+        flow_table_full: s.kernel.flow_table_full(),
+        sample_truncated: s.kernel.sample_truncated(),
+        samples_emitted: s.kernel.samples_emitted(),
+        flow_ends_emitted: s.kernel.flow_ends_emitted(),
+        packets_monitored: s.kernel.packets_monitored(),
     }
 }
 

@@ -6,6 +6,7 @@ use std::{
     path::Path,
 };
 
+use agent_common::{ether, tcp};
 use pcap_parser::{Linktype, parse_pcap};
 
 /// One TCP segment as tcpdump saw it.
@@ -70,11 +71,11 @@ pub fn read_pcap(path: &Path) -> Vec<TcpRecord> {
 fn ethernet_payload(frame: &[u8]) -> Option<&[u8]> {
     let mut ethertype = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
     let mut off = 14;
-    while ethertype == 0x8100 || ethertype == 0x88a8 {
+    while ethertype == ether::VLAN || ethertype == ether::QINQ {
         ethertype = u16::from_be_bytes([*frame.get(off + 2)?, *frame.get(off + 3)?]);
         off += 4;
     }
-    matches!(ethertype, 0x0800 | 0x86dd)
+    (ethertype == ether::IPV4 || ethertype == ether::IPV6)
         .then(|| frame.get(off..))
         .flatten()
 }
@@ -132,18 +133,7 @@ pub fn parse_ip_tcp(p: &[u8]) -> Option<TcpRecord> {
 
 /// True when `payload` starts with an HTTP/1.x method token and a space.
 pub fn starts_with_http_method(payload: &[u8]) -> bool {
-    const METHODS: &[&[u8]] = &[
-        b"GET ",
-        b"POST ",
-        b"PUT ",
-        b"DELETE ",
-        b"HEAD ",
-        b"OPTIONS ",
-        b"PATCH ",
-        b"CONNECT ",
-        b"TRACE ",
-    ];
-    METHODS.iter().any(|m| payload.starts_with(m))
+    agent_common::http::starts_with_method(payload)
 }
 
 /// Per-direction totals of the flow `client` ↔ `server`: index 0 is client to
@@ -181,7 +171,7 @@ pub fn flow_totals(
 pub fn clients_of(records: &[TcpRecord], server: SocketAddr) -> Vec<SocketAddr> {
     let mut out: Vec<SocketAddr> = records
         .iter()
-        .filter(|r| r.dst == server && r.flags & 0x02 != 0 && r.flags & 0x10 == 0)
+        .filter(|r| r.dst == server && r.flags & tcp::SYN != 0 && r.flags & tcp::ACK == 0)
         .map(|r| r.src)
         .collect();
     out.dedup();
@@ -195,15 +185,15 @@ pub fn flow_closed(records: &[TcpRecord], client: SocketAddr, server: SocketAddr
         (r.src == client && r.dst == server) || (r.src == server && r.dst == client)
     };
     let flow: Vec<&TcpRecord> = records.iter().filter(of_flow).collect();
-    if flow.iter().any(|r| r.flags & 0x04 != 0) {
+    if flow.iter().any(|r| r.flags & tcp::RST != 0) {
         return true;
     }
     let fin_c = flow
         .iter()
-        .position(|r| r.src == client && r.flags & 0x01 != 0);
+        .position(|r| r.src == client && r.flags & tcp::FIN != 0);
     let fin_s = flow
         .iter()
-        .position(|r| r.src == server && r.flags & 0x01 != 0);
+        .position(|r| r.src == server && r.flags & tcp::FIN != 0);
     match (fin_c, fin_s) {
         (Some(c), Some(s)) => {
             // The side that sent the later FIN gets a final ACK from the other.

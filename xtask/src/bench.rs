@@ -14,11 +14,14 @@ use crate::{
 pub enum Which {
     /// Kernel cost per packet (bpf_stats) and userspace decode rate.
     Capture,
-    /// `rampwatch replay` against `tshark` on one large generated capture.
+    /// `rampwatch replay` against `tshark` on one large generated capture,
+    /// then the engine and the decoder alone on the same file.
     Replay,
     /// wrk against nginx over HTTP and HTTPS: no agent, agent unwatched,
     /// agent watching (TLS probes on), tcpdump; ratios per round.
     Overhead,
+    /// Userspace decode + classify (+ parse) of a synthetic capture.
+    Decode,
 }
 
 pub fn run(which: Which) -> anyhow::Result<()> {
@@ -43,7 +46,26 @@ pub fn run(which: Which) -> anyhow::Result<()> {
             cmd::cargo(&["build", "--package", "agent", "--bin", "rampwatch"], true)?;
             let work = root().join("target/bench");
             std::fs::create_dir_all(&work)?;
-            crate::bench_replay::run(&root().join("target/release/rampwatch"), &work)
+            let capture =
+                crate::bench_replay::run(&root().join("target/release/rampwatch"), &work)?;
+            cmd::run(
+                Command::new(env!("CARGO"))
+                    .current_dir(root())
+                    .env("RAMPWATCH_BENCH_PCAP", &capture)
+                    .args([
+                        "test",
+                        "--release",
+                        "--package",
+                        "agent",
+                        "--features",
+                        "bench",
+                        "--test",
+                        "golden_bench",
+                        "--",
+                        "--nocapture",
+                        "--test-threads=1",
+                    ]),
+            )
         }
         Which::Overhead => {
             if !is_root() {
@@ -55,5 +77,17 @@ pub fn run(which: Which) -> anyhow::Result<()> {
             std::fs::create_dir_all(&work)?;
             crate::bench_overhead::run(&root().join("target/release/rampwatch"), &work)
         }
+        Which::Decode => cmd::run(Command::new(env!("CARGO")).current_dir(root()).args([
+            "test",
+            "--release",
+            "--package",
+            "agent",
+            "--features",
+            "bench",
+            "--lib",
+            "bench_decode_classify",
+            "--",
+            "--nocapture",
+        ])),
     }
 }

@@ -50,16 +50,23 @@ pub fn toolchain() -> anyhow::Result<()> {
         "--installed",
     ]))
     .unwrap_or_default();
-    if !installed.lines().any(|l| l.starts_with("rust-src")) {
-        eprintln!("setup: adding rust-src to the nightly toolchain");
+    // rust-src builds the kernel crate; rustfmt (unstable options in
+    // rustfmt.toml) and clippy (BPF target) lint with the nightly.
+    for component in ["rust-src", "rustfmt", "clippy"] {
+        if installed.lines().any(|l| l.starts_with(component)) {
+            continue;
+        }
+        eprintln!("setup: adding {component} to the nightly toolchain");
         run(Command::new("rustup").args([
             "component",
             "add",
-            "rust-src",
+            component,
             "--toolchain",
             "nightly",
         ]))
-        .context("could not add rust-src to the nightly toolchain; the kernel build needs it")?;
+        .with_context(|| {
+            format!("could not add {component} to the nightly toolchain; the build and lint steps need it")
+        })?;
     }
 
     let want = format!("bpf-linker {BPF_LINKER_VERSION}");

@@ -11,9 +11,10 @@
 mod control;
 mod endpoints;
 mod error;
-mod flows;
+mod flow_map;
 mod ring;
-#[cfg(test)]
+// Needs root and a built kernel object: `cargo xtask test` runs it.
+#[cfg(all(test, feature = "kernel-smoke"))]
 mod smoke;
 mod stats;
 mod system;
@@ -38,8 +39,8 @@ use control::Control;
 pub use endpoints::{Compiled, EndpointRule, PortSpec, RuleError, compile};
 pub use error::CaptureError;
 use error::{map_err, prog_err};
-pub use flows::FlowSnapshot;
-pub use stats::{KernelStats, ProgramCost};
+pub use flow_map::FlowSnapshot;
+pub use stats::{CaptureStats, KernelCounters, ProgramCost};
 pub use system::check_privileges;
 use tokio::{io::unix::AsyncFd, sync::mpsc::Sender, task::JoinHandle};
 
@@ -289,17 +290,18 @@ impl Capture {
     }
 
     /// All counters: kernel ones summed over CPUs, plus userspace ones.
-    pub fn stats(&self) -> Result<KernelStats, CaptureError> {
+    pub fn stats(&self) -> Result<CaptureStats, CaptureError> {
         let mut sums = Vec::with_capacity(stat::COUNT as usize);
         for i in 0..stat::COUNT {
             let v = self.stats.get(&i, 0).map_err(map_err(map_names::STATS))?;
             sums.push(v.iter().copied().fold(0u64, u64::wrapping_add));
         }
-        let mut s = KernelStats::from_counters(&sums);
-        s.decode_errors = self.shared.decode_errors.load(Ordering::Relaxed);
-        s.records_read = self.shared.records.load(Ordering::Relaxed);
-        s.duplicate_views = lock(&self.shared.tracker).duplicate_views;
-        Ok(s)
+        Ok(CaptureStats {
+            kernel: KernelCounters::from_sums(&sums),
+            decode_errors: self.shared.decode_errors.load(Ordering::Relaxed),
+            records_read: self.shared.records.load(Ordering::Relaxed),
+            duplicate_views: lock(&self.shared.tracker).duplicate_views,
+        })
     }
 
     /// A snapshot of the kernel flow map (every view, not deduplicated).
@@ -307,7 +309,7 @@ impl Capture {
         let offset = system::mono_to_wall_offset();
         read_flows(&self.flows)
             .iter()
-            .map(|(k, s)| flows::snapshot(k, s, offset))
+            .map(|(k, s)| flow_map::snapshot(k, s, offset))
             .collect()
     }
 

@@ -18,7 +18,7 @@ use aya::maps::{MapData, RingBuf};
 use bytes::Bytes;
 use tokio::{io::unix::AsyncFd, sync::mpsc::Sender};
 
-use super::flows::{Tracker, flow_id};
+use super::flow_map::{Tracker, flow_id};
 use crate::event::{Direction, Event, FlowEndReason, Packet};
 
 /// State shared by the capture's tasks and its handle.

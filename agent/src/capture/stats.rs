@@ -1,76 +1,30 @@
-//! Kernel loss and activity counters, summed over CPUs, plus userspace ones.
+//! What the capture counts: the kernel's `RW_STATS` counters (their table
+//! is `agent_common::stat`) and the ring reader's own.
 
-use agent_common::stat;
+pub use agent_common::stat::Counters as KernelCounters;
 
-/// All capture counters. Losses: `ring_full`, `flow_end_ring_full`,
-/// `flow_table_full`, `sample_truncated` (cut, not lost), `malformed`,
-/// `skipped_unparsed`, `payload_load_failed`, `decode_errors`.
+/// [`super::Capture::stats`]: kernel counters summed over CPUs, and the
+/// counters of the userspace reader kept apart from them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct KernelStats {
-    pub ring_full: u64,
-    pub flow_end_ring_full: u64,
-    pub flow_table_full: u64,
-    pub sample_truncated: u64,
-    pub malformed: u64,
-    pub skipped_unparsed: u64,
-    pub payload_load_failed: u64,
-    pub packets_seen: u64,
-    pub packets_monitored: u64,
-    pub samples_emitted: u64,
-    pub flow_ends_emitted: u64,
-    pub flows_created: u64,
-    pub stray_packets: u64,
-    /// Userspace: ring records that could not be decoded.
+pub struct CaptureStats {
+    pub kernel: KernelCounters,
+    /// Ring records that could not be decoded (a loss).
     pub decode_errors: u64,
-    /// Userspace: ring records read.
+    /// Ring records read.
     pub records_read: u64,
-    /// Userspace: records of a second view of an already reported
-    /// connection (loopback seen by both sockets), dropped on purpose.
+    /// Records of a second view of an already reported connection
+    /// (loopback seen by both sockets), dropped on purpose.
     pub duplicate_views: u64,
 }
 
-impl KernelStats {
-    /// Builds the kernel part from per-index sums (index = `agent_common::stat`).
-    pub fn from_counters(c: &[u64]) -> Self {
-        let g = |i: u32| c.get(i as usize).copied().unwrap_or(0);
-        Self {
-            ring_full: g(stat::RING_FULL),
-            flow_end_ring_full: g(stat::FLOW_END_RING_FULL),
-            flow_table_full: g(stat::FLOW_TABLE_FULL),
-            sample_truncated: g(stat::SAMPLE_TRUNCATED),
-            malformed: g(stat::MALFORMED),
-            skipped_unparsed: g(stat::SKIPPED_UNPARSED),
-            payload_load_failed: g(stat::PAYLOAD_LOAD_FAILED),
-            packets_seen: g(stat::PACKETS_SEEN),
-            packets_monitored: g(stat::PACKETS_MONITORED),
-            samples_emitted: g(stat::SAMPLES_EMITTED),
-            flow_ends_emitted: g(stat::FLOW_ENDS_EMITTED),
-            flows_created: g(stat::FLOWS_CREATED),
-            stray_packets: g(stat::STRAY_PACKETS),
-            ..Self::default()
-        }
-    }
-
-    /// `(name, value)` pairs for exporters, names stable.
-    pub fn named(&self) -> [(&'static str, u64); 16] {
-        [
-            ("ring_full", self.ring_full),
-            ("flow_end_ring_full", self.flow_end_ring_full),
-            ("flow_table_full", self.flow_table_full),
-            ("sample_truncated", self.sample_truncated),
-            ("malformed", self.malformed),
-            ("skipped_unparsed", self.skipped_unparsed),
-            ("payload_load_failed", self.payload_load_failed),
-            ("packets_seen", self.packets_seen),
-            ("packets_monitored", self.packets_monitored),
-            ("samples_emitted", self.samples_emitted),
-            ("flow_ends_emitted", self.flow_ends_emitted),
-            ("flows_created", self.flows_created),
-            ("stray_packets", self.stray_packets),
-            ("decode_errors", self.decode_errors),
-            ("records_read", self.records_read),
-            ("duplicate_views", self.duplicate_views),
-        ]
+impl CaptureStats {
+    /// Loss reasons and totals, kernel and reader: each is exported as
+    /// `rampwatch_events_lost_total{reason}`. A truncated sample is cut,
+    /// not lost, and is not among them.
+    pub fn losses(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        self.kernel
+            .losses()
+            .chain([("decode_errors", self.decode_errors)])
     }
 }
 
@@ -96,14 +50,47 @@ mod tests {
 
     #[test]
     fn counters_map_to_their_names() {
+        use agent_common::stat;
         let mut c = vec![0u64; stat::COUNT as usize];
         c[stat::RING_FULL as usize] = 5;
         c[stat::SAMPLES_EMITTED as usize] = 7;
-        let s = KernelStats::from_counters(&c);
-        assert_eq!(s.ring_full, 5);
-        assert_eq!(s.samples_emitted, 7);
-        assert!(s.named().contains(&("ring_full", 5)));
+        c[stat::SAMPLE_TRUNCATED as usize] = 9;
+        let s = CaptureStats {
+            kernel: KernelCounters::from_sums(&c),
+            decode_errors: 3,
+            ..CaptureStats::default()
+        };
+        assert_eq!(s.kernel.ring_full(), 5);
+        assert_eq!(s.kernel.samples_emitted(), 7);
+        assert!(s.kernel.named().any(|n| n == ("ring_full", 5)));
+        let losses: Vec<_> = s.losses().collect();
+        assert!(losses.contains(&("ring_full", 5)));
+        assert!(losses.contains(&("decode_errors", 3)));
+        // Cut, not lost; activity is not a loss either.
+        assert!(
+            !losses
+                .iter()
+                .any(|(n, _)| *n == "sample_truncated" || *n == "samples_emitted")
+        );
         // Short input (older kernel object) is not a panic.
-        assert_eq!(KernelStats::from_counters(&[]).ring_full, 0);
+        assert_eq!(KernelCounters::from_sums(&[]).ring_full(), 0);
+    }
+
+    /// Every exported loss reason has a row in the architecture document's
+    /// loss table, so a new counter cannot go undocumented.
+    #[test]
+    fn every_loss_reason_is_documented() {
+        let doc = include_str!("../../../docs/architecture.md");
+        let table = doc
+            .split("## Where every loss is counted")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .expect("docs/architecture.md has a loss table");
+        for (reason, _) in CaptureStats::default().losses() {
+            assert!(
+                table.contains(&format!("| `{reason}` |")),
+                "docs/architecture.md's loss table has no row for `{reason}`"
+            );
+        }
     }
 }

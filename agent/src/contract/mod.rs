@@ -11,7 +11,6 @@
 //! the file format; `docs/contract.schema.json` is generated from
 //! [`schema`] (see [`schema_json`]).
 
-pub mod cli;
 mod decode;
 mod error;
 mod matching;
@@ -22,7 +21,7 @@ mod timefmt;
 pub(crate) mod yaml;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::{
     collections::HashMap,

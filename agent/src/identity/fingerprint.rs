@@ -50,24 +50,6 @@ impl Fingerprint {
         Self(Sha256::digest(data).into())
     }
 
-    /// Fingerprint of a credential header value, the way contracts list it.
-    ///
-    /// Surrounding whitespace is trimmed. For the `Authorization` header
-    /// (name compared case-insensitively) a `Bearer X` or `Basic X` value
-    /// (scheme case-insensitive) is fingerprinted as `X`, so the contract
-    /// lists the token itself, not the scheme; a bare value without a scheme
-    /// is fingerprinted whole. Any other header (`X-Api-Key`, ...) is
-    /// fingerprinted on its whole trimmed value.
-    pub fn of_credential(header_name: &str, raw_value: &[u8]) -> Self {
-        let value = raw_value.trim_ascii();
-        if header_name.trim().eq_ignore_ascii_case("authorization")
-            && let Some(token) = strip_scheme(value)
-        {
-            return Self::of_bytes(token);
-        }
-        Self::of_bytes(value)
-    }
-
     /// Fingerprint of a DER-encoded certificate (the leaf a client presents).
     pub fn of_der(cert_der: &[u8]) -> Self {
         Self::of_bytes(cert_der)
@@ -78,25 +60,6 @@ impl Fingerprint {
         let hex = hex::encode(self.0);
         format!("{PREFIX}{}…", hex.get(..12).unwrap_or(&hex))
     }
-}
-
-/// `Bearer X` / `Basic X` → `X` (scheme case-insensitive, separated by
-/// spaces or tabs); anything else → `None`.
-fn strip_scheme(value: &[u8]) -> Option<&[u8]> {
-    for scheme in [&b"bearer"[..], &b"basic"[..]] {
-        let Some(head) = value.get(..scheme.len()) else {
-            continue;
-        };
-        if !head.eq_ignore_ascii_case(scheme) {
-            continue;
-        }
-        let rest = value.get(scheme.len()..).unwrap_or_default();
-        match rest.first() {
-            Some(b' ' | b'\t') => return Some(rest.trim_ascii_start()),
-            _ => continue,
-        }
-    }
-    None
 }
 
 impl fmt::Display for Fingerprint {
@@ -166,59 +129,12 @@ mod tests {
     // Vectors from `echo -n X | sha256sum`.
     const ABC: &str = "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
     const EMPTY: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-    const ACME_DEMO: &str =
-        "sha256:79665b9580ab672b11d07c958da63e90a03b2b9fbf6365b47972b7d1762406a7";
 
     #[test]
     fn known_vectors() {
         assert_eq!(Fingerprint::of_bytes(b"abc").to_string(), ABC);
         assert_eq!(Fingerprint::of_bytes(b"").to_string(), EMPTY);
         assert_eq!(Fingerprint::of_der(b"abc").to_string(), ABC);
-        assert_eq!(
-            Fingerprint::of_credential("authorization", b"Bearer acme-demo-token").to_string(),
-            ACME_DEMO
-        );
-    }
-
-    #[test]
-    fn bearer_and_basic_hash_the_token_only() {
-        let want = Fingerprint::of_bytes(b"abc");
-        for value in [
-            &b"Bearer abc"[..],
-            b"bearer abc",
-            b"BEARER   abc",
-            b"Basic abc",
-            b"basic\tabc",
-            b"  Bearer abc \r\n",
-            b"abc",
-        ] {
-            assert_eq!(Fingerprint::of_credential("Authorization", value), want);
-        }
-        assert_eq!(
-            Fingerprint::of_credential("authorization", b"Bearer abc"),
-            want
-        );
-    }
-
-    #[test]
-    fn other_schemes_and_headers_hash_the_whole_value() {
-        assert_eq!(
-            Fingerprint::of_credential("authorization", b"Token abc"),
-            Fingerprint::of_bytes(b"Token abc")
-        );
-        // "Bearerabc" has no separator: not a scheme.
-        assert_eq!(
-            Fingerprint::of_credential("authorization", b"Bearerabc"),
-            Fingerprint::of_bytes(b"Bearerabc")
-        );
-        assert_eq!(
-            Fingerprint::of_credential("x-api-key", b" Bearer abc "),
-            Fingerprint::of_bytes(b"Bearer abc")
-        );
-        assert_eq!(
-            Fingerprint::of_credential("x-api-key", b"abc\n"),
-            Fingerprint::of_bytes(b"abc")
-        );
     }
 
     #[test]

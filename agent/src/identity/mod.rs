@@ -4,7 +4,8 @@
 //! over lookup tables compiled from the contract):
 //!
 //! 1. **credential**: the fingerprint of a credential header
-//!    ([`Fingerprint::of_credential`]) listed under a client's `credentials`;
+//!    ([`credential::fingerprint`], the one implementation of that rule)
+//!    listed under a client's `credentials`;
 //! 2. **client certificate**: the fingerprint of the leaf certificate the
 //!    client presented in a TLS ≤ 1.2 handshake, listed under `certificates`;
 //! 3. **source address**: the client's IP inside one of a client's `sources`;
@@ -17,6 +18,8 @@
 //! still that client (and `revoked_client` / `stale_credential` judge the
 //! credential by its fingerprint separately).
 
+pub mod credential;
 mod fingerprint;
 
+pub use credential::{Credential, CredentialHeaders, fingerprint as credential_fingerprint};
 pub use fingerprint::{Fingerprint, FingerprintParseError, PREFIX};

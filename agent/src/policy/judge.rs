@@ -202,7 +202,7 @@ impl Judge<'_> {
         let mut fps: [Fp; 4] = [[0; 32]; 4];
         let mut n = 0;
         for (slot, c) in fps.iter_mut().zip(&req.credentials) {
-            *slot = c.value_sha256;
+            *slot = *c.fingerprint.as_bytes();
             n += 1;
         }
         let id = view.identify(

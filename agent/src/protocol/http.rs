@@ -4,9 +4,9 @@
 //! carries only [`Credential`]s (header name + SHA-256), so a raw token never
 //! leaves this module, not even through `Debug`.
 
-use std::{borrow::Cow, fmt};
-
-use sha2::{Digest, Sha256};
+// The credential types live with the fingerprint rule, in `identity`;
+// re-exported here because request parsers are where they are used.
+pub use crate::identity::credential::{CREDENTIAL_HEADERS, Credential, CredentialHeaders};
 
 /// The HTTP/2 connection preface a prior-knowledge h2c client sends first.
 pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -18,55 +18,8 @@ const MAX_HEADERS: usize = 96;
 /// Requests taken from one buffer at most (bounds work on garbage).
 const MAX_REQUESTS: usize = 1024;
 
-/// Methods that start a request, each followed by a space: the same rule
-/// the kernel program uses to count request starts.
-const METHODS: [&[u8]; 9] = [
-    b"GET ",
-    b"POST ",
-    b"PUT ",
-    b"DELETE ",
-    b"HEAD ",
-    b"OPTIONS ",
-    b"PATCH ",
-    b"CONNECT ",
-    b"TRACE ",
-];
-
-/// Headers whose values identify a client, lowercase. A contract may name
-/// more: see [`CredentialHeaders`].
-pub const CREDENTIAL_HEADERS: [&str; 6] = [
-    "authorization",
-    "proxy-authorization",
-    "x-api-key",
-    "api-key",
-    "x-auth-token",
-    "cookie",
-];
-
-/// Does `buf` start with a request method and a space?
-#[inline]
-pub fn starts_with_method(buf: &[u8]) -> bool {
-    // Dispatch on the first byte so the common miss costs one comparison.
-    match buf.first() {
-        Some(b'G') => buf.starts_with(b"GET "),
-        Some(b'P') => {
-            buf.starts_with(b"POST ") || buf.starts_with(b"PUT ") || buf.starts_with(b"PATCH ")
-        }
-        Some(b'D') => buf.starts_with(b"DELETE "),
-        Some(b'H') => buf.starts_with(b"HEAD "),
-        Some(b'O') => buf.starts_with(b"OPTIONS "),
-        Some(b'C') => buf.starts_with(b"CONNECT "),
-        Some(b'T') => buf.starts_with(b"TRACE "),
-        _ => false,
-    }
-}
-
-/// Could `buf` (shorter than any method + space) still become a method?
-pub fn could_start_with_method(buf: &[u8]) -> bool {
-    METHODS
-        .iter()
-        .any(|m| buf.len() < m.len() && m.starts_with(buf))
-}
+// The method rule is the kernel's: one table, in `agent_common::http`.
+pub use agent_common::http::{could_start_with_method, starts_with_method};
 
 /// Does `buf` start with an HTTP/1.x status line ("HTTP/1.1 200")?
 /// `None` when too few bytes are there to tell.
@@ -85,94 +38,6 @@ pub fn is_response_start(buf: &[u8]) -> Option<bool> {
         Some([b'H', b'T', b'T', b'P', b'/', b'1', b'.', v, b' ', a, b, c])
             if v.is_ascii_digit() && a.is_ascii_digit() && b.is_ascii_digit() && c.is_ascii_digit()
     ))
-}
-
-/// Which request headers carry credentials: [`CREDENTIAL_HEADERS`] plus
-/// any a contract names.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct CredentialHeaders {
-    /// Lowercase names beyond [`CREDENTIAL_HEADERS`].
-    extra: Vec<String>,
-}
-
-impl CredentialHeaders {
-    /// Just [`CREDENTIAL_HEADERS`].
-    pub const STANDARD: Self = Self { extra: Vec::new() };
-
-    /// [`CREDENTIAL_HEADERS`] plus `names` (any case).
-    pub fn with_extra<I, S>(names: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<str>,
-    {
-        let mut extra: Vec<String> = Vec::new();
-        for name in names {
-            let name = name.as_ref().trim().to_ascii_lowercase();
-            if !name.is_empty()
-                && !CREDENTIAL_HEADERS.contains(&name.as_str())
-                && !extra.contains(&name)
-            {
-                extra.push(name);
-            }
-        }
-        Self { extra }
-    }
-
-    /// The lowercase name if `name` is a credential header.
-    fn lookup(&self, name: &str) -> Option<Cow<'static, str>> {
-        if let Some(known) = CREDENTIAL_HEADERS
-            .iter()
-            .find(|k| name.eq_ignore_ascii_case(k))
-        {
-            return Some(Cow::Borrowed(known));
-        }
-        self.extra
-            .iter()
-            .find(|k| name.eq_ignore_ascii_case(k))
-            .map(|k| Cow::Owned(k.clone()))
-    }
-}
-
-/// A credential header, hashed: the raw value is gone.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Credential {
-    /// Lowercase header name (from [`CredentialHeaders`]).
-    pub header: Cow<'static, str>,
-    /// SHA-256 per [`credential_sha256`].
-    pub value_sha256: [u8; 32],
-}
-
-impl fmt::Debug for Credential {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Credential({}, sha256:", self.header)?;
-        for b in &self.value_sha256 {
-            write!(f, "{b:02x}")?;
-        }
-        f.write_str(")")
-    }
-}
-
-/// The fingerprint rule of the contract: for `authorization`, a value
-/// "Bearer X" or "Basic X" (scheme case-insensitive) hashes X; any other
-/// value or header hashes the whole value. Surrounding whitespace is trimmed.
-pub fn credential_sha256(header: &str, raw_value: &[u8]) -> [u8; 32] {
-    let value = raw_value.trim_ascii();
-    let hashed = if header.eq_ignore_ascii_case("authorization") {
-        strip_scheme(value, b"bearer")
-            .or_else(|| strip_scheme(value, b"basic"))
-            .unwrap_or(value)
-    } else {
-        value
-    };
-    Sha256::digest(hashed).into()
-}
-
-fn strip_scheme<'a>(value: &'a [u8], scheme: &[u8]) -> Option<&'a [u8]> {
-    let (head, rest) = value.split_at_checked(scheme.len())?;
-    if !head.eq_ignore_ascii_case(scheme) || rest.first().is_none_or(|b| *b != b' ') {
-        return None;
-    }
-    Some(rest.trim_ascii())
 }
 
 /// One request head.
@@ -405,11 +270,8 @@ fn parse_head_with<'b>(
             body = Body::Unknown;
         } else if name.eq_ignore_ascii_case("upgrade") {
             upgrade_h2c |= upgrade_lists_h2c(header.value);
-        } else if let Some(known) = credential_headers.lookup(name) {
-            credentials.push(Credential {
-                value_sha256: credential_sha256(&known, header.value),
-                header: known,
-            });
+        } else if let Some(credential) = credential_headers.hash(name, header.value) {
+            credentials.push(credential);
         }
     }
     Ok(HeadResult::Complete(ParsedHead {

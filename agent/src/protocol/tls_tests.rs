@@ -379,7 +379,7 @@ fn versions_print_parse_and_order() {
 
 #[test]
 fn garbage_and_cut_input_never_panics() {
-    let mut rng = crate::decode::tests::XorShift(0x2545_f491_4f6c_dd1d);
+    let mut rng = crate::pcap::tests::XorShift(0x2545_f491_4f6c_dd1d);
     let mut inputs: Vec<Vec<u8>> = Vec::new();
     for name in ["tls13", "tls12_gcm", "tls12_cbc", "tls11", "mtls"] {
         for side in ["client", "server"] {

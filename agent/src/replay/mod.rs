@@ -17,8 +17,8 @@ pub use output::Format;
 use self::output::{Printer, Summary};
 use crate::{
     contract::{Contract, ContractError, parse_rfc3339},
-    decode::PcapReader,
     event::{Event, Nanos},
+    pcap::PcapReader,
     policy::{Engine, EngineOptions, Output},
 };
 

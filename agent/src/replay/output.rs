@@ -6,9 +6,9 @@ use std::{collections::BTreeMap, io, io::Write, time::Duration};
 use serde_json::{Value, json};
 
 use crate::{
-    decode::DecodeStats,
     event::{FlowEndReason, Nanos},
     flow::FlowStats,
+    pcap::DecodeStats,
     policy::{EngineStats, FlowRecord, Kind, StageInfo, Violation, fmt_time},
 };
 

@@ -342,7 +342,7 @@ impl LoopState {
         let now = now();
         let rates = engine.client_rates(now);
         let violations = engine.violations();
-        let kernel = capture
+        let capture_stats = capture
             .stats()
             .map_err(|e| tracing::warn!(error = %e, "reading the kernel counters failed"))
             .ok();
@@ -354,7 +354,7 @@ impl LoopState {
             &rates,
             &engine.request_totals(),
             &violations,
-            kernel.as_ref(),
+            capture_stats.as_ref(),
             &[
                 ("audit_write_failed", audit_failed),
                 // The engine's table was full: the flow's verdicts are lost.

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::{
-    capture::KernelStats,
+    capture::CaptureStats,
     contract::{Contract, format_duration, format_rfc3339},
     event::Nanos,
     policy::{ClientRate, FlowRecord, RequestCount, StageInfo, Violation, ViolationEvent},
@@ -151,19 +151,6 @@ pub struct Counters {
     lost: BTreeMap<&'static str, u64>,
 }
 
-/// Kernel loss reasons exported as `rampwatch_events_lost_total{reason}`.
-/// A truncated sample is cut, not lost, and is not among them; userspace
-/// reasons are added by the caller (see `runtime::LoopState::publish`).
-pub const LOSS_REASONS: [&str; 7] = [
-    "ring_full",
-    "flow_end_ring_full",
-    "flow_table_full",
-    "malformed",
-    "skipped_unparsed",
-    "payload_load_failed",
-    "decode_errors",
-];
-
 impl Counters {
     /// Per-tick metric refresh from engine and capture state.
     pub fn refresh(
@@ -172,7 +159,7 @@ impl Counters {
         rates: &[ClientRate],
         requests: &[RequestCount],
         violations: &[Violation],
-        kernel: Option<&KernelStats>,
+        capture: Option<&CaptureStats>,
         extra_losses: &[(&'static str, u64)],
     ) {
         // Pairs a reload removed must not keep exporting an old quota.
@@ -202,12 +189,8 @@ impl Counters {
                 .inc();
         }
         let mut losses: Vec<(&'static str, u64)> = extra_losses.to_vec();
-        if let Some(k) = kernel {
-            losses.extend(
-                k.named()
-                    .into_iter()
-                    .filter(|(name, _)| LOSS_REASONS.contains(name)),
-            );
+        if let Some(c) = capture {
+            losses.extend(c.losses());
         }
         for (reason, total) in losses {
             let last = self.lost.entry(reason).or_insert(0);

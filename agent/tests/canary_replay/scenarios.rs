@@ -29,7 +29,7 @@ impl Contract {
     }
 
     /// A client identified by `header: value` (the value as sent; the
-    /// fingerprint follows the contract's rule, see `credential_sha256`).
+    /// fingerprint follows the contract's rule, see `identity::credential::fingerprint`).
     fn client(&mut self, name: &str, header: &str, value: &str, issued: &str) {
         let fp = fingerprint(header, value);
         let _ = write!(

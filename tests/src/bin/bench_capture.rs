@@ -187,6 +187,16 @@ fn main() -> anyhow::Result<()> {
     for (label, tuning, drain) in [
         ("unmonitored port", None, true),
         ("monitored, default sampling", Some(Tuning::default()), true),
+        // Counters only: what the flow lookup and exact counts cost alone.
+        (
+            "monitored, not sampled",
+            Some(Tuning {
+                first_segments: 0,
+                sample_one_in: 0,
+                ..Tuning::default()
+            }),
+            true,
+        ),
         (
             "monitored, every segment sampled",
             Some(every.clone()),

@@ -58,7 +58,7 @@ impl ContractText {
 }
 
 fn agent_fingerprint(header: &str, value: &str) -> [u8; 32] {
-    agent::protocol::http::credential_sha256(header, value.as_bytes())
+    *agent::identity::credential_fingerprint(header, value.as_bytes()).as_bytes()
 }
 
 pub struct Ports {

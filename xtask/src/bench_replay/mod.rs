@@ -51,12 +51,12 @@ const CONCURRENT_FLOWS: usize = 256;
 /// Spacing of synthetic packet timestamps: 1 µs, i.e. a 1 M packets/s link.
 const PACKET_SPACING_US: u64 = 1;
 
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const ETHERTYPE_IPV6: u16 = 0x86dd;
+const ETHERTYPE_IPV4: u16 = agent_common::ether::IPV4;
+const ETHERTYPE_IPV6: u16 = agent_common::ether::IPV6;
 const ETHERNET_HEADER: usize = 14;
 const IPPROTO_TCP: u8 = 6;
-const TCP_SYN: u8 = 0x02;
-const TCP_ACK: u8 = 0x10;
+const TCP_SYN: u8 = agent_common::tcp::SYN;
+const TCP_ACK: u8 = agent_common::tcp::ACK;
 /// Ports tshark must be told to decode: the fixtures use non-standard ones.
 const TSHARK_DECODE_AS: [&str; 2] = ["tcp.port==18443,tls", "tcp.port==18080-18089,http"];
 const TSHARK_FIELDS: [&str; 5] = [
@@ -69,7 +69,8 @@ const TSHARK_FIELDS: [&str; 5] = [
 
 /// Runs the benchmark: generates the capture in `work_dir`, then times
 /// `rampwatch replay` and `tshark` on it and prints both with their ratio.
-pub fn run(rampwatch_bin: &Path, work_dir: &Path) -> Result<()> {
+/// Returns the capture's path, for the engine-only measurement.
+pub fn run(rampwatch_bin: &Path, work_dir: &Path) -> Result<PathBuf> {
     let fixtures = fixtures_dir();
     let contract = fixtures.join("contract.yaml");
     let target = target_bytes()?;
@@ -133,7 +134,7 @@ pub fn run(rampwatch_bin: &Path, work_dir: &Path) -> Result<()> {
                 "ratio rampwatch/tshark: {:.1}x the packets/s of tshark",
                 ts.as_secs_f64() / rw.as_secs_f64().max(f64::EPSILON)
             );
-            Ok(())
+            Ok(capture)
         }
         (Err(_), _) => bail!("rampwatch replay did not complete; the ratio is unavailable"),
         (_, Err(_)) => bail!("tshark did not complete; the ratio is unavailable"),

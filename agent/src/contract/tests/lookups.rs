@@ -35,7 +35,7 @@ fn example_demo_fingerprints_are_those_of_the_documented_tokens() {
         ("acme-leaked-token", "authorization", ACME_LEAKED),
         ("globex-demo-token", "x-api-key", GLOBEX),
     ] {
-        let got = Fingerprint::of_credential(header, token.as_bytes());
+        let got = crate::identity::credential_fingerprint(header, token.as_bytes());
         assert_eq!(got.to_string(), want, "{token}");
         let (client, cred) = c.client_by_credential(&got).expect(token);
         assert_eq!(cred.header, header);

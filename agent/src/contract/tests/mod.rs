@@ -1,6 +1,5 @@
 //! Contract tests: parsing errors, lookups, schema, command functions.
 
-mod cli;
 mod errors;
 mod lookups;
 mod schema;

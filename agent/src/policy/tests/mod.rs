@@ -23,7 +23,10 @@ use crate::{
 pub const SEC: Nanos = 1_000_000_000;
 
 pub fn fp(token: &str) -> String {
-    let f = Fingerprint::of_credential("authorization", format!("Bearer {token}").as_bytes());
+    let f = crate::identity::credential_fingerprint(
+        "authorization",
+        format!("Bearer {token}").as_bytes(),
+    );
     format!("sha256:{}", hex::encode(f.as_bytes()))
 }
 
@@ -32,7 +35,7 @@ pub const CERT_DER: &[u8] = b"not really DER but hashed all the same";
 pub fn contract_yaml() -> String {
     let partner = format!(
         "sha256:{}",
-        hex::encode(Fingerprint::of_credential("x-partner-key", b"pk-123").as_bytes())
+        hex::encode(crate::identity::credential_fingerprint("x-partner-key", b"pk-123").as_bytes())
     );
     let cert = format!(
         "sha256:{}",

@@ -6,8 +6,6 @@
 //! credentials (SO_PEERCRED, plus its supplementary groups) are checked, and
 //! anyone but root or that group is refused with a message saying why.
 
-pub mod client;
-mod render;
 mod server;
 pub mod views;
 

@@ -4,8 +4,8 @@ use bytes::Bytes;
 
 use super::*;
 use crate::{
-    decode::{DecodeError, DecodeStats, PcapReader, ip},
     event::{Packet, tcp_flags},
+    pcap::{DecodeError, DecodeStats, PcapReader, ip},
 };
 
 #[test]
@@ -197,7 +197,7 @@ fn big_files_cross_chunk_boundaries() {
     let frame = ethernet(0x0800, &[], &ipv4_tcp(1, 2, &payload));
     let frames: Vec<_> = (0..3000u32).map(|i| (i, 0, frame.clone())).collect();
     let bytes = legacy_pcap(1, false, false, &frames);
-    assert!(bytes.len() > 3 * crate::decode::pcap::CHUNK_SIZE);
+    assert!(bytes.len() > 3 * crate::pcap::reader::CHUNK_SIZE);
     let path = write("big.pcap", &bytes);
     let mut reader = PcapReader::open(&path).unwrap();
     let mut n = 0u32;

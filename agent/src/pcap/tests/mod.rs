@@ -9,13 +9,15 @@ use std::{
 };
 
 use crate::{
-    decode::{DecodeStats, PcapReader},
     event::{Packet, tcp_flags},
+    pcap::{DecodeStats, PcapReader},
 };
 
+// Prints figures: `cargo xtask bench decode`.
+#[cfg(feature = "bench")]
 mod bench;
 mod ip;
-mod pcap;
+mod reader;
 
 // ---- frame builders -------------------------------------------------------
 
@@ -207,7 +209,7 @@ pub(crate) fn read_all(path: &Path) -> (Vec<Packet>, DecodeStats) {
 
 pub(crate) fn testdata(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("src/decode/testdata")
+        .join("src/pcap/testdata")
         .join(name)
 }
 

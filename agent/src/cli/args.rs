@@ -22,7 +22,7 @@ pub enum LogFormat {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq, Default)]
-pub enum Output {
+pub enum OutputFormat {
     /// Aligned columns for people, fitting 80 columns.
     #[default]
     Table,
@@ -128,8 +128,8 @@ pub struct ClientArgs {
     /// The agent's socket.
     #[arg(long, default_value = crate::sinks::api::DEFAULT_SOCKET)]
     pub socket: PathBuf,
-    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
-    pub output: Output,
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -2,13 +2,10 @@
 
 use std::fmt;
 
+use agent_common::ether;
+
 use super::SkipReason;
 
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const ETHERTYPE_IPV6: u16 = 0x86dd;
-const ETHERTYPE_VLAN: u16 = 0x8100;
-const ETHERTYPE_QINQ: u16 = 0x88a8;
-const ETHERTYPE_QINQ_OLD: u16 = 0x9100;
 /// More stacked VLAN tags than this is garbage, not a network.
 const MAX_VLAN_TAGS: usize = 4;
 
@@ -98,14 +95,14 @@ fn ethertype_offset(frame: &[u8], type_at: usize, hdr_len: usize) -> Result<usiz
     let mut off = hdr_len;
     for _ in 0..=MAX_VLAN_TAGS {
         match ethertype {
-            ETHERTYPE_IPV4 | ETHERTYPE_IPV6 => {
+            ether::IPV4 | ether::IPV6 => {
                 return if frame.len() > off {
                     Ok(off)
                 } else {
                     Err(SkipReason::Truncated)
                 };
             }
-            ETHERTYPE_VLAN | ETHERTYPE_QINQ | ETHERTYPE_QINQ_OLD => {
+            ether::VLAN | ether::QINQ | ether::QINQ_OLD => {
                 // Tag: 2 bytes TCI, then the inner ethertype.
                 ethertype = read_u16(frame, off + 2)?;
                 off += 4;

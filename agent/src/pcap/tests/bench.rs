@@ -1,13 +1,12 @@
 //! Decode + classify throughput.
 
 use super::*;
-use crate::decode::PcapReader;
+use crate::pcap::PcapReader;
 
-/// Micro benchmark (not a timed test): decode + classify ~1M packets of a
-/// synthetic mixed TLS/HTTP capture. Run in release:
-/// `cargo test --release -p agent --lib bench_decode_classify -- --ignored --nocapture`
+/// Micro benchmark (not a timed test; its assertions check the counts):
+/// decode + classify ~1M packets of a synthetic mixed TLS/HTTP capture.
+/// `cargo xtask bench decode` runs it in release.
 #[test]
-#[ignore = "benchmark; run explicitly in release"]
 fn bench_decode_classify() {
     use crate::protocol::{
         Protocol, classify,

@@ -2,7 +2,7 @@
 
 use std::io::{self, Write};
 
-use super::views::{Response, ViolationRow};
+use crate::sinks::api::views::{Response, ViolationRow};
 
 /// One JSON object per line: lists are printed one element per line so
 /// `jq` and `grep` work on them directly.
@@ -337,7 +337,7 @@ mod tests {
                 violations: vec![v.clone()],
             },
             Response::Clients { clients: vec![c] },
-            Response::Watch(super::super::views::WatchEvent {
+            Response::Watch(crate::sinks::api::views::WatchEvent {
                 event: "escalated".into(),
                 violation: v,
             }),

@@ -1,6 +1,7 @@
-//! Capture files → [`Packet`](crate::event::Packet)s.
+//! The offline packet source: capture files → [`Packet`](crate::event::Packet)s
+//! (the live one is `capture`, the kernel programs).
 //!
-//! `pcap` reads legacy pcap and pcapng files in bounded chunks, `link` strips
+//! `reader` reads legacy pcap and pcapng files in bounded chunks, `link` strips
 //! the link-layer header (Ethernet, Linux cooked v1/v2, raw IP, BSD loopback,
 //! VLAN tags) and `ip` turns an IPv4/IPv6 packet into a TCP [`Packet`]. Every
 //! frame that does not become a packet is counted in [`DecodeStats`] under
@@ -12,9 +13,9 @@ use std::{fmt, path::PathBuf};
 
 pub mod ip;
 pub mod link;
-pub mod pcap;
+pub mod reader;
 
-pub use pcap::{PcapReader, Progress};
+pub use reader::{PcapReader, Progress};
 
 /// Why a frame did not become a packet. Each reason has a counter in
 /// [`DecodeStats`].

@@ -1,4 +1,4 @@
-//! The CLI side: `rampwatch status|stage|clients|flows|violations|watch`.
+//! The API client: `rampwatch status|stage|clients|flows|violations|watch`.
 
 use std::{
     io::{BufRead as _, BufReader, Write},
@@ -6,11 +6,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::{
-    render,
-    views::{Request, Response},
-};
-use crate::cli::Output;
+use super::{OutputFormat, render};
+use crate::sinks::api::views::{Request, Response};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -54,7 +51,7 @@ impl ClientError {
 pub fn query(
     socket: &Path,
     request: &Request,
-    output: Output,
+    output: OutputFormat,
     out: &mut dyn Write,
 ) -> Result<(), ClientError> {
     let io = |source| ClientError::Io {
@@ -85,8 +82,8 @@ pub fn query(
             return Err(ClientError::Refused(message));
         }
         match output {
-            Output::Json => render::json(&response, out),
-            Output::Table => render::table(&response, first, out),
+            OutputFormat::Json => render::json(&response, out),
+            OutputFormat::Table => render::table(&response, first, out),
         }
         .and_then(|()| out.flush())
         .map_err(ClientError::Output)?;

@@ -2,8 +2,8 @@
 
 use super::*;
 use crate::{
-    decode::{DecodeError, SkipReason, ip, link::LinkType},
     event::tcp_flags,
+    pcap::{DecodeError, SkipReason, ip, link::LinkType},
 };
 
 #[test]

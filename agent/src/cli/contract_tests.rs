@@ -1,11 +1,9 @@
-//! The command functions.
+//! The offline command functions (`contract check|schema`, `fingerprint`).
 
 use std::path::PathBuf;
 
-use super::{
-    super::cli::{Outcome, run_check, run_fingerprint, run_schema},
-    *,
-};
+use super::contract::{Outcome, run_check, run_fingerprint, run_schema};
+use crate::contract::{schema_json, tests::*};
 
 fn temp_file(name: &str, text: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("rampwatch-cli-{}", std::process::id()));

@@ -8,8 +8,13 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use super::{Contract, ContractError, Quota, Stage, format_duration, format_rfc3339, schema_json};
-use crate::{event::Nanos, identity::Fingerprint};
+use crate::{
+    contract::{
+        Contract, ContractError, Quota, Stage, format_duration, format_rfc3339, schema_json,
+    },
+    event::Nanos,
+    identity,
+};
 
 /// How a command ended; the process exit code follows from it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -244,7 +249,7 @@ const MAX_CREDENTIAL_BYTES: u64 = 64 * 1024;
 
 /// `rampwatch fingerprint [--header NAME]`: reads one credential from
 /// `input` (stdin), strips one trailing newline, and prints its
-/// fingerprint as a contract lists it ([`Fingerprint::of_credential`];
+/// fingerprint as a contract lists it ([`crate::identity::credential::fingerprint`];
 /// `header` defaults to `authorization`, so both `TOKEN` and
 /// `Bearer TOKEN` give the token's fingerprint).
 pub fn run_fingerprint(
@@ -273,7 +278,7 @@ pub fn run_fingerprint(
         )?;
         return Ok(Outcome::Invalid);
     }
-    let fp = Fingerprint::of_credential(header.unwrap_or("authorization"), value);
+    let fp = identity::credential_fingerprint(header.unwrap_or("authorization"), value);
     writeln!(out, "{fp}")?;
     Ok(Outcome::Success)
 }

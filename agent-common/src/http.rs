@@ -1,0 +1,126 @@
+//! The HTTP/1.x method rule the kernel counts request starts by and
+//! userspace parses requests by: a segment starts a request when it begins
+//! with one of [`METHOD_TOKENS`] (method and a space).
+
+/// Methods that start a request, each followed by a space.
+pub const METHOD_TOKENS: [&[u8]; 9] = [
+    b"GET ",
+    b"POST ",
+    b"PUT ",
+    b"DELETE ",
+    b"HEAD ",
+    b"OPTIONS ",
+    b"PATCH ",
+    b"CONNECT ",
+    b"TRACE ",
+];
+
+/// The longest token; every token fits in one little-endian `u64`.
+pub const MAX_TOKEN_LEN: usize = 8;
+
+/// [`METHOD_TOKENS`] packed as (little-endian word, mask) pairs: the first
+/// eight payload bytes `w` start with token `i` when
+/// `w & METHOD_WORDS[i].1 == METHOD_WORDS[i].0`. The kernel compares this
+/// way (two 32-bit loads, nine masked compares, no byte loop).
+pub const METHOD_WORDS: [(u64, u64); 9] = {
+    let mut out = [(0, 0); 9];
+    let mut i = 0;
+    while i < METHOD_TOKENS.len() {
+        out[i] = pack(METHOD_TOKENS[i]);
+        i += 1;
+    }
+    out
+};
+
+/// A token as (little-endian word, mask).
+const fn pack(token: &[u8]) -> (u64, u64) {
+    assert!(token.len() <= MAX_TOKEN_LEN);
+    let mut v = 0u64;
+    let mut i = 0;
+    while i < token.len() {
+        v |= (token[i] as u64) << (8 * i);
+        i += 1;
+    }
+    let mask = if token.len() >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (8 * token.len())) - 1
+    };
+    (v, mask)
+}
+
+/// Does `buf` start with a method token (method and a space)?
+#[inline]
+pub fn starts_with_method(buf: &[u8]) -> bool {
+    // The first byte rules most misses out with one comparison per token.
+    let Some(first) = buf.first() else {
+        return false;
+    };
+    METHOD_TOKENS
+        .iter()
+        .any(|t| t.first() == Some(first) && buf.starts_with(t))
+}
+
+/// Could `buf`, shorter than the token it begins, still become one?
+pub fn could_start_with_method(buf: &[u8]) -> bool {
+    METHOD_TOKENS
+        .iter()
+        .any(|m| buf.len() < m.len() && m.starts_with(buf))
+}
+
+/// The kernel's form of [`starts_with_method`] on the first eight payload
+/// bytes as a little-endian word (callers guarantee eight bytes are there).
+#[inline(always)]
+pub fn word_starts_with_method(w: u64) -> bool {
+    let mut i = 0;
+    while i < METHOD_WORDS.len() {
+        let (v, m) = METHOD_WORDS[i];
+        if w & m == v {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn word(bytes: &[u8]) -> u64 {
+        let mut w = [0u8; 8];
+        for (slot, b) in w.iter_mut().zip(bytes) {
+            *slot = *b;
+        }
+        u64::from_le_bytes(w)
+    }
+
+    /// The kernel's packed compare and the byte compare agree.
+    #[test]
+    fn packed_words_agree_with_the_tokens() {
+        let samples: [&[u8]; 12] = [
+            b"GET /x HTTP/1.1",
+            b"POST /x HTTP/1.1",
+            b"OPTIONS * HTTP/1.1",
+            b"CONNECT h:443 HTTP/1.1",
+            b"TRACE / HTTP/1.1",
+            b"GETX / HTTP/1.1x",
+            b"get / HTTP/1.1xx",
+            b"PRI * HTTP/2.0\r\n",
+            b"\x16\x03\x01\x02\x00\x01\x00\x01",
+            b"OPTIONS/ HTTP/1.1",
+            b"PATCH/x HTTP/1.1",
+            b"DELETE /x HTTP/1",
+        ];
+        for s in samples {
+            assert_eq!(word_starts_with_method(word(s)), starts_with_method(s));
+        }
+        for t in METHOD_TOKENS {
+            assert!(word_starts_with_method(word(t)));
+            assert!(starts_with_method(t));
+            assert!(!starts_with_method(&t[..t.len() - 1]));
+            assert!(could_start_with_method(&t[..t.len() - 1]));
+        }
+        assert!(!could_start_with_method(b"X"));
+    }
+}

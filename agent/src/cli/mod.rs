@@ -1,0 +1,14 @@
+//! Everything a person types and reads: the clap definitions (`args`), the
+//! API client and its tables (`client`, `render`), and the offline commands
+//! (`contract`: `contract check|schema`, `fingerprint`). `main.rs` only
+//! dispatches. The agent's side of the API (the socket server and the views
+//! it serves) is `sinks::api`.
+
+mod args;
+pub mod client;
+pub mod contract;
+#[cfg(test)]
+mod contract_tests;
+mod render;
+
+pub use args::*;
