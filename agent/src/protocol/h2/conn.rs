@@ -179,7 +179,9 @@ impl H2Connection {
             GapEffect::Harmless => {}
             // A lost SETTINGS/RST/GOAWAY payload is dropped when the frame
             // arrives incomplete.
-            GapEffect::PayloadLost { header_block: false } => {}
+            GapEffect::PayloadLost {
+                header_block: false,
+            } => {}
             GapEffect::PayloadLost { header_block: true } => {
                 // The block is lost and with it the HPACK state.
                 if let Some(block) = &mut self.sides[i].block {
@@ -375,7 +377,7 @@ impl H2Connection {
         }
         let mut new_request = false;
         if from_client && !push {
-            if h.stream % 2 == 0 {
+            if h.stream.is_multiple_of(2) {
                 self.stats.malformed += 1;
             } else if h.stream > self.last_client_stream {
                 new_request = true;
@@ -435,9 +437,8 @@ impl H2Connection {
 
     fn client_block(&mut self, block: Block, creds: &CredentialHeaders, out: &mut Vec<H2Event>) {
         let mut fields = RequestFields::new(creds);
-        let decoded = !block.lost && self.decode(Direction::ToServer, &block.bytes, |n, v| {
-            fields.field(n, v)
-        });
+        let decoded = !block.lost
+            && self.decode(Direction::ToServer, &block.bytes, |n, v| fields.field(n, v));
         if fields.dropped {
             self.stats.oversized += 1;
         }
@@ -461,9 +462,9 @@ impl H2Connection {
 
     fn server_block(&mut self, block: Block, out: &mut Vec<H2Event>) {
         let mut fields = ResponseFields::default();
-        let decoded =
-            !block.lost && self.decode(Direction::ToClient, &block.bytes, |n, v| fields.field(n, v));
-        if block.push || block.stream % 2 == 0 {
+        let decoded = !block.lost
+            && self.decode(Direction::ToClient, &block.bytes, |n, v| fields.field(n, v));
+        if block.push || block.stream.is_multiple_of(2) {
             return;
         }
         let Ok(at) = self.awaiting.binary_search(&block.stream) else {

@@ -120,13 +120,11 @@ impl FrameHeader {
     pub fn violates_frame_rules(&self) -> bool {
         let len = self.len;
         match self.kind {
-            Kind::Data | Kind::Headers | Kind::PushPromise | Kind::Continuation => {
-                self.stream == 0
-            }
+            Kind::Data | Kind::Headers | Kind::PushPromise | Kind::Continuation => self.stream == 0,
             Kind::Priority => self.stream == 0 || len != 5,
             Kind::RstStream => self.stream == 0 || len != 4,
             Kind::Settings => {
-                self.stream != 0 || len % 6 != 0 || (self.has(flags::ACK) && len != 0)
+                self.stream != 0 || !len.is_multiple_of(6) || (self.has(flags::ACK) && len != 0)
             }
             Kind::Ping => self.stream != 0 || len != 8,
             Kind::GoAway => self.stream != 0 || len < 8,
@@ -285,7 +283,6 @@ impl FrameReader {
     pub fn buffered(&self) -> usize {
         self.payload.capacity() + self.scan.capacity()
     }
-
 
     fn keep_for(&self, h: &FrameHeader) -> usize {
         let cap = match h.kind {

@@ -173,7 +173,10 @@ mod tests {
     fn size_update_beyond_the_cap_fails_instead_of_growing_the_table() {
         let mut d = HeaderDecoder::new(4096);
         // Size update to 4097 (31 + 4066: 0x3f, 0xe2, 0x1f), then :method GET.
-        assert_eq!(d.decode(&[0x3f, 0xe2, 0x1f, 0x82], |_, _| {}), Err(Undecodable));
+        assert_eq!(
+            d.decode(&[0x3f, 0xe2, 0x1f, 0x82], |_, _| {}),
+            Err(Undecodable)
+        );
         assert!(d.is_broken());
     }
 }

@@ -56,9 +56,15 @@ mod tests {
 
     #[test]
     fn hosts_normalise_like_http1() {
-        assert_eq!(normalize_host(b"API.Example.COM:8443").as_deref(), Some("api.example.com"));
+        assert_eq!(
+            normalize_host(b"API.Example.COM:8443").as_deref(),
+            Some("api.example.com")
+        );
         assert_eq!(normalize_host(b"[::1]:8080").as_deref(), Some("::1"));
-        assert_eq!(normalize_host(b"user@host.example").as_deref(), Some("host.example"));
+        assert_eq!(
+            normalize_host(b"user@host.example").as_deref(),
+            Some("host.example")
+        );
         assert_eq!(normalize_host(b"bad\r\nx: y"), None);
         assert_eq!(normalize_host(b""), None);
     }
@@ -66,8 +72,14 @@ mod tests {
     #[test]
     fn credential_names_follow_the_contract_list() {
         let std = CredentialHeaders::STANDARD;
-        assert_eq!(credential_name(&std, b"authorization").as_deref(), Some("authorization"));
-        assert_eq!(credential_name(&std, b"X-API-Key").as_deref(), Some("x-api-key"));
+        assert_eq!(
+            credential_name(&std, b"authorization").as_deref(),
+            Some("authorization")
+        );
+        assert_eq!(
+            credential_name(&std, b"X-API-Key").as_deref(),
+            Some("x-api-key")
+        );
         assert_eq!(credential_name(&std, b"x-tenant-token"), None);
         let extra = CredentialHeaders::with_extra(["X-Tenant-Token"]);
         assert_eq!(
