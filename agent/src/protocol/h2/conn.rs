@@ -6,7 +6,7 @@ use super::{
     H2Event, H2Limits, H2Stats,
     fields::{RequestFields, ResponseFields, unknown_request},
     frame::{
-        self, DEFAULT_MAX_FRAME_SIZE, Frame, FrameHeader, FrameReader, GapEffect, KeepCaps, Kind,
+        self, DEFAULT_MAX_FRAME_SIZE, FrameHeader, FrameReader, GapEffect, KeepCaps, Kind,
         MAX_MAX_FRAME_SIZE, Step, flags,
     },
     hpack::HeaderDecoder,
@@ -141,14 +141,11 @@ impl H2Connection {
             let (max_len, max_stream) = (side.max_frame, side.max_stream);
             match side.reader.next(&mut input, max_len, max_stream) {
                 Step::NeedMore => return,
-                Step::Frame(Frame {
-                    header,
-                    payload,
-                    complete,
-                }) => {
+                Step::Frame { header, complete } => {
                     // The reader's buffer is lent to `on_frame` and put back.
-                    let payload = payload.to_vec();
+                    let payload = self.sides[i].reader.take_payload();
                     self.on_frame(dir, header, &payload, complete, creds, out);
+                    self.sides[i].reader.restore_payload(payload);
                 }
                 Step::BadPreface => {
                     self.stats.malformed += 1;

@@ -15,6 +15,9 @@ pub const HEADER_LEN: usize = 9;
 pub const DEFAULT_MAX_FRAME_SIZE: u32 = 16_384;
 /// Largest SETTINGS_MAX_FRAME_SIZE a peer may announce.
 pub const MAX_MAX_FRAME_SIZE: u32 = (1 << 24) - 1;
+/// Longest frame a scan for lost boundaries accepts as the first one found:
+/// it holds that many bytes waiting for the next header to confirm it.
+const SCAN_MAX_LEN: u32 = 64 * 1024;
 /// The client connection preface.
 pub const PREFACE: &[u8] = crate::protocol::http::H2_PREFACE;
 
@@ -196,16 +199,6 @@ enum State {
     Lost,
 }
 
-/// A frame the reader finished.
-#[derive(Debug)]
-pub struct Frame<'a> {
-    pub header: FrameHeader,
-    /// The kept start of the payload (see [`FrameReader::new`]).
-    pub payload: &'a [u8],
-    /// Every payload byte was seen and kept.
-    pub complete: bool,
-}
-
 /// What a gap did to the reader.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GapEffect {
@@ -221,8 +214,11 @@ pub enum GapEffect {
 
 /// Outcome of one step of [`FrameReader::next`].
 #[derive(Debug)]
-pub enum Step<'a> {
-    Frame(Frame<'a>),
+pub enum Step {
+    /// A frame is finished; its kept payload start is
+    /// [`FrameReader::take_payload`]. `complete`: every payload byte was
+    /// seen and kept.
+    Frame { header: FrameHeader, complete: bool },
     /// All input consumed.
     NeedMore,
     /// Scanning found frame boundaries again (counted by the caller).
@@ -298,7 +294,7 @@ impl FrameReader {
     /// Takes bytes from `input` until a frame is finished or `input` is
     /// used up. `max_len` and `max_stream` bound what a scan accepts as a
     /// frame header (see [`FrameHeader::plausible`]).
-    pub fn next<'s>(&'s mut self, input: &mut &[u8], max_len: u32, max_stream: u32) -> Step<'s> {
+    pub fn next(&mut self, input: &mut &[u8], max_len: u32, max_stream: u32) -> Step {
         loop {
             match &mut self.state {
                 State::Preface { matched } => {
@@ -358,11 +354,7 @@ impl FrameReader {
                         buf: [0; HEADER_LEN],
                         have: 0,
                     };
-                    return Step::Frame(Frame {
-                        header,
-                        payload: &self.payload,
-                        complete,
-                    });
+                    return Step::Frame { header, complete };
                 }
                 State::Lost => {
                     let max_stream = max_stream.saturating_add(
@@ -373,7 +365,7 @@ impl FrameReader {
                     self.lost_bytes = self.lost_bytes.saturating_add(input.len() as u64);
                     self.scan.extend_from_slice(input);
                     *input = &[];
-                    match self.find_boundary(max_len, max_stream) {
+                    match self.find_boundary(max_len.min(SCAN_MAX_LEN), max_stream) {
                         Some(at) => {
                             let rest = self.scan.split_off(at);
                             self.scan = Vec::new();
@@ -393,6 +385,17 @@ impl FrameReader {
                 }
             }
         }
+    }
+
+    /// The kept payload of the frame [`Step::Frame`] finished; hand it
+    /// back with [`FrameReader::restore_payload`] to reuse its allocation.
+    pub fn take_payload(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.payload)
+    }
+
+    pub fn restore_payload(&mut self, mut payload: Vec<u8>) {
+        payload.clear();
+        self.payload = payload;
     }
 
     /// After [`Step::Resynced`]: the buffered bytes from the boundary on,
