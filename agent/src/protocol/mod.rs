@@ -4,6 +4,7 @@
 //! what they are. `tls` reads handshakes, `http` reads HTTP/1.x request
 //! heads and recognises h2c.
 
+pub mod h2;
 pub mod http;
 pub mod tls;
 

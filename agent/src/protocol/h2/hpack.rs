@@ -1,0 +1,182 @@
+//! HPACK (RFC 7541) for one direction, over `loona-hpack`.
+//!
+//! Why this crate: `hpack` 0.3 (2015) panics on malformed input (a
+//! truncated dynamic-table size update hits `.ok().unwrap()`), has no limit
+//! on table size updates and accepts a size update at the end of a block;
+//! `loona-hpack` is its maintained fork with those fixed (0.4.3: "do not
+//! panic when decode_integer fails", `set_max_allowed_table_size`,
+//! `SizeUpdateAtEnd`). `httlib-hpack` 0.1 indexes past the end of its input
+//! on a truncated integer (a panic), `h2` keeps its decoder private even
+//! with its `unstable` feature, and `ntex-h2` exposes h2's decoder but
+//! brings a whole server framework with it. loona's cost: its Huffman
+//! decoder rebuilds its code table for every Huffman-coded string (about
+//! 20 µs per string measured here), so header blocks full of new literals
+//! are the expensive part of HTTP/2; indexed fields cost nanoseconds.
+//!
+//! The decoder is wrapped so that nothing in it can panic on peer input:
+//! the allowed table size is fixed at construction (so its size-update
+//! assertion cannot fire) and every error becomes "this block could not be
+//! decoded". After a block fails, or bytes of the direction were lost, the
+//! shared table state is unknown (*broken*): blocks are then decoded each
+//! with an empty table, which yields exact fields for a block that refers
+//! only to the static table, its own literals and the entries it inserts
+//! itself, and fails on any reference to an entry from before (see
+//! [`HeaderDecoder::decode`]). A block that empties the table with a size
+//! update to 0 makes the state known again.
+
+use loona_hpack::Decoder;
+
+/// The SETTINGS_HEADER_TABLE_SIZE every connection starts with.
+pub const DEFAULT_TABLE_SIZE: usize = 4096;
+
+/// HPACK state of one direction.
+pub struct HeaderDecoder {
+    decoder: Decoder<'static>,
+    /// Largest dynamic table a size update may ask for.
+    max_table: usize,
+    broken: bool,
+}
+
+/// The block could not be decoded (malformed, or it refers to table
+/// entries whose values are unknown).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Undecodable;
+
+impl HeaderDecoder {
+    pub fn new(max_table: usize) -> Self {
+        Self {
+            decoder: Self::fresh(max_table, DEFAULT_TABLE_SIZE.min(max_table)),
+            max_table,
+            broken: false,
+        }
+    }
+
+    fn fresh(max_table: usize, size: usize) -> Decoder<'static> {
+        let mut d = Decoder::new();
+        // Order matters: the allowed size first, so `set_max_table_size`
+        // (which asserts `size <= allowed`) is always in bounds.
+        d.set_max_allowed_table_size(max_table);
+        d.set_max_table_size(size.min(max_table));
+        d
+    }
+
+    /// The table state is unknown from now on. Returns whether it was known
+    /// until now.
+    pub fn break_state(&mut self) -> bool {
+        let was = !self.broken;
+        self.broken = true;
+        was
+    }
+
+    pub fn is_broken(&self) -> bool {
+        self.broken
+    }
+
+    /// Decodes one complete header block, calling `field` with each name
+    /// and value in order. On `Err` the fields already passed are not to be
+    /// trusted as a whole (the block stopped part way) and the state is
+    /// broken. While broken, a block decodes with an empty table as large
+    /// as allowed: every entry it can find there is one the peer's encoder
+    /// also has at the same index (entries are indexed newest first, and
+    /// the peer's table can only have evicted entries older than those), so
+    /// what decodes is exact and what cannot fails. Returns whether this
+    /// block made a broken state known again.
+    pub fn decode(
+        &mut self,
+        block: &[u8],
+        mut field: impl FnMut(&[u8], &[u8]),
+    ) -> Result<bool, Undecodable> {
+        if !self.broken {
+            return match self.decoder.decode_with_cb(block, |n, v| field(&n, &v)) {
+                Ok(()) => Ok(false),
+                Err(_) => {
+                    self.broken = true;
+                    Err(Undecodable)
+                }
+            };
+        }
+        let mut probe = Self::fresh(self.max_table, self.max_table);
+        probe
+            .decode_with_cb(block, |n, v| field(&n, &v))
+            .map_err(|_| Undecodable)?;
+        if clears_table(block) {
+            // Everything before the update to 0 is gone on both sides: the
+            // probe's table is now the peer's.
+            self.decoder = probe;
+            self.broken = false;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+}
+
+/// Does the block start with dynamic-table size updates (RFC 7541 6.3),
+/// one of them to size 0?
+fn clears_table(block: &[u8]) -> bool {
+    let mut rest = block;
+    while let Some(&first) = rest.first() {
+        if first & 0xe0 != 0x20 {
+            return false;
+        }
+        let Some((size, used)) = decode_integer(rest, 5) else {
+            return false;
+        };
+        if size == 0 {
+            return true;
+        }
+        rest = rest.get(used..).unwrap_or_default();
+    }
+    false
+}
+
+/// An HPACK integer with an `n`-bit prefix (RFC 7541 5.1), at most 5
+/// bytes long like the decoder's own limit. `None` if truncated or longer.
+fn decode_integer(buf: &[u8], n: u8) -> Option<(u64, usize)> {
+    let mask = (1u8 << n) - 1;
+    let first = buf.first()? & mask;
+    if first < mask {
+        return Some((u64::from(first), 1));
+    }
+    let mut value = u64::from(mask);
+    for (i, &b) in buf.iter().enumerate().skip(1).take(4) {
+        value += u64::from(b & 0x7f) << (7 * (i - 1));
+        if b & 0x80 == 0 {
+            return Some((value, i + 1));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integer_examples_from_rfc7541() {
+        assert_eq!(decode_integer(&[10], 5), Some((10, 1)));
+        assert_eq!(decode_integer(&[31, 154, 10], 5), Some((1337, 3)));
+        assert_eq!(decode_integer(&[31], 5), None);
+        assert_eq!(decode_integer(&[31, 0xff, 0xff, 0xff, 0xff, 1], 5), None);
+    }
+
+    #[test]
+    fn size_update_to_zero_is_recognised_among_leading_updates() {
+        assert!(clears_table(&[0x20, 0x82]));
+        assert!(clears_table(&[0x3f, 0xe1, 0x1f, 0x20, 0x82]));
+        assert!(!clears_table(&[0x3f, 0xe1, 0x1f, 0x82]));
+        assert!(!clears_table(&[0x82, 0x20]));
+        assert!(!clears_table(&[0x3f]));
+        assert!(!clears_table(&[]));
+    }
+
+    #[test]
+    fn size_update_beyond_the_cap_fails_instead_of_growing_the_table() {
+        let mut d = HeaderDecoder::new(4096);
+        // Size update to 4097 (31 + 4066: 0x3f, 0xe2, 0x1f), then :method GET.
+        assert_eq!(
+            d.decode(&[0x3f, 0xe2, 0x1f, 0x82], |_, _| {}),
+            Err(Undecodable)
+        );
+        assert!(d.is_broken());
+    }
+}
