@@ -8,6 +8,13 @@
 //! sequence number: a chunk that starts past where the previous one ended is
 //! a gap (bytes lost in the ring or cut by the kernel's per-call cap), and
 //! the request cursor resynchronises on the next head as it does on the wire.
+//!
+//! HTTP/2 (ALPN `h2`) needs every byte of both directions in order, since
+//! HPACK state is built across header blocks: once the client's preface is
+//! seen, each direction's bytes go to one [`H2Connection`] as they come,
+//! gaps passed on as such, and every client-opened stream is a request. The
+//! kernel counts only HTTP/1 request starts, so these requests are counted
+//! here ([`Changes::counted_here`]).
 
 use super::{
     Changes, Flow, Request, dissect,
@@ -18,6 +25,7 @@ use crate::{
     event::{Direction, Packet, Plaintext},
     protocol::{
         Protocol,
+        h2::{H2Connection, H2Event, H2Limits, H2Stats},
         http::{self, CredentialHeaders},
     },
 };
@@ -63,12 +71,23 @@ pub struct Plain {
     pub lost_bytes: [u64; 2],
     /// Times the stream jumped (a gap before a chunk, or a cut chunk).
     pub gaps: u32,
+    /// The HTTP/2 decoder, once the client's preface is seen.
+    h2: Option<Box<H2Connection>>,
+    /// Scratch for its events.
+    h2_events: Vec<H2Event>,
 }
 
 impl Plain {
     /// Heap bytes held by the plaintext reassembly buffers.
     pub fn buffered(&self) -> usize {
-        self.streams[0].buffered() + self.streams[1].buffered()
+        self.streams[0].buffered()
+            + self.streams[1].buffered()
+            + self.h2.as_ref().map_or(0, |h| h.buffered())
+    }
+
+    /// HTTP/2 counters, when the clear text is HTTP/2.
+    pub fn h2_stats(&self) -> Option<&H2Stats> {
+        self.h2.as_deref().map(H2Connection::stats)
     }
 
     /// Last look when the flow ends: a partial HTTP/1 head counts now.
@@ -77,6 +96,10 @@ impl Plain {
             let s = &self.streams[0];
             self.cursor
                 .scan(s.bytes(), s.bytes_offset(), true, creds, out);
+        }
+        if let Some(h2) = &mut self.h2 {
+            h2.finish(creds, &mut self.h2_events);
+            take_requests(&mut self.h2_events, out);
         }
         for s in &mut self.streams {
             s.release();
@@ -105,13 +128,16 @@ pub(super) fn on_chunk<T>(
     plain.chunks[i] += 1;
     plain.bytes[i] += u64::from(pt.len);
     let captured = pt.data.len() as u64;
-    if captured < u64::from(pt.len) {
-        plain.lost_bytes[i] += u64::from(pt.len) - captured;
+    let cut = u64::from(pt.len).saturating_sub(captured);
+    if cut > 0 {
+        plain.lost_bytes[i] += cut;
         plain.gaps = plain.gaps.saturating_add(1);
     }
+    let mut before_gap = 0;
     match plain.next[i] {
         Some(n) if pt.offset > n => {
-            plain.lost_bytes[i] += pt.offset - n;
+            before_gap = pt.offset - n;
+            plain.lost_bytes[i] += before_gap;
             plain.gaps = plain.gaps.saturating_add(1);
         }
         // A chunk already delivered (duplicate) or from before the first
@@ -120,6 +146,15 @@ pub(super) fn on_chunk<T>(
         _ => {}
     }
     plain.next[i] = Some(pt.offset.saturating_add(u64::from(pt.len)));
+    if plain.inner == Inner::Http2 {
+        let before = out.len();
+        plain.feed_h2(pt.direction, before_gap, &pt.data, cut, creds, out);
+        let n = out.len() - before;
+        flow.requests += n as u64;
+        changes.requests += n;
+        changes.counted_here = true;
+        return;
+    }
     if pt.data.is_empty() {
         return;
     }
@@ -149,13 +184,64 @@ pub(super) fn on_chunk<T>(
     let before = out.len();
     match pt.direction {
         Direction::ToServer => to_server(plain, &p, placement, creds, out),
-        // Response heads reach userspace (the kernel copies both
-        // directions); their status is not judged yet.
+        // The server may speak first (HTTP/2 SETTINGS): kept until the
+        // client's bytes say what the connection carries. Response heads
+        // reach userspace; their status is not judged yet.
+        Direction::ToClient if plain.inner == Inner::Unknown => {}
         Direction::ToClient => plain.streams[1].release(),
+    }
+    if plain.inner == Inner::Http2 {
+        changes.counted_here = true;
     }
     let n = out.len() - before;
     flow.requests += n as u64;
     changes.requests += n;
+}
+
+impl Plain {
+    /// The next bytes of `dir` to the HTTP/2 decoder: `gap` bytes lost
+    /// before them, `cut` lost after them.
+    fn feed_h2(
+        &mut self,
+        dir: Direction,
+        gap: u64,
+        data: &[u8],
+        cut: u64,
+        creds: &CredentialHeaders,
+        out: &mut Vec<Request>,
+    ) {
+        let Some(h2) = self.h2.as_deref_mut() else {
+            return;
+        };
+        h2.gap(dir, gap, &mut self.h2_events);
+        h2.feed(dir, data, creds, &mut self.h2_events);
+        h2.gap(dir, cut, &mut self.h2_events);
+        take_requests(&mut self.h2_events, out);
+    }
+
+    /// The client's preface was seen: both directions' bytes so far go to a
+    /// new HTTP/2 decoder, and every later chunk straight to it.
+    fn start_h2(&mut self, creds: &CredentialHeaders, out: &mut Vec<Request>) {
+        self.h2 = Some(Box::new(H2Connection::new(H2Limits::default())));
+        for dir in [Direction::ToServer, Direction::ToClient] {
+            let s = &mut self.streams[dir.index()];
+            let held = s.take();
+            // A hole that never filled: its length is unknown, and any
+            // length breaks the decoder's framing the same way.
+            let lost = u64::from(s.gaps > 0);
+            self.feed_h2(dir, 0, &held, lost, creds, out);
+        }
+    }
+}
+
+/// Requests out of the decoder's events (responses, resets and GOAWAY are
+/// not judged yet).
+fn take_requests(events: &mut Vec<H2Event>, out: &mut Vec<Request>) {
+    for ev in events.drain(..) {
+        if let H2Event::Request { request, .. } = ev {
+            out.push(request);
+        }
+    }
 }
 
 fn to_server(
@@ -175,7 +261,11 @@ fn to_server(
             (s.bytes(), s.is_done())
         };
         plain.inner = match dissect::classify(bytes, complete) {
-            Some(Protocol::H2c) if bytes.starts_with(http::H2_PREFACE) => Inner::Http2,
+            Some(Protocol::H2c) if bytes.starts_with(http::H2_PREFACE) => {
+                plain.inner = Inner::Http2;
+                plain.start_h2(creds, out);
+                return;
+            }
             // `Upgrade: h2c` means nothing inside TLS: HTTP/1 heads.
             Some(Protocol::Http | Protocol::H2c) => Inner::Http1,
             Some(_) => Inner::Other,

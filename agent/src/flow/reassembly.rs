@@ -91,6 +91,13 @@ impl StreamPrefix {
         self.done = false;
     }
 
+    /// Takes the reassembled bytes and stops reassembly: another parser
+    /// reads this direction from here on.
+    pub fn take(&mut self) -> Vec<u8> {
+        self.finish();
+        std::mem::take(&mut self.buf)
+    }
+
     /// Stops reassembly and frees the buffer: the parsers are done with it.
     pub fn release(&mut self) {
         self.finish();

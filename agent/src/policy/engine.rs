@@ -445,7 +445,8 @@ impl Engine {
         if !ch.any() && flow.ext.generation == self.generation {
             return;
         }
-        let mut j = judge!(self, view, pt.ts, !self.opts.requests_from_kernel);
+        let count = !self.opts.requests_from_kernel || ch.counted_here;
+        let mut j = judge!(self, view, pt.ts, count);
         self.stats.requests += self.reqs.len() as u64;
         j.changes(flow, ch, &mut self.reqs);
         if !self.flows.removed.is_empty() {

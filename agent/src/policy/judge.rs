@@ -24,6 +24,9 @@ pub(super) struct FlowState {
     /// Once-per-flow judgements already made.
     pub(super) flags: u8,
     pub(super) kernel_requests: u64,
+    /// Requests the engine counted itself (all of them in replay; live,
+    /// those the kernel cannot count: HTTP/2).
+    pub(super) counted: u64,
     /// Host header of the first request, to look the flow up again after a
     /// contract reload.
     host: Option<Box<str>>,
@@ -244,6 +247,7 @@ impl Judge<'_> {
             self.report(f);
         }
         if self.count_requests {
+            flow.ext.counted += 1;
             self.count(m, &id, 1);
         }
         if self.count_requests

@@ -31,7 +31,8 @@ pub struct FlowRecord {
     pub identified_by: Via,
     /// Whether the contract watches this flow (endpoint or scope).
     pub watched: bool,
-    /// Requests counted: parsed heads, or kernel request starts.
+    /// Requests counted: parsed heads, or (live) kernel request starts
+    /// plus the requests the kernel cannot count (HTTP/2).
     pub requests: u64,
     /// Indexed by `Direction::index`: to server, to client.
     pub packets: [u64; 2],
@@ -129,7 +130,7 @@ pub(super) fn record(
         identified_by: id.map_or(Via::Unknown, |i| i.via),
         watched: m.watched(),
         requests: if kernel {
-            st.kernel_requests
+            st.kernel_requests + st.counted
         } else {
             flow.requests
         },

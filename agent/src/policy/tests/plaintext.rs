@@ -294,3 +294,127 @@ fn cut_and_garbage_plaintext_never_panics() {
     e.tick(t0() + 400 * SEC);
     e.finish();
 }
+
+/// Client and server bytes of an HTTP/2 connection made by python-h2
+/// (`protocol/h2/testdata/gen.py`).
+const H2_INDEXED: (&[u8], &[u8]) = (
+    include_bytes!("../../protocol/h2/testdata/indexed_credentials.client.bin"),
+    include_bytes!("../../protocol/h2/testdata/indexed_credentials.server.bin"),
+);
+const H2_MULTIPLEX: (&[u8], &[u8]) = (
+    include_bytes!("../../protocol/h2/testdata/multiplex.client.bin"),
+    include_bytes!("../../protocol/h2/testdata/multiplex.server.bin"),
+);
+
+/// The fixtures' bearer token (gen.py `TOKEN`), listed as acme's.
+fn h2_engine() -> Engine {
+    let yaml = contract_yaml().replace(&fp("acme-token"), &fp("tok-acme-7f3a9c1e5b2d4f60"));
+    let contract = Arc::new(Contract::parse(&yaml, "unit.yaml").expect("valid contract"));
+    let opts = EngineOptions {
+        // Live: HTTP/1 counts come from the kernel, HTTP/2 ones cannot.
+        requests_from_kernel: true,
+        ..EngineOptions::default()
+    };
+    Engine::new(contract, opts)
+}
+
+/// `bytes` of one direction as SSL calls of at most `call` bytes, from
+/// stream offset `from`; returns the offset after them.
+fn calls(
+    e: &mut Engine,
+    flow: FlowId,
+    dir: Direction,
+    bytes: &[u8],
+    call: usize,
+    from: u64,
+) -> u64 {
+    let mut off = from;
+    for c in bytes.chunks(call) {
+        e.handle(chunk(t0() + 30, flow, dir, off, c));
+        off += c.len() as u64;
+    }
+    off
+}
+
+#[test]
+fn http2_inside_tls_names_its_client_and_counts_every_stream() {
+    let mut e = h2_engine();
+    let (c, s) = ("10.1.0.9:5000", "10.20.1.5:443");
+    let id = flow_id(c, s);
+    https(&mut e, t0(), c, s, "payments.example.com", &[]);
+    let (client, server) = H2_INDEXED;
+    // The server's SETTINGS may come first; calls of odd sizes cut frames.
+    calls(&mut e, id, Direction::ToClient, &server[..9], 1000, 0);
+    calls(&mut e, id, Direction::ToServer, client, 37, 0);
+    calls(&mut e, id, Direction::ToClient, &server[9..], 100, 9);
+    assert_eq!(found(&e), vec![], "acme within its quota raises nothing");
+    let f = e.flows();
+    assert_eq!((f[0].requests, &*f[0].client), (4, "acme"));
+    assert_eq!(f[0].identified_by, Via::Credential);
+    assert!(
+        e.request_totals()
+            .iter()
+            .any(|r| &*r.client == "acme" && r.total == 4)
+    );
+}
+
+#[test]
+fn a_multiplexed_http2_burst_inside_tls_is_counted_exactly() {
+    let mut e = h2_engine();
+    let (c, s) = ("10.1.0.9:5000", "10.20.1.5:443");
+    let id = flow_id(c, s);
+    https(&mut e, t0(), c, s, "payments.example.com", &[]);
+    let (client, server) = H2_MULTIPLEX;
+    calls(&mut e, id, Direction::ToServer, client, 4096, 0);
+    calls(&mut e, id, Direction::ToClient, server, 4096, 0);
+    // 60 streams of four tenants nobody listed: one unknown_client
+    // violation of 60 occurrences.
+    let got = found(&e);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!((got[0].0, got[0].3), (Kind::UnknownClient, 60));
+    assert_eq!(e.flows()[0].requests, 60);
+}
+
+#[test]
+fn lost_http2_bytes_still_count_the_streams_and_keep_the_identity() {
+    let mut e = h2_engine();
+    let (c, s) = ("10.1.0.9:5000", "10.20.1.5:443");
+    let id = flow_id(c, s);
+    https(&mut e, t0(), c, s, "payments.example.com", &[]);
+    let (client, server) = H2_INDEXED;
+    calls(&mut e, id, Direction::ToClient, server, 4096, 0);
+    // The first request arrives whole; the second one's header block is
+    // lost (the HPACK state with it); the last two arrive.
+    let headers = frame_starts(client, 0x1);
+    assert_eq!(headers.len(), 4, "four requests in the fixture");
+    let (lost_from, lost_to) = (headers[1] + 9, headers[2]);
+    calls(
+        &mut e,
+        id,
+        Direction::ToServer,
+        &client[..lost_from],
+        4096,
+        0,
+    );
+    let rest = &client[lost_to..];
+    calls(&mut e, id, Direction::ToServer, rest, 4096, lost_to as u64);
+    let f = e.flows();
+    assert_eq!(&*f[0].client, "acme", "the identity known stays");
+    assert_eq!(f[0].gaps, 1);
+    assert_eq!(f[0].requests, 4, "every HEADERS opening a stream counts");
+}
+
+/// Offsets of the frames of `kind` in a client's HTTP/2 bytes (after the
+/// 24-byte preface).
+fn frame_starts(bytes: &[u8], kind: u8) -> Vec<usize> {
+    let mut at = 24;
+    let mut found = Vec::new();
+    while let Some(h) = bytes.get(at..at + 9) {
+        let len = usize::from(h[0]) << 16 | usize::from(h[1]) << 8 | usize::from(h[2]);
+        if h[3] == kind {
+            found.push(at);
+        }
+        at += 9 + len;
+    }
+    found
+}

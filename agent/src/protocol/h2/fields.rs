@@ -5,7 +5,10 @@
 use std::borrow::Cow;
 
 use super::rules;
-use crate::protocol::http::{Credential, CredentialHeaders, Request, credential_sha256};
+use crate::{
+    identity::credential_fingerprint,
+    protocol::http::{Credential, CredentialHeaders, Request},
+};
 
 /// Credential fields hashed per block at most; past it the rest are
 /// dropped (an HPACK block can repeat one large indexed entry thousands of
@@ -84,7 +87,7 @@ impl<'c> RequestFields<'c> {
             return;
         }
         self.credentials.push(Credential {
-            value_sha256: credential_sha256(&header, value),
+            fingerprint: credential_fingerprint(&header, value),
             header,
         });
     }
@@ -94,7 +97,7 @@ impl<'c> RequestFields<'c> {
     pub fn finish(mut self) -> (Request, bool) {
         if let Some(cookie) = self.cookie.take() {
             self.credentials.push(Credential {
-                value_sha256: credential_sha256("cookie", &cookie),
+                fingerprint: credential_fingerprint("cookie", &cookie),
                 header: Cow::Borrowed("cookie"),
             });
         }

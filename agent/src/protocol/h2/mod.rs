@@ -17,7 +17,7 @@
 //! HEADERS on a stream already open (trailers), PUSH_PROMISE and pushed
 //! streams are not requests. Credential headers are hashed as their field
 //! is decoded, with the same names and rule as HTTP/1
-//! ([`CredentialHeaders`], [`crate::protocol::http::credential_sha256`]);
+//! ([`CredentialHeaders`], [`crate::identity::credential_fingerprint`]);
 //! `cookie` crumbs are joined with "; " first, as HTTP/1 sends them.
 //!
 //! Lost bytes: a gap inside a DATA (or other skipped) payload of known

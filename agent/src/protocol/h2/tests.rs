@@ -10,7 +10,8 @@ use super::{
 };
 use crate::{
     event::Direction::{self, ToClient, ToServer},
-    protocol::http::{CredentialHeaders, Request, credential_sha256},
+    identity::credential_fingerprint,
+    protocol::http::{CredentialHeaders, Request},
 };
 
 const STD: &CredentialHeaders = &CredentialHeaders::STANDARD;
@@ -83,7 +84,7 @@ fn assert_matches_expect(events: &[H2Event], expect: &serde_json::Value) {
         let creds: Vec<(String, String)> = req
             .credentials
             .iter()
-            .map(|c| (c.header.to_string(), hex(&c.value_sha256)))
+            .map(|c| (c.header.to_string(), hex(c.fingerprint.as_bytes())))
             .collect();
         let want_creds: Vec<(String, String)> = w["credentials"]
             .as_array()
@@ -231,8 +232,8 @@ fn h2_grpc_path_names_the_method_and_trailers_are_not_requests() {
     assert!(reqs[0].2);
     assert_eq!(reqs[0].1.host.as_deref(), Some("grpc.internal"));
     assert_eq!(
-        reqs[0].1.credentials[0].value_sha256,
-        credential_sha256("authorization", b"Bearer grpc-token-99")
+        reqs[0].1.credentials[0].fingerprint,
+        credential_fingerprint("authorization", b"Bearer grpc-token-99")
     );
     assert!(!reqs[1].2);
 }
@@ -250,8 +251,8 @@ fn h2_cookie_crumbs_hash_as_one_http1_cookie_header() {
         .find(|c| c.header == "cookie")
         .unwrap();
     assert_eq!(
-        cookie.value_sha256,
-        credential_sha256("cookie", b"sid=31d4d96e407aad42; lang=en-US")
+        cookie.fingerprint,
+        credential_fingerprint("cookie", b"sid=31d4d96e407aad42; lang=en-US")
     );
 }
 
@@ -442,8 +443,8 @@ fn h2_contract_credential_headers_are_hashed_too() {
     assert_eq!(reqs[0].1.credentials.len(), 1);
     assert_eq!(reqs[0].1.credentials[0].header, "x-tenant-token");
     assert_eq!(
-        reqs[0].1.credentials[0].value_sha256,
-        credential_sha256("x-tenant-token", b"t-123")
+        reqs[0].1.credentials[0].fingerprint,
+        credential_fingerprint("x-tenant-token", b"t-123")
     );
     // Without the contract naming it, it is just a header.
     let out = feed_client(&mut H2Connection::new(H2Limits::default()), &b, STD);
@@ -560,8 +561,8 @@ fn h2_oversized_header_block_is_undecodable_and_bounded() {
     assert_eq!(ids, [(1, true), (3, false)]);
     assert_eq!(reqs[1].1.path, "/v1/after");
     assert_eq!(
-        reqs[1].1.credentials[0].value_sha256,
-        credential_sha256("authorization", b"Bearer tok-acme-7f3a9c1e5b2d4f60")
+        reqs[1].1.credentials[0].fingerprint,
+        credential_fingerprint("authorization", b"Bearer tok-acme-7f3a9c1e5b2d4f60")
     );
     assert_eq!(conn.stats().oversized, 1);
     assert!(conn.header_state_broken(ToServer));
