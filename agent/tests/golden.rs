@@ -116,13 +116,14 @@ fn http_bearer_every_link_type() {
 }
 
 #[test]
-fn h2c_prior_knowledge_is_plaintext() {
-    let objs = check(
-        "h2c.pcap",
-        1,
-        &[("unencrypted_flow", "ledger", "unknown", 1)],
-    );
-    assert_eq!(flows(&objs)[0]["protocol"], "h2c");
+fn h2c_prior_knowledge_is_plaintext_and_its_request_is_read() {
+    // The bearer token travels HPACK-encoded; the HTTP/2 decoder reads it,
+    // so the one request is acme's and the plaintext is charged to acme.
+    let objs = check("h2c.pcap", 1, &[("unencrypted_flow", "ledger", "acme", 1)]);
+    let f = &flows(&objs)[0];
+    assert_eq!(f["protocol"], "h2c");
+    assert_eq!(f["requests"], 1);
+    assert_eq!(f["client"], "acme");
 }
 
 #[test]

@@ -12,6 +12,7 @@ mod payload;
 pub mod plain;
 pub mod reassembly;
 mod requests;
+pub mod wire_h2;
 
 use std::{
     collections::{HashMap, VecDeque, hash_map::Entry},
@@ -121,6 +122,8 @@ pub struct Flow<T> {
     cursor: RequestCursor,
     /// The connection's clear text, when TLS library probes deliver it.
     pub plain: Option<Box<Plain>>,
+    /// The HTTP/2 decoder of an h2c flow.
+    pub h2: Option<Box<wire_h2::WireH2>>,
     pub ext: T,
 }
 
@@ -140,6 +143,7 @@ impl<T: Default> Flow<T> {
             streams: Default::default(),
             cursor: RequestCursor::default(),
             plain: None,
+            h2: None,
             ext: T::default(),
         }
     }
@@ -151,6 +155,7 @@ impl<T> Flow<T> {
         self.streams[0].buffered()
             + self.streams[1].buffered()
             + self.plain.as_ref().map_or(0, |p| p.buffered())
+            + self.h2.as_ref().map_or(0, |h| h.buffered())
     }
 
     /// Last look at a flow leaving the table without having ended: partial

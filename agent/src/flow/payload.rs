@@ -3,11 +3,16 @@
 
 use super::{
     Changes, Flow, Protocol, Request, TlsFacts, TlsVersion, dissect, reassembly,
-    reassembly::StreamPrefix, requests,
+    reassembly::StreamPrefix,
+    requests,
+    wire_h2::{self, WireH2},
 };
 use crate::{
     event::{Direction, Packet},
-    protocol::{http::CredentialHeaders, tls::TlsParse},
+    protocol::{
+        http::{CredentialHeaders, H2_PREFACE},
+        tls::TlsParse,
+    },
 };
 
 /// Last look at a flow's buffers: partial request heads count now.
@@ -36,6 +41,10 @@ pub(super) fn finish_flow<T>(
     if let Some(plain) = &mut flow.plain {
         plain.finish(creds, requests);
     }
+    if let Some(h2) = &mut flow.h2 {
+        h2.finish(creds, requests);
+        changes.counted_here = true;
+    }
     let n = requests.len() - before;
     flow.requests += n as u64;
     changes.requests += n;
@@ -56,7 +65,7 @@ pub(super) fn on_payload<T>(
     let before = requests.len();
     match dir {
         Direction::ToServer => to_server(flow, p, placement, creds, requests, changes),
-        Direction::ToClient => to_client(flow, placement, changes),
+        Direction::ToClient => to_client(flow, p, placement, creds, requests, changes),
     }
     let n = requests.len() - before;
     flow.requests += n as u64;
@@ -106,7 +115,31 @@ fn to_server<T>(
                 changes.client_finished = true;
             }
         }
+        Protocol::H2c if flow.h2.is_none() && flow.streams[0].bytes().starts_with(H2_PREFACE) => {
+            flow.h2 = Some(Box::new(WireH2::prior_knowledge()));
+            h2_segment(
+                flow,
+                Direction::ToServer,
+                p,
+                placement,
+                creds,
+                requests,
+                changes,
+            );
+        }
+        Protocol::H2c if flow.h2.is_some() => {
+            h2_segment(
+                flow,
+                Direction::ToServer,
+                p,
+                placement,
+                creds,
+                requests,
+                changes,
+            );
+        }
         Protocol::Http | Protocol::H2c => {
+            let before = requests.len();
             requests::on_segment(
                 &mut flow.cursor,
                 &mut flow.streams[0],
@@ -115,9 +148,28 @@ fn to_server<T>(
                 creds,
                 requests,
             );
-            if flow.protocol == Protocol::Http && requests.last().is_some_and(|r| r.upgrade_h2c) {
+            let upgrade = requests[before..].iter().any(|r| r.upgrade_h2c);
+            if flow.protocol == Protocol::Http && upgrade {
                 flow.protocol = Protocol::H2c;
                 changes.protocol = true;
+            }
+            if upgrade
+                && flow.h2.is_none()
+                && let Some(from) = flow.cursor.switched_at()
+            {
+                // HTTP/2 from the end of the upgrade request on, once the
+                // server's 101 says so.
+                flow.h2 = Some(Box::new(WireH2::upgraded(from)));
+                // The rest of this segment may already be HTTP/2.
+                h2_segment(
+                    flow,
+                    Direction::ToServer,
+                    p,
+                    placement,
+                    creds,
+                    requests,
+                    changes,
+                );
             }
         }
         Protocol::Other | Protocol::Unknown => flow.streams[0].release(),
@@ -168,7 +220,68 @@ fn tls_client_side(tls: &mut TlsFacts, s: &mut StreamPrefix, changes: &mut Chang
     }
 }
 
-fn to_client<T>(flow: &mut Flow<T>, placement: reassembly::Placement, changes: &mut Changes) {
+/// One segment of an h2c flow's HTTP/2 bytes.
+fn h2_segment<T>(
+    flow: &mut Flow<T>,
+    dir: Direction,
+    p: &Packet,
+    placement: reassembly::Placement,
+    creds: &CredentialHeaders,
+    requests: &mut Vec<Request>,
+    changes: &mut Changes,
+) {
+    let Some(h2) = &mut flow.h2 else {
+        return;
+    };
+    let i = dir.index();
+    h2.segment(dir, &flow.streams[i], p, placement, creds, requests);
+    if flow.streams[i].is_done() {
+        // Past the bounded prefix, segments go in by their offsets.
+        flow.streams[i].release();
+    }
+    changes.counted_here = true;
+}
+
+fn to_client<T>(
+    flow: &mut Flow<T>,
+    p: &Packet,
+    placement: reassembly::Placement,
+    creds: &CredentialHeaders,
+    requests: &mut Vec<Request>,
+    changes: &mut Changes,
+) {
+    if let Some(h2) = &mut flow.h2 {
+        if !h2.server_started() {
+            // Upgraded: HTTP/2 after the server's 101 head.
+            let s = &flow.streams[1];
+            match wire_h2::after_switching_protocols(s.bytes()) {
+                Some(Some(head)) => h2.server_from(s.bytes_offset() + head as u64),
+                // No upgrade: the connection stays HTTP/1.
+                Some(None) => {
+                    flow.h2 = None;
+                    flow.protocol = Protocol::Http;
+                    changes.protocol = true;
+                    flow.streams[1].release();
+                    return;
+                }
+                None if !s.is_done() => return,
+                None => {
+                    flow.streams[1].release();
+                    return;
+                }
+            }
+        }
+        h2_segment(
+            flow,
+            Direction::ToClient,
+            p,
+            placement,
+            creds,
+            requests,
+            changes,
+        );
+        return;
+    }
     let s = &mut flow.streams[1];
     if !matches!(placement, reassembly::Placement::Extended { .. }) {
         return;

@@ -20,6 +20,7 @@ use super::{
     Changes, Flow, Request, dissect,
     reassembly::{Placement, StreamPrefix},
     requests::{self, RequestCursor},
+    wire_h2::take_requests,
 };
 use crate::{
     event::{Direction, Packet, Plaintext},
@@ -230,16 +231,6 @@ impl Plain {
             // length breaks the decoder's framing the same way.
             let lost = u64::from(s.gaps > 0);
             self.feed_h2(dir, 0, &held, lost, creds, out);
-        }
-    }
-}
-
-/// Requests out of the decoder's events (responses, resets and GOAWAY are
-/// not judged yet).
-fn take_requests(events: &mut Vec<H2Event>, out: &mut Vec<Request>) {
-    for ev in events.drain(..) {
-        if let H2Event::Request { request, .. } = ev {
-            out.push(request);
         }
     }
 }

@@ -30,6 +30,8 @@ pub struct RequestCursor {
     next: Option<u64>,
     /// End of the furthest segment looked at, to skip retransmissions.
     seen_end: u64,
+    /// See [`RequestCursor::switched_at`].
+    switched_at: Option<u64>,
 }
 
 /// How a scan ended.
@@ -44,6 +46,12 @@ pub enum Scan {
 }
 
 impl RequestCursor {
+    /// Stream offset right after a head that switches protocols (an
+    /// `Upgrade: h2c` request, CONNECT): where the other protocol begins.
+    pub fn switched_at(&self) -> Option<u64> {
+        self.switched_at
+    }
+
     /// Parses heads in `bytes` (which start at stream offset `off`).
     /// `last` means no more bytes will follow: a partial head counts.
     pub fn scan(
@@ -92,6 +100,9 @@ impl RequestCursor {
                 Scan::Lost
             }
             ScanEnd::Stopped | ScanEnd::NotHttp => {
+                if scan.end == ScanEnd::Stopped {
+                    self.switched_at = Some(after);
+                }
                 self.next = None;
                 Scan::Lost
             }

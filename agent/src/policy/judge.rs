@@ -95,8 +95,12 @@ impl Judge<'_> {
         {
             self.settle_tls(flow);
         }
+        // Plaintext that is not HTTP/1 is judged when it is classified,
+        // unless its requests will show: h2c with its decoder is judged at
+        // its first request (identity known), or when it ends without one.
         if ch.protocol
-            && matches!(flow.protocol, Protocol::Other | Protocol::H2c)
+            && (flow.protocol == Protocol::Other
+                || (flow.protocol == Protocol::H2c && flow.h2.is_none()))
             && flow.requests == 0
             && reqs.is_empty()
         {
@@ -275,6 +279,10 @@ impl Judge<'_> {
     pub(super) fn finish(&mut self, flow: &mut Flow<FlowState>) {
         if flow.protocol == Protocol::Tls && flow.ext.flags & SETTLED_TLS == 0 {
             self.settle_tls(flow);
+        }
+        if flow.protocol == Protocol::H2c {
+            // An h2c flow that never opened a stream is still plaintext.
+            self.plaintext_flow(flow);
         }
     }
 }

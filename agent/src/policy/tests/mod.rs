@@ -5,6 +5,7 @@
 mod coverage;
 mod encryption;
 mod engine;
+mod h2c;
 mod identity;
 mod plaintext;
 mod terms;
