@@ -61,6 +61,8 @@ pub fn partial_request(b: &[u8]) -> Option<http::Request> {
         host: None,
         credentials: Vec::new(),
         upgrade_h2c: false,
+        lenient: false,
+        kernel_counts: b.len() >= 16,
     })
 }
 

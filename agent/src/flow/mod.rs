@@ -91,9 +91,6 @@ pub struct Changes {
     pub client_finished: bool,
     /// Number of request heads appended to the request buffer.
     pub requests: usize,
-    /// The kernel does not count these requests (HTTP/2): the engine must,
-    /// even when it takes HTTP/1 counts from the kernel.
-    pub counted_here: bool,
     pub ended: Option<FlowEndReason>,
 }
 

@@ -23,7 +23,7 @@ pub(super) fn finish_flow<T>(
     changes: &mut Changes,
 ) {
     let before = requests.len();
-    if matches!(flow.protocol, Protocol::Http | Protocol::H2c) {
+    if matches!(flow.protocol, Protocol::Http | Protocol::H2c) && flow.h2.is_none() {
         let s = &flow.streams[0];
         flow.cursor
             .scan(s.bytes(), s.bytes_offset(), true, creds, requests);
@@ -43,7 +43,6 @@ pub(super) fn finish_flow<T>(
     }
     if let Some(h2) = &mut flow.h2 {
         h2.finish(creds, requests);
-        changes.counted_here = true;
     }
     let n = requests.len() - before;
     flow.requests += n as u64;
@@ -117,26 +116,10 @@ fn to_server<T>(
         }
         Protocol::H2c if flow.h2.is_none() && flow.streams[0].bytes().starts_with(H2_PREFACE) => {
             flow.h2 = Some(Box::new(WireH2::prior_knowledge()));
-            h2_segment(
-                flow,
-                Direction::ToServer,
-                p,
-                placement,
-                creds,
-                requests,
-                changes,
-            );
+            h2_segment(flow, Direction::ToServer, p, placement, creds, requests);
         }
         Protocol::H2c if flow.h2.is_some() => {
-            h2_segment(
-                flow,
-                Direction::ToServer,
-                p,
-                placement,
-                creds,
-                requests,
-                changes,
-            );
+            h2_segment(flow, Direction::ToServer, p, placement, creds, requests);
         }
         Protocol::Http | Protocol::H2c => {
             let before = requests.len();
@@ -161,15 +144,7 @@ fn to_server<T>(
                 // server's 101 says so.
                 flow.h2 = Some(Box::new(WireH2::upgraded(from)));
                 // The rest of this segment may already be HTTP/2.
-                h2_segment(
-                    flow,
-                    Direction::ToServer,
-                    p,
-                    placement,
-                    creds,
-                    requests,
-                    changes,
-                );
+                h2_segment(flow, Direction::ToServer, p, placement, creds, requests);
             }
         }
         Protocol::Other | Protocol::Unknown => flow.streams[0].release(),
@@ -228,7 +203,6 @@ fn h2_segment<T>(
     placement: reassembly::Placement,
     creds: &CredentialHeaders,
     requests: &mut Vec<Request>,
-    changes: &mut Changes,
 ) {
     let Some(h2) = &mut flow.h2 else {
         return;
@@ -239,7 +213,6 @@ fn h2_segment<T>(
         // Past the bounded prefix, segments go in by their offsets.
         flow.streams[i].release();
     }
-    changes.counted_here = true;
 }
 
 fn to_client<T>(
@@ -271,15 +244,7 @@ fn to_client<T>(
                 }
             }
         }
-        h2_segment(
-            flow,
-            Direction::ToClient,
-            p,
-            placement,
-            creds,
-            requests,
-            changes,
-        );
+        h2_segment(flow, Direction::ToClient, p, placement, creds, requests);
         return;
     }
     let s = &mut flow.streams[1];

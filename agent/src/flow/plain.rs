@@ -13,8 +13,8 @@
 //! HPACK state is built across header blocks: once the client's preface is
 //! seen, each direction's bytes go to one [`H2Connection`] as they come,
 //! gaps passed on as such, and every client-opened stream is a request. The
-//! kernel counts only HTTP/1 request starts, so these requests are counted
-//! here ([`Changes::counted_here`]).
+//! kernel counts only HTTP/1 request starts, so these requests say so
+//! ([`Request::kernel_counts`] is false) and the engine counts them.
 
 use super::{
     Changes, Flow, Request, dissect,
@@ -153,7 +153,6 @@ pub(super) fn on_chunk<T>(
         let n = out.len() - before;
         flow.requests += n as u64;
         changes.requests += n;
-        changes.counted_here = true;
         return;
     }
     if pt.data.is_empty() {
@@ -190,9 +189,6 @@ pub(super) fn on_chunk<T>(
         // reach userspace; their status is not judged yet.
         Direction::ToClient if plain.inner == Inner::Unknown => {}
         Direction::ToClient => plain.streams[1].release(),
-    }
-    if plain.inner == Inner::Http2 {
-        changes.counted_here = true;
     }
     let n = out.len() - before;
     flow.requests += n as u64;

@@ -23,7 +23,7 @@ use crate::{
 const HEAD_CAP: usize = http::MAX_HEAD;
 
 /// Where the next request head is expected in the client's stream.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RequestCursor {
     /// Stream offset of the next head; `None` when lost (chunked body,
     /// protocol switch, garbage) until a segment starts with a method.
@@ -43,6 +43,18 @@ pub enum Scan {
     Waiting,
     /// Not at a head any more.
     Lost,
+}
+
+impl Default for RequestCursor {
+    /// A stream starts with a head: one is due at offset 0, whatever its
+    /// method (a lenient server serves extension methods too).
+    fn default() -> Self {
+        Self {
+            next: Some(0),
+            seen_end: 0,
+            switched_at: None,
+        }
+    }
 }
 
 impl RequestCursor {
@@ -140,10 +152,11 @@ pub fn on_segment(
                     return;
                 }
             }
-            if !http::starts_with_method(&p.payload) {
-                if offset.is_some() && cursor.next == offset {
-                    cursor.next = None;
-                }
+            // Where a head is due, any request line a lenient server
+            // takes counts; elsewhere (track lost) only a known method
+            // resynchronises, or body bytes would pass for requests.
+            let due = offset.is_some() && cursor.next == offset;
+            if !due && !http::starts_with_method(&p.payload) {
                 return;
             }
             cursor.next = offset;

@@ -445,8 +445,7 @@ impl Engine {
         if !ch.any() && flow.ext.generation == self.generation {
             return;
         }
-        let count = !self.opts.requests_from_kernel || ch.counted_here;
-        let mut j = judge!(self, view, pt.ts, count);
+        let mut j = judge!(self, view, pt.ts, !self.opts.requests_from_kernel);
         self.stats.requests += self.reqs.len() as u64;
         j.changes(flow, ch, &mut self.reqs);
         if !self.flows.removed.is_empty() {

@@ -250,13 +250,15 @@ impl Judge<'_> {
         for f in findings {
             self.report(f);
         }
-        if self.count_requests {
+        // Live, the kernel counts HTTP/1 request starts by its method
+        // table; what it cannot count (HTTP/2 streams, lenient heads) is
+        // counted here.
+        let count = self.count_requests || !req.kernel_counts;
+        if count {
             flow.ext.counted += 1;
             self.count(m, &id, 1);
         }
-        if self.count_requests
-            && let (Some(c), EndpointMatch::Endpoint(e)) = (id.client, m)
-        {
+        if count && let (Some(c), EndpointMatch::Endpoint(e)) = (id.client, m) {
             let f = quota_overshoot::check(&self.ctx, self.rates, c, e, 1, self.now);
             self.report(f);
         }

@@ -21,6 +21,8 @@ const MAX_REQUESTS: usize = 1024;
 // The method rule is the kernel's: one table, in `agent_common::http`.
 pub use agent_common::http::{could_start_with_method, starts_with_method};
 
+use super::http_lenient::{self, Lenient};
+
 /// Does `buf` start with an HTTP/1.x status line ("HTTP/1.1 200")?
 /// `None` when too few bytes are there to tell.
 pub fn is_response_start(buf: &[u8]) -> Option<bool> {
@@ -53,6 +55,14 @@ pub struct Request {
     pub credentials: Vec<Credential>,
     /// The request asks to switch to HTTP/2 (`Upgrade: h2c`).
     pub upgrade_h2c: bool,
+    /// The head breaks RFC 9112 in a way a lenient server still serves
+    /// (see `http_lenient`): an unknown method, extra whitespace, no
+    /// version (HTTP/0.9).
+    pub lenient: bool,
+    /// The kernel's rule counts this head when it starts a segment: a
+    /// method token from its table, a space, and at least 16 bytes. The
+    /// engine counts the others itself, live too.
+    pub kernel_counts: bool,
 }
 
 /// Where scanning a buffer of requests stopped.
@@ -118,15 +128,12 @@ pub fn scan_requests_with(buf: &[u8], credential_headers: &CredentialHeaders) ->
             scan.end = ScanEnd::Complete;
             return scan;
         }
-        if !starts_with_method(rest) {
-            scan.end = if could_start_with_method(rest) {
-                ScanEnd::NeedMore
-            } else {
-                ScanEnd::NotHttp
-            };
-            return scan;
-        }
-        let parsed = match parse_head(rest, credential_headers) {
+        let strict = if starts_with_method(rest) {
+            parse_head(rest, credential_headers)
+        } else {
+            HeadResult::Invalid
+        };
+        let parsed = match strict {
             HeadResult::Complete(parsed) => parsed,
             HeadResult::Partial => {
                 scan.end = if rest.len() >= MAX_HEAD {
@@ -136,12 +143,31 @@ pub fn scan_requests_with(buf: &[u8], credential_headers: &CredentialHeaders) ->
                 };
                 return scan;
             }
-            HeadResult::Invalid => {
-                scan.end = ScanEnd::NotHttp;
-                return scan;
-            }
+            // A head here that httparse rejects: what a lenient server
+            // would serve still counts.
+            HeadResult::Invalid => match http_lenient::parse(rest) {
+                Lenient::Complete(head) => lenient_head(head, credential_headers),
+                Lenient::Partial if rest.len() < MAX_HEAD => {
+                    scan.end = ScanEnd::NeedMore;
+                    return scan;
+                }
+                Lenient::Partial | Lenient::NotARequest => {
+                    scan.end = if could_start_with_method(rest) {
+                        ScanEnd::NeedMore
+                    } else {
+                        ScanEnd::NotHttp
+                    };
+                    return scan;
+                }
+            },
         };
         scan.consumed += parsed.head_len;
+        let mut parsed = parsed;
+        // The kernel counts a segment that starts with a token of its table
+        // and holds 16 bytes; the head alone decides it here, as segment
+        // boundaries are gone from reassembled bytes (only an HTTP/0.9
+        // line can be shorter than 16 bytes).
+        parsed.request.kernel_counts = starts_with_method(rest) && parsed.head_len >= 16;
         let switches = parsed.request.upgrade_h2c || parsed.request.method == "CONNECT";
         scan.requests.push(parsed.request);
         match parsed.body {
@@ -247,19 +273,48 @@ fn parse_head_with<'b>(
     let (Some(method), Some(target)) = (req.method, req.path) else {
         return Ok(HeadResult::Invalid);
     };
+    let headers = req.headers.iter().map(|h| (h.name, h.value));
+    Ok(HeadResult::Complete(head(
+        method,
+        target,
+        headers,
+        head_len,
+        credential_headers,
+    )))
+}
+
+/// A head the lenient parser accepted, as the strict path would read it.
+fn lenient_head(
+    h: http_lenient::LenientHead<'_>,
+    credential_headers: &CredentialHeaders,
+) -> ParsedHead {
+    let headers = h.headers.iter().map(|(n, v)| (*n, v.as_slice()));
+    let mut parsed = head(h.method, h.target, headers, h.head_len, credential_headers);
+    parsed.request.lenient = true;
+    parsed
+}
+
+/// What a request line and its headers say: target, Host, credentials
+/// (hashed here), upgrade, where the body ends.
+fn head<'a>(
+    method: &str,
+    target: &str,
+    headers: impl Iterator<Item = (&'a str, &'a [u8])>,
+    head_len: usize,
+    credential_headers: &CredentialHeaders,
+) -> ParsedHead {
     let (mut host, path) = split_target(target);
     let mut credentials = Vec::new();
     let mut upgrade_h2c = false;
     let mut body = Body::None;
-    for header in req.headers.iter() {
-        let name = header.name;
+    for (name, value) in headers {
         if name.eq_ignore_ascii_case("host") {
-            if let Ok(value) = std::str::from_utf8(header.value) {
+            if let Ok(value) = std::str::from_utf8(value) {
                 host = Some(normalize_host(value));
             }
         } else if name.eq_ignore_ascii_case("content-length") {
             if !matches!(body, Body::Unknown) {
-                body = match std::str::from_utf8(header.value).map(|v| v.trim().parse::<u64>()) {
+                body = match std::str::from_utf8(value).map(|v| v.trim().parse::<u64>()) {
                     Ok(Ok(0)) => Body::None,
                     Ok(Ok(len)) => Body::Length(len),
                     _ => Body::Unknown,
@@ -269,12 +324,12 @@ fn parse_head_with<'b>(
             // Any transfer coding (chunked in practice) hides where the body ends.
             body = Body::Unknown;
         } else if name.eq_ignore_ascii_case("upgrade") {
-            upgrade_h2c |= upgrade_lists_h2c(header.value);
-        } else if let Some(credential) = credential_headers.hash(name, header.value) {
+            upgrade_h2c |= upgrade_lists_h2c(value);
+        } else if let Some(credential) = credential_headers.hash(name, value) {
             credentials.push(credential);
         }
     }
-    Ok(HeadResult::Complete(ParsedHead {
+    ParsedHead {
         request: Request {
             method: method.to_owned(),
             path: path.to_owned(),
@@ -283,10 +338,12 @@ fn parse_head_with<'b>(
             host: host.filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic())),
             credentials,
             upgrade_h2c,
+            lenient: false,
+            kernel_counts: false,
         },
         head_len,
         body,
-    }))
+    }
 }
 
 /// Splits an absolute-form target ("http://host:port/path") into its host

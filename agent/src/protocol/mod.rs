@@ -6,6 +6,7 @@
 
 pub mod h2;
 pub mod http;
+pub mod http_lenient;
 pub mod tls;
 
 use crate::event::Direction;
@@ -77,7 +78,13 @@ pub fn classify(first_bytes_to_server: &[u8]) -> Protocol {
     if http::could_start_with_method(buf) {
         return Protocol::Unknown;
     }
-    Protocol::Other
+    // A request line a lenient server serves (an extension method, extra
+    // whitespace, HTTP/0.9) is HTTP all the same.
+    match http_lenient::parse(buf) {
+        http_lenient::Lenient::Complete(_) => Protocol::Http,
+        http_lenient::Lenient::Partial if buf.len() < http::MAX_HEAD => Protocol::Unknown,
+        _ => Protocol::Other,
+    }
 }
 
 /// Which way do these first bytes of one direction travel, judging by what

@@ -114,6 +114,8 @@ impl<'c> RequestFields<'c> {
             host: self.authority.or(self.host),
             credentials: self.credentials,
             upgrade_h2c: false,
+            lenient: false,
+            kernel_counts: false,
         };
         (request, self.grpc)
     }
@@ -127,6 +129,8 @@ pub fn unknown_request() -> Request {
         host: None,
         credentials: Vec::new(),
         upgrade_h2c: false,
+        lenient: false,
+        kernel_counts: false,
     }
 }
 
