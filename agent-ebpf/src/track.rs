@@ -194,13 +194,13 @@ fn flow_key(
 }
 
 /// `match_side` result when nothing matches; otherwise `MATCHED | id`.
-const NO_MATCH: u64 = 0;
+pub const NO_MATCH: u64 = 0;
 const MATCHED: u64 = 1 << 32;
 
 /// Endpoint id if (addr, port) is monitored. Precedence: a rule naming the
 /// port, then an any-port rule for the address, then a port-only rule.
 #[inline(always)]
-fn match_side(addr: &[u8; 16], port: u16, pe: PortEntry, any_port: bool) -> u64 {
+pub fn match_side(addr: &[u8; 16], port: u16, pe: PortEntry, any_port: bool) -> u64 {
     if pe.flags & port_flags::LPM != 0 {
         let k = Key::new(
             ENDPOINT_KEY_BITS,
@@ -223,7 +223,7 @@ fn match_side(addr: &[u8; 16], port: u16, pe: PortEntry, any_port: bool) -> u64 
 }
 
 #[inline(always)]
-fn add(p: *mut u64, v: u64) {
+pub fn add(p: *mut u64, v: u64) {
     // SAFETY: `p` points into a live map value, 8-byte aligned.
     unsafe { atomic_xadd::<u64, u64, { Relaxed }>(p, v) };
 }
@@ -329,7 +329,8 @@ fn update(
             add(&raw mut (*ds).payload_bytes, u64::from(p.payload_len));
             let seg = (*ds).payload_segments;
             add(&raw mut (*ds).payload_segments, 1);
-            let request = p.payload_len >= 16 && is_request_start(skb, p.payload_off);
+            let request = p.payload_len >= agent_common::http1::MIN_REQUEST_LEN
+                && is_request_start(skb, p.payload_off);
             if request {
                 add(&raw mut (*ds).request_starts, 1);
             }
@@ -359,34 +360,6 @@ fn update(
     }
 }
 
-/// Pairs (little-endian word, mask) for "METHOD " prefixes.
-const fn token(s: &[u8]) -> (u64, u64) {
-    let mut v = 0u64;
-    let mut i = 0;
-    while i < s.len() {
-        v |= (s[i] as u64) << (8 * i);
-        i += 1;
-    }
-    let mask = if s.len() >= 8 {
-        u64::MAX
-    } else {
-        (1u64 << (8 * s.len())) - 1
-    };
-    (v, mask)
-}
-
-const METHODS: [(u64, u64); 9] = [
-    token(b"GET "),
-    token(b"POST "),
-    token(b"PUT "),
-    token(b"DELETE "),
-    token(b"HEAD "),
-    token(b"OPTIONS "),
-    token(b"PATCH "),
-    token(b"CONNECT "),
-    token(b"TRACE "),
-];
-
 /// Does the payload start with an HTTP/1.x method token and a space? Callers
 /// ensure at least 16 payload bytes (the shortest request line).
 #[inline(always)]
@@ -394,16 +367,7 @@ fn is_request_start(skb: *mut __sk_buff, off: u32) -> bool {
     let Some(b) = packet::words::<2>(skb, off) else {
         return false;
     };
-    let w = u64::from(b[0]) | (u64::from(b[1]) << 32);
-    let mut i = 0;
-    while i < METHODS.len() {
-        let (v, m) = METHODS[i];
-        if w & m == v {
-            return true;
-        }
-        i += 1;
-    }
-    false
+    agent_common::http1::is_method_word(u64::from(b[0]) | (u64::from(b[1]) << 32))
 }
 
 #[inline(always)]

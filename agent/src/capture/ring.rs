@@ -19,7 +19,19 @@ use bytes::Bytes;
 use tokio::{io::unix::AsyncFd, sync::mpsc::Sender};
 
 use super::flows::{Tracker, flow_id};
-use crate::event::{Direction, Event, FlowEndReason, Packet};
+use crate::event::{Direction, Event, FlowEndReason, Packet, Plaintext};
+
+/// Looks up the TLS plaintext layer of a connection in the kernel flow map
+/// (live capture only), so a flow end carries its last TLS request starts.
+pub struct TlsLayerLookup(
+    pub Box<dyn Fn(&agent_common::FlowKey) -> Option<agent_common::FlowStats> + Send + Sync>,
+);
+
+impl std::fmt::Debug for TlsLayerLookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsLayerLookup")
+    }
+}
 
 /// State shared by the capture's tasks and its handle.
 #[derive(Debug, Default)]
@@ -29,6 +41,8 @@ pub struct Shared {
     pub boot_to_wall: AtomicI64,
     pub decode_errors: AtomicU64,
     pub records: AtomicU64,
+    /// Set by live capture when the TLS probes run.
+    pub tls_layer: std::sync::OnceLock<TlsLayerLookup>,
 }
 
 impl Shared {
@@ -84,7 +98,34 @@ impl Shared {
                     }
                 };
                 let ts = self.wall(rec.ts_boot_ns);
-                self.tracker().flow_end(&rec.key, &rec.stats, reason, ts)
+                let tls = self.tls_layer.get().and_then(|look| {
+                    (look.0)(&agent_common::FlowKey {
+                        observer: agent_common::observer::TLS_PLAINTEXT,
+                        ifindex: 0,
+                        ..rec.key
+                    })
+                });
+                self.tracker()
+                    .flow_end(&rec.key, &rec.stats, tls.as_ref(), reason, ts)
+            }
+            Ok(Record::TlsData { header, data }) => {
+                let dir = if header.direction == direction::TO_SERVER {
+                    Direction::ToServer
+                } else {
+                    Direction::ToClient
+                };
+                [
+                    Some(Event::Plaintext(Plaintext {
+                        ts: self.wall(header.ts_boot_ns),
+                        flow: flow_id(&header.key),
+                        direction: dir,
+                        offset: header.offset,
+                        len: header.chunk_len,
+                        data: Bytes::copy_from_slice(data),
+                        pid: header.pid,
+                    })),
+                    None,
+                ]
             }
             Err(e) => {
                 self.count_error(&e);
