@@ -4,7 +4,9 @@ use agent_common::stat;
 
 /// All capture counters. Losses: `ring_full`, `flow_end_ring_full`,
 /// `flow_table_full`, `sample_truncated` (cut, not lost), `malformed`,
-/// `skipped_unparsed`, `payload_load_failed`, `decode_errors`.
+/// `skipped_unparsed`, `payload_load_failed`, `decode_errors`, and the
+/// TLS probes' `tls_*` but `tls_not_watched`, `tls_calls`,
+/// `tls_records_emitted` (activity).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelStats {
     pub ring_full: u64,
@@ -20,6 +22,19 @@ pub struct KernelStats {
     pub flow_ends_emitted: u64,
     pub flows_created: u64,
     pub stray_packets: u64,
+    /// TLS probes: see `agent_common::stat::TLS_*`.
+    pub tls_ring_full: u64,
+    pub tls_copy_failed: u64,
+    pub tls_cut_bytes: u64,
+    pub tls_cut_calls: u64,
+    pub tls_no_fd: u64,
+    pub tls_no_socket: u64,
+    pub tls_sock_walk_failed: u64,
+    pub tls_call_table_full: u64,
+    pub tls_trigger_ring_full: u64,
+    pub tls_not_watched: u64,
+    pub tls_calls: u64,
+    pub tls_records_emitted: u64,
     /// Userspace: ring records that could not be decoded.
     pub decode_errors: u64,
     /// Userspace: ring records read.
@@ -47,12 +62,24 @@ impl KernelStats {
             flow_ends_emitted: g(stat::FLOW_ENDS_EMITTED),
             flows_created: g(stat::FLOWS_CREATED),
             stray_packets: g(stat::STRAY_PACKETS),
+            tls_ring_full: g(stat::TLS_RING_FULL),
+            tls_copy_failed: g(stat::TLS_COPY_FAILED),
+            tls_cut_bytes: g(stat::TLS_CUT_BYTES),
+            tls_cut_calls: g(stat::TLS_CUT_CALLS),
+            tls_no_fd: g(stat::TLS_NO_FD),
+            tls_no_socket: g(stat::TLS_NO_SOCKET),
+            tls_sock_walk_failed: g(stat::TLS_SOCK_WALK_FAILED),
+            tls_call_table_full: g(stat::TLS_CALL_TABLE_FULL),
+            tls_trigger_ring_full: g(stat::TLS_TRIGGER_RING_FULL),
+            tls_not_watched: g(stat::TLS_NOT_WATCHED),
+            tls_calls: g(stat::TLS_CALLS),
+            tls_records_emitted: g(stat::TLS_RECORDS_EMITTED),
             ..Self::default()
         }
     }
 
     /// `(name, value)` pairs for exporters, names stable.
-    pub fn named(&self) -> [(&'static str, u64); 16] {
+    pub fn named(&self) -> [(&'static str, u64); 28] {
         [
             ("ring_full", self.ring_full),
             ("flow_end_ring_full", self.flow_end_ring_full),
@@ -67,6 +94,18 @@ impl KernelStats {
             ("flow_ends_emitted", self.flow_ends_emitted),
             ("flows_created", self.flows_created),
             ("stray_packets", self.stray_packets),
+            ("tls_ring_full", self.tls_ring_full),
+            ("tls_copy_failed", self.tls_copy_failed),
+            ("tls_cut_bytes", self.tls_cut_bytes),
+            ("tls_cut_calls", self.tls_cut_calls),
+            ("tls_no_fd", self.tls_no_fd),
+            ("tls_no_socket", self.tls_no_socket),
+            ("tls_sock_walk_failed", self.tls_sock_walk_failed),
+            ("tls_call_table_full", self.tls_call_table_full),
+            ("tls_trigger_ring_full", self.tls_trigger_ring_full),
+            ("tls_not_watched", self.tls_not_watched),
+            ("tls_calls", self.tls_calls),
+            ("tls_records_emitted", self.tls_records_emitted),
             ("decode_errors", self.decode_errors),
             ("records_read", self.records_read),
             ("duplicate_views", self.duplicate_views),
