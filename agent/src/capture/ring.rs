@@ -326,6 +326,87 @@ mod tests {
         assert!(matches!(s.convert(&good), [Some(Event::Packet(_)), None]));
     }
 
+    /// A TLS_DATA record as the kernel writes it, in a reservation of
+    /// `class` data bytes.
+    fn tls_data(dir: u8, data: &[u8], chunk_len: u32, offset: u64, class: usize) -> Vec<u8> {
+        let mut k = key();
+        k.observer = observer::TLS_PLAINTEXT;
+        let mut v = Vec::new();
+        v.extend_from_slice(&event_id::TLS_DATA.to_le_bytes());
+        v.extend_from_slice(&[dir, 0, 0, 0]);
+        v.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        v.extend_from_slice(&chunk_len.to_le_bytes());
+        v.extend_from_slice(&offset.to_le_bytes());
+        v.extend_from_slice(&chunk_len.to_le_bytes()); // call_len
+        v.extend_from_slice(&agent_common::tls_call::READ.to_le_bytes());
+        v.extend_from_slice(&4242u32.to_le_bytes()); // pid
+        v.extend_from_slice(&4243u32.to_le_bytes()); // tid
+        v.extend_from_slice(&3u32.to_le_bytes());
+        v.extend_from_slice(&[0; 4]);
+        v.extend_from_slice(&2_000u64.to_le_bytes());
+        v.extend_from_slice(&9u64.to_le_bytes());
+        push_key(&mut v, &k);
+        assert_eq!(v.len(), agent_common::TLS_DATA_HEADER_LEN);
+        v.extend_from_slice(data);
+        v.resize(agent_common::TLS_DATA_HEADER_LEN + class, 0xee);
+        v
+    }
+
+    #[test]
+    fn tls_data_becomes_plaintext_of_the_socket_flow() {
+        let s = Shared::default();
+        s.boot_to_wall.store(5_000, Ordering::Relaxed);
+        let head = b"GET /a HTTP/1.1\r\n\r\n";
+        let [ev, none] = s.convert(&tls_data(
+            direction::TO_SERVER,
+            head,
+            head.len() as u32,
+            77,
+            512,
+        ));
+        assert!(none.is_none());
+        let Some(Event::Plaintext(p)) = ev else {
+            panic!("expected plaintext, got {ev:?}")
+        };
+        assert_eq!(p.ts, 7_000);
+        assert_eq!(p.flow.client.to_string(), "127.0.0.1:50000");
+        assert_eq!(p.flow.server.to_string(), "127.0.0.1:443");
+        assert_eq!(p.direction, Direction::ToServer);
+        assert_eq!((p.offset, p.len, p.pid), (77, head.len() as u32, 4242));
+        assert_eq!(&p.data[..], head);
+        // A failed copy: no bytes, the range still says what was missed.
+        let [ev, _] = s.convert(&tls_data(direction::TO_CLIENT, b"", 4096, 0, 4096));
+        assert!(matches!(ev, Some(Event::Plaintext(p)) if p.data.is_empty() && p.len == 4096));
+        // Bad records are counted, never a panic.
+        let good = tls_data(direction::TO_SERVER, head, head.len() as u32, 0, 512);
+        let mut bad = vec![
+            good[..agent_common::TLS_DATA_HEADER_LEN - 1].to_vec(),
+            tls_data(direction::TO_SERVER, head, 4, 0, 512), // captured > chunk
+            tls_data(direction::TO_SERVER, head, 8192, 0, 512), // chunk too long
+            {
+                let mut v = good.clone();
+                v[4] = 9; // direction
+                v
+            },
+            {
+                let mut v = good.clone();
+                v[28..32].copy_from_slice(&77u32.to_le_bytes()); // call kind
+                v
+            },
+        ];
+        let mut short = good.clone();
+        short.truncate(agent_common::TLS_DATA_HEADER_LEN + 3);
+        bad.push(short);
+        for (i, b) in bad.iter().enumerate() {
+            let before = s.decode_errors.load(Ordering::Relaxed);
+            assert!(
+                s.convert(b).iter().all(Option::is_none),
+                "bad record {i} decoded"
+            );
+            assert_eq!(s.decode_errors.load(Ordering::Relaxed), before + 1);
+        }
+    }
+
     #[test]
     fn flow_end_carries_totals_and_final_request_delta() {
         let s = Shared::default();

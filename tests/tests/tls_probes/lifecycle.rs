@@ -28,21 +28,30 @@ fn tls_programs_loaded() -> Vec<String> {
         .collect()
 }
 
-/// Perf events (uprobes) with a BPF program for `pid`, per `bpftool perf`.
+/// Uprobes with a BPF program placed for process `pid`, per `bpftool perf
+/// show` (the manager attaches through `/proc/<pid>/root/...`, so the
+/// probed file's path names the process).
 fn uprobes_of(pid: u32) -> usize {
     let out = Command::new("bpftool")
         .args(["-j", "perf", "show"])
         .output()
         .expect("run bpftool perf show");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let prefix = format!("/proc/{pid}/root/");
     v.as_array()
         .into_iter()
         .flatten()
         .filter(|e| {
-            e.get("pid").and_then(serde_json::Value::as_u64) == Some(u64::from(std::process::id()))
-                || e.get("pid").and_then(serde_json::Value::as_u64) == Some(u64::from(pid))
+            matches!(
+                e.get("fd_type").and_then(serde_json::Value::as_str),
+                Some("uprobe" | "uretprobe")
+            )
         })
-        .filter(|e| e.get("uprobe").is_some() || e.get("uretprobe").is_some())
+        .filter(|e| {
+            e.get("filename")
+                .and_then(serde_json::Value::as_str)
+                .is_some_and(|f| f.starts_with(&prefix))
+        })
         .count()
 }
 
