@@ -23,9 +23,9 @@ use crate::event::{Direction, Event, FlowEndReason, Packet, Plaintext};
 
 /// Looks up the TLS plaintext layer of a connection in the kernel flow map
 /// (live capture only), so a flow end carries its last TLS request starts.
-pub struct TlsLayerLookup(
-    pub Box<dyn Fn(&agent_common::FlowKey) -> Option<agent_common::FlowStats> + Send + Sync>,
-);
+pub struct TlsLayerLookup(pub Box<LookupFn>);
+
+type LookupFn = dyn Fn(&agent_common::FlowKey) -> Option<agent_common::FlowStats> + Send + Sync;
 
 impl std::fmt::Debug for TlsLayerLookup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

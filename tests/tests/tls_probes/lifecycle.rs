@@ -113,3 +113,29 @@ fn tls_killed_capture_process_leaves_nothing_attached() {
         || tls_programs_loaded().is_empty() && uprobes_of(server.pid()) == 0,
     );
 }
+
+#[test]
+fn tls_excluded_process_is_not_probed() {
+    require_tools();
+    let ip = loopback(false);
+    let server = PyServer::start(SocketAddr::new(ip, free_port(ip)));
+    let cg = tests::cgroup::CgroupGuard::new("tlsexcl");
+    let mut tuning = crate::tls_tuning();
+    if let Some(t) = tuning.tls.as_mut() {
+        t.exclude = vec!["python3*".to_owned()];
+    }
+    let h = tests::harness::Harness::start(
+        tests::harness::Attach::Cgroup(cg.path().into()),
+        &[tests::harness::Endpoint::exact(server.addr)],
+        tuning,
+    );
+    wait_for("the excluded server to be skipped", EVENT_TIMEOUT, || {
+        h.tls_coverage().excluded >= 1
+    });
+    let cov = h.tls_coverage();
+    assert!(
+        cov.processes.iter().all(|p| p.pid != server.pid()),
+        "{cov:?}"
+    );
+    assert_eq!(uprobes_of(server.pid()), 0);
+}

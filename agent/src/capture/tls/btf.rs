@@ -217,7 +217,7 @@ impl Btf {
                     .ok_or_else(no_member)?;
             }
         }
-        if bits % 8 != 0 {
+        if !bits.is_multiple_of(8) {
             return Err(no_member());
         }
         Ok(bits / 8)
