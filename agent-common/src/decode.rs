@@ -6,7 +6,8 @@
 
 use crate::{
     DirStats, FLOW_END_LEN, FlowEndRecord, FlowKey, FlowStats, SAMPLE_HEADER_LEN, SNAPLEN_MAX,
-    SampleHeader, event_id,
+    SampleHeader, TLS_CHUNK_MAX, TLS_DATA_HEADER_LEN, TLS_TRIGGER_LEN, TlsDataHeader, TlsTrigger,
+    event_id, tls_call, tls_trigger,
 };
 
 /// Why a ring-buffer record could not be decoded.
@@ -34,6 +35,11 @@ pub enum Record<'a> {
         payload: &'a [u8],
     },
     FlowEnd(FlowEndRecord),
+    /// One chunk of a TLS call's plaintext; `data` is the copied bytes.
+    TlsData {
+        header: TlsDataHeader,
+        data: &'a [u8],
+    },
 }
 
 /// `Debug` shows a sample's payload length, never its bytes: they can hold
@@ -47,6 +53,11 @@ impl core::fmt::Debug for Record<'_> {
                 .field("payload_len", &payload.len())
                 .finish(),
             Self::FlowEnd(r) => f.debug_tuple("FlowEnd").field(r).finish(),
+            Self::TlsData { header, data } => f
+                .debug_struct("TlsData")
+                .field("header", header)
+                .field("data_len", &data.len())
+                .finish(),
         }
     }
 }
@@ -210,6 +221,90 @@ impl TryFrom<&[u8]> for FlowEndRecord {
     }
 }
 
+impl TryFrom<&[u8]> for TlsDataHeader {
+    type Error = DecodeError;
+    fn try_from(buf: &[u8]) -> Result<Self, DecodeError> {
+        need("TLS data header", buf, TLS_DATA_HEADER_LEN)?;
+        let mut r = Reader::new(buf);
+        let h = TlsDataHeader {
+            event: r.u32(),
+            direction: r.u8(),
+            _pad0: r.u8(),
+            _pad1: r.u16(),
+            captured_len: r.u32(),
+            chunk_len: r.u32(),
+            offset: r.u64(),
+            call_len: r.u32(),
+            call: r.u32(),
+            pid: r.u32(),
+            tid: r.u32(),
+            endpoint_id: r.u32(),
+            _pad2: r.u32(),
+            ts_boot_ns: r.u64(),
+            cgroup_id: r.u64(),
+            key: r.flow_key(),
+            _pad3: r.u32(),
+        };
+        if h.event != event_id::TLS_DATA {
+            return Err(DecodeError::UnknownEvent(h.event));
+        }
+        if h.direction > 1 {
+            return Err(DecodeError::BadField {
+                field: "direction",
+                value: h.direction.into(),
+            });
+        }
+        if h.chunk_len > TLS_CHUNK_MAX || h.chunk_len == 0 {
+            return Err(DecodeError::BadField {
+                field: "chunk_len",
+                value: h.chunk_len.into(),
+            });
+        }
+        if h.captured_len > h.chunk_len {
+            return Err(DecodeError::BadField {
+                field: "captured_len",
+                value: h.captured_len.into(),
+            });
+        }
+        if !matches!(h.call, tls_call::WRITE | tls_call::READ | tls_call::READ_EX) {
+            return Err(DecodeError::BadField {
+                field: "call",
+                value: h.call.into(),
+            });
+        }
+        Ok(h)
+    }
+}
+
+impl TryFrom<&[u8]> for TlsTrigger {
+    type Error = DecodeError;
+    fn try_from(buf: &[u8]) -> Result<Self, DecodeError> {
+        need("TLS trigger", buf, TLS_TRIGGER_LEN)?;
+        let mut r = Reader::new(buf);
+        let t = TlsTrigger {
+            event: r.u32(),
+            kind: r.u32(),
+            pid: r.u32(),
+            ppid: r.u32(),
+            port: r.u16(),
+            _pad0: r.u16(),
+            _pad1: r.u32(),
+            addr: r.bytes(),
+            ts_boot_ns: r.u64(),
+        };
+        if t.event != event_id::TLS_TRIGGER {
+            return Err(DecodeError::UnknownEvent(t.event));
+        }
+        if !(tls_trigger::FORK..=tls_trigger::CONNECT).contains(&t.kind) {
+            return Err(DecodeError::BadField {
+                field: "kind",
+                value: t.kind.into(),
+            });
+        }
+        Ok(t)
+    }
+}
+
 impl<'a> TryFrom<&'a [u8]> for Record<'a> {
     type Error = DecodeError;
     fn try_from(buf: &'a [u8]) -> Result<Self, DecodeError> {
@@ -228,6 +323,19 @@ impl<'a> TryFrom<&'a [u8]> for Record<'a> {
                 Ok(Record::Sample { header, payload })
             }
             event_id::FLOW_END => Ok(Record::FlowEnd(FlowEndRecord::try_from(buf)?)),
+            event_id::TLS_DATA => {
+                let header = TlsDataHeader::try_from(buf)?;
+                // The reservation is a fixed size class: longer than the
+                // captured bytes is normal, shorter is an error.
+                let data = buf
+                    .get(TLS_DATA_HEADER_LEN..)
+                    .and_then(|rest| rest.get(..header.captured_len as usize))
+                    .ok_or(DecodeError::BadCapturedLen {
+                        claimed: header.captured_len,
+                        present: buf.len().saturating_sub(TLS_DATA_HEADER_LEN),
+                    })?;
+                Ok(Record::TlsData { header, data })
+            }
             other => Err(DecodeError::UnknownEvent(other)),
         }
     }

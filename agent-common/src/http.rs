@@ -15,6 +15,11 @@ pub const METHOD_TOKENS: [&[u8]; 9] = [
     b"TRACE ",
 ];
 
+/// The kernel tests a segment (or TLS call) for a method only when it holds
+/// at least this many bytes: "GET / HTTP/1.1\r\n", the shortest HTTP/1.x
+/// request line.
+pub const MIN_REQUEST_LEN: u32 = 16;
+
 /// The longest token; every token fits in one little-endian `u64`.
 pub const MAX_TOKEN_LEN: usize = 8;
 

@@ -31,6 +31,9 @@ pub mod map_names {
     pub const EVENTS: &str = "RW_EVENTS";
     pub const STATS: &str = "RW_STATS";
     pub const SCRATCH: &str = "RW_SCRATCH";
+    pub const TLS_CONFIG: &str = "RW_TLS_CONFIG";
+    pub const TLS_PROCS: &str = "RW_TLS_PROCS";
+    pub const TLS_TRIGGERS: &str = "RW_TLS_TRIGGERS";
 }
 
 /// Names of the programs in the kernel object.
@@ -39,6 +42,25 @@ pub mod program_names {
     pub const CGROUP_EGRESS: &str = "rw_cgroup_egress";
     pub const TC_INGRESS: &str = "rw_tc_ingress";
     pub const TC_EGRESS: &str = "rw_tc_egress";
+    /// Uprobe on `SSL_write` (entry).
+    pub const TLS_WRITE: &str = "rw_tls_write";
+    /// Uprobe on `SSL_write_ex` (entry).
+    pub const TLS_WRITE_EX: &str = "rw_tls_write_ex";
+    /// Uprobe on `SSL_read` (entry).
+    pub const TLS_READ: &str = "rw_tls_read";
+    /// Uprobe on `SSL_read_ex` (entry).
+    pub const TLS_READ_EX: &str = "rw_tls_read_ex";
+    /// Uretprobe on both `SSL_read` and `SSL_read_ex`.
+    pub const TLS_READ_RET: &str = "rw_tls_read_ret";
+    /// Uprobe on `SSL_set_fd` (entry).
+    pub const TLS_SET_FD: &str = "rw_tls_set_fd";
+    /// Raw tracepoint `sys_enter`: the fd of the syscall an SSL call makes.
+    pub const TLS_SYS_ENTER: &str = "rw_tls_sys_enter";
+    /// Raw tracepoints feeding the probe manager.
+    pub const TLS_FORK: &str = "rw_tls_fork";
+    pub const TLS_EXEC: &str = "rw_tls_exec";
+    pub const TLS_EXIT: &str = "rw_tls_exit";
+    pub const TLS_SOCK_STATE: &str = "rw_tls_sock_state";
 }
 
 /// Ring buffer record ids, the first `u32` of every record. Gaps are left on
@@ -51,6 +73,8 @@ pub mod event_id {
     /// Plaintext of one TLS library call (uprobes on OpenSSL), header and
     /// copied bytes; see the `tls` module.
     pub const TLS_DATA: u32 = 0x30;
+    /// [`crate::TlsTrigger`], on the probe manager's own ring (`RW_TLS_TRIGGERS`).
+    pub const TLS_TRIGGER: u32 = 0x31;
 }
 
 /// Which socket (or interface) saw the packets of a flow entry. On loopback
@@ -111,6 +135,27 @@ pub mod port_flags {
     pub const LPM: u32 = 1;
     /// A port-only rule (any address) covers this port; `PortEntry::endpoint_id` names it.
     pub const PORT_ONLY: u32 = 2;
+}
+
+/// Values of `TlsDataHeader::call` and the kernel's in-progress call kinds.
+pub mod tls_call {
+    pub const WRITE: u32 = 1;
+    pub const READ: u32 = 2;
+    pub const READ_EX: u32 = 3;
+}
+
+/// `TlsTrigger::kind`: what the probe manager is told.
+pub mod tls_trigger {
+    /// A probed process forked a new process (`pid` child, `ppid` parent).
+    pub const FORK: u32 = 1;
+    /// A probed process called exec: its probes no longer apply.
+    pub const EXEC: u32 = 2;
+    /// A probed process exited.
+    pub const EXIT: u32 = 3;
+    /// A socket entered LISTEN on a watched port (`port`), in process `pid`.
+    pub const LISTEN: u32 = 4;
+    /// A socket entered SYN_SENT to a watched endpoint (`addr`, `port`).
+    pub const CONNECT: u32 = 5;
 }
 
 /// Largest `snaplen` the kernel programs support (scratch buffer size).
@@ -278,6 +323,114 @@ pub struct FlowEndRecord {
     pub stats: FlowStats,
 }
 
+/// The TLS probes' configuration, the single entry of `RW_TLS_CONFIG`:
+/// kernel struct member offsets read from the running kernel's BTF at start
+/// (never compiled in), the syscall numbers of this architecture, the copy
+/// cap. `enabled == 0` makes every TLS program return at once.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub enabled: u32,
+    /// Most bytes copied per call (a multiple of [`TLS_CHUNK_MAX`], at most
+    /// [`TLS_COPY_CAP_MAX`]).
+    pub max_copy: u32,
+    pub task_files: u32,
+    pub task_tgid: u32,
+    pub files_fdt: u32,
+    pub fdt_max_fds: u32,
+    pub fdt_fd: u32,
+    pub file_private_data: u32,
+    pub socket_file: u32,
+    pub socket_sk: u32,
+    pub skc_family: u32,
+    /// Local port, host order.
+    pub skc_num: u32,
+    /// Remote port, network order.
+    pub skc_dport: u32,
+    pub skc_daddr: u32,
+    pub skc_rcv_saddr: u32,
+    pub skc_v6_daddr: u32,
+    pub skc_v6_rcv_saddr: u32,
+    /// Offset of the first syscall argument in `struct pt_regs`.
+    pub regs_arg0: u32,
+    /// Syscall numbers whose first argument is the socket fd.
+    pub sys_read: u32,
+    pub sys_write: u32,
+    pub sys_readv: u32,
+    pub sys_writev: u32,
+    pub sys_sendto: u32,
+    pub sys_recvfrom: u32,
+    pub sys_sendmsg: u32,
+    pub sys_recvmsg: u32,
+}
+
+/// Largest plaintext chunk in one record.
+pub const TLS_CHUNK_MAX: u32 = 4096;
+/// Small record size class: chunks up to this many bytes use a small
+/// reservation (request and response heads mostly fit).
+pub const TLS_CHUNK_SMALL: u32 = 512;
+/// Most chunks one call is split into.
+pub const TLS_MAX_CHUNKS: u32 = 16;
+/// Largest per-call copy cap.
+pub const TLS_COPY_CAP_MAX: u32 = TLS_CHUNK_MAX * TLS_MAX_CHUNKS;
+
+/// Fixed part of an [`event_id::TLS_DATA`] record: one chunk of one TLS
+/// library call's plaintext; `captured_len` bytes follow (the reservation
+/// may be longer: a fixed size class).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TlsDataHeader {
+    /// [`event_id::TLS_DATA`].
+    pub event: u32,
+    /// See [`direction`].
+    pub direction: u8,
+    pub _pad0: u8,
+    pub _pad1: u16,
+    /// Bytes following this header (0 when the copy failed).
+    pub captured_len: u32,
+    /// Bytes of the stream this chunk covers.
+    pub chunk_len: u32,
+    /// Offset of the chunk's first byte in the direction's plaintext stream.
+    pub offset: u64,
+    /// Bytes the whole call moved.
+    pub call_len: u32,
+    /// See [`tls_call`].
+    pub call: u32,
+    pub pid: u32,
+    pub tid: u32,
+    pub endpoint_id: u32,
+    pub _pad2: u32,
+    pub ts_boot_ns: u64,
+    pub cgroup_id: u64,
+    pub key: FlowKey,
+    pub _pad3: u32,
+}
+
+/// A probe-manager trigger ([`event_id::TLS_TRIGGER`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TlsTrigger {
+    /// [`event_id::TLS_TRIGGER`].
+    pub event: u32,
+    /// See [`tls_trigger`].
+    pub kind: u32,
+    pub pid: u32,
+    /// Parent (fork) or 0.
+    pub ppid: u32,
+    /// LISTEN: local port; CONNECT: remote port (host order).
+    pub port: u16,
+    pub _pad0: u16,
+    pub _pad1: u32,
+    /// CONNECT: remote address (IPv4 mapped), else zero.
+    pub addr: [u8; 16],
+    pub ts_boot_ns: u64,
+}
+
+/// Size of [`TlsDataHeader`] on the wire.
+pub const TLS_DATA_HEADER_LEN: usize = core::mem::size_of::<TlsDataHeader>();
+/// Size of [`TlsTrigger`] on the wire.
+pub const TLS_TRIGGER_LEN: usize = core::mem::size_of::<TlsTrigger>();
+
 /// Size of [`SampleHeader`] on the wire.
 pub const SAMPLE_HEADER_LEN: usize = core::mem::size_of::<SampleHeader>();
 /// Size of [`FlowEndRecord`] on the wire.
@@ -307,6 +460,11 @@ const _: () = {
     assert!(SAMPLE_HEADER_LEN.is_multiple_of(8));
     assert!(SNAPLEN_MAX.is_power_of_two());
     assert!(DEFAULT_SNAPLEN <= SNAPLEN_MAX);
+    assert!(size_of::<TlsConfig>() == 104);
+    assert!(size_of::<TlsDataHeader>() == 112);
+    assert!(TLS_DATA_HEADER_LEN.is_multiple_of(8));
+    assert!(size_of::<TlsTrigger>() == 48);
+    assert!(TLS_CHUNK_MAX.is_power_of_two() && TLS_CHUNK_SMALL.is_power_of_two());
 };
 
 #[cfg(feature = "user")]
@@ -325,4 +483,6 @@ mod pod {
     unsafe impl aya::Pod for super::DirStats {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::FlowStats {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::TlsConfig {}
 }

@@ -80,6 +80,30 @@ stats! {
         "Flow map entries created.";
     STRAY_PACKETS = 12, stray_packets, Activity,
         "Monitored packets after a flow's end, or FIN/RST/bare-ACK packets of a flow not in the map (evicted): counted, not added to any flow.";
+    TLS_RING_FULL = 13, tls_ring_full, Loss,
+        "TLS: a plaintext record did not fit in the ring buffer.";
+    TLS_COPY_FAILED = 14, tls_copy_failed, Loss,
+        "TLS: reading the call's buffer from user memory failed (page not resident); the record is sent empty, so the gap shows.";
+    TLS_CUT_BYTES = 15, tls_cut_bytes, Cut,
+        "TLS: plaintext bytes past the per-call copy cap, not copied (the next call's offset shows the gap).";
+    TLS_CUT_CALLS = 16, tls_cut_calls, Cut,
+        "TLS: calls whose plaintext was cut at the per-call copy cap.";
+    TLS_NO_FD = 17, tls_no_fd, Loss,
+        "TLS: a call on an SSL object whose socket is not known yet (no SSL_set_fd and no socket syscall seen inside a call).";
+    TLS_NO_SOCKET = 18, tls_no_socket, Loss,
+        "TLS: the call's fd is not an open socket.";
+    TLS_SOCK_WALK_FAILED = 19, tls_sock_walk_failed, Loss,
+        "TLS: reading the task, files, fdtable, file, socket, sock chain failed.";
+    TLS_CALL_TABLE_FULL = 20, tls_call_table_full, Loss,
+        "TLS: the in-progress call table was full (an older call was evicted).";
+    TLS_TRIGGER_RING_FULL = 21, tls_trigger_ring_full, Loss,
+        "TLS: a probe-manager trigger (fork, exec, exit, listen, connect) did not fit in its ring.";
+    TLS_NOT_WATCHED = 22, tls_not_watched, Activity,
+        "TLS: library calls on connections to no watched endpoint (nothing copied).";
+    TLS_CALLS = 23, tls_calls, Activity,
+        "TLS: library calls on watched connections.";
+    TLS_RECORDS_EMITTED = 24, tls_records_emitted, Activity,
+        "TLS: plaintext records written to the ring buffer.";
 }
 
 // The table is dense and in index order, so `ALL[i].index == i`.

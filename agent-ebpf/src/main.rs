@@ -2,7 +2,9 @@
 //!
 //! Two hooks share one packet path (`track`): cgroup_skb (default, every
 //! socket in a cgroup v2 subtree) and TC (opt-in per interface, forwarded
-//! traffic). Both only read the packet and always let it pass.
+//! traffic). Both only read the packet and always let it pass. The TLS
+//! probes (`tls`, `sock`, `discover`) add OpenSSL plaintext of probed
+//! processes, joined to the same flows.
 #![no_std]
 #![no_main]
 // BPF has atomic add/or instructions but no compare-and-swap, so core's
@@ -11,9 +13,12 @@
 #![expect(internal_features, reason = "atomic intrinsics, see above")]
 
 mod cgroup;
+mod discover;
 mod maps;
 mod packet;
+mod sock;
 mod tc;
+mod tls;
 mod track;
 
 #[cfg(not(test))]

@@ -190,13 +190,13 @@ fn flow_key(
 }
 
 /// `match_side` result when nothing matches; otherwise `MATCHED | id`.
-const NO_MATCH: u64 = 0;
+pub const NO_MATCH: u64 = 0;
 const MATCHED: u64 = 1 << 32;
 
 /// Endpoint id if (addr, port) is monitored. Precedence: a rule naming the
 /// port, then an any-port rule for the address, then a port-only rule.
 #[inline(always)]
-fn match_side(addr: &[u8; 16], port: u16, pe: PortEntry, any_port: bool) -> u64 {
+pub fn match_side(addr: &[u8; 16], port: u16, pe: PortEntry, any_port: bool) -> u64 {
     if pe.flags & port_flags::LPM != 0 {
         let k = Key::new(
             ENDPOINT_KEY_BITS,
@@ -219,7 +219,7 @@ fn match_side(addr: &[u8; 16], port: u16, pe: PortEntry, any_port: bool) -> u64 
 }
 
 #[inline(always)]
-fn add(p: *mut u64, v: u64) {
+pub fn add(p: *mut u64, v: u64) {
     // SAFETY: `p` points into a live map value, 8-byte aligned.
     unsafe { atomic_xadd::<u64, u64, { Relaxed }>(p, v) };
 }
@@ -326,7 +326,8 @@ fn update(
             add(&raw mut (*ds).payload_bytes, u64::from(p.payload_len));
             let seg = (*ds).payload_segments;
             add(&raw mut (*ds).payload_segments, 1);
-            let request = p.payload_len >= 16 && is_request_start(skb, p.payload_off);
+            let request = p.payload_len >= agent_common::http::MIN_REQUEST_LEN
+                && is_request_start(skb, p.payload_off);
             if request {
                 add(&raw mut (*ds).request_starts, 1);
             }

@@ -13,7 +13,10 @@ use std::{
 };
 
 use agent::{
-    capture::{Capture, CaptureConfig, CaptureError, EndpointRule, FlowSnapshot, PortSpec},
+    capture::{
+        Capture, CaptureConfig, CaptureError, EndpointRule, FlowSnapshot, PortSpec, TlsCoverage,
+        TlsOptions,
+    },
     event::{Direction, Event, FlowEndReason, FlowId, FlowTotals, Packet},
 };
 use ipnet::IpNet;
@@ -61,6 +64,9 @@ pub struct Tuning {
     pub ring_bytes: Option<u32>,
     /// Capacity of the event channel between capture and consumer.
     pub channel: usize,
+    /// OpenSSL plaintext probes; off unless a test asks (they probe every
+    /// server on a watched port, which other tests do not expect).
+    pub tls: Option<TlsOptions>,
 }
 
 impl Default for Tuning {
@@ -71,6 +77,7 @@ impl Default for Tuning {
             sample_one_in: agent_common::DEFAULT_SAMPLE_ONE_IN,
             ring_bytes: None,
             channel: 65536,
+            tls: None,
         }
     }
 }
@@ -214,6 +221,34 @@ impl Harness {
             .sum()
     }
 
+    /// What the TLS probes cover right now.
+    pub fn tls_coverage(&self) -> TlsCoverage {
+        self.capture
+            .as_ref()
+            .expect("capture running")
+            .tls_coverage()
+    }
+
+    /// Kernel counters by name (`agent_common::stat` table).
+    pub fn named_counters(&self) -> Vec<(&'static str, u64)> {
+        self.capture
+            .as_ref()
+            .expect("capture running")
+            .stats()
+            .unwrap_or_else(|e| panic!("read capture stats: {e}"))
+            .kernel
+            .named()
+            .collect()
+    }
+
+    /// Run statistics of the attached programs.
+    pub fn program_costs(&self) -> Vec<agent::capture::ProgramCost> {
+        self.capture
+            .as_ref()
+            .expect("capture running")
+            .program_costs()
+    }
+
     pub fn counters(&self) -> Counters {
         read_counters(self.capture.as_ref().expect("capture running"))
     }
@@ -312,6 +347,10 @@ fn start_capture(
         ring_bytes: tuning.ring_bytes.unwrap_or(defaults.ring_bytes),
         // Request-start deltas and flow-map changes show up quickly in tests.
         poll_interval: Duration::from_millis(50),
+        tls: tuning.tls.clone().unwrap_or(TlsOptions {
+            enabled: false,
+            ..TlsOptions::default()
+        }),
         ..defaults
     };
     Capture::start(config, tx)

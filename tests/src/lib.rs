@@ -22,6 +22,7 @@ pub mod prom;
 pub mod records;
 pub mod tcpdump;
 pub mod tls;
+pub mod tls_servers;
 pub mod tools;
 pub mod wait;
 

@@ -157,6 +157,32 @@ impl Tracked {
     }
 }
 
+/// Reporting state of one connection's TLS plaintext layer.
+#[derive(Debug)]
+struct TlsLayer {
+    first_seen: u64,
+    /// Request starts to the server already reported.
+    reported: u64,
+}
+
+impl TlsLayer {
+    /// The delta since the last report, for the entry `s` (a recreated
+    /// entry, with another first-seen stamp or fewer starts, counts from 0).
+    fn delta(&mut self, s: &FlowStats) -> u64 {
+        let fs = first_seen(s);
+        let total = s.dirs[0].request_starts;
+        if (fs != 0 && self.first_seen != 0 && fs != self.first_seen) || total < self.reported {
+            self.reported = 0;
+        }
+        if self.first_seen == 0 {
+            self.first_seen = fs;
+        }
+        let d = total.saturating_sub(self.reported);
+        self.reported = total;
+        d
+    }
+}
+
 /// What one poll of the flow map produced.
 #[derive(Debug, Default)]
 pub struct PollOutcome {
@@ -176,6 +202,10 @@ pub struct PollOutcome {
 #[derive(Debug, Default)]
 pub struct Tracker {
     flows: HashMap<FlowId, Tracked>,
+    /// TLS plaintext layers (`observer::TLS_PLAINTEXT` entries): a layer
+    /// beside the wire views, never a claim on the connection; see
+    /// [`Tracker::poll`].
+    tls: HashMap<FlowId, TlsLayer>,
     /// Records dropped because another view of the connection is reported.
     pub duplicate_views: u64,
 }
@@ -200,14 +230,19 @@ impl Tracker {
     }
 
     /// A flow-end record: the last request-start delta, then the end.
+    /// `tls` is the connection's TLS plaintext layer as the kernel has it
+    /// now: its last request starts are reported with the wire's, before
+    /// the end (its own entry is deleted at the next poll).
     pub fn flow_end(
         &mut self,
         key: &FlowKey,
         stats: &FlowStats,
+        tls: Option<&FlowStats>,
         reason: FlowEndReason,
         ts: Nanos,
     ) -> [Option<Event>; 2] {
         let id = flow_id(key);
+        let tls_delta = self.tls_delta(id, tls);
         let v = view(key);
         let fs = first_seen(stats);
         let t = self.flows.entry(id).or_insert_with(|| Tracked::new(v, fs));
@@ -222,21 +257,68 @@ impl Tracker {
             }
             *t = Tracked::new(v, fs);
         }
-        finish(t, id, stats, reason, ts)
+        finish(t, id, stats, tls_delta, reason, ts)
+    }
+
+    /// Request starts of a TLS layer not reported yet.
+    fn tls_delta(&mut self, id: FlowId, tls: Option<&FlowStats>) -> u64 {
+        let Some(s) = tls else {
+            return 0;
+        };
+        self.tls
+            .entry(id)
+            .or_insert(TlsLayer {
+                first_seen: first_seen(s),
+                reported: 0,
+            })
+            .delta(s)
     }
 
     /// One poll of the kernel flow map: request-start deltas for live flows,
     /// ends whose record was lost, idle ends (`idle` lists keys the caller
     /// deleted from the kernel map for idleness), and evictions. Client-socket
     /// views go first so they win new claims.
+    ///
+    /// TLS plaintext layers go before the wire views: their request-start
+    /// deltas are reported for the connection (so they precede a wire end of
+    /// the same poll); they never claim it, never end it, and their kernel
+    /// entries are deleted once the wire flow has ended (or, by the caller,
+    /// when idle).
     pub fn poll(
         &mut self,
         mut entries: Vec<(FlowKey, FlowStats)>,
         idle: &[FlowKey],
         now: Nanos,
     ) -> PollOutcome {
-        entries.sort_by_key(|(k, _)| k.observer != observer::CLIENT_SOCKET);
         let mut out = PollOutcome::default();
+        let (tls, wire): (Vec<_>, Vec<_>) = entries
+            .drain(..)
+            .partition(|(k, _)| k.observer == observer::TLS_PLAINTEXT);
+        let mut entries = wire;
+        let mut tls_seen = std::collections::HashSet::new();
+        for (key, stats) in &tls {
+            let id = flow_id(key);
+            if self.flows.get(&id).is_some_and(|t| t.ended.is_some()) {
+                // Its last starts went out with the wire end.
+                out.delete.push(*key);
+                self.tls.remove(&id);
+                continue;
+            }
+            tls_seen.insert(id);
+            let delta = self.tls_delta(id, Some(stats));
+            if delta > 0 {
+                out.events.push(Event::RequestStarts {
+                    ts: now,
+                    flow: id,
+                    count: delta,
+                });
+            }
+            if idle.contains(key) {
+                self.tls.remove(&id);
+            }
+        }
+        self.tls.retain(|id, _| tls_seen.contains(id));
+        entries.sort_by_key(|(k, _)| k.observer != observer::CLIENT_SOCKET);
         let mut seen = std::collections::HashSet::new();
         for (key, stats) in &entries {
             let id = flow_id(key);
@@ -279,7 +361,7 @@ impl Tracker {
             if ended_in_kernel {
                 if stats.state & flow_state::END_RECORD_LOST != 0 {
                     out.events.extend(
-                        finish(t, id, stats, end_reason(stats.state), now)
+                        finish(t, id, stats, 0, end_reason(stats.state), now)
                             .into_iter()
                             .flatten(),
                     );
@@ -331,15 +413,17 @@ impl Tracker {
 }
 
 /// Reports the end of `t`: the last request-start delta, then the end.
+/// `extra` request starts (the TLS layer's) are added to the wire's delta.
 fn finish(
     t: &mut Tracked,
     id: FlowId,
     stats: &FlowStats,
+    extra: u64,
     reason: FlowEndReason,
     ts: Nanos,
 ) -> [Option<Event>; 2] {
     let totals = totals(stats);
-    let delta = totals.request_starts[0].saturating_sub(t.reported);
+    let delta = totals.request_starts[0].saturating_sub(t.reported) + extra;
     t.reported = totals.request_starts[0];
     t.ended = Some(Instant::now());
     t.last_totals = Some(totals);
@@ -419,7 +503,7 @@ mod tests {
             out.events.as_slice(),
             [Event::RequestStarts { count: 3, .. }]
         ));
-        let [a, b] = t.flow_end(&key(1), &stats(6), FlowEndReason::Fin, 3);
+        let [a, b] = t.flow_end(&key(1), &stats(6), None, FlowEndReason::Fin, 3);
         assert!(matches!(a, Some(Event::RequestStarts { count: 1, .. })));
         assert!(matches!(
             b,
@@ -430,13 +514,13 @@ mod tests {
         ));
         // The server view's end of the same connection is dropped.
         assert!(
-            t.flow_end(&key(2), &stats(6), FlowEndReason::Fin, 3)
+            t.flow_end(&key(2), &stats(6), None, FlowEndReason::Fin, 3)
                 .iter()
                 .all(Option::is_none)
         );
         // So is the client view's duplicate.
         assert!(
-            t.flow_end(&key(1), &stats(6), FlowEndReason::Fin, 3)
+            t.flow_end(&key(1), &stats(6), None, FlowEndReason::Fin, 3)
                 .iter()
                 .all(Option::is_none)
         );
@@ -490,7 +574,7 @@ mod tests {
     fn new_connection_on_the_same_tuple_is_tracked_again() {
         let mut t = Tracker::default();
         t.poll(vec![(key(1), stats(1))], &[], 1);
-        t.flow_end(&key(1), &stats(1), FlowEndReason::Fin, 2);
+        t.flow_end(&key(1), &stats(1), None, FlowEndReason::Fin, 2);
         let mut again = stats(4);
         again.dirs[0].first_seen_ns = 9000;
         let out = t.poll(vec![(key(1), again)], &[], 3);
@@ -527,6 +611,45 @@ mod tests {
             out.events.as_slice(),
             [Event::RequestStarts { count: 1, .. }]
         ));
+    }
+
+    #[test]
+    fn tls_layer_reports_starts_without_claiming_or_ending() {
+        let tls = observer::TLS_PLAINTEXT;
+        let mut t = Tracker::default();
+        // The TLS layer's starts are reported; the wire view still claims.
+        let mut wire = stats(0);
+        wire.dirs[0].first_seen_ns = 500;
+        let out = t.poll(vec![(key(tls), stats(3)), (key(2), wire)], &[], 1);
+        assert!(matches!(
+            out.events.as_slice(),
+            [Event::RequestStarts { count: 3, .. }]
+        ));
+        assert!(t.admit_sample(&key(2)));
+        let out = t.poll(vec![(key(tls), stats(5)), (key(2), wire)], &[], 2);
+        assert!(matches!(
+            out.events.as_slice(),
+            [Event::RequestStarts { count: 2, .. }]
+        ));
+        // The wire end carries the layer's last starts; one end, from the wire.
+        let [starts, end] = t.flow_end(&key(2), &wire, Some(&stats(7)), FlowEndReason::Fin, 3);
+        assert!(matches!(
+            starts,
+            Some(Event::RequestStarts { count: 2, .. })
+        ));
+        assert!(matches!(end, Some(Event::FlowEnd { .. })));
+        // Then its entry is deleted, without events.
+        let out = t.poll(vec![(key(tls), stats(7))], &[], 4);
+        assert!(out.events.is_empty());
+        assert_eq!(out.delete, vec![key(tls)]);
+        // A layer alone that goes idle or vanishes never ends a flow.
+        let mut t = Tracker::default();
+        t.poll(vec![(key(tls), stats(1))], &[], 1);
+        let out = t.poll(vec![(key(tls), stats(1))], &[key(tls)], 2);
+        assert!(out.events.is_empty());
+        for now in 3..6 {
+            assert!(t.poll(vec![], &[], now).events.is_empty());
+        }
     }
 
     #[test]

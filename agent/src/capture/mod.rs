@@ -18,6 +18,7 @@ mod ring;
 mod smoke;
 mod stats;
 mod system;
+mod tls;
 
 use std::{
     fs::File,
@@ -42,6 +43,7 @@ use error::{map_err, prog_err};
 pub use flow_map::FlowSnapshot;
 pub use stats::{CaptureStats, KernelCounters, ProgramCost};
 pub use system::check_privileges;
+pub use tls::{ProbedProcess, TlsCoverage, TlsFailure, TlsOptions, TlsRole};
 use tokio::{io::unix::AsyncFd, sync::mpsc::Sender, task::JoinHandle};
 
 use crate::event::Event;
@@ -73,6 +75,8 @@ pub struct CaptureConfig {
     pub poll_interval: Duration,
     /// Flows without packets for this long are ended (`FlowEndReason::Idle`).
     pub idle_timeout: Duration,
+    /// OpenSSL plaintext probes (on by default; off: wire only).
+    pub tls: TlsOptions,
 }
 
 impl Default for CaptureConfig {
@@ -89,13 +93,18 @@ impl Default for CaptureConfig {
             flow_entries: 65536,
             poll_interval: Duration::from_millis(500),
             idle_timeout: Duration::from_secs(300),
+            tls: TlsOptions::default(),
         }
     }
 }
 
 /// A running capture. Dropping it detaches everything.
 pub struct Capture {
-    ebpf: Option<Ebpf>,
+    /// Shared with the TLS probe manager, which attaches uprobes at run time.
+    ebpf: Option<Arc<Mutex<Ebpf>>>,
+    tls: Option<tls::TlsProbes>,
+    /// Why the TLS probes do not run, when they were asked for.
+    tls_unavailable: Option<String>,
     control: Mutex<Control>,
     flows: Arc<Mutex<BpfHashMap<MapData, FlowKey, FlowStats>>>,
     stats: PerCpuArray<MapData, u64>,
@@ -227,6 +236,28 @@ impl Capture {
             .boot_to_wall
             .store(system::boot_to_wall_offset(), Ordering::Relaxed);
         let flows = Arc::new(Mutex::new(flows));
+        let ebpf = Arc::new(Mutex::new(ebpf));
+        let (tls, tls_unavailable) = if config.tls.enabled {
+            match tls::TlsProbes::start(ebpf.clone(), &config.tls, config.endpoints.clone()) {
+                Ok(t) => {
+                    programs.extend(tls::PROGRAMS);
+                    let f = flows.clone();
+                    let _ = shared
+                        .tls_layer
+                        .set(ring::TlsLayerLookup(Box::new(move |k| {
+                            lock(&f).get(k, 0).ok()
+                        })));
+                    (Some(t), None)
+                }
+                Err(e) => {
+                    // Said once; the capture goes on with the wire only.
+                    tracing::warn!(error = %e, "TLS plaintext probes are off");
+                    (None, Some(e.to_string()))
+                }
+            }
+        } else {
+            (None, Some("turned off by configuration".to_owned()))
+        };
         // SAFETY: the RingBuf owns its map fd, which stays open and
         // unchanged for as long as the AsyncFd owns the RingBuf.
         let events =
@@ -243,6 +274,8 @@ impl Capture {
         ));
         Ok(Self {
             ebpf: Some(ebpf),
+            tls,
+            tls_unavailable,
             control: Mutex::new(control),
             flows,
             stats,
@@ -261,6 +294,9 @@ impl Capture {
     pub fn set_endpoints(&self, rules: &[EndpointRule]) -> Result<(), CaptureError> {
         let compiled = compile(rules)?;
         lock(&self.control).apply(compiled)?;
+        if let Some(t) = &self.tls {
+            t.set_rules(rules.to_vec());
+        }
         let ids: std::collections::HashSet<u32> = rules.iter().map(|r| r.id).collect();
         let mut flows = lock(&self.flows);
         let stale: Vec<FlowKey> = flows
@@ -319,12 +355,15 @@ impl Capture {
         let Some(ebpf) = &self.ebpf else {
             return Vec::new();
         };
+        let ebpf = lock(ebpf);
         self.programs
             .iter()
             .filter_map(|&name| {
                 let info = match ebpf.program(name)? {
                     aya::programs::Program::CgroupSkb(p) => p.info().ok()?,
                     aya::programs::Program::SchedClassifier(p) => p.info().ok()?,
+                    aya::programs::Program::UProbe(p) => p.info().ok()?,
+                    aya::programs::Program::RawTracePoint(p) => p.info().ok()?,
                     _ => return None,
                 };
                 Some(ProgramCost {
@@ -363,11 +402,27 @@ impl Capture {
         tracing::info!("capture detached");
     }
 
+    /// What the TLS plaintext probes cover: probed processes, failures by
+    /// reason, counters; `active: false` with the reason when they do not run.
+    pub fn tls_coverage(&self) -> TlsCoverage {
+        match &self.tls {
+            Some(t) => t.coverage(),
+            None => TlsCoverage {
+                unavailable: self.tls_unavailable.clone(),
+                ..TlsCoverage::default()
+            },
+        }
+    }
+
     /// Detaches all programs, keeping the maps (and so the ring) alive.
     fn detach(&mut self) {
-        let Some(ebpf) = &mut self.ebpf else {
+        if let Some(t) = self.tls.take() {
+            t.stop();
+        }
+        let Some(ebpf) = &self.ebpf else {
             return;
         };
+        let mut ebpf = lock(ebpf);
         for &name in &self.programs {
             let r = match ebpf.program_mut(name) {
                 Some(aya::programs::Program::CgroupSkb(p)) => p.unload(),

@@ -19,7 +19,19 @@ use bytes::Bytes;
 use tokio::{io::unix::AsyncFd, sync::mpsc::Sender};
 
 use super::flow_map::{Tracker, flow_id};
-use crate::event::{Direction, Event, FlowEndReason, Packet};
+use crate::event::{Direction, Event, FlowEndReason, Packet, Plaintext};
+
+/// Looks up the TLS plaintext layer of a connection in the kernel flow map
+/// (live capture only), so a flow end carries its last TLS request starts.
+pub struct TlsLayerLookup(pub Box<LookupFn>);
+
+type LookupFn = dyn Fn(&agent_common::FlowKey) -> Option<agent_common::FlowStats> + Send + Sync;
+
+impl std::fmt::Debug for TlsLayerLookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsLayerLookup")
+    }
+}
 
 /// State shared by the capture's tasks and its handle.
 #[derive(Debug, Default)]
@@ -29,6 +41,8 @@ pub struct Shared {
     pub boot_to_wall: AtomicI64,
     pub decode_errors: AtomicU64,
     pub records: AtomicU64,
+    /// Set by live capture when the TLS probes run.
+    pub tls_layer: std::sync::OnceLock<TlsLayerLookup>,
 }
 
 impl Shared {
@@ -84,7 +98,34 @@ impl Shared {
                     }
                 };
                 let ts = self.wall(rec.ts_boot_ns);
-                self.tracker().flow_end(&rec.key, &rec.stats, reason, ts)
+                let tls = self.tls_layer.get().and_then(|look| {
+                    (look.0)(&agent_common::FlowKey {
+                        observer: agent_common::observer::TLS_PLAINTEXT,
+                        ifindex: 0,
+                        ..rec.key
+                    })
+                });
+                self.tracker()
+                    .flow_end(&rec.key, &rec.stats, tls.as_ref(), reason, ts)
+            }
+            Ok(Record::TlsData { header, data }) => {
+                let dir = if header.direction == direction::TO_SERVER {
+                    Direction::ToServer
+                } else {
+                    Direction::ToClient
+                };
+                [
+                    Some(Event::Plaintext(Plaintext {
+                        ts: self.wall(header.ts_boot_ns),
+                        flow: flow_id(&header.key),
+                        direction: dir,
+                        offset: header.offset,
+                        len: header.chunk_len,
+                        data: Bytes::copy_from_slice(data),
+                        pid: header.pid,
+                    })),
+                    None,
+                ]
             }
             Err(e) => {
                 self.count_error(&e);
@@ -283,6 +324,87 @@ mod tests {
         assert_eq!(errors, bad_inputs.len());
         // The pipeline still decodes good records afterwards.
         assert!(matches!(s.convert(&good), [Some(Event::Packet(_)), None]));
+    }
+
+    /// A TLS_DATA record as the kernel writes it, in a reservation of
+    /// `class` data bytes.
+    fn tls_data(dir: u8, data: &[u8], chunk_len: u32, offset: u64, class: usize) -> Vec<u8> {
+        let mut k = key();
+        k.observer = observer::TLS_PLAINTEXT;
+        let mut v = Vec::new();
+        v.extend_from_slice(&event_id::TLS_DATA.to_le_bytes());
+        v.extend_from_slice(&[dir, 0, 0, 0]);
+        v.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        v.extend_from_slice(&chunk_len.to_le_bytes());
+        v.extend_from_slice(&offset.to_le_bytes());
+        v.extend_from_slice(&chunk_len.to_le_bytes()); // call_len
+        v.extend_from_slice(&agent_common::tls_call::READ.to_le_bytes());
+        v.extend_from_slice(&4242u32.to_le_bytes()); // pid
+        v.extend_from_slice(&4243u32.to_le_bytes()); // tid
+        v.extend_from_slice(&3u32.to_le_bytes());
+        v.extend_from_slice(&[0; 4]);
+        v.extend_from_slice(&2_000u64.to_le_bytes());
+        v.extend_from_slice(&9u64.to_le_bytes());
+        push_key(&mut v, &k);
+        assert_eq!(v.len(), agent_common::TLS_DATA_HEADER_LEN);
+        v.extend_from_slice(data);
+        v.resize(agent_common::TLS_DATA_HEADER_LEN + class, 0xee);
+        v
+    }
+
+    #[test]
+    fn tls_data_becomes_plaintext_of_the_socket_flow() {
+        let s = Shared::default();
+        s.boot_to_wall.store(5_000, Ordering::Relaxed);
+        let head = b"GET /a HTTP/1.1\r\n\r\n";
+        let [ev, none] = s.convert(&tls_data(
+            direction::TO_SERVER,
+            head,
+            head.len() as u32,
+            77,
+            512,
+        ));
+        assert!(none.is_none());
+        let Some(Event::Plaintext(p)) = ev else {
+            panic!("expected plaintext, got {ev:?}")
+        };
+        assert_eq!(p.ts, 7_000);
+        assert_eq!(p.flow.client.to_string(), "127.0.0.1:50000");
+        assert_eq!(p.flow.server.to_string(), "127.0.0.1:443");
+        assert_eq!(p.direction, Direction::ToServer);
+        assert_eq!((p.offset, p.len, p.pid), (77, head.len() as u32, 4242));
+        assert_eq!(&p.data[..], head);
+        // A failed copy: no bytes, the range still says what was missed.
+        let [ev, _] = s.convert(&tls_data(direction::TO_CLIENT, b"", 4096, 0, 4096));
+        assert!(matches!(ev, Some(Event::Plaintext(p)) if p.data.is_empty() && p.len == 4096));
+        // Bad records are counted, never a panic.
+        let good = tls_data(direction::TO_SERVER, head, head.len() as u32, 0, 512);
+        let mut bad = vec![
+            good[..agent_common::TLS_DATA_HEADER_LEN - 1].to_vec(),
+            tls_data(direction::TO_SERVER, head, 4, 0, 512), // captured > chunk
+            tls_data(direction::TO_SERVER, head, 8192, 0, 512), // chunk too long
+            {
+                let mut v = good.clone();
+                v[4] = 9; // direction
+                v
+            },
+            {
+                let mut v = good.clone();
+                v[28..32].copy_from_slice(&77u32.to_le_bytes()); // call kind
+                v
+            },
+        ];
+        let mut short = good.clone();
+        short.truncate(agent_common::TLS_DATA_HEADER_LEN + 3);
+        bad.push(short);
+        for (i, b) in bad.iter().enumerate() {
+            let before = s.decode_errors.load(Ordering::Relaxed);
+            assert!(
+                s.convert(b).iter().all(Option::is_none),
+                "bad record {i} decoded"
+            );
+            assert_eq!(s.decode_errors.load(Ordering::Relaxed), before + 1);
+        }
     }
 
     #[test]

@@ -98,6 +98,9 @@ pub struct AgentArgs {
     /// Also watch forwarded traffic on this interface (TC); repeatable.
     #[arg(long = "iface")]
     pub ifaces: Vec<String>,
+    /// Do not probe OpenSSL for TLS plaintext (wire capture only).
+    #[arg(long)]
+    pub no_tls_probes: bool,
 }
 
 #[derive(Subcommand, Debug)]

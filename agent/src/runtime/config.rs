@@ -20,6 +20,10 @@
 //!   flowEntries: 65536
 //! violations:
 //!   quietPeriod: 5m        # a violation resolves after this long without occurrence
+//! tls:
+//!   probes: true           # OpenSSL plaintext probes (--no-tls-probes turns them off)
+//!   exclude: [wrk, /usr/bin/h2load]  # comm or executable globs never probed
+//!   maxCopy: 65536         # plaintext bytes copied per call (4096..=65536)
 //! ```
 
 use std::{fmt, net::SocketAddr, path::PathBuf};
@@ -99,6 +103,9 @@ struct FileSettings {
     ring_bytes: Option<u32>,
     flow_entries: Option<u32>,
     quiet_period: Option<Nanos>,
+    tls_probes: Option<bool>,
+    tls_exclude: Option<Vec<String>>,
+    tls_max_copy: Option<u32>,
 }
 
 fn u32_field(r: &mut Reader, f: &Fields<'_>, key: &str) -> Option<u32> {
@@ -160,6 +167,7 @@ fn read(r: &mut Reader, root: &Node) -> FileSettings {
             "interfaces",
             "capture",
             "violations",
+            "tls",
         ],
     ) else {
         return s;
@@ -236,6 +244,49 @@ fn read(r: &mut Reader, root: &Node) -> FileSettings {
     {
         s.quiet_period = r.duration(q, &v.path("quietPeriod"));
     }
+    if let Some(node) = top.get("tls")
+        && let Some(t) = r.fields(node, &top.path("tls"), &["probes", "exclude", "maxCopy"])
+    {
+        if let Some(n) = t.get("probes") {
+            let path = t.path("probes");
+            match r.text(n, &path) {
+                Some("true") => s.tls_probes = Some(true),
+                Some("false") => s.tls_probes = Some(false),
+                Some(_) => r.err(&path, n.pos, "expected true or false"),
+                None => {}
+            }
+        }
+        if let Some(n) = t.get("exclude") {
+            let path = t.path("exclude");
+            if let Some(items) = r.list(n, &path) {
+                let mut pats = Vec::new();
+                for (i, item) in items.iter().enumerate() {
+                    let p = format!("{path}[{i}]");
+                    if let Some(text) = r.text(item, &p) {
+                        match glob::Pattern::new(text) {
+                            Ok(_) => pats.push(text.to_owned()),
+                            Err(e) => r.err(&p, item.pos, format!("not a glob pattern: {e}")),
+                        }
+                    }
+                }
+                s.tls_exclude = Some(pats);
+            }
+        }
+        s.tls_max_copy = u32_field(r, &t, "maxCopy");
+        if let (Some(v), Some(n)) = (s.tls_max_copy, t.get("maxCopy"))
+            && !(agent_common::TLS_CHUNK_MAX..=agent_common::TLS_COPY_CAP_MAX).contains(&v)
+        {
+            r.err(
+                &t.path("maxCopy"),
+                n.pos,
+                format!(
+                    "maxCopy must be {}..={}",
+                    agent_common::TLS_CHUNK_MAX,
+                    agent_common::TLS_COPY_CAP_MAX
+                ),
+            );
+        }
+    }
     s
 }
 
@@ -268,6 +319,12 @@ impl Settings {
             sample_one_in: file.sample_one_in.unwrap_or(defaults.sample_one_in),
             ring_bytes: file.ring_bytes.unwrap_or(defaults.ring_bytes),
             flow_entries: file.flow_entries.unwrap_or(defaults.flow_entries),
+            tls: crate::capture::TlsOptions {
+                enabled: !args.no_tls_probes && file.tls_probes.unwrap_or(defaults.tls.enabled),
+                exclude: file.tls_exclude.clone().unwrap_or_default(),
+                max_copy: file.tls_max_copy.unwrap_or(defaults.tls.max_copy),
+                ..defaults.tls.clone()
+            },
             ..defaults
         };
         Ok(Self {
@@ -331,6 +388,26 @@ mod tests {
         assert_eq!(find("bogus").line, 6);
         assert!(parse("metricsAddr: [\n").is_err());
         assert!(parse("metricsAddr: nowhere\n").is_err());
+    }
+
+    #[test]
+    fn tls_probe_settings() {
+        let s = parse("tls:\n  probes: false\n  exclude: [wrk, /usr/bin/h2*]\n  maxCopy: 8192\n")
+            .expect("valid config");
+        assert_eq!(s.tls_probes, Some(false));
+        assert_eq!(
+            s.tls_exclude,
+            Some(vec!["wrk".to_owned(), "/usr/bin/h2*".to_owned()])
+        );
+        assert_eq!(s.tls_max_copy, Some(8192));
+        let errs = parse("tls:\n  probes: maybe\n  exclude: ['[']\n  maxCopy: 100\n")
+            .expect_err("invalid tls settings");
+        for p in ["tls.probes", "tls.exclude[0]", "tls.maxCopy"] {
+            assert!(
+                errs.iter().any(|d| d.path == p),
+                "no error at {p}: {errs:?}"
+            );
+        }
     }
 
     #[test]

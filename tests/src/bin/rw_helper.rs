@@ -50,6 +50,35 @@ fn main() -> ExitCode {
             drop(h);
             ExitCode::SUCCESS
         }
+        "capture-cgroup-tls" => {
+            // Like capture-cgroup, with the TLS probes; says "probed" once
+            // process <pid> has its probes.
+            let (Some(dir), Ok(server), Ok(pid)) = (
+                args.get(1),
+                arg(2).parse::<SocketAddr>(),
+                arg(3).parse::<u32>(),
+            ) else {
+                eprintln!("usage: rw-helper capture-cgroup-tls <cgroup dir> <server addr> <pid>");
+                return ExitCode::from(2);
+            };
+            let h = Harness::start(
+                Attach::Cgroup(dir.into()),
+                &[Endpoint::exact(server)],
+                Tuning {
+                    tls: Some(agent::capture::TlsOptions::default()),
+                    ..Tuning::default()
+                },
+            );
+            tests::wait::wait_for(
+                "the server to be probed",
+                std::time::Duration::from_secs(20),
+                || h.tls_coverage().processes.iter().any(|p| p.pid == pid),
+            );
+            println!("probed");
+            let _ = std::io::stdin().read_to_end(&mut Vec::new());
+            drop(h);
+            ExitCode::SUCCESS
+        }
         "serve-http" => {
             let (Ok(bind), Ok(body)) = (arg(1).parse::<SocketAddr>(), arg(2).parse::<usize>())
             else {

@@ -20,6 +20,7 @@ fn flood_delivered_plus_dropped_equals_produced() {
         sample_one_in: 1,
         ring_bytes: Some(16 * 1024),
         channel: 4,
+        tls: None,
     };
     let (cg, mut h) = capture_in_cgroup("fld", server.addr(), tuning);
     let dump = dump_lo(server.addr(), 96);

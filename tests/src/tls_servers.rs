@@ -1,0 +1,308 @@
+//! Real HTTPS servers and clients linked against the system OpenSSL, for
+//! the TLS probe tests: Debian's nginx (libssl 3) and python3's `ssl`
+//! module (server with worker threads, keep-alive and pipelining clients).
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, Command, Output, Stdio},
+    time::Duration,
+};
+
+use crate::{TempDir, tls::TestCert, wait::wait_for};
+
+/// Debian's python3 (its `_ssl` links the system libssl.so.3).
+pub const PYTHON: &str = "/usr/bin/python3";
+
+/// `host:port` for URLs (IPv6 in brackets).
+pub fn url_host(addr: SocketAddr) -> String {
+    match addr {
+        SocketAddr::V4(a) => a.to_string(),
+        SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
+    }
+}
+
+fn wait_listening(addr: SocketAddr, child: &mut Child, what: &str) {
+    wait_for(what, Duration::from_secs(15), || {
+        if let Ok(Some(st)) = child.try_wait() {
+            panic!("{what}: exited early with {st}");
+        }
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+    });
+}
+
+/// nginx serving HTTPS HTTP/1.1 on `addr`, `return 200` for every path.
+pub struct Nginx {
+    child: Child,
+    pub addr: SocketAddr,
+    dir: TempDir,
+    _cert: TestCert,
+}
+
+impl Nginx {
+    pub fn start(addr: SocketAddr, workers: u32) -> Self {
+        let cert = TestCert::generate();
+        let dir = TempDir::new("nginx");
+        let d = dir.path().display().to_string();
+        let listen = match addr {
+            SocketAddr::V4(a) => a.to_string(),
+            SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
+        };
+        let conf = format!(
+            "daemon off;\nmaster_process on;\nworker_processes {workers};\npid {d}/nginx.pid;\n\
+             error_log {d}/error.log;\nevents {{ worker_connections 64; }}\n\
+             http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n\
+             fastcgi_temp_path {d}/fcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n\
+             keepalive_requests 100000;\n\
+             server {{\n  listen {listen} ssl;\n  ssl_certificate {};\n  ssl_certificate_key {};\n\
+             location / {{ return 200 \"ok\\n\"; }}\n }}\n}}\n",
+            cert.cert.display(),
+            cert.key.display()
+        );
+        let path = dir.path().join("nginx.conf");
+        std::fs::write(&path, conf).expect("write nginx.conf");
+        let mut child = Command::new("nginx")
+            .arg("-c")
+            .arg(&path)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn nginx");
+        wait_listening(addr, &mut child, "nginx to listen");
+        Self {
+            child,
+            addr,
+            dir,
+            _cert: cert,
+        }
+    }
+
+    /// The master's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The worker processes' pids (children of the master).
+    pub fn workers(&self) -> Vec<u32> {
+        children(self.child.id())
+    }
+
+    pub fn error_log(&self) -> PathBuf {
+        self.dir.path().join("error.log")
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGQUIT would wait for connections; the test is over.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for w in children(self.child.id()) {
+            // SAFETY: plain kill(2) of a worker we started.
+            unsafe { libc::kill(w as i32, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Pids whose parent is `pid`.
+pub fn children(pid: u32) -> Vec<u32> {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let rest = &s[s.rfind(')')? + 2..];
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
+}
+
+/// The python server: `ThreadingHTTPServer` (a thread per connection) over
+/// `ssl`, HTTP/1.1 keep-alive, answers 200 "ok".
+const PY_SERVER: &str = r#"
+import http.server, socket, ssl, sys
+host, port, cert, key = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "3")
+        self.end_headers()
+        self.wfile.write(b"ok\n")
+    def log_message(self, *a):
+        pass
+class S(http.server.ThreadingHTTPServer):
+    address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    daemon_threads = True
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+srv = S((host, port), H)
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+srv.serve_forever()
+"#;
+
+/// python3 `ssl` HTTPS server with worker threads.
+pub struct PyServer {
+    child: Child,
+    pub addr: SocketAddr,
+    _cert: TestCert,
+}
+
+impl PyServer {
+    pub fn start(addr: SocketAddr) -> Self {
+        let cert = TestCert::generate();
+        let mut child = Command::new(PYTHON)
+            .arg("-c")
+            .arg(PY_SERVER)
+            .arg(addr.ip().to_string())
+            .arg(addr.port().to_string())
+            .arg(&cert.cert)
+            .arg(&cert.key)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn python TLS server");
+        wait_listening(addr, &mut child, "the python TLS server to listen");
+        Self {
+            child,
+            addr,
+            _cert: cert,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for PyServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A python client: `n` requests on one keep-alive connection (each
+/// response read before the next request), or all `n` written at once
+/// (`pipelined`), `path` with `?i=<index>`. Prints the local port first,
+/// then one status per response.
+const PY_CLIENT: &str = r#"
+import socket, ssl, sys
+host, port, n, path, mode = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+raw = socket.create_connection((host, port))
+s = ctx.wrap_socket(raw, server_hostname="rampwatch.test")
+print(s.getsockname()[1], flush=True)
+f = s.makefile("rb")
+def req(i):
+    return f"GET {path}?i={i} HTTP/1.1\r\nHost: rampwatch.test\r\nUser-Agent: rw-test\r\n\r\n".encode()
+def read_response():
+    status = f.readline()
+    length = 0
+    while True:
+        line = f.readline()
+        if line in (b"\r\n", b""):
+            break
+        k, _, v = line.partition(b":")
+        if k.strip().lower() == b"content-length":
+            length = int(v)
+    f.read(length)
+    return status.split()[1].decode()
+if mode == "pipelined":
+    s.sendall(b"".join(req(i) for i in range(n)))
+    for _ in range(n):
+        print(read_response(), flush=True)
+else:
+    for i in range(n):
+        s.sendall(req(i))
+        print(read_response(), flush=True)
+s.close()
+"#;
+
+/// What a python client run did.
+#[derive(Debug)]
+pub struct PyClientRun {
+    pub local_port: u16,
+    pub statuses: Vec<String>,
+}
+
+/// Runs the python client against `server`; `cmd` is a prepared
+/// `Command` for [`PYTHON`] (e.g. one that joins a cgroup).
+pub fn py_client(
+    mut cmd: Command,
+    server: SocketAddr,
+    n: u32,
+    path: &str,
+    pipelined: bool,
+) -> PyClientRun {
+    let out: Output = cmd
+        .arg("-c")
+        .arg(PY_CLIENT)
+        .arg(server.ip().to_string())
+        .arg(server.port().to_string())
+        .arg(n.to_string())
+        .arg(path)
+        .arg(if pipelined { "pipelined" } else { "serial" })
+        .stdin(Stdio::null())
+        .output()
+        .expect("run python client");
+    assert!(
+        out.status.success(),
+        "python client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let local_port = lines
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .expect("client printed its port");
+    PyClientRun {
+        local_port,
+        statuses: lines.map(str::to_owned).collect(),
+    }
+}
+
+/// curl: `n` requests to `path` on one keep-alive connection (the same URL
+/// repeated); returns curl's local port and the statuses.
+pub fn curl(mut cmd: Command, server: SocketAddr, n: u32, path: &str) -> PyClientRun {
+    let url = format!("https://{}{path}", url_host(server));
+    cmd.args(["-sk", "--max-time", "20"])
+        .args(["-w", "%{local_port} %{http_code}\\n"]);
+    for _ in 0..n {
+        cmd.args(["-o", "/dev/null"]).arg(&url);
+    }
+    let out = cmd.stdin(Stdio::null()).output().expect("run curl");
+    assert!(
+        out.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut port = 0;
+    let statuses = text
+        .lines()
+        .filter_map(|l| {
+            let (p, s) = l.split_once(' ')?;
+            port = p.parse().ok()?;
+            Some(s.to_owned())
+        })
+        .collect();
+    PyClientRun {
+        local_port: port,
+        statuses,
+    }
+}

@@ -1,0 +1,141 @@
+//! Probes come and go with their processes and the capture: nothing stays
+//! attached after stop, after the capture's process is killed, or after a
+//! probed process exits.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    process::{Command, Stdio},
+};
+
+use tests::{free_port, tls_servers::PyServer, tools::require_tools, wait::wait_for};
+
+use crate::{EVENT_TIMEOUT, loopback, tls_capture, wait_probed};
+
+/// Names (as bpftool shows them, 15 characters at most) of loaded
+/// programs that are TLS probes.
+fn tls_programs_loaded() -> Vec<String> {
+    let out = Command::new("bpftool")
+        .args(["-j", "prog", "show"])
+        .output()
+        .expect("run bpftool prog show");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool json");
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.get("name")?.as_str().map(str::to_owned))
+        .filter(|n| n.starts_with("rw_tls"))
+        .collect()
+}
+
+/// Uprobes with a BPF program placed for process `pid`, per `bpftool perf
+/// show` (the manager attaches through `/proc/<pid>/root/...`, so the
+/// probed file's path names the process).
+fn uprobes_of(pid: u32) -> usize {
+    let out = Command::new("bpftool")
+        .args(["-j", "perf", "show"])
+        .output()
+        .expect("run bpftool perf show");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let prefix = format!("/proc/{pid}/root/");
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| {
+            matches!(
+                e.get("fd_type").and_then(serde_json::Value::as_str),
+                Some("uprobe" | "uretprobe")
+            )
+        })
+        .filter(|e| {
+            e.get("filename")
+                .and_then(serde_json::Value::as_str)
+                .is_some_and(|f| f.starts_with(&prefix))
+        })
+        .count()
+}
+
+#[test]
+fn tls_stop_detaches_every_probe_and_exit_detaches_its_own() {
+    require_tools();
+    let ip = loopback(false);
+    let a = PyServer::start(SocketAddr::new(ip, free_port(ip)));
+    let (_cg, h) = tls_capture("tlsstop", a.addr);
+    wait_probed(&h, &[a.pid()]);
+    assert!(uprobes_of(a.pid()) >= 5, "uprobes attached for {}", a.pid());
+    assert!(!tls_programs_loaded().is_empty());
+    // The probed process exits: its probes go with it.
+    let pid = a.pid();
+    drop(a);
+    wait_for(
+        "the exited server's probes to be detached",
+        EVENT_TIMEOUT,
+        || {
+            let c = h.tls_coverage();
+            c.processes.iter().all(|p| p.pid != pid) && c.detached >= 1
+        },
+    );
+    h.shutdown();
+    assert!(
+        tls_programs_loaded().is_empty(),
+        "{:?}",
+        tls_programs_loaded()
+    );
+}
+
+#[test]
+fn tls_killed_capture_process_leaves_nothing_attached() {
+    require_tools();
+    let ip = loopback(false);
+    let server = PyServer::start(SocketAddr::new(ip, free_port(ip)));
+    let cg = tests::cgroup::CgroupGuard::new("tlskill");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rw-helper"))
+        .arg("capture-cgroup-tls")
+        .arg(cg.path())
+        .arg(server.addr.to_string())
+        .arg(server.pid().to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn capture process");
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read from capture process");
+    assert_eq!(line.trim(), "probed");
+    assert!(uprobes_of(server.pid()) >= 5);
+    // SIGKILL: no destructor runs; the kernel drops the links with the fds.
+    child.kill().expect("kill capture process");
+    child.wait().expect("reap capture process");
+    wait_for(
+        "the kernel to detach a killed capture's probes",
+        EVENT_TIMEOUT,
+        || tls_programs_loaded().is_empty() && uprobes_of(server.pid()) == 0,
+    );
+}
+
+#[test]
+fn tls_excluded_process_is_not_probed() {
+    require_tools();
+    let ip = loopback(false);
+    let server = PyServer::start(SocketAddr::new(ip, free_port(ip)));
+    let cg = tests::cgroup::CgroupGuard::new("tlsexcl");
+    let mut tuning = crate::tls_tuning();
+    if let Some(t) = tuning.tls.as_mut() {
+        t.exclude = vec!["python3*".to_owned()];
+    }
+    let h = tests::harness::Harness::start(
+        tests::harness::Attach::Cgroup(cg.path().into()),
+        &[tests::harness::Endpoint::exact(server.addr)],
+        tuning,
+    );
+    wait_for("the excluded server to be skipped", EVENT_TIMEOUT, || {
+        h.tls_coverage().excluded >= 1
+    });
+    let cov = h.tls_coverage();
+    assert!(
+        cov.processes.iter().all(|p| p.pid != server.pid()),
+        "{cov:?}"
+    );
+    assert_eq!(uprobes_of(server.pid()), 0);
+}

@@ -1,0 +1,144 @@
+//! Servers probed before and after the capture starts, worker processes
+//! and threads, keep-alive, pipelining, fds closed and reused.
+
+use std::net::SocketAddr;
+
+use agent::{
+    capture::TlsRole,
+    event::{Direction, Event},
+};
+use tests::{
+    free_port,
+    tls_servers::{Nginx, PYTHON, PyServer, curl, py_client},
+    tools::require_tools,
+};
+
+use crate::{check_exact, check_requests, flow, loopback, plaintext, tls_capture, wait_probed};
+
+/// nginx with two workers (two processes sharing one libssl), started
+/// before the capture; curl makes `n` keep-alive requests.
+fn nginx_before_capture_curl(v6: bool) {
+    require_tools();
+    let ip = loopback(v6);
+    let nginx = Nginx::start(SocketAddr::new(ip, free_port(ip)), 2);
+    let workers = nginx.workers();
+    assert_eq!(workers.len(), 2, "nginx workers: {workers:?}");
+    let (cg, mut h) = tls_capture("tlsng", nginx.addr);
+    let mut pids = workers.clone();
+    pids.push(nginx.pid());
+    let cov = wait_probed(&h, &pids);
+    for p in &cov.processes {
+        assert_eq!(p.role, TlsRole::Server);
+        assert!(p.library.ends_with("libssl.so.3"), "{:?}", p.library);
+        assert!(p.probes >= 5, "probes on {}: {}", p.pid, p.probes);
+    }
+    let run = curl(cg.command("curl"), nginx.addr, 5, "/ng/keepalive");
+    assert_eq!(run.statuses, vec!["200"; 5]);
+    let f = flow(nginx.addr, run.local_port);
+    check_requests(&mut h, f, 5, "/ng/keepalive", &workers);
+    check_exact(&mut h, f, 5);
+    // curl called a server on this node: not probed, counted as skipped.
+    let cov = h.tls_coverage();
+    assert!(cov.local_clients_skipped >= 1, "{cov:?}");
+    assert!(
+        cov.processes.iter().all(|p| pids.contains(&p.pid)),
+        "{cov:?}"
+    );
+}
+
+#[test]
+fn tls_nginx_before_capture_curl_keepalive_v4() {
+    nginx_before_capture_curl(false);
+}
+
+#[test]
+fn tls_nginx_before_capture_curl_keepalive_v6() {
+    nginx_before_capture_curl(true);
+}
+
+/// A server started after the capture is probed from the LISTEN trigger
+/// (its workers from the fork trigger or the rescan that follows).
+#[test]
+fn tls_nginx_started_after_capture_is_probed() {
+    require_tools();
+    let ip = loopback(false);
+    let addr = SocketAddr::new(ip, free_port(ip));
+    let (cg, mut h) = tls_capture("tlsafter", addr);
+    let nginx = Nginx::start(addr, 2);
+    let workers = nginx.workers();
+    let mut pids = workers.clone();
+    pids.push(nginx.pid());
+    wait_probed(&h, &pids);
+    let run = py_client(cg.command(PYTHON), addr, 7, "/after", false);
+    assert_eq!(run.statuses, vec!["200"; 7]);
+    let f = flow(addr, run.local_port);
+    check_requests(&mut h, f, 7, "/after", &workers);
+    check_exact(&mut h, f, 7);
+}
+
+/// python's `ssl` server (SSL_read_ex/SSL_write_ex, a thread per
+/// connection), several connections one after the other: the server's fds
+/// are closed and reused, and each connection's plaintext joins its own flow.
+fn python_server_threads(v6: bool) {
+    require_tools();
+    let ip = loopback(v6);
+    let server = PyServer::start(SocketAddr::new(ip, free_port(ip)));
+    let (cg, mut h) = tls_capture("tlspy", server.addr);
+    wait_probed(&h, &[server.pid()]);
+    let mut flows = Vec::new();
+    for round in 0..3u32 {
+        let n = 2 + round;
+        let run = py_client(cg.command(PYTHON), server.addr, n, "/py/thread", false);
+        assert_eq!(run.statuses.len(), n as usize);
+        let f = flow(server.addr, run.local_port);
+        check_requests(&mut h, f, u64::from(n), "/py/thread", &[server.pid()]);
+        flows.push((f, n));
+    }
+    for (f, n) in flows {
+        check_exact(&mut h, f, u64::from(n));
+    }
+    let run = curl(cg.command("curl"), server.addr, 3, "/py/curl");
+    let f = flow(server.addr, run.local_port);
+    check_requests(&mut h, f, 3, "/py/curl", &[server.pid()]);
+    check_exact(&mut h, f, 3);
+}
+
+#[test]
+fn tls_python_server_threads_and_reused_fds_v4() {
+    python_server_threads(false);
+}
+
+#[test]
+fn tls_python_server_threads_and_reused_fds_v6() {
+    python_server_threads(true);
+}
+
+/// Pipelined requests written at once reach nginx in one SSL_read: the
+/// plaintext holds every head, and the kernel counts one start per call
+/// that begins with a method (as the wire path does per segment).
+#[test]
+fn tls_pipelined_requests_in_one_read() {
+    require_tools();
+    let ip = loopback(false);
+    let nginx = Nginx::start(SocketAddr::new(ip, free_port(ip)), 1);
+    let (cg, mut h) = tls_capture("tlspipe", nginx.addr);
+    let workers = nginx.workers();
+    wait_probed(&h, &workers);
+    let run = py_client(cg.command(PYTHON), nginx.addr, 4, "/pipe", true);
+    assert_eq!(run.statuses, vec!["200"; 4]);
+    let f = flow(nginx.addr, run.local_port);
+    h.wait_flow_end(f, crate::EVENT_TIMEOUT);
+    h.wait_events("the plaintext of the pipelined requests", crate::EVENT_TIMEOUT, |evs| {
+        evs.iter().any(|e| matches!(e, Event::Plaintext(p) if p.flow == f && p.direction == Direction::ToClient))
+    });
+    let up = plaintext(&h, f, Direction::ToServer);
+    assert!(
+        up.iter().any(|p| String::from_utf8_lossy(&p.data)
+            .matches("GET /pipe")
+            .count()
+            == 4),
+        "no single read held the 4 pipelined heads"
+    );
+    let calls_with_method = up.iter().filter(|p| p.data.starts_with(b"GET ")).count() as u64;
+    assert_eq!(h.request_starts_of(f), calls_with_method);
+}
