@@ -387,6 +387,17 @@ impl FrameReader {
         }
     }
 
+    /// The input ended inside a frame's payload: the frame's header, its
+    /// kept start left in [`FrameReader::take_payload`]. The reader is done
+    /// with that frame.
+    pub fn abort(&mut self) -> Option<FrameHeader> {
+        let State::Payload { header, .. } = self.state else {
+            return None;
+        };
+        self.state = State::Lost;
+        Some(header)
+    }
+
     /// The kept payload of the frame [`Step::Frame`] finished; hand it
     /// back with [`FrameReader::restore_payload`] to reuse its allocation.
     pub fn take_payload(&mut self) -> Vec<u8> {
