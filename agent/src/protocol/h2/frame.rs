@@ -236,8 +236,8 @@ pub struct KeepCaps {
     pub settings: usize,
 }
 
-/// Cuts one direction's bytes into frames.
-#[derive(Debug)]
+/// Cuts one direction's bytes into frames. Not `Debug`: its buffers hold
+/// header blocks, raw credential values included.
 pub struct FrameReader {
     state: State,
     caps: KeepCaps,
