@@ -1,6 +1,6 @@
 //! HTTP/2 parser tests on real byte streams: python3-h2 (testdata/gen.py,
-//! with the expectations it wrote) and an nghttp capture
-//! (testdata/capture.sh). Lost bytes and bad input: `tests_lossy.rs`.
+//! with the expectations it wrote) and loopback captures of nghttp to
+//! nghttpd and of python3-grpcio (testdata/capture.sh). Lost bytes and bad input: `tests_lossy.rs`.
 
 use std::collections::BTreeMap;
 
@@ -253,6 +253,52 @@ fn h2_nghttp2_capture_counts_three_requests_not_priority_frames() {
     clean(conn.stats());
     // The second request's block is short: x-api-key is a table reference.
     assert!(headers_frame(&c, 15).1.len < 50);
+}
+
+/// gRPC C-core's encoder (testdata/grpc_pair.py via capture.sh): three
+/// unary calls, the third with a wrong token; the server answers it with a
+/// trailers-only response (`:status` 200, grpc-status 16).
+#[test]
+fn h2_grpcio_capture_names_the_method_and_hashes_the_metadata_token() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/protocol/h2/testdata/");
+    let read = |f: &str| std::fs::read(format!("{dir}{f}")).unwrap();
+    let (c, s) = (read("grpc.client.bin"), read("grpc.server.bin"));
+    let mut conn = H2Connection::new(H2Limits::default());
+    let events = run(&mut conn, &c, &s, 0);
+    let good = credential_sha256("authorization", b"Bearer grpc-live-token-5e2");
+    let bad = credential_sha256("authorization", b"Bearer wrong");
+    let got: Vec<_> = requests(&events)
+        .iter()
+        .map(|(id, r, grpc, broken)| {
+            let creds: Vec<_> = r.credentials.iter().map(|c| c.value_sha256).collect();
+            (
+                *id,
+                r.method.as_str(),
+                r.path.as_str(),
+                r.host.as_deref(),
+                creds,
+                *grpc,
+                *broken,
+            )
+        })
+        .collect();
+    let path = "/helloworld.Greeter/SayHello";
+    let host = Some("127.0.0.1");
+    assert_eq!(
+        got,
+        [
+            (1, "POST", path, host, vec![good], true, false),
+            (3, "POST", path, host, vec![good], true, false),
+            (5, "POST", path, host, vec![bad], true, false),
+        ]
+    );
+    assert_eq!(
+        responses(&events),
+        BTreeMap::from([(1, Some(200)), (3, Some(200)), (5, Some(200))])
+    );
+    clean(conn.stats());
+    // The second call's block refers to the table for the token.
+    assert!(headers_frame(&c, 3).1.len < headers_frame(&c, 1).1.len / 2);
 }
 
 #[test]
