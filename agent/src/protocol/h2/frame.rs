@@ -18,6 +18,8 @@ pub const MAX_MAX_FRAME_SIZE: u32 = (1 << 24) - 1;
 /// Longest frame a scan for lost boundaries accepts as the first one found:
 /// it holds that many bytes waiting for the next header to confirm it.
 const SCAN_MAX_LEN: u32 = 64 * 1024;
+/// Payload buffer capacity kept between frames.
+const KEEP_CAPACITY: usize = 4096;
 /// The client connection preface.
 pub const PREFACE: &[u8] = crate::protocol::http::H2_PREFACE;
 
@@ -326,6 +328,8 @@ impl FrameReader {
                     let header = FrameHeader::parse(buf);
                     let keep = self.keep_for(&header);
                     self.payload.clear();
+                    // Exactly what will be kept: no doubling past the cap.
+                    self.payload.reserve_exact(keep);
                     self.state = State::Payload {
                         header,
                         remaining: header.len,
@@ -405,8 +409,12 @@ impl FrameReader {
     }
 
     pub fn restore_payload(&mut self, mut payload: Vec<u8>) {
-        payload.clear();
-        self.payload = payload;
+        // One large header block must not pin its buffer for the rest of
+        // the connection.
+        if payload.capacity() <= KEEP_CAPACITY {
+            payload.clear();
+            self.payload = payload;
+        }
     }
 
     /// After [`Step::Resynced`]: the buffered bytes from the boundary on,

@@ -337,6 +337,45 @@ fn h2_streams_awaiting_a_response_are_bounded() {
 }
 
 #[test]
+fn h2_huge_frames_are_skipped_without_buffering() {
+    let max = (1 << 24) - 1;
+    let len = u32::to_be_bytes(max);
+    let mut conn = H2Connection::new(H2Limits::default());
+    let mut out = Vec::new();
+    conn.feed(ToServer, &start(), STD, &mut out);
+    // DATA of 16 MiB - 1 (past the default SETTINGS_MAX_FRAME_SIZE), then
+    // a HEADERS frame of the same size: the first is skipped, the second
+    // kept only up to the header block cap.
+    for kind in [0u8, 1] {
+        let stream = if kind == 0 { 1 } else { 3 };
+        let mut head = vec![len[1], len[2], len[3], kind, 0x4];
+        head.extend_from_slice(&u32::to_be_bytes(stream));
+        conn.feed(ToServer, &head, STD, &mut out);
+        let chunk = vec![0x82; 64 * 1024];
+        let mut left = max as usize;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            conn.feed(ToServer, &chunk[..n], STD, &mut out);
+            left -= n;
+            assert!(conn.buffered() <= 64 * 1024 + 4096, "{}", conn.buffered());
+        }
+    }
+    conn.feed(
+        ToServer,
+        &frame(1, 0x5, 5, &get_block(b"x-a", b"1")),
+        STD,
+        &mut out,
+    );
+    let ids: Vec<_> = requests(&out).iter().map(|r| (r.0, r.3)).collect();
+    // Stream 3's block is lost (too large); stream 5's decodes on its own.
+    assert_eq!(ids, [(3, true), (5, false)]);
+    let st = conn.stats();
+    // Both frames exceed the frame size; the HEADERS also the block cap.
+    assert_eq!((st.oversized, st.malformed, st.frames), (3, 0, 4));
+    assert!(conn.buffered() <= 4096 * 2, "{}", conn.buffered());
+}
+
+#[test]
 fn h2_not_a_preface_is_malformed_and_yields_nothing() {
     let mut conn = H2Connection::new(H2Limits::default());
     let out = feed_client(
