@@ -303,7 +303,12 @@ impl H2Connection {
                     && h.stream != 0
                     && h.len == 4
                 {
-                    self.forget_stream(h.stream);
+                    if !from_client {
+                        // The server will not answer. A client's reset may
+                        // cross a response already on its way: that one
+                        // still counts.
+                        self.forget_stream(h.stream);
+                    }
                     out.push(H2Event::Reset {
                         stream_id: h.stream,
                         from: dir,

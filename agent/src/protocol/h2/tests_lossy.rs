@@ -376,6 +376,34 @@ fn h2_huge_frames_are_skipped_without_buffering() {
 }
 
 #[test]
+fn h2_response_crossing_a_client_reset_still_counts_but_not_after_a_server_reset() {
+    let mut c = start();
+    c.extend(frame(1, 0x5, 1, &get_block(b"x-a", b"1")));
+    c.extend(frame(1, 0x5, 3, &get_block(b"x-a", b"1")));
+    c.extend(frame(3, 0, 1, &8u32.to_be_bytes()));
+    let mut s = frame(4, 0, 0, &[]);
+    // :status 200 (static index 8) for stream 1, which the client reset;
+    // stream 3 reset by the server (REFUSED_STREAM), then a stray HEADERS.
+    s.extend(frame(1, 0x5, 1, &[0x88]));
+    s.extend(frame(3, 0, 3, &7u32.to_be_bytes()));
+    s.extend(frame(1, 0x5, 3, &[0x88]));
+    let mut conn = H2Connection::new(H2Limits::default());
+    let mut out = Vec::new();
+    conn.feed(ToServer, &c, STD, &mut out);
+    conn.feed(ToClient, &s, STD, &mut out);
+    assert_eq!(
+        responses(&out).into_iter().collect::<Vec<_>>(),
+        [(1, Some(200))]
+    );
+    assert_eq!(
+        out.iter()
+            .filter(|e| matches!(e, H2Event::Reset { .. }))
+            .count(),
+        2
+    );
+}
+
+#[test]
 fn h2_not_a_preface_is_malformed_and_yields_nothing() {
     let mut conn = H2Connection::new(H2Limits::default());
     let out = feed_client(
