@@ -371,10 +371,21 @@ fn h2_cookie_crumbs_hash_as_one_http1_cookie_header() {
 #[test]
 fn h2_debug_output_holds_no_raw_credential() {
     let mut text = String::new();
-    for name in FIXTURES {
-        let (c, s, _) = fixture(name);
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/protocol/h2/testdata/");
+    let read = |f: String| std::fs::read(format!("{dir}{f}")).unwrap();
+    let captures = ["nghttp", "grpc"].map(|n| {
+        (
+            read(format!("{n}.client.bin")),
+            read(format!("{n}.server.bin")),
+        )
+    });
+    let generated = FIXTURES.map(|n| {
+        let (c, s, _) = fixture(n);
+        (c, s)
+    });
+    for (c, s) in captures.iter().chain(&generated) {
         let mut conn = H2Connection::new(H2Limits::default());
-        let events = run(&mut conn, &c, &s, 0);
+        let events = run(&mut conn, c, s, 0);
         text += &format!("{events:?} {conn:?}");
     }
     for secret in [
@@ -385,6 +396,9 @@ fn h2_debug_output_holds_no_raw_credential() {
         "31d4d96e",
         "dXNlcjpwYXNz",
         "tenant-1-token",
+        "nghttp-token",
+        "nghttp-key",
+        "grpc-live-token",
     ] {
         assert!(!text.contains(secret), "{secret} in Debug output");
     }
