@@ -190,10 +190,17 @@ impl H2Connection {
         }
     }
 
-    /// The connection ended: a header block still waiting for its
-    /// CONTINUATION counts as it stands.
+    /// The connection ended: a HEADERS frame cut short, or a header block
+    /// still waiting for its CONTINUATION, counts as it stands (like a
+    /// partial HTTP/1 head).
     pub fn finish(&mut self, creds: &CredentialHeaders, out: &mut Vec<H2Event>) {
         for dir in [Direction::ToServer, Direction::ToClient] {
+            // A payload whose last bytes were lost to a gap is finished.
+            self.feed(dir, &[], creds, out);
+            if let Some(header) = self.sides[dir.index()].reader.abort() {
+                let payload = self.sides[dir.index()].reader.take_payload();
+                self.on_frame(dir, header, &payload, false, creds, out);
+            }
             if let Some(mut block) = self.sides[dir.index()].block.take() {
                 block.lost = true;
                 self.finish_block(dir, block, creds, out);
@@ -294,8 +301,14 @@ impl H2Connection {
             Kind::RstStream => {
                 if let Ok(code) = <[u8; 4]>::try_from(payload)
                     && h.stream != 0
+                    && h.len == 4
                 {
-                    self.forget_stream(h.stream);
+                    if !from_client {
+                        // The server will not answer. A client's reset may
+                        // cross a response already on its way: that one
+                        // still counts.
+                        self.forget_stream(h.stream);
+                    }
                     out.push(H2Event::Reset {
                         stream_id: h.stream,
                         from: dir,

@@ -18,6 +18,8 @@ pub const MAX_MAX_FRAME_SIZE: u32 = (1 << 24) - 1;
 /// Longest frame a scan for lost boundaries accepts as the first one found:
 /// it holds that many bytes waiting for the next header to confirm it.
 const SCAN_MAX_LEN: u32 = 64 * 1024;
+/// Payload buffer capacity kept between frames.
+const KEEP_CAPACITY: usize = 4096;
 /// The client connection preface.
 pub const PREFACE: &[u8] = crate::protocol::http::H2_PREFACE;
 
@@ -236,8 +238,8 @@ pub struct KeepCaps {
     pub settings: usize,
 }
 
-/// Cuts one direction's bytes into frames.
-#[derive(Debug)]
+/// Cuts one direction's bytes into frames. Not `Debug`: its buffers hold
+/// header blocks, raw credential values included.
 pub struct FrameReader {
     state: State,
     caps: KeepCaps,
@@ -326,6 +328,8 @@ impl FrameReader {
                     let header = FrameHeader::parse(buf);
                     let keep = self.keep_for(&header);
                     self.payload.clear();
+                    // Exactly what will be kept: no doubling past the cap.
+                    self.payload.reserve_exact(keep);
                     self.state = State::Payload {
                         header,
                         remaining: header.len,
@@ -387,6 +391,17 @@ impl FrameReader {
         }
     }
 
+    /// The input ended inside a frame's payload: the frame's header, its
+    /// kept start left in [`FrameReader::take_payload`]. The reader is done
+    /// with that frame.
+    pub fn abort(&mut self) -> Option<FrameHeader> {
+        let State::Payload { header, .. } = self.state else {
+            return None;
+        };
+        self.state = State::Lost;
+        Some(header)
+    }
+
     /// The kept payload of the frame [`Step::Frame`] finished; hand it
     /// back with [`FrameReader::restore_payload`] to reuse its allocation.
     pub fn take_payload(&mut self) -> Vec<u8> {
@@ -394,8 +409,12 @@ impl FrameReader {
     }
 
     pub fn restore_payload(&mut self, mut payload: Vec<u8>) {
-        payload.clear();
-        self.payload = payload;
+        // One large header block must not pin its buffer for the rest of
+        // the connection.
+        if payload.capacity() <= KEEP_CAPACITY {
+            payload.clear();
+            self.payload = payload;
+        }
     }
 
     /// After [`Step::Resynced`]: the buffered bytes from the boundary on,

@@ -8,10 +8,12 @@
 //! `SizeUpdateAtEnd`). `httlib-hpack` 0.1 indexes past the end of its input
 //! on a truncated integer (a panic), `h2` keeps its decoder private even
 //! with its `unstable` feature, and `ntex-h2` exposes h2's decoder but
-//! brings a whole server framework with it. loona's cost: its Huffman
-//! decoder rebuilds its code table for every Huffman-coded string (about
-//! 20 µs per string measured here), so header blocks full of new literals
-//! are the expensive part of HTTP/2; indexed fields cost nanoseconds.
+//! brings a whole server framework with it. loona's cost: its decoder
+//! builds a new Huffman decoder (257 hash-map inserts, about 20 µs) for
+//! every Huffman-coded string, 90% of the time of a typical block. So
+//! before a block reaches it, [`plain_literals`] rewrites Huffman-coded
+//! strings as plain ones with loona's own Huffman decoder, built once per
+//! thread: same fields, same table updates, about a tenth of the time.
 //!
 //! The decoder is wrapped so that nothing in it can panic on peer input:
 //! the allowed table size is fixed at construction (so its size-update
@@ -24,7 +26,15 @@
 //! [`HeaderDecoder::decode`]). A block that empties the table with a size
 //! update to 0 makes the state known again.
 
-use loona_hpack::Decoder;
+use std::cell::RefCell;
+
+use loona_hpack::{Decoder, encoder::encode_integer_into, huffman::HuffmanDecoder};
+
+thread_local! {
+    /// loona's Huffman decoder, built once: decoding does not change it
+    /// (its `&mut self` is for a scratch it does not keep).
+    static HUFFMAN: RefCell<HuffmanDecoder> = RefCell::new(HuffmanDecoder::new());
+}
 
 /// The SETTINGS_HEADER_TABLE_SIZE every connection starts with.
 pub const DEFAULT_TABLE_SIZE: usize = 4096;
@@ -86,6 +96,12 @@ impl HeaderDecoder {
         block: &[u8],
         mut field: impl FnMut(&[u8], &[u8]),
     ) -> Result<bool, Undecodable> {
+        let mut plain = Vec::new();
+        let block = if plain_literals(block, &mut plain) {
+            &plain[..]
+        } else {
+            block
+        };
         if !self.broken {
             return match self.decoder.decode_with_cb(block, |n, v| field(&n, &v)) {
                 Ok(()) => Ok(false),
@@ -108,6 +124,67 @@ impl HeaderDecoder {
         }
         Ok(false)
     }
+}
+
+/// Copies `block` into `out` with every Huffman-coded string literal
+/// (RFC 7541 5.2) replaced by the same string sent plain. Returns `false`
+/// when there was nothing to rewrite or the block does not parse (a bad
+/// integer, a string past the end, invalid Huffman code): the decoder then
+/// gets the original and reports the error itself.
+fn plain_literals(block: &[u8], out: &mut Vec<u8>) -> bool {
+    let mut rest = block;
+    let mut rewrote = false;
+    out.clear();
+    out.reserve(block.len() + block.len() / 2);
+    while let Some(&first) = rest.first() {
+        // Indexed field (1xxxxxxx, 7-bit index) and size update (001xxxxx,
+        // 5-bit size) are integers only; literals (01xxxxxx with a 6-bit
+        // name index, 0000xxxx and 0001xxxx with 4 bits) are followed by
+        // a name string if the index is 0, then a value string.
+        let (prefix, strings) = match first {
+            f if f & 0x80 != 0 => (7, 0),
+            f if f & 0xc0 == 0x40 => (6, 1),
+            f if f & 0xe0 == 0x20 => (5, 0),
+            _ => (4, 1),
+        };
+        let Some((index, used)) = decode_integer(rest, prefix) else {
+            return false;
+        };
+        let (head, after) = rest.split_at(used);
+        out.extend_from_slice(head);
+        rest = after;
+        let strings = if strings == 1 && index == 0 {
+            2
+        } else {
+            strings
+        };
+        for _ in 0..strings {
+            let Some(after) = plain_string(rest, out, &mut rewrote) else {
+                return false;
+            };
+            rest = after;
+        }
+    }
+    rewrote
+}
+
+/// Copies one string literal at the start of `buf` to `out`, plain;
+/// returns what follows it.
+fn plain_string<'a>(buf: &'a [u8], out: &mut Vec<u8>, rewrote: &mut bool) -> Option<&'a [u8]> {
+    let huffman = buf.first()? & 0x80 != 0;
+    let (len, used) = decode_integer(buf, 7)?;
+    let end = used.checked_add(usize::try_from(len).ok()?)?;
+    let (literal, rest) = (buf.get(..end)?, buf.get(end..)?);
+    if !huffman {
+        out.extend_from_slice(literal);
+        return Some(rest);
+    }
+    let decoded = HUFFMAN.with_borrow_mut(|h| h.decode(literal.get(used..)?).ok())?;
+    // H bit 0, then the length: writing to a Vec cannot fail.
+    encode_integer_into(decoded.len(), 7, 0, out).ok()?;
+    out.extend_from_slice(&decoded);
+    *rewrote = true;
+    Some(rest)
 }
 
 /// Does the block start with dynamic-table size updates (RFC 7541 6.3),
@@ -167,6 +244,47 @@ mod tests {
         assert!(!clears_table(&[0x82, 0x20]));
         assert!(!clears_table(&[0x3f]));
         assert!(!clears_table(&[]));
+    }
+
+    #[test]
+    fn huffman_literals_are_rewritten_plain_with_the_same_fields() {
+        // RFC 7541 C.4.1: :method GET, :scheme http, :path /, :authority
+        // www.example.com (Huffman), then C.4.2's second request.
+        let first = [
+            0x82, 0x86, 0x84, 0x41, 0x8c, 0xf1, 0xe3, 0xc2, 0xe5, 0xf2, 0x3a, 0x6b, 0xa0, 0xab,
+            0x90, 0xf4, 0xff,
+        ];
+        let second = [
+            0x82, 0x86, 0x84, 0xbe, 0x58, 0x86, 0xa8, 0xeb, 0x10, 0x64, 0x9c, 0xbf,
+        ];
+        let mut plain = Vec::new();
+        assert!(plain_literals(&first, &mut plain));
+        let mut want = vec![0x82, 0x86, 0x84, 0x41, 0x0f];
+        want.extend_from_slice(b"www.example.com");
+        assert_eq!(plain, want);
+        let mut d = HeaderDecoder::new(4096);
+        let mut fields = Vec::new();
+        for block in [&first[..], &second[..]] {
+            d.decode(block, |n, v| fields.push((n.to_vec(), v.to_vec())))
+                .unwrap();
+        }
+        let text: Vec<String> = fields
+            .iter()
+            .map(|(n, v)| {
+                format!(
+                    "{}: {}",
+                    String::from_utf8_lossy(n),
+                    String::from_utf8_lossy(v)
+                )
+            })
+            .collect();
+        assert_eq!(text[3], ":authority: www.example.com");
+        assert_eq!(text[7], ":authority: www.example.com");
+        assert_eq!(text[8], "cache-control: no-cache");
+        // Nothing Huffman-coded, or not parseable: the original is used.
+        assert!(!plain_literals(&[0x82, 0x86], &mut plain));
+        assert!(!plain_literals(&[0x41, 0x8c, 0xf1], &mut plain));
+        assert!(!plain_literals(&[0x41, 0x81, 0xff], &mut plain));
     }
 
     #[test]

@@ -6,11 +6,14 @@
 //! the preface), [`H2Connection::after_upgrade`] after an HTTP/1.1
 //! `Upgrade: h2c` request and its `101` (the client's bytes after the
 //! request, the server's after the 101 head; stream 1 is the upgraded
-//! request, already counted by HTTP/1). Then [`H2Connection::feed`] each
-//! direction's bytes in order, [`H2Connection::gap`] when bytes of a
-//! direction were lost, and [`H2Connection::finish`] at the end; events are
-//! appended to the caller's vector, counters are in
-//! [`H2Connection::stats`].
+//! request, already counted by HTTP/1). Then
+//! `feed(dir, bytes, creds, out)` each direction's bytes in order,
+//! `gap(dir, len, out)` when `len` bytes of a direction were lost (it may
+//! emit the request whose header block the loss cut), and
+//! `finish(creds, out)` at the end (a HEADERS frame or header block cut
+//! short counts, like a partial HTTP/1 head). Events are appended to `out`;
+//! counters ([`H2Stats`], for metrics) are in [`H2Connection::stats`],
+//! heap use in [`H2Connection::buffered`].
 //!
 //! Requests: every HEADERS frame that opens a new client stream (an odd id
 //! above every one before) is one [`H2Event::Request`], decoded or not.
@@ -170,3 +173,5 @@ impl H2Stats {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_lossy;
