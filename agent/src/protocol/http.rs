@@ -333,9 +333,7 @@ fn head<'a>(
         request: Request {
             method: method.to_owned(),
             path: path.to_owned(),
-            // Printable ASCII only: a Host with control or non-ASCII bytes
-            // names nothing and must not reach an operator's terminal.
-            host: host.filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic())),
+            host: host.filter(|h| host_is_printable(h)),
             credentials,
             upgrade_h2c,
             lenient: false,
@@ -361,6 +359,18 @@ fn split_target(target: &str) -> (Option<String>, &str) {
         None => (rest, "/"),
     };
     (Some(normalize_host(authority)), path)
+}
+
+/// A Host value (HTTP/1 `Host`, HTTP/2 `:authority`) as the contract
+/// matches it: normalised, and `None` unless printable.
+pub(crate) fn host_of(value: &str) -> Option<String> {
+    Some(normalize_host(value)).filter(|h| host_is_printable(h))
+}
+
+/// Printable ASCII only: a Host with control or non-ASCII bytes names
+/// nothing and must not reach an operator's terminal.
+fn host_is_printable(h: &str) -> bool {
+    !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// Lowercase, without port, userinfo or IPv6 brackets.
