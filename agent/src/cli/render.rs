@@ -2,7 +2,7 @@
 
 use std::io::{self, Write};
 
-use crate::sinks::api::views::{Response, ViolationRow};
+use crate::sinks::api::views::{Response, TlsView, ViolationRow};
 
 /// One JSON object per line: lists are printed one element per line so
 /// `jq` and `grep` work on them directly.
@@ -179,7 +179,7 @@ pub fn table(response: &Response, first: bool, out: &mut dyn Write) -> io::Resul
             for (reason, n) in s.events_lost.iter().filter(|(_, n)| **n > 0) {
                 writeln!(out, "  {reason:<24} {n}")?;
             }
-            Ok(())
+            tls_status(&s.tls, out)
         }
         Response::Stage(s) => {
             writeln!(out, "contract {}  now {}", s.contract, short_time(&s.now))?;
@@ -302,6 +302,43 @@ fn human_secs(s: i64) -> String {
         s if s < 86_400 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
         s => format!("{}d{}h", s / 86_400, (s % 86_400) / 3600),
     }
+}
+
+/// The TLS probes' part of `rampwatch status`: what is probed, and what
+/// could not be.
+fn tls_status(t: &TlsView, out: &mut dyn Write) -> io::Result<()> {
+    if !t.active {
+        let why = t.unavailable.as_deref().unwrap_or("off");
+        return writeln!(out, "tls probes   off: {}", clip(why, 60));
+    }
+    writeln!(out, "tls probes   on, {} processes", t.processes.len())?;
+    for p in &t.processes {
+        writeln!(
+            out,
+            "  {:>7} {:<15} {:<6} {}",
+            p.pid,
+            clip(&p.comm, 15),
+            p.role,
+            clip(&p.library, 46)
+        )?;
+    }
+    let failed: Vec<String> = t
+        .failures
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(reason, n)| format!("{reason} {n}"))
+        .collect();
+    if !failed.is_empty() {
+        writeln!(out, "  not probed: {}", clip(&failed.join(", "), 64))?;
+    }
+    if t.late_clients > 0 {
+        writeln!(
+            out,
+            "  {} clients probed after their first requests",
+            t.late_clients
+        )?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

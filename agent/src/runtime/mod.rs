@@ -297,6 +297,12 @@ impl LoopState {
                             f.tls_version.map_or("none", |v| v.as_str()),
                         ])
                         .inc();
+                    if f.protocol == crate::protocol::Protocol::Tls && !f.plaintext {
+                        metrics
+                            .tls_flows_without_plaintext
+                            .with_label_values(&[&*f.endpoint])
+                            .inc();
+                    }
                     if self.recent.len() == RECENT_FLOWS {
                         self.recent.pop_front();
                     }
@@ -369,6 +375,8 @@ impl LoopState {
         );
         let info = engine.stage();
         present::stage_metrics(metrics, &info);
+        let tls = capture.tls_coverage();
+        present::tls_metrics(metrics, &tls);
 
         // A closed flow lingers in the engine before its record is emitted;
         // list each connection once, and count only the open ones as active.
@@ -400,6 +408,7 @@ impl LoopState {
                 flows_active: u64::try_from(active).unwrap_or(u64::MAX),
                 violations_open: u64::try_from(open).unwrap_or(u64::MAX),
                 events_lost: self.counters.lost(),
+                tls: present::tls_view(&tls),
             },
             stage: present::stage_view(&self.contract, &info, now),
             clients: rates.iter().map(|r| present::client_row(r, now)).collect(),

@@ -5,12 +5,15 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::{
-    capture::CaptureStats,
+    capture::{CaptureStats, TlsCoverage, TlsFailure, TlsRole},
     contract::{Contract, format_duration, format_rfc3339},
     event::Nanos,
     policy::{ClientRate, FlowRecord, RequestCount, StageInfo, Violation, ViolationEvent},
     sinks::{
-        api::views::{ClientRow, FlowRow, QuotaRow, StageRow, StageView, ViolationRow, WatchEvent},
+        api::views::{
+            ClientRow, FlowRow, QuotaRow, StageRow, StageView, TlsProcessRow, TlsView,
+            ViolationRow, WatchEvent,
+        },
         audit::{RecordKind, ViolationRecord},
         metrics::Metrics,
     },
@@ -48,9 +51,57 @@ pub fn flow_row(f: &FlowRecord) -> FlowRow {
         sni: f.sni.clone(),
         endpoint: f.endpoint.to_string(),
         client: f.client.to_string(),
+        identified_by: f.identified_by.as_str().to_owned(),
         requests: f.requests,
+        plaintext: f.plaintext,
         first_seen: format_rfc3339(f.first_seen),
         last_seen: format_rfc3339(f.last_seen),
+    }
+}
+
+/// The TLS probes' coverage for `rampwatch status`.
+pub fn tls_view(c: &TlsCoverage) -> TlsView {
+    TlsView {
+        active: c.active,
+        unavailable: c.unavailable.clone(),
+        processes: c
+            .processes
+            .iter()
+            .map(|p| TlsProcessRow {
+                pid: p.pid,
+                comm: p.comm.clone(),
+                library: p.library.display().to_string(),
+                role: p.role.as_str().to_owned(),
+                probes: p.probes,
+            })
+            .collect(),
+        failures: c
+            .failures
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), *v))
+            .collect(),
+        excluded: c.excluded,
+        local_clients_skipped: c.local_clients_skipped,
+        late_clients: c.late_clients,
+    }
+}
+
+/// Probe state as metrics: bounded labels only (no pid, no path).
+pub fn tls_metrics(metrics: &Metrics, c: &TlsCoverage) {
+    metrics.tls_probes_active.set(i64::from(c.active));
+    let by_role = |r: TlsRole| c.processes.iter().filter(|p| p.role == r).count();
+    for role in [TlsRole::Server, TlsRole::Client] {
+        metrics
+            .tls_probed_processes
+            .with_label_values(&[role.as_str()])
+            .set(i64::try_from(by_role(role)).unwrap_or(i64::MAX));
+    }
+    for reason in TlsFailure::ALL {
+        let total = c.failures.get(&reason).copied().unwrap_or(0);
+        let counter = metrics
+            .tls_probe_failures
+            .with_label_values(&[reason.as_str()]);
+        counter.inc_by(total.saturating_sub(counter.get()));
     }
 }
 

@@ -47,6 +47,10 @@ pub struct Metrics {
     pub events_lost: IntCounterVec,
     pub reload_success: IntGauge,
     pub build_info: IntGaugeVec,
+    pub tls_probes_active: IntGauge,
+    pub tls_probed_processes: IntGaugeVec,
+    pub tls_probe_failures: IntCounterVec,
+    pub tls_flows_without_plaintext: IntCounterVec,
 }
 
 impl Metrics {
@@ -120,6 +124,29 @@ impl Metrics {
                 "rampwatch_build_info",
                 "Build information; always 1.",
                 ["version"]
+            ),
+            tls_probes_active: single!(
+                IntGauge,
+                "rampwatch_tls_probes_active",
+                "1 when the TLS library probes run, 0 when they are off or the host cannot run them."
+            ),
+            tls_probed_processes: labelled!(
+                IntGaugeVec,
+                "rampwatch_tls_probed_processes",
+                "Processes whose OpenSSL is probed, by role (server, client).",
+                ["role"]
+            ),
+            tls_probe_failures: labelled!(
+                IntCounterVec,
+                "rampwatch_tls_probe_failures_total",
+                "Processes that should have been probed and could not be, by reason.",
+                ["reason"]
+            ),
+            tls_flows_without_plaintext: labelled!(
+                IntCounterVec,
+                "rampwatch_tls_flows_without_plaintext_total",
+                "TLS flows to watched endpoints whose clear text was not seen (requests, credentials and paths unjudged).",
+                ["endpoint"]
             ),
             registry,
         };

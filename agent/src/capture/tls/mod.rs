@@ -89,6 +89,15 @@ pub enum TlsFailure {
     AttachFailed,
 }
 
+impl TlsRole {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Server => "server",
+            Self::Client => "client",
+        }
+    }
+}
+
 impl TlsFailure {
     pub const ALL: [Self; 4] = [
         Self::Exited,

@@ -54,6 +54,44 @@ pub struct StatusView {
     pub violations_open: u64,
     /// Every counted loss, kernel and userspace, by reason.
     pub events_lost: BTreeMap<String, u64>,
+    /// What the TLS library probes see in clear text.
+    #[serde(default)]
+    pub tls: TlsView,
+}
+
+/// The TLS probes' coverage: which processes are probed, which could not
+/// be and why, and what stays blind.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+pub struct TlsView {
+    /// The probes run.
+    pub active: bool,
+    /// Why they do not, one sentence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<String>,
+    pub processes: Vec<TlsProcessRow>,
+    /// Processes not probed, by reason (`exited`, `no_openssl`,
+    /// `permission`, `attach_failed`), since start.
+    pub failures: BTreeMap<String, u64>,
+    /// Processes an exclusion pattern kept out, since start.
+    pub excluded: u64,
+    /// Clients of endpoints served on this node: not probed, their server
+    /// is (each request seen once).
+    pub local_clients_skipped: u64,
+    /// Clients of remote endpoints probed after they connected: their
+    /// first requests were not seen in clear text.
+    pub late_clients: u64,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+pub struct TlsProcessRow {
+    pub pid: u32,
+    pub comm: String,
+    /// The libssl (or executable) probed, as the process sees it.
+    pub library: String,
+    /// `server` or `client`.
+    pub role: String,
+    /// Uprobes attached.
+    pub probes: u32,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
@@ -106,7 +144,14 @@ pub struct FlowRow {
     pub sni: Option<String>,
     pub endpoint: String,
     pub client: String,
+    /// `credential`, `certificate`, `source` or `unknown`.
+    #[serde(default)]
+    pub identified_by: String,
     pub requests: u64,
+    /// TLS flows: the probes delivered the clear text (requests, identity
+    /// and paths judged); false means only the handshake was seen.
+    #[serde(default)]
+    pub plaintext: bool,
     pub first_seen: String,
     pub last_seen: String,
 }
