@@ -31,6 +31,31 @@ pub(super) struct FlowState {
 
 const JUDGED_PLAINTEXT: u8 = 1;
 const SETTLED_TLS: u8 = 2;
+/// The flow was reported as classified (`Output::FlowClassified`).
+const CLASSIFIED: u8 = 4;
+
+/// True once per flow, when what `rampwatch_flows_total` labels it by is
+/// settled: the protocol is known and, for TLS, the handshake judged (the
+/// version is known); for HTTP, the first request matched an endpoint; for
+/// other plaintext, it was judged. `ended` forces it for a flow that never
+/// got that far but is reported.
+pub(super) fn newly_classified(flow: &mut Flow<FlowState>, ended: bool) -> bool {
+    if flow.ext.flags & CLASSIFIED != 0 {
+        return false;
+    }
+    let settled = match flow.protocol {
+        Protocol::Unknown => false,
+        Protocol::Tls => flow.ext.flags & SETTLED_TLS != 0,
+        Protocol::Http => flow.ext.matched.is_some(),
+        Protocol::H2c | Protocol::Other => {
+            flow.ext.flags & JUDGED_PLAINTEXT != 0 || flow.ext.matched.is_some()
+        }
+    };
+    if settled || ended {
+        flow.ext.flags |= CLASSIFIED;
+    }
+    settled || ended
+}
 
 /// The detections' view of one event, with where findings go.
 pub(super) struct Judge<'a> {
