@@ -7,6 +7,7 @@
 mod bench;
 mod bench_replay;
 mod cmd;
+mod dated;
 mod demo;
 mod run;
 mod setup;
