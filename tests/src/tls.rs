@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use crate::wait::wait_for;
+use crate::wait::wait_until;
 
 /// A self-signed certificate and key in a temporary directory.
 pub struct TestCert {
@@ -68,9 +68,22 @@ pub struct TlsServer {
 }
 
 impl TlsServer {
-    /// Start on `addr` (a concrete port; see [`crate::free_port`]), inside
-    /// network namespace `netns` if given.
+    /// Start on a free port of `ip` (retried if the port is taken first).
+    pub fn start_on(ip: std::net::IpAddr) -> Self {
+        crate::on_free_port(ip, "openssl s_server", |port| {
+            Self::try_start(SocketAddr::new(ip, port), None)
+        })
+    }
+
+    /// Start on `addr` (a concrete port), inside network namespace `netns`
+    /// if given.
     pub fn start(addr: SocketAddr, netns: Option<&str>) -> Self {
+        Self::try_start(addr, netns)
+            .unwrap_or_else(|| panic!("openssl s_server could not listen on {addr}"))
+    }
+
+    /// `None` when s_server exits before accepting (the port is taken).
+    fn try_start(addr: SocketAddr, netns: Option<&str>) -> Option<Self> {
         let cert = TestCert::generate();
         let mut cmd = match netns {
             Some(ns) => crate::netns::NetnsPair::command_in(ns, "openssl"),
@@ -94,16 +107,24 @@ impl TlsServer {
                 sink.lock().expect("stdout buffer").push_str(&line);
             }
         });
-        wait_for(
-            "openssl s_server to accept",
+        let accepting = wait_until(
+            "openssl s_server to accept or exit",
             Duration::from_secs(10),
-            || seen.lock().expect("stdout buffer").contains("ACCEPT"),
+            || {
+                if seen.lock().expect("stdout buffer").contains("ACCEPT") {
+                    return Some(true);
+                }
+                child.try_wait().ok().flatten().map(|_| false)
+            },
         );
-        Self {
+        if !accepting {
+            return None;
+        }
+        Some(Self {
             child,
             addr,
             _cert: cert,
-        }
+        })
     }
 }
 
