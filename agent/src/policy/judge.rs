@@ -147,7 +147,7 @@ impl Judge<'_> {
             st.matched = Some(view.match_endpoint(flow.id.server, name, None));
         }
         if let Some(old) = st.identity {
-            st.identity = Some(view.identify(
+            st.identity = Some(view.directory.identify(
                 old.credential.as_slice(),
                 flow.tls.client_cert,
                 flow.id.client.ip(),
@@ -168,6 +168,7 @@ impl Judge<'_> {
         *flow.ext.identity.get_or_insert_with(|| {
             self.ctx
                 .view
+                .directory
                 .identify(&[], flow.tls.client_cert, flow.id.client.ip())
         })
     }
@@ -230,7 +231,7 @@ impl Judge<'_> {
             *slot = *c.fingerprint.as_bytes();
             n += 1;
         }
-        let id = view.identify(
+        let id = view.directory.identify(
             fps.get(..n).unwrap_or_default(),
             flow.tls.client_cert,
             flow.id.client.ip(),
