@@ -13,7 +13,7 @@ use super::{
 use crate::{
     contract::Contract,
     event::{Event, FlowEndReason, FlowId, FlowTotals, Nanos, Packet},
-    flow::{Flow, FlowConfig, FlowStats, FlowTable, Request},
+    flow::{Flow, FlowConfig, FlowTable, FlowTableStats, Request},
     protocol::http::CredentialHeaders,
 };
 
@@ -247,7 +247,7 @@ impl Engine {
         self.stats
     }
 
-    pub fn flow_stats(&self) -> FlowStats {
+    pub fn flow_stats(&self) -> FlowTableStats {
         self.flows.stats
     }
 

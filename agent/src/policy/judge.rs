@@ -5,7 +5,7 @@ use super::{
     Ctx, quota_overshoot,
     rates::Rates,
     revoked_client, stale_credential, unencrypted_flow, unknown_client, unlisted_endpoint,
-    view::{EndpointMatch, Fp, Identity, Via},
+    view::{EndpointRef, Fp, Identity, Via},
     violations::{Finding, Terms, ViolationEvent, Violations},
     weak_tls,
 };
@@ -19,7 +19,7 @@ use crate::{
 pub(super) struct FlowState {
     /// Contract generation `matched` and `identity` belong to.
     pub(super) generation: u64,
-    pub(super) matched: Option<EndpointMatch>,
+    pub(super) matched: Option<EndpointRef>,
     pub(super) identity: Option<Identity>,
     /// Once-per-flow judgements already made.
     pub(super) flags: u8,
@@ -74,13 +74,13 @@ impl Judge<'_> {
     /// Counts watched requests under bounded labels: the endpoint's name or
     /// `unlisted` (a path outside `paths` included), the client's name or
     /// `unknown`.
-    fn count(&mut self, m: EndpointMatch, id: &Identity, n: u64) {
+    fn count(&mut self, m: EndpointRef, id: &Identity, n: u64) {
         if !m.watched() {
             return;
         }
         let view = self.ctx.view;
         let endpoint = match m {
-            EndpointMatch::Endpoint(e) => view.endpoint_name(Some(e)),
+            EndpointRef::Endpoint(e) => view.endpoint_name(Some(e)),
             _ => None,
         }
         .unwrap_or(self.ctx.unlisted);
@@ -155,7 +155,7 @@ impl Judge<'_> {
         }
     }
 
-    fn matched(&self, flow: &mut Flow<FlowState>) -> EndpointMatch {
+    fn matched(&self, flow: &mut Flow<FlowState>) -> EndpointRef {
         *flow.ext.matched.get_or_insert_with(|| {
             self.ctx
                 .view
@@ -273,7 +273,7 @@ impl Judge<'_> {
             self.count(m, &id, 1);
         }
         if self.count_requests
-            && let (Some(c), EndpointMatch::Endpoint(e)) = (id.client, m)
+            && let (Some(c), EndpointRef::Endpoint(e)) = (id.client, m)
         {
             let f = quota_overshoot::check(&self.ctx, self.rates, c, e, 1, self.now);
             self.report(f);
@@ -287,7 +287,7 @@ impl Judge<'_> {
         let m = self.matched(flow);
         let id = self.flow_identity(flow);
         self.count(m, &id, count);
-        if let (Some(c), EndpointMatch::Endpoint(e)) = (id.client, m) {
+        if let (Some(c), EndpointRef::Endpoint(e)) = (id.client, m) {
             let f = quota_overshoot::check(&self.ctx, self.rates, c, e, count, self.now);
             self.report(f);
         }

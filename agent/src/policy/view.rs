@@ -82,19 +82,23 @@ pub struct EndpointView {
     names_only_ports: Option<Vec<u16>>,
 }
 
+/// A stage's quota for one (client, endpoint), as the token buckets take
+/// it (the contract's is `contract::Quota`).
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Quota {
+pub struct StageQuota {
     pub requests_per_second: f64,
     pub burst: f64,
 }
 
+/// A stage compiled to indexes (the API's view of a stage is
+/// `sinks::api::views::StageView`).
 #[derive(Clone, Debug, Default)]
-pub struct StageView {
+pub struct StageTerms {
     pub name: Arc<str>,
     pub starts_at: Nanos,
     pub credential_max_age: Option<Nanos>,
     /// By (client index, endpoint index).
-    pub quotas: HashMap<(usize, usize), Quota>,
+    pub quotas: HashMap<(usize, usize), StageQuota>,
 }
 
 #[derive(Clone, Debug)]
@@ -112,7 +116,7 @@ pub struct View {
     /// Who is calling: `identity::Directory::identify`.
     pub directory: Directory,
     /// Sorted by `starts_at`.
-    pub stages: Vec<StageView>,
+    pub stages: Vec<StageTerms>,
     /// Revoked credential and certificate fingerprints.
     pub revoked_fingerprints: HashMap<Fp, Revoked>,
     /// Revoked clients by index.
@@ -121,10 +125,11 @@ pub struct View {
     pub breach_after: Option<Nanos>,
 }
 
-/// Where a server (and, when visible, the requested name and path) lands in
+/// `contract::EndpointMatch` as indexes: where a server (and, when visible,
+/// the requested name and path) lands in
 /// the contract.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EndpointMatch {
+pub enum EndpointRef {
     /// Covered by this endpoint.
     Endpoint(usize),
     /// A listed host/port whose `paths` do not cover the path.
@@ -135,7 +140,7 @@ pub enum EndpointMatch {
     Unwatched,
 }
 
-impl EndpointMatch {
+impl EndpointRef {
     /// The endpoint whose class applies, if any.
     pub fn endpoint(self) -> Option<usize> {
         match self {
@@ -178,7 +183,7 @@ impl View {
         server: SocketAddr,
         name: Option<&str>,
         path: Option<&str>,
-    ) -> EndpointMatch {
+    ) -> EndpointRef {
         let index = |e: &contract::Endpoint| {
             self.contract
                 .endpoints()
@@ -187,13 +192,13 @@ impl View {
         };
         match self.contract.match_endpoint(server, name, path) {
             contract::EndpointMatch::Endpoint(e) => {
-                index(e).map_or(EndpointMatch::Unwatched, EndpointMatch::Endpoint)
+                index(e).map_or(EndpointRef::Unwatched, EndpointRef::Endpoint)
             }
             contract::EndpointMatch::PathNotListed(e) => {
-                index(e).map_or(EndpointMatch::Unwatched, EndpointMatch::PathNotListed)
+                index(e).map_or(EndpointRef::Unwatched, EndpointRef::PathNotListed)
             }
-            contract::EndpointMatch::Unlisted => EndpointMatch::Unlisted,
-            contract::EndpointMatch::NotWatched => EndpointMatch::Unwatched,
+            contract::EndpointMatch::Unlisted => EndpointRef::Unlisted,
+            contract::EndpointMatch::NotWatched => EndpointRef::Unwatched,
         }
     }
 
@@ -227,7 +232,7 @@ impl View {
         let stages = c
             .stages()
             .iter()
-            .map(|s| StageView {
+            .map(|s| StageTerms {
                 name: s.name.clone(),
                 starts_at: s.starts_at,
                 credential_max_age: s.credential_max_age,
@@ -237,7 +242,7 @@ impl View {
                     .filter_map(|q| {
                         Some((
                             (client_index(&q.client)?, endpoint_index(&q.endpoint)?),
-                            Quota {
+                            StageQuota {
                                 requests_per_second: q.quota.rps,
                                 burst: q.quota.burst as f64,
                             },
@@ -308,11 +313,11 @@ impl View {
     }
 
     /// The quota of `client` on `endpoint` in `stage`; none granted is 0.
-    pub fn quota(&self, stage: Option<usize>, client: usize, endpoint: usize) -> Quota {
+    pub fn quota(&self, stage: Option<usize>, client: usize, endpoint: usize) -> StageQuota {
         stage
             .and_then(|s| self.stages.get(s))
             .and_then(|s| s.quotas.get(&(client, endpoint)).copied())
-            .unwrap_or(Quota {
+            .unwrap_or(StageQuota {
                 requests_per_second: 0.0,
                 burst: 0.0,
             })

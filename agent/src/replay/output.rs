@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::{
     event::{FlowEndReason, Nanos},
-    flow::FlowStats,
+    flow::FlowTableStats,
     pcap::DecodeStats,
     policy::{EngineStats, FlowRecord, Kind, StageInfo, Violation, fmt_time},
 };
@@ -36,7 +36,7 @@ pub struct Summary {
     pub at: Option<Nanos>,
     pub stage: StageInfo,
     pub decode: DecodeStats,
-    pub flow_stats: FlowStats,
+    pub flow_stats: FlowTableStats,
     pub engine_stats: EngineStats,
     pub elapsed: Duration,
 }
