@@ -55,10 +55,10 @@ pub fn load<T: Copy>(skb: *mut __sk_buff, off: u32) -> Option<T> {
 /// `bpf_skb_load_bytes`. Word loads, not byte arrays: an unaligned byte-array
 /// read compiles to one load (and usually one stack spill) per byte, which
 /// was most of an unmonitored packet's cost. The packet pointer may be only
-/// 2-byte aligned (TC, after the Ethernet header): the verifier enforces no
-/// alignment on packet loads where the CPU has efficient unaligned access
-/// (x86_64, arm64, the JITs this agent runs on), and the address comes from
-/// an integer, so nothing is assumed from it.
+/// 2-byte aligned (TC, after the Ethernet header), so the read is
+/// `read_unaligned`; the verifier enforces no alignment on packet loads
+/// where the CPU has efficient unaligned access (x86_64, arm64, the JITs
+/// this agent runs on).
 #[inline(always)]
 pub fn words<const N: usize>(skb: *mut __sk_buff, off: u32) -> Option<[u32; N]> {
     // SAFETY: context pointer; data/data_end are packet pointers.
@@ -66,9 +66,11 @@ pub fn words<const N: usize>(skb: *mut __sk_buff, off: u32) -> Option<[u32; N]> 
     // The mask gives the verifier a bound on the variable offset.
     let o = (off & 0x1fff) as usize;
     if o == off as usize && data + o + 4 * N <= end {
-        // SAFETY: bounds checked right above (and by the verifier); see the
-        // alignment note above.
-        return Some(unsafe { core::ptr::read((data + o) as *const [u32; N]) });
+        // SAFETY: bounds checked right above (and by the verifier). The
+        // address may be only 2-byte aligned, so the read must not assume
+        // alignment (a plain `ptr::read` would be undefined behaviour,
+        // whatever the JIT tolerates).
+        return Some(unsafe { core::ptr::read_unaligned((data + o) as *const [u32; N]) });
     }
     load(skb, off)
 }

@@ -92,66 +92,60 @@ pub fn handle(skb: *mut __sk_buff, hook: Hook) {
         count(stat::MALFORMED);
         return;
     };
-    if !any_port {
-        // Established flows skip the trie: guess the orientation from the
-        // prefilter and look the flow up directly. A wrong guess (both
-        // ports flagged) only costs the full match below.
-        let to_server = pd.flags != 0;
+    // One call of `update` below, reached from both lookups: it is inlined,
+    // so calling it from each would put two copies in every program.
+    let (key, dir, endpoint, flow) = 'found: {
+        if !any_port {
+            // Established flows skip the trie: guess the orientation from the
+            // prefilter and look the flow up directly. A wrong guess (both
+            // ports flagged) only costs the full match below.
+            let to_server = pd.flags != 0;
+            let key = flow_key(
+                &p,
+                &src,
+                &dst,
+                to_server,
+                obs_to_server,
+                obs_to_client,
+                ifindex,
+            );
+            if let Some(flow) = RW_FLOWS.get_ptr_mut(key) {
+                let dir = if to_server {
+                    direction::TO_SERVER
+                } else {
+                    direction::TO_CLIENT
+                };
+                // SAFETY: live map value.
+                let endpoint = unsafe { (*flow).endpoint_id };
+                break 'found (key, dir, endpoint, flow);
+            }
+        }
+        // Plain integers, not `Option<u32>`: LLVM may spill the undefined
+        // payload of a `None`, and the verifier rejects reading it.
+        let to_dst = match_side(&dst, p.dport, pd, any_port);
+        let to_src = match_side(&src, p.sport, ps, any_port);
+        // The server is the monitored side; if both sides match, the lower port
+        // (ephemeral ports are high), so both directions agree on the orientation.
+        let (dir, found) = if to_dst != NO_MATCH && (to_src == NO_MATCH || p.sport >= p.dport) {
+            (direction::TO_SERVER, to_dst)
+        } else if to_src != NO_MATCH {
+            (direction::TO_CLIENT, to_src)
+        } else {
+            return;
+        };
         let key = flow_key(
             &p,
             &src,
             &dst,
-            to_server,
+            dir == direction::TO_SERVER,
             obs_to_server,
             obs_to_client,
             ifindex,
         );
-        if let Some(flow) = RW_FLOWS.get_ptr_mut(key) {
-            count_activity(stat::PACKETS_MONITORED);
-            let dir = if to_server {
-                direction::TO_SERVER
-            } else {
-                direction::TO_CLIENT
-            };
-            // SAFETY: live map value.
-            let endpoint = unsafe { (*flow).endpoint_id };
-            update(skb, &key, &p, dir, endpoint, &cfg, flow);
-            return;
-        }
-    }
-    // Plain integers, not `Option<u32>`: LLVM may spill the undefined
-    // payload of a `None`, and the verifier rejects reading it.
-    let to_dst = match_side(&dst, p.dport, pd, any_port);
-    let to_src = match_side(&src, p.sport, ps, any_port);
-    // The server is the monitored side; if both sides match, the lower port
-    // (ephemeral ports are high), so both directions agree on the orientation.
-    let (dir, found) = if to_dst != NO_MATCH && (to_src == NO_MATCH || p.sport >= p.dport) {
-        (direction::TO_SERVER, to_dst)
-    } else if to_src != NO_MATCH {
-        (direction::TO_CLIENT, to_src)
-    } else {
-        return;
+        (key, dir, found as u32, core::ptr::null_mut())
     };
     count_activity(stat::PACKETS_MONITORED);
-    let to_server = dir == direction::TO_SERVER;
-    let key = flow_key(
-        &p,
-        &src,
-        &dst,
-        to_server,
-        obs_to_server,
-        obs_to_client,
-        ifindex,
-    );
-    update(
-        skb,
-        &key,
-        &p,
-        dir,
-        found as u32,
-        &cfg,
-        core::ptr::null_mut(),
-    );
+    update(skb, &key, &p, dir, endpoint, &cfg, flow);
 }
 
 #[inline(always)]

@@ -12,7 +12,7 @@ use std::{
 };
 
 use crate::{
-    TempDir, free_port,
+    TempDir, on_free_port,
     wait::{wait_for, wait_until},
 };
 
@@ -108,6 +108,8 @@ impl<'a> Launch<'a> {
 
     /// Starts the agent; returns once its socket answers with published
     /// views.
+    /// The metrics port is chosen free and tried again if another process
+    /// takes it before the agent binds.
     pub fn start(self) -> AgentProcess {
         let owned = self.dir.is_none().then(|| TempDir::new("agent"));
         let dir: PathBuf = self
@@ -115,10 +117,23 @@ impl<'a> Launch<'a> {
             .or_else(|| owned.as_ref().map(TempDir::path))
             .expect("the caller's directory or our own")
             .into();
+        let mut owned = owned;
+        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        on_free_port(ip, "the agent's metrics listener", |port| {
+            self.try_start(&dir, &mut owned, SocketAddr::new(ip, port))
+        })
+    }
+
+    /// `None` when the agent exits because its metrics address is in use.
+    fn try_start(
+        &self,
+        dir: &Path,
+        owned: &mut Option<TempDir>,
+        metrics_addr: SocketAddr,
+    ) -> Option<AgentProcess> {
+        let dir = dir.to_path_buf();
         let contract_path = dir.join("contract.yaml");
         fs::write(&contract_path, self.contract).expect("write the contract");
-        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        let metrics_addr = SocketAddr::new(ip, free_port(ip));
         let socket = dir.join("rampwatch.sock");
         let audit_dir = dir.join("audit");
         let (log, stdout) = (dir.join("agent.log"), dir.join("agent.stdout"));
@@ -145,7 +160,7 @@ impl<'a> Launch<'a> {
         let mut agent = AgentProcess {
             child: Some(child),
             log_level: self.log_level.to_owned(),
-            _owned: owned,
+            _owned: None,
             dir,
             socket,
             audit_dir,
@@ -153,7 +168,7 @@ impl<'a> Launch<'a> {
             log,
             stdout,
         };
-        wait_until(
+        let up = wait_until(
             "the agent's socket to answer with its first views",
             Duration::from_secs(30),
             || {
@@ -162,7 +177,12 @@ impl<'a> Launch<'a> {
                     .as_mut()
                     .and_then(|c| c.try_wait().ok().flatten())
                 {
-                    panic!("the agent exited with {status}:\n{}", agent.log_text());
+                    let log = agent.log_text();
+                    if log.contains("Address already in use") {
+                        agent.child = None;
+                        return Some(false);
+                    }
+                    panic!("the agent exited with {status}:\n{log}");
                 }
                 // The socket answers before the engine publishes its first
                 // views (until then `status` shows an empty contract name);
@@ -171,10 +191,14 @@ impl<'a> Launch<'a> {
                 status["contract"]
                     .as_str()
                     .is_some_and(|c| !c.is_empty())
-                    .then_some(())
+                    .then_some(true)
             },
         );
-        agent
+        if !up {
+            return None;
+        }
+        agent._owned = owned.take();
+        Some(agent)
     }
 }
 

@@ -84,9 +84,32 @@ pub fn unique_index() -> u32 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
-/// A free TCP port on `ip`, found by binding port 0 and releasing it. Used for
-/// external servers (`openssl s_server`) that must be told a port up front.
-pub fn free_port(ip: std::net::IpAddr) -> u16 {
+/// How many times a server told a port up front is started again on another
+/// port when that one was taken in the meantime.
+pub const PORT_ATTEMPTS: usize = 5;
+
+/// Starts a server that must be told its port up front (`openssl
+/// s_server`, the agent's metrics listener, Prometheus): a port from
+/// [`free_port`] can be taken by another process between its release and the
+/// server's bind, so `start` returns `None` when the server could not bind,
+/// and another port is tried, up to [`PORT_ATTEMPTS`] times.
+pub fn on_free_port<T>(
+    ip: std::net::IpAddr,
+    what: &str,
+    mut start: impl FnMut(u16) -> Option<T>,
+) -> T {
+    for _ in 0..PORT_ATTEMPTS {
+        if let Some(v) = start(free_port(ip)) {
+            return v;
+        }
+        eprintln!("{what}: its port was taken before it could bind; trying another");
+    }
+    panic!("{what} could not bind any of {PORT_ATTEMPTS} free ports on {ip}");
+}
+
+/// A free TCP port on `ip`, found by binding port 0 and releasing it. Only
+/// through [`on_free_port`], which retries when the port is taken before use.
+fn free_port(ip: std::net::IpAddr) -> u16 {
     let listener = std::net::TcpListener::bind((ip, 0))
         .unwrap_or_else(|e| panic!("cannot bind an ephemeral port on {ip}: {e}"));
     listener

@@ -13,7 +13,7 @@ use std::{
 
 use serde_json::Value;
 
-use crate::{free_port, wait::wait_until};
+use crate::{on_free_port, wait::wait_until};
 
 pub struct Monitoring {
     dir: PathBuf,
@@ -23,9 +23,22 @@ pub struct Monitoring {
     pub alertmanager_addr: SocketAddr,
 }
 
-fn loopback_port() -> SocketAddr {
-    let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    SocketAddr::new(ip, free_port(ip))
+/// A loopback address for a server told its port up front; `start` returns
+/// `None` when the server could not bind it, and another port is tried.
+fn on_loopback_port<T>(what: &str, start: impl FnMut(u16) -> Option<T>) -> T {
+    on_free_port(IpAddr::V4(Ipv4Addr::LOCALHOST), what, start)
+}
+
+/// Waits until `ready` answers; `None` when `child` exits first (its port
+/// was taken).
+fn ready_or_exited(what: &str, child: &mut Child, mut ready: impl FnMut() -> bool) -> Option<()> {
+    let up = wait_until(what, Duration::from_secs(30), || {
+        if ready() {
+            return Some(true);
+        }
+        child.try_wait().ok().flatten().map(|_| false)
+    });
+    up.then_some(())
 }
 
 /// `GET http://{addr}{path}` with curl, parsed as JSON; `None` until the
@@ -60,16 +73,34 @@ impl Monitoring {
         let dir = std::env::temp_dir().join(crate::unique_name("prom"));
         fs::create_dir_all(dir.join("am-data")).expect("create alertmanager dir");
         fs::create_dir_all(dir.join("tsdb")).expect("create tsdb dir");
-        let alertmanager_addr = loopback_port();
-        let prometheus_addr = loopback_port();
-
-        // Every alert lands in a receiver with no integrations: the test reads
-        // them back through the v2 API.
+        // Alertmanager first: Prometheus is told its address. Each is
+        // started again on another port if its port was taken meanwhile.
         fs::write(
             dir.join("alertmanager.yml"),
+            // Every alert lands in a receiver with no integrations: the test
+            // reads them back through the v2 API.
             "route:\n  receiver: sink\n  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n  - name: sink\n",
         )
         .expect("write alertmanager.yml");
+        let d = dir.display().to_string();
+        let (alertmanager, alertmanager_addr) = on_loopback_port("Alertmanager", |port| {
+            let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
+            let mut child = spawn(
+                "prometheus-alertmanager",
+                &[
+                    format!("--config.file={d}/alertmanager.yml"),
+                    format!("--storage.path={d}/am-data"),
+                    format!("--web.listen-address={addr}"),
+                    // No gossip: a lone instance must not wait for peers.
+                    "--cluster.listen-address=".to_owned(),
+                ],
+                &dir.join("alertmanager.log"),
+            );
+            ready_or_exited("Alertmanager to answer", &mut child, || {
+                get_json(addr, "/api/v2/status").is_some()
+            })?;
+            Some((child, addr))
+        });
         let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
         fs::write(
             dir.join("prometheus.yml"),
@@ -83,48 +114,33 @@ impl Monitoring {
             ),
         )
         .expect("write prometheus.yml");
-
-        let d = dir.display();
-        let alertmanager = spawn(
-            "prometheus-alertmanager",
-            &[
-                format!("--config.file={d}/alertmanager.yml"),
-                format!("--storage.path={d}/am-data"),
-                format!("--web.listen-address={alertmanager_addr}"),
-                // No gossip: a lone instance must not wait for peers.
-                "--cluster.listen-address=".to_owned(),
-            ],
-            &dir.join("alertmanager.log"),
-        );
-        let prometheus = spawn(
-            "prometheus",
-            &[
-                format!("--config.file={d}/prometheus.yml"),
-                format!("--storage.tsdb.path={d}/tsdb"),
-                format!("--web.listen-address={prometheus_addr}"),
-            ],
-            &dir.join("prometheus.log"),
-        );
-        let m = Self {
+        let (prometheus, prometheus_addr) = on_loopback_port("Prometheus", |port| {
+            let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
+            let mut child = spawn(
+                "prometheus",
+                &[
+                    format!("--config.file={d}/prometheus.yml"),
+                    format!("--storage.tsdb.path={d}/tsdb"),
+                    format!("--web.listen-address={addr}"),
+                ],
+                &dir.join("prometheus.log"),
+            );
+            ready_or_exited("Prometheus to load its rules", &mut child, || {
+                get_json(addr, "/api/v1/rules").is_some_and(|rules| {
+                    rules["data"]["groups"]
+                        .as_array()
+                        .is_some_and(|g| !g.is_empty())
+                })
+            })?;
+            Some((child, addr))
+        });
+        Self {
             dir,
             prometheus,
             alertmanager,
             prometheus_addr,
             alertmanager_addr,
-        };
-        wait_until("Alertmanager to answer", Duration::from_secs(30), || {
-            get_json(m.alertmanager_addr, "/api/v2/status")
-        });
-        wait_until(
-            "Prometheus to load its rules",
-            Duration::from_secs(30),
-            || {
-                let rules = get_json(m.prometheus_addr, "/api/v1/rules")?;
-                let groups = rules["data"]["groups"].as_array()?;
-                (!groups.is_empty()).then_some(())
-            },
-        );
-        m
+        }
     }
 
     /// Names of the alerts Alertmanager currently holds.

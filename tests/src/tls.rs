@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use crate::wait::wait_for;
+use crate::wait::wait_until;
 
 /// A self-signed certificate and key in a temporary directory.
 pub struct TestCert {
@@ -68,23 +68,35 @@ pub struct TlsServer {
 }
 
 impl TlsServer {
-    /// Start on `addr` (a concrete port; see [`crate::free_port`]), inside
-    /// network namespace `netns` if given.
+    /// Start on a free port of `ip` (retried if the port is taken first).
+    pub fn start_on(ip: std::net::IpAddr) -> Self {
+        crate::on_free_port(ip, "openssl s_server", |port| {
+            Self::try_start(Command::new("openssl"), SocketAddr::new(ip, port))
+        })
+    }
+
+    /// [`TlsServer::start_on`] in `cgroup`, so its sockets (and its TLS
+    /// library calls) are in the agent's watched subtree.
+    pub fn start_on_in(ip: std::net::IpAddr, cgroup: &crate::cgroup::CgroupGuard) -> Self {
+        crate::on_free_port(ip, "openssl s_server", |port| {
+            Self::try_start(cgroup.command("openssl"), SocketAddr::new(ip, port))
+        })
+    }
+
+    /// Start on `addr` (a concrete port), inside network namespace `netns`
+    /// if given.
     pub fn start(addr: SocketAddr, netns: Option<&str>) -> Self {
         let cmd = match netns {
             Some(ns) => crate::netns::NetnsPair::command_in(ns, "openssl"),
             None => Command::new("openssl"),
         };
-        Self::spawn(cmd, addr)
+        Self::try_start(cmd, addr)
+            .unwrap_or_else(|| panic!("openssl s_server could not listen on {addr}"))
     }
 
-    /// Start on `addr` in `cgroup`, so its sockets (and its TLS library
-    /// calls) are in the agent's watched subtree.
-    pub fn start_in(addr: SocketAddr, cgroup: &crate::cgroup::CgroupGuard) -> Self {
-        Self::spawn(cgroup.command("openssl"), addr)
-    }
-
-    fn spawn(mut cmd: Command, addr: SocketAddr) -> Self {
+    /// `cmd` (openssl) as `s_server` on `addr`; `None` when it exits
+    /// before accepting (the port is taken).
+    fn try_start(mut cmd: Command, addr: SocketAddr) -> Option<Self> {
         let cert = TestCert::generate();
         cmd.args(["s_server", "-www", "-accept"])
             .arg(addr.to_string())
@@ -104,16 +116,24 @@ impl TlsServer {
                 sink.lock().expect("stdout buffer").push_str(&line);
             }
         });
-        wait_for(
-            "openssl s_server to accept",
+        let accepting = wait_until(
+            "openssl s_server to accept or exit",
             Duration::from_secs(10),
-            || seen.lock().expect("stdout buffer").contains("ACCEPT"),
+            || {
+                if seen.lock().expect("stdout buffer").contains("ACCEPT") {
+                    return Some(true);
+                }
+                child.try_wait().ok().flatten().map(|_| false)
+            },
         );
-        Self {
+        if !accepting {
+            return None;
+        }
+        Some(Self {
             child,
             addr,
             _cert: cert,
-        }
+        })
     }
 }
 

@@ -8,6 +8,7 @@ mod bench;
 mod bench_overhead;
 mod bench_replay;
 mod cmd;
+mod dated;
 mod demo;
 mod run;
 mod setup;

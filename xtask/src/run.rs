@@ -51,8 +51,32 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         .context("installing the Ctrl-C handler")?;
 
     let demo = Demo::start()?;
+    // The example contract is written for one day; the demo runs a copy
+    // dated so that today is that day (see `dated.rs`).
+    let example = root().join("examples/contract.yaml");
+    let text = std::fs::read_to_string(&example)
+        .with_context(|| format!("reading {}", example.display()))?;
+    let contract = demo.dir().join("contract.yaml");
+    std::fs::write(&contract, crate::dated::shift(&text, crate::dated::now()))
+        .with_context(|| format!("writing {}", contract.display()))?;
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| {
+            if a.starts_with("--contract=") && a.ends_with("examples/contract.yaml") {
+                format!("--contract={}", contract.display())
+            } else if a.ends_with("examples/contract.yaml") {
+                contract.display().to_string()
+            } else {
+                a.clone()
+            }
+        })
+        .collect();
+    eprintln!(
+        "xtask: the demo runs {} dated relative to today; edit that copy to try a hot reload",
+        contract.display()
+    );
     let mut agent = Command::new(&bin);
-    agent.current_dir(root()).args(args);
+    agent.current_dir(root()).args(&args);
     if !args.iter().any(|a| a.starts_with("--audit-dir")) {
         // The demo's audit trail goes away with the demo.
         agent.arg("--audit-dir").arg(demo.dir().join("audit"));

@@ -1,8 +1,13 @@
 //! The maps userspace writes: configuration and the endpoint rules,
 //! updated in an order that never leaves a kept rule unmatched.
 
+use std::collections::HashSet;
+
 use agent_common::{Config, EndpointKey, PortEntry, config_flags, map_names};
-use aya::maps::{Array, MapData, lpm_trie::LpmTrie};
+use aya::maps::{
+    Array, MapData, MapError,
+    lpm_trie::{Key, LpmTrie},
+};
 
 use super::{CaptureError, Compiled, map_err};
 
@@ -14,6 +19,29 @@ pub(super) struct Control {
     pub(super) ports: Array<MapData, PortEntry>,
     pub(super) current: Compiled,
     pub(super) cfg: Config,
+    /// Entries a previous `apply` failed to remove from `RW_ENDPOINTS` /
+    /// `RW_ENDPOINTS_ANY`: still in the kernel, retried by every `apply`
+    /// until they are gone (or wanted again).
+    pub(super) stale: Stale,
+}
+
+/// LPM entries whose removal failed.
+#[derive(Default)]
+pub(super) struct Stale {
+    pub(super) port_entries: HashSet<(u32, EndpointKey)>,
+    pub(super) any_port_entries: HashSet<(u32, [u8; 16])>,
+}
+
+/// Removes one LPM entry; `Ok` also when it is already gone.
+fn remove_lpm<K: aya::Pod>(
+    trie: &mut LpmTrie<MapData, K, u32>,
+    bits: u32,
+    key: K,
+) -> Result<(), MapError> {
+    match trie.remove(&Key::new(bits, key)) {
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        other => other,
+    }
 }
 
 impl Control {
@@ -29,14 +57,14 @@ impl Control {
         for (&(bits, key), &id) in &next.port_entries {
             if self.current.port_entries.get(&(bits, key)) != Some(&id) {
                 self.endpoints
-                    .insert(&aya::maps::lpm_trie::Key::new(bits, key), id, 0)
+                    .insert(&Key::new(bits, key), id, 0)
                     .map_err(map_err(map_names::ENDPOINTS))?;
             }
         }
         for (&(bits, addr), &id) in &next.any_port_entries {
             if self.current.any_port_entries.get(&(bits, addr)) != Some(&id) {
                 self.endpoints_any
-                    .insert(&aya::maps::lpm_trie::Key::new(bits, addr), id, 0)
+                    .insert(&Key::new(bits, addr), id, 0)
                     .map_err(map_err(map_names::ENDPOINTS_ANY_PORT))?;
             }
         }
@@ -60,23 +88,37 @@ impl Control {
                     .map_err(map_err(map_names::PORTS))?;
             }
         }
-        for &(bits, key) in self.current.port_entries.keys() {
-            if !next.port_entries.contains_key(&(bits, key)) {
-                let _ = self
-                    .endpoints
-                    .remove(&aya::maps::lpm_trie::Key::new(bits, key));
+        // Removals last. One that fails leaves a stale rule in the kernel:
+        // remembered and retried by the next apply, never forgotten.
+        let mut stale = std::mem::take(&mut self.stale);
+        stale
+            .port_entries
+            .extend(self.current.port_entries.keys().copied());
+        stale
+            .any_port_entries
+            .extend(self.current.any_port_entries.keys().copied());
+        for (bits, key) in stale.port_entries {
+            if next.port_entries.contains_key(&(bits, key)) {
+                continue;
+            }
+            if let Err(e) = remove_lpm(&mut self.endpoints, bits, key) {
+                tracing::warn!(error = %e, map = map_names::ENDPOINTS, "removing a stale endpoint rule failed; retried at the next update");
+                self.stale.port_entries.insert((bits, key));
             }
         }
-        for &(bits, addr) in self.current.any_port_entries.keys() {
-            if !next.any_port_entries.contains_key(&(bits, addr)) {
-                let _ = self
-                    .endpoints_any
-                    .remove(&aya::maps::lpm_trie::Key::new(bits, addr));
+        for (bits, addr) in stale.any_port_entries {
+            if next.any_port_entries.contains_key(&(bits, addr)) {
+                continue;
+            }
+            if let Err(e) = remove_lpm(&mut self.endpoints_any, bits, addr) {
+                tracing::warn!(error = %e, map = map_names::ENDPOINTS_ANY_PORT, "removing a stale endpoint rule failed; retried at the next update");
+                self.stale.any_port_entries.insert((bits, addr));
             }
         }
         tracing::debug!(
             port_entries = next.port_entries.len(),
             any_port_entries = next.any_port_entries.len(),
+            stale = self.stale.port_entries.len() + self.stale.any_port_entries.len(),
             "endpoint maps updated"
         );
         self.current = next;

@@ -46,8 +46,14 @@ pub enum CaptureError {
     },
     #[error("kernel map {0} is missing from the kernel object; rebuild the agent")]
     MissingMap(&'static str),
-    #[error("cannot watch the ring buffer: {0}")]
-    Io(#[from] std::io::Error),
+    #[error("kernel program {0} is missing from the kernel object; rebuild the agent")]
+    MissingProgram(&'static str),
+    #[error("cannot watch the ring buffer for readiness: {0}")]
+    RingWatch(#[source] std::io::Error),
+    #[error(
+        "cannot turn on kernel BPF run-time statistics (kernel.bpf_stats_enabled): {0}; it needs CAP_SYS_ADMIN"
+    )]
+    RunStats(#[source] aya::sys::SyscallError),
 }
 
 pub(super) fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> CaptureError {

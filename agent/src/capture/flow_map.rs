@@ -99,9 +99,10 @@ pub fn snapshot(key: &FlowKey, s: &FlowStats, boot_to_wall: i64) -> FlowSnapshot
     }
 }
 
-type View = (u8, u32);
+/// Which observer saw a connection: `FlowKey::observer` and `ifindex`.
+type ObserverId = (u8, u32);
 
-fn view(key: &FlowKey) -> View {
+fn view(key: &FlowKey) -> ObserverId {
     (key.observer, key.ifindex)
 }
 
@@ -130,7 +131,7 @@ fn end_reason(state: u64) -> FlowEndReason {
 
 #[derive(Debug)]
 struct Tracked {
-    view: View,
+    view: ObserverId,
     first_seen: u64,
     /// Request starts to the server already reported.
     reported: u64,
@@ -140,7 +141,7 @@ struct Tracked {
 }
 
 impl Tracked {
-    fn new(view: View, first_seen: u64) -> Self {
+    fn new(view: ObserverId, first_seen: u64) -> Self {
         Self {
             view,
             first_seen,

@@ -131,6 +131,80 @@ where
     T::try_from(map).map_err(map_err(name))
 }
 
+/// Privileges, BTF, interfaces, and the cgroup directory to attach to (if
+/// any), opened: every host problem is found before anything is loaded.
+fn check_host(config: &CaptureConfig) -> Result<Option<(PathBuf, File)>, CaptureError> {
+    system::check_privileges()?;
+    system::check_btf()?;
+    for name in &config.interfaces {
+        system::check_interface(name)?;
+    }
+    if !config.attach_cgroup {
+        return Ok(None);
+    }
+    let path = match &config.cgroup {
+        Some(p) => p.clone(),
+        None => system::cgroup2_root()?,
+    };
+    let file = File::open(&path).map_err(|source| CaptureError::Cgroup {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(Some((path, file)))
+}
+
+/// Loads the cgroup_skb programs and attaches them to the cgroup `file`.
+fn attach_cgroup(ebpf: &mut Ebpf, file: &File) -> Result<Vec<&'static str>, CaptureError> {
+    let mut programs = Vec::new();
+    for (name, kind) in [
+        (program_names::CGROUP_INGRESS, CgroupSkbAttachType::Ingress),
+        (program_names::CGROUP_EGRESS, CgroupSkbAttachType::Egress),
+    ] {
+        let prog: &mut CgroupSkb = ebpf
+            .program_mut(name)
+            .ok_or(CaptureError::MissingProgram(name))?
+            .try_into()
+            .map_err(prog_err(name))?;
+        prog.load().map_err(prog_err(name))?;
+        // With bpf links (5.7+) the kernel always allows several
+        // programs per cgroup and rejects explicit flags; `Single`
+        // is what makes aya pass none.
+        prog.attach(file, kind, CgroupAttachMode::Single)
+            .map_err(prog_err(name))?;
+        programs.push(name);
+    }
+    Ok(programs)
+}
+
+/// Loads the TC programs and attaches them to every interface.
+fn attach_tc(ebpf: &mut Ebpf, interfaces: &[String]) -> Result<Vec<&'static str>, CaptureError> {
+    // tcx (6.6+) needs no qdisc; older kernels need clsact.
+    let tcx = aya::util::KernelVersion::current()
+        .map(|v| v >= aya::util::KernelVersion::new(6, 6, 0))
+        .unwrap_or(true);
+    let mut programs = Vec::new();
+    for (name, kind) in [
+        (program_names::TC_INGRESS, TcAttachType::Ingress),
+        (program_names::TC_EGRESS, TcAttachType::Egress),
+    ] {
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut(name)
+            .ok_or(CaptureError::MissingProgram(name))?
+            .try_into()
+            .map_err(prog_err(name))?;
+        prog.load().map_err(prog_err(name))?;
+        for iface in interfaces {
+            if !tcx {
+                // EEXIST: the qdisc is already there, which is fine.
+                let _ = tc::qdisc_add_clsact(iface);
+            }
+            prog.attach(iface, kind).map_err(prog_err(name))?;
+        }
+        programs.push(name);
+    }
+    Ok(programs)
+}
+
 impl Capture {
     /// Checks the host, loads and attaches the programs, installs the
     /// endpoint rules and starts delivering events to `tx`. Must be called
@@ -140,24 +214,7 @@ impl Capture {
             return Err(CaptureError::NotBuilt);
         }
         let compiled = compile(&config.endpoints)?;
-        system::check_privileges()?;
-        system::check_btf()?;
-        for name in &config.interfaces {
-            system::check_interface(name)?;
-        }
-        let cgroup = if config.attach_cgroup {
-            let path = match &config.cgroup {
-                Some(p) => p.clone(),
-                None => system::cgroup2_root()?,
-            };
-            let file = File::open(&path).map_err(|source| CaptureError::Cgroup {
-                path: path.clone(),
-                source,
-            })?;
-            Some((path, file))
-        } else {
-            None
-        };
+        let cgroup = check_host(&config)?;
 
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(map_names::FLOWS, config.flow_entries)
@@ -170,6 +227,7 @@ impl Capture {
             endpoints_any: take(&mut ebpf, map_names::ENDPOINTS_ANY_PORT)?,
             ports: take(&mut ebpf, map_names::PORTS)?,
             current: Compiled::default(),
+            stale: control::Stale::default(),
             cfg: Config {
                 snaplen: config.snaplen.min(agent_common::SNAPLEN_MAX),
                 first_segments: config.first_segments,
@@ -185,49 +243,11 @@ impl Capture {
 
         let mut programs = Vec::new();
         if let Some((path, file)) = &cgroup {
-            for (name, kind) in [
-                (program_names::CGROUP_INGRESS, CgroupSkbAttachType::Ingress),
-                (program_names::CGROUP_EGRESS, CgroupSkbAttachType::Egress),
-            ] {
-                let prog: &mut CgroupSkb = ebpf
-                    .program_mut(name)
-                    .ok_or(CaptureError::MissingMap(name))?
-                    .try_into()
-                    .map_err(prog_err(name))?;
-                prog.load().map_err(prog_err(name))?;
-                // With bpf links (5.7+) the kernel always allows several
-                // programs per cgroup and rejects explicit flags; `Single`
-                // is what makes aya pass none.
-                prog.attach(file, kind, CgroupAttachMode::Single)
-                    .map_err(prog_err(name))?;
-                programs.push(name);
-            }
+            programs.extend(attach_cgroup(&mut ebpf, file)?);
             tracing::info!(cgroup = %path.display(), "cgroup_skb capture attached");
         }
         if !config.interfaces.is_empty() {
-            // tcx (6.6+) needs no qdisc; older kernels need clsact.
-            let tcx = aya::util::KernelVersion::current()
-                .map(|v| v >= aya::util::KernelVersion::new(6, 6, 0))
-                .unwrap_or(true);
-            for (name, kind) in [
-                (program_names::TC_INGRESS, TcAttachType::Ingress),
-                (program_names::TC_EGRESS, TcAttachType::Egress),
-            ] {
-                let prog: &mut SchedClassifier = ebpf
-                    .program_mut(name)
-                    .ok_or(CaptureError::MissingMap(name))?
-                    .try_into()
-                    .map_err(prog_err(name))?;
-                prog.load().map_err(prog_err(name))?;
-                for iface in &config.interfaces {
-                    if !tcx {
-                        // EEXIST: the qdisc is already there, which is fine.
-                        let _ = tc::qdisc_add_clsact(iface);
-                    }
-                    prog.attach(iface, kind).map_err(prog_err(name))?;
-                }
-                programs.push(name);
-            }
+            programs.extend(attach_tc(&mut ebpf, &config.interfaces)?);
             tracing::info!(interfaces = ?config.interfaces, "TC capture attached");
         }
 
@@ -262,7 +282,7 @@ impl Capture {
         // unchanged for as long as the AsyncFd owns the RingBuf.
         let events =
             unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
-                .map_err(|e| CaptureError::Io(e.into_parts().1))?;
+                .map_err(|e| CaptureError::RingWatch(e.into_parts().1))?;
         let stop = Arc::new(tokio::sync::Notify::new());
         let ring_task = tokio::spawn(ring::run(events, tx.clone(), shared.clone(), stop.clone()));
         let poll_task = tokio::spawn(poll_flows(
@@ -379,8 +399,7 @@ impl Capture {
     /// Turns on kernel BPF run-time statistics until the returned fd is
     /// dropped (same as `sysctl kernel.bpf_stats_enabled=1`).
     pub fn enable_run_stats() -> Result<OwnedFd, CaptureError> {
-        aya::sys::enable_stats(aya::sys::Stats::RunTime)
-            .map_err(|e| CaptureError::Io(std::io::Error::other(e.to_string())))
+        aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(CaptureError::RunStats)
     }
 
     /// Detaches every program, then delivers the records still in the ring

@@ -24,7 +24,6 @@ pub(crate) mod yaml;
 pub(crate) mod tests;
 
 use std::{
-    collections::HashMap,
     net::{IpAddr, SocketAddr},
     path::Path,
     sync::Arc,
@@ -57,10 +56,6 @@ pub struct Contract {
     stages: Vec<Stage>,
     revocations: Vec<Revocation>,
     remediation: Remediation,
-    /// Credential fingerprint → (client index, credential index).
-    by_credential: HashMap<Fingerprint, (usize, usize)>,
-    /// Certificate fingerprint → client index.
-    by_certificate: HashMap<Fingerprint, usize>,
 }
 
 impl Contract {
@@ -137,16 +132,6 @@ impl Contract {
     }
 
     fn build(d: decode::Decoded, source_name: &str, sha256: Fingerprint) -> Self {
-        let mut by_credential = HashMap::new();
-        let mut by_certificate = HashMap::new();
-        for (ci, client) in d.clients.iter().enumerate() {
-            for (ki, cred) in client.credentials.iter().enumerate() {
-                by_credential.insert(cred.fingerprint, (ci, ki));
-            }
-            for fp in &client.certificates {
-                by_certificate.insert(*fp, ci);
-            }
-        }
         Self {
             name: d.name,
             source_name: source_name.to_owned(),
@@ -158,8 +143,6 @@ impl Contract {
             stages: d.stages,
             revocations: d.revocations,
             remediation: d.remediation,
-            by_credential,
-            by_certificate,
         }
     }
 
@@ -255,48 +238,6 @@ impl Contract {
             }
         }
         headers
-    }
-
-    /// The client owning a listed credential fingerprint.
-    pub fn client_by_credential(&self, fp: &Fingerprint) -> Option<(&Client, &Credential)> {
-        let (ci, ki) = *self.by_credential.get(fp)?;
-        let client = self.clients.get(ci)?;
-        Some((client, client.credentials.get(ki)?))
-    }
-
-    /// The client owning a listed client-certificate fingerprint.
-    pub fn client_by_certificate(&self, fp: &Fingerprint) -> Option<&Client> {
-        self.clients.get(*self.by_certificate.get(fp)?)
-    }
-
-    /// The first client (in file order) whose `sources` contain `addr`.
-    pub fn client_by_source(&self, addr: IpAddr) -> Option<&Client> {
-        let addr = canonical_ip(addr);
-        self.clients
-            .iter()
-            .find(|c| c.sources.iter().any(|n| n.contains(&addr)))
-    }
-
-    /// The revocation in force at `at` for a request from `client` (if
-    /// identified) carrying `credential` and/or `certificate`: the one that
-    /// took effect first among those matching. `None` if nothing presented
-    /// is revoked (yet).
-    pub fn revocation_for(
-        &self,
-        client: Option<&str>,
-        credential: Option<&Fingerprint>,
-        certificate: Option<&Fingerprint>,
-        at: Nanos,
-    ) -> Option<&Revocation> {
-        self.revocations
-            .iter()
-            .filter(|r| r.revoked_at <= at)
-            .filter(|r| match &r.target {
-                RevocationTarget::Credential(fp) => credential == Some(fp),
-                RevocationTarget::Certificate(fp) => certificate == Some(fp),
-                RevocationTarget::Client(name) => client == Some(&**name),
-            })
-            .min_by_key(|r| r.revoked_at)
     }
 
     /// Whether the server address is watched at all: inside `scope`, or

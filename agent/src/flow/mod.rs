@@ -66,7 +66,7 @@ impl Default for FlowConfig {
 
 /// Counters of the flow table, for metrics and the replay summary.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FlowStats {
+pub struct FlowTableStats {
     pub flows: u64,
     pub expired: u64,
     /// Flows dropped because the table was full.
@@ -220,7 +220,7 @@ pub struct FlowTable<T> {
     expiry: VecDeque<(Nanos, Key)>,
     /// Flows that left the table (idle, evicted), for the engine to finish.
     pub removed: Vec<Flow<T>>,
-    pub stats: FlowStats,
+    pub stats: FlowTableStats,
     /// Headers whose values are credentials (the standard ones and those
     /// the contract names).
     credential_headers: CredentialHeaders,
@@ -235,7 +235,7 @@ impl<T: Default> FlowTable<T> {
             cfg,
             expiry: VecDeque::new(),
             removed: Vec::new(),
-            stats: FlowStats::default(),
+            stats: FlowTableStats::default(),
             credential_headers: CredentialHeaders::STANDARD,
             buffered: 0,
         }

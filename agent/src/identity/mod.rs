@@ -1,7 +1,7 @@
 //! Who is calling: credential fingerprints and the identity of a request.
 //!
-//! Resolution order (implemented once, by `policy::view::View::identify`,
-//! over lookup tables compiled from the contract):
+//! Resolution order (implemented once, by [`Directory::identify`], over
+//! lookup tables compiled from the contract):
 //!
 //! 1. **credential**: the fingerprint of a credential header
 //!    ([`credential::fingerprint`], the one implementation of that rule)
@@ -20,6 +20,8 @@
 
 pub mod credential;
 mod fingerprint;
+pub mod resolve;
 
 pub use credential::{Credential, CredentialHeaders, fingerprint as credential_fingerprint};
 pub use fingerprint::{Fingerprint, FingerprintParseError, PREFIX};
+pub use resolve::{Directory, Fp, Identity, KnownCredential, Via};

@@ -4,7 +4,7 @@ use std::{net::SocketAddr, sync::Arc};
 
 use super::{
     Ctx, UNKNOWN, UNLISTED,
-    judge::{FlowState, Judge},
+    judge::{self, FlowState, Judge},
     rates::Rates,
     record::{ClientRate, FlowRecord, RequestCount, StageInfo, record, reportable},
     view::View,
@@ -13,7 +13,7 @@ use super::{
 use crate::{
     contract::Contract,
     event::{Event, FlowEndReason, FlowId, FlowTotals, Nanos, Packet, Plaintext},
-    flow::{FlowConfig, FlowStats, FlowTable, Request},
+    flow::{Flow, FlowConfig, FlowTable, FlowTableStats, Request},
     protocol::http::CredentialHeaders,
 };
 
@@ -57,6 +57,11 @@ impl Default for EngineOptions {
 /// What the engine hands to its caller.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Output {
+    /// A flow was classified: protocol, endpoint and TLS version are known
+    /// (once per flow; for a flow reported before that, just before its
+    /// `Flow`). The live agent counts `rampwatch_flows_total` here, so a
+    /// long keep-alive connection counts while it lives.
+    FlowClassified(FlowRecord),
     /// A flow ended (FIN, RST, idle, evicted, end of capture).
     Flow(FlowRecord),
     Violation(ViolationEvent),
@@ -245,7 +250,7 @@ impl Engine {
         self.stats
     }
 
-    pub fn flow_stats(&self) -> FlowStats {
+    pub fn flow_stats(&self) -> FlowTableStats {
         self.flows.stats
     }
 
@@ -427,6 +432,15 @@ impl Engine {
             // for its last ACKs, so the record counts them.
             j.finish(flow);
         }
+        classified(
+            view,
+            flow,
+            false,
+            &self.unlisted,
+            &self.unknown,
+            &self.opts,
+            &mut self.out,
+        );
         if !self.flows.removed.is_empty() {
             // Evicted to make room, or replaced by a new connection.
             self.retire_removed();
@@ -487,6 +501,15 @@ impl Engine {
         self.stats.requests += self.reqs.len() as u64;
         j.changes(flow, ch, &mut self.reqs);
         j.finish(flow);
+        classified(
+            view,
+            flow,
+            false,
+            &self.unlisted,
+            &self.unknown,
+            &self.opts,
+            &mut self.out,
+        );
         self.flush_violations();
     }
 
@@ -508,6 +531,15 @@ impl Engine {
                 j.finish(&mut flow);
             }
             if reportable(&flow) {
+                classified(
+                    view,
+                    &mut flow,
+                    true,
+                    &self.unlisted,
+                    &self.unknown,
+                    &self.opts,
+                    &mut self.out,
+                );
                 let rec = record(
                     view,
                     &flow,
@@ -523,5 +555,22 @@ impl Engine {
 
     fn flush_violations(&mut self) {
         self.out.extend(self.vbuf.drain(..).map(Output::Violation));
+    }
+}
+
+/// Queues `Output::FlowClassified` the first time `flow` is classified
+/// (or, with `ended`, before it is reported at all).
+fn classified(
+    view: &View,
+    flow: &mut Flow<FlowState>,
+    ended: bool,
+    unlisted: &Arc<str>,
+    unknown: &Arc<str>,
+    opts: &EngineOptions,
+    out: &mut Vec<Output>,
+) {
+    if judge::newly_classified(flow, ended) {
+        let rec = record(view, flow, unlisted, unknown, opts.requests_from_kernel);
+        out.push(Output::FlowClassified(rec));
     }
 }

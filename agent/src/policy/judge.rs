@@ -5,7 +5,7 @@ use super::{
     Ctx, quota_overshoot,
     rates::Rates,
     revoked_client, stale_credential, unencrypted_flow, unknown_client, unlisted_endpoint,
-    view::{EndpointMatch, Fp, Identity, Via},
+    view::{EndpointRef, Fp, Identity, Via},
     violations::{Finding, Terms, ViolationEvent, Violations},
     weak_tls,
 };
@@ -19,7 +19,7 @@ use crate::{
 pub(super) struct FlowState {
     /// Contract generation `matched` and `identity` belong to.
     pub(super) generation: u64,
-    pub(super) matched: Option<EndpointMatch>,
+    pub(super) matched: Option<EndpointRef>,
     pub(super) identity: Option<Identity>,
     /// Once-per-flow judgements already made.
     pub(super) flags: u8,
@@ -34,6 +34,31 @@ pub(super) struct FlowState {
 
 const JUDGED_PLAINTEXT: u8 = 1;
 const SETTLED_TLS: u8 = 2;
+/// The flow was reported as classified (`Output::FlowClassified`).
+const CLASSIFIED: u8 = 4;
+
+/// True once per flow, when what `rampwatch_flows_total` labels it by is
+/// settled: the protocol is known and, for TLS, the handshake judged (the
+/// version is known); for HTTP, the first request matched an endpoint; for
+/// other plaintext, it was judged. `ended` forces it for a flow that never
+/// got that far but is reported.
+pub(super) fn newly_classified(flow: &mut Flow<FlowState>, ended: bool) -> bool {
+    if flow.ext.flags & CLASSIFIED != 0 {
+        return false;
+    }
+    let settled = match flow.protocol {
+        Protocol::Unknown => false,
+        Protocol::Tls => flow.ext.flags & SETTLED_TLS != 0,
+        Protocol::Http => flow.ext.matched.is_some(),
+        Protocol::H2c | Protocol::Other => {
+            flow.ext.flags & JUDGED_PLAINTEXT != 0 || flow.ext.matched.is_some()
+        }
+    };
+    if settled || ended {
+        flow.ext.flags |= CLASSIFIED;
+    }
+    settled || ended
+}
 
 /// The detections' view of one event, with where findings go.
 pub(super) struct Judge<'a> {
@@ -52,13 +77,13 @@ impl Judge<'_> {
     /// Counts watched requests under bounded labels: the endpoint's name or
     /// `unlisted` (a path outside `paths` included), the client's name or
     /// `unknown`.
-    fn count(&mut self, m: EndpointMatch, id: &Identity, n: u64) {
+    fn count(&mut self, m: EndpointRef, id: &Identity, n: u64) {
         if !m.watched() {
             return;
         }
         let view = self.ctx.view;
         let endpoint = match m {
-            EndpointMatch::Endpoint(e) => view.endpoint_name(Some(e)),
+            EndpointRef::Endpoint(e) => view.endpoint_name(Some(e)),
             _ => None,
         }
         .unwrap_or(self.ctx.unlisted);
@@ -129,7 +154,7 @@ impl Judge<'_> {
             st.matched = Some(view.match_endpoint(flow.id.server, name, None));
         }
         if let Some(old) = st.identity {
-            st.identity = Some(view.identify(
+            st.identity = Some(view.directory.identify(
                 old.credential.as_slice(),
                 flow.tls.client_cert,
                 flow.id.client.ip(),
@@ -137,7 +162,7 @@ impl Judge<'_> {
         }
     }
 
-    fn matched(&self, flow: &mut Flow<FlowState>) -> EndpointMatch {
+    fn matched(&self, flow: &mut Flow<FlowState>) -> EndpointRef {
         *flow.ext.matched.get_or_insert_with(|| {
             self.ctx
                 .view
@@ -150,6 +175,7 @@ impl Judge<'_> {
         *flow.ext.identity.get_or_insert_with(|| {
             self.ctx
                 .view
+                .directory
                 .identify(&[], flow.tls.client_cert, flow.id.client.ip())
         })
     }
@@ -212,7 +238,7 @@ impl Judge<'_> {
             *slot = *c.fingerprint.as_bytes();
             n += 1;
         }
-        let id = view.identify(
+        let id = view.directory.identify(
             fps.get(..n).unwrap_or_default(),
             flow.tls.client_cert,
             flow.id.client.ip(),
@@ -258,7 +284,7 @@ impl Judge<'_> {
             flow.ext.counted += 1;
             self.count(m, &id, 1);
         }
-        if count && let (Some(c), EndpointMatch::Endpoint(e)) = (id.client, m) {
+        if count && let (Some(c), EndpointRef::Endpoint(e)) = (id.client, m) {
             let f = quota_overshoot::check(&self.ctx, self.rates, c, e, 1, self.now);
             self.report(f);
         }
@@ -271,7 +297,7 @@ impl Judge<'_> {
         let m = self.matched(flow);
         let id = self.flow_identity(flow);
         self.count(m, &id, count);
-        if let (Some(c), EndpointMatch::Endpoint(e)) = (id.client, m) {
+        if let (Some(c), EndpointRef::Endpoint(e)) = (id.client, m) {
             let f = quota_overshoot::check(&self.ctx, self.rates, c, e, count, self.now);
             self.report(f);
         }

@@ -66,7 +66,7 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    pub fn stage_view(&self) -> Option<&view::StageView> {
+    pub fn stage_view(&self) -> Option<&view::StageTerms> {
         self.stage.and_then(|s| self.view.stages.get(s))
     }
 

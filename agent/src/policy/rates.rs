@@ -4,7 +4,7 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use super::view::Quota;
+use super::view::StageQuota;
 use crate::event::Nanos;
 
 const SEC: Nanos = 1_000_000_000;
@@ -14,8 +14,8 @@ const SEC: Nanos = 1_000_000_000;
 pub struct Bucket {
     tokens: f64,
     last: Nanos,
-    pub quota: Quota,
-    /// Quota generation (contract load × stage) `quota` belongs to.
+    pub quota: StageQuota,
+    /// StageQuota generation (contract load × stage) `quota` belongs to.
     quota_gen: u64,
     /// Requests in second `sec` and in the one before it.
     sec: i64,
@@ -29,7 +29,7 @@ pub struct Bucket {
 }
 
 impl Bucket {
-    fn new(quota: Quota, quota_gen: u64, t: Nanos) -> Self {
+    fn new(quota: StageQuota, quota_gen: u64, t: Nanos) -> Self {
         Self {
             tokens: quota.burst,
             last: t,
@@ -111,7 +111,7 @@ impl Rates {
         &mut self,
         client: &Arc<str>,
         endpoint: &Arc<str>,
-        quota: Quota,
+        quota: StageQuota,
         quota_gen: u64,
         t: Nanos,
     ) -> &mut Bucket {
@@ -150,7 +150,7 @@ impl Rates {
 mod tests {
     use super::*;
 
-    const Q: Quota = Quota {
+    const Q: StageQuota = StageQuota {
         requests_per_second: 1.0,
         burst: 5.0,
     };
@@ -168,7 +168,7 @@ mod tests {
     fn a_ramp_that_opens_grants_its_burst_at_once() {
         let mut r = Rates::default();
         let (c, e): (Arc<str>, Arc<str>) = ("acme".into(), "orders".into());
-        let zero = Quota {
+        let zero = StageQuota {
             requests_per_second: 0.0,
             burst: 0.0,
         };
@@ -177,7 +177,7 @@ mod tests {
         // The stage starts: its whole burst is available at once...
         assert_eq!(r.bucket(&c, &e, Q, 1, SEC).take(5, SEC), 0);
         // ...and a smaller quota later caps what is left.
-        let small = Quota {
+        let small = StageQuota {
             requests_per_second: 1.0,
             burst: 2.0,
         };
@@ -189,7 +189,7 @@ mod tests {
     #[test]
     fn zero_quota_rejects_all() {
         let mut b = Bucket::new(
-            Quota {
+            StageQuota {
                 requests_per_second: 0.0,
                 burst: 0.0,
             },

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use super::{
     UNKNOWN, UNLISTED,
     judge::FlowState,
-    view::{EndpointMatch, Via, View},
+    view::{EndpointRef, Via, View},
 };
 use crate::{
     event::{FlowEndReason, FlowId, Nanos},
@@ -101,7 +101,7 @@ pub(super) fn record(
     kernel: bool,
 ) -> FlowRecord {
     let st = &flow.ext;
-    let m = st.matched.unwrap_or(EndpointMatch::Unwatched);
+    let m = st.matched.unwrap_or(EndpointRef::Unwatched);
     let id = st.identity;
     FlowRecord {
         id: flow.id,
@@ -120,7 +120,7 @@ pub(super) fn record(
         sni: flow.tls.sni().map(str::to_owned),
         alpn: flow.tls.alpn().map(str::to_owned),
         endpoint: match m {
-            EndpointMatch::Endpoint(e) => view.endpoint_name(Some(e)).unwrap_or(unlisted).clone(),
+            EndpointRef::Endpoint(e) => view.endpoint_name(Some(e)).unwrap_or(unlisted).clone(),
             _ => unlisted.clone(),
         },
         client: view

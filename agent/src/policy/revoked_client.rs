@@ -4,13 +4,13 @@
 
 use super::{
     Ctx, fmt_time,
-    view::{Identity, Revocation},
+    view::{Identity, Revoked},
     violations::{Finding, Kind},
 };
 
 pub fn check(ctx: &Ctx<'_>, endpoint: Option<usize>, id: &Identity) -> Option<Finding> {
     let v = ctx.view;
-    let active = |r: &Revocation| r.at <= ctx.judge_time;
+    let active = |r: &Revoked| r.at <= ctx.judge_time;
     let (what, r) = if let Some(r) = id
         .credential
         .and_then(|fp| v.revoked_fingerprints.get(&fp))

@@ -10,7 +10,12 @@ use super::{
 
 pub fn check(ctx: &Ctx<'_>, endpoint: Option<usize>, id: &Identity) -> Option<Finding> {
     let max = ctx.stage_view()?.credential_max_age?;
-    let issued = ctx.view.credentials.get(&id.credential?)?.issued_at?;
+    let issued = ctx
+        .view
+        .directory
+        .credentials
+        .get(&id.credential?)?
+        .issued_at?;
     let age = ctx.judge_time - issued;
     if age <= max {
         return None;

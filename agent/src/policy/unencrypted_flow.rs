@@ -5,17 +5,12 @@
 
 use super::{
     Ctx,
-    view::{EndpointMatch, Identity},
+    view::{EndpointRef, Identity},
     violations::{Finding, Kind},
 };
 use crate::flow::Protocol;
 
-pub fn check(
-    ctx: &Ctx<'_>,
-    protocol: Protocol,
-    m: EndpointMatch,
-    id: &Identity,
-) -> Option<Finding> {
+pub fn check(ctx: &Ctx<'_>, protocol: Protocol, m: EndpointRef, id: &Identity) -> Option<Finding> {
     let e = m.endpoint()?;
     let class = ctx.view.class_of(e)?;
     if !class.encryption_required {

@@ -6,13 +6,13 @@
 
 use super::{
     Ctx,
-    view::{EndpointMatch, Identity},
+    view::{EndpointRef, Identity},
     violations::{Finding, Kind},
 };
 
 pub fn check(
     ctx: &Ctx<'_>,
-    m: EndpointMatch,
+    m: EndpointRef,
     id: &Identity,
     request_visible: bool,
 ) -> Option<Finding> {

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 
 use super::{
     Ctx,
-    view::{EndpointMatch, Identity},
+    view::{EndpointRef, Identity},
     violations::{Finding, Kind},
 };
 
@@ -33,19 +33,19 @@ fn first_segment(path: &str) -> String {
 
 pub fn check(
     ctx: &Ctx<'_>,
-    m: EndpointMatch,
+    m: EndpointRef,
     server: SocketAddr,
     path: Option<&str>,
     id: &Identity,
 ) -> Option<Finding> {
     let (endpoint, detail) = match m {
-        EndpointMatch::Unlisted => (None, format!("no endpoint covers {server}")),
-        EndpointMatch::PathNotListed(e) => {
+        EndpointRef::Unlisted => (None, format!("no endpoint covers {server}")),
+        EndpointRef::PathNotListed(e) => {
             let shown = first_segment(path.unwrap_or_default());
             let name = ctx.view.endpoint_name(Some(e)).map_or("", |n| &**n);
             (None, format!("path {shown} not in {name}'s paths"))
         }
-        EndpointMatch::Endpoint(_) | EndpointMatch::Unwatched => return None,
+        EndpointRef::Endpoint(_) | EndpointRef::Unwatched => return None,
     };
     Some(ctx.finding(Kind::UnlistedEndpoint, endpoint, id.client, detail, 1))
 }

@@ -4,26 +4,19 @@
 //! index. Endpoint matching is the contract's own
 //! ([`Contract::match_endpoint`]), mapped to indexes here.
 
-use std::{
-    collections::HashMap as StdHashMap,
-    net::{IpAddr, SocketAddr},
-    sync::Arc,
-};
-
-use ipnet::IpNet;
+use std::{collections::HashMap as StdHashMap, net::SocketAddr, sync::Arc};
 
 /// Lookups on the request path: foldhash, not SipHash (keys are not
 /// attacker-chosen in a way that matters: fingerprints and small indexes).
 pub type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::FixedState>;
 
+pub use crate::identity::{Fp, Identity, Via};
 use crate::{
     contract::{self, Contract, DataClass, RevocationTarget},
     event::Nanos,
     flow::TlsVersion,
+    identity::Directory,
 };
-
-/// A SHA-256 fingerprint (credential or DER certificate).
-pub type Fp = [u8; 32];
 
 /// What a data class demands.
 #[derive(Clone, Debug)]
@@ -89,32 +82,29 @@ pub struct EndpointView {
     names_only_ports: Option<Vec<u16>>,
 }
 
+/// A stage's quota for one (client, endpoint), as the token buckets take
+/// it (the contract's is `contract::Quota`).
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Quota {
+pub struct StageQuota {
     pub requests_per_second: f64,
     pub burst: f64,
 }
 
+/// A stage compiled to indexes (the API's view of a stage is
+/// `sinks::api::views::StageView`).
 #[derive(Clone, Debug, Default)]
-pub struct StageView {
+pub struct StageTerms {
     pub name: Arc<str>,
     pub starts_at: Nanos,
     pub credential_max_age: Option<Nanos>,
     /// By (client index, endpoint index).
-    pub quotas: HashMap<(usize, usize), Quota>,
+    pub quotas: HashMap<(usize, usize), StageQuota>,
 }
 
 #[derive(Clone, Debug)]
-pub struct Revocation {
+pub struct Revoked {
     pub at: Nanos,
     pub reason: Option<String>,
-}
-
-/// A known credential.
-#[derive(Clone, Copy, Debug)]
-pub struct CredentialView {
-    pub client: usize,
-    pub issued_at: Option<Nanos>,
 }
 
 pub struct View {
@@ -123,23 +113,23 @@ pub struct View {
     pub classes: Vec<ClassView>,
     pub endpoints: Vec<EndpointView>,
     pub clients: Vec<Arc<str>>,
-    pub client_sources: Vec<(IpNet, usize)>,
-    pub credentials: HashMap<Fp, CredentialView>,
-    pub certificates: HashMap<Fp, usize>,
+    /// Who is calling: `identity::Directory::identify`.
+    pub directory: Directory,
     /// Sorted by `starts_at`.
-    pub stages: Vec<StageView>,
+    pub stages: Vec<StageTerms>,
     /// Revoked credential and certificate fingerprints.
-    pub revoked_fingerprints: HashMap<Fp, Revocation>,
+    pub revoked_fingerprints: HashMap<Fp, Revoked>,
     /// Revoked clients by index.
-    pub revoked_clients: HashMap<usize, Revocation>,
+    pub revoked_clients: HashMap<usize, Revoked>,
     pub warn_after: Option<Nanos>,
     pub breach_after: Option<Nanos>,
 }
 
-/// Where a server (and, when visible, the requested name and path) lands in
+/// `contract::EndpointMatch` as indexes: where a server (and, when visible,
+/// the requested name and path) lands in
 /// the contract.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EndpointMatch {
+pub enum EndpointRef {
     /// Covered by this endpoint.
     Endpoint(usize),
     /// A listed host/port whose `paths` do not cover the path.
@@ -150,7 +140,7 @@ pub enum EndpointMatch {
     Unwatched,
 }
 
-impl EndpointMatch {
+impl EndpointRef {
     /// The endpoint whose class applies, if any.
     pub fn endpoint(self) -> Option<usize> {
         match self {
@@ -162,46 +152,6 @@ impl EndpointMatch {
     pub fn watched(self) -> bool {
         self != Self::Unwatched
     }
-}
-
-/// How a client was recognised.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Via {
-    Credential,
-    Certificate,
-    Source,
-    Unknown,
-}
-
-impl Via {
-    /// Strength of the identification, in the contract's order.
-    pub const fn rank(self) -> u8 {
-        match self {
-            Self::Credential => 3,
-            Self::Certificate => 2,
-            Self::Source => 1,
-            Self::Unknown => 0,
-        }
-    }
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Credential => "credential",
-            Self::Certificate => "certificate",
-            Self::Source => "source",
-            Self::Unknown => "unknown",
-        }
-    }
-}
-
-/// Who is calling.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Identity {
-    pub client: Option<usize>,
-    pub via: Via,
-    /// The credential seen (first credential header), known or not.
-    pub credential: Option<Fp>,
-    pub certificate: Option<Fp>,
 }
 
 impl View {
@@ -233,7 +183,7 @@ impl View {
         server: SocketAddr,
         name: Option<&str>,
         path: Option<&str>,
-    ) -> EndpointMatch {
+    ) -> EndpointRef {
         let index = |e: &contract::Endpoint| {
             self.contract
                 .endpoints()
@@ -242,49 +192,14 @@ impl View {
         };
         match self.contract.match_endpoint(server, name, path) {
             contract::EndpointMatch::Endpoint(e) => {
-                index(e).map_or(EndpointMatch::Unwatched, EndpointMatch::Endpoint)
+                index(e).map_or(EndpointRef::Unwatched, EndpointRef::Endpoint)
             }
             contract::EndpointMatch::PathNotListed(e) => {
-                index(e).map_or(EndpointMatch::Unwatched, EndpointMatch::PathNotListed)
+                index(e).map_or(EndpointRef::Unwatched, EndpointRef::PathNotListed)
             }
-            contract::EndpointMatch::Unlisted => EndpointMatch::Unlisted,
-            contract::EndpointMatch::NotWatched => EndpointMatch::Unwatched,
+            contract::EndpointMatch::Unlisted => EndpointRef::Unlisted,
+            contract::EndpointMatch::NotWatched => EndpointRef::Unwatched,
         }
-    }
-
-    /// Identity in the contract's order: credential → client certificate →
-    /// source address → unknown.
-    pub fn identify(
-        &self,
-        credentials: &[Fp],
-        certificate: Option<Fp>,
-        source: IpAddr,
-    ) -> Identity {
-        let mut id = Identity {
-            client: None,
-            via: Via::Unknown,
-            credential: credentials.first().copied(),
-            certificate,
-        };
-        if let Some((fp, c)) = credentials
-            .iter()
-            .find_map(|fp| self.credentials.get(fp).map(|c| (*fp, c)))
-        {
-            id.client = Some(c.client);
-            id.via = Via::Credential;
-            id.credential = Some(fp);
-        } else if let Some(c) = certificate.and_then(|fp| self.certificates.get(&fp)) {
-            id.client = Some(*c);
-            id.via = Via::Certificate;
-        } else if let Some((_, c)) = self
-            .client_sources
-            .iter()
-            .find(|(n, _)| n.contains(&contract::canonical_ip(source)))
-        {
-            id.client = Some(*c);
-            id.via = Via::Source;
-        }
-        id
     }
 
     /// Compiles `contract`.
@@ -314,30 +229,10 @@ impl View {
         let clients: Vec<Arc<str>> = c.clients().iter().map(|x| x.name.clone()).collect();
         let client_index = |name: &str| clients.iter().position(|n| &**n == name);
         let endpoint_index = |name: &str| c.endpoints().iter().position(|e| &*e.name == name);
-        let mut credentials = HashMap::default();
-        let mut certificates = HashMap::default();
-        let mut client_sources = Vec::new();
-        for (i, cl) in c.clients().iter().enumerate() {
-            for cred in &cl.credentials {
-                credentials.insert(
-                    *cred.fingerprint.as_bytes(),
-                    CredentialView {
-                        client: i,
-                        issued_at: Some(cred.issued_at),
-                    },
-                );
-            }
-            for fp in &cl.certificates {
-                certificates.insert(*fp.as_bytes(), i);
-            }
-            for net in &cl.sources {
-                client_sources.push((*net, i));
-            }
-        }
         let stages = c
             .stages()
             .iter()
-            .map(|s| StageView {
+            .map(|s| StageTerms {
                 name: s.name.clone(),
                 starts_at: s.starts_at,
                 credential_max_age: s.credential_max_age,
@@ -347,7 +242,7 @@ impl View {
                     .filter_map(|q| {
                         Some((
                             (client_index(&q.client)?, endpoint_index(&q.endpoint)?),
-                            Quota {
+                            StageQuota {
                                 requests_per_second: q.quota.rps,
                                 burst: q.quota.burst as f64,
                             },
@@ -356,14 +251,14 @@ impl View {
                     .collect(),
             })
             .collect();
-        let mut revoked_fingerprints: HashMap<Fp, Revocation> = HashMap::default();
-        let mut revoked_clients: HashMap<usize, Revocation> = HashMap::default();
+        let mut revoked_fingerprints: HashMap<Fp, Revoked> = HashMap::default();
+        let mut revoked_clients: HashMap<usize, Revoked> = HashMap::default();
         for r in c.revocations() {
-            let rev = Revocation {
+            let rev = Revoked {
                 at: r.revoked_at,
                 reason: r.reason.clone(),
             };
-            let keep_earliest = |old: &mut Revocation| {
+            let keep_earliest = |old: &mut Revoked| {
                 if rev.at < old.at {
                     *old = rev.clone();
                 }
@@ -391,9 +286,7 @@ impl View {
             classes,
             endpoints,
             clients,
-            client_sources,
-            credentials,
-            certificates,
+            directory: Directory::new(c),
             stages,
             revoked_fingerprints,
             revoked_clients,
@@ -420,11 +313,11 @@ impl View {
     }
 
     /// The quota of `client` on `endpoint` in `stage`; none granted is 0.
-    pub fn quota(&self, stage: Option<usize>, client: usize, endpoint: usize) -> Quota {
+    pub fn quota(&self, stage: Option<usize>, client: usize, endpoint: usize) -> StageQuota {
         stage
             .and_then(|s| self.stages.get(s))
             .and_then(|s| s.quotas.get(&(client, endpoint)).copied())
-            .unwrap_or(Quota {
+            .unwrap_or(StageQuota {
                 requests_per_second: 0.0,
                 burst: 0.0,
             })

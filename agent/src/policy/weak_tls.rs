@@ -6,7 +6,7 @@
 
 use super::{
     Ctx,
-    view::{ClassView, EndpointMatch, Identity},
+    view::{ClassView, EndpointRef, Identity},
     violations::{Finding, Kind},
 };
 use crate::flow::{TlsFacts, TlsVersion, facts::CipherSuite};
@@ -20,7 +20,7 @@ pub fn label(v: TlsVersion) -> String {
     }
 }
 
-pub fn check(ctx: &Ctx<'_>, tls: &TlsFacts, m: EndpointMatch, id: &Identity) -> Option<Finding> {
+pub fn check(ctx: &Ctx<'_>, tls: &TlsFacts, m: EndpointRef, id: &Identity) -> Option<Finding> {
     let e = m.endpoint()?;
     let class = ctx.view.class_of(e)?;
     let detail = match &tls.server_hello {

@@ -6,10 +6,11 @@ use std::{collections::BTreeMap, io, io::Write, time::Duration};
 use serde_json::{Value, json};
 
 use crate::{
-    event::{FlowEndReason, Nanos},
-    flow::FlowStats,
+    event::Nanos,
+    flow::FlowTableStats,
     pcap::DecodeStats,
     policy::{EngineStats, FlowRecord, Kind, StageInfo, Violation, fmt_time},
+    sinks::api::views::{FlowRow, ViolationRow},
 };
 
 /// `-o` values.
@@ -36,7 +37,7 @@ pub struct Summary {
     pub at: Option<Nanos>,
     pub stage: StageInfo,
     pub decode: DecodeStats,
-    pub flow_stats: FlowStats,
+    pub flow_stats: FlowTableStats,
     pub engine_stats: EngineStats,
     pub elapsed: Duration,
 }
@@ -48,80 +49,23 @@ pub struct Printer<'a> {
     flows: Vec<FlowRecord>,
 }
 
-fn end_reason(r: Option<FlowEndReason>) -> &'static str {
-    match r {
-        Some(FlowEndReason::Fin) => "fin",
-        Some(FlowEndReason::Rst) => "rst",
-        Some(FlowEndReason::Idle) => "idle",
-        None => "open",
-    }
-}
-
-/// A flow record as JSON (serialised directly: replays emit one per flow).
+/// A flow or violation line: the API's row (one builder for both) with its
+/// `type`.
 #[derive(serde::Serialize)]
-struct FlowJson<'a> {
+struct Line<T> {
     #[serde(rename = "type")]
     kind: &'static str,
-    src: String,
-    dst: String,
-    protocol: &'static str,
-    tls_version: Option<&'static str>,
-    cipher: Option<&'a str>,
-    sni: Option<&'a str>,
-    alpn: Option<&'a str>,
-    endpoint: &'a str,
-    client: &'a str,
-    identified_by: &'static str,
-    requests: u64,
-    first_seen: String,
-    last_seen: String,
-    packets: u64,
-    bytes_to_server: u64,
-    bytes_to_client: u64,
-    gaps: u32,
-    end: &'static str,
-}
-
-impl<'a> FlowJson<'a> {
-    fn new(f: &'a FlowRecord) -> Self {
-        Self {
-            kind: "flow",
-            src: f.id.client.to_string(),
-            dst: f.id.server.to_string(),
-            protocol: f.protocol.as_str(),
-            tls_version: f.tls_version.map(|v| v.as_str()),
-            cipher: f.cipher.as_deref(),
-            sni: f.sni.as_deref(),
-            alpn: f.alpn.as_deref(),
-            endpoint: &f.endpoint,
-            client: &f.client,
-            identified_by: f.identified_by.as_str(),
-            requests: f.requests,
-            first_seen: fmt_time(f.first_seen),
-            last_seen: fmt_time(f.last_seen),
-            packets: f.packets[0] + f.packets[1],
-            bytes_to_server: f.bytes[0],
-            bytes_to_client: f.bytes[1],
-            gaps: f.gaps,
-            end: end_reason(f.end),
-        }
-    }
+    #[serde(flatten)]
+    row: T,
 }
 
 /// The JSON object of a violation.
 pub fn violation_json(v: &Violation) -> Value {
-    json!({
-        "type": "violation",
-        "kind": v.key.kind.as_str(),
-        "endpoint": &*v.key.endpoint,
-        "client": &*v.key.client,
-        "stage": v.stage.as_deref(),
-        "first_seen": fmt_time(v.first_seen),
-        "last_seen": fmt_time(v.last_seen),
-        "count": v.count,
-        "severity": v.severity.as_str(),
-        "detail": v.detail,
+    serde_json::to_value(Line {
+        kind: "violation",
+        row: ViolationRow::from(v),
     })
+    .unwrap_or(Value::Null)
 }
 
 fn by_kind(violations: &[Violation]) -> BTreeMap<&'static str, u64> {
@@ -185,7 +129,11 @@ impl<'a> Printer<'a> {
     pub fn flow(&mut self, f: &FlowRecord) -> io::Result<()> {
         match self.format {
             Format::Json => {
-                serde_json::to_writer(&mut *self.out, &FlowJson::new(f))?;
+                let line = Line {
+                    kind: "flow",
+                    row: FlowRow::from(f),
+                };
+                serde_json::to_writer(&mut *self.out, &line)?;
                 self.out.write_all(b"\n")
             }
             Format::Table => {

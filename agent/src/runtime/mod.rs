@@ -287,8 +287,10 @@ impl LoopState {
             match out {
                 // Traffic the contract does not watch (a port shared with an
                 // unresolvable host name, say) is neither counted nor listed.
-                Output::Flow(f) if !f.watched => {}
-                Output::Flow(f) => {
+                Output::FlowClassified(f) | Output::Flow(f) if !f.watched => {}
+                // Counted when classified, not when the flow leaves the
+                // table: a keep-alive connection counts while it lives.
+                Output::FlowClassified(f) => {
                     metrics
                         .flows
                         .with_label_values(&[
@@ -297,6 +299,10 @@ impl LoopState {
                             f.tls_version.map_or("none", |v| v.as_str()),
                         ])
                         .inc();
+                }
+                Output::Flow(f) => {
+                    // Only at its end is it known whether a TLS flow's clear
+                    // text was ever seen.
                     if f.protocol == crate::protocol::Protocol::Tls && !f.plaintext {
                         metrics
                             .tls_flows_without_plaintext

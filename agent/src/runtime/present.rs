@@ -22,41 +22,11 @@ use crate::{
 const SEC: Nanos = 1_000_000_000;
 
 pub fn violation_row(v: &Violation) -> ViolationRow {
-    ViolationRow {
-        kind: v.key.kind.as_str().to_owned(),
-        endpoint: v.key.endpoint.to_string(),
-        client: v.key.client.to_string(),
-        severity: v.severity.as_str().to_owned(),
-        stage: v.stage.as_ref().map(ToString::to_string),
-        first_seen: format_rfc3339(v.first_seen),
-        last_seen: format_rfc3339(v.last_seen),
-        count: v.count,
-        detail: v.detail.clone(),
-        state: if v.resolved_at.is_some() {
-            "resolved"
-        } else {
-            "open"
-        }
-        .to_owned(),
-    }
+    ViolationRow::from(v)
 }
 
 pub fn flow_row(f: &FlowRecord) -> FlowRow {
-    FlowRow {
-        src: f.id.client.to_string(),
-        dst: f.id.server.to_string(),
-        protocol: f.protocol.as_str().to_owned(),
-        tls_version: f.tls_version.map(|v| v.as_str().to_owned()),
-        cipher: f.cipher.clone(),
-        sni: f.sni.clone(),
-        endpoint: f.endpoint.to_string(),
-        client: f.client.to_string(),
-        identified_by: f.identified_by.as_str().to_owned(),
-        requests: f.requests,
-        plaintext: f.plaintext,
-        first_seen: format_rfc3339(f.first_seen),
-        last_seen: format_rfc3339(f.last_seen),
-    }
+    FlowRow::from(f)
 }
 
 /// The TLS probes' coverage for `rampwatch status`.

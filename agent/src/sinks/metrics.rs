@@ -94,7 +94,7 @@ impl Metrics {
             flows: labelled!(
                 IntCounterVec,
                 "rampwatch_flows_total",
-                "Flows judged, by endpoint, protocol and TLS version.",
+                "Flows classified (counted once, when protocol, endpoint and TLS version are known), by endpoint, protocol and TLS version.",
                 ["endpoint", "protocol", "tls_version"]
             ),
             stage_info: labelled!(

@@ -26,7 +26,6 @@ use tests::{
     agent_proc::{Launch, cli},
     canary::{Canaries, Leak, Rng, assert_no_leaks},
     cgroup::CgroupGuard,
-    free_port,
     http::HttpServer,
     tls::TlsServer,
     tools::require_tools,
@@ -118,7 +117,7 @@ fn live_agent_never_outputs_a_planted_credential() {
         ledger: HttpServer::start(any, 3),
         orders: HttpServer::start(any, 3),
         unlisted: HttpServer::start(any, 3),
-        tls: TlsServer::start_in(SocketAddr::new(LOCALHOST, free_port(LOCALHOST)), &cg),
+        tls: TlsServer::start_on_in(LOCALHOST, &cg),
     };
     let ports = Ports {
         ledger: servers.ledger.addr().port(),

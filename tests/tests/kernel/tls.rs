@@ -1,14 +1,10 @@
 //! TLS: the first to-server sample of a flow holds the ClientHello, byte for
 //! byte what the client sent (checked against tcpdump).
 
-use std::{
-    net::{IpAddr, SocketAddr},
-    process::Stdio,
-};
+use std::{net::IpAddr, process::Stdio};
 
 use agent::event::{Direction, FlowId};
 use tests::{
-    free_port,
     harness::Tuning,
     pcap::{clients_of, flow_closed},
     tls::TlsServer,
@@ -20,7 +16,7 @@ use crate::{EVENT_TIMEOUT, capture_in_cgroup, dump_lo};
 fn client_hello_first(ip: &str, client: &str) {
     require_tools();
     let ip: IpAddr = ip.parse().expect("ip");
-    let server = TlsServer::start(SocketAddr::new(ip, free_port(ip)), None);
+    let server = TlsServer::start_on(ip);
     let (cg, mut h) = capture_in_cgroup("tls", server.addr, Tuning::default());
     let dump = dump_lo(server.addr, 65535);
     let url_host = if ip.is_ipv6() {

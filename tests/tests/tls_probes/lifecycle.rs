@@ -8,7 +8,7 @@ use std::{
     process::{Command, Stdio},
 };
 
-use tests::{free_port, tls_servers::PyServer, tools::require_tools, wait::wait_for};
+use tests::{on_free_port, tls_servers::PyServer, tools::require_tools, wait::wait_for};
 
 use crate::{EVENT_TIMEOUT, loopback, tls_capture, wait_probed};
 
@@ -59,7 +59,9 @@ fn uprobes_of(pid: u32) -> usize {
 fn tls_stop_detaches_every_probe_and_exit_detaches_its_own() {
     require_tools();
     let ip = loopback(false);
-    let a = PyServer::start(SocketAddr::new(ip, free_port(ip)));
+    let a = on_free_port(ip, "PyServer", |port| {
+        Some(PyServer::start(SocketAddr::new(ip, port)))
+    });
     let (_cg, h) = tls_capture("tlsstop", a.addr);
     wait_probed(&h, &[a.pid()]);
     assert!(uprobes_of(a.pid()) >= 5, "uprobes attached for {}", a.pid());
@@ -87,7 +89,9 @@ fn tls_stop_detaches_every_probe_and_exit_detaches_its_own() {
 fn tls_killed_capture_process_leaves_nothing_attached() {
     require_tools();
     let ip = loopback(false);
-    let server = PyServer::start(SocketAddr::new(ip, free_port(ip)));
+    let server = on_free_port(ip, "PyServer", |port| {
+        Some(PyServer::start(SocketAddr::new(ip, port)))
+    });
     let cg = tests::cgroup::CgroupGuard::new("tlskill");
     let mut child = Command::new(env!("CARGO_BIN_EXE_rw-helper"))
         .arg("capture-cgroup-tls")
@@ -118,7 +122,9 @@ fn tls_killed_capture_process_leaves_nothing_attached() {
 fn tls_excluded_process_is_not_probed() {
     require_tools();
     let ip = loopback(false);
-    let server = PyServer::start(SocketAddr::new(ip, free_port(ip)));
+    let server = on_free_port(ip, "PyServer", |port| {
+        Some(PyServer::start(SocketAddr::new(ip, port)))
+    });
     let cg = tests::cgroup::CgroupGuard::new("tlsexcl");
     let mut tuning = crate::tls_tuning();
     if let Some(t) = tuning.tls.as_mut() {

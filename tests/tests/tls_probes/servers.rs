@@ -8,7 +8,7 @@ use agent::{
     event::{Direction, Event},
 };
 use tests::{
-    free_port,
+    on_free_port,
     tls_servers::{Nginx, PYTHON, PyServer, curl, py_client},
     tools::require_tools,
 };
@@ -20,7 +20,9 @@ use crate::{check_exact, check_requests, flow, loopback, plaintext, tls_capture,
 fn nginx_before_capture_curl(v6: bool) {
     require_tools();
     let ip = loopback(v6);
-    let nginx = Nginx::start(SocketAddr::new(ip, free_port(ip)), 2);
+    let nginx = on_free_port(ip, "Nginx", |port| {
+        Some(Nginx::start(SocketAddr::new(ip, port), 2))
+    });
     let workers = nginx.workers();
     assert_eq!(workers.len(), 2, "nginx workers: {workers:?}");
     let (cg, mut h) = tls_capture("tlsng", nginx.addr);
@@ -62,7 +64,7 @@ fn tls_nginx_before_capture_curl_keepalive_v6() {
 fn tls_nginx_started_after_capture_is_probed() {
     require_tools();
     let ip = loopback(false);
-    let addr = SocketAddr::new(ip, free_port(ip));
+    let addr = on_free_port(ip, "a later server", |port| Some(SocketAddr::new(ip, port)));
     let (cg, mut h) = tls_capture("tlsafter", addr);
     let nginx = Nginx::start(addr, 2);
     let workers = nginx.workers();
@@ -82,7 +84,9 @@ fn tls_nginx_started_after_capture_is_probed() {
 fn python_server_threads(v6: bool) {
     require_tools();
     let ip = loopback(v6);
-    let server = PyServer::start(SocketAddr::new(ip, free_port(ip)));
+    let server = on_free_port(ip, "PyServer", |port| {
+        Some(PyServer::start(SocketAddr::new(ip, port)))
+    });
     let (cg, mut h) = tls_capture("tlspy", server.addr);
     wait_probed(&h, &[server.pid()]);
     let mut flows = Vec::new();
@@ -120,7 +124,9 @@ fn tls_python_server_threads_and_reused_fds_v6() {
 fn tls_pipelined_requests_in_one_read() {
     require_tools();
     let ip = loopback(false);
-    let nginx = Nginx::start(SocketAddr::new(ip, free_port(ip)), 1);
+    let nginx = on_free_port(ip, "Nginx", |port| {
+        Some(Nginx::start(SocketAddr::new(ip, port), 1))
+    });
     let (cg, mut h) = tls_capture("tlspipe", nginx.addr);
     let workers = nginx.workers();
     wait_probed(&h, &workers);

@@ -5,7 +5,7 @@ use super::*;
 use crate::{
     contract::{Contract, parse_rfc3339},
     event::{Event, FlowEndReason, FlowId, tcp_flags},
-    flow::FlowConfig,
+    flow::{FlowConfig, Protocol},
 };
 
 fn records(e: &mut Engine) -> Vec<FlowRecord> {
@@ -138,6 +138,66 @@ fn out_of_order_and_retransmitted_segments_count_once() {
     );
     assert_eq!(r[0].gaps, 0);
     assert_eq!(found(&e), vec![]);
+}
+
+/// `rampwatch_flows_total` counts on `FlowClassified`: a keep-alive
+/// connection is classified at its first request, once, long before it
+/// leaves the table; a flow that never settles is classified when reported.
+#[test]
+fn a_live_keepalive_flow_is_classified_once_at_its_first_request() {
+    let classified = |outs: &[Output]| -> Vec<FlowRecord> {
+        outs.iter()
+            .filter_map(|o| match o {
+                Output::FlowClassified(f) => Some(f.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut e = engine();
+    let (c, s) = ("10.1.0.9:5001", "10.20.2.5:8080");
+    e.handle(pkt(t0(), c, s, 100, tcp_flags::SYN, b""));
+    e.handle(pkt(t0(), s, c, 500, tcp_flags::SYN | ACK, b""));
+    assert!(classified(&e.drain().collect::<Vec<_>>()).is_empty());
+    let one = get("/v1/orders/1", Some("acme-token"));
+    e.handle(pkt(t0() + 1000, c, s, 101, ACK | tcp_flags::PSH, &one));
+    let first: Vec<Output> = e.drain().collect();
+    let got = classified(&first);
+    assert_eq!(got.len(), 1, "{first:?}");
+    assert_eq!(&*got[0].endpoint, "orders");
+    assert_eq!(got[0].protocol, Protocol::Http);
+    assert_eq!(got[0].end, None, "classified while the flow is live");
+    assert!(!first.iter().any(|o| matches!(o, Output::Flow(_))));
+    // More requests on the same connection: not classified again.
+    let mut seq = 101 + one.len() as u32;
+    for i in 0..3 {
+        e.handle(pkt(t0() + 2000 + i, c, s, seq, ACK | tcp_flags::PSH, &one));
+        seq += one.len() as u32;
+    }
+    end_flow(&mut e, t0() + SEC, c, s, seq, 501);
+    e.finish();
+    let rest: Vec<Output> = e.drain().collect();
+    assert!(classified(&rest).is_empty(), "{rest:?}");
+    assert_eq!(
+        rest.iter().filter(|o| matches!(o, Output::Flow(_))).count(),
+        1
+    );
+
+    // A flow with payload that never settles (unknown protocol) is still
+    // classified once, just before its record.
+    let mut e = engine();
+    tcp_flow(&mut e, t0(), "10.1.0.9:5002", "10.20.2.5:8080", &[b"\x00"]);
+    e.finish();
+    let outs: Vec<Output> = e.drain().collect();
+    let at = outs
+        .iter()
+        .position(|o| matches!(o, Output::FlowClassified(_)))
+        .expect("classified");
+    let rec = outs
+        .iter()
+        .position(|o| matches!(o, Output::Flow(_)))
+        .expect("a record");
+    assert!(at < rec, "{outs:?}");
+    assert_eq!(classified(&outs).len(), 1);
 }
 
 #[test]

@@ -6,6 +6,12 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::{
+    contract::format_rfc3339,
+    event::FlowEndReason,
+    policy::{FlowRecord, Violation},
+};
+
 /// A request on the socket: one JSON object on one line.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
@@ -134,6 +140,9 @@ pub struct ClientRow {
     pub next_starts_in_secs: Option<i64>,
 }
 
+/// One flow, as the API and `rampwatch replay -o json` both write it (the
+/// one builder is `From<&FlowRecord>`). Fields after `last_seen` default,
+/// so a CLI reads an older agent's answer.
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
 pub struct FlowRow {
     pub src: String,
@@ -144,9 +153,6 @@ pub struct FlowRow {
     pub sni: Option<String>,
     pub endpoint: String,
     pub client: String,
-    /// `credential`, `certificate`, `source` or `unknown`.
-    #[serde(default)]
-    pub identified_by: String,
     pub requests: u64,
     /// TLS flows: the probes delivered the clear text (requests, identity
     /// and paths judged); false means only the handshake was seen.
@@ -154,6 +160,78 @@ pub struct FlowRow {
     pub plaintext: bool,
     pub first_seen: String,
     pub last_seen: String,
+    #[serde(default)]
+    pub alpn: Option<String>,
+    /// `credential`, `certificate`, `source` or `unknown`.
+    #[serde(default)]
+    pub identified_by: String,
+    /// Both directions.
+    #[serde(default)]
+    pub packets: u64,
+    #[serde(default)]
+    pub bytes_to_server: u64,
+    #[serde(default)]
+    pub bytes_to_client: u64,
+    /// Reassembly holes and truncated segments.
+    #[serde(default)]
+    pub gaps: u32,
+    /// `fin`, `rst`, `idle`, or `open` while live.
+    #[serde(default)]
+    pub end: String,
+}
+
+impl From<&FlowRecord> for FlowRow {
+    fn from(f: &FlowRecord) -> Self {
+        Self {
+            src: f.id.client.to_string(),
+            dst: f.id.server.to_string(),
+            protocol: f.protocol.as_str().to_owned(),
+            tls_version: f.tls_version.map(|v| v.as_str().to_owned()),
+            cipher: f.cipher.clone(),
+            sni: f.sni.clone(),
+            endpoint: f.endpoint.to_string(),
+            client: f.client.to_string(),
+            requests: f.requests,
+            first_seen: format_rfc3339(f.first_seen),
+            last_seen: format_rfc3339(f.last_seen),
+            alpn: f.alpn.clone(),
+            identified_by: f.identified_by.as_str().to_owned(),
+            plaintext: f.plaintext,
+            packets: f.packets[0] + f.packets[1],
+            bytes_to_server: f.bytes[0],
+            bytes_to_client: f.bytes[1],
+            gaps: f.gaps,
+            end: match f.end {
+                Some(FlowEndReason::Fin) => "fin",
+                Some(FlowEndReason::Rst) => "rst",
+                Some(FlowEndReason::Idle) => "idle",
+                None => "open",
+            }
+            .to_owned(),
+        }
+    }
+}
+
+impl From<&Violation> for ViolationRow {
+    fn from(v: &Violation) -> Self {
+        Self {
+            kind: v.key.kind.as_str().to_owned(),
+            endpoint: v.key.endpoint.to_string(),
+            client: v.key.client.to_string(),
+            severity: v.severity.as_str().to_owned(),
+            stage: v.stage.as_ref().map(ToString::to_string),
+            first_seen: format_rfc3339(v.first_seen),
+            last_seen: format_rfc3339(v.last_seen),
+            count: v.count,
+            detail: v.detail.clone(),
+            state: if v.resolved_at.is_some() {
+                "resolved"
+            } else {
+                "open"
+            }
+            .to_owned(),
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]

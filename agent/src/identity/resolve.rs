@@ -1,0 +1,138 @@
+//! Who is calling: the contract's clients compiled into lookup tables
+//! ([`Directory`]), and the one implementation of the resolution order
+//! ([`Directory::identify`]): credential → client certificate → source
+//! address → unknown.
+
+use std::{collections::HashMap as StdHashMap, net::IpAddr};
+
+use ipnet::IpNet;
+
+use crate::{
+    contract::{self, Contract},
+    event::Nanos,
+};
+
+/// Lookups on the request path: foldhash, not SipHash (the keys are
+/// fingerprints, not attacker-chosen in a way that matters).
+type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::FixedState>;
+
+/// A SHA-256 fingerprint (credential or DER certificate), raw.
+pub type Fp = [u8; 32];
+
+/// How a client was recognised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    Credential,
+    Certificate,
+    Source,
+    Unknown,
+}
+
+impl Via {
+    /// Strength of the identification, in the contract's order.
+    pub const fn rank(self) -> u8 {
+        match self {
+            Self::Credential => 3,
+            Self::Certificate => 2,
+            Self::Source => 1,
+            Self::Unknown => 0,
+        }
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Credential => "credential",
+            Self::Certificate => "certificate",
+            Self::Source => "source",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// Who is calling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// Index of the client in the contract.
+    pub client: Option<usize>,
+    pub via: Via,
+    /// The credential seen (first credential header), known or not.
+    pub credential: Option<Fp>,
+    pub certificate: Option<Fp>,
+}
+
+/// A credential the contract lists.
+#[derive(Clone, Copy, Debug)]
+pub struct KnownCredential {
+    /// Index of the client in the contract.
+    pub client: usize,
+    pub issued_at: Option<Nanos>,
+}
+
+/// The contract's clients as lookup tables, built once per (re)load.
+#[derive(Clone, Debug, Default)]
+pub struct Directory {
+    pub credentials: HashMap<Fp, KnownCredential>,
+    pub certificates: HashMap<Fp, usize>,
+    /// In file order: the first client whose network holds the source wins.
+    pub sources: Vec<(IpNet, usize)>,
+}
+
+impl Directory {
+    pub fn new(contract: &Contract) -> Self {
+        let mut d = Self::default();
+        for (i, cl) in contract.clients().iter().enumerate() {
+            for cred in &cl.credentials {
+                d.credentials.insert(
+                    *cred.fingerprint.as_bytes(),
+                    KnownCredential {
+                        client: i,
+                        issued_at: Some(cred.issued_at),
+                    },
+                );
+            }
+            for fp in &cl.certificates {
+                d.certificates.insert(*fp.as_bytes(), i);
+            }
+            for net in &cl.sources {
+                d.sources.push((*net, i));
+            }
+        }
+        d
+    }
+
+    /// Identity in the contract's order: credential → client certificate →
+    /// source address → unknown. An unrecognised credential does not stop
+    /// the search, and is kept (hashed) when nothing identifies the caller.
+    pub fn identify(
+        &self,
+        credentials: &[Fp],
+        certificate: Option<Fp>,
+        source: IpAddr,
+    ) -> Identity {
+        let mut id = Identity {
+            client: None,
+            via: Via::Unknown,
+            credential: credentials.first().copied(),
+            certificate,
+        };
+        if let Some((fp, c)) = credentials
+            .iter()
+            .find_map(|fp| self.credentials.get(fp).map(|c| (*fp, c)))
+        {
+            id.client = Some(c.client);
+            id.via = Via::Credential;
+            id.credential = Some(fp);
+        } else if let Some(c) = certificate.and_then(|fp| self.certificates.get(&fp)) {
+            id.client = Some(*c);
+            id.via = Via::Certificate;
+        } else if let Some((_, c)) = self
+            .sources
+            .iter()
+            .find(|(n, _)| n.contains(&contract::canonical_ip(source)))
+        {
+            id.client = Some(*c);
+            id.via = Via::Source;
+        }
+        id
+    }
+}
