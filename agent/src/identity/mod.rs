@@ -18,5 +18,6 @@
 //! credential by its fingerprint separately).
 
 mod fingerprint;
+pub mod workload;
 
 pub use fingerprint::{Fingerprint, FingerprintParseError, PREFIX};
