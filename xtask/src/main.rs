@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup | build | test | run | bench`.
+//! Project tasks: `cargo xtask setup | build | test | run | image | bench`.
 //!
 //! Every task does its own set-up, so the README's two commands work on a
 //! fresh machine: `cargo xtask run -- agent --contract examples/contract.yaml`
@@ -8,6 +8,7 @@ mod bench;
 mod bench_replay;
 mod cmd;
 mod demo;
+mod image;
 mod run;
 mod setup;
 mod test;
@@ -46,6 +47,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build the agent's OCI image with podman, offline (`FROM scratch`).
+    Image(image::Options),
     /// Benchmarks; they print figures and never fail on speed.
     Bench {
         #[command(subcommand)]
@@ -71,6 +74,7 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Test(options) => test::run(&options),
         Task::Run { args } => run::run(&args),
+        Task::Image(options) => image::run(&options),
         Task::Bench { which } => bench::run(which),
     }
 }
