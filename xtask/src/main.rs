@@ -9,6 +9,7 @@ mod bench_replay;
 mod cmd;
 mod demo;
 mod image;
+mod manifests;
 mod run;
 mod setup;
 mod test;
@@ -49,6 +50,8 @@ enum Task {
     },
     /// Build the agent's OCI image with podman, offline (`FROM scratch`).
     Image(image::Options),
+    /// Regenerate deploy/kubernetes/prometheusrule.yaml from the alert rules.
+    Manifests,
     /// Benchmarks; they print figures and never fail on speed.
     Bench {
         #[command(subcommand)]
@@ -75,6 +78,7 @@ fn main() -> anyhow::Result<()> {
         Task::Test(options) => test::run(&options),
         Task::Run { args } => run::run(&args),
         Task::Image(options) => image::run(&options),
+        Task::Manifests => manifests::generate(),
         Task::Bench { which } => bench::run(which),
     }
 }

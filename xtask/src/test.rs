@@ -51,7 +51,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     eprintln!("xtask: alert rules (promtool)");
     alert_rules()?;
 
-    eprintln!("xtask: deployment manifests (kubernetes-validate)");
+    eprintln!("xtask: deployment manifests (kubernetes-validate, checkov)");
     manifests()?;
 
     if options.no_kernel {
@@ -84,8 +84,9 @@ fn manifests() -> anyhow::Result<()> {
     let validate = || {
         Command::new("python3")
             .args(["-m", "kubernetes_validate", "--strict"])
-            .arg(root().join("deploy/kubernetes/rampwatch.yaml"))
+            .args(crate::manifests::files()?)
             .status()
+            .map_err(anyhow::Error::from)
     };
     if cmd::probe(Command::new("python3").args(["-m", "kubernetes_validate", "--version"]))
         .is_none()
@@ -102,7 +103,7 @@ fn manifests() -> anyhow::Result<()> {
     }
     let status = validate().context("could not run kubernetes-validate")?;
     if !status.success() {
-        bail!("deploy/kubernetes/rampwatch.yaml does not validate against the Kubernetes schemas");
+        bail!("deploy/kubernetes does not validate against the Kubernetes schemas");
     }
-    Ok(())
+    crate::manifests::checkov()
 }
