@@ -64,6 +64,14 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         &["build", "--package", "agent", "--bin", "rampwatch"],
         false,
     )?;
+    // The image tests run the agent's image under podman: build it once.
+    if options
+        .filter
+        .as_deref()
+        .is_none_or(|f| f.contains("image") || "image_".contains(f))
+    {
+        crate::image::build(crate::image::IMAGE)?;
+    }
     let mut args = vec!["test", "--package", "tests", "--"];
     if let Some(filter) = &options.filter {
         args.push(filter);
