@@ -456,11 +456,13 @@ fn image_agent_runs_as_nobody_with_only_the_daemonsets_capabilities() {
     let ds = daemonset();
     // The host's own /etc/hosts name for 127.0.0.1.
     let node = Node::new("localhost");
-    // The DaemonSet's set plus CAP_CHOWN: the agent chowns its socket to
-    // root (agent/src/sinks/api/server.rs), which uid 0 may do to its own
-    // file without it but another uid may not.
+    // The DaemonSet's set plus CAP_CHOWN and CAP_FOWNER, for one reason
+    // only: the agent chowns its socket to root and then chmods it
+    // (agent/src/sinks/api/server.rs), which uid 0 may do to its own file
+    // without them but another uid may not. `chown(path, None, group)`
+    // there would make both unnecessary.
     let mut caps: Vec<String> = capabilities(&ds);
-    caps.push("CAP_CHOWN".into());
+    caps.extend(["CAP_CHOWN".into(), "CAP_FOWNER".into()]);
     let list = caps
         .iter()
         .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
