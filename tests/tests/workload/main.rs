@@ -86,6 +86,10 @@ fn resolver(host: &Path, min_rewalk: Duration) -> WorkloadResolver {
     WorkloadResolver::new(cfg).expect("the cgroup v2 root is readable")
 }
 
+/// The system's Python itself, not a version manager's shim script, so
+/// the process's `exe` is known.
+const PYTHON: &str = "/usr/bin/python3";
+
 /// `python3 -m http.server` in `cg`, listening on 127.0.0.1:port.
 struct PyServer(Child, SocketAddr);
 
@@ -94,7 +98,7 @@ impl PyServer {
         let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
         let addr = SocketAddr::new(ip, free_port(ip));
         let child = cg
-            .command("python3")
+            .command(PYTHON)
             .args(["-m", "http.server", "--bind", "127.0.0.1"])
             .arg(addr.port().to_string())
             .current_dir("/")
@@ -218,7 +222,7 @@ fn workload_of_kernel_reported_cgroup_ids_kubelet_systemd_and_cgroupfs_drivers()
     let pid = server.0.id();
     assert_eq!(r.cgroup_id_of_pid(pid), Some(server_cg.leaf().id()));
     let p = r.process(pid).expect("the server's process facts");
-    let python = fs::canonicalize(which::which("python3").unwrap()).unwrap();
+    let python = fs::canonicalize(PYTHON).unwrap();
     assert_eq!(p.exe.as_deref(), python.to_str());
     assert!(
         p.comm.as_deref().is_some_and(|c| c.starts_with("python3")),
