@@ -327,6 +327,7 @@ fn workload_pod_churn_keeps_names_right_and_memory_bounded() {
     };
 
     let mut max_cached = 0;
+    let started = std::time::Instant::now();
     for n in 0..300u32 {
         let uid = format!("{n:08x}-1111-4111-8111-111111111111");
         let id = container_id(char::from_digit(n % 16, 16).unwrap());
@@ -361,8 +362,17 @@ fn workload_pod_churn_keeps_names_right_and_memory_bounded() {
         )
         .unwrap();
     }
+    let elapsed = started.elapsed();
     stop.store(true, Ordering::Relaxed);
     churn.join().unwrap();
+    // Figures for the record, not assertions.
+    let stats = r.stats();
+    eprintln!(
+        "churn: {} pod cgroups created and removed by the other thread and 300 resolved in {elapsed:?}; {} walks, {} cached at most",
+        churned.load(Ordering::Relaxed),
+        stats.walks,
+        max_cached
+    );
     assert!(
         churned.load(Ordering::Relaxed) >= 300,
         "the churn thread ran only {} rounds",
