@@ -3,6 +3,10 @@
 //! servers and clients in them, the kernel's own cgroup ids for their
 //! sockets, and the kubelet's pod directories laid out as on a node.
 //!
+//! Each test builds its layouts under its own `rwt-wl-…` cgroup below the
+//! root (the names are matched wherever they sit, as on kind's nested
+//! kubelets), so a real `kubepods.slice` on the machine is never touched.
+//!
 //! Run as root: `cargo xtask test --filter workload_` (under
 //! `flock /tmp/rampwatch-kernel.lock`; the first test attaches a capture).
 
