@@ -54,6 +54,18 @@ impl CgroupGuard {
         &self.path
     }
 
+    /// A child cgroup `<self>/<name>` (a name as kubelet or systemd would
+    /// write it), removed on drop: drop it before its parent.
+    pub fn child(&self, name: &str) -> Self {
+        let path = self.path.join(name);
+        fs::create_dir(&path)
+            .unwrap_or_else(|e| panic!("cannot create cgroup {}: {e}", path.display()));
+        Self {
+            path,
+            root: self.root.clone(),
+        }
+    }
+
     /// The cgroup id the kernel reports (`bpf_skb_cgroup_id`,
     /// `bpf_get_current_cgroup_id`): the inode number of the directory.
     pub fn id(&self) -> u64 {

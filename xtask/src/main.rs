@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup | build | test | run | bench`.
+//! Project tasks: `cargo xtask setup | build | test | run | image | bench`.
 //!
 //! Every task does its own set-up, so the README's two commands work on a
 //! fresh machine: `cargo xtask run -- agent --contract examples/contract.yaml`
@@ -10,6 +10,8 @@ mod bench_replay;
 mod cmd;
 mod dated;
 mod demo;
+mod image;
+mod manifests;
 mod run;
 mod setup;
 mod test;
@@ -48,6 +50,10 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build the agent's OCI image with podman, offline (`FROM scratch`).
+    Image(image::Options),
+    /// Regenerate deploy/kubernetes/prometheusrule.yaml from the alert rules.
+    Manifests,
     /// Benchmarks; they print figures and never fail on speed.
     Bench {
         #[command(subcommand)]
@@ -73,6 +79,8 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Test(options) => test::run(&options),
         Task::Run { args } => run::run(&args),
+        Task::Image(options) => image::run(&options),
+        Task::Manifests => manifests::generate(),
         Task::Bench { which } => bench::run(which),
     }
 }

@@ -103,7 +103,10 @@ fn phases_in_order(options: &Options, phases: &mut Phases) -> anyhow::Result<()>
         )
     })?;
     phases.run("alert rules (promtool)", alert_rules)?;
-    phases.run("deployment manifests (kubernetes-validate)", manifests)?;
+    phases.run(
+        "deployment manifests (kubernetes-validate, checkov)",
+        manifests,
+    )?;
     if options.no_kernel {
         eprintln!("xtask: skipping the smoke and real-kernel tests (--no-kernel)");
         return Ok(());
@@ -113,6 +116,16 @@ fn phases_in_order(options: &Options, phases: &mut Phases) -> anyhow::Result<()>
         "capture smoke test (unprivileged, setpriv)",
         smoke_unprivileged,
     )?;
+    // The image tests run the agent's image under podman: built once.
+    if options
+        .filter
+        .as_deref()
+        .is_none_or(|f| f.contains("image") || "image_".contains(f))
+    {
+        phases.run("agent image (podman)", || {
+            crate::image::build(crate::image::IMAGE).map(|_| ())
+        })?;
+    }
     phases.run("real-kernel and end-to-end tests", || {
         // The end-to-end and canary tests run the real `rampwatch` binary.
         cmd::cargo(
@@ -273,8 +286,9 @@ fn manifests() -> anyhow::Result<()> {
     let validate = || {
         Command::new("python3")
             .args(["-m", "kubernetes_validate", "--strict"])
-            .arg(root().join("deploy/kubernetes/rampwatch.yaml"))
+            .args(crate::manifests::files()?)
             .status()
+            .map_err(anyhow::Error::from)
     };
     if cmd::probe(Command::new("python3").args(["-m", "kubernetes_validate", "--version"]))
         .is_none()
@@ -291,7 +305,7 @@ fn manifests() -> anyhow::Result<()> {
     }
     let status = validate().context("could not run kubernetes-validate")?;
     if !status.success() {
-        bail!("deploy/kubernetes/rampwatch.yaml does not validate against the Kubernetes schemas");
+        bail!("deploy/kubernetes does not validate against the Kubernetes schemas");
     }
-    Ok(())
+    crate::manifests::checkov()
 }

@@ -21,6 +21,7 @@
 pub mod credential;
 mod fingerprint;
 pub mod resolve;
+pub mod workload;
 
 pub use credential::{Credential, CredentialHeaders, fingerprint as credential_fingerprint};
 pub use fingerprint::{Fingerprint, FingerprintParseError, PREFIX};

@@ -1,0 +1,545 @@
+//! The agent's image under podman with the DaemonSet's own securityContext
+//! and mounts, read from deploy/kubernetes/daemonset.yaml so the two cannot
+//! drift; and the binary as a non-root user with only those capabilities.
+//!
+//! Needs the image (`cargo xtask image`; `cargo xtask test` builds it once
+//! per run and passes its name in `RAMPWATCH_IMAGE`). Run as root under
+//! `flock /tmp/rampwatch-kernel.lock`: `cargo xtask test --filter image_`.
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "fixture helpers of a test binary: a failed step panics, and the backtrace names it"
+)]
+
+use std::{
+    fs,
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream},
+    os::unix::fs::{PermissionsExt as _, chown},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::Duration,
+};
+
+use serde_json::Value;
+use tests::{
+    TempDir,
+    agent_proc::{json_lines, rampwatch_binary},
+    cgroup::CgroupGuard,
+    on_free_port, unique_name,
+    wait::{DEFAULT_TIMEOUT, wait_for, wait_until},
+};
+
+/// How podman runs containers on these machines (crun refuses the hybrid
+/// cgroup layout).
+const PODMAN_RUN: &[&str] = &[
+    "run",
+    "--runtime",
+    "runc",
+    "--ulimit",
+    "nofile=1024:1024",
+    "--ulimit",
+    "nproc=1024:1024",
+];
+
+const API_HOST: &str = "api.rampwatch.test";
+
+fn image() -> String {
+    let image = std::env::var("RAMPWATCH_IMAGE")
+        .unwrap_or_else(|_| format!("localhost/rampwatch:{}", env!("CARGO_PKG_VERSION")));
+    let exists = Command::new("podman")
+        .args(["image", "exists", &image])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        exists,
+        "podman has no image {image}: build it with `cargo xtask image` (`cargo xtask test` does)"
+    );
+    image
+}
+
+fn daemonset() -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/daemonset.yaml");
+    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_yaml::from_str(&text).expect("the DaemonSet is YAML")
+}
+
+/// The agent container's spec and its pod's volumes.
+fn agent_container(ds: &Value) -> (&Value, &Vec<Value>) {
+    let pod = &ds["spec"]["template"]["spec"];
+    let c = pod["containers"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["name"] == "agent"))
+        .expect("the DaemonSet has an `agent` container");
+    (c, pod["volumes"].as_array().expect("volumes"))
+}
+
+/// The DaemonSet's added capabilities, as `CAP_X`.
+fn capabilities(ds: &Value) -> Vec<String> {
+    let (c, _) = agent_container(ds);
+    let caps = &c["securityContext"]["capabilities"];
+    assert_eq!(
+        caps["drop"],
+        serde_json::json!(["ALL"]),
+        "the DaemonSet must drop ALL"
+    );
+    caps["add"]
+        .as_array()
+        .expect("capabilities.add")
+        .iter()
+        .map(|v| format!("CAP_{}", v.as_str().expect("a capability name")))
+        .collect()
+}
+
+/// A node for one test: the contract, the audit key, the host directories
+/// the DaemonSet mounts, and the test cgroup the agent watches.
+struct Node {
+    dir: TempDir,
+    cgroup: CgroupGuard,
+    server: Child,
+    server_addr: SocketAddr,
+    api_host: String,
+}
+
+impl Node {
+    /// `api_host`: the contract endpoint's only host name; it must resolve
+    /// to 127.0.0.1 where the agent runs.
+    fn new(api_host: &str) -> Self {
+        let dir = TempDir::new("img");
+        let cgroup = CgroupGuard::new("img");
+        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let server_addr = on_free_port(ip, "a test port", |port| Some(SocketAddr::new(ip, port)));
+        for d in [
+            "contract",
+            "secret",
+            "run",
+            "audit",
+            "var/log/pods",
+            "var/log/containers",
+        ] {
+            fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        // The endpoint is named only by host name and has no ports: its
+        // traffic is watched only if the name resolves (an unresolvable
+        // port-less name is skipped), so a flow proves getaddrinfo works in
+        // the image.
+        fs::write(
+            dir.path().join("contract/contract.yaml"),
+            format!(
+                r#"apiVersion: rampwatch.io/v1
+kind: RampContract
+metadata:
+  name: image-test
+spec:
+  dataClasses:
+    - name: public
+      encryption: optional
+      authentication: optional
+  endpoints:
+    - name: api
+      dataClass: public
+      hosts: ["{api_host}"]
+  clients: []
+  stages:
+    - name: pilot
+      startsAt: "2026-01-01T00:00:00Z"
+      credentialMaxAge: 90d
+      quotas: []
+"#
+            ),
+        )
+        .unwrap();
+        let server = cgroup
+            .command("python3")
+            .args(["-m", "http.server", "--bind", "127.0.0.1"])
+            .arg(server_addr.port().to_string())
+            .current_dir("/")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start python3 -m http.server");
+        wait_for("python3 http.server to listen", DEFAULT_TIMEOUT, || {
+            TcpStream::connect(server_addr).is_ok()
+        });
+        Self {
+            dir,
+            cgroup,
+            server,
+            server_addr,
+            api_host: api_host.to_owned(),
+        }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.path("run/rampwatch.sock")
+    }
+
+    /// The test cgroup as the container sees it under the DaemonSet's
+    /// `/host/sys/fs/cgroup` (the host's cgroup v2 root may be below
+    /// /sys/fs/cgroup, as on hybrid hosts).
+    fn cgroup_in_container(&self, mount: &str) -> String {
+        let rel = self
+            .cgroup
+            .path()
+            .strip_prefix("/sys/fs/cgroup")
+            .expect("the cgroup v2 root is under /sys/fs/cgroup");
+        format!("{mount}/{}", rel.display())
+    }
+
+    /// `podman run` arguments for the DaemonSet's agent container, minus
+    /// the capabilities in `without`.
+    fn podman_args(&self, ds: &Value, name: &str, without: &[&str]) -> Vec<String> {
+        let (c, volumes) = agent_container(ds);
+        let sc = &c["securityContext"];
+        let mut args: Vec<String> = PODMAN_RUN.iter().map(|s| s.to_string()).collect();
+        args.extend(["--detach".into(), "--name".into(), name.into()]);
+        assert_eq!(sc["privileged"], false);
+        args.extend(["--cap-drop".into(), "ALL".into()]);
+        for cap in capabilities(ds)
+            .into_iter()
+            .filter(|c| !without.contains(&c.as_str()))
+        {
+            args.extend(["--cap-add".into(), cap]);
+        }
+        if sc["readOnlyRootFilesystem"] == true {
+            // No tmpfs on /tmp, /run either: Kubernetes adds none.
+            args.extend(["--read-only".into(), "--read-only-tmpfs=false".into()]);
+        }
+        if sc["allowPrivilegeEscalation"] == false {
+            args.extend(["--security-opt".into(), "no-new-privileges".into()]);
+        }
+        match sc["seccompProfile"]["type"].as_str() {
+            Some("RuntimeDefault") => {}
+            Some("Unconfined") => {
+                args.extend(["--security-opt".into(), "seccomp=unconfined".into()])
+            }
+            other => panic!("seccompProfile {other:?}: teach this test the podman flag for it"),
+        }
+        let uid = sc["runAsUser"].as_u64().expect("runAsUser");
+        let gid = sc["runAsGroup"].as_u64().unwrap_or(uid);
+        args.extend(["--user".into(), format!("{uid}:{gid}")]);
+        let pod = &ds["spec"]["template"]["spec"];
+        assert_ne!(
+            pod["hostNetwork"], true,
+            "the test runs the agent in its own network namespace"
+        );
+        assert_ne!(
+            pod["hostPID"], true,
+            "the test runs the agent in its own pid namespace"
+        );
+        // The contract names its endpoint by a host name only the
+        // container's /etc/hosts knows.
+        args.extend(["--add-host".into(), format!("{}:127.0.0.1", self.api_host)]);
+
+        for m in c["volumeMounts"].as_array().expect("volumeMounts") {
+            let name = m["name"].as_str().unwrap();
+            let v = volumes
+                .iter()
+                .find(|v| v["name"] == name)
+                .unwrap_or_else(|| panic!("no volume {name}"));
+            let source = if let Some(host) = v["hostPath"]["path"].as_str() {
+                match host {
+                    // The real host's, as on a node.
+                    "/sys/fs/cgroup" | "/sys/kernel/btf" | "/proc" => PathBuf::from(host),
+                    // Node state: this test's own directories.
+                    "/run/rampwatch" => self.path("run"),
+                    "/var/lib/rampwatch/audit" => self.path("audit"),
+                    "/var/log/pods" => self.path("var/log/pods"),
+                    "/var/log/containers" => self.path("var/log/containers"),
+                    other => panic!(
+                        "the DaemonSet mounts hostPath {other}: teach this test where it comes from"
+                    ),
+                }
+            } else if v["configMap"]["name"] == "rampwatch-contract" {
+                self.path("contract")
+            } else if let Some(secret) = v["secret"]["secretName"].as_str() {
+                assert_eq!(secret, "rampwatch-audit-key");
+                let mode = v["secret"]["defaultMode"]
+                    .as_u64()
+                    .expect("the Secret's defaultMode");
+                let key = self.path("secret/key");
+                fs::write(&key, [7u8; 32]).unwrap();
+                fs::set_permissions(
+                    &key,
+                    fs::Permissions::from_mode(u32::try_from(mode).unwrap()),
+                )
+                .unwrap();
+                self.path("secret")
+            } else {
+                panic!("volume {name} is of a kind this test does not provide: {v}");
+            };
+            let ro = if m["readOnly"] == true { ":ro" } else { "" };
+            args.extend([
+                "--volume".into(),
+                format!(
+                    "{}:{}{ro}",
+                    source.display(),
+                    m["mountPath"].as_str().unwrap()
+                ),
+            ]);
+        }
+        args.push(image());
+        for a in c["args"].as_array().expect("args") {
+            let a = a.as_str().unwrap();
+            // Narrow the watch from the node's root cgroup to the test's
+            // (the same mount, one directory down).
+            match a.strip_prefix("--cgroup=") {
+                Some(mount) => args.push(format!("--cgroup={}", self.cgroup_in_container(mount))),
+                None => args.push(a.to_owned()),
+            }
+        }
+        args
+    }
+
+    /// `rampwatch <cmd> -o json --socket …` from the host.
+    fn cli(&self, cmd: &str) -> Option<Vec<Value>> {
+        let out = Command::new(rampwatch_binary())
+            .arg(cmd)
+            .args(["-o", "json", "--socket"])
+            .arg(self.socket())
+            .stdin(Stdio::null())
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| json_lines(&String::from_utf8_lossy(&out.stdout)))
+    }
+
+    /// Waits for the agent's status over the socket, then sends a request
+    /// to the watched server and waits for `rampwatch flows` to show it.
+    fn attached_and_seeing_traffic(&self, alive: &mut dyn FnMut() -> Option<String>) {
+        let status = wait_until(
+            "the agent's status over the mounted socket",
+            Duration::from_secs(30),
+            || {
+                if let Some(why) = alive() {
+                    panic!("the agent stopped: {why}");
+                }
+                let s = self.cli("status")?.into_iter().next()?;
+                s["contract"]
+                    .as_str()
+                    .is_some_and(|c| c == "image-test")
+                    .then_some(s)
+            },
+        );
+        let text = status.to_string();
+        assert!(
+            text.contains("cgroup_skb"),
+            "status shows no cgroup_skb capture: {text}"
+        );
+        // The host name is resolved off the engine's task, so the kernel's
+        // rule for it may land after the first status answer: a request
+        // per poll until one is seen (each is a new connection).
+        let port = format!(":{}", self.server_addr.port());
+        let flow = wait_until("a request in `rampwatch flows`", DEFAULT_TIMEOUT, || {
+            let curl = Command::new("curl")
+                .args(["-sf", "-o", "/dev/null", "--max-time", "10", "-H"])
+                .arg(format!("Host: {}", self.api_host))
+                .arg(format!("http://{}/", self.server_addr))
+                .status()
+                .expect("run curl");
+            assert!(curl.success(), "curl failed: {curl}");
+            self.cli("flows")?
+                .into_iter()
+                .find(|f| f["dst"].as_str().is_some_and(|d| d.ends_with(&port)))
+        });
+        assert_eq!(flow["endpoint"], "api", "{flow}");
+        assert_eq!(flow["protocol"], "http", "{flow}");
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+/// A podman container removed on drop.
+struct Container(String);
+
+impl Container {
+    fn logs(&self) -> String {
+        let out = Command::new("podman")
+            .args(["logs", &self.0])
+            .output()
+            .expect("podman logs");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+    /// `Some(why)` once the container is no longer running.
+    fn stopped(&self) -> Option<String> {
+        let out = Command::new("podman")
+            .args([
+                "inspect",
+                "--format",
+                "{{.State.Status}} {{.State.ExitCode}}",
+                &self.0,
+            ])
+            .output()
+            .ok()?;
+        let state = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        (!state.starts_with("running")).then(|| format!("{state}\n{}", self.logs()))
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = Command::new("podman")
+            .args(["rm", "--force", "--time", "5", &self.0])
+            .output();
+    }
+}
+
+fn podman(args: &[String]) -> Output {
+    Command::new("podman")
+        .args(args)
+        .output()
+        .expect("run podman")
+}
+
+#[test]
+fn image_runs_with_the_daemonsets_security_context() {
+    let ds = daemonset();
+    let node = Node::new(API_HOST);
+    let name = unique_name("img");
+    let out = podman(&node.podman_args(&ds, &name, &[]));
+    let container = Container(name);
+    assert!(
+        out.status.success(),
+        "podman run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    node.attached_and_seeing_traffic(&mut || container.stopped());
+    // The socket on the host is the agent's, mode 0660, root's.
+    let meta = fs::metadata(node.socket()).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    // The image holds no shell to exec into.
+    let sh = Command::new("podman")
+        .args(["exec", &container.0, "/bin/sh", "-c", "true"])
+        .output()
+        .unwrap();
+    assert!(!sh.status.success(), "the image has a shell");
+    drop(container);
+}
+
+#[test]
+fn image_without_cap_bpf_exits_with_one_sentence() {
+    let ds = daemonset();
+    assert!(capabilities(&ds).iter().any(|c| c == "CAP_BPF"));
+    let node = Node::new(API_HOST);
+    let name = unique_name("img");
+    let out = podman(&node.podman_args(&ds, &name, &["CAP_BPF"]));
+    let container = Container(name);
+    assert!(
+        out.status.success(),
+        "podman run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let why = wait_until(
+        "the agent to exit without CAP_BPF",
+        Duration::from_secs(30),
+        || container.stopped(),
+    );
+    assert!(
+        !why.starts_with("exited 0"),
+        "the agent exited 0 without CAP_BPF: {why}"
+    );
+    let sentence = "rampwatch needs root or the capabilities CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON to load \
+                    its kernel programs (missing: CAP_BPF); run it as root or grant them";
+    assert!(
+        why.contains(sentence),
+        "the agent's exit does not say why: {why}"
+    );
+}
+
+#[test]
+fn image_agent_runs_as_nobody_with_only_the_daemonsets_capabilities() {
+    let ds = daemonset();
+    // The host's own /etc/hosts name for 127.0.0.1.
+    let node = Node::new("localhost");
+    // The DaemonSet's set plus CAP_CHOWN and CAP_FOWNER, for one reason
+    // only: the agent chowns its socket to root and then chmods it
+    // (agent/src/sinks/api/server.rs), which uid 0 may do to its own file
+    // without them but another uid may not. `chown(path, None, group)`
+    // there would make both unnecessary.
+    let mut caps: Vec<String> = capabilities(&ds);
+    caps.extend(["CAP_CHOWN".into(), "CAP_FOWNER".into()]);
+    let list = caps
+        .iter()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+        .collect::<Vec<_>>()
+        .join(",");
+    let nobody = 65534;
+    for d in ["run", "audit"] {
+        chown(node.path(d), Some(nobody), Some(nobody)).unwrap();
+    }
+    chown(node.dir.path(), Some(nobody), Some(nobody)).unwrap();
+    let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let metrics = on_free_port(ip, "a test port", |port| Some(SocketAddr::new(ip, port)));
+    let log = node.path("agent.log");
+    let mut child = Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .arg(format!("--inh-caps=-all,{list}"))
+        .arg(format!("--ambient-caps=-all,{list}"))
+        .arg(format!("--bounding-set=-all,{list}"))
+        .arg(rampwatch_binary())
+        .arg("agent")
+        .arg("--contract")
+        .arg(node.path("contract/contract.yaml"))
+        .arg("--metrics-addr")
+        .arg(metrics.to_string())
+        .arg("--socket")
+        .arg(node.socket())
+        .arg("--audit-dir")
+        .arg(node.path("audit"))
+        .arg("--cgroup")
+        .arg(node.cgroup.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("run setpriv");
+    let pid = child.id();
+    let binary = fs::canonicalize(rampwatch_binary()).unwrap();
+    let caps_seen = wait_until("setpriv to exec the agent", DEFAULT_TIMEOUT, || {
+        // Until setpriv execs the agent, the process is setpriv.
+        (fs::canonicalize(format!("/proc/{pid}/exe")).ok()? == binary).then_some(())?;
+        let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let uid = s.lines().find(|l| l.starts_with("Uid:"))?.to_owned();
+        assert_eq!(uid.split_whitespace().nth(1), Some("65534"), "{uid}");
+        Some(s.lines().find(|l| l.starts_with("CapEff:"))?.to_owned())
+    });
+    let mut alive = || {
+        child
+            .try_wait()
+            .ok()
+            .flatten()
+            .map(|s| format!("{s}: {}", fs::read_to_string(&log).unwrap_or_default()))
+    };
+    node.attached_and_seeing_traffic(&mut alive);
+    let eff = u64::from_str_radix(caps_seen.split_whitespace().nth(1).unwrap(), 16).unwrap();
+    assert_eq!(
+        eff.count_ones() as usize,
+        caps.len(),
+        "the agent held more than its set: {caps_seen}"
+    );
+    // SIGINT: the agent's clean shutdown.
+    let _ = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status();
+    let status = wait_until("the agent to stop", DEFAULT_TIMEOUT, || {
+        child.try_wait().ok().flatten()
+    });
+    assert!(
+        status.success(),
+        "the agent as nobody exited with {status}: {}",
+        fs::read_to_string(&log).unwrap_or_default()
+    );
+}
