@@ -57,9 +57,9 @@ impl Phases {
         let total: Duration = self.0.iter().map(|(_, d)| *d).sum();
         eprintln!("xtask: phase timings");
         for (name, took) in &self.0 {
-            eprintln!("  {name:<40} {:>8.1} s", took.as_secs_f64());
+            eprintln!("  {name:<44} {:>8.1} s", took.as_secs_f64());
         }
-        eprintln!("  {:<40} {:>8.1} s", "total", total.as_secs_f64());
+        eprintln!("  {:<44} {:>8.1} s", "total", total.as_secs_f64());
     }
 }
 

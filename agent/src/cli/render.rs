@@ -2,7 +2,9 @@
 
 use std::io::{self, Write};
 
-use crate::sinks::api::views::{Response, TlsView, ViolationRow};
+use crate::sinks::api::views::{
+    ClientRow, FlowRow, Response, StageView, StatusView, TlsView, ViolationRow, WatchEvent,
+};
 
 /// One JSON object per line: lists are printed one element per line so
 /// `jq` and `grep` work on them directly.
@@ -147,161 +149,56 @@ fn severity(v: &ViolationRow) -> String {
     }
 }
 
+/// `response` as a table (or lines) for people; `first` is true for the
+/// first event of a `watch` stream, which prints the header.
 pub fn table(response: &Response, first: bool, out: &mut dyn Write) -> io::Result<()> {
     match response {
-        Response::Status(s) => {
-            let stage = opt(&s.stage);
-            writeln!(
-                out,
-                "contract     {} (sha256 {})",
-                s.contract,
-                clip(&s.contract_sha256, 16)
-            )?;
-            writeln!(
-                out,
-                "reload       {}",
-                if s.contract_reload_ok {
-                    "ok".to_owned()
-                } else {
-                    format!("FAILED: {}", opt(&s.last_reload_error))
-                }
-            )?;
-            writeln!(out, "stage        {stage}")?;
-            if let (Some(next), Some(at)) = (&s.next_stage, &s.next_change) {
-                writeln!(out, "next stage   {next} at {}", short_time(at))?;
-            }
-            writeln!(out, "capture      {}", s.capture)?;
-            writeln!(out, "started      {}", short_time(&s.started_at))?;
-            writeln!(out, "flows        {} active", s.flows_active)?;
-            writeln!(out, "violations   {} open", s.violations_open)?;
-            let lost: u64 = s.events_lost.values().sum();
-            writeln!(out, "events lost  {lost}")?;
-            for (reason, n) in s.events_lost.iter().filter(|(_, n)| **n > 0) {
-                writeln!(out, "  {reason:<24} {n}")?;
-            }
-            tls_status(&s.tls, out)
-        }
-        Response::Stage(s) => {
-            writeln!(out, "contract {}  now {}", s.contract, short_time(&s.now))?;
-            writeln!(out, "active   {}", opt(&s.active))?;
-            if let Some(next) = &s.next {
-                writeln!(
-                    out,
-                    "next     {next} at {}",
-                    short_time(&opt(&s.next_starts_at))
-                )?;
-            }
-            let mut t = Table::new(&[
-                ("STAGE", 14),
-                ("STARTS", 19),
-                ("MAX KEY AGE", 11),
-                ("QUOTAS (client/endpoint rps)", 30),
-            ]);
-            for st in &s.stages {
-                let quotas: Vec<String> = st
-                    .quotas
-                    .iter()
-                    .map(|q| format!("{}/{} {}", q.client, q.endpoint, q.requests_per_second))
-                    .collect();
-                t.row(vec![
-                    st.name.clone(),
-                    short_time(&st.starts_at),
-                    st.credential_max_age.clone(),
-                    quotas.join(", "),
-                ]);
-            }
-            t.print(true, out)
-        }
-        Response::Clients { clients } => {
-            let mut t = Table::new(&[
-                ("CLIENT", 12),
-                ("ENDPOINT", 14),
-                ("RATE", 7),
-                ("QUOTA", 7),
-                ("HEADROOM", 8),
-                ("NEXT", 7),
-                ("IN", 10),
-            ]);
-            for c in clients {
-                let num = |v: &Option<f64>| v.map_or_else(|| "0".to_owned(), |v| format!("{v:.1}"));
-                t.row(vec![
-                    c.client.clone(),
-                    c.endpoint.clone(),
-                    format!("{:.1}", c.rate),
-                    num(&c.quota),
-                    c.headroom
-                        .map_or_else(|| "-".to_owned(), |v| format!("{v:.1}")),
-                    c.next_quota
-                        .map_or_else(|| "-".to_owned(), |v| format!("{v:.1}")),
-                    c.next_starts_in_secs
-                        .map_or_else(|| "-".to_owned(), human_secs),
-                ]);
-            }
-            t.print(true, out)
-        }
-        Response::Flows { flows } => {
-            let mut t = Table::new(&[
-                ("CLIENT ADDR", 20),
-                ("SERVER ADDR", 20),
-                ("PROTO", 7),
-                ("ENDPOINT", 10),
-                ("CLIENT", 8),
-                ("REQS", 5),
-            ]);
-            for f in flows {
-                let proto = match &f.tls_version {
-                    Some(v) => format!("tls {v}"),
-                    None => f.protocol.clone(),
-                };
-                t.row(vec![
-                    f.src.clone(),
-                    f.dst.clone(),
-                    proto,
-                    f.endpoint.clone(),
-                    f.client.clone(),
-                    f.requests.to_string(),
-                ]);
-            }
-            t.print(true, out)
-        }
+        Response::Status(s) => status_table(s, out),
+        Response::Stage(s) => stage_table(s, out),
+        Response::Clients { clients } => clients_table(clients, out),
+        Response::Flows { flows } => flows_table(flows, out),
         Response::Violations { violations } => {
             if violations.is_empty() {
                 return writeln!(out, "no violations");
             }
             violations_table(violations).print(true, out)
         }
-        Response::Watch(ev) => {
-            let v = &ev.violation;
-            let mut t = Table::new(&[
-                ("EVENT", 9),
-                ("KIND", 17),
-                ("ENDPOINT", 12),
-                ("CLIENT", 8),
-                ("SEVERITY", 8),
-                ("DETAIL", 16),
-            ]);
-            t.row(vec![
-                ev.event.clone(),
-                v.kind.clone(),
-                v.endpoint.clone(),
-                v.client.clone(),
-                severity(v),
-                v.detail.clone(),
-            ]);
-            // Fixed widths keep a stream's rows aligned with its header.
-            t.print_fixed(first, out)
-        }
+        Response::Watch(ev) => watch_row(ev, first, out),
         Response::Error { message } => writeln!(out, "error: {message}"),
     }
 }
 
-fn human_secs(s: i64) -> String {
-    match s {
-        s if s < 0 => "-".to_owned(),
-        s if s < 3600 => format!("{}m", s / 60),
-        s if s < 86_400 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
-        s => format!("{}d{}h", s / 86_400, (s % 86_400) / 3600),
+fn status_table(s: &StatusView, out: &mut dyn Write) -> io::Result<()> {
+    let stage = opt(&s.stage);
+    writeln!(
+        out,
+        "contract     {} (sha256 {})",
+        s.contract,
+        clip(&s.contract_sha256, 16)
+    )?;
+    writeln!(
+        out,
+        "reload       {}",
+        if s.contract_reload_ok {
+            "ok".to_owned()
+        } else {
+            format!("FAILED: {}", opt(&s.last_reload_error))
+        }
+    )?;
+    writeln!(out, "stage        {stage}")?;
+    if let (Some(next), Some(at)) = (&s.next_stage, &s.next_change) {
+        writeln!(out, "next stage   {next} at {}", short_time(at))?;
     }
+    writeln!(out, "capture      {}", s.capture)?;
+    writeln!(out, "started      {}", short_time(&s.started_at))?;
+    writeln!(out, "flows        {} active", s.flows_active)?;
+    writeln!(out, "violations   {} open", s.violations_open)?;
+    let lost: u64 = s.events_lost.values().sum();
+    writeln!(out, "events lost  {lost}")?;
+    for (reason, n) in s.events_lost.iter().filter(|(_, n)| **n > 0) {
+        writeln!(out, "  {reason:<24} {n}")?;
+    }
+    tls_status(&s.tls, out)
 }
 
 /// The TLS probes' part of `rampwatch status`: what is probed, and what
@@ -339,6 +236,125 @@ fn tls_status(t: &TlsView, out: &mut dyn Write) -> io::Result<()> {
         )?;
     }
     Ok(())
+}
+
+fn stage_table(s: &StageView, out: &mut dyn Write) -> io::Result<()> {
+    writeln!(out, "contract {}  now {}", s.contract, short_time(&s.now))?;
+    writeln!(out, "active   {}", opt(&s.active))?;
+    if let Some(next) = &s.next {
+        writeln!(
+            out,
+            "next     {next} at {}",
+            short_time(&opt(&s.next_starts_at))
+        )?;
+    }
+    let mut t = Table::new(&[
+        ("STAGE", 14),
+        ("STARTS", 19),
+        ("MAX KEY AGE", 11),
+        ("QUOTAS (client/endpoint rps)", 30),
+    ]);
+    for st in &s.stages {
+        let quotas: Vec<String> = st
+            .quotas
+            .iter()
+            .map(|q| format!("{}/{} {}", q.client, q.endpoint, q.requests_per_second))
+            .collect();
+        t.row(vec![
+            st.name.clone(),
+            short_time(&st.starts_at),
+            st.credential_max_age.clone(),
+            quotas.join(", "),
+        ]);
+    }
+    t.print(true, out)
+}
+
+fn clients_table(clients: &[ClientRow], out: &mut dyn Write) -> io::Result<()> {
+    let mut t = Table::new(&[
+        ("CLIENT", 12),
+        ("ENDPOINT", 14),
+        ("RATE", 7),
+        ("QUOTA", 7),
+        ("HEADROOM", 8),
+        ("NEXT", 7),
+        ("IN", 10),
+    ]);
+    for c in clients {
+        let num = |v: &Option<f64>| v.map_or_else(|| "0".to_owned(), |v| format!("{v:.1}"));
+        t.row(vec![
+            c.client.clone(),
+            c.endpoint.clone(),
+            format!("{:.1}", c.rate),
+            num(&c.quota),
+            c.headroom
+                .map_or_else(|| "-".to_owned(), |v| format!("{v:.1}")),
+            c.next_quota
+                .map_or_else(|| "-".to_owned(), |v| format!("{v:.1}")),
+            c.next_starts_in_secs
+                .map_or_else(|| "-".to_owned(), human_secs),
+        ]);
+    }
+    t.print(true, out)
+}
+
+fn flows_table(flows: &[FlowRow], out: &mut dyn Write) -> io::Result<()> {
+    let mut t = Table::new(&[
+        ("CLIENT ADDR", 20),
+        ("SERVER ADDR", 20),
+        ("PROTO", 7),
+        ("ENDPOINT", 10),
+        ("CLIENT", 8),
+        ("REQS", 5),
+    ]);
+    for f in flows {
+        let proto = match &f.tls_version {
+            Some(v) => format!("tls {v}"),
+            None => f.protocol.clone(),
+        };
+        t.row(vec![
+            f.src.clone(),
+            f.dst.clone(),
+            proto,
+            f.endpoint.clone(),
+            f.client.clone(),
+            f.requests.to_string(),
+        ]);
+    }
+    t.print(true, out)
+}
+
+/// One `watch` event; fixed widths keep a stream's rows aligned with its
+/// header.
+fn watch_row(ev: &WatchEvent, first: bool, out: &mut dyn Write) -> io::Result<()> {
+    let v = &ev.violation;
+    let mut t = Table::new(&[
+        ("EVENT", 9),
+        ("KIND", 17),
+        ("ENDPOINT", 12),
+        ("CLIENT", 8),
+        ("SEVERITY", 8),
+        ("DETAIL", 16),
+    ]);
+    t.row(vec![
+        ev.event.clone(),
+        v.kind.clone(),
+        v.endpoint.clone(),
+        v.client.clone(),
+        severity(v),
+        v.detail.clone(),
+    ]);
+    // Fixed widths keep a stream's rows aligned with its header.
+    t.print_fixed(first, out)
+}
+
+fn human_secs(s: i64) -> String {
+    match s {
+        s if s < 0 => "-".to_owned(),
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 86_400 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+        s => format!("{}d{}h", s / 86_400, (s % 86_400) / 3600),
+    }
 }
 
 #[cfg(test)]

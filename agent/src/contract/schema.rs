@@ -63,7 +63,7 @@ pub struct Spec {
     #[schemars(length(min = 1))]
     pub stages: Vec<Stage>,
     #[serde(default)]
-    pub revocations: Vec<Revocation>,
+    pub revocations: Vec<RevocationEntry>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remediation: Option<Remediation>,
 }
@@ -250,7 +250,7 @@ pub struct QuotaEntry {
     {"required": ["client"]},
     {"required": ["certificate"]}
 ]))]
-pub struct Revocation {
+pub struct RevocationEntry {
     /// A credential fingerprint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<Fingerprint>,

@@ -100,15 +100,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         sha256: contract_sha.clone(),
     });
 
-    let (tx, mut rx) = mpsc::channel::<Event>(8192);
-    let config = CaptureConfig {
-        endpoints: rules::kernel_rules(&contract).await,
-        ..settings.capture.clone()
-    };
-    let capture_desc = describe_capture(&config);
-    let capture = match Capture::start(config, tx) {
-        Ok(c) => c,
+    let (capture, capture_desc, mut rx) = match start_capture(&contract, &settings).await {
+        Ok(started) => started,
         Err(e) => {
+            // Audited as the agent's stop: the log tells the whole story.
             audit.record(RecordKind::AgentStop {
                 reason: format!("capture failed to start: {e}"),
             });
@@ -146,23 +141,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         cancel.clone(),
     ));
 
-    let mut flow = crate::flow::FlowConfig::default();
-    // The kernel's poller ends idle flows; the engine must not forget one
-    // earlier, or a quiet keep-alive connection becomes two flows and the
-    // request counts in between find no flow.
-    flow.idle_timeout = flow
-        .idle_timeout
-        .max(duration_nanos(settings.capture.idle_timeout) + 30 * 1_000_000_000);
-    let mut engine = Engine::new(
-        Arc::clone(&contract),
-        EngineOptions {
-            requests_from_kernel: true,
-            emit_occurrences: true,
-            quiet_period: Some(settings.quiet_period),
-            flow,
-            ..EngineOptions::default()
-        },
-    );
+    let mut engine = live_engine(Arc::clone(&contract), &settings);
     let mut state = LoopState {
         contract,
         rules_generation: 0,
@@ -220,8 +199,55 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     };
     tracing::info!(reason, "rampwatch agent stopping");
     cancel.cancel();
-    // Shutdown detaches, then hands over what is still in the ring; judge it
-    // while it arrives (the channel would otherwise fill and stall the drain).
+    drain_at_shutdown(capture, &mut rx, &mut engine).await;
+    engine.tick(now());
+    state.outputs(&mut engine, &metrics, &audit, &snapshot);
+    while tasks.join_next().await.is_some() {}
+    audit.record(RecordKind::AgentStop { reason });
+    audit.close();
+    Ok(())
+}
+
+/// Computes the kernel rules and starts live capture: the capture, its
+/// description for `status`, and the events it delivers.
+async fn start_capture(
+    contract: &Contract,
+    settings: &config::Settings,
+) -> Result<(Capture, String, mpsc::Receiver<Event>), crate::capture::CaptureError> {
+    let (tx, rx) = mpsc::channel::<Event>(8192);
+    let config = CaptureConfig {
+        endpoints: rules::kernel_rules(contract).await,
+        ..settings.capture.clone()
+    };
+    let capture_desc = describe_capture(&config);
+    Ok((Capture::start(config, tx)?, capture_desc, rx))
+}
+
+/// The engine as the live agent runs it: request counts from the kernel,
+/// occurrences emitted, violations resolving after the quiet period.
+fn live_engine(contract: Arc<Contract>, settings: &config::Settings) -> Engine {
+    let mut flow = crate::flow::FlowConfig::default();
+    // The kernel's poller ends idle flows; the engine must not forget one
+    // earlier, or a quiet keep-alive connection becomes two flows and the
+    // request counts in between find no flow.
+    flow.idle_timeout = flow
+        .idle_timeout
+        .max(duration_nanos(settings.capture.idle_timeout) + 30 * 1_000_000_000);
+    Engine::new(
+        contract,
+        EngineOptions {
+            requests_from_kernel: true,
+            emit_occurrences: true,
+            quiet_period: Some(settings.quiet_period),
+            flow,
+            ..EngineOptions::default()
+        },
+    )
+}
+
+/// Shutdown detaches, then hands over what is still in the ring; judges it
+/// while it arrives (the channel would otherwise fill and stall the drain).
+async fn drain_at_shutdown(capture: Capture, rx: &mut mpsc::Receiver<Event>, engine: &mut Engine) {
     let shutdown = capture.shutdown();
     tokio::pin!(shutdown);
     loop {
@@ -233,12 +259,6 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     while let Ok(ev) = rx.try_recv() {
         engine.handle(ev);
     }
-    engine.tick(now());
-    state.outputs(&mut engine, &metrics, &audit, &snapshot);
-    while tasks.join_next().await.is_some() {}
-    audit.record(RecordKind::AgentStop { reason });
-    audit.close();
-    Ok(())
 }
 
 fn duration_nanos(d: Duration) -> Nanos {

@@ -58,7 +58,7 @@ fn schema_and_parser_accept_the_same_fields() {
         ("CredentialEntry", decode::CREDENTIAL_KEYS),
         ("Stage", decode::STAGE_KEYS),
         ("QuotaEntry", decode::QUOTA_KEYS),
-        ("Revocation", decode::REVOCATION_KEYS),
+        ("RevocationEntry", decode::REVOCATION_KEYS),
         ("Remediation", decode::REMEDIATION_KEYS),
     ] {
         let mut want: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();

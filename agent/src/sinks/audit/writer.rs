@@ -257,52 +257,13 @@ impl AuditLog {
         key: Option<HmacKey>,
         opts: AuditOptions,
     ) -> Result<(Self, OpenReport), AuditError> {
-        if !dir.is_dir() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o750)
-                .create(dir)
-                .map_err(AuditError::io("create directory", dir))?;
-            // The new directory's own entry must survive a crash too.
-            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-                segment::sync_dir(parent).map_err(AuditError::io("sync directory", parent))?;
-            }
-        }
+        ensure_dir(dir)?;
         let lock = lock(dir)?;
         let mut segments = segment::list(dir).map_err(AuditError::io("list", dir))?;
         let created = segments.is_empty();
-        let mut removed_empty_segment = None;
         let mut warnings = Vec::new();
-
-        // A rotation creates the next segment before sealing the current one; a crash in
-        // between leaves an empty last segment behind an unsealed one. Drop it: the next
-        // rotation redoes it.
-        if let [.., prev, last] = segments.as_slice() {
-            let empty = std::fs::metadata(&last.path)
-                .map_err(AuditError::io("stat", &last.path))?
-                .len()
-                == 0;
-            let prev_sealed = analyse_tail(&prev.path, &read(&prev.path)?)
-                .map(|t| t.cut.is_none() && t.last_good.as_ref().is_some_and(is_seal))
-                .unwrap_or(false);
-            if empty && !prev_sealed {
-                std::fs::remove_file(&last.path).map_err(AuditError::io("remove", &last.path))?;
-                segment::sync_dir(dir).map_err(AuditError::io("sync directory", dir))?;
-                removed_empty_segment = Some(last.path.clone());
-                segments.pop();
-            }
-        }
-
-        let mut current = match segments.last() {
-            Some(seg) => seg.clone(),
-            None => {
-                let seg = Segment::new(dir, 1);
-                segment::create_new(&seg.path).map_err(AuditError::io("create", &seg.path))?;
-                segment::sync_dir(dir).map_err(AuditError::io("sync directory", dir))?;
-                segments.push(seg.clone());
-                seg
-            }
-        };
+        let removed_empty_segment = drop_interrupted_rotation(dir, &mut segments)?;
+        let mut current = last_or_first_segment(dir, &mut segments)?;
 
         let bytes = read(&current.path)?;
         let tail = analyse_tail(&current.path, &bytes)?;
@@ -369,29 +330,7 @@ impl AuditLog {
             poisoned: None,
         };
 
-        let mut recovered = Vec::new();
-        for (found, seg, torn_file, torn_bytes) in recoveries {
-            let record = log.append(RecordKind::Recovery(RecoveryRecord {
-                found: found.clone(),
-                segment: seg.file_name(),
-                torn_file: torn_file
-                    .as_ref()
-                    .and_then(|p| p.file_name())
-                    .map(|n| n.to_string_lossy().into_owned()),
-                torn_bytes,
-                last_good_seq,
-                last_good_hash: last_good_hash.clone(),
-            }))?;
-            recovered.push(Recovered {
-                found,
-                segment: seg.path,
-                torn_file,
-                torn_bytes,
-                last_good_seq,
-                last_good_hash: last_good_hash.clone(),
-                record,
-            });
-        }
+        let recovered = log.record_recoveries(recoveries, last_good_seq, &last_good_hash)?;
 
         let report = OpenReport {
             dir: dir.to_owned(),
@@ -404,6 +343,40 @@ impl AuditLog {
             warnings,
         };
         Ok((log, report))
+    }
+
+    /// Writes one `recovery` record per repair `open` made, so the chain says
+    /// what was found and where the torn bytes went.
+    fn record_recoveries(
+        &mut self,
+        recoveries: Vec<(String, Segment, Option<PathBuf>, u64)>,
+        last_good_seq: u64,
+        last_good_hash: &str,
+    ) -> Result<Vec<Recovered>, AuditError> {
+        let mut recovered = Vec::new();
+        for (found, seg, torn_file, torn_bytes) in recoveries {
+            let record = self.append(RecordKind::Recovery(RecoveryRecord {
+                found: found.clone(),
+                segment: seg.file_name(),
+                torn_file: torn_file
+                    .as_ref()
+                    .and_then(|p| p.file_name())
+                    .map(|n| n.to_string_lossy().into_owned()),
+                torn_bytes,
+                last_good_seq,
+                last_good_hash: last_good_hash.to_owned(),
+            }))?;
+            recovered.push(Recovered {
+                found,
+                segment: seg.path,
+                torn_file,
+                torn_bytes,
+                last_good_seq,
+                last_good_hash: last_good_hash.to_owned(),
+                record,
+            });
+        }
+        Ok(recovered)
     }
 
     /// Appends a record and returns once it is durable (write + fdatasync). Rotates first when
@@ -501,4 +474,60 @@ impl AuditLog {
             segment: self.segment.path.clone(),
         })
     }
+}
+
+/// Creates the log directory (mode 0750) if it is missing, durably.
+fn ensure_dir(dir: &Path) -> Result<(), AuditError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(dir)
+        .map_err(AuditError::io("create directory", dir))?;
+    // The new directory's own entry must survive a crash too.
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        segment::sync_dir(parent).map_err(AuditError::io("sync directory", parent))?;
+    }
+    Ok(())
+}
+
+/// A rotation creates the next segment before sealing the current one; a
+/// crash in between leaves an empty last segment behind an unsealed one.
+/// Drops it (the next rotation redoes it) and returns its path.
+fn drop_interrupted_rotation(
+    dir: &Path,
+    segments: &mut Vec<Segment>,
+) -> Result<Option<PathBuf>, AuditError> {
+    let [.., prev, last] = segments.as_slice() else {
+        return Ok(None);
+    };
+    let empty = std::fs::metadata(&last.path)
+        .map_err(AuditError::io("stat", &last.path))?
+        .len()
+        == 0;
+    let prev_sealed = analyse_tail(&prev.path, &read(&prev.path)?)
+        .map(|t| t.cut.is_none() && t.last_good.as_ref().is_some_and(is_seal))
+        .unwrap_or(false);
+    if !empty || prev_sealed {
+        return Ok(None);
+    }
+    let removed = last.path.clone();
+    std::fs::remove_file(&removed).map_err(AuditError::io("remove", &removed))?;
+    segment::sync_dir(dir).map_err(AuditError::io("sync directory", dir))?;
+    segments.pop();
+    Ok(Some(removed))
+}
+
+/// The segment to append to: the last one, or a new first one.
+fn last_or_first_segment(dir: &Path, segments: &mut Vec<Segment>) -> Result<Segment, AuditError> {
+    if let Some(seg) = segments.last() {
+        return Ok(seg.clone());
+    }
+    let seg = Segment::new(dir, 1);
+    segment::create_new(&seg.path).map_err(AuditError::io("create", &seg.path))?;
+    segment::sync_dir(dir).map_err(AuditError::io("sync directory", dir))?;
+    segments.push(seg.clone());
+    Ok(seg)
 }
