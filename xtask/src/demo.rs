@@ -22,9 +22,11 @@ use anyhow::Context as _;
 
 use crate::cmd::run;
 
-/// A keep-alive HTTP/1.1 server answering 200 to everything.
+/// A keep-alive HTTP/1.1 server answering 200 to everything; with a
+/// certificate and key after the port, over TLS (python's `ssl`, so the
+/// agent's TLS probes read its clear text).
 const HTTP_SERVER: &str = r#"
-import http.server, sys
+import http.server, ssl, sys
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_GET(self):
@@ -35,7 +37,12 @@ class H(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
     do_POST = do_GET
     def log_message(self, *a): pass
-http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H)
+if len(sys.argv) > 3:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+srv.serve_forever()
 "#;
 
 // The demo's credentials; `examples/contract.yaml` lists their fingerprints.
@@ -86,9 +93,17 @@ impl Demo {
         .context("openssl could not make the demo certificate")?;
         let script = self.dir.join("server.py");
         fs::write(&script, HTTP_SERVER)?;
-        for port in ["8080", "8081", "8082"] {
+        for port in ["8080", "8081"] {
             self.spawn(Command::new("python3").arg(&script).arg(port))?;
         }
+        // payments: HTTPS with TLS 1.3, its requests read by the probes.
+        self.spawn(
+            Command::new("python3")
+                .arg(&script)
+                .arg("8443")
+                .arg(&cert)
+                .arg(&key),
+        )?;
         let tls = |extra: &[&str]| {
             let mut c = Command::new("openssl");
             c.arg("s_server")
@@ -101,7 +116,6 @@ impl Demo {
             c.args(extra);
             c
         };
-        self.spawn(&mut tls(&["-accept", "127.0.0.1:8443"]))?;
         self.spawn(&mut tls(&[
             "-accept",
             "127.0.0.1:9443",
@@ -169,20 +183,25 @@ fn round() {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status();
-    // revoked_client, stale_credential, unknown_client.
-    curl(&["-H", ACME_REVOKED, "http://127.0.0.1:8081/v1/orders"]);
-    curl(&["-H", ACME_STALE, "http://127.0.0.1:8081/v1/orders"]);
-    curl(&["http://127.0.0.1:8081/v1/orders"]);
-    // unlisted_endpoint: a path outside the endpoint's paths, and a port in
-    // scope that no endpoint covers.
-    curl(&["-H", GLOBEX, "http://127.0.0.1:8081/admin/export"]);
-    curl(&["-H", GLOBEX, "http://127.0.0.1:8082/"]);
-    // quota_overshoot: 40 requests on one keep-alive connection, against
-    // acme's 4 req/s (burst 10) on orders.
+    // Inside TLS, read by the probes in the payments server: a revoked, a
+    // stale and a missing key (revoked_client, stale_credential,
+    // unknown_client).
+    curl(&[
+        "-k",
+        "-H",
+        ACME_REVOKED,
+        "https://127.0.0.1:8443/v1/payments",
+    ]);
+    curl(&["-k", "-H", ACME_STALE, "https://127.0.0.1:8443/v1/payments"]);
+    curl(&["-k", "https://127.0.0.1:8443/v1/payments"]);
+    // unlisted_endpoint: a path outside payments' paths, inside TLS.
+    curl(&["-k", "-H", ACME, "https://127.0.0.1:8443/admin/export"]);
+    // quota_overshoot: 40 requests on one keep-alive TLS connection,
+    // against acme's 10 req/s (burst 20) on payments.
     let urls: Vec<String> = (0..40)
-        .map(|i| format!("http://127.0.0.1:8081/v1/orders?page={i}"))
+        .map(|i| format!("https://127.0.0.1:8443/v1/payments?page={i}"))
         .collect();
-    let mut args = vec!["-H", ACME];
+    let mut args = vec!["-k", "-H", ACME];
     args.extend(urls.iter().map(String::as_str));
     curl(&args);
 }

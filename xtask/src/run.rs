@@ -87,8 +87,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let b = bin.display();
     eprintln!(
         "\nrampwatch is watching demo traffic on 127.0.0.1 (a compliant call and one of each \
-         violation every 5 s). In another terminal, as root:\n\
+         violation every 5 s, five of them inside TLS). In another terminal, as root:\n\
          \n  {b} violations          # what broke the contract, with severity\
+         \n  {b} status              # which processes' OpenSSL the TLS probes read\
          \n  {b} clients             # rate, quota and headroom per client and endpoint\
          \n  {b} flows               # what was seen: TLS versions, endpoints, clients\
          \n  {b} watch               # violations as they open and escalate\
