@@ -88,6 +88,27 @@ pub fn word_starts_with_method(w: u64) -> bool {
     false
 }
 
+/// The first eight bytes of the HTTP/2 connection preface ("PRI * HT"),
+/// little-endian: a client segment starting with them opens an h2c flow.
+pub const H2_PREFACE_WORD: u64 = pack(b"PRI * HT").0;
+
+/// "HTTP/1.1" and " 101" little-endian: a server segment starting with
+/// both switches the connection to another protocol (h2c after an
+/// `Upgrade: h2c`).
+pub const SWITCHING_WORDS: (u64, u32) = (pack(b"HTTP/1.1").0, pack(b" 101").0 as u32);
+
+/// Whether a segment's first words (little-endian; `w2` = bytes 8..12)
+/// make its flow HTTP/2 from there on: the preface to the server, or a
+/// `101` from it. The kernel samples every segment of such a flow.
+#[inline(always)]
+pub fn words_start_http2(to_server: bool, w: u64, w2: u32) -> bool {
+    if to_server {
+        w == H2_PREFACE_WORD
+    } else {
+        w == SWITCHING_WORDS.0 && w2 == SWITCHING_WORDS.1
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,5 +148,21 @@ mod tests {
             assert!(could_start_with_method(&t[..t.len() - 1]));
         }
         assert!(!could_start_with_method(b"X"));
+    }
+
+    #[test]
+    fn http2_starts_are_recognised_by_words() {
+        let w2 = |s: &[u8]| u32::from_le_bytes([s[8], s[9], s[10], s[11]]);
+        let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        assert!(words_start_http2(true, word(preface), w2(preface)));
+        let switching = b"HTTP/1.1 101 Switching Protocols\r\n";
+        assert!(words_start_http2(false, word(switching), w2(switching)));
+        let ok = b"HTTP/1.1 200 OK\r\n\r\n";
+        assert!(!words_start_http2(false, word(ok), w2(ok)));
+        let get = b"GET / HTTP/1.1\r\n\r\n";
+        assert!(!words_start_http2(true, word(get), w2(get)));
+        // Only the direction each belongs to.
+        assert!(!words_start_http2(false, word(preface), w2(preface)));
+        assert!(!words_start_http2(true, word(switching), w2(switching)));
     }
 }

@@ -120,6 +120,12 @@ pub mod flow_state {
     pub const END_RST: u64 = 8;
     /// With `ENDED`: the flow-end record did not fit in the ring.
     pub const END_RECORD_LOST: u64 = 16;
+    /// The flow speaks HTTP/2 (the client sent the prior-knowledge
+    /// preface, or the server answered `101 Switching Protocols`): every
+    /// payload segment of both directions is sampled, since HPACK decodes
+    /// header blocks only in order and the kernel cannot count HTTP/2
+    /// requests itself.
+    pub const ALL_SEGMENTS: u64 = 32;
 }
 
 /// Bits of `Config::flags`.

@@ -320,13 +320,29 @@ fn update(
             add(&raw mut (*ds).payload_bytes, u64::from(p.payload_len));
             let seg = (*ds).payload_segments;
             add(&raw mut (*ds).payload_segments, 1);
-            let request = p.payload_len >= agent_common::http::MIN_REQUEST_LEN
-                && is_request_start(skb, p.payload_off);
+            // One read of the first 12 bytes serves the method test and the
+            // HTTP/2 test (both need at least 16 payload bytes).
+            let head = if p.payload_len >= agent_common::http::MIN_REQUEST_LEN {
+                packet::words::<3>(skb, p.payload_off)
+            } else {
+                None
+            };
+            let mut request = false;
+            if let Some(b) = head {
+                let w = u64::from(b[0]) | (u64::from(b[1]) << 32);
+                request = http::word_starts_with_method(w);
+                if (*flow).state & flow_state::ALL_SEGMENTS == 0
+                    && http::words_start_http2(d == 0, w, b[2])
+                {
+                    or(&raw mut (*flow).state, flow_state::ALL_SEGMENTS);
+                }
+            }
             if request {
                 add(&raw mut (*ds).request_starts, 1);
             }
             let n = u64::from(cfg.sample_one_in);
-            if seg < u64::from(cfg.first_segments) || request || (n != 0 && seg % n == 0) {
+            let all = (*flow).state & flow_state::ALL_SEGMENTS != 0;
+            if all || seg < u64::from(cfg.first_segments) || request || (n != 0 && seg % n == 0) {
                 add(&raw mut (*ds).samples, 1);
                 sample(skb, key, p, dir, endpoint, (*flow).cgroup_id, cfg.snaplen);
             }
@@ -349,17 +365,6 @@ fn update(
             end(key, flow, end_reason::FIN);
         }
     }
-}
-
-/// Does the payload start with an HTTP/1.x method token and a space? Callers
-/// ensure at least 16 payload bytes (the shortest request line).
-#[inline(always)]
-fn is_request_start(skb: *mut __sk_buff, off: u32) -> bool {
-    let Some(b) = packet::words::<2>(skb, off) else {
-        return false;
-    };
-    let w = u64::from(b[0]) | (u64::from(b[1]) << 32);
-    http::word_starts_with_method(w)
 }
 
 #[inline(always)]

@@ -25,6 +25,8 @@ pub const ALL_PACKAGES: &[&str] = &[
     "bpftool",
     "curl",
     "iproute2",
+    "nghttp2-client",
+    "nghttp2-server",
     "nginx",
     "openssl",
     "podman",

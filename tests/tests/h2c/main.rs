@@ -1,0 +1,148 @@
+//! HTTP/2 in clear text (h2c) on the live agent: nghttpd serving, h2load
+//! opening many multiplexed streams on one prior-knowledge connection with a
+//! bearer token in HPACK. Once the kernel sees the preface it samples every
+//! segment of the flow, so the HTTP/2 decoder counts every stream and reads
+//! the credential: the client is named, each stream is a request, and a
+//! burst over quota is caught.
+//!
+//! Needs root; run by `cargo xtask test`.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream},
+    process::{Child, Stdio},
+    time::Duration,
+};
+
+use serde_json::Value;
+use tests::{
+    TempDir, agent_proc::AgentProcess, cgroup::CgroupGuard, on_free_port, sha256_hex,
+    tools::require_tools, wait::wait_until,
+};
+
+const TOKEN: &str = "h2c-live-token";
+
+fn contract(port: u16) -> String {
+    format!(
+        r#"apiVersion: rampwatch.io/v1
+kind: RampContract
+metadata:
+  name: h2c
+spec:
+  dataClasses:
+    - name: internal
+      encryption: optional
+      authentication: required
+  endpoints:
+    - name: items
+      dataClass: internal
+      hosts: ["127.0.0.1"]
+      ports: [{port}]
+  clients:
+    - name: acme
+      credentials:
+        - {{ header: authorization, fingerprint: "sha256:{fp}", issuedAt: "2026-11-01T00:00:00Z" }}
+  stages:
+    - name: pilot
+      startsAt: "2026-01-01T00:00:00Z"
+      quotas:
+        - {{ client: acme, endpoint: items, requestsPerSecond: 5, burst: 10 }}
+"#,
+        fp = sha256_hex(TOKEN)
+    )
+}
+
+/// nghttpd (nghttp2's server) without TLS, in `cgroup`, serving `dir`.
+struct Nghttpd(Child, SocketAddr);
+
+impl Nghttpd {
+    fn start(cgroup: &CgroupGuard, dir: &TempDir) -> Self {
+        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        std::fs::write(dir.path().join("item"), b"ok").expect("write the served file");
+        on_free_port(ip, "nghttpd", |port| {
+            let child = cgroup
+                .command("nghttpd")
+                .args(["--no-tls", "-a", "127.0.0.1", "-d"])
+                .arg(dir.path())
+                .arg(port.to_string())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start nghttpd (Debian package nghttp2-server)");
+            let mut server = Self(child, SocketAddr::new(ip, port));
+            let up = wait_until("nghttpd to listen or exit", Duration::from_secs(10), || {
+                if TcpStream::connect(server.1).is_ok() {
+                    return Some(true);
+                }
+                server.0.try_wait().ok().flatten().map(|_| false)
+            });
+            up.then_some(server)
+        })
+    }
+}
+
+impl Drop for Nghttpd {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn every_multiplexed_h2c_stream_is_a_request_of_its_client() {
+    require_tools();
+    let cgroup = CgroupGuard::new("h2c");
+    let files = TempDir::new("h2c");
+    let server = Nghttpd::start(&cgroup, &files);
+    let port = server.1.port();
+    let agent = AgentProcess::start(&contract(port), cgroup.path(), &[]);
+
+    // 300 requests, 20 streams in flight at once, on one connection.
+    let out = cgroup
+        .command("h2load")
+        .args(["-n", "300", "-c", "1", "-m", "20"])
+        .args(["-H", &format!("authorization: Bearer {TOKEN}")])
+        .arg(format!("http://{}/item", server.1))
+        .output()
+        .expect("run h2load (Debian package nghttp2-client)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("300 succeeded"),
+        "h2load: {text}"
+    );
+
+    let flows = |a: &AgentProcess| -> Vec<Value> {
+        a.cli_json(&["flows"])
+            .into_iter()
+            .filter(|f| {
+                f["dst"]
+                    .as_str()
+                    .is_some_and(|d| d.ends_with(&format!(":{port}")))
+            })
+            .collect()
+    };
+    let flow = wait_until(
+        "the h2c flow with its 300 requests",
+        Duration::from_secs(30),
+        || {
+            flows(&agent)
+                .into_iter()
+                .find(|f| f["requests"].as_u64() == Some(300))
+        },
+    );
+    assert_eq!(flow["protocol"], "h2c", "{flow}");
+    assert_eq!(flow["client"], "acme", "{flow}");
+    assert_eq!(flow["identified_by"], "credential", "{flow}");
+    let violations = agent.cli_json(&["violations"]);
+    let kinds: Vec<&str> = violations
+        .iter()
+        .filter_map(|v| v["kind"].as_str())
+        .collect();
+    assert!(
+        kinds.contains(&"quota_overshoot"),
+        "300 requests against 5/s, burst 10: {violations:?}"
+    );
+    assert!(
+        !kinds.contains(&"unknown_client"),
+        "every stream carried acme's token: {violations:?}"
+    );
+}
