@@ -61,7 +61,21 @@ impl Nginx {
         );
         let path = dir.path().join("nginx.conf");
         std::fs::write(&path, conf).expect("write nginx.conf");
-        let mut child = Command::new("nginx")
+        let mut cmd = Command::new("nginx");
+        // The workers outlive a killed master: they must not inherit fds
+        // of this process (`flock`'s lock fd among them, which would hold
+        // the kernel-test lock for as long as they live).
+        // SAFETY: close_range is async-signal-safe and touches no memory.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+                // Its own process group, which the workers stay in: one
+                // kill(2) ends them all.
+                libc::setpgid(0, 0);
+                Ok(())
+            });
+        }
+        let mut child = cmd
             .arg("-c")
             .arg(&path)
             .arg("-p")
@@ -99,13 +113,12 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        // SIGQUIT would wait for connections; the test is over.
-        let _ = self.child.kill();
+        // The whole process group (master and workers): a master killed
+        // alone would leave its workers running, and one killed after its
+        // workers could fork new ones.
+        // SAFETY: plain kill(2) of the group this fixture started.
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
         let _ = self.child.wait();
-        for w in children(self.child.id()) {
-            // SAFETY: plain kill(2) of a worker we started.
-            unsafe { libc::kill(w as i32, libc::SIGKILL) };
-        }
     }
 }
 
