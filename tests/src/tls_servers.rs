@@ -88,6 +88,11 @@ impl Nginx {
             .spawn()
             .expect("spawn nginx");
         wait_listening(addr, &mut child, "nginx to listen");
+        // The master listens before it forks the workers.
+        let master = child.id();
+        wait_for("nginx's workers", Duration::from_secs(15), || {
+            children(master).len() == workers as usize
+        });
         Self {
             child,
             addr,
