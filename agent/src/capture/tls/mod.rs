@@ -244,13 +244,32 @@ pub enum TlsUnavailable {
     NoUprobes,
     #[error("the kernel's BTF lacks a member the TLS probes need ({0}); TLS plaintext is not seen")]
     Btf(String),
-    #[error("the TLS probe program {name} could not be loaded or attached: {source}")]
+    /// The source (with the verifier's log) is logged at debug level; the
+    /// sentence stays one line.
+    #[error(
+        "the TLS probe program {name} could not be loaded or attached ({}); TLS plaintext is not seen",
+        short(source)
+    )]
     Program {
         name: &'static str,
+        #[source]
         source: ProgramError,
     },
     #[error("the TLS probe map {0} is missing or failed; rebuild the agent")]
     Map(&'static str),
+}
+
+/// The first line of an error, without a verifier log.
+fn short(e: &ProgramError) -> String {
+    match e {
+        ProgramError::LoadError { io_error, .. } => format!("the verifier refused it: {io_error}"),
+        other => other
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+    }
 }
 
 /// Reads the BTF offsets and the syscall numbers into the kernel's config.
