@@ -239,6 +239,10 @@ def read_response():
             length = int(v)
     f.read(length)
     return status.split()[1].decode()
+if mode == "wait":
+    # Connected and handshaken: wait for the test to say go.
+    sys.stdin.readline()
+    mode = "serial"
 if mode == "pipelined":
     s.sendall(b"".join(req(i) for i in range(n)))
     for _ in range(n):
@@ -249,6 +253,66 @@ else:
         print(read_response(), flush=True)
 s.close()
 "#;
+
+/// A python client that connects (TLS handshake included), reports its
+/// port and waits for [`WaitingClient::go`] before it sends `n` requests.
+pub struct WaitingClient {
+    child: Child,
+    pub local_port: u16,
+}
+
+impl WaitingClient {
+    /// `cmd` is a prepared `Command` that runs [`PYTHON`] (in a cgroup, a
+    /// network namespace).
+    pub fn connect(mut cmd: Command, server: SocketAddr, n: u32, path: &str) -> Self {
+        let mut child = cmd
+            .arg("-c")
+            .arg(PY_CLIENT)
+            .arg(server.ip().to_string())
+            .arg(server.port().to_string())
+            .arg(n.to_string())
+            .arg(path)
+            .arg("wait")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn python client");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.as_mut().expect("stdout")),
+            &mut line,
+        )
+        .expect("read the client's port");
+        let local_port = line.trim().parse().expect("client printed its port");
+        Self { child, local_port }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends the requests and waits for the client to finish; the statuses.
+    pub fn go(mut self) -> Vec<String> {
+        use std::io::Write as _;
+        let mut stdin = self.child.stdin.take().expect("stdin");
+        stdin.write_all(b"go\n").expect("tell the client to go");
+        drop(stdin);
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut self.child.stdout.take().expect("stdout"), &mut text)
+            .expect("read the client's statuses");
+        let status = self.child.wait().expect("wait for the client");
+        assert!(status.success(), "python client failed: {status}");
+        text.lines().map(str::to_owned).collect()
+    }
+}
+
+impl Drop for WaitingClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
 
 /// What a python client run did.
 #[derive(Debug)]

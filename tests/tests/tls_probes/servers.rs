@@ -9,7 +9,7 @@ use agent::{
 };
 use tests::{
     free_port,
-    tls_servers::{Nginx, PYTHON, PyServer, curl, py_client},
+    tls_servers::{Nginx, PYTHON, PyServer, WaitingClient, curl, py_client},
     tools::require_tools,
 };
 
@@ -158,3 +158,95 @@ fn tls_pipelined_requests_in_one_read() {
     let calls_with_method = up.iter().filter(|p| p.data.starts_with(b"GET ")).count() as u64;
     check_exact(&mut h, f, calls_with_method);
 }
+
+/// A keep-alive connection opened (and its handshake done, `SSL_set_fd`
+/// called) before the capture started: its fd comes from the syscalls
+/// the server's SSL calls make, and its later requests are counted exactly.
+#[test]
+fn tls_connection_older_than_the_capture_is_joined() {
+    require_tools();
+    let ip = loopback(false);
+    let nginx = Nginx::start(SocketAddr::new(ip, free_port(ip)), 1);
+    let cg = tests::cgroup::CgroupGuard::new("tlsold");
+    let client = WaitingClient::connect(cg.command(PYTHON), nginx.addr, 4, "/old");
+    let h = tests::harness::Harness::start(
+        tests::harness::Attach::Cgroup(cg.path().into()),
+        &[tests::harness::Endpoint::exact(nginx.addr)],
+        crate::tls_tuning(),
+    );
+    let mut h = h;
+    let workers = nginx.workers();
+    wait_probed(&h, &workers);
+    let f = flow(nginx.addr, client.local_port);
+    assert_eq!(client.go(), vec!["200"; 4]);
+    check_requests(&mut h, f, 4, "/old", &workers);
+    check_exact(&mut h, f, 4);
+}
+
+/// A server in another network namespace of this node (a pod, say) and
+/// its client: the server is probed, the client is not (its server is on
+/// this node, whatever the address), so each request is seen once.
+#[test]
+fn tls_client_of_a_server_in_another_netns_is_not_probed() {
+    require_tools();
+    let pair = tests::netns::NetnsPair::new();
+    let addr = SocketAddr::new(pair.server_ip(false), 8443);
+    let cert = tests::tls::TestCert::generate();
+    let mut server = tests::netns::NetnsPair::command_in(&pair.server_ns, PYTHON)
+        .args(["-c", PY_ECHO_SERVER])
+        .arg(addr.ip().to_string())
+        .arg(addr.port().to_string())
+        .arg(&cert.cert)
+        .arg(&cert.key)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn the server");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.as_mut().expect("stdout")),
+        &mut line,
+    )
+    .expect("read from the server");
+    assert_eq!(line.trim(), "listening");
+    let (cg, mut h) = tls_capture("tlsns", addr);
+    wait_probed(&h, &[server.id()]);
+    let mut cmd = cg.command("ip");
+    cmd.args(["netns", "exec", &pair.client_ns, PYTHON]);
+    let client = WaitingClient::connect(cmd, addr, 3, "/netns");
+    let f = agent::event::FlowId {
+        client: SocketAddr::new(pair.client_ip(false), client.local_port),
+        server: addr,
+    };
+    let client_pid = client.pid();
+    assert_eq!(client.go(), vec!["200"; 3]);
+    check_requests(&mut h, f, 3, "/netns", &[server.id()]);
+    check_exact(&mut h, f, 3);
+    let cov = h.tls_coverage();
+    assert!(cov.processes.iter().all(|p| p.pid != client_pid), "{cov:?}");
+    assert!(cov.local_clients_skipped >= 1, "{cov:?}");
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+/// A minimal HTTPS server for another network namespace: one connection,
+/// keep-alive, 200 for every request; says "listening" when it is.
+pub const PY_ECHO_SERVER: &str = r#"
+import socket, ssl, sys
+host, port, cert, key = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+ls = socket.create_server((host, port))
+print("listening", flush=True)
+while True:
+    c, _ = ls.accept()
+    s = ctx.wrap_socket(c, server_side=True)
+    f = s.makefile("rb")
+    while True:
+        line = f.readline()
+        if not line:
+            break
+        while f.readline() not in (b"\r\n", b""):
+            pass
+        s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+    s.close()
+"#;

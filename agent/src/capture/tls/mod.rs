@@ -6,8 +6,9 @@
 //! probes are attached per process (`UProbeScope::OneProcess`) and only to
 //! processes that serve a watched endpoint (a socket listening on, or
 //! accepted on, a watched port) or call a watched endpoint that is not on
-//! this node. A client of a server on this node is not probed: the server
-//! side sees each request once. Clients of remote endpoints are probed when
+//! this node. A client of a server on this node (loopback, a sidecar, a pod
+//! in another network namespace: any address of any namespace here) is not
+//! probed: the server side sees each request once. Clients of remote endpoints are probed when
 //! their connect is seen: the requests they send before the probes are in
 //! are not seen in clear (counted in `late_clients`).
 //!
@@ -216,6 +217,9 @@ struct State {
     _triggers: Vec<RawTracePointLink>,
     coverage: TlsCoverage,
     rescan: bool,
+    /// Addresses of every network namespace on the node, and when read.
+    node_addrs: HashSet<IpAddr>,
+    node_addrs_at: Option<Instant>,
 }
 
 /// The running probe manager. Dropping it detaches every probe.
@@ -414,6 +418,8 @@ impl TlsProbes {
                 ..TlsCoverage::default()
             },
             rescan: false,
+            node_addrs: HashSet::new(),
+            node_addrs_at: None,
         }));
         // Triggers are attached first, so nothing between the scan and the
         // thread's start is missed.
@@ -605,7 +611,7 @@ impl State {
             }
             tls_trigger::CONNECT => {
                 let ip = unmap(IpAddr::from(t.addr));
-                if procfs::is_local(ip, &procfs::local_addrs()) {
+                if self.on_node(ip) {
                     self.coverage.local_clients_skipped += 1;
                 } else if !self.probed.contains_key(&t.pid) && !self.given_up.contains(&t.pid) {
                     self.coverage.late_clients += 1;
@@ -630,12 +636,31 @@ impl State {
         }
     }
 
+    /// Whether `ip` is an address of this node (any network namespace).
+    /// Read again at most once a second, when an address is not known.
+    fn on_node(&mut self, ip: IpAddr) -> bool {
+        if procfs::is_local(ip, &self.node_addrs) {
+            return true;
+        }
+        if self
+            .node_addrs_at
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return false;
+        }
+        self.node_addrs = procfs::node_addrs(&procfs::pids());
+        self.node_addrs_at = Some(Instant::now());
+        procfs::is_local(ip, &self.node_addrs)
+    }
+
     /// Finds the processes holding sockets of watched endpoints and probes
     /// the new ones; forgets processes that are gone.
     fn scan(&mut self) {
         let pids = procfs::pids();
         let sockets = procfs::tcp_sockets(&pids);
-        let locals = procfs::local_addrs();
+        self.node_addrs = procfs::node_addrs(&pids);
+        self.node_addrs_at = Some(Instant::now());
+        let locals = self.node_addrs.clone();
         let mut server = HashSet::new();
         let mut client = HashSet::new();
         for s in &sockets {
