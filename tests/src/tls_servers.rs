@@ -146,17 +146,21 @@ pub fn children(pid: u32) -> Vec<u32> {
 }
 
 /// The python server: `ThreadingHTTPServer` (a thread per connection) over
-/// `ssl`, HTTP/1.1 keep-alive, answers 200 "ok".
+/// `ssl`, HTTP/1.1 keep-alive, answers 200 "ok" (or `/big/N`: N bytes).
 const PY_SERVER: &str = r#"
 import http.server, socket, ssl, sys
 host, port, cert, key = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_GET(self):
+        # /big/N: an N-byte body in one write (one SSL_write_ex call).
+        body = b"ok\n"
+        if self.path.startswith("/big/"):
+            body = b"x" * int(self.path.split("/")[2].split("?")[0])
         self.send_response(200)
-        self.send_header("Content-Length", "3")
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(b"ok\n")
+        self.wfile.write(body)
     def log_message(self, *a):
         pass
 class S(http.server.ThreadingHTTPServer):

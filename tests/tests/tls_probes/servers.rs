@@ -250,3 +250,46 @@ while True:
         s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
     s.close()
 "#;
+
+/// One SSL_write of 100,000 bytes: copied in 4 KiB chunks with
+/// consecutive offsets up to the 64 KiB cap; the rest is counted as cut.
+#[test]
+fn tls_large_write_is_chunked_and_cut_at_the_cap() {
+    require_tools();
+    let ip = loopback(false);
+    let server = PyServer::start(SocketAddr::new(ip, free_port(ip)));
+    let (cg, mut h) = tls_capture("tlsbig", server.addr);
+    wait_probed(&h, &[server.pid()]);
+    let run = py_client(cg.command(PYTHON), server.addr, 1, "/big/100000", false);
+    assert_eq!(run.statuses, vec!["200"]);
+    let f = flow(server.addr, run.local_port);
+    let cap = u64::from(agent_common::TLS_COPY_CAP_MAX);
+    h.wait_events("the chunks of the large write", crate::EVENT_TIMEOUT, |evs| {
+        evs.iter()
+            .filter(|e| matches!(e, Event::Plaintext(p) if p.flow == f && p.direction == Direction::ToClient && p.len == agent_common::TLS_CHUNK_MAX))
+            .count()
+            >= 16
+    });
+    let down = plaintext(&h, f, Direction::ToClient);
+    let body: Vec<_> = down
+        .iter()
+        .filter(|p| p.len == agent_common::TLS_CHUNK_MAX)
+        .collect();
+    assert_eq!(body.len(), 16, "chunks of the body write");
+    for w in body.windows(2) {
+        assert_eq!(w[1].offset, w[0].offset + 4096, "chunks are consecutive");
+    }
+    assert!(
+        body.iter()
+            .all(|p| p.data.len() == 4096 && p.data.iter().all(|&b| b == b'x'))
+    );
+    let counters = h.named_counters();
+    let get = |n: &str| {
+        counters
+            .iter()
+            .find(|(k, _)| *k == n)
+            .map_or(0, |(_, v)| *v)
+    };
+    assert!(get("tls_cut_calls") >= 1, "{counters:?}");
+    assert!(get("tls_cut_bytes") >= 100_000 - cap, "{counters:?}");
+}
