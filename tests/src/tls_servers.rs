@@ -14,6 +14,20 @@ use crate::{TempDir, tls::TestCert, wait::wait_for};
 /// Debian's python3 (its `_ssl` links the system libssl.so.3).
 pub const PYTHON: &str = "/usr/bin/python3";
 
+/// [`crate::tools::require_tools`] plus what the TLS probe tests run:
+/// Debian's nginx and python3 (both linked against the system libssl).
+pub fn require_tls_tools() {
+    crate::tools::require_tools();
+    let missing: Vec<&str> = ["nginx", PYTHON]
+        .into_iter()
+        .filter(|t| which::which(t).is_err())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "missing {missing:?}; install the Debian packages nginx and python3 (`cargo xtask setup` does)"
+    );
+}
+
 /// `host:port` for URLs (IPv6 in brackets).
 pub fn url_host(addr: SocketAddr) -> String {
     match addr {

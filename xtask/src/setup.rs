@@ -29,6 +29,8 @@ pub const ALL_PACKAGES: &[&str] = &[
     "openssl",
     "prometheus",
     "prometheus-alertmanager",
+    // Debian's python3 (its ssl module links the system libssl): the TLS probe tests.
+    "python3",
     "tcpdump",
     "tshark",
     "wrk",

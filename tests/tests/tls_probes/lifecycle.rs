@@ -8,7 +8,11 @@ use std::{
     process::{Command, Stdio},
 };
 
-use tests::{free_port, tls_servers::PyServer, tools::require_tools, wait::wait_for};
+use tests::{
+    free_port,
+    tls_servers::{PyServer, require_tls_tools},
+    wait::wait_for,
+};
 
 use crate::{EVENT_TIMEOUT, loopback, tls_capture, wait_probed};
 
@@ -78,7 +82,7 @@ fn tls_uprobes() -> usize {
 
 #[test]
 fn tls_stop_detaches_every_probe_and_exit_detaches_its_own() {
-    require_tools();
+    require_tls_tools();
     let ip = loopback(false);
     let a = PyServer::start(SocketAddr::new(ip, free_port(ip)));
     let (_cg, h) = tls_capture("tlsstop", a.addr);
@@ -108,7 +112,7 @@ fn tls_stop_detaches_every_probe_and_exit_detaches_its_own() {
 
 #[test]
 fn tls_killed_capture_process_leaves_nothing_attached() {
-    require_tools();
+    require_tls_tools();
     let ip = loopback(false);
     let server = PyServer::start(SocketAddr::new(ip, free_port(ip)));
     let cg = tests::cgroup::CgroupGuard::new("tlskill");
@@ -139,7 +143,7 @@ fn tls_killed_capture_process_leaves_nothing_attached() {
 
 #[test]
 fn tls_excluded_process_is_not_probed() {
-    require_tools();
+    require_tls_tools();
     let ip = loopback(false);
     let server = PyServer::start(SocketAddr::new(ip, free_port(ip)));
     let cg = tests::cgroup::CgroupGuard::new("tlsexcl");

@@ -9,8 +9,7 @@ use agent::{
 };
 use tests::{
     free_port,
-    tls_servers::{Nginx, PYTHON, PyServer, WaitingClient, curl, py_client},
-    tools::require_tools,
+    tls_servers::{Nginx, PYTHON, PyServer, WaitingClient, curl, py_client, require_tls_tools},
 };
 
 use crate::{check_exact, check_requests, flow, loopback, plaintext, tls_capture, wait_probed};
@@ -18,7 +17,7 @@ use crate::{check_exact, check_requests, flow, loopback, plaintext, tls_capture,
 /// nginx with two workers (two processes sharing one libssl), started
 /// before the capture; curl makes `n` keep-alive requests.
 fn nginx_before_capture_curl(v6: bool) {
-    require_tools();
+    require_tls_tools();
     let ip = loopback(v6);
     let nginx = Nginx::start(SocketAddr::new(ip, free_port(ip)), 2);
     let workers = nginx.workers();
@@ -60,7 +59,7 @@ fn tls_nginx_before_capture_curl_keepalive_v6() {
 /// (its workers from the fork trigger or the rescan that follows).
 #[test]
 fn tls_nginx_started_after_capture_is_probed() {
-    require_tools();
+    require_tls_tools();
     let ip = loopback(false);
     let addr = SocketAddr::new(ip, free_port(ip));
     let (cg, mut h) = tls_capture("tlsafter", addr);
@@ -80,7 +79,7 @@ fn tls_nginx_started_after_capture_is_probed() {
 /// connection), several connections one after the other: the server's fds
 /// are closed and reused, and each connection's plaintext joins its own flow.
 fn python_server_threads(v6: bool) {
-    require_tools();
+    require_tls_tools();
     let ip = loopback(v6);
     let server = PyServer::start(SocketAddr::new(ip, free_port(ip)));
     let (cg, mut h) = tls_capture("tlspy", server.addr);
@@ -118,7 +117,7 @@ fn tls_python_server_threads_and_reused_fds_v6() {
 /// that begins with a method (as the wire path does per segment).
 #[test]
 fn tls_pipelined_requests_in_one_read() {
-    require_tools();
+    require_tls_tools();
     let ip = loopback(false);
     let nginx = Nginx::start(SocketAddr::new(ip, free_port(ip)), 1);
     let (cg, mut h) = tls_capture("tlspipe", nginx.addr);
@@ -164,7 +163,7 @@ fn tls_pipelined_requests_in_one_read() {
 /// the server's SSL calls make, and its later requests are counted exactly.
 #[test]
 fn tls_connection_older_than_the_capture_is_joined() {
-    require_tools();
+    require_tls_tools();
     let ip = loopback(false);
     let nginx = Nginx::start(SocketAddr::new(ip, free_port(ip)), 1);
     let cg = tests::cgroup::CgroupGuard::new("tlsold");
@@ -188,7 +187,7 @@ fn tls_connection_older_than_the_capture_is_joined() {
 /// this node, whatever the address), so each request is seen once.
 #[test]
 fn tls_client_of_a_server_in_another_netns_is_not_probed() {
-    require_tools();
+    require_tls_tools();
     let pair = tests::netns::NetnsPair::new();
     let addr = SocketAddr::new(pair.server_ip(false), 8443);
     let cert = tests::tls::TestCert::generate();
@@ -255,7 +254,7 @@ while True:
 /// consecutive offsets up to the 64 KiB cap; the rest is counted as cut.
 #[test]
 fn tls_large_write_is_chunked_and_cut_at_the_cap() {
-    require_tools();
+    require_tls_tools();
     let ip = loopback(false);
     let server = PyServer::start(SocketAddr::new(ip, free_port(ip)));
     let (cg, mut h) = tls_capture("tlsbig", server.addr);
