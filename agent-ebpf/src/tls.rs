@@ -48,7 +48,7 @@ use aya_ebpf::{
 use crate::{
     maps::{RW_CONFIG, RW_EVENTS, RW_FLOWS, RW_PORTS, RW_ZERO_FLOW, count, count_activity},
     sock::{Tuple, tuple_of_fd},
-    track::{NO_MATCH, add, match_side},
+    track::{NO_MATCH, add, match_side, wakeup_flags},
 };
 
 const EEXIST: i32 = 17;
@@ -269,15 +269,14 @@ pub fn rw_tls_read_ret(ctx: RetProbeContext) -> u32 {
     0
 }
 
-/// The syscall an SSL call makes names its socket. Every other thread of the
-/// machine pays one hash lookup.
+/// The syscall an SSL call makes names its socket. Every other syscall of
+/// the machine pays an array lookup and a few compares; read/write-family
+/// syscalls of other threads one hash lookup more.
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn rw_tls_sys_enter(ctx: RawTracePointContext) -> i32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(c) = RW_TLS_CALLS.get_ptr_mut(&pid_tgid) else {
-        return 0;
-    };
-    let Some(cfg) = config() else {
+    // The syscall number first: an inlined array lookup and a few compares
+    // rule out most syscalls (epoll, futex, ...) before the hash lookup.
+    let Some(cfg) = RW_TLS_CONFIG.get(0) else {
         return 0;
     };
     let id = ctx.arg::<u64>(1) as u32;
@@ -289,9 +288,13 @@ pub fn rw_tls_sys_enter(ctx: RawTracePointContext) -> i32 {
         || id == cfg.sys_recvfrom
         || id == cfg.sys_sendmsg
         || id == cfg.sys_recvmsg;
-    if !fd_syscall {
+    if !fd_syscall || cfg.enabled == 0 {
         return 0;
     }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(c) = RW_TLS_CALLS.get_ptr_mut(&pid_tgid) else {
+        return 0;
+    };
     let regs = ctx.arg::<u64>(0);
     // SAFETY: kernel read by the helper, which fails safely.
     let Ok(fd) =
@@ -569,7 +572,7 @@ fn chunk<const N: usize>(h: &Head, key: &FlowKey, src: u64) {
             (*hdr).captured_len = n;
         }
     }
-    entry.submit(0);
+    entry.submit(wakeup_flags(core::mem::size_of::<Rec<N>>() as u64, true));
     count(stat::TLS_RECORDS_EMITTED);
 }
 

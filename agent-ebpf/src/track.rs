@@ -435,33 +435,46 @@ fn sample(
                 len += u64::from(n);
             }
         }
-        // A forced wakeup (irq_work, ~7 µs on a VM) costs far more than the
-        // sample itself, and the reader also polls on a short timer. So a
-        // wakeup is forced only while a backlog builds (more than
-        // WAKEUP_BYTES unread) and only by the sample whose record crosses a
-        // WAKEUP_STEP boundary of the producer position: at most one per
-        // WAKEUP_STEP bytes written, instead of one per sample when the
-        // reader lags. Racy reads of the positions only move a wakeup by a
-        // record; the poll timer covers a missed one.
-        let avail = RW_EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
-        let flags = if avail >= WAKEUP_BYTES {
-            let prod = RW_EVENTS.query(u64::from(BPF_RB_PROD_POS));
-            // The ring adds an 8-byte header and rounds up to 8.
-            let next = prod + ((len + 8 + 7) & !7);
-            if (prod ^ next) >= WAKEUP_STEP {
-                BPF_RB_FORCE_WAKEUP
-            } else {
-                BPF_RB_NO_WAKEUP
-            }
-        } else {
-            BPF_RB_NO_WAKEUP
-        };
-        let r = bpf_ringbuf_output(RW_EVENTS_PTR(), buf as *mut c_void, len, u64::from(flags));
+        let flags = wakeup_flags(len, false);
+        let r = bpf_ringbuf_output(RW_EVENTS_PTR(), buf as *mut c_void, len, flags);
         if r < 0 {
             count(stat::RING_FULL);
         } else {
             count(stat::SAMPLES_EMITTED);
         }
+    }
+}
+
+/// Ring submit flags for a record of `len` bytes (`reserved`: already
+/// reserved, so the producer position includes it).
+///
+/// A forced wakeup (irq_work, ~7 µs on a VM) costs far more than the
+/// record itself, and the reader also polls on a short timer. So a wakeup
+/// is forced only while a backlog builds (more than WAKEUP_BYTES unread)
+/// and only by the record that crosses a WAKEUP_STEP boundary of the
+/// producer position: at most one per WAKEUP_STEP bytes written, instead of
+/// one per record when the reader lags. Racy reads of the positions only
+/// move a wakeup by a record; the poll timer covers a missed one. Never 0
+/// (the kernel's default wakes the reader whenever it has caught up, i.e.
+/// on almost every record).
+#[inline(always)]
+pub fn wakeup_flags(len: u64, reserved: bool) -> u64 {
+    let avail = RW_EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
+    if avail < WAKEUP_BYTES {
+        return u64::from(BPF_RB_NO_WAKEUP);
+    }
+    let prod = RW_EVENTS.query(u64::from(BPF_RB_PROD_POS));
+    // The ring adds an 8-byte header and rounds up to 8.
+    let size = (len + 8 + 7) & !7;
+    let (start, end) = if reserved {
+        (prod.wrapping_sub(size), prod)
+    } else {
+        (prod, prod + size)
+    };
+    if (start ^ end) >= WAKEUP_STEP {
+        u64::from(BPF_RB_FORCE_WAKEUP)
+    } else {
+        u64::from(BPF_RB_NO_WAKEUP)
     }
 }
 

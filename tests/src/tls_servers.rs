@@ -14,6 +14,20 @@ use crate::{TempDir, tls::TestCert, wait::wait_for};
 /// Debian's python3 (its `_ssl` links the system libssl.so.3).
 pub const PYTHON: &str = "/usr/bin/python3";
 
+/// [`crate::tools::require_tools`] plus what the TLS probe tests run:
+/// Debian's nginx and python3 (both linked against the system libssl).
+pub fn require_tls_tools() {
+    crate::tools::require_tools();
+    let missing: Vec<&str> = ["nginx", PYTHON]
+        .into_iter()
+        .filter(|t| which::which(t).is_err())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "missing {missing:?}; install the Debian packages nginx and python3 (`cargo xtask setup` does)"
+    );
+}
+
 /// `host:port` for URLs (IPv6 in brackets).
 pub fn url_host(addr: SocketAddr) -> String {
     match addr {
@@ -61,7 +75,21 @@ impl Nginx {
         );
         let path = dir.path().join("nginx.conf");
         std::fs::write(&path, conf).expect("write nginx.conf");
-        let mut child = Command::new("nginx")
+        let mut cmd = Command::new("nginx");
+        // The workers outlive a killed master: they must not inherit fds
+        // of this process (`flock`'s lock fd among them, which would hold
+        // the kernel-test lock for as long as they live).
+        // SAFETY: close_range is async-signal-safe and touches no memory.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+                // Its own process group, which the workers stay in: one
+                // kill(2) ends them all.
+                libc::setpgid(0, 0);
+                Ok(())
+            });
+        }
+        let mut child = cmd
             .arg("-c")
             .arg(&path)
             .arg("-p")
@@ -74,6 +102,11 @@ impl Nginx {
             .spawn()
             .expect("spawn nginx");
         wait_listening(addr, &mut child, "nginx to listen");
+        // The master listens before it forks the workers.
+        let master = child.id();
+        wait_for("nginx's workers", Duration::from_secs(15), || {
+            children(master).len() == workers as usize
+        });
         Self {
             child,
             addr,
@@ -99,13 +132,12 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        // SIGQUIT would wait for connections; the test is over.
-        let _ = self.child.kill();
+        // The whole process group (master and workers): a master killed
+        // alone would leave its workers running, and one killed after its
+        // workers could fork new ones.
+        // SAFETY: plain kill(2) of the group this fixture started.
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
         let _ = self.child.wait();
-        for w in children(self.child.id()) {
-            // SAFETY: plain kill(2) of a worker we started.
-            unsafe { libc::kill(w as i32, libc::SIGKILL) };
-        }
     }
 }
 
@@ -128,17 +160,21 @@ pub fn children(pid: u32) -> Vec<u32> {
 }
 
 /// The python server: `ThreadingHTTPServer` (a thread per connection) over
-/// `ssl`, HTTP/1.1 keep-alive, answers 200 "ok".
+/// `ssl`, HTTP/1.1 keep-alive, answers 200 "ok" (or `/big/N`: N bytes).
 const PY_SERVER: &str = r#"
 import http.server, socket, ssl, sys
 host, port, cert, key = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_GET(self):
+        # /big/N: an N-byte body in one write (one SSL_write_ex call).
+        body = b"ok\n"
+        if self.path.startswith("/big/"):
+            body = b"x" * int(self.path.split("/")[2].split("?")[0])
         self.send_response(200)
-        self.send_header("Content-Length", "3")
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(b"ok\n")
+        self.wfile.write(body)
     def log_message(self, *a):
         pass
 class S(http.server.ThreadingHTTPServer):
@@ -221,6 +257,10 @@ def read_response():
             length = int(v)
     f.read(length)
     return status.split()[1].decode()
+if mode == "wait":
+    # Connected and handshaken: wait for the test to say go.
+    sys.stdin.readline()
+    mode = "serial"
 if mode == "pipelined":
     s.sendall(b"".join(req(i) for i in range(n)))
     for _ in range(n):
@@ -231,6 +271,66 @@ else:
         print(read_response(), flush=True)
 s.close()
 "#;
+
+/// A python client that connects (TLS handshake included), reports its
+/// port and waits for [`WaitingClient::go`] before it sends `n` requests.
+pub struct WaitingClient {
+    child: Child,
+    pub local_port: u16,
+}
+
+impl WaitingClient {
+    /// `cmd` is a prepared `Command` that runs [`PYTHON`] (in a cgroup, a
+    /// network namespace).
+    pub fn connect(mut cmd: Command, server: SocketAddr, n: u32, path: &str) -> Self {
+        let mut child = cmd
+            .arg("-c")
+            .arg(PY_CLIENT)
+            .arg(server.ip().to_string())
+            .arg(server.port().to_string())
+            .arg(n.to_string())
+            .arg(path)
+            .arg("wait")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn python client");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.as_mut().expect("stdout")),
+            &mut line,
+        )
+        .expect("read the client's port");
+        let local_port = line.trim().parse().expect("client printed its port");
+        Self { child, local_port }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends the requests and waits for the client to finish; the statuses.
+    pub fn go(mut self) -> Vec<String> {
+        use std::io::Write as _;
+        let mut stdin = self.child.stdin.take().expect("stdin");
+        stdin.write_all(b"go\n").expect("tell the client to go");
+        drop(stdin);
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut self.child.stdout.take().expect("stdout"), &mut text)
+            .expect("read the client's statuses");
+        let status = self.child.wait().expect("wait for the client");
+        assert!(status.success(), "python client failed: {status}");
+        text.lines().map(str::to_owned).collect()
+    }
+}
+
+impl Drop for WaitingClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
 
 /// What a python client run did.
 #[derive(Debug)]

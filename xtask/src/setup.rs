@@ -32,6 +32,8 @@ pub const ALL_PACKAGES: &[&str] = &[
     "podman",
     "prometheus",
     "prometheus-alertmanager",
+    // Debian's python3 (its ssl module links the system libssl): the TLS probe tests.
+    "python3",
     "runc",
     "tcpdump",
     "tshark",

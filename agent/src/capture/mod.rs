@@ -272,6 +272,7 @@ impl Capture {
                 Err(e) => {
                     // Said once; the capture goes on with the wire only.
                     tracing::warn!(error = %e, "TLS plaintext probes are off");
+                    tracing::debug!(error = ?e, "TLS probe start-up failure in full");
                     (None, Some(e.to_string()))
                 }
             }

@@ -6,8 +6,9 @@
 //! probes are attached per process (`UProbeScope::OneProcess`) and only to
 //! processes that serve a watched endpoint (a socket listening on, or
 //! accepted on, a watched port) or call a watched endpoint that is not on
-//! this node. A client of a server on this node is not probed: the server
-//! side sees each request once. Clients of remote endpoints are probed when
+//! this node. A client of a server on this node (loopback, a sidecar, a pod
+//! in another network namespace: any address of any namespace here) is not
+//! probed: the server side sees each request once. Clients of remote endpoints are probed when
 //! their connect is seen: the requests they send before the probes are in
 //! are not seen in clear (counted in `late_clients`).
 //!
@@ -18,35 +19,31 @@
 //! descriptors: dropping them (stop, or the agent's death) detaches.
 
 mod btf;
+mod coverage;
+mod manager;
 mod procfs;
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
-    net::IpAddr,
-    num::NonZeroU32,
-    os::fd::AsRawFd,
-    path::{Path, PathBuf},
+    collections::{HashMap, HashSet},
+    path::Path,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
     thread::JoinHandle,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use agent_common::{TlsConfig, TlsTrigger, map_names, program_names as pn, tls_trigger};
+use agent_common::{TlsConfig, map_names, program_names as pn};
 use aya::{
     Ebpf,
     maps::{Array, HashMap as BpfHashMap, MapData, RingBuf},
-    programs::{
-        ProgramError, RawTracePoint, UProbe,
-        raw_trace_point::RawTracePointLink,
-        uprobe::{UProbeError, UProbeLink, UProbeScope},
-    },
+    programs::{ProgramError, RawTracePoint, UProbe},
 };
-use procfs::SslSource;
+pub use coverage::{ProbedProcess, TlsCoverage, TlsFailure, TlsRole};
+use manager::State;
 
-use super::{EndpointRule, PortSpec};
+use super::EndpointRule;
 
 /// Operator settings of the TLS probes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,106 +70,6 @@ impl Default for TlsOptions {
         }
     }
 }
-
-/// Why a process is not probed. Bounded: usable as a metric label.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum TlsFailure {
-    /// The process exited before or while probes were attached.
-    Exited,
-    /// Neither a libssl nor OpenSSL symbols in the executable (stripped, or
-    /// another TLS library: Go, rustls, BoringSSL, Java).
-    NoOpenssl,
-    /// The kernel or /proc refused (missing CAP_SYS_PTRACE, another user
-    /// namespace, lockdown).
-    Permission,
-    /// Any other attach error (logged once per process).
-    AttachFailed,
-}
-
-impl TlsRole {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Server => "server",
-            Self::Client => "client",
-        }
-    }
-}
-
-impl TlsFailure {
-    pub const ALL: [Self; 4] = [
-        Self::Exited,
-        Self::NoOpenssl,
-        Self::Permission,
-        Self::AttachFailed,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Exited => "exited",
-            Self::NoOpenssl => "no_openssl",
-            Self::Permission => "permission",
-            Self::AttachFailed => "attach_failed",
-        }
-    }
-}
-
-/// Why a process is probed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TlsRole {
-    /// It listens on or accepted connections of a watched endpoint.
-    Server,
-    /// It connects to a watched endpoint off this node.
-    Client,
-}
-
-/// One probed process.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProbedProcess {
-    pub pid: u32,
-    pub comm: String,
-    /// The libssl (or executable) probed, as the process sees it.
-    pub library: PathBuf,
-    pub role: TlsRole,
-    /// Uprobes attached (5 to 7: the `_ex` calls and `SSL_set_fd` are
-    /// optional).
-    pub probes: u32,
-}
-
-/// What the TLS probes cover right now, for `rampwatch status` and metrics.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TlsCoverage {
-    /// The probes run (false: turned off, or the host cannot; see `unavailable`).
-    pub active: bool,
-    /// Why the probes do not run, one operator sentence.
-    pub unavailable: Option<String>,
-    /// Probed processes, by pid.
-    pub processes: Vec<ProbedProcess>,
-    /// Processes not probed, by reason (cumulative).
-    pub failures: BTreeMap<TlsFailure, u64>,
-    /// Processes skipped because an exclusion pattern matched (cumulative).
-    pub excluded: u64,
-    /// Clients of endpoints on this node, not probed (the server side is).
-    pub local_clients_skipped: u64,
-    /// Clients of remote endpoints probed after their connect: their first
-    /// requests were not seen in clear.
-    pub late_clients: u64,
-    /// Probe sets attached and detached (cumulative).
-    pub attached: u64,
-    pub detached: u64,
-    /// Kernel triggers received.
-    pub triggers: u64,
-}
-
-/// The attach points: program, symbol, required.
-const POINTS: [(&str, &str, bool); 7] = [
-    (pn::TLS_READ, "SSL_read", true),
-    (pn::TLS_READ_RET, "SSL_read", true),
-    (pn::TLS_WRITE, "SSL_write", true),
-    (pn::TLS_SET_FD, "SSL_set_fd", false),
-    (pn::TLS_READ_EX, "SSL_read_ex", false),
-    (pn::TLS_READ_RET, "SSL_read_ex", false),
-    (pn::TLS_WRITE_EX, "SSL_write_ex", false),
-];
 
 const UPROBES: [&str; 6] = [
     pn::TLS_READ,
@@ -206,27 +103,6 @@ pub const PROGRAMS: [&str; 11] = [
     pn::TLS_SOCK_STATE,
 ];
 
-struct Probed {
-    comm: String,
-    library: PathBuf,
-    role: TlsRole,
-    links: Vec<UProbeLink>,
-}
-
-struct State {
-    ebpf: Arc<Mutex<Ebpf>>,
-    procs: BpfHashMap<MapData, u32, u32>,
-    rules: Vec<EndpointRule>,
-    exclude: Vec<glob::Pattern>,
-    probed: HashMap<u32, Probed>,
-    /// Pids not to retry until they exit or exec.
-    given_up: HashSet<u32>,
-    sys_enter: Option<RawTracePointLink>,
-    _triggers: Vec<RawTracePointLink>,
-    coverage: TlsCoverage,
-    rescan: bool,
-}
-
 /// The running probe manager. Dropping it detaches every probe.
 pub struct TlsProbes {
     state: Arc<Mutex<State>>,
@@ -253,13 +129,32 @@ pub enum TlsUnavailable {
     NoUprobes,
     #[error("the kernel's BTF lacks a member the TLS probes need ({0}); TLS plaintext is not seen")]
     Btf(String),
-    #[error("the TLS probe program {name} could not be loaded or attached: {source}")]
+    /// The source (with the verifier's log) is logged at debug level; the
+    /// sentence stays one line.
+    #[error(
+        "the TLS probe program {name} could not be loaded or attached ({}); TLS plaintext is not seen",
+        short(source)
+    )]
     Program {
         name: &'static str,
+        #[source]
         source: ProgramError,
     },
     #[error("the TLS probe map {0} is missing or failed; rebuild the agent")]
     Map(&'static str),
+}
+
+/// The first line of an error, without a verifier log.
+fn short(e: &ProgramError) -> String {
+    match e {
+        ProgramError::LoadError { io_error, .. } => format!("the verifier refused it: {io_error}"),
+        other => other
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+    }
 }
 
 /// Reads the BTF offsets and the syscall numbers into the kernel's config.
@@ -404,6 +299,8 @@ impl TlsProbes {
                 ..TlsCoverage::default()
             },
             rescan: false,
+            node_addrs: HashSet::new(),
+            node_addrs_at: None,
         }));
         // Triggers are attached first, so nothing between the scan and the
         // thread's start is missed.
@@ -414,7 +311,7 @@ impl TlsProbes {
             let every = options.rescan_interval;
             std::thread::Builder::new()
                 .name("rw-tls-probes".into())
-                .spawn(move || run(state, ring, stop, every))
+                .spawn(move || manager::run(state, ring, stop, every))
                 .map_err(|e| TlsUnavailable::Btf(e.to_string()))?
         };
         Ok(Self {
@@ -460,366 +357,5 @@ impl TlsProbes {
 impl Drop for TlsProbes {
     fn drop(&mut self) {
         self.shutdown();
-    }
-}
-
-/// The manager thread: triggers from the kernel, a slow rescan.
-fn run(
-    state: Arc<Mutex<State>>,
-    mut ring: RingBuf<MapData>,
-    stop: Arc<AtomicBool>,
-    every: Duration,
-) {
-    let mut last_scan = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
-        let mut fds = libc::pollfd {
-            fd: ring.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd; the ring's fd outlives the call.
-        unsafe { libc::poll(&mut fds, 1, 100) };
-        let mut triggers = Vec::new();
-        while let Some(item) = ring.next() {
-            match TlsTrigger::try_from(&*item) {
-                Ok(t) => triggers.push(t),
-                Err(e) => tracing::debug!(error = %e, "skipping an undecodable TLS trigger"),
-            }
-        }
-        let mut s = lock(&state);
-        for t in triggers {
-            s.coverage.triggers += 1;
-            s.trigger(&t);
-        }
-        if s.rescan || last_scan.elapsed() >= every {
-            s.rescan = false;
-            last_scan = Instant::now();
-            s.scan();
-        }
-    }
-}
-
-/// Whether a rule covers this port (any address).
-fn port_in(spec: &PortSpec, port: u16) -> bool {
-    match spec {
-        PortSpec::Any => true,
-        PortSpec::List(l) => l.contains(&port),
-        PortSpec::Ranges(r) => r.iter().any(|r| r.contains(&port)),
-    }
-}
-
-fn unmap(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
-fn addr_watched(rules: &[EndpointRule], (ip, port): (IpAddr, u16)) -> bool {
-    let ip = unmap(ip);
-    rules
-        .iter()
-        .any(|r| port_in(&r.ports, port) && r.prefix.is_none_or(|p| p.contains(&ip)))
-}
-
-/// A listening socket: a wildcard address serves every address, so the
-/// port alone decides; a concrete address must match.
-fn listener_watched(rules: &[EndpointRule], (ip, port): (IpAddr, u16)) -> bool {
-    if unmap(ip).is_unspecified() {
-        rules.iter().any(|r| match &r.ports {
-            PortSpec::Any => false,
-            spec => port_in(spec, port),
-        })
-    } else {
-        addr_watched(rules, (ip, port))
-    }
-}
-
-/// A program of the object as its type.
-fn program<'a, T>(e: &'a mut Ebpf, name: &str) -> Option<&'a mut T>
-where
-    &'a mut T: TryFrom<&'a mut aya::programs::Program>,
-{
-    e.program_mut(name)?.try_into().ok()
-}
-
-/// Sorts an attach error into a bounded reason.
-fn classify(e: &ProgramError) -> TlsFailure {
-    if let ProgramError::UProbeError(UProbeError::SymbolError { .. }) = e {
-        return TlsFailure::NoOpenssl;
-    }
-    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = src {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            return match io.raw_os_error() {
-                Some(libc::ESRCH | libc::ENOENT) => TlsFailure::Exited,
-                Some(libc::EPERM | libc::EACCES) => TlsFailure::Permission,
-                _ => TlsFailure::AttachFailed,
-            };
-        }
-        src = err.source();
-    }
-    TlsFailure::AttachFailed
-}
-
-impl State {
-    fn snapshot(&self) -> TlsCoverage {
-        let mut c = self.coverage.clone();
-        c.processes = self
-            .probed
-            .iter()
-            .map(|(&pid, p)| ProbedProcess {
-                pid,
-                comm: p.comm.clone(),
-                library: p.library.clone(),
-                role: p.role,
-                probes: p.links.len() as u32,
-            })
-            .collect();
-        c.processes.sort_by_key(|p| p.pid);
-        c
-    }
-
-    fn fail(&mut self, pid: u32, why: TlsFailure) {
-        *self.coverage.failures.entry(why).or_default() += 1;
-        self.given_up.insert(pid);
-    }
-
-    fn trigger(&mut self, t: &TlsTrigger) {
-        match t.kind {
-            tls_trigger::LISTEN => {
-                self.probe(t.pid, TlsRole::Server);
-                // Workers forked before the parent was marked hold the
-                // socket too.
-                self.rescan = true;
-            }
-            tls_trigger::CONNECT => {
-                let ip = unmap(IpAddr::from(t.addr));
-                if procfs::is_local(ip, &procfs::local_addrs()) {
-                    self.coverage.local_clients_skipped += 1;
-                } else if !self.probed.contains_key(&t.pid) && !self.given_up.contains(&t.pid) {
-                    self.coverage.late_clients += 1;
-                    self.probe(t.pid, TlsRole::Client);
-                }
-            }
-            tls_trigger::FORK => {
-                if let Some(role) = self.probed.get(&t.ppid).map(|p| p.role) {
-                    self.probe(t.pid, role);
-                }
-            }
-            tls_trigger::EXEC => {
-                self.detach(t.pid);
-                self.given_up.remove(&t.pid);
-                self.rescan = true;
-            }
-            tls_trigger::EXIT => {
-                self.detach(t.pid);
-                self.given_up.remove(&t.pid);
-            }
-            _ => {}
-        }
-    }
-
-    /// Finds the processes holding sockets of watched endpoints and probes
-    /// the new ones; forgets processes that are gone.
-    fn scan(&mut self) {
-        let pids = procfs::pids();
-        let sockets = procfs::tcp_sockets(&pids);
-        let locals = procfs::local_addrs();
-        let mut server = HashSet::new();
-        let mut client = HashSet::new();
-        for s in &sockets {
-            if (s.listening() && listener_watched(&self.rules, s.local))
-                || (s.established() && addr_watched(&self.rules, s.local))
-            {
-                server.insert(s.inode);
-            } else if s.established()
-                && addr_watched(&self.rules, s.remote)
-                && !procfs::is_local(s.remote.0, &locals)
-            {
-                client.insert(s.inode);
-            }
-        }
-        let wanted: HashSet<u64> = server.union(&client).copied().collect();
-        let me = std::process::id();
-        let mut holders: Vec<_> = procfs::holders(&pids, &wanted).into_iter().collect();
-        holders.sort_by_key(|(pid, _)| *pid);
-        for (pid, inodes) in holders {
-            if pid == me {
-                continue;
-            }
-            let role = if inodes.iter().any(|i| server.contains(i)) {
-                TlsRole::Server
-            } else {
-                TlsRole::Client
-            };
-            self.probe(pid, role);
-        }
-        let alive: HashSet<u32> = pids.into_iter().collect();
-        let gone: Vec<u32> = self
-            .probed
-            .keys()
-            .filter(|p| !alive.contains(p))
-            .copied()
-            .collect();
-        for pid in gone {
-            self.detach(pid);
-        }
-        self.given_up.retain(|p| alive.contains(p));
-    }
-
-    fn excluded(&self, comm: &str, exe: Option<&Path>) -> bool {
-        self.exclude
-            .iter()
-            .any(|p| p.matches(comm) || exe.is_some_and(|e| p.matches_path(e)))
-    }
-
-    fn probe(&mut self, pid: u32, role: TlsRole) {
-        if pid == 0 || self.probed.contains_key(&pid) || self.given_up.contains(&pid) {
-            return;
-        }
-        let Some(comm) = procfs::comm(pid) else {
-            self.fail(pid, TlsFailure::Exited);
-            return;
-        };
-        let exe = procfs::exe(pid);
-        if self.excluded(&comm, exe.as_deref()) {
-            self.coverage.excluded += 1;
-            self.given_up.insert(pid);
-            return;
-        }
-        let Some(source) = procfs::ssl_source(pid) else {
-            self.fail(pid, TlsFailure::Exited);
-            return;
-        };
-        // Marked before attaching, so a fork from now on is reported.
-        let _ = self.procs.insert(pid, 1, 0);
-        let target = procfs::through_root(pid, source.path());
-        let Some(npid) = NonZeroU32::new(pid) else {
-            return;
-        };
-        let mut links = Vec::new();
-        let mut failure = None;
-        {
-            let mut e = lock(&self.ebpf);
-            for (name, symbol, required) in POINTS {
-                let r = match program::<UProbe>(&mut e, name) {
-                    Some(p) => p
-                        .attach(symbol, &target, UProbeScope::OneProcess(npid))
-                        .and_then(|id| p.take_link(id)),
-                    None => Err(ProgramError::NotLoaded),
-                };
-                match r {
-                    Ok(l) => links.push(l),
-                    Err(err) if required => {
-                        let why = classify(&err);
-                        if why == TlsFailure::AttachFailed {
-                            tracing::warn!(pid, comm = %comm, error = %err, "attaching TLS probes failed");
-                        }
-                        failure = Some(why);
-                        break;
-                    }
-                    Err(_) => {}
-                }
-            }
-        }
-        if failure.is_none() && !procfs::alive(pid) {
-            failure = Some(TlsFailure::Exited);
-        }
-        if let Some(why) = failure {
-            drop(links);
-            let _ = self.procs.remove(&pid);
-            // An executable without OpenSSL is the common case of a
-            // non-OpenSSL server: worth a debug line, not a warning.
-            tracing::debug!(pid, comm = %comm, reason = why.as_str(), "process not probed");
-            self.fail(pid, why);
-            return;
-        }
-        let library = match &source {
-            SslSource::Library(p) | SslSource::Executable(p) => p.clone(),
-        };
-        tracing::info!(pid, comm = %comm, library = %library.display(), probes = links.len(), "TLS probes attached");
-        self.probed.insert(
-            pid,
-            Probed {
-                comm,
-                library,
-                role,
-                links,
-            },
-        );
-        self.coverage.attached += 1;
-        self.ensure_sys_enter();
-    }
-
-    fn detach(&mut self, pid: u32) {
-        if let Some(p) = self.probed.remove(&pid) {
-            drop(p.links);
-            self.coverage.detached += 1;
-            tracing::debug!(pid, "TLS probes detached");
-        }
-        let _ = self.procs.remove(&pid);
-        if self.probed.is_empty() {
-            self.sys_enter = None;
-        }
-    }
-
-    /// The `sys_enter` hook runs on every syscall of the machine: attached
-    /// only while some process is probed.
-    fn ensure_sys_enter(&mut self) {
-        if self.sys_enter.is_some() {
-            return;
-        }
-        let mut e = lock(&self.ebpf);
-        let r = match program::<RawTracePoint>(&mut e, pn::TLS_SYS_ENTER) {
-            Some(p) => p.attach("sys_enter").and_then(|id| p.take_link(id)),
-            None => Err(ProgramError::NotLoaded),
-        };
-        match r {
-            Ok(l) => self.sys_enter = Some(l),
-            Err(err) => {
-                tracing::warn!(error = %err, "the TLS syscall hook could not be attached; connections without SSL_set_fd are not joined");
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rule(prefix: &str, ports: PortSpec) -> EndpointRule {
-        EndpointRule {
-            id: 1,
-            prefix: Some(prefix.parse().unwrap()),
-            ports,
-        }
-    }
-
-    #[test]
-    fn listeners_and_connections_match_the_rules() {
-        let rules = [rule("127.0.0.1/32", PortSpec::List(vec![8443]))];
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert!(listener_watched(&rules, (ip("0.0.0.0"), 8443)));
-        assert!(listener_watched(&rules, (ip("::"), 8443)));
-        assert!(listener_watched(&rules, (ip("127.0.0.1"), 8443)));
-        assert!(!listener_watched(&rules, (ip("10.0.0.1"), 8443)));
-        assert!(!listener_watched(&rules, (ip("0.0.0.0"), 8444)));
-        assert!(addr_watched(&rules, (ip("::ffff:127.0.0.1"), 8443)));
-        // An any-port rule does not make every wildcard listener a candidate.
-        let any = [rule("10.0.0.0/8", PortSpec::Any)];
-        assert!(!listener_watched(&any, (ip("0.0.0.0"), 22)));
-        assert!(addr_watched(&any, (ip("10.1.1.1"), 22)));
-    }
-
-    #[test]
-    fn failure_reasons_are_bounded_labels() {
-        let labels: HashSet<&str> = TlsFailure::ALL.iter().map(|f| f.as_str()).collect();
-        assert_eq!(labels.len(), TlsFailure::ALL.len());
-        let e = ProgramError::UProbeError(UProbeError::SymbolError {
-            symbol: "SSL_read".into(),
-            error: "not found".into(),
-        });
-        assert_eq!(classify(&e), TlsFailure::NoOpenssl);
     }
 }

@@ -237,6 +237,57 @@ pub fn local_addrs() -> HashSet<IpAddr> {
     out
 }
 
+/// Local addresses in a /proc/net/fib_trie text (`/32 host LOCAL` leaves).
+pub fn fib_trie_locals(text: &str) -> Vec<Ipv4Addr> {
+    let mut out = Vec::new();
+    let mut last: Option<Ipv4Addr> = None;
+    for line in text.lines() {
+        let t = line.trim_start();
+        if let Some(a) = t.strip_prefix("|-- ") {
+            last = a.trim().parse().ok();
+        } else if t.starts_with("/32 host LOCAL")
+            && let Some(a) = last
+            && !out.contains(&a)
+        {
+            out.push(a);
+        }
+    }
+    out
+}
+
+/// Addresses in a /proc/net/if_inet6 text.
+pub fn if_inet6_addrs(text: &str) -> Vec<Ipv6Addr> {
+    text.lines()
+        .filter_map(|l| {
+            let hex = l.split_whitespace().next()?;
+            u128::from_str_radix(hex, 16).ok().map(Ipv6Addr::from)
+        })
+        .collect()
+}
+
+/// The addresses of every network namespace on this node (containers and
+/// pods included): a client connecting to one of them talks to a server on
+/// this node, which is probed itself.
+pub fn node_addrs(pids: &[u32]) -> HashSet<IpAddr> {
+    let mut out = local_addrs();
+    let mut seen_ns = HashSet::new();
+    for &pid in pids {
+        let Ok(ns) = fs::read_link(format!("/proc/{pid}/ns/net")) else {
+            continue;
+        };
+        if !seen_ns.insert(ns) {
+            continue;
+        }
+        if let Ok(t) = fs::read_to_string(format!("/proc/{pid}/net/fib_trie")) {
+            out.extend(fib_trie_locals(&t).into_iter().map(IpAddr::V4));
+        }
+        if let Ok(t) = fs::read_to_string(format!("/proc/{pid}/net/if_inet6")) {
+            out.extend(if_inet6_addrs(&t).into_iter().map(IpAddr::V6));
+        }
+    }
+    out
+}
+
 /// Whether a connection to `ip` stays on this node.
 pub fn is_local(ip: IpAddr, locals: &HashSet<IpAddr>) -> bool {
     let ip = match ip {
@@ -285,6 +336,37 @@ mod tests {
         assert_eq!(libssl_in_maps("7f00-7f01 r-xp 0 0:0 0 [vdso]\n"), None);
         assert!(is_libssl("libssl.so.1.1"));
         assert!(!is_libssl("libssl3.so"));
+    }
+
+    #[test]
+    fn reads_namespace_addresses() {
+        let trie = "Main:
+  +-- 0.0.0.0/0 3 0 5
+     |-- 0.0.0.0
+        /0 universe UNICAST
+Local:
+  +-- 0.0.0.0/0 3 0 5
+     |-- 10.199.3.2
+        /32 host LOCAL
+     |-- 10.199.3.3
+        /32 link BROADCAST
+     |-- 127.0.0.1
+        /32 host LOCAL
+";
+        assert_eq!(
+            fib_trie_locals(trie),
+            vec![Ipv4Addr::new(10, 199, 3, 2), Ipv4Addr::LOCALHOST]
+        );
+        let v6 = "00000000000000000000000000000001 01 80 10 80       lo
+fd000199000300000000000000000002 02 40 00 80  veth0
+";
+        assert_eq!(
+            if_inet6_addrs(v6),
+            vec![
+                Ipv6Addr::LOCALHOST,
+                "fd00:199:3::2".parse::<Ipv6Addr>().unwrap()
+            ]
+        );
     }
 
     #[test]
