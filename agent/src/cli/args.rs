@@ -4,6 +4,8 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::{contract::parse_rfc3339, event::Nanos};
+
 /// rampwatch: checks API ramp contracts against live traffic.
 #[derive(Parser, Debug)]
 #[command(name = "rampwatch", version, about, propagate_version = true)]
@@ -39,7 +41,7 @@ pub enum Command {
     /// Exit status: 0 clean, 1 violations found, 2 unusable input.
     ///
     /// Example: rampwatch replay --contract ramp.yaml -o json yesterday.pcap
-    Replay(crate::replay::ReplayArgs),
+    Replay(ReplayArgs),
     /// Validate a ramp contract and show its stage timeline.
     #[command(subcommand)]
     Contract(ContractCommand),
@@ -142,4 +144,27 @@ pub struct ViolationsArgs {
     /// Only violations seen within this long (e.g. 15m, 2h, 1d).
     #[arg(long)]
     pub since: Option<String>,
+}
+
+/// `rampwatch replay` arguments.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// The ramp contract to judge the captures against.
+    #[arg(long, value_name = "FILE")]
+    pub contract: PathBuf,
+    /// Judge stage, credential age and revocations at this time (RFC 3339,
+    /// e.g. 2026-12-01T00:00:00Z) instead of packet times; quota windows
+    /// still use packet times.
+    #[arg(long, value_name = "TIME", value_parser = parse_at)]
+    pub at: Option<Nanos>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+    /// pcap or pcapng files, read in order as one capture.
+    #[arg(required = true, value_name = "PCAP")]
+    pub pcaps: Vec<PathBuf>,
+}
+
+fn parse_at(s: &str) -> Result<Nanos, String> {
+    parse_rfc3339(s).map_err(|e| e.to_string())
 }

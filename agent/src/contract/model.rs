@@ -29,75 +29,20 @@ impl Requirement {
     }
 }
 
-/// A TLS protocol version, ordered oldest first.
-///
-/// Contracts may name 1.0 to 1.3 as a minimum; [`TlsVersion::Ssl3`] exists
-/// so negotiated versions seen on the wire compare against the minimum.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum TlsVersion {
-    Ssl3,
-    Tls1_0,
-    Tls1_1,
-    Tls1_2,
-    Tls1_3,
-}
+/// The TLS version type is the protocol parser's: one type for what a
+/// contract asks (`minTlsVersion`) and what the wire shows.
+pub use crate::protocol::tls::TlsVersion;
 
-impl TlsVersion {
-    /// From the two-byte wire version (`0x0303` → 1.2); `None` for
-    /// anything else (SSLv2, GREASE, garbage).
-    pub const fn from_wire(version: u16) -> Option<Self> {
-        Some(match version {
-            0x0300 => Self::Ssl3,
-            0x0301 => Self::Tls1_0,
-            0x0302 => Self::Tls1_1,
-            0x0303 => Self::Tls1_2,
-            0x0304 => Self::Tls1_3,
-            _ => return None,
-        })
-    }
-
-    /// The two-byte wire version.
-    pub const fn wire(self) -> u16 {
-        match self {
-            Self::Ssl3 => 0x0300,
-            Self::Tls1_0 => 0x0301,
-            Self::Tls1_1 => 0x0302,
-            Self::Tls1_2 => 0x0303,
-            Self::Tls1_3 => 0x0304,
-        }
-    }
-
-    /// `ssl3`, `1.0` … `1.3`: the spelling of contracts and replay output.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Ssl3 => "ssl3",
-            Self::Tls1_0 => "1.0",
-            Self::Tls1_1 => "1.1",
-            Self::Tls1_2 => "1.2",
-            Self::Tls1_3 => "1.3",
-        }
-    }
-
-    /// Parses a contract's `minTlsVersion` ("1.0" … "1.3"; SSL 3 is never an
-    /// acceptable minimum).
-    pub fn from_contract(s: &str) -> Option<Self> {
-        Some(match s {
-            "1.0" => Self::Tls1_0,
-            "1.1" => Self::Tls1_1,
-            "1.2" => Self::Tls1_2,
-            "1.3" => Self::Tls1_3,
-            _ => return None,
-        })
-    }
-}
-
-impl fmt::Display for TlsVersion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Ssl3 => f.write_str("SSL 3.0"),
-            other => write!(f, "TLS {}", other.as_str()),
-        }
-    }
+/// A contract's `minTlsVersion` ("1.0" … "1.3"; SSL 3 is never an
+/// acceptable minimum).
+pub fn min_tls_version(s: &str) -> Option<TlsVersion> {
+    Some(match s {
+        "1.0" => TlsVersion::Tls10,
+        "1.1" => TlsVersion::Tls11,
+        "1.2" => TlsVersion::Tls12,
+        "1.3" => TlsVersion::Tls13,
+        _ => return None,
+    })
 }
 
 /// A `forbiddenCiphers` entry: a glob (`*`, `?`, `[...]`) over IANA cipher

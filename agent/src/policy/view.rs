@@ -37,13 +37,7 @@ impl ClassView {
             name: class.name.clone(),
             encryption_required: class.encryption_required(),
             authentication_required: class.authentication_required(),
-            min_tls: class.min_tls_version.map(|v| match v {
-                contract::TlsVersion::Ssl3 => TlsVersion::Ssl3,
-                contract::TlsVersion::Tls1_0 => TlsVersion::Tls10,
-                contract::TlsVersion::Tls1_1 => TlsVersion::Tls11,
-                contract::TlsVersion::Tls1_2 => TlsVersion::Tls12,
-                contract::TlsVersion::Tls1_3 => TlsVersion::Tls13,
-            }),
+            min_tls: class.min_tls_version,
             forbidden_ids: if class.forbidden_ciphers.is_empty() {
                 Default::default()
             } else {

@@ -7,43 +7,19 @@ mod output;
 
 use std::{
     io::{self, IsTerminal, Write},
-    path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
 };
 
-pub use output::Format;
-
 use self::output::{Printer, Summary};
+// The arguments are with the rest of what a person types, in `cli`.
+pub use crate::cli::{OutputFormat as Format, ReplayArgs};
 use crate::{
-    contract::{Contract, ContractError, parse_rfc3339},
+    contract::{Contract, ContractError},
     event::{Event, Nanos},
     pcap::PcapReader,
     policy::{Engine, EngineOptions, Output},
 };
-
-/// `rampwatch replay` arguments.
-#[derive(Clone, Debug, clap::Args)]
-pub struct ReplayArgs {
-    /// The ramp contract to judge the captures against.
-    #[arg(long, value_name = "FILE")]
-    pub contract: PathBuf,
-    /// Judge stage, credential age and revocations at this time (RFC 3339,
-    /// e.g. 2026-12-01T00:00:00Z) instead of packet times; quota windows
-    /// still use packet times.
-    #[arg(long, value_name = "TIME", value_parser = parse_at)]
-    pub at: Option<Nanos>,
-    /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
-    pub output: Format,
-    /// pcap or pcapng files, read in order as one capture.
-    #[arg(required = true, value_name = "PCAP")]
-    pub pcaps: Vec<PathBuf>,
-}
-
-fn parse_at(s: &str) -> Result<Nanos, String> {
-    parse_rfc3339(s).map_err(|e| e.to_string())
-}
 
 /// Exit codes.
 pub const EXIT_CLEAN: u8 = 0;

@@ -5,6 +5,8 @@ use std::{collections::BTreeMap, io, io::Write, time::Duration};
 
 use serde_json::{Value, json};
 
+// `-o` values: the CLI's, shared with the API commands.
+use crate::cli::OutputFormat as Format;
 use crate::{
     event::Nanos,
     flow::FlowTableStats,
@@ -12,14 +14,6 @@ use crate::{
     policy::{EngineStats, FlowRecord, Kind, StageInfo, Violation, fmt_time},
     sinks::api::views::{FlowRow, ViolationRow},
 };
-
-/// `-o` values.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    #[default]
-    Table,
-    Json,
-}
 
 /// Flows listed in table output; JSON lists all.
 const TABLE_FLOWS: usize = 50;

@@ -4,7 +4,10 @@ use std::{collections::HashMap, sync::Arc};
 
 use super::{
     super::{
-        model::{CipherGlob, DataClass, Endpoint, HostPattern, Requirement, Scope, TlsVersion},
+        model::{
+            CipherGlob, DataClass, Endpoint, HostPattern, Requirement, Scope, TlsVersion,
+            min_tls_version,
+        },
         reader::{Reader, parse_net, shown},
         yaml::{Kind, Node},
     },
@@ -92,7 +95,7 @@ pub(super) fn data_class(
 
 fn tls_version(r: &mut Reader, node: &Node, path: &str) -> Option<TlsVersion> {
     let text = r.text(node, path)?;
-    let v = TlsVersion::from_contract(text);
+    let v = min_tls_version(text);
     if v.is_none() {
         r.err(
             path,

@@ -308,11 +308,12 @@ fn data_classes_and_cipher_globs() {
     let c = example();
     let pii = c.data_class("pii").unwrap();
     assert!(pii.encryption_required() && pii.authentication_required());
-    assert_eq!(pii.min_tls_version, Some(TlsVersion::Tls1_2));
-    assert!(pii.tls_version_too_low(TlsVersion::Tls1_1));
+    assert_eq!(pii.min_tls_version, Some(TlsVersion::Tls12));
+    assert!(pii.tls_version_too_low(TlsVersion::Tls11));
     assert!(pii.tls_version_too_low(TlsVersion::Ssl3));
-    assert!(!pii.tls_version_too_low(TlsVersion::Tls1_2));
-    assert!(!pii.tls_version_too_low(TlsVersion::Tls1_3));
+    assert!(pii.tls_version_too_low(TlsVersion::Ssl2));
+    assert!(!pii.tls_version_too_low(TlsVersion::Tls12));
+    assert!(!pii.tls_version_too_low(TlsVersion::Tls13));
     for forbidden in [
         "TLS_RSA_WITH_AES_128_CBC_SHA",
         "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA384",
@@ -351,12 +352,19 @@ fn data_classes_and_cipher_globs() {
 
 #[test]
 fn tls_versions_from_the_wire() {
-    assert_eq!(TlsVersion::from_wire(0x0303), Some(TlsVersion::Tls1_2));
+    // One type for the contract's minimum and the wire's version.
+    assert_eq!(TlsVersion::from_wire(0x0303), Some(TlsVersion::Tls12));
     assert_eq!(TlsVersion::from_wire(0x0300), Some(TlsVersion::Ssl3));
-    assert_eq!(TlsVersion::from_wire(0x0002), None);
-    assert_eq!(TlsVersion::Tls1_3.wire(), 0x0304);
-    assert_eq!(TlsVersion::Tls1_1.to_string(), "TLS 1.1");
-    assert_eq!(TlsVersion::Tls1_1.as_str(), "1.1");
+    assert_eq!(TlsVersion::from_wire(0x0002), Some(TlsVersion::Ssl2));
+    assert_eq!(TlsVersion::from_wire(0x0a0a), None, "GREASE");
+    assert_eq!(TlsVersion::from_wire(0x0304), Some(TlsVersion::Tls13));
+    assert_eq!(crate::policy::weak_tls::label(TlsVersion::Tls11), "TLS 1.1");
+    assert_eq!(TlsVersion::Tls11.as_str(), "1.1");
+    // A contract may name 1.0 to 1.3 as its minimum, nothing else.
+    assert_eq!(model::min_tls_version("1.0"), Some(TlsVersion::Tls10));
+    assert_eq!(model::min_tls_version("1.3"), Some(TlsVersion::Tls13));
+    assert_eq!(model::min_tls_version("ssl3"), None);
+    assert_eq!(model::min_tls_version("1.4"), None);
 }
 
 #[test]
