@@ -492,37 +492,3 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::TlsConfig {}
 }
-
-#[cfg(test)]
-mod tests {
-    use super::http1::is_method_word;
-
-    fn word(s: &[u8]) -> u64 {
-        let mut b = [0u8; 8];
-        b[..s.len().min(8)].copy_from_slice(&s[..s.len().min(8)]);
-        u64::from_le_bytes(b)
-    }
-
-    #[test]
-    fn method_tokens_with_a_space_start_requests() {
-        for m in [
-            &b"GET / HT"[..],
-            b"POST /a ",
-            b"DELETE /",
-            b"OPTIONS ",
-            b"CONNECT ",
-            b"PATCH /x",
-        ] {
-            assert!(is_method_word(word(m)), "{m:?}");
-        }
-        for m in [
-            &b"GETX / H"[..],
-            b"get / HT",
-            b"HTTP/1.1",
-            b"\x16\x03\x01\x02\x00\x01\x00\x01",
-            b"CONNECTX",
-        ] {
-            assert!(!is_method_word(word(m)), "{m:?}");
-        }
-    }
-}

@@ -68,7 +68,7 @@ fn send(kind: u32, pid: u32, ppid: u32, port: u16, addr: u128) {
 #[inline(always)]
 fn probed(tgid: u32) -> bool {
     // SAFETY: read-only lookup.
-    unsafe { RW_TLS_PROCS.get(&tgid) }.is_some()
+    unsafe { RW_TLS_PROCS.get(tgid) }.is_some()
 }
 
 /// `sched_process_fork(parent, child)`, in the parent.

@@ -120,7 +120,7 @@ pub fn rw_tls_set_fd(ctx: ProbeContext) -> u32 {
     }
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let fd = arg(&ctx, 1) as i32;
-    let _ = RW_TLS_CONNS.insert(&conn_key(tgid, arg(&ctx, 0)), &fd, 0);
+    let _ = RW_TLS_CONNS.insert(conn_key(tgid, arg(&ctx, 0)), fd, 0);
     0
 }
 
@@ -153,7 +153,7 @@ fn on_write(ssl: u64, buf: u64, num: u64) {
     };
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    if let Some(fd) = RW_TLS_CONNS.get_ptr(&conn_key(tgid, ssl)) {
+    if let Some(fd) = RW_TLS_CONNS.get_ptr(conn_key(tgid, ssl)) {
         // SAFETY: live map value.
         let fd = unsafe { *fd };
         emit(cfg, pid_tgid, ssl, fd, buf, num, tls_call::WRITE);
@@ -167,7 +167,7 @@ fn on_write(ssl: u64, buf: u64, num: u64) {
         fd: -1,
         kind: tls_call::WRITE,
     };
-    if RW_TLS_CALLS.insert(&pid_tgid, &call, 0).is_err() {
+    if RW_TLS_CALLS.insert(pid_tgid, call, 0).is_err() {
         count(stat::TLS_CALL_TABLE_FULL);
     }
 }
@@ -206,7 +206,7 @@ fn on_read_entry(ssl: u64, buf: u64, num: u64, readbytes: u64, kind: u32) {
         kind,
     };
     if RW_TLS_CALLS
-        .insert(&bpf_get_current_pid_tgid(), &call, 0)
+        .insert(bpf_get_current_pid_tgid(), call, 0)
         .is_err()
     {
         count(stat::TLS_CALL_TABLE_FULL);
@@ -219,12 +219,12 @@ pub fn rw_tls_read_ret(ctx: RetProbeContext) -> u32 {
         return 0;
     };
     let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(c) = RW_TLS_CALLS.get_ptr(&pid_tgid) else {
+    let Some(c) = RW_TLS_CALLS.get_ptr(pid_tgid) else {
         return 0;
     };
     // SAFETY: live map value, copied before the entry is removed.
     let c = unsafe { *c };
-    let _ = RW_TLS_CALLS.remove(&pid_tgid);
+    let _ = RW_TLS_CALLS.remove(pid_tgid);
     let ret = ctx.ret::<u64>() as u32 as i32;
     let n = if c.kind == tls_call::READ {
         if ret <= 0 {
@@ -254,7 +254,7 @@ pub fn rw_tls_read_ret(ctx: RetProbeContext) -> u32 {
     let fd = if c.fd >= 0 {
         c.fd
     } else {
-        match RW_TLS_CONNS.get_ptr(&conn_key(tgid, c.ssl)) {
+        match RW_TLS_CONNS.get_ptr(conn_key(tgid, c.ssl)) {
             // SAFETY: live map value.
             Some(fd) => unsafe { *fd },
             None => {
@@ -292,7 +292,7 @@ pub fn rw_tls_sys_enter(ctx: RawTracePointContext) -> i32 {
         return 0;
     }
     let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(c) = RW_TLS_CALLS.get_ptr_mut(&pid_tgid) else {
+    let Some(c) = RW_TLS_CALLS.get_ptr_mut(pid_tgid) else {
         return 0;
     };
     let regs = ctx.arg::<u64>(0);
@@ -308,7 +308,7 @@ pub fn rw_tls_sys_enter(ctx: RawTracePointContext) -> i32 {
     let tgid = (pid_tgid >> 32) as u32;
     if call.kind == tls_call::WRITE {
         // A parked write: copy it now that the socket is known.
-        let _ = RW_TLS_CALLS.remove(&pid_tgid);
+        let _ = RW_TLS_CALLS.remove(pid_tgid);
         emit(
             cfg,
             pid_tgid,
@@ -321,7 +321,7 @@ pub fn rw_tls_sys_enter(ctx: RawTracePointContext) -> i32 {
     } else if call.fd < 0 {
         // SAFETY: live map value.
         unsafe { (*c).fd = fd };
-        let _ = RW_TLS_CONNS.insert(&conn_key(tgid, call.ssl), &fd, 0);
+        let _ = RW_TLS_CONNS.insert(conn_key(tgid, call.ssl), fd, 0);
     }
     0
 }
@@ -337,13 +337,13 @@ fn emit(cfg: &TlsConfig, pid_tgid: u64, ssl: u64, fd: i32, buf: u64, len: u64, k
         count(why);
         if why == stat::TLS_NO_SOCKET {
             // The cached fd is stale (closed or reused for a non-socket).
-            let _ = RW_TLS_CONNS.remove(&conn_key(tgid, ssl));
+            let _ = RW_TLS_CONNS.remove(conn_key(tgid, ssl));
         }
         return;
     }
     // A parked write learnt its fd here: remember it for the next calls.
-    if kind == tls_call::WRITE && RW_TLS_CONNS.get_ptr(&conn_key(tgid, ssl)).is_none() {
-        let _ = RW_TLS_CONNS.insert(&conn_key(tgid, ssl), &fd, 0);
+    if kind == tls_call::WRITE && RW_TLS_CONNS.get_ptr(conn_key(tgid, ssl)).is_none() {
+        let _ = RW_TLS_CONNS.insert(conn_key(tgid, ssl), fd, 0);
     }
     let Some(wire) = RW_CONFIG.get(0) else {
         return;
