@@ -286,6 +286,23 @@ impl AgentProcess {
         json_lines(&self.cli_ok(&all).unwrap_or_default())
     }
 
+    /// Waits until `rampwatch status` lists `pid` among the processes whose
+    /// OpenSSL the TLS probes read.
+    pub fn wait_tls_probed(&self, pid: u32) {
+        wait_until(
+            &format!("the agent to probe the TLS library of pid {pid}"),
+            Duration::from_secs(20),
+            || {
+                let status = self.cli_json(&["status"]).into_iter().next()?;
+                status["tls"]["processes"]
+                    .as_array()?
+                    .iter()
+                    .any(|p| p["pid"].as_u64() == Some(u64::from(pid)))
+                    .then_some(())
+            },
+        );
+    }
+
     /// `rampwatch watch -o <format>` streaming into `<dir>/watch.<format>`.
     pub fn watch(&self, format: &str) -> Watch {
         let out = self.dir.join(format!("watch.{format}"));

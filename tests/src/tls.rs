@@ -75,14 +75,6 @@ impl TlsServer {
         })
     }
 
-    /// [`TlsServer::start_on`] in `cgroup`, so its sockets (and its TLS
-    /// library calls) are in the agent's watched subtree.
-    pub fn start_on_in(ip: std::net::IpAddr, cgroup: &crate::cgroup::CgroupGuard) -> Self {
-        crate::on_free_port(ip, "openssl s_server", |port| {
-            Self::try_start(cgroup.command("openssl"), SocketAddr::new(ip, port))
-        })
-    }
-
     /// Start on `addr` (a concrete port), inside network namespace `netns`
     /// if given.
     pub fn start(addr: SocketAddr, netns: Option<&str>) -> Self {

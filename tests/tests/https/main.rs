@@ -94,23 +94,6 @@ spec:
     )
 }
 
-/// Waits until `rampwatch status` lists `pid` among the processes whose
-/// OpenSSL is probed.
-fn wait_probed(agent: &AgentProcess, pid: u32) {
-    wait_until(
-        &format!("the agent to probe the TLS library of pid {pid}"),
-        Duration::from_secs(20),
-        || {
-            let status = agent.cli_json(&["status"]).into_iter().next()?;
-            status["tls"]["processes"]
-                .as_array()?
-                .iter()
-                .any(|p| p["pid"].as_u64() == Some(u64::from(pid)))
-                .then_some(())
-        },
-    );
-}
-
 /// Flows (live and ended) to `port`, from `rampwatch flows -o json`.
 fn flows_to(agent: &AgentProcess, port: u16) -> Vec<Value> {
     agent
@@ -156,7 +139,7 @@ fn every_term_holds_on_https() {
     // and a range wide enough for the server started later is not
     // possible, so the later one is named by a reload below.
     let mut agent = AgentProcess::start(&contract(&[before.addr.port()]), cgroup.path(), &[]);
-    wait_probed(&agent, before.pid());
+    agent.wait_tls_probed(before.pid());
 
     // Benign: acme, 25 requests on one keep-alive connection.
     let urls: Vec<String> = (0..25)
@@ -233,7 +216,7 @@ fn every_term_holds_on_https() {
         contract(&[before.addr.port(), after.addr.port()]),
     )
     .expect("rewrite the contract");
-    wait_probed(&agent, after.pid());
+    agent.wait_tls_probed(after.pid());
     let urls: Vec<String> = (0..7).map(|_| after.url("/v1/six")).collect();
     curl_https(&cgroup, Some(ACME), &urls);
     let port6 = after.addr.port();
