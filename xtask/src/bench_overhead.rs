@@ -70,7 +70,9 @@ struct Sample {
     /// `bpf_stats` deltas of the agent's programs: runs and run time.
     bpf_runs: u64,
     bpf_ns: u64,
-    /// Runs of the TLS probe programs alone.
+    /// Runs of the TLS probe programs alone (uprobe hits, and the
+    /// `sys_enter` raw tracepoint, which runs on every syscall while a
+    /// process is probed).
     probe_runs: u64,
 }
 
@@ -140,7 +142,7 @@ fn summary(results: &BTreeMap<(bool, Mode), Vec<Sample>>, rounds: u64, rss: u64)
                 if tls && mode == Mode::Watched {
                     let _ = write!(
                         line,
-                        " ({:.2} probe hits/req)",
+                        " ({:.2} of them TLS probe runs: uprobes and sys_enter)",
                         probes as f64 / reqs.max(1) as f64
                     );
                 }
