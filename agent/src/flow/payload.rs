@@ -82,15 +82,8 @@ fn to_server<T>(
     use reassembly::Placement;
     let extended = matches!(placement, Placement::Extended { .. });
     if flow.protocol == Protocol::Unknown {
-        let s = &flow.streams[0];
-        let (bytes, complete) = if s.is_done() && s.bytes().is_empty() {
-            // Prefix already released: judge this segment alone.
-            (&p.payload[..], true)
-        } else if s.bytes().is_empty() {
-            // Nothing contiguous yet (a segment is held out of order).
+        let Some((bytes, complete)) = flow.streams[0].classifiable(&p.payload) else {
             return;
-        } else {
-            (s.bytes(), s.is_done())
         };
         match dissect::classify(bytes, complete) {
             Some(proto) => {

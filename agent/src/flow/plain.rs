@@ -239,13 +239,8 @@ fn to_server(
     out: &mut Vec<Request>,
 ) {
     if plain.inner == Inner::Unknown {
-        let s = &plain.streams[0];
-        let (bytes, complete) = if s.is_done() && s.bytes().is_empty() {
-            (&p.payload[..], true)
-        } else if s.bytes().is_empty() {
+        let Some((bytes, complete)) = plain.streams[0].classifiable(&p.payload) else {
             return;
-        } else {
-            (s.bytes(), s.is_done())
         };
         plain.inner = match dissect::classify(bytes, complete) {
             Some(Protocol::H2c) if bytes.starts_with(http::H2_PREFACE) => {

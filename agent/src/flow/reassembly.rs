@@ -91,6 +91,20 @@ impl StreamPrefix {
         self.done = false;
     }
 
+    /// What to classify a stream by, given the segment `payload` that just
+    /// arrived: the contiguous prefix (and whether it is final), or the
+    /// segment alone when the prefix was already released; `None` while
+    /// nothing contiguous is there (a segment held out of order).
+    pub fn classifiable<'a>(&'a self, payload: &'a [u8]) -> Option<(&'a [u8], bool)> {
+        if self.is_done() && self.buf.is_empty() {
+            Some((payload, true))
+        } else if self.buf.is_empty() {
+            None
+        } else {
+            Some((&self.buf, self.is_done()))
+        }
+    }
+
     /// Takes the reassembled bytes and stops reassembly: another parser
     /// reads this direction from here on.
     pub fn take(&mut self) -> Vec<u8> {

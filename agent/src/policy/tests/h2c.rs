@@ -14,13 +14,6 @@ const UPGRADE: (&[u8], &[u8]) = (
     include_bytes!("../../protocol/h2/testdata/upgrade.server.bin"),
 );
 
-/// The fixtures' bearer token (gen.py `TOKEN`), listed as acme's.
-fn h2_engine() -> Engine {
-    let yaml = contract_yaml().replace(&fp("acme-token"), &fp("tok-acme-7f3a9c1e5b2d4f60"));
-    let contract = Arc::new(Contract::parse(&yaml, "unit.yaml").expect("valid contract"));
-    Engine::new(contract, EngineOptions::default())
-}
-
 /// A TCP connection carrying `client` then `server` bytes in segments of
 /// `mss` (each direction in order, the client's first: the decoder reads
 /// the two directions independently).
@@ -53,7 +46,7 @@ fn records(e: &mut Engine) -> Vec<FlowRecord> {
 
 #[test]
 fn prior_knowledge_h2c_counts_and_identifies_every_stream() {
-    let mut e = h2_engine();
+    let mut e = h2_engine(EngineOptions::default());
     let (client, server) = INDEXED;
     // payments (pii, encryption required) on port 80.
     tcp(&mut e, "10.1.0.9:5000", "10.20.1.5:80", client, server, 90);
@@ -78,7 +71,7 @@ fn prior_knowledge_h2c_counts_and_identifies_every_stream() {
 
 #[test]
 fn upgraded_h2c_counts_the_upgrade_request_and_the_streams_after_it() {
-    let mut e = h2_engine();
+    let mut e = h2_engine(EngineOptions::default());
     let (client, server) = UPGRADE;
     tcp(
         &mut e,
@@ -99,7 +92,7 @@ fn upgraded_h2c_counts_the_upgrade_request_and_the_streams_after_it() {
 
 #[test]
 fn a_refused_upgrade_stays_http1() {
-    let mut e = h2_engine();
+    let mut e = h2_engine(EngineOptions::default());
     let (c, s) = ("10.1.0.9:5000", "10.20.2.5:8080");
     let ack = tcp_flags::ACK;
     let upgrade =

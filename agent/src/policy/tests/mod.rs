@@ -131,6 +131,14 @@ spec:
     )
 }
 
+/// An engine whose acme holds the bearer token of the HTTP/2 fixtures
+/// (`protocol/h2/testdata/gen.py` `TOKEN`).
+pub fn h2_engine(opts: EngineOptions) -> Engine {
+    let yaml = contract_yaml().replace(&fp("acme-token"), &fp("tok-acme-7f3a9c1e5b2d4f60"));
+    let contract = Arc::new(Contract::parse(&yaml, "unit.yaml").expect("valid contract"));
+    Engine::new(contract, opts)
+}
+
 pub fn contract() -> Arc<Contract> {
     Arc::new(Contract::parse(&contract_yaml(), "unit.yaml").expect("test contract is valid"))
 }

@@ -306,16 +306,12 @@ const H2_MULTIPLEX: (&[u8], &[u8]) = (
     include_bytes!("../../protocol/h2/testdata/multiplex.server.bin"),
 );
 
-/// The fixtures' bearer token (gen.py `TOKEN`), listed as acme's.
-fn h2_engine() -> Engine {
-    let yaml = contract_yaml().replace(&fp("acme-token"), &fp("tok-acme-7f3a9c1e5b2d4f60"));
-    let contract = Arc::new(Contract::parse(&yaml, "unit.yaml").expect("valid contract"));
-    let opts = EngineOptions {
-        // Live: HTTP/1 counts come from the kernel, HTTP/2 ones cannot.
+/// Live: HTTP/1 counts come from the kernel, HTTP/2 ones cannot.
+fn live() -> EngineOptions {
+    EngineOptions {
         requests_from_kernel: true,
         ..EngineOptions::default()
-    };
-    Engine::new(contract, opts)
+    }
 }
 
 /// `bytes` of one direction as SSL calls of at most `call` bytes, from
@@ -338,7 +334,7 @@ fn calls(
 
 #[test]
 fn http2_inside_tls_names_its_client_and_counts_every_stream() {
-    let mut e = h2_engine();
+    let mut e = h2_engine(live());
     let (c, s) = ("10.1.0.9:5000", "10.20.1.5:443");
     let id = flow_id(c, s);
     https(&mut e, t0(), c, s, "payments.example.com", &[]);
@@ -360,7 +356,7 @@ fn http2_inside_tls_names_its_client_and_counts_every_stream() {
 
 #[test]
 fn a_multiplexed_http2_burst_inside_tls_is_counted_exactly() {
-    let mut e = h2_engine();
+    let mut e = h2_engine(live());
     let (c, s) = ("10.1.0.9:5000", "10.20.1.5:443");
     let id = flow_id(c, s);
     https(&mut e, t0(), c, s, "payments.example.com", &[]);
@@ -377,7 +373,7 @@ fn a_multiplexed_http2_burst_inside_tls_is_counted_exactly() {
 
 #[test]
 fn lost_http2_bytes_still_count_the_streams_and_keep_the_identity() {
-    let mut e = h2_engine();
+    let mut e = h2_engine(live());
     let (c, s) = ("10.1.0.9:5000", "10.20.1.5:443");
     let id = flow_id(c, s);
     https(&mut e, t0(), c, s, "payments.example.com", &[]);

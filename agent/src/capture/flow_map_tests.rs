@@ -1,0 +1,225 @@
+//! Tests of the flow-map tracker: views, request-start deltas, ends.
+
+use agent_common::DirStats;
+
+use super::*;
+
+fn key(observer: u8) -> FlowKey {
+    let mut c = [0u8; 16];
+    c[10] = 0xff;
+    c[11] = 0xff;
+    c[12..].copy_from_slice(&[127, 0, 0, 1]);
+    FlowKey {
+        client_addr: c,
+        server_addr: c,
+        client_port: 40000,
+        server_port: 8080,
+        observer,
+        ..FlowKey::default()
+    }
+}
+
+fn stats(requests: u64) -> FlowStats {
+    let mut s = FlowStats::default();
+    s.dirs[0] = DirStats {
+        packets: 3,
+        request_starts: requests,
+        first_seen_ns: 1000,
+        ..DirStats::default()
+    };
+    s
+}
+
+fn ended(mut s: FlowStats, bits: u64) -> FlowStats {
+    s.state = flow_state::ENDED | bits;
+    s
+}
+
+#[test]
+fn mapped_ipv4_becomes_ipv4() {
+    let id = flow_id(&key(1));
+    assert_eq!(id.client.to_string(), "127.0.0.1:40000");
+    assert_eq!(id.server.to_string(), "127.0.0.1:8080");
+}
+
+#[test]
+fn one_view_per_connection_and_exact_request_deltas() {
+    let mut t = Tracker::default();
+    let out = t.poll(vec![(key(2), stats(2)), (key(1), stats(2))], &[], 1);
+    // Client view wins; one delta of 2.
+    assert!(matches!(
+        out.events.as_slice(),
+        [Event::RequestStarts { count: 2, .. }]
+    ));
+    assert!(!t.admit_sample(&key(2)));
+    assert!(t.admit_sample(&key(1)));
+    let out = t.poll(vec![(key(1), stats(5)), (key(2), stats(5))], &[], 2);
+    assert!(matches!(
+        out.events.as_slice(),
+        [Event::RequestStarts { count: 3, .. }]
+    ));
+    let [a, b] = t.flow_end(&key(1), &stats(6), None, FlowEndReason::Fin, 3);
+    assert!(matches!(a, Some(Event::RequestStarts { count: 1, .. })));
+    assert!(matches!(
+        b,
+        Some(Event::FlowEnd {
+            reason: FlowEndReason::Fin,
+            ..
+        })
+    ));
+    // The server view's end of the same connection is dropped.
+    assert!(
+        t.flow_end(&key(2), &stats(6), None, FlowEndReason::Fin, 3)
+            .iter()
+            .all(Option::is_none)
+    );
+    // So is the client view's duplicate.
+    assert!(
+        t.flow_end(&key(1), &stats(6), None, FlowEndReason::Fin, 3)
+            .iter()
+            .all(Option::is_none)
+    );
+    // A stale snapshot must not revive it; ended entries of both views
+    // are deleted from the kernel map, without events.
+    let out = t.poll(
+        vec![(key(1), ended(stats(6), 0)), (key(2), ended(stats(6), 0))],
+        &[],
+        4,
+    );
+    assert!(out.events.is_empty());
+    assert_eq!(out.delete, vec![key(1), key(2)]);
+    assert!(t.poll(vec![(key(1), stats(6))], &[], 5).events.is_empty());
+    // A late sample is delivered but does not revive the flow.
+    assert!(t.admit_sample(&key(1)));
+    assert!(t.poll(vec![], &[], 6).events.is_empty());
+    assert!(t.poll(vec![], &[], 7).events.is_empty());
+}
+
+#[test]
+fn ended_entry_waits_for_its_record_unless_the_record_was_lost() {
+    let mut t = Tracker::default();
+    t.poll(vec![(key(1), stats(1))], &[], 1);
+    // Ended in the kernel, record still in the ring: nothing yet, keep the entry.
+    let out = t.poll(vec![(key(1), ended(stats(3), 0))], &[], 2);
+    assert!(out.events.is_empty() && out.delete.is_empty());
+    // Record lost: the poll reports the end from the frozen entry.
+    let out = t.poll(
+        vec![(
+            key(1),
+            ended(stats(3), flow_state::END_RECORD_LOST | flow_state::END_RST),
+        )],
+        &[],
+        3,
+    );
+    assert!(matches!(
+        out.events.as_slice(),
+        [
+            Event::RequestStarts { count: 2, .. },
+            Event::FlowEnd {
+                reason: FlowEndReason::Rst,
+                totals: Some(_),
+                ..
+            }
+        ]
+    ));
+    assert_eq!(out.delete, vec![key(1)]);
+}
+
+#[test]
+fn new_connection_on_the_same_tuple_is_tracked_again() {
+    let mut t = Tracker::default();
+    t.poll(vec![(key(1), stats(1))], &[], 1);
+    t.flow_end(&key(1), &stats(1), None, FlowEndReason::Fin, 2);
+    let mut again = stats(4);
+    again.dirs[0].first_seen_ns = 9000;
+    let out = t.poll(vec![(key(1), again)], &[], 3);
+    assert!(matches!(
+        out.events.as_slice(),
+        [Event::RequestStarts { count: 4, .. }]
+    ));
+}
+
+#[test]
+fn recreated_entry_of_a_live_flow_counts_from_zero() {
+    let mut t = Tracker::default();
+    let out = t.poll(vec![(key(1), stats(5))], &[], 1);
+    assert!(matches!(
+        out.events.as_slice(),
+        [Event::RequestStarts { count: 5, .. }]
+    ));
+    // Evicted and recreated by a later packet: new stamp, fresh counters.
+    let mut again = stats(2);
+    again.dirs[0].first_seen_ns = 9000;
+    let out = t.poll(vec![(key(1), again)], &[], 2);
+    assert!(
+        matches!(
+            out.events.as_slice(),
+            [Event::RequestStarts { count: 2, .. }]
+        ),
+        "{:?}",
+        out.events
+    );
+    let mut more = again;
+    more.dirs[0].request_starts = 3;
+    let out = t.poll(vec![(key(1), more)], &[], 3);
+    assert!(matches!(
+        out.events.as_slice(),
+        [Event::RequestStarts { count: 1, .. }]
+    ));
+}
+
+#[test]
+fn tls_layer_reports_starts_without_claiming_or_ending() {
+    let tls = observer::TLS_PLAINTEXT;
+    let mut t = Tracker::default();
+    // The TLS layer's starts are reported; the wire view still claims.
+    let mut wire = stats(0);
+    wire.dirs[0].first_seen_ns = 500;
+    let out = t.poll(vec![(key(tls), stats(3)), (key(2), wire)], &[], 1);
+    assert!(matches!(
+        out.events.as_slice(),
+        [Event::RequestStarts { count: 3, .. }]
+    ));
+    assert!(t.admit_sample(&key(2)));
+    let out = t.poll(vec![(key(tls), stats(5)), (key(2), wire)], &[], 2);
+    assert!(matches!(
+        out.events.as_slice(),
+        [Event::RequestStarts { count: 2, .. }]
+    ));
+    // The wire end carries the layer's last starts; one end, from the wire.
+    let [starts, end] = t.flow_end(&key(2), &wire, Some(&stats(7)), FlowEndReason::Fin, 3);
+    assert!(matches!(
+        starts,
+        Some(Event::RequestStarts { count: 2, .. })
+    ));
+    assert!(matches!(end, Some(Event::FlowEnd { .. })));
+    // Then its entry is deleted, without events.
+    let out = t.poll(vec![(key(tls), stats(7))], &[], 4);
+    assert!(out.events.is_empty());
+    assert_eq!(out.delete, vec![key(tls)]);
+    // A layer alone that goes idle or vanishes never ends a flow.
+    let mut t = Tracker::default();
+    t.poll(vec![(key(tls), stats(1))], &[], 1);
+    let out = t.poll(vec![(key(tls), stats(1))], &[key(tls)], 2);
+    assert!(out.events.is_empty());
+    for now in 3..6 {
+        assert!(t.poll(vec![], &[], now).events.is_empty());
+    }
+}
+
+#[test]
+fn vanished_flows_end_idle_after_grace() {
+    let mut t = Tracker::default();
+    t.poll(vec![(key(1), stats(0))], &[], 1);
+    assert!(t.poll(vec![], &[], 2).events.is_empty());
+    let out = t.poll(vec![], &[], 3);
+    assert!(matches!(
+        out.events.as_slice(),
+        [Event::FlowEnd {
+            reason: FlowEndReason::Idle,
+            totals: Some(_),
+            ..
+        }]
+    ));
+    assert!(t.poll(vec![], &[], 4).events.is_empty());
+}
