@@ -9,11 +9,11 @@ use std::{
     process::{Child, Command, Stdio},
 };
 
-use crate::{cgroup::CgroupGuard, tls::TestCert};
+use crate::{cgroup::CgroupGuard, tls::TestCert, tls_servers::PYTHON};
 
 /// HTTP/1.1 over TLS: 200 with body `ok` for every path, except 401 for
-/// paths under `/deny` and 429 under `/throttle`. Threaded: one thread per
-/// connection.
+/// paths under `/deny`, 429 under `/throttle`, and an N-byte body (one
+/// `SSL_write_ex` call) for `/big/N`. Threaded: one thread per connection.
 const PY_SERVER: &str = r#"
 import http.server, socket, ssl, sys
 host, cert, key = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -25,6 +25,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if n:
             self.rfile.read(n)
         body = b"ok"
+        if self.path.startswith("/big/"):
+            body = b"x" * int(self.path.split("/")[2].split("?")[0])
         self.send_response(code)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -53,9 +55,18 @@ pub struct PyHttpsServer {
 impl PyHttpsServer {
     /// Starts the server in `cgroup` (so its sockets are watched there).
     pub fn start(ip: IpAddr, cgroup: &CgroupGuard) -> Self {
+        Self::spawn(cgroup.command(PYTHON), ip)
+    }
+
+    /// Starts the server in the test's own cgroup.
+    pub fn start_here(ip: IpAddr) -> Self {
+        Self::spawn(Command::new(PYTHON), ip)
+    }
+
+    /// `cmd` runs Debian's python3, whose `ssl` links the system libssl.
+    fn spawn(mut cmd: Command, ip: IpAddr) -> Self {
         let cert = TestCert::generate();
-        let mut child = cgroup
-            .command("python3")
+        let mut child = cmd
             .arg("-c")
             .arg(PY_SERVER)
             .arg(ip.to_string())

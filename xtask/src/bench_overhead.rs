@@ -406,7 +406,11 @@ http {{
 
 impl Drop for Bench {
     fn drop(&mut self) {
-        let _ = self.nginx.kill();
+        // SIGTERM: the master stops its workers (SIGKILL would orphan them,
+        // still holding whatever they inherited).
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.nginx.id().to_string()])
+            .status();
         let _ = self.nginx.wait();
     }
 }

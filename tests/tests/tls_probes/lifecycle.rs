@@ -4,15 +4,10 @@
 
 use std::{
     io::{BufRead, BufReader},
-    net::SocketAddr,
     process::{Command, Stdio},
 };
 
-use tests::{
-    on_free_port,
-    tls_servers::{PyServer, require_tls_tools},
-    wait::wait_for,
-};
+use tests::{https::PyHttpsServer, tls_servers::require_tls_tools, wait::wait_for};
 
 use crate::{EVENT_TIMEOUT, loopback, tls_capture, wait_probed};
 
@@ -84,9 +79,7 @@ fn tls_uprobes() -> usize {
 fn tls_stop_detaches_every_probe_and_exit_detaches_its_own() {
     require_tls_tools();
     let ip = loopback(false);
-    let a = on_free_port(ip, "PyServer", |port| {
-        Some(PyServer::start(SocketAddr::new(ip, port)))
-    });
+    let a = PyHttpsServer::start_here(ip);
     let (_cg, h) = tls_capture("tlsstop", a.addr);
     wait_probed(&h, &[a.pid()]);
     assert!(tls_uprobes() >= 5, "uprobes attached for {}", a.pid());
@@ -116,9 +109,7 @@ fn tls_stop_detaches_every_probe_and_exit_detaches_its_own() {
 fn tls_killed_capture_process_leaves_nothing_attached() {
     require_tls_tools();
     let ip = loopback(false);
-    let server = on_free_port(ip, "PyServer", |port| {
-        Some(PyServer::start(SocketAddr::new(ip, port)))
-    });
+    let server = PyHttpsServer::start_here(ip);
     let cg = tests::cgroup::CgroupGuard::new("tlskill");
     let mut child = Command::new(env!("CARGO_BIN_EXE_rw-helper"))
         .arg("capture-cgroup-tls")
@@ -149,9 +140,7 @@ fn tls_killed_capture_process_leaves_nothing_attached() {
 fn tls_excluded_process_is_not_probed() {
     require_tls_tools();
     let ip = loopback(false);
-    let server = on_free_port(ip, "PyServer", |port| {
-        Some(PyServer::start(SocketAddr::new(ip, port)))
-    });
+    let server = PyHttpsServer::start_here(ip);
     let cg = tests::cgroup::CgroupGuard::new("tlsexcl");
     let mut tuning = crate::tls_tuning();
     if let Some(t) = tuning.tls.as_mut() {

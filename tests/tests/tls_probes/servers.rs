@@ -8,8 +8,9 @@ use agent::{
     event::{Direction, Event},
 };
 use tests::{
+    https::PyHttpsServer,
     on_free_port,
-    tls_servers::{Nginx, PYTHON, PyServer, WaitingClient, curl, py_client, require_tls_tools},
+    tls_servers::{Nginx, PYTHON, WaitingClient, curl, py_client, require_tls_tools},
 };
 
 use crate::{check_exact, check_requests, flow, loopback, plaintext, tls_capture, wait_probed};
@@ -83,9 +84,7 @@ fn tls_nginx_started_after_capture_is_probed() {
 fn python_server_threads(v6: bool) {
     require_tls_tools();
     let ip = loopback(v6);
-    let server = on_free_port(ip, "PyServer", |port| {
-        Some(PyServer::start(SocketAddr::new(ip, port)))
-    });
+    let server = PyHttpsServer::start_here(ip);
     let (cg, mut h) = tls_capture("tlspy", server.addr);
     wait_probed(&h, &[server.pid()]);
     let mut flows = Vec::new();
@@ -264,9 +263,7 @@ while True:
 fn tls_large_write_is_chunked_and_cut_at_the_cap() {
     require_tls_tools();
     let ip = loopback(false);
-    let server = on_free_port(ip, "PyServer", |port| {
-        Some(PyServer::start(SocketAddr::new(ip, port)))
-    });
+    let server = PyHttpsServer::start_here(ip);
     let (cg, mut h) = tls_capture("tlsbig", server.addr);
     wait_probed(&h, &[server.pid()]);
     let run = py_client(cg.command(PYTHON), server.addr, 1, "/big/100000", false);
