@@ -17,7 +17,7 @@ use agent::{
     contract::Contract,
     event::{Direction, Event},
     pcap::{PcapReader, ip::parse_ip, link::LinkType},
-    policy::{Engine, EngineOptions},
+    policy::{Engine, EngineOptions, View},
     protocol::{
         self,
         h2::{CredentialHeaders, H2Connection, H2Limits},
@@ -33,10 +33,13 @@ use agent_common::{
     FlowEndRecord, FlowKey, FlowStats, SampleHeader, TlsDataHeader, TlsTrigger, decode::Record,
 };
 
+/// A target's function: one input, a panic on a bug.
+pub type Target = fn(&[u8]);
+
 /// Every target by name, as `cargo xtask fuzz --list` and the regression
 /// test know them. Each has `fuzz_targets/<name>.rs` and a corpus in
 /// `corpus/<name>/`.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("ring_records", ring_records),
     ("pcap", capture_file),
     ("pcapng", capture_file),
@@ -55,11 +58,14 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
 /// judge against, so seeds from the captures reach the detections.
 const CONTRACT: &str = include_str!("../../../tests/fixtures/contract.yaml");
 
-fn golden_contract() -> Arc<Contract> {
-    static C: OnceLock<Arc<Contract>> = OnceLock::new();
-    Arc::clone(C.get_or_init(|| {
-        Arc::new(Contract::parse(CONTRACT, "tests/fixtures/contract.yaml").expect("valid contract"))
-    }))
+/// Compiled once: a view costs far more than most inputs.
+fn golden_view() -> View {
+    static V: OnceLock<View> = OnceLock::new();
+    V.get_or_init(|| {
+        let c = Contract::parse(CONTRACT, "tests/fixtures/contract.yaml").expect("valid contract");
+        View::new(Arc::new(c))
+    })
+    .clone()
 }
 
 /// Small flow-table bounds, so inputs of a few KB reach eviction and the
@@ -73,7 +79,7 @@ fn small_engine(requests_from_kernel: bool) -> Engine {
     opts.flow.max_flows = 8;
     opts.flow.max_buffered = 64 * 1024;
     opts.flow.prefix_cap = 4 * 1024;
-    Engine::new(golden_contract(), opts)
+    Engine::with_view(golden_view(), opts)
 }
 
 fn run_engine(engine: &mut Engine, events: impl IntoIterator<Item = Event>) {

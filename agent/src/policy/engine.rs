@@ -155,7 +155,10 @@ impl Engine {
         &self.view.contract
     }
 
-    fn with_view(view: View, opts: EngineOptions) -> Self {
+    /// An engine over an already compiled view: compiling one matches every
+    /// cipher suite id against each data class's patterns, which the fuzz
+    /// targets would otherwise pay per input.
+    pub fn with_view(view: View, opts: EngineOptions) -> Self {
         let mut flows = FlowTable::new(opts.flow.clone());
         flows.set_credential_headers(credential_headers(&view));
         let mut e = Self {
