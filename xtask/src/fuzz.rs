@@ -2,7 +2,8 @@
 //! nightly, AddressSanitizer).
 //!
 //! `--list` names the targets; `fuzz TARGET --seconds N` runs one, reading
-//! the committed corpus (`agent/fuzz/corpus/TARGET/`) and writing what it
+//! the seeds (`agent/fuzz/seeds.py`) and the committed corpus
+//! (`agent/fuzz/corpus/TARGET/`) and writing what it
 //! finds to a scratch corpus under `agent/fuzz/target/`; `--merge` then
 //! minimizes both into the committed one. `cargo xtask test` runs every
 //! target for a share of [`TEST_BUDGET`]. A crash, hang or over-limit
@@ -32,6 +33,12 @@ const TIMEOUT_SECS: u32 = 10;
 /// below it), and so is a process past the RSS limit.
 const MALLOC_LIMIT_MB: u32 = 256;
 const RSS_LIMIT_MB: u32 = 1024;
+/// Bytes of one committed corpus input (longer ones are cut by the merge),
+/// halved down to `MERGE_MIN_LEN` while a target's corpus exceeds
+/// `CORPUS_BUDGET` bytes.
+const MERGE_MAX_LEN: u32 = 2048;
+const MERGE_MIN_LEN: u32 = 256;
+const CORPUS_BUDGET: u64 = 40 * 1024;
 
 #[derive(clap::Args)]
 pub struct Options {
@@ -136,10 +143,12 @@ pub fn fuzz(target: &str, time: Duration) -> anyhow::Result<Ran> {
     }
     let log = logs.join(format!("{target}.log"));
     let log_file = fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+    let seeds = seeds()?.join(target);
     let mut c = cargo_fuzz();
     c.args(["run", target])
         .arg(&scratch)
         .arg(dir.join("corpus").join(target))
+        .arg(&seeds)
         .arg("--")
         .arg(format!("-max_total_time={}", time.as_secs().max(1)))
         .args(libfuzzer_limits())
@@ -176,6 +185,21 @@ pub fn fuzz(target: &str, time: Duration) -> anyhow::Result<Ran> {
     Ok(Ran { execs, took })
 }
 
+/// The full-size starting inputs (`seeds.py`: golden captures, HTTP/2
+/// streams, contracts, an audit log), written under `agent/fuzz/target/`
+/// for every run: the committed corpus is cut short to stay small, these
+/// are whole.
+fn seeds() -> anyhow::Result<PathBuf> {
+    let dir = fuzz_dir().join("target/seeds");
+    cmd::run(
+        Command::new("python3")
+            .arg(fuzz_dir().join("seeds.py"))
+            .arg(&dir),
+    )
+    .context("could not write the fuzz seeds (agent/fuzz/seeds.py)")?;
+    Ok(dir)
+}
+
 fn libfuzzer_limits() -> [String; 3] {
     [
         format!("-timeout={TIMEOUT_SECS}"),
@@ -185,34 +209,48 @@ fn libfuzzer_limits() -> [String; 3] {
 }
 
 /// Minimizes the committed corpus plus the scratch corpus into the
-/// committed one (libFuzzer's `-merge=1`: the smallest set of inputs with
-/// the same coverage).
+/// committed one: libFuzzer's `-set_cover_merge=1` on edge coverage only
+/// (no hit counts), inputs cut at a length that starts at
+/// [`MERGE_MAX_LEN`] and halves until the target's corpus fits
+/// [`CORPUS_BUDGET`], so all of them stay a few hundred KB in git. The
+/// scratch corpus keeps everything for local runs.
 fn merge(target: &str) -> anyhow::Result<()> {
     let dir = fuzz_dir();
     let committed = dir.join("corpus").join(target);
     let scratch = dir.join("target/corpus").join(target);
     let fresh = dir.join("target/merged").join(target);
-    let _ = fs::remove_dir_all(&fresh);
-    for d in [&fresh, &scratch, &committed] {
+    for d in [&scratch, &committed] {
         fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
-    cmd::run(
-        cargo_fuzz()
-            .args(["run", target])
-            .args([&fresh, &committed, &scratch])
-            .arg("--")
-            .arg("-merge=1")
-            .args(libfuzzer_limits()),
-    )
-    .with_context(|| format!("merging the corpus of {target} failed"))?;
-    replace_dir(&fresh, &committed)?;
-    eprintln!(
-        "fuzz: {target}: {} inputs, {} bytes in {}",
-        count(&committed).0,
-        count(&committed).1,
-        committed.display()
-    );
-    Ok(())
+    let mut max_len = MERGE_MAX_LEN;
+    loop {
+        let _ = fs::remove_dir_all(&fresh);
+        fs::create_dir_all(&fresh).with_context(|| format!("creating {}", fresh.display()))?;
+        cmd::run(
+            cargo_fuzz()
+                .args(["run", target])
+                .args([&fresh, &committed, &scratch])
+                .arg("--")
+                .args([
+                    "-set_cover_merge=1",
+                    "-use_counters=0",
+                    "-use_value_profile=0",
+                ])
+                .arg(format!("-max_len={max_len}"))
+                .args(libfuzzer_limits()),
+        )
+        .with_context(|| format!("merging the corpus of {target} failed"))?;
+        let (n, bytes) = count(&fresh);
+        if bytes <= CORPUS_BUDGET || max_len <= MERGE_MIN_LEN {
+            replace_dir(&fresh, &committed)?;
+            eprintln!(
+                "fuzz: {target}: {n} inputs of at most {max_len} bytes, {bytes} bytes in {}",
+                committed.display()
+            );
+            return Ok(());
+        }
+        max_len /= 2;
+    }
 }
 
 fn replace_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
