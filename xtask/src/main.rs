@@ -10,6 +10,7 @@ mod bench_replay;
 mod cmd;
 mod dated;
 mod demo;
+mod fuzz;
 mod image;
 mod manifests;
 mod run;
@@ -54,6 +55,9 @@ enum Task {
     Image(image::Options),
     /// Regenerate deploy/kubernetes/prometheusrule.yaml from the alert rules.
     Manifests,
+    /// Fuzz the parsers (cargo-fuzz, nightly): `--list`, or a target for
+    /// `--seconds N`, or `--merge` its corpus.
+    Fuzz(fuzz::Options),
     /// Benchmarks; they print figures and never fail on speed.
     Bench {
         #[command(subcommand)]
@@ -81,6 +85,7 @@ fn main() -> anyhow::Result<()> {
         Task::Run { args } => run::run(&args),
         Task::Image(options) => image::run(&options),
         Task::Manifests => manifests::generate(),
+        Task::Fuzz(options) => fuzz::run(&options),
         Task::Bench { which } => bench::run(which),
     }
 }

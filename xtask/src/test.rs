@@ -17,7 +17,7 @@ use anyhow::{Context as _, bail};
 
 use crate::{
     cmd::{self, is_root, root},
-    setup,
+    fuzz, setup,
 };
 
 #[derive(clap::Args)]
@@ -32,6 +32,9 @@ pub struct Options {
     /// Skip the lint phase (rustfmt, clippy).
     #[arg(long)]
     no_lint: bool,
+    /// Skip the fuzz phase (build and a short run of every target).
+    #[arg(long)]
+    no_fuzz: bool,
 }
 
 /// Phase names and how long each took.
@@ -102,6 +105,10 @@ fn phases_in_order(options: &Options, phases: &mut Phases) -> anyhow::Result<()>
             false,
         )
     })?;
+    if !options.no_fuzz {
+        phases.run("fuzz: build targets (nightly, ASan)", fuzz::build)?;
+        phases.run("fuzz: every target, 180 s in all", fuzz::run_all)?;
+    }
     phases.run("alert rules (promtool)", alert_rules)?;
     phases.run(
         "deployment manifests (kubernetes-validate, checkov)",

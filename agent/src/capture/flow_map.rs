@@ -424,7 +424,9 @@ fn finish(
     ts: Nanos,
 ) -> [Option<Event>; 2] {
     let totals = totals(stats);
-    let delta = totals.request_starts[0].saturating_sub(t.reported) + extra;
+    let delta = totals.request_starts[0]
+        .saturating_sub(t.reported)
+        .saturating_add(extra);
     t.reported = totals.request_starts[0];
     t.ended = Some(Instant::now());
     t.last_totals = Some(totals);

@@ -277,6 +277,13 @@ impl PcapReader {
                 if block_len > MAX_RECORD {
                     return Err(self.corrupt("a block claims more than 16 MiB"));
                 }
+                // Type, length and trailing length take 12 bytes. pcap-parser
+                // 0.17 subtracts 12 from a process information block's length
+                // unchecked (an overflow panic with overflow checks, found by
+                // fuzzing, pcapng target): refuse such a block before it does.
+                if block_len < 12 {
+                    return Err(self.corrupt("a block is shorter than 12 bytes"));
+                }
             }
             let parsed = if big_endian {
                 parse_block_be(rest)

@@ -155,7 +155,10 @@ impl Engine {
         &self.view.contract
     }
 
-    fn with_view(view: View, opts: EngineOptions) -> Self {
+    /// An engine over an already compiled view: compiling one matches every
+    /// cipher suite id against each data class's patterns, which the fuzz
+    /// targets would otherwise pay per input.
+    pub fn with_view(view: View, opts: EngineOptions) -> Self {
         let mut flows = FlowTable::new(opts.flow.clone());
         flows.set_credential_headers(credential_headers(&view));
         let mut e = Self {
@@ -470,12 +473,16 @@ impl Engine {
 
     fn kernel_requests(&mut self, ts: Nanos, id: FlowId, count: u64) {
         self.advance(ts);
-        self.stats.kernel_requests += count;
+        // `count` is a delta of the kernel's u64 counter, as a ring record
+        // says it: a damaged record can claim anything, so these saturate
+        // rather than overflow (found by fuzzing, ring_records).
+        self.stats.kernel_requests = self.stats.kernel_requests.saturating_add(count);
         let Some(flow) = self.flows.get_mut(&id) else {
-            self.stats.kernel_requests_unmatched += count;
+            self.stats.kernel_requests_unmatched =
+                self.stats.kernel_requests_unmatched.saturating_add(count);
             return;
         };
-        flow.ext.kernel_requests += count;
+        flow.ext.kernel_requests = flow.ext.kernel_requests.saturating_add(count);
         let view = &self.view;
         let mut j = judge!(self, view, ts, true);
         j.kernel_requests(flow, count);

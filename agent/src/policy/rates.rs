@@ -56,7 +56,7 @@ impl Bucket {
         let whole = self.tokens.floor().max(0.0);
         let allowed = (n as f64).min(whole);
         self.tokens -= allowed;
-        n - allowed as u64
+        n.saturating_sub(allowed as u64)
     }
 
     fn observe(&mut self, n: u64, t: Nanos) {
@@ -66,13 +66,15 @@ impl Bucket {
             self.cur = 0;
             self.sec = s;
         }
+        // Counts saturate: `n` can come from a kernel counter delta that a
+        // damaged ring record sets to anything.
         if s >= self.sec {
-            self.cur += n;
+            self.cur = self.cur.saturating_add(n);
         } else if s + 1 == self.sec {
             // Slightly out-of-order event time.
-            self.prev += n;
+            self.prev = self.prev.saturating_add(n);
         }
-        self.total += n;
+        self.total = self.total.saturating_add(n);
         self.last_seen = self.last_seen.max(t);
     }
 
@@ -134,10 +136,11 @@ impl Rates {
 
     /// Counts `n` requests to `endpoint` from `client` (labels).
     pub fn count(&mut self, endpoint: &Arc<str>, client: &Arc<str>, n: u64) {
-        *self
+        let total = self
             .totals
             .entry((endpoint.clone(), client.clone()))
-            .or_default() += n;
+            .or_default();
+        *total = total.saturating_add(n);
     }
 
     /// Requests so far by (endpoint label, client label).

@@ -101,6 +101,7 @@ pub struct Revoked {
     pub reason: Option<String>,
 }
 
+#[derive(Clone)]
 pub struct View {
     pub contract: Arc<Contract>,
     pub contract_name: Arc<str>,

@@ -9,7 +9,7 @@
 mod server;
 pub mod views;
 
-pub use server::{ApiError, ApiServer, StateSource};
+pub use server::{ApiError, ApiServer, MAX_REQUEST_LINE, StateSource, answer, read_request};
 
 /// Where the agent listens and the CLI connects unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/rampwatch/rampwatch.sock";

@@ -9,7 +9,7 @@ use std::{
 };
 
 use tokio::{
-    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
+    io::{AsyncBufReadExt as _, AsyncRead, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
     net::{UnixListener, UnixStream},
     sync::broadcast,
 };
@@ -184,29 +184,13 @@ async fn handle(
         };
         return send(&mut write, &msg).await;
     }
-    let mut line = String::new();
-    let mut reader = BufReader::new(read).take(64 * 1024);
-    reader.read_line(&mut line).await?;
-    let request = match serde_json::from_str::<Request>(line.trim()) {
+    let request = match read_request(read).await? {
         Ok(r) => r,
-        Err(e) => {
-            let message = format!("bad request: {e}");
-            return send(&mut write, &Response::Error { message }).await;
-        }
+        Err(message) => return send(&mut write, &Response::Error { message }).await,
     };
-    let response = match request {
-        Request::Status => Response::Status(state.status()),
-        Request::Stage => Response::Stage(state.stage()),
-        Request::Clients => Response::Clients {
-            clients: state.clients(),
-        },
-        Request::Flows => Response::Flows {
-            flows: state.flows(),
-        },
-        Request::Violations { since_secs } => Response::Violations {
-            violations: state.violations(since_secs.map(Duration::from_secs)),
-        },
-        Request::Watch => {
+    let response = match answer(request, state.as_ref()) {
+        Some(response) => response,
+        None => {
             let mut events = state.subscribe();
             loop {
                 tokio::select! {
@@ -223,6 +207,38 @@ async fn handle(
         }
     };
     send(&mut write, &response).await
+}
+
+/// Longest request line read from a peer; the rest is never read.
+pub const MAX_REQUEST_LINE: u64 = 64 * 1024;
+
+/// Reads and decodes a peer's request line (at most [`MAX_REQUEST_LINE`]
+/// bytes): `Ok(Err(message))` is the error to send back.
+pub async fn read_request(
+    read: impl AsyncRead + Unpin,
+) -> std::io::Result<Result<Request, String>> {
+    let mut line = String::new();
+    let mut reader = BufReader::new(read).take(MAX_REQUEST_LINE);
+    reader.read_line(&mut line).await?;
+    Ok(serde_json::from_str::<Request>(line.trim()).map_err(|e| format!("bad request: {e}")))
+}
+
+/// The answer to `request`; `None` for `watch`, which streams instead.
+pub fn answer(request: Request, state: &dyn StateSource) -> Option<Response> {
+    Some(match request {
+        Request::Status => Response::Status(state.status()),
+        Request::Stage => Response::Stage(state.stage()),
+        Request::Clients => Response::Clients {
+            clients: state.clients(),
+        },
+        Request::Flows => Response::Flows {
+            flows: state.flows(),
+        },
+        Request::Violations { since_secs } => Response::Violations {
+            violations: state.violations(since_secs.map(Duration::from_secs)),
+        },
+        Request::Watch => return None,
+    })
 }
 
 async fn send(

@@ -1,0 +1,3 @@
+//! rampwatch's fuzz targets; see `targets` and `cargo xtask fuzz --list`.
+
+pub mod targets;
