@@ -1,6 +1,8 @@
 //! The HTTP/1.x method rule the kernel counts request starts by and
 //! userspace parses requests by: a segment starts a request when it begins
-//! with one of [`METHOD_TOKENS`] (method and a space).
+//! with one of [`METHOD_TOKENS`] (method and a space). A server segment
+//! starts a response head when it begins with `HTTP/1.`
+//! ([`word_starts_response`]); the kernel samples both kinds of head.
 
 /// Methods that start a request, each followed by a space.
 pub const METHOD_TOKENS: [&[u8]; 9] = [
@@ -88,6 +90,24 @@ pub fn word_starts_with_method(w: u64) -> bool {
     false
 }
 
+/// "HTTP/1." packed as (little-endian word, mask): a server segment whose
+/// first eight bytes `w` satisfy `w & mask == word` starts a response head
+/// (any HTTP/1.x version), and the kernel samples it like a request head.
+pub const RESPONSE_WORD: (u64, u64) = pack(b"HTTP/1.");
+
+/// Does `buf` start a response head ("HTTP/1.")? The byte form of
+/// [`word_starts_response`].
+pub fn starts_with_response(buf: &[u8]) -> bool {
+    buf.starts_with(b"HTTP/1.")
+}
+
+/// The kernel's form of [`starts_with_response`] on the first eight payload
+/// bytes as a little-endian word.
+#[inline(always)]
+pub fn word_starts_response(w: u64) -> bool {
+    w & RESPONSE_WORD.1 == RESPONSE_WORD.0
+}
+
 /// The first eight bytes of the HTTP/2 connection preface ("PRI * HT"),
 /// little-endian: a client segment starting with them opens an h2c flow.
 pub const H2_PREFACE_WORD: u64 = pack(b"PRI * HT").0;
@@ -148,6 +168,29 @@ mod tests {
             assert!(could_start_with_method(&t[..t.len() - 1]));
         }
         assert!(!could_start_with_method(b"X"));
+    }
+
+    #[test]
+    fn response_heads_are_recognised_by_words() {
+        let samples: [&[u8]; 7] = [
+            b"HTTP/1.1 200 OK\r\n",
+            b"HTTP/1.0 401 Unauthorized",
+            b"HTTP/1.1 429 Too Many Requests",
+            b"HTTP/2.0 200 OK\r\n",
+            b"http/1.1 200 OK\r\n",
+            b"GET / HTTP/1.1\r\n",
+            b"\x17\x03\x03\x00\x20abcdefgh",
+        ];
+        for s in samples {
+            assert_eq!(word_starts_response(word(s)), starts_with_response(s));
+        }
+        assert!(word_starts_response(word(b"HTTP/1.1 200")));
+        assert!(!word_starts_response(word(b"HTTP/2.0 200")));
+        // A request never passes for a response, nor the reverse.
+        for t in METHOD_TOKENS {
+            assert!(!word_starts_response(word(t)));
+        }
+        assert!(!word_starts_with_method(word(b"HTTP/1.1 200 OK")));
     }
 
     #[test]

@@ -1,5 +1,19 @@
 //! The packet path shared by all hooks: endpoint match, flow counters,
 //! sampling, flow end.
+//!
+//! Hook: called from the cgroup_skb and TC programs for every TCP packet.
+//! Why: per-flow counters must be exact (request starts for quotas), and
+//! userspace needs the heads that carry identity (requests) and outcome
+//! (responses) while the bulk of a flow's bytes stays in the kernel.
+//! Cost: two array lookups for unmonitored traffic; for a monitored
+//! segment a flow-table lookup, a few atomic adds, one 12-byte payload
+//! read that serves the method, response and HTTP/2 tests (nine masked
+//! compares and one more for `HTTP/1.`), and for a sampled segment the
+//! payload copy and one ring write. Sampled: the first `first_segments`
+//! of each direction, every request head (client) and response head
+//! (server, `HTTP/1.`), every segment of an HTTP/2 flow, and 1 in
+//! `sample_one_in` of the rest: a keep-alive flow of small requests and
+//! responses is thus sampled in full, a bulk download only at its heads.
 
 use core::{
     ffi::c_void,
@@ -328,9 +342,15 @@ fn update(
                 None
             };
             let mut request = false;
+            let mut response = false;
             if let Some(b) = head {
                 let w = u64::from(b[0]) | (u64::from(b[1]) << 32);
+                // The method rule counts in both directions (the counters
+                // are per direction; userspace reads the client's).
                 request = http::word_starts_with_method(w);
+                // A response head is sampled, not counted: its status is
+                // paired with the request in userspace.
+                response = d == 1 && http::word_starts_response(w);
                 if (*flow).state & flow_state::ALL_SEGMENTS == 0
                     && http::words_start_http2(d == 0, w, b[2])
                 {
@@ -342,7 +362,12 @@ fn update(
             }
             let n = u64::from(cfg.sample_one_in);
             let all = (*flow).state & flow_state::ALL_SEGMENTS != 0;
-            if all || seg < u64::from(cfg.first_segments) || request || (n != 0 && seg % n == 0) {
+            if all
+                || seg < u64::from(cfg.first_segments)
+                || request
+                || response
+                || (n != 0 && seg % n == 0)
+            {
                 add(&raw mut (*ds).samples, 1);
                 sample(skb, key, p, dir, endpoint, (*flow).cgroup_id, cfg.snaplen);
             }

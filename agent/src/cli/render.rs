@@ -134,7 +134,7 @@ fn violations_table(rows: &[ViolationRow]) -> Table {
             v.client.clone(),
             severity(v),
             v.count.to_string(),
-            v.detail.clone(),
+            v.detail_with_outcome(),
         ]);
     }
     t
@@ -342,7 +342,7 @@ fn watch_row(ev: &WatchEvent, first: bool, out: &mut dyn Write) -> io::Result<()
         v.endpoint.clone(),
         v.client.clone(),
         severity(v),
-        v.detail.clone(),
+        v.detail_with_outcome(),
     ]);
     // Fixed widths keep a stream's rows aligned with its header.
     t.print_fixed(first, out)

@@ -63,6 +63,9 @@ pub fn partial_request(b: &[u8]) -> Option<http::Request> {
         upgrade_h2c: false,
         lenient: false,
         kernel_counts: b.len() >= 16,
+        id: 0,
+        stream_id: None,
+        after_gap: false,
     })
 }
 

@@ -12,6 +12,7 @@ mod payload;
 pub mod plain;
 pub mod reassembly;
 mod requests;
+pub mod responses;
 pub mod wire_h2;
 
 use std::{
@@ -91,6 +92,8 @@ pub struct Changes {
     pub client_finished: bool,
     /// Number of request heads appended to the request buffer.
     pub requests: usize,
+    /// Answers waiting in [`Flow::responses`].
+    pub answers: usize,
     pub ended: Option<FlowEndReason>,
 }
 
@@ -121,6 +124,8 @@ pub struct Flow<T> {
     pub plain: Option<Box<Plain>>,
     /// The HTTP/2 decoder of an h2c flow.
     pub h2: Option<Box<wire_h2::WireH2>>,
+    /// Requests paired with their responses; the engine takes the answers.
+    pub responses: responses::Responses,
     pub ext: T,
 }
 
@@ -141,6 +146,7 @@ impl<T: Default> Flow<T> {
             cursor: RequestCursor::default(),
             plain: None,
             h2: None,
+            responses: responses::Responses::default(),
             ext: T::default(),
         }
     }

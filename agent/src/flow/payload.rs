@@ -39,11 +39,14 @@ pub(super) fn finish_flow<T>(
         s.release();
     }
     if let Some(plain) = &mut flow.plain {
-        plain.finish(creds, requests);
+        plain.finish(creds, requests, &mut flow.responses);
     }
     if let Some(h2) = &mut flow.h2 {
-        h2.finish(creds, requests);
+        h2.finish(creds, requests, &mut flow.responses);
     }
+    flow.responses.open_all(&mut requests[before..]);
+    flow.responses.finish();
+    changes.answers = flow.responses.answers.len();
     let n = requests.len() - before;
     flow.requests += n as u64;
     changes.requests += n;
@@ -66,6 +69,8 @@ pub(super) fn on_payload<T>(
         Direction::ToServer => to_server(flow, p, placement, creds, requests, changes),
         Direction::ToClient => to_client(flow, p, placement, creds, requests, changes),
     }
+    flow.responses.open_all(&mut requests[before..]);
+    changes.answers = flow.responses.answers.len();
     let n = requests.len() - before;
     flow.requests += n as u64;
     changes.requests += n;
@@ -201,7 +206,15 @@ fn h2_segment<T>(
         return;
     };
     let i = dir.index();
-    h2.segment(dir, &flow.streams[i], p, placement, creds, requests);
+    h2.segment(
+        dir,
+        &flow.streams[i],
+        p,
+        placement,
+        creds,
+        requests,
+        &mut flow.responses,
+    );
     if flow.streams[i].is_done() {
         // Past the bounded prefix, segments go in by their offsets.
         flow.streams[i].release();
@@ -221,13 +234,18 @@ fn to_client<T>(
             // Upgraded: HTTP/2 after the server's 101 head.
             let s = &flow.streams[1];
             match wire_h2::after_switching_protocols(s.bytes()) {
-                Some(Some(head)) => h2.server_from(s.bytes_offset() + head as u64),
-                // No upgrade: the connection stays HTTP/1.
+                Some(Some(head)) => {
+                    h2.server_from(s.bytes_offset() + head as u64);
+                    flow.responses.upgraded();
+                }
+                // No upgrade: the connection stays HTTP/1, and this head
+                // answers the upgrade request.
                 Some(None) => {
                     flow.h2 = None;
                     flow.protocol = Protocol::Http;
                     changes.protocol = true;
-                    flow.streams[1].release();
+                    flow.responses
+                        .on_server_segment(&mut flow.streams[1], p, placement);
                     return;
                 }
                 None if !s.is_done() => return,
@@ -238,6 +256,11 @@ fn to_client<T>(
             }
         }
         h2_segment(flow, Direction::ToClient, p, placement, creds, requests);
+        return;
+    }
+    if flow.protocol == Protocol::Http {
+        flow.responses
+            .on_server_segment(&mut flow.streams[1], p, placement);
         return;
     }
     let s = &mut flow.streams[1];

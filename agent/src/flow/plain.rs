@@ -20,7 +20,8 @@ use super::{
     Changes, Flow, Request, dissect,
     reassembly::{Placement, StreamPrefix},
     requests::{self, RequestCursor},
-    wire_h2::take_requests,
+    responses::Responses,
+    wire_h2::take_events,
 };
 use crate::{
     event::{Direction, Packet, Plaintext},
@@ -92,7 +93,12 @@ impl Plain {
     }
 
     /// Last look when the flow ends: a partial HTTP/1 head counts now.
-    pub(super) fn finish(&mut self, creds: &CredentialHeaders, out: &mut Vec<Request>) {
+    pub(super) fn finish(
+        &mut self,
+        creds: &CredentialHeaders,
+        out: &mut Vec<Request>,
+        responses: &mut Responses,
+    ) {
         if self.inner == Inner::Http1 {
             let s = &self.streams[0];
             self.cursor
@@ -100,7 +106,7 @@ impl Plain {
         }
         if let Some(h2) = &mut self.h2 {
             h2.finish(creds, &mut self.h2_events);
-            take_requests(&mut self.h2_events, out);
+            take_events(&mut self.h2_events, out, responses);
         }
         for s in &mut self.streams {
             s.release();
@@ -149,10 +155,20 @@ pub(super) fn on_chunk<T>(
     plain.next[i] = Some(pt.offset.saturating_add(u64::from(pt.len)));
     if plain.inner == Inner::Http2 {
         let before = out.len();
-        plain.feed_h2(pt.direction, before_gap, &pt.data, cut, creds, out);
+        let responses = &mut flow.responses;
+        plain.feed_h2(
+            pt.direction,
+            before_gap,
+            &pt.data,
+            cut,
+            creds,
+            out,
+            responses,
+        );
         let n = out.len() - before;
         flow.requests += n as u64;
         changes.requests += n;
+        changes.answers = flow.responses.answers.len();
         return;
     }
     if pt.data.is_empty() {
@@ -182,22 +198,31 @@ pub(super) fn on_chunk<T>(
     };
     let placement = stream.push(seq, &p.payload, p.payload_len, cap);
     let before = out.len();
+    let responses = &mut flow.responses;
     match pt.direction {
-        Direction::ToServer => to_server(plain, &p, placement, creds, out),
+        Direction::ToServer => to_server(plain, &p, placement, creds, out, responses),
         // The server may speak first (HTTP/2 SETTINGS): kept until the
-        // client's bytes say what the connection carries. Response heads
-        // reach userspace; their status is not judged yet.
+        // client's bytes say what the connection carries.
         Direction::ToClient if plain.inner == Inner::Unknown => {}
+        Direction::ToClient if plain.inner == Inner::Http1 => {
+            responses.on_server_segment(&mut plain.streams[1], &p, placement);
+        }
         Direction::ToClient => plain.streams[1].release(),
     }
+    responses.open_all(&mut out[before..]);
     let n = out.len() - before;
     flow.requests += n as u64;
     changes.requests += n;
+    changes.answers = flow.responses.answers.len();
 }
 
 impl Plain {
     /// The next bytes of `dir` to the HTTP/2 decoder: `gap` bytes lost
     /// before them, `cut` lost after them.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "a chunk's place, its bytes, and where requests and answers go"
+    )]
     fn feed_h2(
         &mut self,
         dir: Direction,
@@ -206,6 +231,7 @@ impl Plain {
         cut: u64,
         creds: &CredentialHeaders,
         out: &mut Vec<Request>,
+        responses: &mut Responses,
     ) {
         let Some(h2) = self.h2.as_deref_mut() else {
             return;
@@ -213,12 +239,17 @@ impl Plain {
         h2.gap(dir, gap, &mut self.h2_events);
         h2.feed(dir, data, creds, &mut self.h2_events);
         h2.gap(dir, cut, &mut self.h2_events);
-        take_requests(&mut self.h2_events, out);
+        take_events(&mut self.h2_events, out, responses);
     }
 
     /// The client's preface was seen: both directions' bytes so far go to a
     /// new HTTP/2 decoder, and every later chunk straight to it.
-    fn start_h2(&mut self, creds: &CredentialHeaders, out: &mut Vec<Request>) {
+    fn start_h2(
+        &mut self,
+        creds: &CredentialHeaders,
+        out: &mut Vec<Request>,
+        responses: &mut Responses,
+    ) {
         self.h2 = Some(Box::new(H2Connection::new(H2Limits::default())));
         for dir in [Direction::ToServer, Direction::ToClient] {
             let s = &mut self.streams[dir.index()];
@@ -226,7 +257,7 @@ impl Plain {
             // A hole that never filled: its length is unknown, and any
             // length breaks the decoder's framing the same way.
             let lost = u64::from(s.gaps > 0);
-            self.feed_h2(dir, 0, &held, lost, creds, out);
+            self.feed_h2(dir, 0, &held, lost, creds, out, responses);
         }
     }
 }
@@ -237,6 +268,7 @@ fn to_server(
     placement: Placement,
     creds: &CredentialHeaders,
     out: &mut Vec<Request>,
+    responses: &mut Responses,
 ) {
     if plain.inner == Inner::Unknown {
         let Some((bytes, complete)) = plain.streams[0].classifiable(&p.payload) else {
@@ -245,7 +277,7 @@ fn to_server(
         plain.inner = match dissect::classify(bytes, complete) {
             Some(Protocol::H2c) if bytes.starts_with(http::H2_PREFACE) => {
                 plain.inner = Inner::Http2;
-                plain.start_h2(creds, out);
+                plain.start_h2(creds, out, responses);
                 return;
             }
             // `Upgrade: h2c` means nothing inside TLS: HTTP/1 heads.

@@ -32,6 +32,9 @@ pub struct RequestCursor {
     seen_end: u64,
     /// See [`RequestCursor::switched_at`].
     switched_at: Option<u64>,
+    /// The next head found is a resynchronisation after lost track
+    /// ([`Request::after_gap`]).
+    resync: bool,
 }
 
 /// How a scan ended.
@@ -53,6 +56,7 @@ impl Default for RequestCursor {
             next: Some(0),
             seen_end: 0,
             switched_at: None,
+            resync: false,
         }
     }
 }
@@ -77,7 +81,10 @@ impl RequestCursor {
         let end = off + bytes.len() as u64;
         let pos = match self.next {
             Some(n) => n.max(off),
-            None if http::starts_with_method(bytes) => off,
+            None if http::starts_with_method(bytes) => {
+                self.resync = true;
+                off
+            }
             None => return Scan::Lost,
         };
         if pos >= end {
@@ -89,7 +96,11 @@ impl RequestCursor {
             return Scan::Lost;
         };
         let scan = http::scan_requests_with(rest, creds);
+        let first = out.len();
         out.extend(scan.requests);
+        if let Some(r) = out.get_mut(first) {
+            r.after_gap = std::mem::take(&mut self.resync);
+        }
         let after = pos + scan.consumed as u64;
         match scan.end {
             ScanEnd::Complete => {
@@ -159,6 +170,7 @@ pub fn on_segment(
             if !due && !http::starts_with_method(&p.payload) {
                 return;
             }
+            cursor.resync |= !due;
             cursor.next = offset;
             let truncated = p.payload.len() < p.payload_len as usize;
             let scan = cursor.scan(&p.payload, offset.unwrap_or(0), truncated, creds, out);

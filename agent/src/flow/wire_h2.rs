@@ -14,6 +14,7 @@
 use super::{
     Request,
     reassembly::{Placement, StreamPrefix},
+    responses::Responses,
 };
 use crate::{
     event::{Direction, Packet},
@@ -84,6 +85,7 @@ impl WireH2 {
         placement: Placement,
         creds: &CredentialHeaders,
         out: &mut Vec<Request>,
+        responses: &mut Responses,
     ) {
         match placement {
             Placement::Extended { .. } => {
@@ -103,13 +105,18 @@ impl WireH2 {
             // the decoder can place.
             Placement::Held | Placement::Old | Placement::Beyond { offset: None } => {}
         }
-        take_requests(&mut self.events, out);
+        take_events(&mut self.events, out, responses);
     }
 
     /// The flow ended: a header block cut short counts as it stands.
-    pub fn finish(&mut self, creds: &CredentialHeaders, out: &mut Vec<Request>) {
+    pub fn finish(
+        &mut self,
+        creds: &CredentialHeaders,
+        out: &mut Vec<Request>,
+        responses: &mut Responses,
+    ) {
         self.conn.finish(creds, &mut self.events);
-        take_requests(&mut self.events, out);
+        take_events(&mut self.events, out, responses);
     }
 
     /// `bytes` (captured of `wire_len`) at stream offset `off` of `dir`:
@@ -150,12 +157,31 @@ impl WireH2 {
     }
 }
 
-/// Requests out of the decoder's events; responses, resets and GOAWAY are
-/// not judged yet.
-pub(super) fn take_requests(events: &mut Vec<H2Event>, out: &mut Vec<Request>) {
+/// Requests out of the decoder's events, registered with `responses` at
+/// once (a response may follow in the same batch), and their answers.
+pub(super) fn take_events(
+    events: &mut Vec<H2Event>,
+    out: &mut Vec<Request>,
+    responses: &mut Responses,
+) {
     for ev in events.drain(..) {
-        if let H2Event::Request { request, .. } = ev {
-            out.push(request);
+        match ev {
+            H2Event::Request {
+                stream_id,
+                mut request,
+                ..
+            } => {
+                request.stream_id = Some(stream_id);
+                responses.open(&mut request);
+                out.push(request);
+            }
+            H2Event::Response { stream_id, status } => {
+                responses.stream_response(stream_id, status);
+            }
+            // A reset from either side before the response head: the
+            // request was not answered (REFUSED_STREAM included).
+            H2Event::Reset { stream_id, .. } => responses.stream_reset(stream_id),
+            H2Event::GoAway { last_stream_id, .. } => responses.goaway(last_stream_id),
         }
     }
 }

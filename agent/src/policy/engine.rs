@@ -6,7 +6,10 @@ use super::{
     Ctx, UNKNOWN, UNLISTED,
     judge::{self, FlowState, Judge},
     rates::Rates,
-    record::{ClientRate, FlowRecord, RequestCount, StageInfo, record, reportable},
+    record::{
+        ClientRate, FlowRecord, RequestCount, ResponseCount, ResponseTotals, StageInfo, record,
+        reportable,
+    },
     view::View,
     violations::{Terms, Violation, ViolationEvent, Violations},
 };
@@ -101,6 +104,7 @@ macro_rules! judge {
             },
             violations: &mut $e.violations,
             rates: &mut $e.rates,
+            responses: &mut $e.responses,
             vbuf: &mut $e.vbuf,
             terms: Terms {
                 warn_after: $view.warn_after,
@@ -123,6 +127,7 @@ pub struct Engine {
     flows: FlowTable<FlowState>,
     violations: Violations,
     rates: Rates,
+    responses: ResponseTotals,
     stage: Option<usize>,
     /// Judge times within which `stage` holds.
     stage_span: (Nanos, Nanos),
@@ -168,6 +173,7 @@ impl Engine {
             flows,
             violations: Violations::default(),
             rates: Rates::default(),
+            responses: ResponseTotals::default(),
             stage: None,
             stage_span: (Nanos::MAX, Nanos::MIN),
             quota_gen: 1,
@@ -307,6 +313,23 @@ impl Engine {
                 total,
             })
             .collect()
+    }
+
+    /// Watched requests answered so far by (endpoint label, client label,
+    /// status class), `unknown` where the response was not seen.
+    pub fn response_totals(&self) -> Vec<ResponseCount> {
+        let mut v: Vec<ResponseCount> = self
+            .responses
+            .iter()
+            .map(|((endpoint, client, class), total)| ResponseCount {
+                endpoint: endpoint.clone(),
+                client: client.clone(),
+                class,
+                total: *total,
+            })
+            .collect();
+        v.sort_by(|a, b| (&a.endpoint, &a.client, a.class).cmp(&(&b.endpoint, &b.client, b.class)));
+        v
     }
 
     /// Per client × endpoint: rate now, quota, headroom, next stage's quota.

@@ -1,18 +1,39 @@
 //! The detections' side of the engine: what each flow fact or request
 //! means for the seven detections, and where their findings go.
 
+use std::{collections::VecDeque, sync::Arc};
+
 use super::{
     Ctx, quota_overshoot,
     rates::Rates,
+    record::ResponseTotals,
     revoked_client, stale_credential, unencrypted_flow, unknown_client, unlisted_endpoint,
     view::{EndpointRef, Fp, Identity, Via},
-    violations::{Finding, Terms, ViolationEvent, Violations},
+    violations::{Answered, Finding, Kind, Terms, ViolationEvent, ViolationKey, Violations},
     weak_tls,
 };
 use crate::{
     event::Nanos,
     flow::{Changes, Flow, Protocol, Request, TlsVersion, facts::is_plaintext},
+    protocol::http_response::status_class,
 };
+
+/// A watched request waiting for its answer ([`crate::flow::responses`]).
+#[derive(Debug)]
+pub(super) struct Awaiting {
+    /// [`Request::id`].
+    id: u64,
+    /// Labels of `rampwatch_responses_total`.
+    endpoint: Arc<str>,
+    client: Arc<str>,
+    /// The violations this request added to whose outcome its answer counts.
+    keys: Vec<ViolationKey>,
+    /// The (client, endpoint) quota violation a 429 answer counts for.
+    quota: Option<ViolationKey>,
+    /// Counted by the kernel (live): its quota verdict comes with the
+    /// kernel's count, possibly after its answer.
+    deferred: bool,
+}
 
 /// Per-flow verdict state, kept in the flow table.
 #[derive(Debug, Default)]
@@ -30,6 +51,12 @@ pub(super) struct FlowState {
     /// Host header of the first request, to look the flow up again after a
     /// contract reload.
     host: Option<Box<str>>,
+    /// Watched requests waiting for their answer, oldest first.
+    pub(super) awaiting: VecDeque<Awaiting>,
+    /// 429 answers to kernel-counted requests not yet set against a quota
+    /// violation: the kernel's count that may open it comes up to a poll
+    /// later than the answer.
+    unsettled_throttled: u64,
 }
 
 const JUDGED_PLAINTEXT: u8 = 1;
@@ -65,6 +92,7 @@ pub(super) struct Judge<'a> {
     pub(super) ctx: Ctx<'a>,
     pub(super) violations: &'a mut Violations,
     pub(super) rates: &'a mut Rates,
+    pub(super) responses: &'a mut ResponseTotals,
     pub(super) vbuf: &'a mut Vec<ViolationEvent>,
     pub(super) terms: Terms,
     pub(super) emit_occurrences: bool,
@@ -78,8 +106,15 @@ impl Judge<'_> {
     /// `unlisted` (a path outside `paths` included), the client's name or
     /// `unknown`.
     fn count(&mut self, m: EndpointRef, id: &Identity, n: u64) {
+        if let Some((endpoint, client)) = self.labels(m, id) {
+            self.rates.count(&endpoint, &client, n);
+        }
+    }
+
+    /// The bounded (endpoint, client) labels of a watched request.
+    fn labels(&self, m: EndpointRef, id: &Identity) -> Option<(Arc<str>, Arc<str>)> {
         if !m.watched() {
-            return;
+            return None;
         }
         let view = self.ctx.view;
         let endpoint = match m {
@@ -88,7 +123,20 @@ impl Judge<'_> {
         }
         .unwrap_or(self.ctx.unlisted);
         let client = view.client_name(id.client).unwrap_or(self.ctx.unknown);
-        self.rates.count(endpoint, client, n);
+        Some((Arc::clone(endpoint), Arc::clone(client)))
+    }
+
+    /// The quota violation key of an identified client on an endpoint.
+    fn quota_key(&self, m: EndpointRef, id: &Identity) -> Option<ViolationKey> {
+        let (Some(c), EndpointRef::Endpoint(e)) = (id.client, m) else {
+            return None;
+        };
+        let view = self.ctx.view;
+        Some(ViolationKey {
+            kind: Kind::QuotaOvershoot,
+            endpoint: Arc::clone(view.endpoint_name(Some(e))?),
+            client: Arc::clone(view.client_name(Some(c))?),
+        })
     }
 
     fn report(&mut self, f: Option<Finding>) {
@@ -133,6 +181,50 @@ impl Judge<'_> {
         }
         for req in reqs.drain(..) {
             self.request(flow, &req);
+        }
+        self.answers(flow);
+    }
+
+    /// What the API answered: `rampwatch_responses_total`, the outcome of
+    /// the violations each request added to, 429s against quota.
+    fn answers(&mut self, flow: &mut Flow<FlowState>) {
+        for a in flow.responses.answers.drain(..) {
+            let st = &mut flow.ext;
+            let Some(w) = st
+                .awaiting
+                .iter()
+                .position(|w| w.id == a.request)
+                .and_then(|at| st.awaiting.remove(at))
+            else {
+                // Not watched.
+                continue;
+            };
+            *self
+                .responses
+                .entry((w.endpoint, w.client, status_class(a.status)))
+                .or_insert(0) += 1;
+            let answered = Answered::of(a.status);
+            for k in &w.keys {
+                self.violations.answer(k, answered, self.vbuf);
+            }
+            if a.status == Some(429)
+                && let Some(q) = &w.quota
+                && !self.violations.throttled(q, 1)
+                && w.deferred
+            {
+                st.unsettled_throttled += 1;
+            }
+        }
+    }
+
+    /// Sets 429s that waited for the kernel's count against the quota
+    /// violation if it is open now; either way they are settled.
+    fn settle_throttled(&mut self, flow: &mut Flow<FlowState>, m: EndpointRef, id: &Identity) {
+        let n = std::mem::take(&mut flow.ext.unsettled_throttled);
+        if n > 0
+            && let Some(q) = self.quota_key(m, id)
+        {
+            self.violations.throttled(&q, n);
         }
     }
 
@@ -273,8 +365,12 @@ impl Judge<'_> {
             stale_credential::check(ctx, m.endpoint(), &id),
             unknown_client::check(ctx, m, &id, true),
         ];
-        for f in findings {
-            self.report(f);
+        let mut keys = Vec::new();
+        for f in findings.into_iter().flatten() {
+            if f.key.kind.has_outcome() {
+                keys.push(f.key.clone());
+            }
+            self.report(Some(f));
         }
         // Live, the kernel counts HTTP/1 request starts by its method
         // table; what it cannot count (HTTP/2 streams, lenient heads) is
@@ -287,6 +383,17 @@ impl Judge<'_> {
         if count && let (Some(c), EndpointRef::Endpoint(e)) = (id.client, m) {
             let f = quota_overshoot::check(&self.ctx, self.rates, c, e, 1, self.now);
             self.report(f);
+        }
+        if let Some((endpoint, client)) = self.labels(m, &id) {
+            let quota = self.quota_key(m, &id);
+            flow.ext.awaiting.push_back(Awaiting {
+                id: req.id,
+                endpoint,
+                client,
+                keys,
+                quota,
+                deferred: !count,
+            });
         }
     }
 
@@ -301,6 +408,8 @@ impl Judge<'_> {
             let f = quota_overshoot::check(&self.ctx, self.rates, c, e, count, self.now);
             self.report(f);
         }
+        // The count covers the requests whose 429s arrived before it.
+        self.settle_throttled(flow, m, &id);
     }
 
     /// Judgements due when a flow ends.
@@ -311,6 +420,11 @@ impl Judge<'_> {
         if flow.protocol == Protocol::H2c {
             // An h2c flow that never opened a stream is still plaintext.
             self.plaintext_flow(flow);
+        }
+        if flow.ext.unsettled_throttled > 0
+            && let (Some(m), Some(id)) = (flow.ext.matched, flow.ext.identity)
+        {
+            self.settle_throttled(flow, m, &id);
         }
     }
 }

@@ -41,9 +41,11 @@ mod tests;
 use std::sync::Arc;
 
 pub use engine::{Engine, EngineOptions, EngineStats, Output};
-pub use record::{ClientRate, FlowRecord, RequestCount, StageInfo};
+pub use record::{ClientRate, FlowRecord, RequestCount, ResponseCount, StageInfo};
 pub use view::View;
-pub use violations::{Finding, Kind, Severity, Violation, ViolationEvent, ViolationKey};
+pub use violations::{
+    Answered, Finding, Kind, Outcome, Severity, Violation, ViolationEvent, ViolationKey,
+};
 
 use crate::event::Nanos;
 

@@ -151,3 +151,19 @@ pub struct RequestCount {
     pub client: Arc<str>,
     pub total: u64,
 }
+
+/// Watched requests answered so far by (endpoint, client, status class).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResponseCount {
+    /// Endpoint name, or `unlisted`.
+    pub endpoint: Arc<str>,
+    /// Client name, or `unknown`.
+    pub client: Arc<str>,
+    /// `1xx` … `5xx`, or `unknown` (response not seen or unreadable).
+    pub class: &'static str,
+    pub total: u64,
+}
+
+/// Totals behind [`ResponseCount`], kept by the engine.
+pub(super) type ResponseTotals =
+    std::collections::HashMap<(Arc<str>, Arc<str>, &'static str), u64, foldhash::fast::FixedState>;

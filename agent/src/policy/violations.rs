@@ -125,6 +125,69 @@ pub struct Violation {
     pub severity: Severity,
     /// Set once resolved (quiet for the quiet period).
     pub resolved_at: Option<Nanos>,
+    /// What the API answered the requests behind this violation
+    /// (`revoked_client`, `unknown_client`, `stale_credential`).
+    pub outcome: Outcome,
+    /// `quota_overshoot`: requests of the client on the endpoint the API
+    /// answered `429 Too Many Requests` while this violation was open.
+    pub throttled: u64,
+}
+
+impl Kind {
+    /// Kinds whose violations count what the API answered
+    /// ([`Violation::outcome`]).
+    pub const fn has_outcome(self) -> bool {
+        matches!(
+            self,
+            Self::RevokedClient | Self::UnknownClient | Self::StaleCredential
+        )
+    }
+
+    /// Kinds a served request escalates to `critical` at once.
+    const fn served_is_critical(self) -> bool {
+        matches!(self, Self::RevokedClient | Self::UnknownClient)
+    }
+}
+
+/// Answers to a violation's requests: `served` 2xx, 3xx (and `101`, a
+/// protocol switch the server accepted); `refused` any 4xx or 5xx (401
+/// and 403 are the authorization refusals; 429, 404, 5xx did not serve the
+/// request either); `unknown` when the response was not seen, its status
+/// could not be read, or it is none of these.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Outcome {
+    pub served: u64,
+    pub refused: u64,
+    pub unknown: u64,
+}
+
+/// The three ways a request can have been answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answered {
+    Served,
+    Refused,
+    Unknown,
+}
+
+impl Answered {
+    /// The one rule from a status (see [`Outcome`]).
+    pub fn of(status: Option<u16>) -> Self {
+        match status {
+            Some(101 | 200..=399) => Self::Served,
+            Some(400..=599) => Self::Refused,
+            _ => Self::Unknown,
+        }
+    }
+}
+
+impl Outcome {
+    fn add(&mut self, a: Answered) {
+        match a {
+            Answered::Served => self.served += 1,
+            Answered::Refused => self.refused += 1,
+            Answered::Unknown => self.unknown += 1,
+        }
+    }
 }
 
 /// A change in the violation set, for sinks (audit, metrics, watch).
@@ -200,9 +263,45 @@ impl Violations {
             detail: f.detail,
             severity: Severity::for_age(0, terms.warn_after, terms.breach_after),
             resolved_at: None,
+            outcome: Outcome::default(),
+            throttled: 0,
         };
         out.push(ViolationEvent::Opened(v.clone()));
         self.open.insert(f.key, v);
+    }
+
+    /// The API answered one request behind the open violation `key`. A
+    /// revoked or unknown client that was served escalates to `critical`
+    /// at once (an `Escalated` event, so the audit log records it); the
+    /// breach still comes from the remediation window. A violation no
+    /// longer open (resolved meanwhile) keeps its record as it was.
+    pub fn answer(&mut self, key: &ViolationKey, a: Answered, out: &mut Vec<ViolationEvent>) {
+        let Some(v) = self.open.get_mut(key) else {
+            return;
+        };
+        v.outcome.add(a);
+        if a == Answered::Served && key.kind.served_is_critical() && v.severity < Severity::Critical
+        {
+            v.severity = Severity::Critical;
+            out.push(ViolationEvent::Escalated(v.clone()));
+        }
+    }
+
+    /// `n` more requests answered 429 behind the quota violation `key`;
+    /// false when it is not open.
+    pub fn throttled(&mut self, key: &ViolationKey, n: u64) -> bool {
+        match self.open.get_mut(key) {
+            Some(v) => {
+                v.throttled += n;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether `key` is open.
+    pub fn is_open(&self, key: &ViolationKey) -> bool {
+        self.open.contains_key(key)
     }
 
     /// Escalates by open age and resolves quiet violations at `now`.

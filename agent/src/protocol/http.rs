@@ -63,6 +63,15 @@ pub struct Request {
     /// method token from its table, a space, and at least 16 bytes. The
     /// engine counts the others itself, live too.
     pub kernel_counts: bool,
+    /// Per-flow number the flow's response tracker gives the request (from
+    /// 1; 0 until registered), to pair it with its response.
+    pub id: u64,
+    /// The HTTP/2 stream that carries it.
+    pub stream_id: Option<u32>,
+    /// An HTTP/1 head found by resynchronising after the client stream was
+    /// lost (unseen bytes, a chunked body): requests before it may have
+    /// gone unseen, so its response cannot be told from theirs.
+    pub after_gap: bool,
 }
 
 /// Where scanning a buffer of requests stopped.
@@ -338,6 +347,9 @@ fn head<'a>(
             upgrade_h2c,
             lenient: false,
             kernel_counts: false,
+            id: 0,
+            stream_id: None,
+            after_gap: false,
         },
         head_len,
         body,

@@ -7,6 +7,7 @@
 pub mod h2;
 pub mod http;
 pub mod http_lenient;
+pub mod http_response;
 pub mod tls;
 
 use crate::event::Direction;

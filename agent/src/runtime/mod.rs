@@ -385,6 +385,7 @@ impl LoopState {
             metrics,
             &rates,
             &engine.request_totals(),
+            &engine.response_totals(),
             &violations,
             capture_stats.as_ref(),
             &[

@@ -8,13 +8,16 @@ use crate::{
     capture::{CaptureStats, TlsCoverage, TlsFailure, TlsRole},
     contract::{Contract, format_duration, format_rfc3339},
     event::Nanos,
-    policy::{ClientRate, FlowRecord, RequestCount, StageInfo, Violation, ViolationEvent},
+    policy::{
+        ClientRate, FlowRecord, Kind, RequestCount, ResponseCount, StageInfo, Violation,
+        ViolationEvent,
+    },
     sinks::{
         api::views::{
             ClientRow, FlowRow, QuotaRow, StageRow, StageView, TlsProcessRow, TlsView,
             ViolationRow, WatchEvent,
         },
-        audit::{RecordKind, ViolationRecord},
+        audit::{AuditOutcome, RecordKind, ViolationRecord},
         metrics::Metrics,
     },
 };
@@ -127,6 +130,12 @@ fn record(v: &Violation) -> ViolationRecord {
         severity: v.severity.as_str().to_owned(),
         count: v.count,
         detail: v.detail.clone(),
+        outcome: v.key.kind.has_outcome().then_some(AuditOutcome {
+            served: v.outcome.served,
+            refused: v.outcome.refused,
+            unknown: v.outcome.unknown,
+        }),
+        throttled: (v.key.kind == Kind::QuotaOvershoot).then_some(v.throttled),
     }
 }
 
@@ -169,6 +178,7 @@ pub fn count_violation(metrics: &Metrics, ev: &ViolationEvent) {
 #[derive(Default)]
 pub struct Counters {
     requests: HashMap<(String, String), u64>,
+    responses: HashMap<(String, String, &'static str), u64>,
     lost: BTreeMap<&'static str, u64>,
 }
 
@@ -179,6 +189,7 @@ impl Counters {
         metrics: &Metrics,
         rates: &[ClientRate],
         requests: &[RequestCount],
+        responses: &[ResponseCount],
         violations: &[Violation],
         capture: Option<&CaptureStats>,
         extra_losses: &[(&'static str, u64)],
@@ -198,6 +209,17 @@ impl Counters {
                 metrics
                     .requests
                     .with_label_values(&[&*r.endpoint, &*r.client])
+                    .inc_by(r.total - *last);
+                *last = r.total;
+            }
+        }
+        for r in responses {
+            let key = (r.endpoint.to_string(), r.client.to_string(), r.class);
+            let last = self.responses.entry(key).or_insert(0);
+            if r.total > *last {
+                metrics
+                    .responses
+                    .with_label_values(&[&*r.endpoint, &*r.client, r.class])
                     .inc_by(r.total - *last);
                 *last = r.total;
             }

@@ -38,6 +38,7 @@ pub enum MetricsError {
 pub struct Metrics {
     pub registry: Registry,
     pub requests: IntCounterVec,
+    pub responses: IntCounterVec,
     pub quota: GaugeVec,
     pub violations: IntCounterVec,
     pub violations_open: IntGaugeVec,
@@ -72,6 +73,12 @@ impl Metrics {
                 "rampwatch_requests_total",
                 "Requests seen per endpoint and client.",
                 ["endpoint", "client"]
+            ),
+            responses: labelled!(
+                IntCounterVec,
+                "rampwatch_responses_total",
+                "Watched requests by what the API answered: status class 1xx..5xx, or unknown when the response was not seen.",
+                ["endpoint", "client", "class"]
             ),
             quota: labelled!(
                 GaugeVec,

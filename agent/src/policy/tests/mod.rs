@@ -9,6 +9,7 @@ mod h2c;
 mod identity;
 mod lenient;
 mod plaintext;
+mod responses;
 mod terms;
 
 use std::{net::SocketAddr, sync::Arc};

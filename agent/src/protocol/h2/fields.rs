@@ -116,6 +116,9 @@ impl<'c> RequestFields<'c> {
             upgrade_h2c: false,
             lenient: false,
             kernel_counts: false,
+            id: 0,
+            stream_id: None,
+            after_gap: false,
         };
         (request, self.grpc)
     }
@@ -131,6 +134,9 @@ pub fn unknown_request() -> Request {
         upgrade_h2c: false,
         lenient: false,
         kernel_counts: false,
+        id: 0,
+        stream_id: None,
+        after_gap: false,
     }
 }
 

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     contract::format_rfc3339,
     event::FlowEndReason,
-    policy::{FlowRecord, Violation},
+    policy::{FlowRecord, Kind, Violation},
 };
 
 /// A request on the socket: one JSON object on one line.
@@ -230,7 +230,32 @@ impl From<&Violation> for ViolationRow {
                 "open"
             }
             .to_owned(),
+            outcome: v.key.kind.has_outcome().then(|| OutcomeRow {
+                served: v.outcome.served,
+                refused: v.outcome.refused,
+                unknown: v.outcome.unknown,
+            }),
+            throttled: (v.key.kind == Kind::QuotaOvershoot).then_some(v.throttled),
         }
+    }
+}
+
+/// What the API answered the requests behind a violation: `served`
+/// (2xx, 3xx, 101), `refused` (4xx, 5xx), `unknown` (response not seen).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutcomeRow {
+    pub served: u64,
+    pub refused: u64,
+    pub unknown: u64,
+}
+
+impl OutcomeRow {
+    /// "served 3, refused 1, unknown 0", for tables and details.
+    pub fn summary(&self) -> String {
+        format!(
+            "served {}, refused {}, unknown {}",
+            self.served, self.refused, self.unknown
+        )
     }
 }
 
@@ -249,6 +274,25 @@ pub struct ViolationRow {
     pub detail: String,
     /// `open` or `resolved`.
     pub state: String,
+    /// `revoked_client`, `unknown_client`, `stale_credential`: what the API
+    /// answered their requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<OutcomeRow>,
+    /// `quota_overshoot`: the client's requests on the endpoint the API
+    /// answered 429 while the violation was open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttled: Option<u64>,
+}
+
+impl ViolationRow {
+    /// The detail with what the API answered, as tables show it.
+    pub fn detail_with_outcome(&self) -> String {
+        match (&self.outcome, self.throttled) {
+            (Some(o), _) => format!("{}; {}", self.detail, o.summary()),
+            (None, Some(t)) => format!("{}; throttled {t}", self.detail),
+            (None, None) => self.detail.clone(),
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]

@@ -72,6 +72,22 @@ pub struct ViolationRecord {
     pub severity: String,
     pub count: u64,
     pub detail: String,
+    /// `revoked_client`, `unknown_client`, `stale_credential`: what the API
+    /// answered their requests so far (absent in records of other kinds
+    /// and of older agents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<AuditOutcome>,
+    /// `quota_overshoot`: requests answered 429 while open so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttled: Option<u64>,
+}
+
+/// Counts of what the API answered (see docs/audit.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditOutcome {
+    pub served: u64,
+    pub refused: u64,
+    pub unknown: u64,
 }
 
 /// What `AuditLog::open` found and moved aside after a crash.

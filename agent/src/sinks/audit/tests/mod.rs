@@ -23,6 +23,8 @@ fn violation(n: u64) -> RecordKind {
         severity: "warning".to_owned(),
         count: n,
         detail: format!("{n} requests over quota"),
+        outcome: None,
+        throttled: None,
     })
 }
 

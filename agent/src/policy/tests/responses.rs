@@ -1,0 +1,336 @@
+//! Whether the API said no: responses paired with their requests (HTTP/1
+//! order, pipelining, interim and bodiless responses, lost segments; HTTP/2
+//! by stream), the outcome of revoked, unknown and stale requests, 429s
+//! against quota, and the response totals behind the metric.
+
+use super::*;
+use crate::event::tcp_flags;
+
+/// One turn of a conversation: bytes from the client or the server, or
+/// server bytes lost on the way (their sequence space is skipped).
+enum Turn<'a> {
+    C(&'a [u8]),
+    S(&'a [u8]),
+    LostS(usize),
+    LostC(usize),
+}
+use Turn::{C, LostC, LostS, S};
+
+const CLIENT: &str = "10.1.0.9:5000";
+const PAYMENTS: &str = "10.20.1.5:80";
+const ORDERS: &str = "10.20.2.5:8080";
+
+/// A TCP connection with `turns` in order, then FIN both ways.
+fn talk(e: &mut Engine, server: &str, turns: &[Turn<'_>]) {
+    let ack = tcp_flags::ACK;
+    e.handle(pkt(t0(), CLIENT, server, 100, tcp_flags::SYN, b""));
+    e.handle(pkt(t0(), server, CLIENT, 500, tcp_flags::SYN | ack, b""));
+    let (mut cseq, mut sseq) = (101u32, 501u32);
+    for (i, t) in turns.iter().enumerate() {
+        let ts = t0() + 1000 * (i as Nanos + 1);
+        match t {
+            C(b) => {
+                e.handle(pkt(ts, CLIENT, server, cseq, ack | tcp_flags::PSH, b));
+                cseq += b.len() as u32;
+            }
+            S(b) => {
+                e.handle(pkt(ts, server, CLIENT, sseq, ack | tcp_flags::PSH, b));
+                sseq += b.len() as u32;
+            }
+            LostS(n) => sseq += *n as u32,
+            LostC(n) => cseq += *n as u32,
+        }
+    }
+    end_flow(e, t0() + SEC, CLIENT, server, cseq, sseq);
+}
+
+fn resp(status: &str, body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn violation(e: &Engine, kind: Kind) -> Violation {
+    e.violations()
+        .into_iter()
+        .find(|v| v.key.kind == kind)
+        .unwrap_or_else(|| panic!("no {kind} in {:?}", found(e)))
+}
+
+fn outcome(served: u64, refused: u64, unknown: u64) -> Outcome {
+    Outcome {
+        served,
+        refused,
+        unknown,
+    }
+}
+
+fn totals(e: &Engine) -> Vec<(String, String, &'static str, u64)> {
+    e.response_totals()
+        .into_iter()
+        .map(|r| {
+            (
+                r.endpoint.to_string(),
+                r.client.to_string(),
+                r.class,
+                r.total,
+            )
+        })
+        .collect()
+}
+
+fn escalations(e: &mut Engine) -> Vec<Severity> {
+    e.drain()
+        .filter_map(|o| match o {
+            Output::Violation(ViolationEvent::Escalated(v)) => Some(v.severity),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn revoked_token_served_escalates_at_once() {
+    let mut e = engine();
+    let req = get("/v1/pay", Some("leaky-token"));
+    talk(&mut e, PAYMENTS, &[C(&req), S(&resp("200 OK", "paid"))]);
+    let v = violation(&e, Kind::RevokedClient);
+    assert_eq!(v.outcome, outcome(1, 0, 0));
+    // Open for a microsecond, far inside warnAfter (15m): the serving
+    // alone makes it critical, once.
+    assert_eq!(v.severity, Severity::Critical);
+    assert_eq!(escalations(&mut e), vec![Severity::Critical]);
+    assert_eq!(
+        totals(&e),
+        vec![("payments".into(), "leaky".into(), "2xx", 1)]
+    );
+}
+
+#[test]
+fn revoked_token_refused_stays_a_warning() {
+    let mut e = engine();
+    let req = get("/v1/pay", Some("leaky-token"));
+    let no = resp("401 Unauthorized", "");
+    let forbidden = resp("403 Forbidden", "no");
+    talk(&mut e, PAYMENTS, &[C(&req), S(&no), C(&req), S(&forbidden)]);
+    let v = violation(&e, Kind::RevokedClient);
+    assert_eq!(v.outcome, outcome(0, 2, 0));
+    assert_eq!(v.severity, Severity::Warning);
+    assert!(escalations(&mut e).is_empty());
+    assert_eq!(
+        totals(&e),
+        vec![("payments".into(), "leaky".into(), "4xx", 2)]
+    );
+}
+
+#[test]
+fn unknown_client_served_is_critical_and_stale_counts_too() {
+    let mut e = engine();
+    // orders is `internal`: authentication required.
+    let anon = get("/v1/orders", None);
+    talk(&mut e, ORDERS, &[C(&anon), S(&resp("200 OK", "[]"))]);
+    let v = violation(&e, Kind::UnknownClient);
+    assert_eq!(
+        (v.outcome, v.severity),
+        (outcome(1, 0, 0), Severity::Critical)
+    );
+    // oldco's credential is past the pilot's 90 days: stale, served, but
+    // staleness alone does not escalate.
+    let mut e = engine();
+    let old = get("/v1/orders", Some("old-token"));
+    talk(&mut e, ORDERS, &[C(&old), S(&resp("200 OK", "[]"))]);
+    let v = violation(&e, Kind::StaleCredential);
+    assert_eq!(
+        (v.outcome, v.severity),
+        (outcome(1, 0, 0), Severity::Warning)
+    );
+}
+
+#[test]
+fn pipelined_responses_pair_in_order_with_head_204_and_interim() {
+    let mut e = engine();
+    let mut reqs = get("/v1/a", Some("leaky-token"));
+    reqs.extend(b"HEAD /v1/b HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer leaky-token\r\n\r\n");
+    reqs.extend(get("/v1/c", Some("leaky-token")));
+    reqs.extend(get("/v1/d", Some("leaky-token")));
+    // 100 Continue is interim; the HEAD answer announces a body it does
+    // not send; 204 has none; then a 403 with a body.
+    let mut answers = b"HTTP/1.1 100 Continue\r\n\r\n".to_vec();
+    answers.extend(resp("401 Unauthorized", "x"));
+    answers.extend(b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n");
+    answers.extend(b"HTTP/1.1 204 No Content\r\n\r\n");
+    answers.extend(resp("403 Forbidden", "nope"));
+    talk(
+        &mut e,
+        PAYMENTS,
+        &[C(&reqs), S(&answers[..40]), S(&answers[40..])],
+    );
+    let v = violation(&e, Kind::RevokedClient);
+    assert_eq!(v.count, 4);
+    assert_eq!(v.outcome, outcome(2, 2, 0));
+    assert_eq!(
+        totals(&e),
+        vec![
+            ("payments".into(), "leaky".into(), "2xx", 2),
+            ("payments".into(), "leaky".into(), "4xx", 2),
+        ]
+    );
+}
+
+#[test]
+fn a_lost_response_is_unknown_never_guessed() {
+    let mut e = engine();
+    let mut two = get("/v1/a", Some("leaky-token"));
+    two.extend(get("/v1/b", Some("leaky-token")));
+    let first = resp("200 OK", "first");
+    let second = resp("401 Unauthorized", "");
+    // The first response's segment is lost: the second head shows up out
+    // of place with two requests outstanding, so neither is paired.
+    talk(&mut e, PAYMENTS, &[C(&two), LostS(first.len()), S(&second)]);
+    let v = violation(&e, Kind::RevokedClient);
+    assert_eq!(v.outcome, outcome(0, 0, 2));
+    assert_eq!(v.severity, Severity::Warning);
+    assert_eq!(
+        totals(&e),
+        vec![("payments".into(), "leaky".into(), "unknown", 2)]
+    );
+}
+
+#[test]
+fn one_outstanding_request_pairs_after_a_lost_body() {
+    let mut e = engine();
+    let req = get("/v1/a", Some("leaky-token"));
+    // A chunked body loses the place of the next head; with one request
+    // outstanding the next head can only answer it. A request never
+    // answered (the connection ends) is unknown.
+    let chunked = b"HTTP/1.1 403 Forbidden\r\nTransfer-Encoding: chunked\r\n\r\n";
+    talk(
+        &mut e,
+        PAYMENTS,
+        &[
+            C(&req),
+            S(chunked),
+            S(b"4\r\nnope\r\n0\r\n\r\n"),
+            C(&req),
+            LostS(300),
+            S(&resp("200 OK", "ok")),
+            C(&req),
+        ],
+    );
+    let v = violation(&e, Kind::RevokedClient);
+    assert_eq!(v.outcome, outcome(1, 1, 1));
+    assert_eq!(v.severity, Severity::Critical);
+}
+
+#[test]
+fn a_request_after_lost_client_bytes_is_not_paired() {
+    let mut e = engine();
+    let req = get("/v1/a", Some("leaky-token"));
+    // Client bytes lost (a request may hide there): the next head
+    // resynchronises, and whatever answer comes cannot be told from the
+    // unseen request's.
+    talk(
+        &mut e,
+        PAYMENTS,
+        &[
+            C(&req),
+            S(&resp("401 Unauthorized", "")),
+            LostC(77),
+            C(&req),
+            S(&resp("200 OK", "ok")),
+        ],
+    );
+    let v = violation(&e, Kind::RevokedClient);
+    assert_eq!(v.outcome, outcome(0, 1, 1));
+    assert_eq!(v.severity, Severity::Warning);
+}
+
+#[test]
+fn quota_overshoot_counts_the_429s() {
+    let mut e = engine();
+    // acme on orders: burst 5 at 1 req/s in the pilot stage. Eight
+    // requests at once: three over quota, which the API throttles.
+    let req = get("/v1/orders", Some("acme-token"));
+    let ok = resp("200 OK", "[]");
+    let slow = resp("429 Too Many Requests", "");
+    let mut turns = Vec::new();
+    for i in 0..8 {
+        turns.push(C(&req));
+        turns.push(S(if i < 5 { &ok } else { &slow }));
+    }
+    talk(&mut e, ORDERS, &turns);
+    let v = violation(&e, Kind::QuotaOvershoot);
+    assert_eq!((v.count, v.throttled), (3, 3));
+    assert_eq!(
+        totals(&e),
+        vec![
+            ("orders".into(), "acme".into(), "2xx", 5),
+            ("orders".into(), "acme".into(), "4xx", 3),
+        ]
+    );
+}
+
+#[test]
+fn live_429s_wait_for_the_kernel_count() {
+    let mut e = Engine::new(
+        contract(),
+        EngineOptions {
+            requests_from_kernel: true,
+            ..EngineOptions::default()
+        },
+    );
+    let req = get("/v1/orders", Some("acme-token"));
+    let slow = resp("429 Too Many Requests", "");
+    let id = FlowId {
+        client: addr(CLIENT),
+        server: addr(ORDERS),
+    };
+    let ack = tcp_flags::ACK;
+    e.handle(pkt(t0(), CLIENT, ORDERS, 100, tcp_flags::SYN, b""));
+    e.handle(pkt(t0(), ORDERS, CLIENT, 500, tcp_flags::SYN | ack, b""));
+    e.handle(pkt(t0() + 1, CLIENT, ORDERS, 101, ack, &req));
+    e.handle(pkt(t0() + 2, ORDERS, CLIENT, 501, ack, &slow));
+    // The kernel's count of eight arrives after the answer was seen.
+    e.handle(Event::RequestStarts {
+        ts: t0() + 3,
+        flow: id,
+        count: 8,
+    });
+    let v = violation(&e, Kind::QuotaOvershoot);
+    assert_eq!((v.count, v.throttled), (3, 1));
+}
+
+#[test]
+fn h2c_statuses_pair_by_stream() {
+    // The fixture's token is leaky's here: revoked, four streams answered
+    // 200, 401, 403, 200.
+    let yaml = contract_yaml().replace(&fp("leaky-token"), &fp("tok-acme-7f3a9c1e5b2d4f60"));
+    let contract = Arc::new(Contract::parse(&yaml, "unit.yaml").expect("valid contract"));
+    let mut e = Engine::new(contract, EngineOptions::default());
+    let client: &[u8] = include_bytes!("../../protocol/h2/testdata/indexed_credentials.client.bin");
+    let server: &[u8] = include_bytes!("../../protocol/h2/testdata/indexed_credentials.server.bin");
+    talk(&mut e, PAYMENTS, &[C(client), S(server)]);
+    let v = violation(&e, Kind::RevokedClient);
+    assert_eq!(v.outcome, outcome(2, 2, 0));
+    assert_eq!(v.severity, Severity::Critical);
+}
+
+#[test]
+fn h2c_reset_streams_are_unknown() {
+    let yaml = contract_yaml().replace(&fp("leaky-token"), &fp("tok-acme-7f3a9c1e5b2d4f60"));
+    let contract = Arc::new(Contract::parse(&yaml, "unit.yaml").expect("valid contract"));
+    let mut e = Engine::new(contract, EngineOptions::default());
+    let client: &[u8] = include_bytes!("../../protocol/h2/testdata/rst_goaway.client.bin");
+    let server: &[u8] = include_bytes!("../../protocol/h2/testdata/rst_goaway.server.bin");
+    talk(&mut e, PAYMENTS, &[C(client), S(server)]);
+    let v = violation(&e, Kind::RevokedClient);
+    let expect: serde_json::Value = serde_json::from_str(include_str!(
+        "../../protocol/h2/testdata/rst_goaway.expect.json"
+    ))
+    .expect("fixture json");
+    let answered = expect["responses"].as_object().map_or(0, |m| m.len()) as u64;
+    assert_eq!(v.outcome.served + v.outcome.refused, answered);
+    assert_eq!(v.outcome.unknown, v.count - answered);
+    assert!(v.outcome.unknown > 0, "{:?}", v.outcome);
+}
