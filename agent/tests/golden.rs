@@ -194,6 +194,8 @@ fn quota_burst_over_token_bucket() {
     );
     assert!(detail(&objs, "quota_overshoot").ends_with("req/s over quota 1"));
     assert_eq!(flows(&objs)[0]["requests"], 25);
+    // The fixture server has no rate limit of its own: nothing throttled.
+    assert_eq!(violation(&objs, "quota_overshoot")["throttled"], 0);
 }
 
 #[test]
@@ -214,6 +216,11 @@ fn no_credentials_unknown_client() {
         &[("unknown_client", "orders", "unknown", 3)],
     );
     assert_eq!(flows(&objs).len(), 3);
+    let v = violation(&objs, "unknown_client");
+    assert_eq!(
+        (&v["outcome"], &v["severity"]),
+        (&outcome(3, 0, 0), &"critical".into())
+    );
 }
 
 #[test]
@@ -248,6 +255,60 @@ fn revoked_credential() {
         &[("revoked_client", "orders", "initech", 1)],
     );
     assert!(detail(&objs, "revoked_client").contains("2026-11-15"));
+    // The fixture server answered 200: the revoked token was served, which
+    // makes the violation critical at once.
+    let v = violation(&objs, "revoked_client");
+    assert_eq!(v["outcome"], outcome(1, 0, 0));
+    assert_eq!(v["severity"], "critical");
+}
+
+fn violation<'a>(objs: &'a [Value], kind: &str) -> &'a Value {
+    of_type(objs, "violation")
+        .into_iter()
+        .find(|v| v["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind}"))
+}
+
+fn outcome(served: u64, refused: u64, unknown: u64) -> Value {
+    serde_json::json!({"served": served, "refused": refused, "unknown": unknown})
+}
+
+/// What the API answered, from both directions of the capture: exact
+/// outcome, throttled and severity per violation.
+#[test]
+fn responses_say_whether_the_api_said_no() {
+    let objs = check(
+        "responses.pcap",
+        1,
+        &[
+            ("revoked_client", "orders", "initech", 3),
+            ("unknown_client", "orders", "unknown", 1),
+            ("quota_overshoot", "orders", "globex", 3),
+            ("stale_credential", "orders", "hooli", 3),
+        ],
+    );
+    // initech: 200, 401, 403 on one connection; served once, so critical.
+    let v = violation(&objs, "revoked_client");
+    assert_eq!(v["outcome"], outcome(1, 2, 0));
+    assert_eq!(v["severity"], "critical");
+    // No credential, refused 401: stays a warning.
+    let v = violation(&objs, "unknown_client");
+    assert_eq!(v["outcome"], outcome(0, 1, 0));
+    assert_eq!(v["severity"], "warning");
+    // globex: five served within burst, the three over quota answered 429.
+    let v = violation(&objs, "quota_overshoot");
+    assert_eq!(v["throttled"], 3);
+    assert!(v.get("outcome").is_none());
+    // hooli: POST answered 100 Continue then 403; HEAD (200, a
+    // Content-Length but no body) pipelined with a GET answered 401.
+    let v = violation(&objs, "stale_credential");
+    assert_eq!(v["outcome"], outcome(1, 2, 0));
+    assert_eq!(
+        v["severity"], "warning",
+        "staleness served does not escalate"
+    );
+    let requests: Vec<_> = flows(&objs).iter().map(|f| f["requests"].clone()).collect();
+    assert_eq!(requests, [3, 1, 8, 1, 2]);
 }
 
 #[test]

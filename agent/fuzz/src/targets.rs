@@ -325,6 +325,8 @@ pub fn audit_verify(data: &[u8]) {
             severity: "warning".to_owned(),
             count: 1,
             detail: "fuzz".to_owned(),
+            outcome: None,
+            throttled: Some(0),
         }));
         drop(log);
         if keyed.is_intact() && appended.is_ok() {

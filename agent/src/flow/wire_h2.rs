@@ -76,7 +76,11 @@ impl WireH2 {
     }
 
     /// One segment of `dir`, placed by `stream` as `placement`; requests
-    /// go to `out`.
+    /// go to `out`, their answers to `responses`.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "a segment, its placement, and where requests and answers go"
+    )]
     pub fn segment(
         &mut self,
         dir: Direction,

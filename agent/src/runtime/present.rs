@@ -184,6 +184,10 @@ pub struct Counters {
 
 impl Counters {
     /// Per-tick metric refresh from engine and capture state.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one argument per engine and capture view the tick reads"
+    )]
     pub fn refresh(
         &mut self,
         metrics: &Metrics,

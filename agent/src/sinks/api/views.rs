@@ -230,7 +230,7 @@ impl From<&Violation> for ViolationRow {
                 "open"
             }
             .to_owned(),
-            outcome: v.key.kind.has_outcome().then(|| OutcomeRow {
+            outcome: v.key.kind.has_outcome().then_some(OutcomeRow {
                 served: v.outcome.served,
                 refused: v.outcome.refused,
                 unknown: v.outcome.unknown,
