@@ -14,9 +14,11 @@ use crate::{cgroup::CgroupGuard, tls::TestCert, tls_servers::PYTHON};
 /// HTTP/1.1 over TLS: 200 with body `ok` for every path, except 401 for
 /// paths under `/deny`, 429 under `/throttle`, and an N-byte body (one
 /// `SSL_write_ex` call) for `/big/N`. Threaded: one thread per connection.
+/// A fourth argument `plain` serves the same without TLS.
 const PY_SERVER: &str = r#"
 import http.server, socket, ssl, sys
 host, cert, key = sys.argv[1], sys.argv[2], sys.argv[3]
+plain = sys.argv[4:] == ["plain"]
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_GET(self):
@@ -40,31 +42,39 @@ class Server(http.server.ThreadingHTTPServer):
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 ctx.load_cert_chain(cert, key)
 srv = Server((host, 0), Handler)
-srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+if not plain:
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
 print(srv.server_address[1], flush=True)
 srv.serve_forever()
 "#;
 
-/// A python `ssl` HTTPS server on `ip`, port chosen by the kernel.
+/// A python `ssl` HTTPS server on `ip`, port chosen by the kernel (or the
+/// same server in plain HTTP, [`PyHttpsServer::start_plain`]).
 pub struct PyHttpsServer {
     child: Child,
     pub addr: SocketAddr,
+    tls: bool,
     _cert: TestCert,
 }
 
 impl PyHttpsServer {
     /// Starts the server in `cgroup` (so its sockets are watched there).
     pub fn start(ip: IpAddr, cgroup: &CgroupGuard) -> Self {
-        Self::spawn(cgroup.command(PYTHON), ip)
+        Self::spawn(cgroup.command(PYTHON), ip, true)
     }
 
     /// Starts the server in the test's own cgroup.
     pub fn start_here(ip: IpAddr) -> Self {
-        Self::spawn(Command::new(PYTHON), ip)
+        Self::spawn(Command::new(PYTHON), ip, true)
+    }
+
+    /// The same server over plain HTTP/1.1, in `cgroup`.
+    pub fn start_plain(ip: IpAddr, cgroup: &CgroupGuard) -> Self {
+        Self::spawn(cgroup.command(PYTHON), ip, false)
     }
 
     /// `cmd` runs Debian's python3, whose `ssl` links the system libssl.
-    fn spawn(mut cmd: Command, ip: IpAddr) -> Self {
+    fn spawn(mut cmd: Command, ip: IpAddr, tls: bool) -> Self {
         let cert = TestCert::generate();
         let mut child = cmd
             .arg("-c")
@@ -72,6 +82,7 @@ impl PyHttpsServer {
             .arg(ip.to_string())
             .arg(&cert.cert)
             .arg(&cert.key)
+            .args((!tls).then_some("plain"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -89,6 +100,7 @@ impl PyHttpsServer {
         Self {
             child,
             addr: SocketAddr::new(ip, port),
+            tls,
             _cert: cert,
         }
     }
@@ -97,11 +109,12 @@ impl PyHttpsServer {
         self.child.id()
     }
 
-    /// `https://<addr><path>`.
+    /// `https://<addr><path>` (`http://` for a plain server).
     pub fn url(&self, path: &str) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
         match self.addr {
-            SocketAddr::V4(a) => format!("https://{a}{path}"),
-            SocketAddr::V6(a) => format!("https://[{}]:{}{path}", a.ip(), a.port()),
+            SocketAddr::V4(a) => format!("{scheme}://{a}{path}"),
+            SocketAddr::V6(a) => format!("{scheme}://[{}]:{}{path}", a.ip(), a.port()),
         }
     }
 }

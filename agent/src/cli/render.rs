@@ -119,13 +119,15 @@ fn short_time(t: &str) -> String {
 }
 
 fn violations_table(rows: &[ViolationRow]) -> Table {
+    // ANSWERED: served/refused/unknown, or the 429s of a quota overshoot.
     let mut t = Table::new(&[
         ("KIND", 17),
-        ("ENDPOINT", 12),
+        ("ENDPOINT", 10),
         ("CLIENT", 8),
         ("SEVERITY", 8),
         ("COUNT", 5),
-        ("DETAIL", 20),
+        ("ANSWERED", 8),
+        ("DETAIL", 12),
     ]);
     for v in rows {
         t.row(vec![
@@ -134,7 +136,8 @@ fn violations_table(rows: &[ViolationRow]) -> Table {
             v.client.clone(),
             severity(v),
             v.count.to_string(),
-            v.detail_with_outcome(),
+            v.answered(),
+            v.detail.clone(),
         ]);
     }
     t
@@ -342,7 +345,10 @@ fn watch_row(ev: &WatchEvent, first: bool, out: &mut dyn Write) -> io::Result<()
         v.endpoint.clone(),
         v.client.clone(),
         severity(v),
-        v.detail_with_outcome(),
+        match v.answered().as_str() {
+            "-" => v.detail.clone(),
+            a => format!("[{a}] {}", v.detail),
+        },
     ]);
     // Fixed widths keep a stream's rows aligned with its header.
     t.print_fixed(first, out)

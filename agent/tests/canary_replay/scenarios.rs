@@ -182,10 +182,25 @@ pub fn build(c: &mut Canaries, start: i64) -> (Capture, String, Expect) {
     k.revoke("authorization", &revoked);
     let stale = format!("Bearer {}", c.mint("stale bearer"));
     k.client("stale", "authorization", &stale, "2026-01-01T00:00:00Z");
-    for v in [&revoked, &stale] {
+    // The responses are read for their status since the API's answer
+    // counts: the revoked request is refused with secrets in the reason
+    // phrase and the headers, the stale one answered by a head cut short.
+    let refusal = format!(
+        "HTTP/1.1 401 {}\r\nWWW-Authenticate: Bearer error=\"{}\"\r\n\
+         Set-Cookie: sid={}\r\nContent-Length: 0\r\n\r\n",
+        c.mint("reason phrase of a refusal"),
+        c.mint("www-authenticate of a refusal"),
+        c.mint("set-cookie of a refusal"),
+    );
+    let cut = format!(
+        "HTTP/1.1 200 {}\r\nX-Session: {}",
+        c.mint("reason phrase of a cut head"),
+        c.mint("header of a cut head"),
+    );
+    for (v, answer) in [(&revoked, &refusal), (&stale, &cut)] {
         cap.connect(ORDERS)
             .send(&get("/v1/orders", &[("Authorization", v)]))
-            .reply(OK)
+            .reply(answer.as_bytes())
             .close();
     }
     violations.push(("revoked_client", "revoked"));

@@ -285,12 +285,14 @@ pub struct ViolationRow {
 }
 
 impl ViolationRow {
-    /// The detail with what the API answered, as tables show it.
-    pub fn detail_with_outcome(&self) -> String {
+    /// What the API answered, short, for tables: `served/refused/unknown`
+    /// ("1/2/0"), or for `quota_overshoot` the 429s ("3 x429"); `-` for
+    /// other kinds.
+    pub fn answered(&self) -> String {
         match (&self.outcome, self.throttled) {
-            (Some(o), _) => format!("{}; {}", self.detail, o.summary()),
-            (None, Some(t)) => format!("{}; throttled {t}", self.detail),
-            (None, None) => self.detail.clone(),
+            (Some(o), _) => format!("{}/{}/{}", o.served, o.refused, o.unknown),
+            (None, Some(t)) => format!("{t} x429"),
+            (None, None) => "-".to_owned(),
         }
     }
 }
