@@ -1,7 +1,12 @@
 //! 1-in-N sampling of segments after the first K of each direction.
 
 use agent::event::Direction;
-use tests::{harness::Tuning, http::HttpServer, pcap::flow_totals, tools::require_tools};
+use tests::{
+    harness::Tuning,
+    http::HttpServer,
+    pcap::{TcpRecord, flow_totals},
+    tools::require_tools,
+};
 
 use crate::{EVENT_TIMEOUT, capture_in_cgroup, dump_lo, http_client_in, wait_closed};
 
@@ -9,7 +14,8 @@ use crate::{EVENT_TIMEOUT, capture_in_cgroup, dump_lo, http_client_in, wait_clos
 fn one_in_n_within_bounds() {
     require_tools();
     let (k, n) = (3u64, 8u64);
-    let server = HttpServer::start("127.0.0.1:0".parse().expect("addr"), 200);
+    let requests = 200u64;
+    let server = HttpServer::start("127.0.0.1:0".parse().expect("addr"), 100_000);
     let tuning = Tuning {
         first_segments: k as u32,
         sample_one_in: n as u32,
@@ -17,7 +23,7 @@ fn one_in_n_within_bounds() {
     };
     let (cg, mut h) = capture_in_cgroup("smp", server.addr(), tuning);
     let dump = dump_lo(server.addr(), 128);
-    let (flow, _) = http_client_in(&cg, server.addr(), 2000);
+    let (flow, _) = http_client_in(&cg, server.addr(), requests);
     let recs = wait_closed(&dump, "flow close", flow);
     let truth = flow_totals(&recs, flow.client, flow.server);
     let (_, totals) = h.wait_flow_end(flow, EVENT_TIMEOUT);
@@ -28,24 +34,34 @@ fn one_in_n_within_bounds() {
     let c = h.counters();
     assert_eq!(c.ring_full, 0, "nothing may be lost here: {c:?}");
 
-    // Responses never start with a method token: K first, then 1 in N.
-    let segs = truth[1].payload_segments;
+    // Response heads (`HTTP/1.`, 16 bytes or more) are sampled always, like
+    // request heads; the other server segments K first, then 1 in N of the
+    // direction's segment index (a counter, so the count is exact up to two
+    // CPUs sharing an index). Each response here spans several segments
+    // (a head and its 100 KB body), so both rules are at work.
+    let segs: Vec<_> = recs
+        .iter()
+        .filter(|r| r.src == flow.server && r.payload_len > 0)
+        .collect();
+    assert_eq!(segs.len() as u64, truth[1].payload_segments);
+    let head = |r: &&TcpRecord| r.payload_len >= 16 && r.payload.starts_with(b"HTTP/1.");
+    let heads = segs.iter().filter(|r| head(r)).count() as u64;
+    assert_eq!(heads, requests, "one head per response");
+    assert!(segs.len() as u64 > 2 * requests, "bodies span segments");
+    let expected = segs
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| (*i as u64) < k || head(r) || (*i as u64).is_multiple_of(n))
+        .count() as u64;
     let got = h
         .packets_of(flow)
         .iter()
         .filter(|p| p.direction == Some(Direction::ToClient) && p.payload_len > 0)
         .count() as u64;
-    let expected = k as f64 + (segs - k) as f64 / n as f64;
-    // Deterministic (counter) sampling is within 1; random sampling is
-    // binomial: allow 5 standard deviations.
-    let sd = ((segs - k) as f64 * (1.0 / n as f64) * (1.0 - 1.0 / n as f64)).sqrt();
-    let (lo, hi) = (
-        (expected - 5.0 * sd - 1.0).floor(),
-        (expected + 5.0 * sd + 1.0).ceil(),
-    );
     assert!(
-        (lo..=hi).contains(&(got as f64)),
-        "{got} to-client samples of {segs} segments, expected {expected:.1} in [{lo}, {hi}]"
+        got.abs_diff(expected) <= 1,
+        "{got} to-client samples of {} segments ({heads} heads), expected {expected}",
+        segs.len()
     );
     // Requests all start with GET: every one is sampled, whatever N is.
     let requests = h

@@ -5,21 +5,25 @@
 //! 200 is `critical` at once, the same token refused 401 stays a warning;
 //! a burst over quota that the API answers 429 counts as throttled. The
 //! outcome shows in the CLI (JSON and table), in
-//! `rampwatch_responses_total` and in the audit log.
+//! `rampwatch_responses_total` and in the audit log. On h2c (nghttpd, curl
+//! with prior knowledge) the statuses pair by stream: a file served 200, a
+//! missing one refused 404.
 //!
 //! Needs root; run by `cargo xtask test`.
 
 use std::{
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream},
+    process::{Child, Stdio},
     time::Duration,
 };
 
 use serde_json::Value;
 use tests::{
+    TempDir,
     agent_proc::AgentProcess,
     cgroup::CgroupGuard,
     https::{PyHttpsServer, curl_https},
-    sha256_hex,
+    on_free_port, sha256_hex,
     tools::require_tools,
     wait::wait_until,
 };
@@ -30,7 +34,7 @@ const BURSTY: &str = "bursty-responses-token";
 /// Per transport (`plain`, `tls`), an endpoint `open-<t>` (paths `/v1/`,
 /// `/throttle`) and `guarded-<t>` (`/deny`) on the server's port: the
 /// served and the refused requests land in violations of their own.
-fn contract(plain: u16, tls: u16) -> String {
+fn contract(plain: u16, tls: u16, h2c: u16) -> String {
     format!(
         r#"apiVersion: rampwatch.io/v1
 kind: RampContract
@@ -46,6 +50,8 @@ spec:
     - {{ name: guarded-plain, dataClass: internal, hosts: ["127.0.0.1"], ports: [{plain}], paths: ["/deny"] }}
     - {{ name: open-tls, dataClass: internal, hosts: ["127.0.0.1"], ports: [{tls}], paths: ["/v1/", "/throttle"] }}
     - {{ name: guarded-tls, dataClass: internal, hosts: ["127.0.0.1"], ports: [{tls}], paths: ["/deny"] }}
+    - {{ name: open-h2c, dataClass: internal, hosts: ["127.0.0.1"], ports: [{h2c}], paths: ["/v1/"] }}
+    - {{ name: guarded-h2c, dataClass: internal, hosts: ["127.0.0.1"], ports: [{h2c}], paths: ["/deny"] }}
   clients:
     - name: leaky
       credentials:
@@ -61,6 +67,8 @@ spec:
         - {{ client: leaky, endpoint: guarded-plain, requestsPerSecond: 1000, burst: 1000 }}
         - {{ client: leaky, endpoint: open-tls, requestsPerSecond: 1000, burst: 1000 }}
         - {{ client: leaky, endpoint: guarded-tls, requestsPerSecond: 1000, burst: 1000 }}
+        - {{ client: leaky, endpoint: open-h2c, requestsPerSecond: 1000, burst: 1000 }}
+        - {{ client: leaky, endpoint: guarded-h2c, requestsPerSecond: 1000, burst: 1000 }}
         - {{ client: bursty, endpoint: open-plain, requestsPerSecond: 1, burst: 3 }}
         - {{ client: bursty, endpoint: open-tls, requestsPerSecond: 1, burst: 3 }}
   revocations:
@@ -74,6 +82,61 @@ spec:
         leaky = sha256_hex(LEAKY),
         bursty = sha256_hex(BURSTY),
     )
+}
+
+/// nghttpd (nghttp2's server) without TLS, in `cgroup`, serving `dir`.
+struct Nghttpd(Child, SocketAddr);
+
+impl Nghttpd {
+    fn start(cgroup: &CgroupGuard, dir: &TempDir) -> Self {
+        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        std::fs::create_dir_all(dir.path().join("v1")).expect("create the served directory");
+        std::fs::write(dir.path().join("v1/ok"), b"ok").expect("write the served file");
+        on_free_port(ip, "nghttpd", |port| {
+            let child = cgroup
+                .command("nghttpd")
+                .args(["--no-tls", "-a", "127.0.0.1", "-d"])
+                .arg(dir.path())
+                .arg(port.to_string())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start nghttpd (Debian package nghttp2-server)");
+            let mut server = Self(child, SocketAddr::new(ip, port));
+            let up = wait_until("nghttpd to listen or exit", Duration::from_secs(10), || {
+                if TcpStream::connect(server.1).is_ok() {
+                    return Some(true);
+                }
+                server.0.try_wait().ok().flatten().map(|_| false)
+            });
+            up.then_some(server)
+        })
+    }
+}
+
+impl Drop for Nghttpd {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// curl with HTTP/2 prior knowledge, every URL on one connection; the
+/// status codes in order.
+fn curl_h2c(cgroup: &CgroupGuard, token: &str, urls: &[String]) -> Vec<u16> {
+    let mut cmd = cgroup.command("curl");
+    cmd.args(["-s", "--http2-prior-knowledge", "--max-time", "20"]);
+    cmd.args(["-w", "%{http_code}\\n"]);
+    cmd.arg("-H").arg(format!("Authorization: Bearer {token}"));
+    for u in urls {
+        cmd.args(["-o", "/dev/null"]).arg(u);
+    }
+    let out = cmd.stderr(Stdio::inherit()).output().expect("curl runs");
+    assert!(out.status.success(), "curl {urls:?}: {:?}", out.status);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
 }
 
 /// The open or resolved violation (kind, endpoint) from the CLI's JSON.
@@ -209,8 +272,10 @@ fn the_api_saying_no_is_seen_on_http_and_inside_tls() {
     let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let plain = PyHttpsServer::start_plain(ip, &cgroup);
     let tls = PyHttpsServer::start(ip, &cgroup);
+    let files = TempDir::new("responses-h2c");
+    let h2c = Nghttpd::start(&cgroup, &files);
     let agent = AgentProcess::start(
-        &contract(plain.addr.port(), tls.addr.port()),
+        &contract(plain.addr.port(), tls.addr.port(), h2c.1.port()),
         cgroup.path(),
         &[],
     );
@@ -218,6 +283,38 @@ fn the_api_saying_no_is_seen_on_http_and_inside_tls() {
 
     say_no(&agent, &cgroup, &plain, "plain");
     say_no(&agent, &cgroup, &tls, "tls");
+
+    // h2c: two streams on one connection, paired by stream id.
+    let urls = [
+        format!("http://{}/v1/ok", h2c.1),
+        format!("http://{}/deny/missing", h2c.1),
+    ];
+    assert_eq!(curl_h2c(&cgroup, LEAKY, &urls), [200, 404]);
+    let served = wait_until(
+        "h2c: the served stream's outcome",
+        Duration::from_secs(20),
+        || violation(&agent, "revoked_client", "open-h2c").filter(|v| outcome(v) == (1, 0, 0)),
+    );
+    assert_eq!(served["severity"], "critical", "{served}");
+    let refused = wait_until(
+        "h2c: the refused stream's outcome",
+        Duration::from_secs(20),
+        || violation(&agent, "revoked_client", "guarded-h2c").filter(|v| outcome(v) == (0, 1, 0)),
+    );
+    assert_eq!(refused["severity"], "warning", "{refused}");
+    wait_until(
+        "h2c: rampwatch_responses_total by stream",
+        Duration::from_secs(20),
+        || {
+            let text = agent.metrics();
+            let got = |e: &str, class: &str| {
+                let labels = [("endpoint", e), ("client", "leaky"), ("class", class)];
+                metric(&text, "rampwatch_responses_total", &labels)
+            };
+            (got("open-h2c", "2xx") == Some(1) && got("guarded-h2c", "4xx") == Some(1))
+                .then_some(())
+        },
+    );
 
     // The table says the same: served/refused/unknown, and the 429s.
     let table = agent.cli_ok(&["violations"]).expect("rampwatch violations");
