@@ -334,3 +334,69 @@ fn h2c_reset_streams_are_unknown() {
     assert_eq!(v.outcome.unknown, v.count - answered);
     assert!(v.outcome.unknown > 0, "{:?}", v.outcome);
 }
+
+#[test]
+fn live_sampling_heads_only_still_pairs_in_order() {
+    // Live, the server's body segments are mostly unsampled: only heads
+    // arrive, each where the previous body's Content-Length says.
+    let mut e = engine();
+    let req = get("/v1/a", Some("leaky-token"));
+    let big = b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n";
+    let no = resp("401 Unauthorized", "");
+    talk(
+        &mut e,
+        PAYMENTS,
+        &[
+            C(&req),
+            S(big),
+            LostS(3000),
+            LostS(2000),
+            C(&req),
+            C(&req),
+            S(&no),
+            S(big),
+            LostS(5000),
+        ],
+    );
+    let v = violation(&e, Kind::RevokedClient);
+    assert_eq!(v.outcome, outcome(2, 1, 0));
+}
+
+#[test]
+fn a_head_cut_by_the_snaplen_counts_by_its_status_line() {
+    let mut e = engine();
+    let req = get("/v1/a", Some("leaky-token"));
+    // A sample cut inside the head: the status is there, the body's end
+    // is not, so the next head is paired only as the one outstanding.
+    let mut cut = b"HTTP/1.1 403 Forbidden\r\nX-Long: ".to_vec();
+    cut.extend(vec![b'y'; 200]);
+    let ack = tcp_flags::ACK;
+    e.handle(pkt(t0(), CLIENT, PAYMENTS, 100, tcp_flags::SYN, b""));
+    e.handle(pkt(t0(), PAYMENTS, CLIENT, 500, tcp_flags::SYN | ack, b""));
+    e.handle(pkt(t0() + 1, CLIENT, PAYMENTS, 101, ack, &req));
+    let mut p = Packet {
+        ts: t0() + 2,
+        src: addr(PAYMENTS),
+        dst: addr(CLIENT),
+        seq: 501,
+        flags: ack,
+        payload_len: 4000,
+        payload: bytes::Bytes::from(cut),
+        direction: None,
+    };
+    e.handle(Event::Packet(p.clone()));
+    e.handle(pkt(
+        t0() + 3,
+        CLIENT,
+        PAYMENTS,
+        101 + req.len() as u32,
+        ack,
+        &req,
+    ));
+    p.seq = 4501;
+    p.payload_len = 40;
+    p.payload = bytes::Bytes::from_static(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    e.handle(Event::Packet(p));
+    let v = violation(&e, Kind::RevokedClient);
+    assert_eq!(v.outcome, outcome(1, 1, 0));
+}
