@@ -207,6 +207,12 @@ impl<'a> Printer<'a> {
                     v.severity.as_str(),
                 )?;
                 writeln!(out, "  {}", fit(&v.detail, 76))?;
+                let row = ViolationRow::from(v);
+                if let Some(o) = row.outcome {
+                    writeln!(out, "  answered: {}", o.summary())?;
+                } else if let Some(t) = row.throttled {
+                    writeln!(out, "  answered 429 (throttled): {t}")?;
+                }
             }
         }
         writeln!(out)?;

@@ -250,7 +250,7 @@ pub struct OutcomeRow {
 }
 
 impl OutcomeRow {
-    /// "served 3, refused 1, unknown 0", for tables and details.
+    /// "served 3, refused 1, unknown 0", for replay's table.
     pub fn summary(&self) -> String {
         format!(
             "served {}, refused {}, unknown {}",
