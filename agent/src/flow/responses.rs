@@ -38,9 +38,12 @@ use crate::{
     protocol::http_response::{self, ResponseBody, ResponseHead},
 };
 
-/// Requests awaiting an answer per flow; past it the oldest is answered
-/// `None` (bounds memory on a flow whose server never answers).
-const MAX_OUTSTANDING: usize = 1024;
+/// Requests awaiting an answer per flow, per queue (HTTP/1 order, HTTP/2
+/// streams); past it the oldest is answered `None`. Bounds memory on a flow
+/// whose server never answers (the engine keeps a small record per watched
+/// request until its answer): deeper than any real pipeline, and than the
+/// 100 concurrent streams HTTP/2 servers usually allow.
+const MAX_OUTSTANDING: usize = 128;
 /// Response heads read from one buffer at most (bounds work on garbage).
 const MAX_HEADS: usize = 1024;
 

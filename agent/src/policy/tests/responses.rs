@@ -400,3 +400,37 @@ fn a_head_cut_by_the_snaplen_counts_by_its_status_line() {
     let v = violation(&e, Kind::RevokedClient);
     assert_eq!(v.outcome, outcome(1, 1, 0));
 }
+
+#[test]
+fn an_h2c_upgrade_is_answered_on_stream_1() {
+    // GET /v1/upgrade with Upgrade: h2c, the server's 101 (a switch, not
+    // the answer), then 200 on stream 1 (the upgraded request) and 404 on
+    // stream 3. The fixture's token is leaky's (revoked) here.
+    let yaml = contract_yaml().replace(&fp("leaky-token"), &fp("tok-acme-7f3a9c1e5b2d4f60"));
+    let contract = Arc::new(Contract::parse(&yaml, "unit.yaml").expect("valid contract"));
+    let mut e = Engine::new(contract, EngineOptions::default());
+    let client: &[u8] = include_bytes!("../../protocol/h2/testdata/upgrade.client.bin");
+    let server: &[u8] = include_bytes!("../../protocol/h2/testdata/upgrade.server.bin");
+    talk(&mut e, PAYMENTS, &[C(client), S(server)]);
+    let v = violation(&e, Kind::RevokedClient);
+    assert_eq!((v.count, v.outcome), (2, outcome(1, 1, 0)));
+    assert_eq!(
+        totals(&e),
+        vec![
+            ("payments".into(), "leaky".into(), "2xx", 1),
+            ("payments".into(), "leaky".into(), "4xx", 1),
+        ]
+    );
+}
+
+#[test]
+fn a_server_that_never_answers_costs_bounded_memory() {
+    let mut e = engine();
+    // 300 pipelined requests, no answer: the oldest beyond the bound are
+    // answered unknown at once, the rest when the flow ends.
+    let req = get("/v1/a", Some("leaky-token"));
+    let turns: Vec<Turn<'_>> = (0..300).map(|_| C(&req)).collect();
+    talk(&mut e, PAYMENTS, &turns);
+    let v = violation(&e, Kind::RevokedClient);
+    assert_eq!((v.count, v.outcome), (300, outcome(0, 0, 300)));
+}
