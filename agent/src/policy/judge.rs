@@ -217,10 +217,17 @@ impl Judge<'_> {
         }
     }
 
-    /// Sets 429s that waited for the kernel's count against the quota
-    /// violation if it is open now; either way they are settled.
-    fn settle_throttled(&mut self, flow: &mut Flow<FlowState>, m: EndpointRef, id: &Identity) {
-        let n = std::mem::take(&mut flow.ext.unsettled_throttled);
+    /// Sets up to `cap` of the 429s that waited for the kernel's count
+    /// against the quota violation if it is open now; either way they are
+    /// settled.
+    fn settle_throttled(
+        &mut self,
+        flow: &mut Flow<FlowState>,
+        m: EndpointRef,
+        id: &Identity,
+        cap: u64,
+    ) {
+        let n = std::mem::take(&mut flow.ext.unsettled_throttled).min(cap);
         if n > 0
             && let Some(q) = self.quota_key(m, id)
         {
@@ -404,12 +411,16 @@ impl Judge<'_> {
         let m = self.matched(flow);
         let id = self.flow_identity(flow);
         self.count(m, &id, count);
+        let mut over = 0;
         if let (Some(c), EndpointRef::Endpoint(e)) = (id.client, m) {
             let f = quota_overshoot::check(&self.ctx, self.rates, c, e, count, self.now);
+            over = f.as_ref().map_or(0, |f| f.count);
             self.report(f);
         }
-        // The count covers the requests whose 429s arrived before it.
-        self.settle_throttled(flow, m, &id);
+        // The count covers the requests whose 429s arrived before it; of
+        // those, at most the ones over quota now count as throttled (a
+        // tighter API limit also answers 429 within the quota).
+        self.settle_throttled(flow, m, &id, over);
     }
 
     /// Judgements due when a flow ends.
@@ -421,10 +432,8 @@ impl Judge<'_> {
             // An h2c flow that never opened a stream is still plaintext.
             self.plaintext_flow(flow);
         }
-        if flow.ext.unsettled_throttled > 0
-            && let (Some(m), Some(id)) = (flow.ext.matched, flow.ext.identity)
-        {
-            self.settle_throttled(flow, m, &id);
-        }
+        // 429s still waiting: the kernel's last count came before them, so
+        // it could not put their requests over quota; they do not count.
+        flow.ext.unsettled_throttled = 0;
     }
 }

@@ -282,6 +282,7 @@ fn live_429s_wait_for_the_kernel_count() {
     );
     let req = get("/v1/orders", Some("acme-token"));
     let slow = resp("429 Too Many Requests", "");
+    let ok = resp("200 OK", "[]");
     let id = FlowId {
         client: addr(CLIENT),
         server: addr(ORDERS),
@@ -289,16 +290,31 @@ fn live_429s_wait_for_the_kernel_count() {
     let ack = tcp_flags::ACK;
     e.handle(pkt(t0(), CLIENT, ORDERS, 100, tcp_flags::SYN, b""));
     e.handle(pkt(t0(), ORDERS, CLIENT, 500, tcp_flags::SYN | ack, b""));
-    e.handle(pkt(t0() + 1, CLIENT, ORDERS, 101, ack, &req));
-    e.handle(pkt(t0() + 2, ORDERS, CLIENT, 501, ack, &slow));
-    // The kernel's count of eight arrives after the answer was seen.
+    // Eight requests (the kernel counts them; the heads are only parsed),
+    // the API answering 429 to all but the first two: stricter than the
+    // contract's burst of 5.
+    let (mut cseq, mut sseq) = (101u32, 501u32);
+    for i in 0..8 {
+        e.handle(pkt(t0() + 1 + i, CLIENT, ORDERS, cseq, ack, &req));
+        cseq += req.len() as u32;
+        let answer = if i < 2 { &ok } else { &slow };
+        e.handle(pkt(t0() + 1 + i, ORDERS, CLIENT, sseq, ack, answer));
+        sseq += answer.len() as u32;
+    }
+    // The kernel's count of eight arrives after every answer was seen: six
+    // 429s wait, and only the three over quota count as throttled.
     e.handle(Event::RequestStarts {
-        ts: t0() + 3,
+        ts: t0() + 20,
         flow: id,
         count: 8,
     });
     let v = violation(&e, Kind::QuotaOvershoot);
-    assert_eq!((v.count, v.throttled), (3, 1));
+    assert_eq!((v.count, v.throttled), (3, 3));
+    // Once open, a 429 counts as it arrives.
+    e.handle(pkt(t0() + 21, CLIENT, ORDERS, cseq, ack, &req));
+    e.handle(pkt(t0() + 21, ORDERS, CLIENT, sseq, ack, &slow));
+    let v = violation(&e, Kind::QuotaOvershoot);
+    assert_eq!(v.throttled, 4);
 }
 
 #[test]
