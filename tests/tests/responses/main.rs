@@ -5,9 +5,9 @@
 //! 200 is `critical` at once, the same token refused 401 stays a warning;
 //! a burst over quota that the API answers 429 counts as throttled. The
 //! outcome shows in the CLI (JSON and table), in
-//! `rampwatch_responses_total` and in the audit log. On h2c (nghttpd, curl
-//! with prior knowledge) the statuses pair by stream: a file served 200, a
-//! missing one refused 404.
+//! `rampwatch_responses_total` and in the audit log. On h2c (nghttpd and
+//! nghttp, prior knowledge) the statuses pair by stream: a file served 200,
+//! a missing one refused 404, on one connection.
 //!
 //! Needs root; run by `cargo xtask test`.
 
@@ -121,22 +121,31 @@ impl Drop for Nghttpd {
     }
 }
 
-/// curl with HTTP/2 prior knowledge, every URL on one connection; the
-/// status codes in order.
-fn curl_h2c(cgroup: &CgroupGuard, token: &str, urls: &[String]) -> Vec<u16> {
-    let mut cmd = cgroup.command("curl");
-    cmd.args(["-s", "--http2-prior-knowledge", "--max-time", "20"]);
-    cmd.args(["-w", "%{http_code}\\n"]);
-    cmd.arg("-H").arg(format!("Authorization: Bearer {token}"));
-    for u in urls {
-        cmd.args(["-o", "/dev/null"]).arg(u);
-    }
-    let out = cmd.stderr(Stdio::inherit()).output().expect("curl runs");
-    assert!(out.status.success(), "curl {urls:?}: {:?}", out.status);
-    String::from_utf8_lossy(&out.stdout)
+/// nghttp (nghttp2's client) with HTTP/2 prior knowledge, every URL a
+/// stream of one connection (curl does not reuse an h2c connection to
+/// nghttpd); the status code per path.
+fn nghttp(cgroup: &CgroupGuard, token: &str, urls: &[String]) -> Vec<(String, u16)> {
+    let out = cgroup
+        .command("nghttp")
+        .args(["-n", "-s"])
+        .arg("-H")
+        .arg(format!("authorization: Bearer {token}"))
+        .args(urls)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run nghttp (Debian package nghttp2-client)");
+    assert!(out.status.success(), "nghttp {urls:?}: {:?}", out.status);
+    // Stats lines: "id responseEnd requestStart process code size path".
+    let mut codes: Vec<(String, u16)> = String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (code, path) = (f.get(4)?.parse().ok()?, f.get(6)?);
+            Some(((*path).to_owned(), code))
+        })
+        .collect();
+    codes.sort();
+    codes
 }
 
 /// The open or resolved violation (kind, endpoint) from the CLI's JSON.
@@ -284,12 +293,19 @@ fn the_api_saying_no_is_seen_on_http_and_inside_tls() {
     say_no(&agent, &cgroup, &plain, "plain");
     say_no(&agent, &cgroup, &tls, "tls");
 
-    // h2c: two streams on one connection, paired by stream id.
+    // h2c: two streams on one connection, paired by stream id (nghttp
+    // opens priority streams first, so these are streams 13 and 15).
     let urls = [
         format!("http://{}/v1/ok", h2c.1),
         format!("http://{}/deny/missing", h2c.1),
     ];
-    assert_eq!(curl_h2c(&cgroup, LEAKY, &urls), [200, 404]);
+    assert_eq!(
+        nghttp(&cgroup, LEAKY, &urls),
+        [
+            ("/deny/missing".to_owned(), 404),
+            ("/v1/ok".to_owned(), 200)
+        ]
+    );
     let served = wait_until(
         "h2c: the served stream's outcome",
         Duration::from_secs(20),
