@@ -450,3 +450,59 @@ fn a_server_that_never_answers_costs_bounded_memory() {
     let v = violation(&e, Kind::RevokedClient);
     assert_eq!((v.count, v.outcome), (300, outcome(0, 0, 300)));
 }
+
+/// One chunk of TLS clear text (an `SSL_read`/`SSL_write` of the server).
+fn clear(flow: FlowId, dir: crate::event::Direction, offset: u64, data: &[u8]) -> Event {
+    Event::Plaintext(crate::event::Plaintext {
+        ts: t0() + offset as Nanos,
+        flow,
+        direction: dir,
+        offset,
+        len: data.len() as u32,
+        data: bytes::Bytes::copy_from_slice(data),
+        pid: 4242,
+    })
+}
+
+#[test]
+fn inside_tls_http1_and_http2_answers_pair_too() {
+    use crate::event::Direction::{ToClient, ToServer};
+    let id = FlowId {
+        client: addr(CLIENT),
+        server: addr("10.20.1.5:443"),
+    };
+    // HTTP/1 in the clear text: refused, then served, as SSL calls (the
+    // head and the body of a response in two writes).
+    let mut e = engine();
+    let req = get("/v1/pay", Some("leaky-token"));
+    let no = resp("401 Unauthorized", "");
+    let head = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n";
+    let (mut up, mut down) = (0u64, 0u64);
+    for answer in [&no[..], head, b"paid"] {
+        if answer != b"paid" {
+            e.handle(clear(id, ToServer, up, &req));
+            up += req.len() as u64;
+        }
+        e.handle(clear(id, ToClient, down, answer));
+        down += answer.len() as u64;
+    }
+    let v = violation(&e, Kind::RevokedClient);
+    assert_eq!(v.outcome, outcome(1, 1, 0));
+    assert_eq!(v.severity, Severity::Critical);
+
+    // HTTP/2 (ALPN h2): four streams answered 200, 401, 403, 200, the
+    // server's bytes in calls that cut its frames.
+    let yaml = contract_yaml().replace(&fp("leaky-token"), &fp("tok-acme-7f3a9c1e5b2d4f60"));
+    let contract = Arc::new(Contract::parse(&yaml, "unit.yaml").expect("valid contract"));
+    let mut e = Engine::new(contract, EngineOptions::default());
+    let client: &[u8] = include_bytes!("../../protocol/h2/testdata/indexed_credentials.client.bin");
+    let server: &[u8] = include_bytes!("../../protocol/h2/testdata/indexed_credentials.server.bin");
+    e.handle(clear(id, ToServer, 0, client));
+    let mut off = 0;
+    for c in server.chunks(37) {
+        e.handle(clear(id, ToClient, off, c));
+        off += c.len() as u64;
+    }
+    let v = violation(&e, Kind::RevokedClient);
+    assert_eq!((v.count, v.outcome), (4, outcome(2, 2, 0)));
+}
