@@ -1,6 +1,8 @@
 //! The detections' side of the engine: what each flow fact or request
 //! means for the seven detections, and where their findings go.
 
+use std::{collections::HashMap, sync::Arc};
+
 use super::{
     Ctx, quota_overshoot,
     rates::Rates,
@@ -60,11 +62,32 @@ pub(super) fn newly_classified(flow: &mut Flow<FlowState>, ended: bool) -> bool 
     settled || ended
 }
 
+/// The bounded (endpoint, client) labels of a watched request.
+fn labels<'c>(
+    ctx: &Ctx<'c>,
+    m: EndpointRef,
+    id: &Identity,
+) -> Option<(&'c Arc<str>, &'c Arc<str>)> {
+    if !m.watched() {
+        return None;
+    }
+    let view = ctx.view;
+    let endpoint = match m {
+        EndpointRef::Endpoint(e) => view.endpoint_name(Some(e)),
+        _ => None,
+    }
+    .unwrap_or(ctx.unlisted);
+    let client = view.client_name(id.client).unwrap_or(ctx.unknown);
+    Some((endpoint, client))
+}
+
 /// The detections' view of one event, with where findings go.
 pub(super) struct Judge<'a> {
     pub(super) ctx: Ctx<'a>,
     pub(super) violations: &'a mut Violations,
     pub(super) rates: &'a mut Rates,
+    /// Lenient (malformed) request heads by (endpoint, client) label.
+    pub(super) malformed: &'a mut HashMap<(Arc<str>, Arc<str>), u64>,
     pub(super) vbuf: &'a mut Vec<ViolationEvent>,
     pub(super) terms: Terms,
     pub(super) emit_occurrences: bool,
@@ -78,17 +101,9 @@ impl Judge<'_> {
     /// `unlisted` (a path outside `paths` included), the client's name or
     /// `unknown`.
     fn count(&mut self, m: EndpointRef, id: &Identity, n: u64) {
-        if !m.watched() {
-            return;
+        if let Some((endpoint, client)) = labels(&self.ctx, m, id) {
+            self.rates.count(endpoint, client, n);
         }
-        let view = self.ctx.view;
-        let endpoint = match m {
-            EndpointRef::Endpoint(e) => view.endpoint_name(Some(e)),
-            _ => None,
-        }
-        .unwrap_or(self.ctx.unlisted);
-        let client = view.client_name(id.client).unwrap_or(self.ctx.unknown);
-        self.rates.count(endpoint, client, n);
     }
 
     fn report(&mut self, f: Option<Finding>) {
@@ -275,6 +290,14 @@ impl Judge<'_> {
         ];
         for f in findings {
             self.report(f);
+        }
+        if req.lenient
+            && let Some((endpoint, client)) = labels(&self.ctx, m, &id)
+        {
+            *self
+                .malformed
+                .entry((endpoint.clone(), client.clone()))
+                .or_insert(0) += 1;
         }
         // Live, the kernel counts HTTP/1 request starts by its method
         // table; what it cannot count (HTTP/2 streams, lenient heads) is

@@ -38,6 +38,7 @@ pub enum MetricsError {
 pub struct Metrics {
     pub registry: Registry,
     pub requests: IntCounterVec,
+    pub malformed_requests: IntCounterVec,
     pub quota: GaugeVec,
     pub violations: IntCounterVec,
     pub violations_open: IntGaugeVec,
@@ -72,6 +73,12 @@ impl Metrics {
                 "rampwatch_requests_total",
                 "Requests seen per endpoint and client.",
                 ["endpoint", "client"]
+            ),
+            malformed_requests: labelled!(
+                IntCounterVec,
+                "rampwatch_malformed_requests_total",
+                "Request heads a strict HTTP/1 parser rejects but lenient servers serve (extension or lowercase method, runs of whitespace, bare LF, HTTP/0.9), per endpoint; each is also in rampwatch_requests_total and judged.",
+                ["endpoint"]
             ),
             quota: labelled!(
                 GaugeVec,

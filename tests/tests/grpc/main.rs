@@ -117,7 +117,10 @@ impl GrpcServer {
         let port = line.trim().parse().unwrap_or_else(|_| {
             panic!("the gRPC server printed no port ({line:?}); is python3-grpcio installed?")
         });
-        Self(child, SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port))
+        Self(
+            child,
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
+        )
     }
 }
 
@@ -131,7 +134,14 @@ impl Drop for GrpcServer {
 fn calls(cgroup: &CgroupGuard, server: SocketAddr, method: &str, token: &str, n: u32) {
     let out = cgroup
         .command(PYTHON)
-        .args(["-c", CLIENT, &server.port().to_string(), SERVICE, method, token])
+        .args([
+            "-c",
+            CLIENT,
+            &server.port().to_string(),
+            SERVICE,
+            method,
+            token,
+        ])
         .arg(n.to_string())
         .env_remove("http_proxy")
         .env_remove("https_proxy")
