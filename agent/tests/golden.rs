@@ -406,3 +406,89 @@ fn table_output_fits_80_columns() {
     );
     assert!(text.contains("stage pilot"), "{text}");
 }
+
+/// (requests, malformed requests) of the summary.
+fn request_counts(objs: &[Value]) -> (u64, u64) {
+    let s = of_type(objs, "summary")[0];
+    (
+        s["requests"].as_u64().unwrap_or_default(),
+        s["malformed_requests"].as_u64().unwrap_or_default(),
+    )
+}
+
+/// Requests only a lenient server takes (raw over a socket by
+/// `lenient_client.py`, served by `fixture_server.py`), each counted and
+/// judged: the revoked token they carry raises one `revoked_client` per
+/// request.
+#[test]
+fn lenient_method_tokens_each_count() {
+    // PURGE, lowercase get and X_SYNC: all three served, none in the
+    // method table the kernel and the strict parser go by, so all three
+    // are counted by the lenient parser (and as malformed).
+    let objs = check(
+        "lenient_method.pcap",
+        1,
+        &[("revoked_client", "orders", "initech", 3)],
+    );
+    assert_eq!(flows(&objs)[0]["requests"], 3);
+    assert_eq!(request_counts(&objs), (3, 3));
+}
+
+#[test]
+fn lenient_whitespace_counts_what_a_server_serves_and_no_more() {
+    // Doubled spaces, tabs, bare LF: served, counted (httparse takes the
+    // bare LF one, so two are malformed). `GET/v1/orders` (no space) is
+    // answered 400 by every server and is no request.
+    let objs = check(
+        "lenient_spaces.pcap",
+        1,
+        &[("revoked_client", "orders", "initech", 3)],
+    );
+    assert_eq!(flows(&objs)[0]["requests"], 3);
+    assert_eq!(request_counts(&objs), (3, 2));
+}
+
+#[test]
+fn http09_request_lines_count_without_identity() {
+    // `GET /v1/orders\r\n` alone, three connections: 16 bytes each, so
+    // the kernel's rule would not count them live; the engine does.
+    let objs = check(
+        "lenient_http09.pcap",
+        1,
+        &[("unknown_client", "orders", "unknown", 3)],
+    );
+    let f = flows(&objs);
+    assert_eq!(f.len(), 3);
+    assert!(f.iter().all(|f| f["requests"] == 1), "{f:?}");
+    assert_eq!(request_counts(&objs), (3, 3));
+}
+
+#[test]
+fn connect_is_one_request_and_its_tunnel_none() {
+    // CONNECT to an API whose endpoint lists paths: a request, judged
+    // (revoked token, and its authority-form target is no listed path);
+    // the tunnelled bytes after the 200 are not requests.
+    let objs = check(
+        "lenient_connect.pcap",
+        1,
+        &[
+            ("revoked_client", "orders", "initech", 1),
+            ("unlisted_endpoint", "unlisted", "initech", 1),
+        ],
+    );
+    assert_eq!(flows(&objs)[0]["requests"], 1);
+    assert_eq!(request_counts(&objs), (1, 0));
+}
+
+#[test]
+fn desynchronised_requests_and_answers_each_count() {
+    // A head right after a Content-Length body in the same segment, and a
+    // request answered twice (100 Continue, then 200): three requests.
+    let objs = check(
+        "lenient_desync.pcap",
+        1,
+        &[("revoked_client", "orders", "initech", 3)],
+    );
+    assert_eq!(flows(&objs)[0]["requests"], 3);
+    assert_eq!(request_counts(&objs), (3, 0));
+}

@@ -127,6 +127,18 @@ impl Tcpdump {
         (read_pcap(&self.path), stats)
     }
 
+    /// Like [`Tcpdump::stop`], keeping the capture file as `dest` (for
+    /// replay) instead of reading it.
+    pub fn stop_into(mut self, dest: &Path) -> TcpdumpStats {
+        let stats = self.terminate();
+        assert_eq!(
+            stats.dropped, 0,
+            "tcpdump dropped packets, the ground truth is incomplete: {stats:?}"
+        );
+        std::fs::copy(&self.path, dest).expect("keep the capture file");
+        stats
+    }
+
     fn terminate(&mut self) -> TcpdumpStats {
         let Some(mut child) = self.child.take() else {
             return TcpdumpStats::default();

@@ -45,7 +45,8 @@ fn wait_listening(addr: SocketAddr, child: &mut Child, what: &str) {
     });
 }
 
-/// nginx serving HTTPS HTTP/1.1 on `addr`, `return 200` for every path.
+/// nginx serving HTTPS on `addr` (HTTP/1.1, or with [`Nginx::start_h2`]
+/// HTTP/2 by ALPN too), `return 200` for every path.
 pub struct Nginx {
     child: Child,
     pub addr: SocketAddr,
@@ -55,6 +56,16 @@ pub struct Nginx {
 
 impl Nginx {
     pub fn start(addr: SocketAddr, workers: u32) -> Self {
+        Self::start_with(addr, workers, "ssl")
+    }
+
+    /// nginx offering `h2` by ALPN (`listen … ssl http2`), HTTP/1.1 to
+    /// clients that do not ask for it.
+    pub fn start_h2(addr: SocketAddr, workers: u32) -> Self {
+        Self::start_with(addr, workers, "ssl http2")
+    }
+
+    fn start_with(addr: SocketAddr, workers: u32, listen_opts: &str) -> Self {
         let cert = TestCert::generate();
         let dir = TempDir::new("nginx");
         let d = dir.path().display().to_string();
@@ -68,7 +79,7 @@ impl Nginx {
              http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n\
              fastcgi_temp_path {d}/fcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n\
              keepalive_requests 100000;\n\
-             server {{\n  listen {listen} ssl;\n  ssl_certificate {};\n  ssl_certificate_key {};\n\
+             server {{\n  listen {listen} {listen_opts};\n  ssl_certificate {};\n  ssl_certificate_key {};\n\
              location / {{ return 200 \"ok\\n\"; }}\n }}\n}}\n",
             cert.cert.display(),
             cert.key.display()

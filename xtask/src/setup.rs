@@ -34,6 +34,8 @@ pub const ALL_PACKAGES: &[&str] = &[
     "prometheus-alertmanager",
     // Debian's python3 (its ssl module links the system libssl): the TLS probe tests.
     "python3",
+    // The gRPC live test's server and clients (tests/tests/grpc).
+    "python3-grpcio",
     "runc",
     "tcpdump",
     "tshark",

@@ -1,6 +1,6 @@
 //! The engine proper: events in, facts to the detections, outputs queued.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
 use super::{
     Ctx, UNKNOWN, UNLISTED,
@@ -105,6 +105,7 @@ macro_rules! judge {
             violations: &mut $e.violations,
             rates: &mut $e.rates,
             responses: &mut $e.responses,
+            malformed: &mut $e.malformed,
             vbuf: &mut $e.vbuf,
             terms: Terms {
                 warn_after: $view.warn_after,
@@ -128,6 +129,8 @@ pub struct Engine {
     violations: Violations,
     rates: Rates,
     responses: ResponseTotals,
+    /// Lenient request heads by (endpoint, client) label.
+    malformed: HashMap<(Arc<str>, Arc<str>), u64>,
     stage: Option<usize>,
     /// Judge times within which `stage` holds.
     stage_span: (Nanos, Nanos),
@@ -174,6 +177,7 @@ impl Engine {
             violations: Violations::default(),
             rates: Rates::default(),
             responses: ResponseTotals::default(),
+            malformed: HashMap::new(),
             stage: None,
             stage_span: (Nanos::MAX, Nanos::MIN),
             quota_gen: 1,
@@ -305,14 +309,32 @@ impl Engine {
     /// Watched requests so far by (endpoint label, client label), with
     /// `unlisted` and `unknown` for what the contract does not name.
     pub fn request_totals(&self) -> Vec<RequestCount> {
-        self.rates
+        let mut out: Vec<RequestCount> = self
+            .rates
             .totals()
-            .map(|((endpoint, client), total)| RequestCount {
-                endpoint: endpoint.clone(),
-                client: client.clone(),
+            .map(|(key, total)| RequestCount {
+                endpoint: key.0.clone(),
+                client: key.1.clone(),
                 total,
+                malformed: self.malformed.get(key).copied().unwrap_or(0),
             })
-            .collect()
+            .collect();
+        // Live, a lenient head the kernel counted may be parsed before its
+        // pair's kernel count arrives.
+        for ((endpoint, client), n) in &self.malformed {
+            if !out
+                .iter()
+                .any(|r| r.endpoint == *endpoint && r.client == *client)
+            {
+                out.push(RequestCount {
+                    endpoint: endpoint.clone(),
+                    client: client.clone(),
+                    total: 0,
+                    malformed: *n,
+                });
+            }
+        }
+        out
     }
 
     /// Watched requests answered so far by (endpoint label, client label,

@@ -1,7 +1,10 @@
 //! The detections' side of the engine: what each flow fact or request
 //! means for the seven detections, and where their findings go.
 
-use std::{collections::VecDeque, sync::Arc};
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+};
 
 use super::{
     Ctx, quota_overshoot,
@@ -87,12 +90,33 @@ pub(super) fn newly_classified(flow: &mut Flow<FlowState>, ended: bool) -> bool 
     settled || ended
 }
 
+/// The bounded (endpoint, client) labels of a watched request.
+fn labels<'c>(
+    ctx: &Ctx<'c>,
+    m: EndpointRef,
+    id: &Identity,
+) -> Option<(&'c Arc<str>, &'c Arc<str>)> {
+    if !m.watched() {
+        return None;
+    }
+    let view = ctx.view;
+    let endpoint = match m {
+        EndpointRef::Endpoint(e) => view.endpoint_name(Some(e)),
+        _ => None,
+    }
+    .unwrap_or(ctx.unlisted);
+    let client = view.client_name(id.client).unwrap_or(ctx.unknown);
+    Some((endpoint, client))
+}
+
 /// The detections' view of one event, with where findings go.
 pub(super) struct Judge<'a> {
     pub(super) ctx: Ctx<'a>,
     pub(super) violations: &'a mut Violations,
     pub(super) rates: &'a mut Rates,
     pub(super) responses: &'a mut ResponseTotals,
+    /// Lenient (malformed) request heads by (endpoint, client) label.
+    pub(super) malformed: &'a mut HashMap<(Arc<str>, Arc<str>), u64>,
     pub(super) vbuf: &'a mut Vec<ViolationEvent>,
     pub(super) terms: Terms,
     pub(super) emit_occurrences: bool,
@@ -113,17 +137,7 @@ impl Judge<'_> {
 
     /// The bounded (endpoint, client) labels of a watched request.
     fn labels(&self, m: EndpointRef, id: &Identity) -> Option<(Arc<str>, Arc<str>)> {
-        if !m.watched() {
-            return None;
-        }
-        let view = self.ctx.view;
-        let endpoint = match m {
-            EndpointRef::Endpoint(e) => view.endpoint_name(Some(e)),
-            _ => None,
-        }
-        .unwrap_or(self.ctx.unlisted);
-        let client = view.client_name(id.client).unwrap_or(self.ctx.unknown);
-        Some((Arc::clone(endpoint), Arc::clone(client)))
+        labels(&self.ctx, m, id).map(|(e, c)| (Arc::clone(e), Arc::clone(c)))
     }
 
     /// The quota violation key of an identified client on an endpoint.
@@ -378,6 +392,14 @@ impl Judge<'_> {
                 keys.push(f.key.clone());
             }
             self.report(Some(f));
+        }
+        if req.lenient
+            && let Some((endpoint, client)) = labels(&self.ctx, m, &id)
+        {
+            *self
+                .malformed
+                .entry((endpoint.clone(), client.clone()))
+                .or_insert(0) += 1;
         }
         // Live, the kernel counts HTTP/1 request starts by its method
         // table; what it cannot count (HTTP/2 streams, lenient heads) is

@@ -150,6 +150,11 @@ pub struct RequestCount {
     /// Client name, or `unknown`.
     pub client: Arc<str>,
     pub total: u64,
+    /// Of the heads parsed for this pair, those only a lenient server
+    /// takes (`Request::lenient`; `rampwatch_malformed_requests_total`).
+    /// Live, they are counted when their segment is sampled, so this may
+    /// lag `total`'s share.
+    pub malformed: u64,
 }
 
 /// Watched requests answered so far by (endpoint, client, status class).

@@ -148,6 +148,7 @@ pub fn replay(
     summary.elapsed = started.elapsed();
     summary.flow_stats = engine.flow_stats();
     summary.engine_stats = engine.stats();
+    summary.malformed_requests = engine.request_totals().iter().map(|r| r.malformed).sum();
     summary.stage = engine.stage();
     summary.corrupt_files = corrupt;
     printer.finish(&violations, &summary)?;

@@ -26,6 +26,8 @@ pub struct Summary {
     pub packets: u64,
     pub flows: u64,
     pub requests: u64,
+    /// Of `requests`, heads only a lenient server takes.
+    pub malformed_requests: u64,
     pub first_packet: Option<Nanos>,
     pub last_packet: Option<Nanos>,
     pub at: Option<Nanos>,
@@ -81,6 +83,7 @@ fn summary_json(violations: &[Violation], s: &Summary) -> Value {
         "packets": s.packets,
         "flows": s.flows,
         "requests": s.requests,
+        "malformed_requests": s.malformed_requests,
         "violations": violations.len(),
         "by_kind": by_kind(violations),
         "first_packet": s.first_packet.map(fmt_time),

@@ -179,6 +179,7 @@ pub fn count_violation(metrics: &Metrics, ev: &ViolationEvent) {
 pub struct Counters {
     requests: HashMap<(String, String), u64>,
     responses: HashMap<(String, String, &'static str), u64>,
+    malformed: HashMap<(String, String), u64>,
     lost: BTreeMap<&'static str, u64>,
 }
 
@@ -208,13 +209,23 @@ impl Counters {
         }
         for r in requests {
             let key = (r.endpoint.to_string(), r.client.to_string());
-            let last = self.requests.entry(key).or_insert(0);
+            let last = self.requests.entry(key.clone()).or_insert(0);
             if r.total > *last {
                 metrics
                     .requests
                     .with_label_values(&[&*r.endpoint, &*r.client])
                     .inc_by(r.total - *last);
                 *last = r.total;
+            }
+            let last = self.malformed.entry(key).or_insert(0);
+            if r.malformed > *last {
+                // By endpoint only: which client sends them is in the
+                // flows and violations.
+                metrics
+                    .malformed_requests
+                    .with_label_values(&[&*r.endpoint])
+                    .inc_by(r.malformed - *last);
+                *last = r.malformed;
             }
         }
         for r in responses {

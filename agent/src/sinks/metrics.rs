@@ -39,6 +39,7 @@ pub struct Metrics {
     pub registry: Registry,
     pub requests: IntCounterVec,
     pub responses: IntCounterVec,
+    pub malformed_requests: IntCounterVec,
     pub quota: GaugeVec,
     pub violations: IntCounterVec,
     pub violations_open: IntGaugeVec,
@@ -79,6 +80,12 @@ impl Metrics {
                 "rampwatch_responses_total",
                 "Watched requests by what the API answered: status class 1xx..5xx, or unknown when the response was not seen.",
                 ["endpoint", "client", "class"]
+            ),
+            malformed_requests: labelled!(
+                IntCounterVec,
+                "rampwatch_malformed_requests_total",
+                "Request heads a strict HTTP/1 parser rejects but lenient servers serve (extension or lowercase method, runs of whitespace, bare LF, HTTP/0.9), per endpoint; each is also in rampwatch_requests_total and judged.",
+                ["endpoint"]
             ),
             quota: labelled!(
                 GaugeVec,

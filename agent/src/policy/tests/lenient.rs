@@ -57,6 +57,17 @@ fn every_lenient_form_counts_and_is_judged() {
     let totals = e.request_totals();
     let n: u64 = totals.iter().map(|t| t.total).sum();
     assert_eq!(n, 4, "{totals:?}");
+    // Each is malformed (the strict parser refuses it), under the labels
+    // its request counts by.
+    let mut malformed: Vec<_> = totals
+        .iter()
+        .map(|t| (&*t.endpoint, &*t.client, t.malformed))
+        .collect();
+    malformed.sort();
+    assert_eq!(
+        malformed,
+        vec![("orders", "leaky", 3), ("orders", "unknown", 1)]
+    );
 }
 
 #[test]

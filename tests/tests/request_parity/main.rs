@@ -1,0 +1,216 @@
+//! The kernel's request-start count against replay's on the same traffic:
+//! curl sends requests with every method of the kernel's token table that
+//! has no body, each starting its own segment, on keep-alive connections,
+//! while the live agent counts them (in the kernel, by method token) and
+//! tcpdump records them. `rampwatch replay` of that recording (which parses
+//! every head) must count what the agent counted, per flow and in
+//! `rampwatch_requests_total`, and both what the server answered. Heads
+//! outside the kernel's table (an extension and a lowercase method) are
+//! counted by the engine instead, and in
+//! `rampwatch_malformed_requests_total`. Heads
+//! outside the kernel's table (an extension and a lowercase method) are
+//! counted by the engine instead, and in
+//! `rampwatch_malformed_requests_total`.
+//!
+//! Needs root; run by `cargo xtask test`.
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    time::Duration,
+};
+
+use agent::replay::{Format, ReplayArgs, replay};
+use serde_json::Value;
+use tests::{
+    TempDir, agent_proc::AgentProcess, cgroup::CgroupGuard, http::HttpServer, sha256_hex,
+    tcpdump::Tcpdump, tls_servers::PYTHON, tools::require_tools, wait::wait_until,
+};
+
+const TOKEN: &str = "parity-token";
+
+fn contract(port: u16) -> String {
+    format!(
+        r#"apiVersion: rampwatch.io/v1
+kind: RampContract
+metadata:
+  name: parity
+spec:
+  dataClasses:
+    - name: internal
+      encryption: optional
+      authentication: required
+  endpoints:
+    - name: items
+      dataClass: internal
+      hosts: ["127.0.0.1"]
+      ports: [{port}]
+  clients:
+    - name: acme
+      credentials:
+        - {{ header: authorization, fingerprint: "sha256:{fp}", issuedAt: "2026-11-01T00:00:00Z" }}
+  stages:
+    - name: pilot
+      startsAt: "2026-01-01T00:00:00Z"
+      quotas:
+        - {{ client: acme, endpoint: items, requestsPerSecond: 10000, burst: 10000 }}
+"#,
+        fp = sha256_hex(TOKEN)
+    )
+}
+
+/// `n` requests with `method` on one keep-alive curl connection.
+fn curl(cgroup: &CgroupGuard, server: SocketAddr, method: &str, n: usize) {
+    let url = format!("http://{server}/v1/items");
+    let mut cmd = cgroup.command("curl");
+    cmd.args(["-sf", "--max-time", "10", "-X", method])
+        .args(["-H", &format!("Authorization: Bearer {TOKEN}")]);
+    for _ in 0..n {
+        cmd.args(["-o", "/dev/null"]).arg(&url);
+    }
+    let status = cmd.status().expect("run curl");
+    assert!(status.success(), "curl -X {method}: {status}");
+}
+
+/// Requests per client address in `flows` (flow JSON objects).
+fn per_source(flows: &[Value], port: u16) -> BTreeMap<String, u64> {
+    flows
+        .iter()
+        .filter(|f| {
+            f["dst"]
+                .as_str()
+                .is_some_and(|d| d.ends_with(&format!(":{port}")))
+        })
+        .map(|f| {
+            (
+                f["src"].as_str().unwrap_or_default().to_owned(),
+                f["requests"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn kernel_request_starts_equal_replay_on_the_same_traffic() {
+    require_tools();
+    let cgroup = CgroupGuard::new("parity");
+    let server = HttpServer::start(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0), 64);
+    let port = server.addr().port();
+    let contract_text = contract(port);
+    let agent = AgentProcess::start(&contract_text, cgroup.path(), &[]);
+    let dump = Tcpdump::start("lo", &format!("tcp port {port}"), None, 0);
+
+    let runs = [
+        ("GET", 25),
+        ("DELETE", 7),
+        ("OPTIONS", 5),
+        ("PATCH", 6),
+        ("PUT", 4),
+        ("TRACE", 3),
+    ];
+    for (method, n) in runs {
+        curl(&cgroup, server.addr(), method, n);
+    }
+    let total: u64 = runs.iter().map(|(_, n)| *n as u64).sum();
+    let served: u64 = server.connections().iter().map(|c| c.requests).sum();
+    assert_eq!(served, total, "the server answered every request");
+
+    // Live: known-method segment starts are counted in the kernel and
+    // reach the engine with the flow-map poll.
+    let metric = format!(r#"rampwatch_requests_total{{client="acme",endpoint="items"}} {total}"#);
+    wait_until(
+        "the agent to count every request",
+        Duration::from_secs(20),
+        || agent.metrics().contains(&metric).then_some(()),
+    );
+    let live = wait_until(
+        "every flow ended with its requests",
+        Duration::from_secs(20),
+        || {
+            let flows = agent.cli_json(&["flows"]);
+            let per = per_source(&flows, port);
+            (per.len() == runs.len() && per.values().sum::<u64>() == total).then_some(per)
+        },
+    );
+    let dir = TempDir::new("parity");
+    let pcap = dir.path().join("parity.pcap");
+    let stats = dump.stop_into(&pcap);
+    assert!(stats.captured > 0, "{stats:?}");
+
+    // Replay of the recording, in process.
+    let contract_path = dir.path().join("contract.yaml");
+    std::fs::write(&contract_path, &contract_text).expect("write the contract");
+    let args = ReplayArgs {
+        contract: contract_path,
+        at: None,
+        output: Format::Json,
+        pcaps: vec![pcap],
+    };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = replay(&args, &mut out, &mut err, false).expect("replay writes to memory");
+    assert_eq!(code, 0, "clean traffic: {}", String::from_utf8_lossy(&err));
+    let objs: Vec<Value> = String::from_utf8_lossy(&out)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let flows: Vec<Value> = objs
+        .iter()
+        .filter(|o| o["type"] == "flow")
+        .cloned()
+        .collect();
+    let summary = objs
+        .iter()
+        .find(|o| o["type"] == "summary")
+        .expect("a summary");
+    assert_eq!(summary["requests"], total, "{summary}");
+    assert_eq!(
+        per_source(&flows, port),
+        live,
+        "per flow, live and replay agree"
+    );
+    let live_metric = agent.metrics();
+    assert!(
+        live_metric.contains(&metric),
+        "and nothing more counted live"
+    );
+
+    // Methods the kernel's table lacks, one connection each (the first
+    // segment of a flow is always sampled): the engine counts them.
+    for method in ["PURGE", "get"] {
+        let out = cgroup
+            .command(PYTHON)
+            .args(["-c", RAW_CLIENT, &port.to_string(), method, TOKEN])
+            .output()
+            .expect("run the raw client");
+        assert!(
+            out.status.success(),
+            "{method}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let all = format!(
+        r#"rampwatch_requests_total{{client="acme",endpoint="items"}} {}"#,
+        total + 2
+    );
+    let malformed = r#"rampwatch_malformed_requests_total{endpoint="items"} 2"#;
+    wait_until(
+        "the agent to count the lenient heads",
+        Duration::from_secs(20),
+        || {
+            let m = agent.metrics();
+            (m.contains(&all) && m.contains(malformed)).then_some(())
+        },
+    );
+}
+
+/// One request with the method given, raw over a socket; waits for the
+/// answer.
+const RAW_CLIENT: &str = r#"
+import socket, sys
+port, method, token = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+head = "%s /v1/items HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer %s\r\n\r\n" % (method, token)
+with socket.create_connection(("127.0.0.1", port)) as s:
+    s.sendall(head.encode())
+    if b" 200 " not in s.recv(65536):
+        sys.exit("no 200")
+"#;
