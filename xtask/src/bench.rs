@@ -1,4 +1,4 @@
-//! `cargo xtask bench capture|replay|overhead`: figures, never pass/fail on
+//! `cargo xtask bench capture|replay|overhead|decode|metrics`: figures, never pass/fail on
 //! speed.
 
 use std::process::Command;
@@ -22,6 +22,8 @@ pub enum Which {
     Overhead,
     /// Userspace decode + classify (+ parse) of a synthetic capture.
     Decode,
+    /// Encoding /metrics at 10k series.
+    Metrics,
 }
 
 pub fn run(which: Which) -> anyhow::Result<()> {
@@ -73,10 +75,28 @@ pub fn run(which: Which) -> anyhow::Result<()> {
             }
             setup::packages(&["nginx", "wrk", "curl", "openssl", "tcpdump", "bpftool"])?;
             cmd::cargo(&["build", "--package", "agent", "--bin", "rampwatch"], true)?;
+            // rw-helper attaches the empty cgroup_skb program (the floor).
+            cmd::cargo(&["build", "--package", "tests", "--bin", "rw-helper"], true)?;
             let work = root().join("target/bench");
             std::fs::create_dir_all(&work)?;
-            crate::bench_overhead::run(&root().join("target/release/rampwatch"), &work)
+            crate::bench_overhead::run(
+                &root().join("target/release/rampwatch"),
+                &root().join("target/release/rw-helper"),
+                &work,
+            )
         }
+        Which::Metrics => cmd::run(Command::new(env!("CARGO")).current_dir(root()).args([
+            "test",
+            "--release",
+            "--package",
+            "agent",
+            "--features",
+            "bench",
+            "--lib",
+            "bench_encode_10k_series",
+            "--",
+            "--nocapture",
+        ])),
         Which::Decode => cmd::run(Command::new(env!("CARGO")).current_dir(root()).args([
             "test",
             "--release",
