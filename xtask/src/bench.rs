@@ -1,4 +1,4 @@
-//! `cargo xtask bench capture|replay|overhead|decode|metrics`: figures, never pass/fail on
+//! `cargo xtask bench capture|replay|overhead|decode|metrics|flows`: figures, never pass/fail on
 //! speed.
 
 use std::process::Command;
@@ -24,6 +24,9 @@ pub enum Which {
     Decode,
     /// Encoding /metrics at 10k series.
     Metrics,
+    /// Agent and kernel-map memory holding 100k concurrent flows
+    /// (BENCH_FLOWS).
+    Flows,
 }
 
 pub fn run(which: Which) -> anyhow::Result<()> {
@@ -84,6 +87,16 @@ pub fn run(which: Which) -> anyhow::Result<()> {
                 &root().join("target/release/rw-helper"),
                 &work,
             )
+        }
+        Which::Flows => {
+            if !is_root() {
+                bail!("the flows benchmark runs the live agent: run it as root");
+            }
+            setup::packages(&["nginx", "bpftool"])?;
+            cmd::cargo(&["build", "--package", "agent", "--bin", "rampwatch"], true)?;
+            let work = root().join("target/bench");
+            std::fs::create_dir_all(&work)?;
+            crate::bench_flows::run(&root().join("target/release/rampwatch"), &work)
         }
         Which::Metrics => cmd::run(Command::new(env!("CARGO")).current_dir(root()).args([
             "test",

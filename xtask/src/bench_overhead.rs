@@ -502,13 +502,13 @@ enum Progs {
     Only(u64),
 }
 
-struct Agent {
-    pid: u32,
-    child: Child,
+pub(crate) struct Agent {
+    pub(crate) pid: u32,
+    pub(crate) child: Child,
 }
 
 impl Agent {
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         // SIGINT: the agent's clean shutdown (detach, flush).
         let _ = Command::new("kill")
             .args(["-INT", &self.pid.to_string()])
@@ -559,7 +559,7 @@ fn nginx_workers(master: u32) -> Vec<u32> {
 }
 
 /// utime + stime of `pid`, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
+pub(crate) fn cpu_seconds(pid: u32) -> f64 {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the parenthesised comm; utime and stime are 14 and 15.
     let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
@@ -570,7 +570,7 @@ fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-fn peak_rss_kib(pid: u32) -> u64 {
+pub(crate) fn peak_rss_kib(pid: u32) -> u64 {
     fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
@@ -630,7 +630,7 @@ impl Drop for BpfStats {
     }
 }
 
-fn wait(
+pub(crate) fn wait(
     limit: Duration,
     what: &str,
     mut ready: impl FnMut() -> anyhow::Result<bool>,
