@@ -42,6 +42,9 @@ pub mod program_names {
     pub const CGROUP_EGRESS: &str = "rw_cgroup_egress";
     pub const TC_INGRESS: &str = "rw_tc_ingress";
     pub const TC_EGRESS: &str = "rw_tc_egress";
+    /// An empty cgroup_skb program: the benchmarks' cost floor, never
+    /// attached by the agent.
+    pub const FLOOR: &str = "rw_floor";
     /// Uprobe on `SSL_write` (entry).
     pub const TLS_WRITE: &str = "rw_tls_write";
     /// Uprobe on `SSL_write_ex` (entry).

@@ -14,6 +14,7 @@
 
 mod cgroup;
 mod discover;
+mod floor;
 mod maps;
 mod packet;
 mod sock;

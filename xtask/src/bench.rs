@@ -1,4 +1,4 @@
-//! `cargo xtask bench capture|replay|overhead`: figures, never pass/fail on
+//! `cargo xtask bench capture|replay|overhead|decode|metrics|flows`: figures, never pass/fail on
 //! speed.
 
 use std::process::Command;
@@ -22,6 +22,11 @@ pub enum Which {
     Overhead,
     /// Userspace decode + classify (+ parse) of a synthetic capture.
     Decode,
+    /// Encoding /metrics at 10k series.
+    Metrics,
+    /// Agent and kernel-map memory holding 100k concurrent flows
+    /// (BENCH_FLOWS).
+    Flows,
 }
 
 pub fn run(which: Which) -> anyhow::Result<()> {
@@ -73,10 +78,38 @@ pub fn run(which: Which) -> anyhow::Result<()> {
             }
             setup::packages(&["nginx", "wrk", "curl", "openssl", "tcpdump", "bpftool"])?;
             cmd::cargo(&["build", "--package", "agent", "--bin", "rampwatch"], true)?;
+            // rw-helper attaches the empty cgroup_skb program (the floor).
+            cmd::cargo(&["build", "--package", "tests", "--bin", "rw-helper"], true)?;
             let work = root().join("target/bench");
             std::fs::create_dir_all(&work)?;
-            crate::bench_overhead::run(&root().join("target/release/rampwatch"), &work)
+            crate::bench_overhead::run(
+                &root().join("target/release/rampwatch"),
+                &root().join("target/release/rw-helper"),
+                &work,
+            )
         }
+        Which::Flows => {
+            if !is_root() {
+                bail!("the flows benchmark runs the live agent: run it as root");
+            }
+            setup::packages(&["nginx", "bpftool"])?;
+            cmd::cargo(&["build", "--package", "agent", "--bin", "rampwatch"], true)?;
+            let work = root().join("target/bench");
+            std::fs::create_dir_all(&work)?;
+            crate::bench_flows::run(&root().join("target/release/rampwatch"), &work)
+        }
+        Which::Metrics => cmd::run(Command::new(env!("CARGO")).current_dir(root()).args([
+            "test",
+            "--release",
+            "--package",
+            "agent",
+            "--features",
+            "bench",
+            "--lib",
+            "bench_encode_10k_series",
+            "--",
+            "--nocapture",
+        ])),
         Which::Decode => cmd::run(Command::new(env!("CARGO")).current_dir(root()).args([
             "test",
             "--release",

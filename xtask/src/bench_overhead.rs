@@ -7,11 +7,14 @@
 //! wrk (`-t1 -c32`) loads it. Each round measures every mode once, in a
 //! rotating order so that drift in the machine's load spreads evenly:
 //! no agent, the agent with the ports unwatched, the agent watching them
-//! (TLS probes on for HTTPS), and tcpdump capturing them. The summary gives
+//! (TLS probes on for HTTPS), tcpdump capturing them, and the empty
+//! cgroup_skb program alone (`rw_floor`, attached by `rw-helper floor`: the
+//! per-packet floor any cgroup_skb design pays here). The summary gives
 //! medians of the per-round ratios to "no agent", the agent's CPU seconds
 //! per million requests and peak RSS, and from `bpf_stats` the kernel time
 //! per request and how many program runs (packets, probe hits) one request
-//! costs.
+//! costs, and the kernel ns per packet of the cgroup_skb programs next to the
+//! floor's, measured in the same rounds.
 //!
 //! Environment: BENCH_ROUNDS (default 5), BENCH_SECONDS (per measurement,
 //! default 4).
@@ -33,6 +36,7 @@ use anyhow::{Context as _, bail, ensure};
 struct Bench {
     dir: PathBuf,
     rampwatch: PathBuf,
+    helper: PathBuf,
     http_port: u16,
     https_port: u16,
     nginx: Child,
@@ -45,10 +49,17 @@ enum Mode {
     Unwatched,
     Watched,
     Tcpdump,
+    Floor,
 }
 
 impl Mode {
-    const ALL: [Self; 4] = [Self::None, Self::Unwatched, Self::Watched, Self::Tcpdump];
+    const ALL: [Self; 5] = [
+        Self::None,
+        Self::Unwatched,
+        Self::Watched,
+        Self::Tcpdump,
+        Self::Floor,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -56,6 +67,7 @@ impl Mode {
             Self::Unwatched => "agent, port unwatched",
             Self::Watched => "agent, port watched",
             Self::Tcpdump => "tcpdump on the port",
+            Self::Floor => "empty cgroup_skb program",
         }
     }
 }
@@ -67,22 +79,27 @@ struct Sample {
     requests: u64,
     /// Agent CPU seconds during the run.
     agent_cpu: f64,
-    /// `bpf_stats` deltas of the agent's programs: runs and run time.
+    /// `bpf_stats` deltas of the agent's programs (or the floor's): runs
+    /// and run time.
     bpf_runs: u64,
     bpf_ns: u64,
+    /// The share of those of the packet programs (cgroup_skb, TC): runs are
+    /// packets.
+    packet_runs: u64,
+    packet_ns: u64,
     /// Runs of the TLS probe programs alone (uprobe hits, and the
     /// `sys_enter` raw tracepoint, which runs on every syscall while a
     /// process is probed).
     probe_runs: u64,
 }
 
-pub fn run(rampwatch: &Path, work: &Path) -> anyhow::Result<()> {
+pub fn run(rampwatch: &Path, helper: &Path, work: &Path) -> anyhow::Result<()> {
     let rounds = env_u64("BENCH_ROUNDS", 5);
     let seconds = env_u64("BENCH_SECONDS", 4);
     let dir = work.join("overhead");
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut bench = Bench::start(&dir, rampwatch, seconds)?;
+    let mut bench = Bench::start(&dir, rampwatch, helper, seconds)?;
     let _stats = BpfStats::enable()?;
     let mut results: BTreeMap<(bool, Mode), Vec<Sample>> = BTreeMap::new();
     let mut peak_rss_kib = 0;
@@ -125,6 +142,20 @@ fn summary(results: &BTreeMap<(bool, Mode), Vec<Sample>>, rounds: u64, rss: u64)
                 median(rps),
                 median(ratios)
             );
+            let per_packet = |m: Mode| {
+                let s = &results[&(tls, m)];
+                let runs: u64 = s.iter().map(|x| x.packet_runs).sum();
+                let ns: u64 = s.iter().map(|x| x.packet_ns).sum();
+                ns as f64 / runs.max(1) as f64
+            };
+            if matches!(mode, Mode::Unwatched | Mode::Watched | Mode::Floor) {
+                let floor = per_packet(Mode::Floor);
+                let here = per_packet(mode);
+                let _ = write!(line, "   kernel {here:.0} ns/packet");
+                if mode != Mode::Floor {
+                    let _ = write!(line, " (floor {floor:.0}, +{:.0})", here - floor);
+                }
+            }
             if matches!(mode, Mode::Unwatched | Mode::Watched) {
                 let reqs: u64 = s.iter().map(|x| x.requests).sum();
                 let per_m = |v: f64| v / reqs.max(1) as f64 * 1e6;
@@ -134,7 +165,7 @@ fn summary(results: &BTreeMap<(bool, Mode), Vec<Sample>>, rounds: u64, rss: u64)
                 let probes: u64 = s.iter().map(|x| x.probe_runs).sum();
                 let _ = write!(
                     line,
-                    "   agent {:.2} CPU s/M req   kernel {:.2} us/req over {:.2} runs/req",
+                    "   agent {:.2} CPU s/M req   {:.2} kernel us/req over {:.2} runs/req",
                     per_m(cpu),
                     ns as f64 / reqs.max(1) as f64 / 1000.0,
                     runs as f64 / reqs.max(1) as f64,
@@ -181,7 +212,7 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 impl Bench {
-    fn start(dir: &Path, rampwatch: &Path, seconds: u64) -> anyhow::Result<Self> {
+    fn start(dir: &Path, rampwatch: &Path, helper: &Path, seconds: u64) -> anyhow::Result<Self> {
         let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
         crate::cmd::run(
             Command::new("openssl")
@@ -235,6 +266,7 @@ http {{
         let mut bench = Self {
             dir: dir.to_owned(),
             rampwatch: rampwatch.to_owned(),
+            helper: helper.to_owned(),
             http_port,
             https_port,
             nginx,
@@ -264,6 +296,9 @@ http {{
             Mode::Watched => Some(self.agent(true)?),
             _ => None,
         };
+        let mut floor = (mode == Mode::Floor)
+            .then(|| self.floor())
+            .transpose()?;
         let mut dump = (mode == Mode::Tcpdump)
             .then(|| {
                 Command::new("tcpdump")
@@ -284,8 +319,21 @@ http {{
             // moment it needs to open the interface.
             thread::sleep(Duration::from_millis(500));
         }
-        let http = self.load(false, agent.as_ref().map(|a| a.pid))?;
-        let https = self.load(true, agent.as_ref().map(|a| a.pid))?;
+        let pid = agent.as_ref().map(|a| a.pid);
+        let progs = if let Some((_, id)) = &floor {
+            Progs::Only(*id)
+        } else if agent.is_some() {
+            Progs::Agent
+        } else {
+            Progs::None
+        };
+        let http = self.load(false, pid, progs)?;
+        let https = self.load(true, pid, progs)?;
+        if let Some((child, _)) = floor.as_mut() {
+            // Closing its stdin detaches the program.
+            drop(child.stdin.take());
+            let _ = child.wait();
+        }
         let rss = agent.as_ref().map_or(0, |a| peak_rss_kib(a.pid));
         if let Some(a) = agent.as_mut() {
             a.stop();
@@ -297,7 +345,28 @@ http {{
         Ok((http, https, rss))
     }
 
-    fn load(&self, tls: bool, agent: Option<u32>) -> anyhow::Result<Sample> {
+    /// `rw-helper floor`: the empty program attached to the cgroup root
+    /// until its stdin closes; returns it with the program's id.
+    fn floor(&self) -> anyhow::Result<(Child, u64)> {
+        let mut child = Command::new(&self.helper)
+            .arg("floor")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting rw-helper floor")?;
+        let mut line = String::new();
+        if let Some(out) = child.stdout.take() {
+            std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line)?;
+        }
+        let id = line
+            .trim()
+            .strip_prefix("floor ")
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("rw-helper floor said {line:?}, not `floor <id>`"))?;
+        Ok((child, id))
+    }
+
+    fn load(&self, tls: bool, agent: Option<u32>, progs: Progs) -> anyhow::Result<Sample> {
         let url = if tls {
             format!("https://127.0.0.1:{}/", self.https_port)
         } else {
@@ -330,15 +399,25 @@ http {{
             agent_cpu: cpu1 - cpu0,
             ..Sample::default()
         };
-        if agent.is_some() {
-            for (id, (name, runs, ns)) in &bpf1 {
-                let (r0, n0) = bpf0.get(id).map_or((0, 0), |(_, r, n)| (*r, *n));
-                let (dr, dn) = (runs.saturating_sub(r0), ns.saturating_sub(n0));
-                s.bpf_runs += dr;
-                s.bpf_ns += dn;
-                if name.starts_with("rw_ssl") || name.starts_with("rw_tls") {
-                    s.probe_runs += dr;
-                }
+        for (id, (name, runs, ns)) in &bpf1 {
+            let counted = match progs {
+                Progs::None => false,
+                Progs::Only(only) => *id == only,
+                Progs::Agent => name != agent_common::program_names::FLOOR,
+            };
+            if !counted {
+                continue;
+            }
+            let (r0, n0) = bpf0.get(id).map_or((0, 0), |(_, r, n)| (*r, *n));
+            let (dr, dn) = (runs.saturating_sub(r0), ns.saturating_sub(n0));
+            s.bpf_runs += dr;
+            s.bpf_ns += dn;
+            if name.starts_with("rw_ssl") || name.starts_with("rw_tls") {
+                s.probe_runs += dr;
+            }
+            if name.starts_with("rw_cgroup") || name.starts_with("rw_tc") || name == "rw_floor" {
+                s.packet_runs += dr;
+                s.packet_ns += dn;
             }
         }
         Ok(s)
@@ -415,13 +494,21 @@ impl Drop for Bench {
     }
 }
 
-struct Agent {
-    pid: u32,
-    child: Child,
+/// Whose programs' `bpf_stats` a measurement counts.
+#[derive(Clone, Copy)]
+enum Progs {
+    None,
+    Agent,
+    Only(u64),
+}
+
+pub(crate) struct Agent {
+    pub(crate) pid: u32,
+    pub(crate) child: Child,
 }
 
 impl Agent {
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         // SIGINT: the agent's clean shutdown (detach, flush).
         let _ = Command::new("kill")
             .args(["-INT", &self.pid.to_string()])
@@ -472,7 +559,7 @@ fn nginx_workers(master: u32) -> Vec<u32> {
 }
 
 /// utime + stime of `pid`, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
+pub(crate) fn cpu_seconds(pid: u32) -> f64 {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the parenthesised comm; utime and stime are 14 and 15.
     let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
@@ -483,7 +570,7 @@ fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-fn peak_rss_kib(pid: u32) -> u64 {
+pub(crate) fn peak_rss_kib(pid: u32) -> u64 {
     fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
@@ -543,7 +630,7 @@ impl Drop for BpfStats {
     }
 }
 
-fn wait(
+pub(crate) fn wait(
     limit: Duration,
     what: &str,
     mut ready: impl FnMut() -> anyhow::Result<bool>,

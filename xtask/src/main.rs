@@ -5,6 +5,7 @@
 //! and `cargo xtask test`.
 
 mod bench;
+mod bench_flows;
 mod bench_overhead;
 mod bench_replay;
 mod cmd;

@@ -12,6 +12,7 @@ mod control;
 mod endpoints;
 mod error;
 mod flow_map;
+mod floor;
 mod ring;
 // Needs root and a built kernel object: `cargo xtask test` runs it.
 #[cfg(all(test, feature = "kernel-smoke"))]
@@ -40,9 +41,10 @@ use control::Control;
 pub use endpoints::{Compiled, EndpointRule, PortSpec, RuleError, compile};
 pub use error::CaptureError;
 use error::{map_err, prog_err};
+pub use floor::Floor;
 pub use flow_map::FlowSnapshot;
 pub use stats::{CaptureStats, KernelCounters, ProgramCost};
-pub use system::check_privileges;
+pub use system::{cgroup2_root, check_privileges};
 pub use tls::{ProbedProcess, TlsCoverage, TlsFailure, TlsOptions, TlsRole};
 use tokio::{io::unix::AsyncFd, sync::mpsc::Sender, task::JoinHandle};
 

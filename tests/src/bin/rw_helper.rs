@@ -5,6 +5,9 @@
 //! rw-helper http-client-rst <server addr> <requests>   same, but ends with a reset
 //! rw-helper capture-cgroup <cgroup dir> <server addr>  a capture in its own process; prints "attached"
 //! rw-helper serve-http <bind addr> <body len>             prints "listening <addr>", serves until stdin closes
+//! rw-helper floor [cgroup dir]   attaches the empty cgroup_skb program (the benchmarks' cost floor) to
+//!                                the cgroup (default: the cgroup v2 root); prints "floor <prog id>", holds it
+//!                                until stdin closes
 
 use std::{io::Read, net::SocketAddr, process::ExitCode};
 
@@ -79,6 +82,30 @@ fn main() -> ExitCode {
             drop(h);
             ExitCode::SUCCESS
         }
+        "floor" => {
+            let dir = match args.get(1) {
+                Some(d) => d.into(),
+                None => match agent::capture::cgroup2_root() {
+                    Ok(d) => d,
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return ExitCode::FAILURE;
+                    }
+                },
+            };
+            match agent::capture::Floor::attach(&dir) {
+                Ok(floor) => {
+                    println!("floor {}", floor.prog_id);
+                    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+                    drop(floor);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("attaching the floor program to {}: {e}", dir.display());
+                    ExitCode::FAILURE
+                }
+            }
+        }
         "serve-http" => {
             let (Ok(bind), Ok(body)) = (arg(1).parse::<SocketAddr>(), arg(2).parse::<usize>())
             else {
@@ -92,7 +119,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         _ => {
-            eprintln!("usage: rw-helper http-client|serve-http ...");
+            eprintln!("usage: rw-helper http-client|capture-cgroup|serve-http|floor ...");
             ExitCode::from(2)
         }
     }
