@@ -60,7 +60,13 @@ fn measure(rampwatch: &Path, dir: &Path, port: u16, flows: u32) -> anyhow::Resul
     while first < flows {
         let n = PER_CLIENT.min(flows - first);
         let child = Command::new("python3")
-            .args(["-c", CLIENT, &port.to_string(), &first.to_string(), &n.to_string()])
+            .args([
+                "-c",
+                CLIENT,
+                &port.to_string(),
+                &first.to_string(),
+                &n.to_string(),
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -85,10 +91,14 @@ fn measure(rampwatch: &Path, dir: &Path, port: u16, flows: u32) -> anyhow::Resul
     // The agent has seen them all when its table holds them.
     let socket = dir.join("agent.sock");
     let mut active = 0;
-    let seen = wait(Duration::from_secs(120), "the agent to hold every flow", || {
-        active = flows_active(rampwatch, &socket);
-        Ok(active >= u64::from(flows))
-    });
+    let seen = wait(
+        Duration::from_secs(120),
+        "the agent to hold every flow",
+        || {
+            active = flows_active(rampwatch, &socket);
+            Ok(active >= u64::from(flows))
+        },
+    );
     let rss = rss_kib(agent.pid);
     let hwm = peak_rss_kib(agent.pid);
     let maps = map_memory()?;
@@ -268,7 +278,10 @@ spec:
     };
     wait(Duration::from_secs(30), "the agent to attach", || {
         if let Ok(Some(st)) = agent.child.try_wait() {
-            bail!("the agent exited with {st}; see {}/agent.log", dir.display());
+            bail!(
+                "the agent exited with {st}; see {}/agent.log",
+                dir.display()
+            );
         }
         let out = Command::new(rampwatch)
             .args(["status", "-o", "json", "--socket"])

@@ -296,9 +296,7 @@ http {{
             Mode::Watched => Some(self.agent(true)?),
             _ => None,
         };
-        let mut floor = (mode == Mode::Floor)
-            .then(|| self.floor())
-            .transpose()?;
+        let mut floor = (mode == Mode::Floor).then(|| self.floor()).transpose()?;
         let mut dump = (mode == Mode::Tcpdump)
             .then(|| {
                 Command::new("tcpdump")

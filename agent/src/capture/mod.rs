@@ -11,8 +11,8 @@
 mod control;
 mod endpoints;
 mod error;
-mod flow_map;
 mod floor;
+mod flow_map;
 mod ring;
 // Needs root and a built kernel object: `cargo xtask test` runs it.
 #[cfg(all(test, feature = "kernel-smoke"))]
