@@ -333,6 +333,6 @@ fn map_memory() -> anyhow::Result<Vec<(String, u64)>> {
                 .then(|| (name.to_owned(), m["bytes_memlock"].as_u64().unwrap_or(0)))
         })
         .collect();
-    maps.sort_by(|a, b| b.1.cmp(&a.1));
+    maps.sort_by_key(|m| std::cmp::Reverse(m.1));
     Ok(maps)
 }
