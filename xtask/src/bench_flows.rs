@@ -291,7 +291,26 @@ spec:
         Ok(serde_json::from_slice::<serde_json::Value>(&out.stdout)
             .is_ok_and(|v| v["contract"].as_str().is_some_and(|c| !c.is_empty())))
     })?;
+    // Under a wrapper the child is the profiler: measure and stop the agent
+    // itself, the process serving this socket.
+    if let Some(pid) = serving(&socket) {
+        agent.pid = pid;
+    }
     Ok(agent)
+}
+
+/// The pid of the `rampwatch agent` whose command line names `socket`.
+fn serving(socket: &Path) -> Option<u32> {
+    let want = socket.to_string_lossy().into_owned();
+    fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = fs::read(e.path().join("cmdline")).ok()?;
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let is_agent = args.first()?.ends_with(b"rampwatch")
+            && args.get(1).is_some_and(|a| *a == b"agent")
+            && args.contains(&want.as_bytes());
+        is_agent.then_some(pid)
+    })
 }
 
 fn flows_active(rampwatch: &Path, socket: &Path) -> u64 {
