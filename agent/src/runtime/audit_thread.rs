@@ -139,10 +139,12 @@ impl Owner {
     /// Opens the log. An outage (full or read-only disk) is not fatal: it is
     /// recorded and retried; anything else is returned.
     fn open(&mut self) -> Result<(), OpenError> {
-        match open_checked(&self.dir, self.key.clone()).map_err(OpenError::from) {
+        match open_checked(&self.dir, self.key.clone()) {
             Ok((log, report)) => {
                 log_open_report(&report);
-                self.health.last_seq.store(report.last_seq, Ordering::Relaxed);
+                self.health
+                    .last_seq
+                    .store(report.last_seq, Ordering::Relaxed);
                 self.log = Some(log);
                 Ok(())
             }
@@ -416,7 +418,11 @@ mod tests {
         assert_eq!(report.lost[0].lost, 3);
         assert_eq!(report.lost[0].after_seq, 0);
         assert_eq!(report.records, 2, "records_lost, then the kept record");
-        assert!(report.to_string().contains("3 records between seq 0 and seq 1"));
+        assert!(
+            report
+                .to_string()
+                .contains("3 records between seq 0 and seq 1")
+        );
     }
 
     /// Another agent's lock is not an outage: start-up fails with the sentence.

@@ -18,8 +18,8 @@
 //! request quotas (see `docs/architecture.md`).
 
 mod audit_thread;
-pub mod paths;
 pub mod config;
+pub mod paths;
 mod present;
 pub mod reload;
 mod rules;

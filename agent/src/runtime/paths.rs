@@ -118,7 +118,10 @@ fn resolve(abs: &Path) -> PathBuf {
         if let Ok(c) = std::fs::canonicalize(&existing) {
             return rest.iter().rev().fold(c, |p: PathBuf, r| p.join(r));
         }
-        match (existing.file_name().map(ToOwned::to_owned), existing.parent()) {
+        match (
+            existing.file_name().map(ToOwned::to_owned),
+            existing.parent(),
+        ) {
             (Some(name), Some(parent)) => {
                 rest.push(name);
                 existing = parent.to_path_buf();
@@ -244,7 +247,10 @@ fn check(
     let mode = t.mode() & 0o7777;
     if mode & GROUP_OTHER_WRITE != 0 {
         return Err(unsafe_(
-            format!("{shown} is writable by {} (mode {mode:04o})", who_writes(mode)),
+            format!(
+                "{shown} is writable by {} (mode {mode:04o})",
+                who_writes(mode)
+            ),
             format!("`chmod go-w {}`", target.display()),
         ));
     }
@@ -299,7 +305,15 @@ mod tests {
         // temp dir in it is ours.
         let (_tmp, file) = setup();
         assert!(check(&file, "contract", Kind::File, me()).is_ok());
-        assert!(check(file.parent().expect("dir"), "audit directory", Kind::Dir, me()).is_ok());
+        assert!(
+            check(
+                file.parent().expect("dir"),
+                "audit directory",
+                Kind::Dir,
+                me()
+            )
+            .is_ok()
+        );
     }
 
     #[test]
@@ -307,14 +321,20 @@ mod tests {
         let (tmp, file) = setup();
         chmod(&file, 0o666);
         let msg = refused(check(&file, "contract", Kind::File, me()));
-        assert!(msg.contains("writable by its group and every user (mode 0666)"), "{msg}");
+        assert!(
+            msg.contains("writable by its group and every user (mode 0666)"),
+            "{msg}"
+        );
         assert!(msg.contains("chmod go-w"), "{msg}");
         assert!(msg.starts_with("refusing the contract "), "{msg}");
 
         chmod(&file, 0o644);
         chmod(tmp.path(), 0o770);
         let msg = refused(check(&file, "contract", Kind::File, me()));
-        assert!(msg.contains(&format!("the directory {}", tmp.path().display())), "{msg}");
+        assert!(
+            msg.contains(&format!("the directory {}", tmp.path().display())),
+            "{msg}"
+        );
         assert!(msg.contains("writable by its group (mode 0770)"), "{msg}");
 
         // The audit directory itself.
@@ -402,7 +422,10 @@ mod tests {
         chmod(&key, 0o644);
         let warnings = check(&key, "audit key file", Kind::Key, me()).expect("a warning");
         assert_eq!(warnings.len(), 1);
-        assert!(warnings[0].contains("can forge audit records"), "{warnings:?}");
+        assert!(
+            warnings[0].contains("can forge audit records"),
+            "{warnings:?}"
+        );
         assert!(warnings[0].contains("chmod 0400"), "{warnings:?}");
         chmod(&key, 0o602);
         refused(check(&key, "audit key file", Kind::Key, me()));

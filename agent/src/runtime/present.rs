@@ -15,8 +15,8 @@ use crate::{
     policy::{ClientRate, FlowRecord, RequestCount, StageInfo, Violation, ViolationEvent},
     sinks::{
         api::views::{
-            AuditView, ClientRow, FlowRow, QuotaRow, StageRow, StageView, TlsProcessRow,
-            TlsView, ViolationRow, WatchEvent,
+            AuditView, ClientRow, FlowRow, QuotaRow, StageRow, StageView, TlsProcessRow, TlsView,
+            ViolationRow, WatchEvent,
         },
         audit::{RecordKind, ViolationRecord},
         metrics::Metrics,

@@ -253,7 +253,9 @@ pub async fn serve(
                         match tokio::time::timeout(GRACE, conn).await {
                             Ok(ended) => ended,
                             Err(_) => {
-                                tracing::debug!("a metrics connection outlived its lifetime; dropped");
+                                tracing::debug!(
+                                    "a metrics connection outlived its lifetime; dropped"
+                                );
                                 return;
                             }
                         }

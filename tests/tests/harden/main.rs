@@ -151,9 +151,11 @@ fn judging_goes_on(agent: &AgentProcess, cg: &CgroupGuard, url: &str) {
     for _ in 0..5 {
         curl_in(cg, Some(TOKEN), &[url]);
     }
-    wait_for("the 5 requests to be judged", Duration::from_secs(20), || {
-        requests_judged(agent).is_some_and(|n| n >= before + 5.0)
-    });
+    wait_for(
+        "the 5 requests to be judged",
+        Duration::from_secs(20),
+        || requests_judged(agent).is_some_and(|n| n >= before + 5.0),
+    );
 }
 
 fn verify(dir: &Path) -> String {
@@ -166,7 +168,10 @@ fn verify(dir: &Path) -> String {
 /// Every line of every segment is a whole record: nothing torn or
 /// half-written stays in the chain.
 fn no_partial_lines(dir: &Path) {
-    for e in std::fs::read_dir(dir).expect("list the audit dir").flatten() {
+    for e in std::fs::read_dir(dir)
+        .expect("list the audit dir")
+        .flatten()
+    {
         let p = e.path();
         if p.extension().is_some_and(|x| x == "jsonl") {
             let text = std::fs::read(&p).expect("read a segment");
@@ -225,7 +230,9 @@ fn a_full_audit_disk_is_counted_judging_goes_on_and_the_chain_says_what_was_lost
     assert!(problem.contains("No space left on device"), "{s}");
     let log = agent.log_text();
     assert!(
-        log.contains("cannot be written (No space left on device (os error 28)); judging and metrics go on"),
+        log.contains(
+            "cannot be written (No space left on device (os error 28)); judging and metrics go on"
+        ),
         "{log}"
     );
     let m = wait_until("a scrape", Duration::from_secs(30), || try_metrics(&agent));
@@ -306,9 +313,11 @@ fn a_read_only_audit_dir_starts_the_agent_in_an_outage_until_it_is_writable() {
         "{s}"
     );
     // agent_start and contract_loaded are already lost.
-    wait_for("the start records to be counted", Duration::from_secs(10), || {
-        records_lost(&agent) >= 2
-    });
+    wait_for(
+        "the start records to be counted",
+        Duration::from_secs(10),
+        || records_lost(&agent) >= 2,
+    );
     judging_goes_on(&agent, &cg, &url);
     let out = agent.cli_ok(&["status"]).expect("status answers");
     assert!(out.contains("audit log    NOT WRITABLE"), "{out}");
@@ -660,7 +669,9 @@ fn a_key_others_can_read_is_used_with_a_warning() {
     );
     let log = agent.log_text();
     assert!(
-        log.contains("is readable by users other than root (mode 0644): they can forge audit records"),
+        log.contains(
+            "is readable by users other than root (mode 0644): they can forge audit records"
+        ),
         "{log}"
     );
     assert!(agent.stop().success());

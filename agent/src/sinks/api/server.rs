@@ -111,7 +111,9 @@ struct Slot {
 impl Slot {
     /// Takes a slot, or says which limit is reached.
     fn take(open: &Arc<Mutex<Open>>, uid: u32, limits: &Limits) -> Result<Self, String> {
-        let mut o = open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut o = open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if o.total >= limits.max_connections {
             return Err(format!(
                 "the agent already serves {} connections; try again shortly",
@@ -357,7 +359,9 @@ pub async fn read_request(
         )));
     }
     let Ok(text) = std::str::from_utf8(&line) else {
-        return Ok(Err("bad request: not UTF-8; a request is one JSON line".to_owned()));
+        return Ok(Err(
+            "bad request: not UTF-8; a request is one JSON line".to_owned()
+        ));
     };
     Ok(serde_json::from_str::<Request>(text.trim()).map_err(|e| format!("bad request: {e}")))
 }
