@@ -363,7 +363,22 @@ pub async fn read_request(
             "bad request: not UTF-8; a request is one JSON line".to_owned()
         ));
     };
-    Ok(serde_json::from_str::<Request>(text.trim()).map_err(|e| format!("bad request: {e}")))
+    Ok(serde_json::from_str::<Request>(text.trim()).map_err(|e| bad_request(&e)))
+}
+
+/// What was wrong with a request, without quoting it: a peer's bytes never
+/// come back in an answer (the CLI prints answers, and a mistaken paste can
+/// hold a credential).
+fn bad_request(e: &serde_json::Error) -> String {
+    let what = match e.classify() {
+        serde_json::error::Category::Data => "not a request this agent knows",
+        serde_json::error::Category::Eof => "incomplete JSON",
+        serde_json::error::Category::Syntax | serde_json::error::Category::Io => "not valid JSON",
+    };
+    format!(
+        "bad request: {what} (at column {}); send one JSON object such as {{\"cmd\":\"status\"}} and a newline",
+        e.column()
+    )
 }
 
 /// The answer to `request`; `None` for `watch`, which streams instead.
@@ -428,7 +443,11 @@ mod tests {
         let e = read(b"\xff\xfe{\"cmd\"\n").expect_err("not UTF-8");
         assert!(e.contains("not UTF-8"), "{e}");
         let e = read(b"\0\0garbage\n").expect_err("garbage");
-        assert!(e.starts_with("bad request"), "{e}");
+        assert!(e.starts_with("bad request: not valid JSON"), "{e}");
+        // The peer's bytes are never quoted back.
+        let e = read(b"{\"cmd\":\"secret-token-123\"}\n").expect_err("unknown");
+        assert!(e.contains("not a request this agent knows"), "{e}");
+        assert!(!e.contains("secret-token"), "{e}");
     }
 
     #[test]

@@ -79,7 +79,8 @@ impl HmacKey {
                 path: path.to_owned(),
             });
         }
-        let bytes = if trimmed.len().is_multiple_of(2) && trimmed.iter().all(u8::is_ascii_hexdigit) {
+        let bytes = if trimmed.len().is_multiple_of(2) && trimmed.iter().all(u8::is_ascii_hexdigit)
+        {
             hex::decode(trimmed).unwrap_or(raw)
         } else {
             raw
