@@ -98,6 +98,8 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     let metrics = Arc::new(Metrics::new()?);
     metrics.reload_success.set(1);
+    // Until the audit thread says otherwise (its first publish follows).
+    metrics.audit_writable.set(1);
     let metrics_server =
         metrics::serve(settings.metrics_addr, Arc::clone(&metrics), cancel.clone()).await?;
     let api = ApiServer::bind(&settings.socket, settings.socket_group.as_deref())?;
