@@ -208,6 +208,23 @@ def main(out):
     for p in [ROOT / "examples/contract.yaml", FIX / "contract.yaml",
               ROOT / "agent/src/contract/tests/example.yaml"]:
         write(out / "contract", f"{p.parent.name}-{p.name}", p.read_bytes())
+    # The agent's config file: the documented example, a minimal one, and
+    # typical mistakes (unknown field, wrong type, out of range).
+    cfg_doc = (ROOT / "agent/src/runtime/config.rs").read_text()
+    doc = [l[4:] for l in cfg_doc.splitlines() if l.startswith("//!")]
+    start = doc.index("```yaml") + 1
+    example = "\n".join(doc[start:doc.index("```", start)]) + "\n"
+    for name, text in [("example", example), ("minimal", "metricsAddr: 127.0.0.1:9464\n"),
+                       ("unknown-field", "metricsAdr: 1\n"),
+                       ("bad-types", "capture:\n  snaplen: lots\n  ringBytes: -1\ntls: [1]\n"),
+                       ("too-large", "capture:\n  flowEntries: 99999999999\n"),
+                       ("empty", "")]:
+        write(out / "agent_config", name, text.encode())
+    # HMAC key files: raw bytes, hex, whitespace around hex, too short.
+    for name, data in [("raw", bytes(range(32))), ("hex", b"ab" * 32 + b"\n"),
+                       ("hex-spaced", b"  " + b"0f" * 40 + b"\n\n"), ("short", b"abc"),
+                       ("odd-hex", b"a" * 65), ("empty", b"")]:
+        write(out / "audit_key", name, data)
     # Segments of a log the agent's writer made (rotation, a torn tail and
     # its recovery record), joined by NUL as the target splits them.
     audit = (Path(__file__).parent / "audit_seed.bin").read_bytes()

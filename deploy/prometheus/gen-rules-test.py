@@ -148,6 +148,20 @@ tests.append({"name": "contract reload rejected on one node, then fixed",
         {"eval_time": "7m", "alertname": "RampContractReloadFailed", "exp_alerts": []},
     ]})
 
+# 6b. Audit log unwritable for a while on one node, then writable again.
+la = dict(A); lb = dict(B)
+tests.append({"name": "audit log unwritable on one node, then recovered",
+    "interval": "1m",
+    "input_series": [
+        {"series": sel("rampwatch_audit_writable", la), "values": "1 1 0x7 1 1 1"},
+        {"series": sel("rampwatch_audit_writable", lb), "values": "1x12"},
+    ],
+    "alert_rule_test": [
+        {"eval_time": "4m", "alertname": "RampAuditLogUnwritable", "exp_alerts": []},
+        {"eval_time": "8m", "alertname": "RampAuditLogUnwritable", "exp_alerts": [alert("RampAuditLogUnwritable", la)]},
+        {"eval_time": "11m", "alertname": "RampAuditLogUnwritable", "exp_alerts": []},
+    ]})
+
 # 7. Agent down, and no agent at all.
 tests.append({"name": "agent down on one node; other jobs ignored",
     "interval": "1m",

@@ -23,7 +23,7 @@ use agent::{
         h2::{CredentialHeaders, H2Connection, H2Limits},
         http, http_lenient, tls,
     },
-    runtime::snapshot::Snapshot,
+    runtime::{config, snapshot::Snapshot},
     sinks::{
         api,
         audit::{self, AuditLog, AuditOptions, HmacKey, RecordKind, ViolationRecord},
@@ -52,6 +52,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("contract", contract),
     ("audit_verify", audit_verify),
     ("api_request", api_request),
+    ("agent_config", agent_config),
+    ("audit_key", audit_key_file),
 ];
 
 /// The golden captures' contract: what `engine_replay` and `ring_records`
@@ -347,5 +349,35 @@ pub fn api_request(data: &[u8]) {
         && let Some(response) = api::answer(request, state.as_ref())
     {
         serde_json::to_vec(&response).expect("a response serialises");
+    }
+}
+
+/// The agent's config file (`rampwatch agent --config FILE`), which is read
+/// as UTF-8 text: every diagnostic must name a line inside the text.
+pub fn agent_config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Err(diags) = config::check_text(text) {
+        assert!(!diags.is_empty(), "a rejection says why");
+        let lines = text.lines().count().max(1) + 1;
+        for d in &diags {
+            assert!(d.line <= lines, "line {} of {lines}: {}", d.line, d.message);
+        }
+    }
+}
+
+/// The audit HMAC key file's content (raw bytes or hex): a key is at least
+/// 32 bytes, its `Debug` never shows them, and a refusal names the file.
+pub fn audit_key_file(data: &[u8]) {
+    match HmacKey::from_file_bytes(Path::new("/fuzz/key"), data.to_vec()) {
+        Ok(key) => {
+            let shown = format!("{key:?}");
+            assert!(shown.contains("redacted"), "{shown}");
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(msg.contains("/fuzz/key"), "{msg}");
+        }
     }
 }

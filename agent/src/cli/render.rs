@@ -201,6 +201,16 @@ fn status_table(s: &StatusView, out: &mut dyn Write) -> io::Result<()> {
     for (reason, n) in s.events_lost.iter().filter(|(_, n)| **n > 0) {
         writeln!(out, "  {reason:<24} {n}")?;
     }
+    if s.audit.writable {
+        writeln!(out, "audit log    ok, last seq {}", s.audit.last_seq)?;
+    } else {
+        writeln!(
+            out,
+            "audit log    NOT WRITABLE, {} records lost: {}",
+            s.audit.records_lost,
+            opt(&s.audit.problem)
+        )?;
+    }
     tls_status(&s.tls, out)
 }
 

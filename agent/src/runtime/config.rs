@@ -130,6 +130,12 @@ fn text_field(r: &mut Reader, f: &Fields<'_>, key: &str) -> Option<String> {
     r.text(node, &f.path(key)).map(str::to_owned)
 }
 
+/// Reads a config file's text and drops the result: the parser alone, for
+/// the fuzz target (`agent/fuzz`, `agent_config`).
+pub fn check_text(text: &str) -> Result<(), Vec<Diagnostic>> {
+    parse(text).map(drop)
+}
+
 fn parse(text: &str) -> Result<FileSettings, Vec<Diagnostic>> {
     let root = match yaml::load(text) {
         Ok(Some(root)) => root,

@@ -19,13 +19,14 @@
 
 mod audit_thread;
 pub mod config;
+pub mod paths;
 mod present;
 pub mod reload;
 mod rules;
 pub mod snapshot;
 
 use std::{
-    sync::Arc,
+    sync::{Arc, atomic::Ordering},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -71,10 +72,21 @@ fn now() -> Nanos {
 /// Runs the agent until SIGINT/SIGTERM. Everything attached is detached and
 /// the socket removed on the way out.
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    if let Some(config) = &args.config {
+        paths::check_file(config, "agent config")?;
+    }
     let settings = config::Settings::resolve(&args)?;
     // Privileges first: without them nothing below can work, and the
     // operator should hear that, not about a directory it could not open.
     crate::capture::check_privileges()?;
+    // Files the agent believes: nobody but root (or the agent's own uid)
+    // may be able to swap them.
+    paths::check_file(&settings.contract, "contract")?;
+    if let Some(key) = &settings.audit_key {
+        for w in paths::check_key(key)? {
+            tracing::warn!("{w}");
+        }
+    }
     let started = now();
     let contract = Arc::new(Contract::load(&settings.contract)?);
     // The contract hashed the bytes it was parsed from; reading the file
@@ -86,6 +98,8 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     let metrics = Arc::new(Metrics::new()?);
     metrics.reload_success.set(1);
+    // Until the audit thread says otherwise (its first publish follows).
+    metrics.audit_writable.set(1);
     let metrics_server =
         metrics::serve(settings.metrics_addr, Arc::clone(&metrics), cancel.clone()).await?;
     let api = ApiServer::bind(&settings.socket, settings.socket_group.as_deref())?;
@@ -135,7 +149,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         Duration::from_secs(2),
         hup_rx,
         |path: &std::path::Path, bytes: &[u8]| {
-            Contract::parse_bytes(bytes, &path.display().to_string())
+            // Checked again on every reload: a directory made writable since
+            // start must not become a way to swap the contract.
+            paths::check_file(path, "contract").map_err(|e| e.to_string())?;
+            Contract::parse_bytes(bytes, &path.display().to_string()).map_err(|e| e.to_string())
         },
         reload_tx,
         cancel.clone(),
@@ -378,7 +395,7 @@ impl LoopState {
             .stats()
             .map_err(|e| tracing::warn!(error = %e, "reading the kernel counters failed"))
             .ok();
-        let audit_failed = audit.failed.load(std::sync::atomic::Ordering::Relaxed);
+        let audit_failed = audit.failed();
         let flow = engine.flow_stats();
         let stats = engine.stats();
         self.counters.refresh(
@@ -404,6 +421,9 @@ impl LoopState {
         present::stage_metrics(metrics, &info);
         let tls = capture.tls_coverage();
         present::tls_metrics(metrics, &tls);
+        metrics
+            .audit_writable
+            .set(i64::from(audit.health.writable.load(Ordering::Relaxed)));
 
         // A closed flow lingers in the engine before its record is emitted;
         // list each connection once, and count only the open ones as active.
@@ -436,6 +456,7 @@ impl LoopState {
                 violations_open: u64::try_from(open).unwrap_or(u64::MAX),
                 events_lost: self.counters.lost(),
                 tls: present::tls_view(&tls),
+                audit: present::audit_view(&audit.health),
             },
             stage: present::stage_view(&self.contract, &info, now),
             clients: rates.iter().map(|r| present::client_row(r, now)).collect(),

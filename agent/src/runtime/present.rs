@@ -2,8 +2,12 @@
 //! records and `watch` events. Pure functions of engine outputs, so the
 //! engine loop stays a loop.
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::atomic::Ordering,
+};
 
+use super::audit_thread::AuditHealth;
 use crate::{
     capture::{CaptureStats, TlsCoverage, TlsFailure, TlsRole},
     contract::{Contract, format_duration, format_rfc3339},
@@ -14,7 +18,7 @@ use crate::{
     },
     sinks::{
         api::views::{
-            ClientRow, FlowRow, QuotaRow, StageRow, StageView, TlsProcessRow, TlsView,
+            AuditView, ClientRow, FlowRow, QuotaRow, StageRow, StageView, TlsProcessRow, TlsView,
             ViolationRow, WatchEvent,
         },
         audit::{AuditOutcome, RecordKind, ViolationRecord},
@@ -30,6 +34,16 @@ pub fn violation_row(v: &Violation) -> ViolationRow {
 
 pub fn flow_row(f: &FlowRecord) -> FlowRow {
     FlowRow::from(f)
+}
+
+/// The audit log's state for `rampwatch status`.
+pub fn audit_view(h: &AuditHealth) -> AuditView {
+    AuditView {
+        writable: h.writable.load(Ordering::Relaxed),
+        problem: h.problem(),
+        records_lost: h.failed.load(Ordering::Relaxed),
+        last_seq: h.last_seq.load(Ordering::Relaxed),
+    }
 }
 
 /// The TLS probes' coverage for `rampwatch status`.

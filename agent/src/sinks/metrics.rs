@@ -6,17 +6,17 @@
 //! `unlisted`, the seven violation kinds, fixed severities and loss reasons.
 //! No address, path or fingerprint ever becomes a label.
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc};
+use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode, body::Incoming, service::service_fn};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus::{
     Encoder as _, Gauge, GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +53,7 @@ pub struct Metrics {
     pub tls_probed_processes: IntGaugeVec,
     pub tls_probe_failures: IntCounterVec,
     pub tls_flows_without_plaintext: IntCounterVec,
+    pub audit_writable: IntGauge,
 }
 
 impl Metrics {
@@ -162,6 +163,11 @@ impl Metrics {
                 "TLS flows to watched endpoints whose clear text was not seen (requests, credentials and paths unjudged).",
                 ["endpoint"]
             ),
+            audit_writable: single!(
+                IntGauge,
+                "rampwatch_audit_writable",
+                "1 while the audit log takes records, 0 while it cannot be written (disk full, read-only); records meanwhile are counted in rampwatch_events_lost_total{reason=\"audit_write_failed\"}."
+            ),
             registry,
         };
         m.build_info
@@ -208,6 +214,18 @@ where
     Ok(metric)
 }
 
+/// Scrapers served at once; more are closed at accept (Prometheus retries at
+/// its next interval). Encoding runs on the engine's runtime, so this bounds
+/// what a crowd of scrapers can take from it.
+pub const MAX_SCRAPERS: usize = 16;
+/// Time a scraper gets to send its request head.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection (keep-alive included) is closed gracefully after this long,
+/// and dropped if it still has not finished 10 s later (a reader taking a
+/// byte per second).
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
+const GRACE: Duration = Duration::from_secs(10);
+
 /// Binds `addr` now (so a busy port fails start-up with a clear message) and
 /// returns the server future, which runs until `cancel`.
 pub async fn serve(
@@ -218,6 +236,7 @@ pub async fn serve(
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| MetricsError::Bind { addr, source })?;
+    let permits = Arc::new(Semaphore::new(MAX_SCRAPERS));
     Ok(async move {
         loop {
             let stream = tokio::select! {
@@ -233,15 +252,42 @@ pub async fn serve(
                     }
                 },
             };
+            let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+                tracing::debug!("too many metrics connections; one closed at accept");
+                continue;
+            };
             let metrics = Arc::clone(&metrics);
             tokio::spawn(async move {
+                let _permit = permit;
                 let service = service_fn(move |req: Request<Incoming>| {
                     let metrics = Arc::clone(&metrics);
                     async move { Ok::<_, Infallible>(respond(&req, &metrics)) }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
                     .serve_connection(TokioIo::new(stream), service);
-                if let Err(e) = conn.await {
+                let mut conn = std::pin::pin!(conn);
+                let ended = tokio::select! {
+                    ended = conn.as_mut() => Some(ended),
+                    () = tokio::time::sleep(CONNECTION_LIFETIME) => None,
+                };
+                let ended = match ended {
+                    Some(ended) => ended,
+                    None => {
+                        conn.as_mut().graceful_shutdown();
+                        match tokio::time::timeout(GRACE, conn).await {
+                            Ok(ended) => ended,
+                            Err(_) => {
+                                tracing::debug!(
+                                    "a metrics connection outlived its lifetime; dropped"
+                                );
+                                return;
+                            }
+                        }
+                    }
+                };
+                if let Err(e) = ended {
                     tracing::debug!(error = %e, "metrics connection ended with an error");
                 }
             });

@@ -78,6 +78,53 @@ fn run_steps(clients: &mut Clients<'_>, servers: &Servers, steps: &[Step]) {
     }
 }
 
+/// Requests with canaries where a command, a field or a whole pasted line
+/// would be: unknown, extra, too long, not JSON.
+fn socket_canaries(c: &mut Canaries) -> Vec<(String, Vec<u8>)> {
+    let cmd = c.mint("socket request command");
+    let field = c.mint("socket request extra field");
+    let long = c.mint("socket request too long");
+    let pasted = c.mint("socket request pasted header");
+    vec![
+        (
+            "socket answer: unknown command".into(),
+            format!("{{\"cmd\":\"{cmd}\"}}\n").into_bytes(),
+        ),
+        (
+            "socket answer: extra field".into(),
+            format!("{{\"cmd\":\"violations\",\"since_secs\":\"{field}\"}}\n").into_bytes(),
+        ),
+        (
+            "socket answer: too long".into(),
+            format!("{{\"cmd\":\"{}", long.repeat(4096)).into_bytes(),
+        ),
+        (
+            "socket answer: not JSON".into(),
+            format!("Authorization: Bearer {pasted}\n").into_bytes(),
+        ),
+    ]
+}
+
+/// Sends `request` on the agent's socket; returns the answer line.
+fn ask_socket(socket: &Path, request: &[u8]) -> Vec<u8> {
+    use std::io::{BufRead as _, Write as _};
+    let mut s = std::os::unix::net::UnixStream::connect(socket).expect("connect to the socket");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("set a read timeout");
+    // The agent stops reading a request past 64 KiB: the rest may not fit.
+    let _ = s.write_all(request);
+    let mut answer = Vec::new();
+    std::io::BufReader::new(s)
+        .read_until(b'\n', &mut answer)
+        .expect("an answer");
+    assert!(
+        String::from_utf8_lossy(&answer).contains("bad request"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    answer
+}
+
 /// Every file under `dir`, recursively, as (name, bytes).
 fn files_under(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
@@ -197,6 +244,11 @@ fn live_agent_never_outputs_a_planted_credential() {
 
     // Collect every output.
     let mut outputs: Vec<(String, Vec<u8>)> = Vec::new();
+    // A socket peer pasting credentials into requests: the answers (which
+    // the CLI would print) and the agent's log must not carry them back.
+    for (name, request) in socket_canaries(&mut c) {
+        outputs.push((name, ask_socket(&agent.socket, &request)));
+    }
     for cmd in ["status", "stage", "clients", "flows", "violations"] {
         for format in ["table", "json"] {
             let run = agent.cli(&[cmd, "-o", format]);

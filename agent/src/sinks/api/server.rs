@@ -1,10 +1,11 @@
 //! The socket server side of the local API.
 
 use std::{
+    collections::HashMap,
     fs,
     os::unix::fs::{PermissionsExt as _, chown},
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -12,6 +13,7 @@ use tokio::{
     io::{AsyncBufReadExt as _, AsyncRead, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
     net::{UnixListener, UnixStream},
     sync::broadcast,
+    time::timeout,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -62,6 +64,92 @@ pub struct ApiServer {
     listener: UnixListener,
     path: PathBuf,
     group: Option<u32>,
+    limits: Limits,
+}
+
+/// What one peer may cost the agent. A peer in the socket group can be
+/// hostile (garbage, a huge request, a flood of silent connections); none of
+/// that may stall the agent or the other clients, so every connection is
+/// bounded in time and memory, and each user in the number it holds.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections open at once, all users together.
+    pub max_connections: usize,
+    /// Connections open at once per non-root user (root can stop the agent
+    /// anyway, and must always reach it during an incident).
+    pub max_per_user: usize,
+    /// Time a peer gets to send its request line.
+    pub request_timeout: Duration,
+    /// Time a peer gets to take each answer (or `watch` event) off the socket.
+    pub write_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 256,
+            max_per_user: 16,
+            request_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Counts open connections, in total and per uid.
+#[derive(Default)]
+struct Open {
+    total: usize,
+    per_uid: HashMap<u32, usize>,
+}
+
+/// A connection's place in [`Open`], given back when it ends.
+struct Slot {
+    open: Arc<Mutex<Open>>,
+    uid: u32,
+}
+
+impl Slot {
+    /// Takes a slot, or says which limit is reached.
+    fn take(open: &Arc<Mutex<Open>>, uid: u32, limits: &Limits) -> Result<Self, String> {
+        let mut o = open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if o.total >= limits.max_connections {
+            return Err(format!(
+                "the agent already serves {} connections; try again shortly",
+                limits.max_connections
+            ));
+        }
+        let mine = o.per_uid.get(&uid).copied().unwrap_or(0);
+        if uid != 0 && mine >= limits.max_per_user {
+            return Err(format!(
+                "uid {uid} already holds {} connections to the agent; close some (stuck `rampwatch watch`?) and try again",
+                limits.max_per_user
+            ));
+        }
+        o.total += 1;
+        *o.per_uid.entry(uid).or_default() += 1;
+        Ok(Self {
+            open: Arc::clone(open),
+            uid,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut o = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        o.total = o.total.saturating_sub(1);
+        if let Some(n) = o.per_uid.get_mut(&self.uid) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                o.per_uid.remove(&self.uid);
+            }
+        }
+    }
 }
 
 /// Resolves a group name or numeric gid from /etc/group.
@@ -115,21 +203,34 @@ impl ApiServer {
             listener,
             path: path.to_owned(),
             group,
+            limits: Limits::default(),
         })
+    }
+
+    /// Replaces the default [`Limits`].
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Serves until `cancel`; removes the socket file on the way out.
     pub async fn serve(self, state: Arc<dyn StateSource>, cancel: CancellationToken) {
+        let open = Arc::new(Mutex::new(Open::default()));
         loop {
             tokio::select! {
                 () = cancel.cancelled() => break,
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, _)) => {
+                        let Some(slot) = admit(&stream, &open, &self.limits) else {
+                            continue;
+                        };
                         let state = Arc::clone(&state);
                         let cancel = cancel.clone();
                         let group = self.group;
+                        let limits = self.limits;
                         tokio::spawn(async move {
-                            if let Err(e) = handle(stream, state, group, cancel).await {
+                            let _slot = slot;
+                            if let Err(e) = handle(stream, state, group, limits, cancel).await {
                                 tracing::debug!(error = %e, "API connection ended with an error");
                             }
                         });
@@ -144,6 +245,25 @@ impl ApiServer {
             }
         }
         let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// A slot for a new connection, or `None` after telling the peer (without
+/// waiting for it) which limit it hit.
+fn admit(stream: &UnixStream, open: &Arc<Mutex<Open>>, limits: &Limits) -> Option<Slot> {
+    let uid = stream.peer_cred().map_or(u32::MAX, |c| c.uid());
+    match Slot::take(open, uid, limits) {
+        Ok(slot) => Some(slot),
+        Err(message) => {
+            tracing::debug!(uid, "API connection refused: {message}");
+            if let Ok(mut line) = serde_json::to_vec(&Response::Error { message }) {
+                line.push(b'\n');
+                // Best effort and never blocking: the socket buffer of a new
+                // connection takes one short line.
+                let _ = stream.try_write(&line);
+            }
+            None
+        }
     }
 }
 
@@ -170,10 +290,15 @@ async fn handle(
     stream: UnixStream,
     state: Arc<dyn StateSource>,
     group: Option<u32>,
+    limits: Limits,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     let cred = stream.peer_cred()?;
-    let (read, mut write) = stream.into_split();
+    let (read, write) = stream.into_split();
+    let mut write = Writer {
+        half: write,
+        timeout: limits.write_timeout,
+    };
     if !allowed(cred.uid(), cred.gid(), cred.pid(), group) {
         let msg = Response::Error {
             message: format!(
@@ -182,11 +307,18 @@ async fn handle(
                 cred.uid()
             ),
         };
-        return send(&mut write, &msg).await;
+        return write.send(&msg).await;
     }
-    let request = match read_request(read).await? {
+    let request = match timeout(limits.request_timeout, read_request(read)).await {
+        Ok(read) => read?,
+        Err(_) => Err(format!(
+            "no request line within {} s; send one JSON request and a newline",
+            limits.request_timeout.as_secs()
+        )),
+    };
+    let request = match request {
         Ok(r) => r,
-        Err(message) => return send(&mut write, &Response::Error { message }).await,
+        Err(message) => return write.send(&Response::Error { message }).await,
     };
     let response = match answer(request, state.as_ref()) {
         Some(response) => response,
@@ -196,7 +328,7 @@ async fn handle(
                 tokio::select! {
                     () = cancel.cancelled() => return Ok(()),
                     ev = events.recv() => match ev {
-                        Ok(ev) => send(&mut write, &Response::Watch(ev)).await?,
+                        Ok(ev) => write.send(&Response::Watch(ev)).await?,
                         Err(broadcast::error::RecvError::Lagged(n)) => {
                             tracing::warn!(missed = n, "a `watch` client fell behind");
                         }
@@ -206,7 +338,7 @@ async fn handle(
             }
         }
     };
-    send(&mut write, &response).await
+    write.send(&response).await
 }
 
 /// Longest request line read from a peer; the rest is never read.
@@ -217,10 +349,36 @@ pub const MAX_REQUEST_LINE: u64 = 64 * 1024;
 pub async fn read_request(
     read: impl AsyncRead + Unpin,
 ) -> std::io::Result<Result<Request, String>> {
-    let mut line = String::new();
+    let mut line = Vec::new();
     let mut reader = BufReader::new(read).take(MAX_REQUEST_LINE);
-    reader.read_line(&mut line).await?;
-    Ok(serde_json::from_str::<Request>(line.trim()).map_err(|e| format!("bad request: {e}")))
+    reader.read_until(b'\n', &mut line).await?;
+    if line.last() != Some(&b'\n') && line.len() as u64 >= MAX_REQUEST_LINE {
+        return Ok(Err(format!(
+            "bad request: longer than {} KiB; a request is one short JSON line",
+            MAX_REQUEST_LINE / 1024
+        )));
+    }
+    let Ok(text) = std::str::from_utf8(&line) else {
+        return Ok(Err(
+            "bad request: not UTF-8; a request is one JSON line".to_owned()
+        ));
+    };
+    Ok(serde_json::from_str::<Request>(text.trim()).map_err(|e| bad_request(&e)))
+}
+
+/// What was wrong with a request, without quoting it: a peer's bytes never
+/// come back in an answer (the CLI prints answers, and a mistaken paste can
+/// hold a credential).
+fn bad_request(e: &serde_json::Error) -> String {
+    let what = match e.classify() {
+        serde_json::error::Category::Data => "not a request this agent knows",
+        serde_json::error::Category::Eof => "incomplete JSON",
+        serde_json::error::Category::Syntax | serde_json::error::Category::Io => "not valid JSON",
+    };
+    format!(
+        "bad request: {what} (at column {}); send one JSON object such as {{\"cmd\":\"status\"}} and a newline",
+        e.column()
+    )
 }
 
 /// The answer to `request`; `None` for `watch`, which streams instead.
@@ -241,18 +399,56 @@ pub fn answer(request: Request, state: &dyn StateSource) -> Option<Response> {
     })
 }
 
-async fn send(
-    write: &mut tokio::net::unix::OwnedWriteHalf,
-    response: &Response,
-) -> std::io::Result<()> {
-    let mut line = serde_json::to_vec(response).map_err(std::io::Error::other)?;
-    line.push(b'\n');
-    write.write_all(&line).await
+/// The sending half, with its time limit per answer.
+struct Writer {
+    half: tokio::net::unix::OwnedWriteHalf,
+    timeout: Duration,
+}
+
+impl Writer {
+    /// Sends one answer line; a peer that does not take it within the time
+    /// limit is dropped (its socket buffer is full: it stopped reading).
+    async fn send(&mut self, response: &Response) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(response).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        timeout(self.timeout, self.half.write_all(&line))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the peer stopped reading its answer",
+                )
+            })?
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::allowed;
+    use super::{MAX_REQUEST_LINE, allowed, read_request};
+
+    fn read(bytes: &[u8]) -> Result<crate::sinks::api::views::Request, String> {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+            .block_on(read_request(bytes))
+            .expect("reading a slice cannot fail")
+    }
+
+    #[test]
+    fn bad_requests_get_a_sentence_not_a_dropped_connection() {
+        assert!(read(b"{\"cmd\":\"status\"}\n").is_ok());
+        let huge = vec![b'x'; usize::try_from(MAX_REQUEST_LINE).expect("fits") * 4];
+        let e = read(&huge).expect_err("too long");
+        assert!(e.contains("longer than 64 KiB"), "{e}");
+        let e = read(b"\xff\xfe{\"cmd\"\n").expect_err("not UTF-8");
+        assert!(e.contains("not UTF-8"), "{e}");
+        let e = read(b"\0\0garbage\n").expect_err("garbage");
+        assert!(e.starts_with("bad request: not valid JSON"), "{e}");
+        // The peer's bytes are never quoted back.
+        let e = read(b"{\"cmd\":\"secret-token-123\"}\n").expect_err("unknown");
+        assert!(e.contains("not a request this agent knows"), "{e}");
+        assert!(!e.contains("secret-token"), "{e}");
+    }
 
     #[test]
     fn root_and_group_members_only() {

@@ -63,6 +63,33 @@ pub struct StatusView {
     /// What the TLS library probes see in clear text.
     #[serde(default)]
     pub tls: TlsView,
+    /// Whether the audit log takes records.
+    #[serde(default)]
+    pub audit: AuditView,
+}
+
+/// The audit log's state: writable, or why not and what that cost.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct AuditView {
+    pub writable: bool,
+    /// Why it cannot be written, one sentence (`None` while writable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    /// Records that could not be written, since start.
+    pub records_lost: u64,
+    /// The last record written: keep it outside the host as an anchor.
+    pub last_seq: u64,
+}
+
+impl Default for AuditView {
+    fn default() -> Self {
+        Self {
+            writable: true,
+            problem: None,
+            records_lost: 0,
+            last_seq: 0,
+        }
+    }
 }
 
 /// The TLS probes' coverage: which processes are probed, which could not

@@ -4,7 +4,6 @@
 use std::{
     fmt,
     io::Read,
-    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
 };
 
@@ -62,16 +61,17 @@ impl HmacKey {
         std::fs::File::open(path)
             .and_then(|f| f.take(Self::MAX_FILE_LEN + 1).read_to_end(&mut raw))
             .map_err(read_err)?;
+        // Who else can read it is the agent's check (runtime/paths.rs).
+        Self::from_file_bytes(path, raw)
+    }
+
+    /// A key from a key file's content (`path` names it in errors): see
+    /// [`Self::from_file`]. Public for the fuzz target.
+    pub fn from_file_bytes(path: &Path, raw: Vec<u8>) -> Result<Self, KeyError> {
         if raw.len() as u64 > Self::MAX_FILE_LEN {
             return Err(KeyError::TooLarge {
                 path: path.to_owned(),
             });
-        }
-        if std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o004 != 0) {
-            tracing::warn!(
-                path = %path.display(),
-                "audit key file is readable by every user, so anyone on the host can forge audit records; `chmod 600` it"
-            );
         }
         let trimmed = raw.trim_ascii();
         if trimmed.is_empty() {
@@ -79,7 +79,8 @@ impl HmacKey {
                 path: path.to_owned(),
             });
         }
-        let bytes = if trimmed.len() % 2 == 0 && trimmed.iter().all(u8::is_ascii_hexdigit) {
+        let bytes = if trimmed.len().is_multiple_of(2) && trimmed.iter().all(u8::is_ascii_hexdigit)
+        {
             hex::decode(trimmed).unwrap_or(raw)
         } else {
             raw

@@ -21,8 +21,12 @@ mod tests;
 use std::path::PathBuf;
 
 pub use key::{HmacKey, KeyError};
-pub use record::{AuditOutcome, GENESIS_PREV, RecordKind, RecoveryRecord, ViolationRecord};
-pub use verify::{Anchor, Finding, Problem, RecoveryNote, VerifyReport, run_verify, verify};
+pub use record::{
+    AuditOutcome, GENESIS_PREV, LostRecord, RecordKind, RecoveryRecord, ViolationRecord,
+};
+pub use verify::{
+    Anchor, Finding, LostNote, Problem, RecoveryNote, VerifyReport, run_verify, verify,
+};
 pub use writer::{Appended, AuditLog, AuditOptions, OpenReport, Recovered};
 
 /// Why the audit log cannot be opened or appended to.
@@ -54,6 +58,19 @@ pub enum AuditError {
 }
 
 impl AuditError {
+    /// The log cannot be written for now (disk full, read-only, I/O errors, a write that left it
+    /// poisoned): the agent keeps running, counts what it cannot write and tries again. The other
+    /// errors need an operator (another agent holds the log, a damaged segment).
+    pub fn is_outage(&self) -> bool {
+        matches!(self, Self::Io { .. } | Self::Poisoned { .. })
+    }
+
+    /// Whether the open log must be dropped and opened again (which recovers a torn tail)
+    /// before it can take records.
+    pub fn needs_reopen(&self) -> bool {
+        matches!(self, Self::Poisoned { .. })
+    }
+
     fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
         move |source| Self::Io { op, path, source }

@@ -55,6 +55,10 @@ pub enum RecordKind {
     ViolationResolved(ViolationRecord),
     /// Written by `AuditLog::open` after it moved a torn tail aside.
     Recovery(RecoveryRecord),
+    /// Records the agent could not write (disk full, read-only or failing audit directory),
+    /// written as soon as the log takes records again: the chain itself says that `lost`
+    /// records are missing between seq `after_seq` and this record.
+    RecordsLost(LostRecord),
     /// Last record of a full segment; names the segment the chain continues in, so that a
     /// deleted last segment is detectable.
     SegmentEnd {
@@ -104,6 +108,21 @@ pub struct RecoveryRecord {
     /// The last intact record before the torn bytes (0 / `GENESIS_PREV` when there was none).
     pub last_good_seq: u64,
     pub last_good_hash: String,
+}
+
+/// What an audit outage cost: written by the agent's audit thread when the log is writable
+/// again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LostRecord {
+    /// Records that were never written (each one the agent tried to append).
+    pub lost: u64,
+    /// The last record written before the outage; the lost ones belong between it and this one.
+    pub after_seq: u64,
+    /// RFC 3339 times of the first and the last record that could not be written.
+    pub first_lost_at: String,
+    pub last_lost_at: String,
+    /// The first failure, one sentence (`No space left on device`, `Read-only file system`).
+    pub reason: String,
 }
 
 /// The hashed part of a record, in canonical field order.

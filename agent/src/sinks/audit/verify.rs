@@ -35,6 +35,18 @@ pub struct RecoveryNote {
     pub torn_file: Option<String>,
 }
 
+/// A valid `records_lost` record: the agent could not write `lost` records after `after_seq`
+/// (disk full, read-only directory) and said so once the log was writable again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LostNote {
+    pub segment: PathBuf,
+    pub line: u64,
+    pub seq: u64,
+    pub lost: u64,
+    pub after_seq: u64,
+    pub reason: String,
+}
+
 /// Where the first problem is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
@@ -117,6 +129,8 @@ pub struct VerifyReport {
     /// Intact records that carry an hmac.
     pub hmac_records: u64,
     pub recoveries: Vec<RecoveryNote>,
+    /// Outages the agent recorded: records it never wrote.
+    pub lost: Vec<LostNote>,
     /// `.torn` files kept by past recoveries.
     pub torn_files: Vec<PathBuf>,
     pub first_bad: Option<Finding>,
@@ -149,6 +163,7 @@ pub fn verify(dir: &Path, key: Option<&HmacKey>) -> VerifyReport {
             hmac_checked: key.is_some(),
             hmac_records: 0,
             recoveries: Vec::new(),
+            lost: Vec::new(),
             torn_files: segment::list_torn(dir).unwrap_or_default(),
             first_bad: None,
         },
@@ -320,6 +335,14 @@ impl Walk<'_> {
                 found: r.found.clone(),
                 torn_file: r.torn_file.clone(),
             }),
+            RecordKind::RecordsLost(l) => self.report.lost.push(LostNote {
+                segment: seg.path.clone(),
+                line: line_no,
+                seq: parsed.seq,
+                lost: l.lost,
+                after_seq: l.after_seq,
+                reason: l.reason.clone(),
+            }),
             RecordKind::SegmentEnd { next_segment } => self.sealed = Some(next_segment.clone()),
             _ => {}
         }
@@ -423,6 +446,18 @@ impl fmt::Display for VerifyReport {
                     .as_ref()
                     .map(|t| format!("; torn bytes kept in {t}"))
                     .unwrap_or_default()
+            )?;
+        }
+        for l in &self.lost {
+            writeln!(
+                f,
+                "  lost:       {} records between seq {} and seq {} ({} line {}): the agent could not write them ({})",
+                l.lost,
+                l.after_seq,
+                l.seq,
+                file_name(&l.segment),
+                l.line,
+                l.reason
             )?;
         }
         for t in &self.torn_files {
