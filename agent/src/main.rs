@@ -74,6 +74,12 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let mut err = std::io::stderr().lock();
             return Ok(cli::contract::run_check(&file, at, &mut out, &mut err)?.exit_code());
         }
+        Command::Contract(ContractCommand::Diff { old, new, output }) => {
+            let mut err = std::io::stderr().lock();
+            return Ok(
+                cli::contract::run_diff(&old, &new, output, &mut out, &mut err)?.exit_code(),
+            );
+        }
         Command::Contract(ContractCommand::Schema) => {
             return Ok(cli::contract::run_schema(&mut out)?.exit_code());
         }
@@ -99,8 +105,20 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Replay(args) => {
             return Ok(ExitCode::from(agent::replay::run(&args, &mut out)));
         }
-        Command::Audit(AuditCommand::Verify { dir, key }) => {
-            let code = agent::sinks::audit::run_verify(&dir, key.as_deref(), &mut out);
+        Command::Audit(AuditCommand::Verify { dir, key, anchor }) => {
+            let code = agent::sinks::audit::run_verify_anchored(
+                &dir,
+                key.as_deref(),
+                anchor.as_deref(),
+                &mut out,
+            );
+            return Ok(ExitCode::from(u8::try_from(code).unwrap_or(2)));
+        }
+        Command::Audit(AuditCommand::Anchor { dir, key, output }) => {
+            let mut err = std::io::stderr().lock();
+            let json = output == cli::OutputFormat::Json;
+            let code =
+                agent::sinks::audit::run_anchor(&dir, key.as_deref(), json, &mut out, &mut err);
             return Ok(ExitCode::from(u8::try_from(code).unwrap_or(2)));
         }
     };

@@ -114,6 +114,22 @@ pub enum ContractCommand {
         #[arg(long)]
         at: Option<String>,
     },
+    /// What changes from OLD to NEW, for whom; exit 1 when a term loosens.
+    ///
+    /// Loosening: a quota or burst raised or newly granted, a revocation
+    /// removed or moved later, encryption or authentication made optional,
+    /// minTlsVersion lowered, a forbidden cipher removed, credentialMaxAge or
+    /// a remediation window lengthened, an endpoint's paths, hosts or ports
+    /// widened, the watched scope narrowed, a stage that raises quotas moved
+    /// earlier. Exit 0 otherwise, 2 when either contract is invalid.
+    ///
+    /// Example: rampwatch contract diff main.yaml pr.yaml
+    Diff {
+        old: PathBuf,
+        new: PathBuf,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
     /// Print the JSON Schema of the contract format, for editors.
     Schema,
 }
@@ -125,6 +141,20 @@ pub enum AuditCommand {
         dir: PathBuf,
         #[arg(long)]
         key: Option<PathBuf>,
+        /// A head kept earlier (`audit anchor`): SEQ:HASH, or a file holding
+        /// it. The log must still hold it, so a truncated tail is detected.
+        #[arg(long, value_name = "SEQ:HASH|FILE")]
+        anchor: Option<String>,
+    },
+    /// Verify the log, then print its head as SEQ:HASH, to keep off this host.
+    ///
+    /// Example: rampwatch audit anchor /var/lib/rampwatch/audit > anchor.txt
+    Anchor {
+        dir: PathBuf,
+        #[arg(long)]
+        key: Option<PathBuf>,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
     },
 }
 
