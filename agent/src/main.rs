@@ -57,6 +57,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Clients(a) => (a, Request::Clients),
         Command::Flows(a) => (a, Request::Flows),
         Command::Watch(a) => (a, Request::Watch),
+        Command::Readiness(r) => (r.client, Request::Readiness { stage: r.stage }),
         Command::Violations(v) => {
             let since_secs = v
                 .since

@@ -69,6 +69,13 @@ pub enum Command {
     Violations(ViolationsArgs),
     /// Stream violations as they open, escalate and resolve.
     Watch(ClientArgs),
+    /// Is the traffic ready for the next stage (or --stage NAME)?
+    ///
+    /// Lists each client × endpoint whose rate (over the agent's readiness
+    /// window) is above that stage's quota or that gets no quota there, each
+    /// credential that will be stale when it starts, each endpoint it opens
+    /// or closes, and how long until it starts.
+    Readiness(ReadinessArgs),
 }
 
 #[derive(Args, Debug)]
@@ -168,6 +175,15 @@ pub struct ClientArgs {
 }
 
 #[derive(Args, Debug, Clone)]
+pub struct ReadinessArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The stage to check (default: the next one).
+    #[arg(long, value_name = "NAME")]
+    pub stage: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
 pub struct ViolationsArgs {
     #[command(flatten)]
     pub client: ClientArgs,
@@ -185,14 +201,28 @@ pub struct ReplayArgs {
     /// Judge stage, credential age and revocations at this time (RFC 3339,
     /// e.g. 2026-12-01T00:00:00Z) instead of packet times; quota windows
     /// still use packet times.
-    #[arg(long, value_name = "TIME", value_parser = parse_at)]
+    #[arg(long, value_name = "TIME", value_parser = parse_at, conflicts_with = "stage")]
     pub at: Option<Nanos>,
+    /// Judge as at the start of stage NAME (like --at its startsAt) and
+    /// report the capture's readiness for it: rates above its quotas or
+    /// without one, credentials stale when it starts, endpoints it opens or
+    /// closes. Exit 1 when not ready.
+    #[arg(long, value_name = "NAME")]
+    pub stage: Option<String>,
+    /// Readiness rates are averaged over this window of the capture's end
+    /// (or the whole capture when shorter).
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_window)]
+    pub rate_window: Nanos,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
     /// pcap or pcapng files, read in order as one capture.
     #[arg(required = true, value_name = "PCAP")]
     pub pcaps: Vec<PathBuf>,
+}
+
+fn parse_window(s: &str) -> Result<Nanos, String> {
+    crate::contract::parse_duration(s).map_err(|e| e.to_string())
 }
 
 fn parse_at(s: &str) -> Result<Nanos, String> {

@@ -14,6 +14,7 @@ pub mod diff;
 mod diff_parties;
 #[cfg(test)]
 mod diff_tests;
+pub(crate) mod readiness;
 mod render;
 
 pub use args::*;

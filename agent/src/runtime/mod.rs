@@ -86,6 +86,13 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     let metrics = Arc::new(Metrics::new()?);
     metrics.reload_success.set(1);
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "a lead time in seconds fits f64 exactly"
+    )]
+    metrics
+        .readiness_lead
+        .set((settings.readiness_lead / 1_000_000_000) as f64);
     let metrics_server =
         metrics::serve(settings.metrics_addr, Arc::clone(&metrics), cancel.clone()).await?;
     let api = ApiServer::bind(&settings.socket, settings.socket_group.as_deref())?;
@@ -239,6 +246,7 @@ fn live_engine(contract: Arc<Contract>, settings: &config::Settings) -> Engine {
             requests_from_kernel: true,
             emit_occurrences: true,
             quiet_period: Some(settings.quiet_period),
+            rate_window: crate::policy::RateWindow(settings.readiness_window),
             flow,
             ..EngineOptions::default()
         },
@@ -419,6 +427,7 @@ impl LoopState {
             .iter()
             .filter(|v| v.resolved_at.is_none())
             .count();
+        let (readiness, readiness_next) = present::readiness(engine, &rates, metrics);
         snapshot.publish(Views {
             status: StatusView {
                 version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -443,6 +452,8 @@ impl LoopState {
                 .iter()
                 .map(|v| (v.last_seen / 1_000_000_000, present::violation_row(v)))
                 .collect(),
+            readiness,
+            readiness_next,
         });
     }
 

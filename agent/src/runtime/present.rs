@@ -8,11 +8,11 @@ use crate::{
     capture::{CaptureStats, TlsCoverage, TlsFailure, TlsRole},
     contract::{Contract, format_duration, format_rfc3339},
     event::Nanos,
-    policy::{ClientRate, FlowRecord, RequestCount, StageInfo, Violation, ViolationEvent},
+    policy::{ClientRate, Engine, FlowRecord, RequestCount, StageInfo, Violation, ViolationEvent},
     sinks::{
         api::views::{
-            ClientRow, FlowRow, QuotaRow, StageRow, StageView, TlsProcessRow, TlsView,
-            ViolationRow, WatchEvent,
+            ClientRow, FlowRow, QuotaRow, ReadinessView, StageRow, StageView, TlsProcessRow,
+            TlsView, ViolationRow, WatchEvent,
         },
         audit::{RecordKind, ViolationRecord},
         metrics::Metrics,
@@ -246,4 +246,35 @@ pub fn stage_metrics(metrics: &Metrics, info: &StageInfo) {
     )]
     let next = info.next_starts_at.map_or(0.0, |t| (t / SEC) as f64);
     metrics.stage_next_change.set(next);
+}
+
+/// Every stage's readiness and the default one (the next stage), for the
+/// API; the next stage's quota per client and endpoint for Prometheus
+/// (`RampStageNotReady` compares the cluster's rate with it).
+pub fn readiness(
+    engine: &Engine,
+    rates: &[ClientRate],
+    metrics: &Metrics,
+) -> (Vec<ReadinessView>, Result<String, String>) {
+    metrics.next_stage_quota.reset();
+    for r in rates {
+        if let Some(q) = r.next_quota {
+            metrics
+                .next_stage_quota
+                .with_label_values(&[&*r.endpoint, &*r.client])
+                .set(q);
+        }
+    }
+    let views = engine
+        .view()
+        .stages
+        .iter()
+        .filter_map(|s| engine.readiness(Some(&s.name)).ok())
+        .map(|r| ReadinessView::from(&r))
+        .collect();
+    let next = engine
+        .readiness(None)
+        .map(|r| r.stage.to_string())
+        .map_err(|e| e.to_string());
+    (views, next)
 }
