@@ -10,7 +10,7 @@ use std::{
 use agent::{
     cli::{self, AuditCommand, Cli, Command, ContractCommand, LogFormat, client},
     contract,
-    sinks::api::views::Request,
+    sinks::api::views::{Request, Response},
 };
 use anyhow::Context as _;
 use clap::Parser as _;
@@ -125,6 +125,9 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     };
     match client::query(&args.socket, &request, args.output, &mut out) {
         Err(e) if !e.is_closed_output() => Err(e.into()),
+        // `readiness` exits 1 when something must be fixed before the
+        // stage, so a cron job or pipeline can act on it.
+        Ok(Some(Response::Readiness(r))) if !r.rows.is_empty() => Ok(ExitCode::from(1)),
         _ => Ok(ExitCode::SUCCESS),
     }
 }

@@ -74,7 +74,7 @@ pub enum Command {
     /// Lists each client × endpoint whose rate (over the agent's readiness
     /// window) is above that stage's quota or that gets no quota there, each
     /// credential that will be stale when it starts, each endpoint it opens
-    /// or closes, and how long until it starts.
+    /// or closes, and how long until it starts. Exit 1 when not ready.
     Readiness(ReadinessArgs),
 }
 

@@ -14,7 +14,7 @@ use agent::contract::format_rfc3339;
 use serde_json::Value;
 use tests::{
     TempDir,
-    agent_proc::AgentProcess,
+    agent_proc::{AgentProcess, json_lines},
     cgroup::CgroupGuard,
     http::{HttpServer, curl_in},
     prom::{Monitoring, get_json},
@@ -88,8 +88,11 @@ spec:
     )
 }
 
-fn rows(agent: &AgentProcess, args: &[&str]) -> Vec<Value> {
-    agent.cli_json(args)
+/// `rampwatch <args> -o json` (exit 1 when not ready, so not `cli_json`).
+fn readiness_json(agent: &AgentProcess, args: &[&str]) -> Vec<Value> {
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    json_lines(&agent.cli(&all).stdout)
 }
 
 fn find<'a>(
@@ -145,7 +148,7 @@ fn readiness_for_the_next_stage_from_live_traffic() {
         "readiness to see acme over ramp's quota",
         Duration::from_secs(30),
         || {
-            let rows = rows(&agent, &["readiness"]);
+            let rows = readiness_json(&agent, &["readiness"]);
             find(&rows, "rate_above_quota", Some("acme"), Some("orders"))
                 .is_some()
                 .then_some(rows)
@@ -166,7 +169,7 @@ fn readiness_for_the_next_stage_from_live_traffic() {
         "acme's legacy traffic to count",
         Duration::from_secs(10),
         || {
-            let rows = agent.cli_json(&["readiness"]);
+            let rows = readiness_json(&agent, &["readiness"]);
             find(&rows, "no_quota", Some("acme"), Some("legacy")).cloned()
         },
     );
@@ -195,11 +198,15 @@ fn readiness_for_the_next_stage_from_live_traffic() {
     );
 
     // The table, and a named stage: pilot, already active, grants enough.
-    let table = agent.cli_ok(&["readiness"]).expect("readiness table");
+    // Not ready: exit 1, with the table on stdout.
+    let run = agent.cli(&["readiness"]);
+    assert!(!run.ok, "readiness must exit 1 when not ready");
+    let table = run.stdout;
     assert!(table.contains("stage ramp starts "), "{table}");
     assert!(table.contains("rate_above_quota acme"), "{table}");
     assert!(table.contains("not ready: "), "{table}");
-    let pilot = agent.cli_json(&["readiness", "--stage", "pilot"]);
+    let pilot = readiness_json(&agent, &["readiness", "--stage", "pilot"]);
+    assert!(!pilot.is_empty());
     assert!(
         pilot.iter().all(|r| r["problem"] == "endpoint_changes"),
         "{pilot:#?}"
