@@ -10,7 +10,7 @@ use std::{
 use agent::{
     cli::{self, AuditCommand, Cli, Command, ContractCommand, LogFormat, client},
     contract,
-    sinks::api::views::Request,
+    sinks::api::views::{Request, Response},
 };
 use anyhow::Context as _;
 use clap::Parser as _;
@@ -57,6 +57,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Clients(a) => (a, Request::Clients),
         Command::Flows(a) => (a, Request::Flows),
         Command::Watch(a) => (a, Request::Watch),
+        Command::Readiness(r) => (r.client, Request::Readiness { stage: r.stage }),
         Command::Violations(v) => {
             let since_secs = v
                 .since
@@ -73,6 +74,12 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let at = at.as_deref().map(parse_at).transpose()?;
             let mut err = std::io::stderr().lock();
             return Ok(cli::contract::run_check(&file, at, &mut out, &mut err)?.exit_code());
+        }
+        Command::Contract(ContractCommand::Diff { old, new, output }) => {
+            let mut err = std::io::stderr().lock();
+            return Ok(
+                cli::contract::run_diff(&old, &new, output, &mut out, &mut err)?.exit_code(),
+            );
         }
         Command::Contract(ContractCommand::Schema) => {
             return Ok(cli::contract::run_schema(&mut out)?.exit_code());
@@ -99,13 +106,28 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Replay(args) => {
             return Ok(ExitCode::from(agent::replay::run(&args, &mut out)));
         }
-        Command::Audit(AuditCommand::Verify { dir, key }) => {
-            let code = agent::sinks::audit::run_verify(&dir, key.as_deref(), &mut out);
+        Command::Audit(AuditCommand::Verify { dir, key, anchor }) => {
+            let code = agent::sinks::audit::run_verify_anchored(
+                &dir,
+                key.as_deref(),
+                anchor.as_deref(),
+                &mut out,
+            );
+            return Ok(ExitCode::from(u8::try_from(code).unwrap_or(2)));
+        }
+        Command::Audit(AuditCommand::Anchor { dir, key, output }) => {
+            let mut err = std::io::stderr().lock();
+            let json = output == cli::OutputFormat::Json;
+            let code =
+                agent::sinks::audit::run_anchor(&dir, key.as_deref(), json, &mut out, &mut err);
             return Ok(ExitCode::from(u8::try_from(code).unwrap_or(2)));
         }
     };
     match client::query(&args.socket, &request, args.output, &mut out) {
         Err(e) if !e.is_closed_output() => Err(e.into()),
+        // `readiness` exits 1 when something must be fixed before the
+        // stage, so a cron job or pipeline can act on it.
+        Ok(Some(Response::Readiness(r))) if !r.rows.is_empty() => Ok(ExitCode::from(1)),
         _ => Ok(ExitCode::SUCCESS),
     }
 }

@@ -17,6 +17,8 @@ fn run(files: &[&str], at: Option<&str>) -> (u8, Vec<Value>) {
     let args = ReplayArgs {
         contract: dir.join("contract.yaml"),
         at: at.map(|t| agent::contract::parse_rfc3339(t).expect("valid --at")),
+        stage: None,
+        rate_window: 300_000_000_000,
         output: Format::Json,
         pcaps: files.iter().map(|f| dir.join(f)).collect(),
     };
@@ -363,6 +365,8 @@ fn unusable_input_exits_2() {
     let mut args = ReplayArgs {
         contract: dir.join("contract.yaml"),
         at: None,
+        stage: None,
+        rate_window: 300_000_000_000,
         output: Format::Json,
         pcaps: vec![dir.join("README.md")],
     };
@@ -382,6 +386,8 @@ fn table_output_fits_80_columns() {
     let mut args = ReplayArgs {
         contract: dir.join("contract.yaml"),
         at: None,
+        stage: None,
+        rate_window: 300_000_000_000,
         output: Format::Table,
         pcaps: vec![],
     };

@@ -58,6 +58,8 @@ fn replay_throughput() {
     let args = ReplayArgs {
         contract: dir.join("contract.yaml"),
         at: None,
+        stage: None,
+        rate_window: 300_000_000_000,
         output: Format::Json,
         pcaps: vec![pcap],
     };

@@ -120,6 +120,41 @@ tests.append({"name": "cluster quota: most lenient quota during a rollout, not o
         {"eval_time": "5m", "alertname": "RampClusterQuotaOvershoot", "exp_alerts": []},
     ]})
 
+# 4c. Readiness before a stage: per node 6 req/s, next stage's quota 10, two nodes: 12 > 10;
+# a pair the next stage grants nothing (quota 0) with traffic; one under its next quota.
+nq = lambda labels, v: {"series": sel("rampwatch_next_stage_quota_requests_per_second", labels), "values": f"{v}x80"}
+r80 = lambda labels, rps: {"series": sel("rampwatch_requests_total", labels), "values": f"0+{rps*15}x80"}
+nxt = lambda ts: [{"series": sel("rampwatch_stage_next_change_timestamp_seconds", n), "values": f"{ts}x80"} for n in (A, B)]
+lead = [{"series": sel("rampwatch_readiness_lead_seconds", n), "values": "86400x80"} for n in (A, B)]
+closed = {"endpoint": "legacy", "client": "billing"}
+readiness_series = [
+    r80(lab(A, over), 6), r80(lab(B, over), 6), nq(lab(A, over), 10), nq(lab(B, over), 10),
+    r80(lab(A, under), 4), r80(lab(B, under), 4), nq(lab(A, under), 10), nq(lab(B, under), 10),
+    r80(lab(A, closed), 1), r80(lab(B, closed), 1), nq(lab(A, closed), 0), nq(lab(B, closed), 0),
+    r80(lab(A, noquota), 50), r80(lab(B, noquota), 50),
+] + lead
+tests.append({"name": "readiness: the cluster's rate above the next stage's quota within the lead time",
+    "interval": "15s",
+    # The next stage starts 2 h after the test's epoch, well inside the 24 h lead.
+    "input_series": readiness_series + nxt(7200),
+    "alert_rule_test": [
+        {"eval_time": "3m", "alertname": "RampStageNotReady", "exp_alerts": []},
+        {"eval_time": "12m", "alertname": "RampStageNotReady", "exp_alerts": [
+            alert("RampStageNotReady", closed, 2.0), alert("RampStageNotReady", over, 12.0)]},
+    ]})
+tests.append({"name": "readiness: quiet while the next stage is beyond the lead time, or there is none",
+    "interval": "15s",
+    "input_series": readiness_series + nxt(7 * 86400),
+    "alert_rule_test": [
+        {"eval_time": "12m", "alertname": "RampStageNotReady", "exp_alerts": []},
+    ]})
+tests.append({"name": "readiness: quiet after the last stage (next change 0)",
+    "interval": "15s",
+    "input_series": readiness_series + nxt(0),
+    "alert_rule_test": [
+        {"eval_time": "12m", "alertname": "RampStageNotReady", "exp_alerts": []},
+    ]})
+
 # 5. Events lost.
 la = dict(A, reason="ringbuf_full"); lb = dict(B, reason="ringbuf_full")
 tests.append({"name": "events lost on one node",

@@ -91,6 +91,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
          \n  {b} violations          # what broke the contract, with severity\
          \n  {b} status              # which processes' OpenSSL the TLS probes read\
          \n  {b} clients             # rate, quota and headroom per client and endpoint\
+         \n  {b} readiness           # what breaks if the next stage (ramp-10x) started now\
          \n  {b} flows               # what was seen: TLS versions, endpoints, clients\
          \n  {b} watch               # violations as they open and escalate\
          \n  curl -s 127.0.0.1:9464/metrics | grep ^rampwatch_\

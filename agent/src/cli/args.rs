@@ -69,6 +69,13 @@ pub enum Command {
     Violations(ViolationsArgs),
     /// Stream violations as they open, escalate and resolve.
     Watch(ClientArgs),
+    /// Is the traffic ready for the next stage (or --stage NAME)?
+    ///
+    /// Lists each client × endpoint whose rate (over the agent's readiness
+    /// window) is above that stage's quota or that gets no quota there, each
+    /// credential that will be stale when it starts, each endpoint it opens
+    /// or closes, and how long until it starts. Exit 1 when not ready.
+    Readiness(ReadinessArgs),
 }
 
 #[derive(Args, Debug)]
@@ -114,6 +121,22 @@ pub enum ContractCommand {
         #[arg(long)]
         at: Option<String>,
     },
+    /// What changes from OLD to NEW, for whom; exit 1 when a term loosens.
+    ///
+    /// Loosening: a quota or burst raised or newly granted, a revocation
+    /// removed or moved later, encryption or authentication made optional,
+    /// minTlsVersion lowered, a forbidden cipher removed, credentialMaxAge or
+    /// a remediation window lengthened, an endpoint's paths, hosts or ports
+    /// widened, the watched scope narrowed, a stage that raises quotas moved
+    /// earlier. Exit 0 otherwise, 2 when either contract is invalid.
+    ///
+    /// Example: rampwatch contract diff main.yaml pr.yaml
+    Diff {
+        old: PathBuf,
+        new: PathBuf,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
     /// Print the JSON Schema of the contract format, for editors.
     Schema,
 }
@@ -125,6 +148,20 @@ pub enum AuditCommand {
         dir: PathBuf,
         #[arg(long)]
         key: Option<PathBuf>,
+        /// A head kept earlier (`audit anchor`): SEQ:HASH, or a file holding
+        /// it. The log must still hold it, so a truncated tail is detected.
+        #[arg(long, value_name = "SEQ:HASH|FILE")]
+        anchor: Option<String>,
+    },
+    /// Verify the log, then print its head as SEQ:HASH, to keep off this host.
+    ///
+    /// Example: rampwatch audit anchor /var/lib/rampwatch/audit > anchor.txt
+    Anchor {
+        dir: PathBuf,
+        #[arg(long)]
+        key: Option<PathBuf>,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
     },
 }
 
@@ -135,6 +172,15 @@ pub struct ClientArgs {
     pub socket: PathBuf,
     #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ReadinessArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The stage to check (default: the next one).
+    #[arg(long, value_name = "NAME")]
+    pub stage: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -155,14 +201,28 @@ pub struct ReplayArgs {
     /// Judge stage, credential age and revocations at this time (RFC 3339,
     /// e.g. 2026-12-01T00:00:00Z) instead of packet times; quota windows
     /// still use packet times.
-    #[arg(long, value_name = "TIME", value_parser = parse_at)]
+    #[arg(long, value_name = "TIME", value_parser = parse_at, conflicts_with = "stage")]
     pub at: Option<Nanos>,
+    /// Judge as at the start of stage NAME (like --at its startsAt) and
+    /// report the capture's readiness for it: rates above its quotas or
+    /// without one, credentials stale when it starts, endpoints it opens or
+    /// closes. Exit 1 when not ready.
+    #[arg(long, value_name = "NAME")]
+    pub stage: Option<String>,
+    /// Readiness rates are averaged over this window of the capture's end
+    /// (or the whole capture when shorter).
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_window)]
+    pub rate_window: Nanos,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
     /// pcap or pcapng files, read in order as one capture.
     #[arg(required = true, value_name = "PCAP")]
     pub pcaps: Vec<PathBuf>,
+}
+
+fn parse_window(s: &str) -> Result<Nanos, String> {
+    crate::contract::parse_duration(s).map_err(|e| e.to_string())
 }
 
 fn parse_at(s: &str) -> Result<Nanos, String> {

@@ -1,4 +1,4 @@
-//! The API client: `rampwatch status|stage|clients|flows|violations|watch`.
+//! The API client: `rampwatch status|stage|clients|flows|violations|watch|readiness`.
 
 use std::{
     io::{BufRead as _, BufReader, Write},
@@ -48,12 +48,13 @@ impl ClientError {
 }
 
 /// Sends `request`; prints the answer (every answer, for `watch`) to `out`.
+/// Returns the (last) answer, for commands whose exit code depends on it.
 pub fn query(
     socket: &Path,
     request: &Request,
     output: OutputFormat,
     out: &mut dyn Write,
-) -> Result<(), ClientError> {
+) -> Result<Option<Response>, ClientError> {
     let io = |source| ClientError::Io {
         path: socket.to_owned(),
         source,
@@ -75,6 +76,7 @@ pub fn query(
     stream.write_all(&line).map_err(io)?;
     let reader = BufReader::new(stream);
     let mut first = true;
+    let mut last = None;
     for line in reader.lines() {
         let line = line.map_err(io)?;
         let response: Response = serde_json::from_str(&line).map_err(ClientError::Protocol)?;
@@ -89,6 +91,7 @@ pub fn query(
         .map_err(ClientError::Output)?;
         first = false;
         if !matches!(request, Request::Watch) {
+            last = Some(response);
             break;
         }
     }
@@ -97,5 +100,5 @@ pub fn query(
             path: socket.to_owned(),
         });
     }
-    Ok(())
+    Ok(last)
 }

@@ -8,6 +8,10 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
+use super::{
+    OutputFormat,
+    diff::{self, Effect},
+};
 use crate::{
     contract::{
         Contract, ContractError, Quota, Stage, format_duration, format_rfc3339, schema_json,
@@ -21,6 +25,8 @@ use crate::{
 pub enum Outcome {
     /// Exit 0.
     Success,
+    /// `contract diff`: at least one term loosens (exit 1).
+    Loosened,
     /// Invalid input (contract errors, empty credential): exit 2.
     Invalid,
 }
@@ -29,6 +35,7 @@ impl Outcome {
     pub const fn code(self) -> u8 {
         match self {
             Self::Success => 0,
+            Self::Loosened => 1,
             Self::Invalid => 2,
         }
     }
@@ -60,14 +67,23 @@ pub fn run_check(
     out: &mut impl Write,
     err: &mut impl Write,
 ) -> io::Result<Outcome> {
-    match Contract::load(path) {
-        Ok(contract) => {
+    match load_or_report(path, err)? {
+        Some(contract) => {
             describe(&contract, at.unwrap_or_else(now), out)?;
             Ok(Outcome::Success)
         }
+        None => Ok(Outcome::Invalid),
+    }
+}
+
+/// Loads a contract; on failure prints every problem to `err` (one per
+/// line, `FILE:LINE:COL: path: message`) and returns `None`.
+fn load_or_report(path: &Path, err: &mut impl Write) -> io::Result<Option<Contract>> {
+    match Contract::load(path) {
+        Ok(contract) => Ok(Some(contract)),
         Err(e @ ContractError::Read { .. }) => {
             writeln!(err, "{}: {e}", path.display())?;
-            Ok(Outcome::Invalid)
+            Ok(None)
         }
         Err(e) => {
             writeln!(err, "{e}")?;
@@ -78,9 +94,72 @@ pub fn run_check(
                 path.display(),
                 if n == 1 { "" } else { "s" }
             )?;
-            Ok(Outcome::Invalid)
+            Ok(None)
         }
     }
+}
+
+/// `rampwatch contract diff OLD NEW [-o table|json]`: every change from
+/// OLD to NEW and what it does (see [`super::diff`]). Exit 1
+/// ([`Outcome::Loosened`]) when a term loosens, 0 otherwise, 2 when either
+/// contract is invalid (both are checked, every problem printed).
+pub fn run_diff(
+    old: &Path,
+    new: &Path,
+    format: OutputFormat,
+    out: &mut impl Write,
+    err: &mut impl Write,
+) -> io::Result<Outcome> {
+    let (a, b) = (load_or_report(old, err)?, load_or_report(new, err)?);
+    let (Some(a), Some(b)) = (a, b) else {
+        return Ok(Outcome::Invalid);
+    };
+    let changes = diff::diff(&a, &b);
+    let loosening = changes
+        .iter()
+        .filter(|c| c.effect == Effect::Loosens)
+        .count();
+    match format {
+        OutputFormat::Json => {
+            for c in &changes {
+                serde_json::to_writer(&mut *out, c).map_err(io::Error::other)?;
+                writeln!(out)?;
+            }
+        }
+        OutputFormat::Table => {
+            let tightening = changes
+                .iter()
+                .filter(|c| c.effect == Effect::Tightens)
+                .count();
+            writeln!(
+                out,
+                "{} → {}: {} change{}, {loosening} loosen{}, {tightening} tighten{}",
+                old.display(),
+                new.display(),
+                changes.len(),
+                if changes.len() == 1 { "" } else { "s" },
+                if loosening == 1 { "s" } else { "" },
+                if tightening == 1 { "s" } else { "" },
+            )?;
+            if !changes.is_empty() {
+                writeln!(out, "\n{:<9} {:<9} CHANGE", "EFFECT", "CLIENT")?;
+            }
+            for c in &changes {
+                writeln!(
+                    out,
+                    "{:<9} {:<9} {}",
+                    c.effect.as_str(),
+                    c.client.as_deref().unwrap_or("-"),
+                    c.detail
+                )?;
+            }
+        }
+    }
+    Ok(if loosening > 0 {
+        Outcome::Loosened
+    } else {
+        Outcome::Success
+    })
 }
 
 /// Writes the `contract check` report for a valid contract.

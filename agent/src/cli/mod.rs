@@ -1,6 +1,7 @@
 //! Everything a person types and reads: the clap definitions (`args`), the
 //! API client and its tables (`client`, `render`), and the offline commands
-//! (`contract`: `contract check|schema`, `fingerprint`). `main.rs` only
+//! (`contract`: `contract check|diff|schema`, `fingerprint`; `diff`,
+//! `diff_parties`, `diff_stages`: what `contract diff` compares). `main.rs` only
 //! dispatches. The agent's side of the API (the socket server and the views
 //! it serves) is `sinks::api`.
 
@@ -9,6 +10,12 @@ pub mod client;
 pub mod contract;
 #[cfg(test)]
 mod contract_tests;
+pub mod diff;
+mod diff_parties;
+mod diff_stages;
+#[cfg(test)]
+mod diff_tests;
+pub(crate) mod readiness;
 mod render;
 
 pub use args::*;

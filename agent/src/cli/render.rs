@@ -19,6 +19,7 @@ pub fn json(response: &Response, out: &mut dyn Write) -> io::Result<()> {
         Response::Watch(ev) => line(ev, out),
         Response::Status(s) => line(s, out),
         Response::Stage(s) => line(s, out),
+        Response::Readiness(r) => r.rows.iter().try_for_each(|row| line(row, out)),
         Response::Error { message } => writeln!(out, "{}", serde_json::json!({ "error": message })),
     }
 }
@@ -167,6 +168,7 @@ pub fn table(response: &Response, first: bool, out: &mut dyn Write) -> io::Resul
             violations_table(violations).print(true, out)
         }
         Response::Watch(ev) => watch_row(ev, first, out),
+        Response::Readiness(r) => super::readiness::table(r, out),
         Response::Error { message } => writeln!(out, "error: {message}"),
     }
 }

@@ -32,6 +32,7 @@ use std::{
 pub use decode::{API_VERSION, KIND};
 pub use error::{ContractError, Diagnostic};
 pub use matching::{EndpointMatch, UNLISTED_ENDPOINT, normalize_host};
+pub(crate) use model::path_has_prefix;
 pub use model::{
     CipherGlob, Client, Credential, DataClass, Endpoint, HostPattern, NameRule, Quota, QuotaRule,
     Remediation, Requirement, Revocation, RevocationTarget, Scope, ServerRule, Stage, TlsVersion,

@@ -5,7 +5,7 @@ use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 use super::{
     Ctx, UNKNOWN, UNLISTED,
     judge::{self, FlowState, Judge},
-    rates::Rates,
+    rates::{RateWindow, Rates},
     record::{
         ClientRate, FlowRecord, RequestCount, ResponseCount, ResponseTotals, StageInfo, record,
         reportable,
@@ -42,6 +42,8 @@ pub struct EngineOptions {
     /// Queue a [`ViolationEvent::Occurred`] for every occurrence of an open
     /// violation (metrics); off for replay.
     pub emit_occurrences: bool,
+    /// What readiness rates are averaged over.
+    pub rate_window: RateWindow,
     pub flow: FlowConfig,
 }
 
@@ -52,6 +54,7 @@ impl Default for EngineOptions {
             fixed_time: None,
             quiet_period: Some(300 * SEC),
             emit_occurrences: false,
+            rate_window: RateWindow::default(),
             flow: FlowConfig::default(),
         }
     }
@@ -169,13 +172,14 @@ impl Engine {
     pub fn with_view(view: View, opts: EngineOptions) -> Self {
         let mut flows = FlowTable::new(opts.flow.clone());
         flows.set_credential_headers(credential_headers(&view));
+        let rates = Rates::with_window(opts.rate_window);
         let mut e = Self {
             view,
             generation: 1,
             opts,
             flows,
             violations: Violations::default(),
-            rates: Rates::default(),
+            rates,
             responses: ResponseTotals::default(),
             malformed: HashMap::new(),
             stage: None,
@@ -400,6 +404,12 @@ impl Engine {
             .collect()
     }
 
+    /// What `readiness` reads: the view, the rates, the active stage and
+    /// the latest event time.
+    pub(super) fn readiness_parts(&self) -> (&View, &Rates, Option<usize>, Nanos) {
+        (&self.view, &self.rates, self.stage, self.now)
+    }
+
     fn judge_time(&self) -> Nanos {
         self.opts.fixed_time.unwrap_or(self.now)
     }
@@ -416,6 +426,7 @@ impl Engine {
         if ts > self.now {
             self.now = ts;
         }
+        self.rates.seen(ts);
         if self.opts.fixed_time.is_none() {
             let (lo, hi) = self.stage_span;
             if self.now < lo || self.now >= hi {

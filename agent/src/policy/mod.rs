@@ -25,6 +25,7 @@ mod engine;
 mod judge;
 pub mod quota_overshoot;
 mod rates;
+pub mod readiness;
 mod record;
 pub mod revoked_client;
 pub mod stale_credential;
@@ -41,6 +42,8 @@ mod tests;
 use std::sync::Arc;
 
 pub use engine::{Engine, EngineOptions, EngineStats, Output};
+pub use rates::RateWindow;
+pub use readiness::{Readiness, ReadinessError};
 pub use record::{ClientRate, FlowRecord, RequestCount, ResponseCount, StageInfo};
 pub use view::View;
 pub use violations::{

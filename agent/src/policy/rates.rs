@@ -1,13 +1,76 @@
 //! Per (client, endpoint) request accounting: the token bucket that decides
 //! `quota_overshoot` and the observed rate reported with it and shown by
-//! `rampwatch clients`. Time is event time (packet timestamps).
+//! `rampwatch clients`, and the rate over a longer window that readiness
+//! compares with the next stage's quota. Time is event time (packet
+//! timestamps).
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+};
 
 use super::view::StageQuota;
 use crate::event::Nanos;
 
 const SEC: Nanos = 1_000_000_000;
+
+/// Slots of the readiness window: its resolution is the window / `SLOTS`.
+const SLOTS: i64 = 60;
+
+/// How long readiness rates are averaged over (`readinessWindow` in the
+/// agent config; 5 minutes by default).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateWindow(pub Nanos);
+
+impl Default for RateWindow {
+    fn default() -> Self {
+        Self(300 * SEC)
+    }
+}
+
+impl RateWindow {
+    fn slot_width(self) -> Nanos {
+        (self.0 / SLOTS).max(1)
+    }
+}
+
+/// Requests per slot over the last window: a bounded ring (at most
+/// `SLOTS` + 1 entries per client × endpoint).
+#[derive(Clone, Debug, Default)]
+struct Recent {
+    /// (slot index, requests), oldest first.
+    slots: VecDeque<(i64, u64)>,
+}
+
+impl Recent {
+    fn add(&mut self, n: u64, t: Nanos, width: Nanos) {
+        let slot = t.div_euclid(width);
+        // Out of order by more than a slot: counted in the first slot after
+        // it, still inside the window as long as it is.
+        match self.slots.iter_mut().find(|(s, _)| *s >= slot) {
+            Some((_, c)) => *c = c.saturating_add(n),
+            None => self.slots.push_back((slot, n)),
+        }
+        let newest = self.slots.back().map_or(slot, |(s, _)| *s);
+        while self
+            .slots
+            .front()
+            .is_some_and(|(s, _)| *s <= newest - SLOTS)
+        {
+            self.slots.pop_front();
+        }
+    }
+
+    /// Requests in the `SLOTS` slots up to `t`'s.
+    fn sum(&self, t: Nanos, width: Nanos) -> u64 {
+        let now = t.div_euclid(width);
+        self.slots
+            .iter()
+            .filter(|(s, _)| *s > now - SLOTS && *s <= now)
+            .map(|(_, c)| *c)
+            .sum()
+    }
+}
 
 /// One client on one endpoint.
 #[derive(Clone, Debug)]
@@ -23,13 +86,20 @@ pub struct Bucket {
     prev: u64,
     pub total: u64,
     pub last_seen: Nanos,
+    recent: Recent,
+    slot_width: Nanos,
     /// The last overshoot detail and the (rate, quota) in tenths it was
     /// written for: a burst repeats it thousands of times.
     pub detail: Option<((i64, i64), String)>,
 }
 
 impl Bucket {
+    #[cfg(test)]
     fn new(quota: StageQuota, quota_gen: u64, t: Nanos) -> Self {
+        Self::windowed(quota, quota_gen, t, RateWindow::default())
+    }
+
+    fn windowed(quota: StageQuota, quota_gen: u64, t: Nanos, window: RateWindow) -> Self {
         Self {
             tokens: quota.burst,
             last: t,
@@ -40,6 +110,8 @@ impl Bucket {
             prev: 0,
             total: 0,
             last_seen: t,
+            recent: Recent::default(),
+            slot_width: window.slot_width(),
             detail: None,
         }
     }
@@ -76,6 +148,9 @@ impl Bucket {
         }
         self.total = self.total.saturating_add(n);
         self.last_seen = self.last_seen.max(t);
+        if n > 0 {
+            self.recent.add(n, t, self.slot_width);
+        }
     }
 
     /// Requests per second over the second before `t` (sliding window over
@@ -97,6 +172,10 @@ impl Bucket {
 /// reload, indexes do not.
 #[derive(Debug, Default)]
 pub struct Rates {
+    window: RateWindow,
+    /// The first event time seen: a window longer than what was observed
+    /// averages over what was.
+    since: Option<Nanos>,
     buckets: HashMap<(Arc<str>, Arc<str>), Bucket, foldhash::fast::FixedState>,
     /// Every watched request by (endpoint label, client label), `unlisted`
     /// and `unknown` included: what `rampwatch_requests_total` exports.
@@ -104,6 +183,32 @@ pub struct Rates {
 }
 
 impl Rates {
+    pub fn with_window(window: RateWindow) -> Self {
+        Self {
+            window,
+            ..Self::default()
+        }
+    }
+
+    /// Notes that the engine saw an event at `t`.
+    pub fn seen(&mut self, t: Nanos) {
+        if self.since.is_none() {
+            self.since = Some(t);
+        }
+    }
+
+    /// The span readiness rates are averaged over at `t`: the window, or
+    /// what was observed of it (at least a second).
+    pub fn window_at(&self, t: Nanos) -> Nanos {
+        let observed = self.since.map_or(0, |s| t.saturating_sub(s));
+        observed.clamp(SEC, self.window.0.max(SEC))
+    }
+
+    /// Requests per second of `b` over [`Self::window_at`] `t`.
+    pub fn window_rate(&self, b: &Bucket, t: Nanos) -> f64 {
+        b.recent.sum(t, b.slot_width) as f64 / (self.window_at(t) as f64 / SEC as f64)
+    }
+
     /// The bucket of `client` on `endpoint`, with its quota brought up to
     /// `quota_gen` (a stage change or reload changes the quota). A larger
     /// burst adds its difference to the tokens, so the moment a ramp opens
@@ -120,7 +225,7 @@ impl Rates {
         let b = self
             .buckets
             .entry((client.clone(), endpoint.clone()))
-            .or_insert_with(|| Bucket::new(quota, quota_gen, t));
+            .or_insert_with(|| Bucket::windowed(quota, quota_gen, t, self.window));
         if b.quota_gen != quota_gen {
             let grown = (quota.burst - b.quota.burst).max(0.0);
             b.tokens = (b.tokens + grown).min(quota.burst);
@@ -200,6 +305,24 @@ mod tests {
             0,
         );
         assert_eq!(b.take(3, 10), 3);
+    }
+
+    #[test]
+    fn window_rate_averages_over_the_window_or_what_was_seen_of_it() {
+        let mut r = Rates::with_window(RateWindow(60 * SEC));
+        let (c, e): (Arc<str>, Arc<str>) = ("acme".into(), "orders".into());
+        r.seen(0);
+        // 10 requests a second for 30 s: 30 s observed, so 10 req/s.
+        for s in 0..30 {
+            r.bucket(&c, &e, Q, 0, s * SEC).take(10, s * SEC);
+        }
+        let b = r.iter().next().unwrap().1.clone();
+        assert!((r.window_rate(&b, 30 * SEC) - 10.0).abs() < 0.5);
+        // A quiet minute later the window holds nothing.
+        assert_eq!(r.window_rate(&b, 120 * SEC), 0.0);
+        // 90 s in, the window is a full minute: 300 requests in it.
+        assert!((r.window_rate(&b, 90 * SEC) - 0.0).abs() < 1e-9);
+        assert!((r.window_rate(&b, 60 * SEC) - 300.0 / 60.0).abs() < 0.6);
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! `rampwatch replay`: pcap and pcapng files through the engine the live
 //! agent runs, with packet timestamps as the clock (or `--at` for the
 //! contract's terms). Prints flows, violations and a summary as JSON lines
-//! or as tables for 80 columns. Exit 0 clean, 1 violations, 2 unusable input.
+//! or as tables for 80 columns; with `--stage NAME`, judged at that stage's
+//! start and followed by the capture's readiness for it. Exit 0 clean, 1
+//! violations (or not ready), 2 unusable input.
 
 mod output;
 
@@ -18,7 +20,8 @@ use crate::{
     contract::{Contract, ContractError},
     event::{Event, Nanos},
     pcap::PcapReader,
-    policy::{Engine, EngineOptions, Output},
+    policy::{Engine, EngineOptions, Output, RateWindow},
+    sinks::api::readiness::ReadinessView,
 };
 
 /// Exit codes.
@@ -81,9 +84,26 @@ pub fn replay(
             }
         }
     }
+    // `--stage NAME`: its terms, judged at its start.
+    let at = match &args.stage {
+        None => args.at,
+        Some(name) => match contract.stage(name) {
+            Some(stage) => Some(stage.starts_at),
+            None => {
+                let known: Vec<&str> = contract.stages().iter().map(|s| &*s.name).collect();
+                writeln!(
+                    err,
+                    "rampwatch replay: the contract has no stage named `{name}`; its stages are: {}",
+                    known.join(", ")
+                )?;
+                return Ok(EXIT_UNUSABLE);
+            }
+        },
+    };
     let opts = EngineOptions {
-        fixed_time: args.at,
+        fixed_time: at,
         quiet_period: None,
+        rate_window: RateWindow(args.rate_window),
         ..EngineOptions::default()
     };
     let mut engine = Engine::new(contract.clone(), opts);
@@ -92,7 +112,7 @@ pub fn replay(
     let mut printer = Printer::new(args.output, &mut out);
     let mut summary = Summary {
         files: readers.len(),
-        at: args.at,
+        at,
         ..Summary::default()
     };
     let started = Instant::now();
@@ -151,10 +171,21 @@ pub fn replay(
     summary.malformed_requests = engine.request_totals().iter().map(|r| r.malformed).sum();
     summary.stage = engine.stage();
     summary.corrupt_files = corrupt;
-    printer.finish(&violations, &summary)?;
+    let readiness = match &args.stage {
+        Some(name) => match engine.readiness(Some(name)) {
+            Ok(r) => Some(ReadinessView::from(&r)),
+            Err(e) => {
+                writeln!(err, "rampwatch replay: {e}")?;
+                return Ok(EXIT_UNUSABLE);
+            }
+        },
+        None => None,
+    };
+    printer.finish(&violations, &summary, readiness.as_ref())?;
+    let not_ready = readiness.as_ref().is_some_and(|r| !r.rows.is_empty());
     Ok(if summary.packets == 0 && corrupt > 0 {
         EXIT_UNUSABLE
-    } else if violations.is_empty() {
+    } else if violations.is_empty() && !not_ready {
         EXIT_CLEAN
     } else {
         EXIT_VIOLATIONS

@@ -12,7 +12,10 @@ use crate::{
     flow::FlowTableStats,
     pcap::DecodeStats,
     policy::{EngineStats, FlowRecord, Kind, StageInfo, Violation, fmt_time},
-    sinks::api::views::{FlowRow, ViolationRow},
+    sinks::api::{
+        readiness::ReadinessView,
+        views::{FlowRow, ViolationRow},
+    },
 };
 
 /// Flows listed in table output; JSON lists all.
@@ -142,17 +145,50 @@ impl<'a> Printer<'a> {
         }
     }
 
-    pub fn finish(&mut self, violations: &[Violation], s: &Summary) -> io::Result<()> {
+    /// Violations, readiness rows (`replay --stage`), then the summary.
+    pub fn finish(
+        &mut self,
+        violations: &[Violation],
+        s: &Summary,
+        readiness: Option<&ReadinessView>,
+    ) -> io::Result<()> {
         match self.format {
             Format::Json => {
                 for v in violations {
                     serde_json::to_writer(&mut *self.out, &violation_json(v))?;
                     self.out.write_all(b"\n")?;
                 }
-                serde_json::to_writer(&mut *self.out, &summary_json(violations, s))?;
+                for row in readiness.iter().flat_map(|r| &r.rows) {
+                    let line = Line {
+                        kind: "readiness",
+                        row,
+                    };
+                    serde_json::to_writer(&mut *self.out, &line)?;
+                    self.out.write_all(b"\n")?;
+                }
+                let mut summary = summary_json(violations, s);
+                if let (Some(r), Some(obj)) = (readiness, summary.as_object_mut()) {
+                    obj.insert(
+                        "readiness".into(),
+                        json!({
+                            "stage": r.stage,
+                            "starts_at": r.starts_at,
+                            "starts_in_secs": r.starts_in_secs,
+                            "window_secs": r.window_secs,
+                            "problems": r.rows.len(),
+                        }),
+                    );
+                }
+                serde_json::to_writer(&mut *self.out, &summary)?;
                 self.out.write_all(b"\n")?;
             }
-            Format::Table => self.tables(violations, s)?,
+            Format::Table => {
+                self.tables(violations, s)?;
+                if let Some(r) = readiness {
+                    writeln!(self.out)?;
+                    crate::cli::readiness::table(r, &mut *self.out)?;
+                }
+            }
         }
         self.out.flush()
     }

@@ -20,6 +20,9 @@
 //!   flowEntries: 65536
 //! violations:
 //!   quietPeriod: 5m        # a violation resolves after this long without occurrence
+//! readiness:
+//!   window: 5m             # rates for `rampwatch readiness` are averaged over this
+//!   lead: 24h              # RampStageNotReady looks this far ahead of a stage
 //! tls:
 //!   probes: true           # OpenSSL plaintext probes (--no-tls-probes turns them off)
 //!   exclude: [wrk, /usr/bin/h2load]  # comm or executable globs never probed
@@ -43,6 +46,8 @@ use crate::{
 pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9464";
 pub const DEFAULT_AUDIT_DIR: &str = "/var/lib/rampwatch/audit";
 const DEFAULT_QUIET_PERIOD: Nanos = 300 * 1_000_000_000;
+const DEFAULT_READINESS_WINDOW: Nanos = 300 * 1_000_000_000;
+const DEFAULT_READINESS_LEAD: Nanos = 86_400 * 1_000_000_000;
 
 /// Every setting of the live agent, resolved.
 #[derive(Clone, Debug)]
@@ -55,6 +60,11 @@ pub struct Settings {
     pub audit_key: Option<PathBuf>,
     pub capture: CaptureConfig,
     pub quiet_period: Nanos,
+    /// Readiness rates are averaged over this.
+    pub readiness_window: Nanos,
+    /// How long before a stage `RampStageNotReady` may fire (exported as
+    /// `rampwatch_readiness_lead_seconds` for the rule).
+    pub readiness_lead: Nanos,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +113,8 @@ struct FileSettings {
     ring_bytes: Option<u32>,
     flow_entries: Option<u32>,
     quiet_period: Option<Nanos>,
+    readiness_window: Option<Nanos>,
+    readiness_lead: Option<Nanos>,
     tls_probes: Option<bool>,
     tls_exclude: Option<Vec<String>>,
     tls_max_copy: Option<u32>,
@@ -173,6 +185,7 @@ fn read(r: &mut Reader, root: &Node) -> FileSettings {
             "interfaces",
             "capture",
             "violations",
+            "readiness",
             "tls",
         ],
     ) else {
@@ -249,6 +262,14 @@ fn read(r: &mut Reader, root: &Node) -> FileSettings {
         && let Some(q) = v.get("quietPeriod")
     {
         s.quiet_period = r.duration(q, &v.path("quietPeriod"));
+    }
+    if let Some(node) = top.get("readiness")
+        && let Some(f) = r.fields(node, &top.path("readiness"), &["window", "lead"])
+    {
+        s.readiness_window = f
+            .get("window")
+            .and_then(|n| r.duration(n, &f.path("window")));
+        s.readiness_lead = f.get("lead").and_then(|n| r.duration(n, &f.path("lead")));
     }
     if let Some(node) = top.get("tls")
         && let Some(t) = r.fields(node, &top.path("tls"), &["probes", "exclude", "maxCopy"])
@@ -353,6 +374,8 @@ impl Settings {
             audit_key: args.audit_key.clone().or(file.audit_key),
             capture,
             quiet_period: file.quiet_period.unwrap_or(DEFAULT_QUIET_PERIOD),
+            readiness_window: file.readiness_window.unwrap_or(DEFAULT_READINESS_WINDOW),
+            readiness_lead: file.readiness_lead.unwrap_or(DEFAULT_READINESS_LEAD),
         })
     }
 }
@@ -367,9 +390,11 @@ mod tests {
             "metricsAddr: 0.0.0.0:9464\nsocket: /run/x.sock\nsocketGroup: rw\nauditDir: /a\n\
              auditKey: /k\ncgroup: /sys/fs/cgroup\ninterfaces: [eth0, eth1]\n\
              capture:\n  snaplen: 1024\n  firstSegments: 2\n  sampleOneIn: 8\n  ringBytes: 65536\n  flowEntries: 1000\n\
-             violations:\n  quietPeriod: 2m\n",
+             violations:\n  quietPeriod: 2m\nreadiness:\n  window: 10m\n  lead: 2d\n",
         )
         .expect("valid config");
+        assert_eq!(s.readiness_window, Some(600 * 1_000_000_000));
+        assert_eq!(s.readiness_lead, Some(2 * 86_400 * 1_000_000_000));
         assert_eq!(s.metrics_addr, Some("0.0.0.0:9464".parse().unwrap()));
         assert_eq!(s.interfaces, Some(vec!["eth0".into(), "eth1".into()]));
         assert_eq!(s.snaplen, Some(1024));

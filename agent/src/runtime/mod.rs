@@ -100,6 +100,13 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     metrics.reload_success.set(1);
     // Until the audit thread says otherwise (its first publish follows).
     metrics.audit_writable.set(1);
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "a lead time in seconds fits f64 exactly"
+    )]
+    metrics
+        .readiness_lead
+        .set((settings.readiness_lead / 1_000_000_000) as f64);
     let metrics_server =
         metrics::serve(settings.metrics_addr, Arc::clone(&metrics), cancel.clone()).await?;
     let api = ApiServer::bind(&settings.socket, settings.socket_group.as_deref())?;
@@ -256,6 +263,7 @@ fn live_engine(contract: Arc<Contract>, settings: &config::Settings) -> Engine {
             requests_from_kernel: true,
             emit_occurrences: true,
             quiet_period: Some(settings.quiet_period),
+            rate_window: crate::policy::RateWindow(settings.readiness_window),
             flow,
             ..EngineOptions::default()
         },
@@ -440,6 +448,7 @@ impl LoopState {
             .iter()
             .filter(|v| v.resolved_at.is_none())
             .count();
+        let (readiness, readiness_next) = present::readiness(engine, &rates, metrics);
         snapshot.publish(Views {
             status: StatusView {
                 version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -465,6 +474,8 @@ impl LoopState {
                 .iter()
                 .map(|v| (v.last_seen / 1_000_000_000, present::violation_row(v)))
                 .collect(),
+            readiness,
+            readiness_next,
         });
     }
 

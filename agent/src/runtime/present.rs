@@ -13,13 +13,13 @@ use crate::{
     contract::{Contract, format_duration, format_rfc3339},
     event::Nanos,
     policy::{
-        ClientRate, FlowRecord, Kind, RequestCount, ResponseCount, StageInfo, Violation,
+        ClientRate, Engine, FlowRecord, Kind, RequestCount, ResponseCount, StageInfo, Violation,
         ViolationEvent,
     },
     sinks::{
         api::views::{
-            AuditView, ClientRow, FlowRow, QuotaRow, StageRow, StageView, TlsProcessRow, TlsView,
-            ViolationRow, WatchEvent,
+            AuditView, ClientRow, FlowRow, QuotaRow, ReadinessView, StageRow, StageView,
+            TlsProcessRow, TlsView, ViolationRow, WatchEvent,
         },
         audit::{AuditOutcome, RecordKind, ViolationRecord},
         metrics::Metrics,
@@ -297,4 +297,35 @@ pub fn stage_metrics(metrics: &Metrics, info: &StageInfo) {
     )]
     let next = info.next_starts_at.map_or(0.0, |t| (t / SEC) as f64);
     metrics.stage_next_change.set(next);
+}
+
+/// Every stage's readiness and the default one (the next stage), for the
+/// API; the next stage's quota per client and endpoint for Prometheus
+/// (`RampStageNotReady` compares the cluster's rate with it).
+pub fn readiness(
+    engine: &Engine,
+    rates: &[ClientRate],
+    metrics: &Metrics,
+) -> (Vec<ReadinessView>, Result<String, String>) {
+    metrics.next_stage_quota.reset();
+    for r in rates {
+        if let Some(q) = r.next_quota {
+            metrics
+                .next_stage_quota
+                .with_label_values(&[&*r.endpoint, &*r.client])
+                .set(q);
+        }
+    }
+    let views = engine
+        .view()
+        .stages
+        .iter()
+        .filter_map(|s| engine.readiness(Some(&s.name)).ok())
+        .map(|r| ReadinessView::from(&r))
+        .collect();
+    let next = engine
+        .readiness(None)
+        .map(|r| r.stage.to_string())
+        .map_err(|e| e.to_string());
+    (views, next)
 }

@@ -13,10 +13,10 @@ use tokio::sync::broadcast;
 
 use crate::sinks::api::{
     StateSource,
-    views::{ClientRow, FlowRow, StageView, StatusView, ViolationRow, WatchEvent},
+    views::{ClientRow, FlowRow, ReadinessView, StageView, StatusView, ViolationRow, WatchEvent},
 };
 
-#[derive(Default, Clone)]
+#[derive(Clone)]
 pub struct Views {
     pub status: StatusView,
     pub stage: StageView,
@@ -24,6 +24,27 @@ pub struct Views {
     pub flows: Vec<FlowRow>,
     /// With the Unix time (s) each was last seen, for `--since`.
     pub violations: Vec<(i64, ViolationRow)>,
+    /// Every stage's readiness, in contract order.
+    pub readiness: Vec<ReadinessView>,
+    /// The stage `rampwatch readiness` checks without `--stage`, or why
+    /// there is none.
+    pub readiness_next: Result<String, String>,
+}
+
+impl Default for Views {
+    fn default() -> Self {
+        Self {
+            status: StatusView::default(),
+            stage: StageView::default(),
+            clients: Vec::new(),
+            flows: Vec::new(),
+            violations: Vec::new(),
+            readiness: Vec::new(),
+            readiness_next: Err(
+                "the agent has not judged any traffic yet; retry in a second".into(),
+            ),
+        }
+    }
 }
 
 pub struct Snapshot {
@@ -91,5 +112,25 @@ impl StateSource for Snapshot {
 
     fn subscribe(&self) -> broadcast::Receiver<WatchEvent> {
         self.watch.subscribe()
+    }
+
+    fn readiness(&self, stage: Option<&str>) -> Result<ReadinessView, String> {
+        self.read(|v| {
+            let name = match stage {
+                Some(name) => name.to_owned(),
+                None => v.readiness_next.clone()?,
+            };
+            v.readiness
+                .iter()
+                .find(|r| r.stage == name)
+                .cloned()
+                .ok_or_else(|| {
+                    let known: Vec<&str> = v.readiness.iter().map(|r| r.stage.as_str()).collect();
+                    format!(
+                        "the contract has no stage named `{name}`; its stages are: {}",
+                        known.join(", ")
+                    )
+                })
+        })
     }
 }

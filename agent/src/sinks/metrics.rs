@@ -41,6 +41,8 @@ pub struct Metrics {
     pub responses: IntCounterVec,
     pub malformed_requests: IntCounterVec,
     pub quota: GaugeVec,
+    pub next_stage_quota: GaugeVec,
+    pub readiness_lead: Gauge,
     pub violations: IntCounterVec,
     pub violations_open: IntGaugeVec,
     pub flows: IntCounterVec,
@@ -93,6 +95,17 @@ impl Metrics {
                 "rampwatch_quota_requests_per_second",
                 "The active stage's quota per endpoint and client.",
                 ["endpoint", "client"]
+            ),
+            next_stage_quota: labelled!(
+                GaugeVec,
+                "rampwatch_next_stage_quota_requests_per_second",
+                "The next stage's quota per endpoint and client (0: it grants none), for pairs with a quota now or next, or traffic.",
+                ["endpoint", "client"]
+            ),
+            readiness_lead: single!(
+                Gauge,
+                "rampwatch_readiness_lead_seconds",
+                "How long before a stage starts RampStageNotReady may fire (agent config readiness.lead)."
             ),
             violations: labelled!(
                 IntCounterVec,

@@ -18,7 +18,8 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use super::views::{
-    ClientRow, FlowRow, Request, Response, StageView, StatusView, ViolationRow, WatchEvent,
+    ClientRow, FlowRow, ReadinessView, Request, Response, StageView, StatusView, ViolationRow,
+    WatchEvent,
 };
 
 /// Where the API gets its answers; the live agent implements it over its
@@ -30,6 +31,9 @@ pub trait StateSource: Send + Sync + 'static {
     fn flows(&self) -> Vec<FlowRow>;
     fn violations(&self, since: Option<Duration>) -> Vec<ViolationRow>;
     fn subscribe(&self) -> broadcast::Receiver<WatchEvent>;
+    /// Readiness for `stage` (default: the next one); `Err` is the sentence
+    /// to show (unknown stage, no next stage).
+    fn readiness(&self, stage: Option<&str>) -> Result<ReadinessView, String>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -396,6 +400,10 @@ pub fn answer(request: Request, state: &dyn StateSource) -> Option<Response> {
             violations: state.violations(since_secs.map(Duration::from_secs)),
         },
         Request::Watch => return None,
+        Request::Readiness { stage } => match state.readiness(stage.as_deref()) {
+            Ok(view) => Response::Readiness(view),
+            Err(message) => Response::Error { message },
+        },
     })
 }
 

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::readiness::{ReadinessRow, ReadinessView};
 use crate::{
     contract::format_rfc3339,
     event::FlowEndReason,
@@ -27,6 +28,11 @@ pub enum Request {
     },
     /// Keep the connection open and stream [`WatchEvent`]s.
     Watch,
+    /// Readiness for the next stage, or the named one.
+    Readiness {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stage: Option<String>,
+    },
 }
 
 /// The answer: one JSON object on one line (a stream of them for `watch`).
@@ -39,6 +45,7 @@ pub enum Response {
     Flows { flows: Vec<FlowRow> },
     Violations { violations: Vec<ViolationRow> },
     Watch(WatchEvent),
+    Readiness(ReadinessView),
     Error { message: String },
 }
 

@@ -4,11 +4,13 @@
 //!   acknowledging it (write + `fdatasync` per record; see `docs/audit.md`).
 //! - [`AuditLog::open`] recovers from a crash: a torn last line is moved to a `.torn` file and the
 //!   chain continues with an explicit `recovery` record.
-//! - [`verify`] / [`run_verify`] implement `rampwatch audit verify DIR [--key FILE]`.
+//! - [`verify`] / [`run_verify`] implement `rampwatch audit verify DIR [--key FILE]`;
+//!   `anchor`: `rampwatch audit anchor` and `verify --anchor`, which catch a truncated tail.
 //!
 //! Blocking std I/O on purpose: the agent calls it from a dedicated thread, and an audit
 //! record is only acknowledged once it is on disk.
 
+mod anchor;
 mod key;
 mod record;
 mod segment;
@@ -20,6 +22,7 @@ mod tests;
 
 use std::path::PathBuf;
 
+pub use anchor::{AnchorError, AnchorSpec, read_anchor, run_anchor, run_verify_anchored};
 pub use key::{HmacKey, KeyError};
 pub use record::{
     AuditOutcome, GENESIS_PREV, LostRecord, RecordKind, RecoveryRecord, ViolationRecord,

@@ -115,6 +115,19 @@ pub enum Problem {
         "this segment ends with a segment_end naming {next}, which is missing: the tail of the log was deleted"
     )]
     MissingLastSegment { next: String },
+    #[error(
+        "the log ends at seq {last}, but the anchor names seq {anchor}: records {first_missing}..={anchor} were deleted from the end",
+        first_missing = .last + 1
+    )]
+    TruncatedTail { anchor: u64, last: u64 },
+    #[error(
+        "the record at seq {seq} has hash {found}, not the anchor's {anchor_hash}: the log was rewritten from there on, or the anchor is of another log"
+    )]
+    AnchorMismatch {
+        seq: u64,
+        anchor_hash: String,
+        found: String,
+    },
 }
 
 /// Result of [`verify`].
@@ -149,10 +162,24 @@ struct Walk<'a> {
     prev_hash: String,
     /// `next_segment` of the last record, when it was a segment_end.
     sealed: Option<String>,
+    /// The seq whose hash the caller wants (an anchor's), and that hash
+    /// once an intact record with that seq was read.
+    want: Option<u64>,
+    wanted: Option<Anchor>,
 }
 
 /// Verifies the whole log in `dir`; with a key, every record must carry a matching hmac.
 pub fn verify(dir: &Path, key: Option<&HmacKey>) -> VerifyReport {
+    verify_seeking(dir, key, None).0
+}
+
+/// [`verify`], also returning the intact record `want` (if the chain
+/// reaches it): what an anchor is compared with.
+pub(super) fn verify_seeking(
+    dir: &Path,
+    key: Option<&HmacKey>,
+    want: Option<u64>,
+) -> (VerifyReport, Option<Anchor>) {
     let mut walk = Walk {
         key,
         report: VerifyReport {
@@ -170,11 +197,13 @@ pub fn verify(dir: &Path, key: Option<&HmacKey>) -> VerifyReport {
         expected_seq: 1,
         prev_hash: GENESIS_PREV.to_owned(),
         sealed: None,
+        want,
+        wanted: None,
     };
     if let Err(finding) = walk.run(dir) {
         walk.report.first_bad = Some(finding);
     }
-    walk.report
+    (walk.report, walk.wanted)
 }
 
 fn at(seg: &Segment, line: u64, seq: Option<u64>, problem: Problem) -> Finding {
@@ -355,6 +384,9 @@ impl Walk<'_> {
             segment: seg.path.clone(),
             line: line_no,
         });
+        if self.want == Some(parsed.seq) {
+            self.wanted.clone_from(&self.report.last);
+        }
         self.prev_hash = parsed.hash;
         Ok(())
     }
@@ -499,6 +531,11 @@ pub fn run_verify(dir: &Path, key_file: Option<&Path>, out: &mut impl Write) -> 
     let report = verify(dir, key.as_ref());
     // A failed write to `out` (closed pipe) does not change the verdict.
     let _ = write!(out, "{report}");
+    exit_code(&report)
+}
+
+/// 0 intact, 2 when the log could not be checked, 1 otherwise.
+pub(super) fn exit_code(report: &VerifyReport) -> i32 {
     match &report.first_bad {
         None => 0,
         Some(Finding {

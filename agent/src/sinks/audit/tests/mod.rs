@@ -8,6 +8,7 @@ use std::{
 
 use super::{record, segment, *};
 
+mod anchor;
 mod lifecycle;
 mod tamper;
 
