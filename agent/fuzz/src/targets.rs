@@ -52,6 +52,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("contract", contract),
     ("audit_verify", audit_verify),
     ("api_request", api_request),
+    ("jwt", jwt),
 ];
 
 /// The golden captures' contract: what `engine_replay` and `ring_records`
@@ -207,6 +208,28 @@ pub fn http1(data: &[u8]) {
     let _ = http::is_response_start(data);
     let _ = http::starts_with_method(data);
     let _ = protocol::classify(data);
+}
+
+/// The JWT claims reader, alone and behind `Authorization: Bearer`: any
+/// bytes, never a panic, and what is kept never shows the token.
+pub fn jwt(data: &[u8]) {
+    let facts = agent::identity::token::read(data);
+    if let Some(f) = facts {
+        let shown = format!("{f:?}");
+        if let Some(kid) = f.key_id {
+            let _ = kid.to_string();
+            assert!(kid.as_str().len() <= agent::identity::token::MAX_KID);
+        }
+        if data.len() > 8 {
+            let text = String::from_utf8_lossy(data);
+            assert!(!shown.contains(&*text), "facts show the token");
+        }
+    }
+    let mut header = b"Bearer ".to_vec();
+    header.extend_from_slice(data);
+    let cred = CredentialHeaders::STANDARD.hash("authorization", &header);
+    let trimmed = agent::identity::token::read(data.trim_ascii());
+    assert_eq!(cred.and_then(|c| c.token), trimmed, "same facts behind Bearer");
 }
 
 /// The lenient request-line parser (extension methods, odd whitespace,

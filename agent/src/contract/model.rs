@@ -221,11 +221,30 @@ impl Credential {
     }
 }
 
+/// Which claim of a JWT from `issuer` names the client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JwtClaim {
+    /// `sub`.
+    Subject(String),
+    /// `client_id`, else `azp`.
+    ClientId(String),
+}
+
+/// A `jwt` entry of a client: tokens from `issuer` with this claim are
+/// this client's (the signature is not verified; see `identity::token`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JwtMatch {
+    pub issuer: String,
+    pub claim: JwtClaim,
+}
+
 /// A known caller.
 #[derive(Clone, Debug)]
 pub struct Client {
     pub name: Arc<str>,
     pub credentials: Vec<Credential>,
+    /// Bearer JWTs that name this client by their claims.
+    pub jwt: Vec<JwtMatch>,
     /// Fingerprints of client certificates (DER).
     pub certificates: Vec<Fingerprint>,
     pub sources: Vec<IpNet>,
@@ -260,6 +279,10 @@ pub struct Stage {
     pub starts_at: Nanos,
     /// `None`: credentials never go stale in this stage.
     pub credential_max_age: Option<Nanos>,
+    /// Credentials must be issued after `starts_at` (`rotateOnStageStart`).
+    pub rotate_on_stage_start: bool,
+    /// JWT signing key ids (`kid`) accepted in this stage; empty: any.
+    pub signing_keys: Vec<String>,
     pub quotas: Vec<QuotaRule>,
 }
 

@@ -10,7 +10,7 @@ use std::{collections::HashMap as StdHashMap, net::SocketAddr, sync::Arc};
 /// attacker-chosen in a way that matters: fingerprints and small indexes).
 pub type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::FixedState>;
 
-pub use crate::identity::{Fp, Identity, Via};
+pub use crate::identity::{Fp, Identity, Presented, Via};
 use crate::{
     contract::{self, Contract, DataClass, RevocationTarget},
     event::Nanos,
@@ -91,6 +91,10 @@ pub struct StageTerms {
     pub name: Arc<str>,
     pub starts_at: Nanos,
     pub credential_max_age: Option<Nanos>,
+    /// `rotateOnStageStart`.
+    pub rotate_on_stage_start: bool,
+    /// `signingKeys`; empty: any key.
+    pub signing_keys: Vec<Arc<str>>,
     /// By (client index, endpoint index).
     pub quotas: HashMap<(usize, usize), StageQuota>,
 }
@@ -231,6 +235,8 @@ impl View {
                 name: s.name.clone(),
                 starts_at: s.starts_at,
                 credential_max_age: s.credential_max_age,
+                rotate_on_stage_start: s.rotate_on_stage_start,
+                signing_keys: s.signing_keys.iter().map(|k| Arc::from(k.as_str())).collect(),
                 quotas: s
                     .quotas
                     .iter()

@@ -7,6 +7,7 @@ mod encryption;
 mod engine;
 mod h2c;
 mod identity;
+mod jwt;
 mod lenient;
 mod plaintext;
 mod terms;
