@@ -34,6 +34,8 @@ pub const ALL_PACKAGES: &[&str] = &[
     "prometheus-alertmanager",
     // Debian's python3 (its ssl module links the system libssl): the TLS probe tests.
     "python3",
+    // PyJWT: the JWT tests mint real tokens with it.
+    "python3-jwt",
     "runc",
     "tcpdump",
     "tshark",

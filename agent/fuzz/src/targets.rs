@@ -229,7 +229,11 @@ pub fn jwt(data: &[u8]) {
     header.extend_from_slice(data);
     let cred = CredentialHeaders::STANDARD.hash("authorization", &header);
     let trimmed = agent::identity::token::read(data.trim_ascii());
-    assert_eq!(cred.and_then(|c| c.token), trimmed, "same facts behind Bearer");
+    assert_eq!(
+        cred.and_then(|c| c.token),
+        trimmed,
+        "same facts behind Bearer"
+    );
 }
 
 /// The lenient request-line parser (extension methods, odd whitespace,

@@ -34,7 +34,8 @@ pub use error::{ContractError, Diagnostic};
 pub use matching::{EndpointMatch, UNLISTED_ENDPOINT, normalize_host};
 pub use model::{
     CipherGlob, Client, Credential, DataClass, Endpoint, HostPattern, JwtClaim, JwtMatch, NameRule,
-    Quota, QuotaRule, Remediation, Requirement, Revocation, RevocationTarget, Scope, ServerRule, Stage, TlsVersion,
+    Quota, QuotaRule, Remediation, Requirement, Revocation, RevocationTarget, Scope, ServerRule,
+    Stage, TlsVersion,
 };
 pub use schema::schema_json;
 pub use timefmt::{

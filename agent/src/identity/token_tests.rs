@@ -1,5 +1,3 @@
-#![expect(clippy::unwrap_used, reason = "test fixtures")]
-
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 
 use super::*;
@@ -89,7 +87,10 @@ fn out_of_range_times_and_oversized_claims_are_left_out() {
     );
     let f = read(t.as_bytes()).unwrap();
     assert_eq!(f.subject_key, None);
-    assert_eq!((f.issued_at, f.expires_at, f.not_before), (None, None, None));
+    assert_eq!(
+        (f.issued_at, f.expires_at, f.not_before),
+        (None, None, None)
+    );
     assert_eq!(f.key_id, None, "an empty kid names no key");
 }
 

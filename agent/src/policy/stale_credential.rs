@@ -32,24 +32,22 @@ pub fn check(ctx: &Ctx<'_>, endpoint: Option<usize>, id: &Identity) -> Option<Fi
         return None;
     }
     let now = ctx.judge_time;
-    let detail = id
-        .token
-        .and_then(|t| validity(&t, now))
-        .or_else(|| {
-            let stage = ctx.stage_view()?;
-            let issued = match id.via {
-                Via::Jwt => id.token.and_then(|t| t.issued_at),
-                _ => ctx
-                    .view
+    let detail = id.token.and_then(|t| validity(&t, now)).or_else(|| {
+        let stage = ctx.stage_view()?;
+        let issued = match id.via {
+            Via::Jwt => id.token.and_then(|t| t.issued_at),
+            _ => {
+                ctx.view
                     .directory
                     .credentials
                     .get(&id.credential?)?
-                    .issued_at,
-            };
-            age(stage, issued, now)
-                .or_else(|| rotation(stage, issued))
-                .or_else(|| signing_key(stage, id.token.as_ref()))
-        })?;
+                    .issued_at
+            }
+        };
+        age(stage, issued, now)
+            .or_else(|| rotation(stage, issued))
+            .or_else(|| signing_key(stage, id.token.as_ref()))
+    })?;
     Some(ctx.finding(Kind::StaleCredential, endpoint, id.client, detail, 1))
 }
 

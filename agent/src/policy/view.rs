@@ -236,7 +236,11 @@ impl View {
                 starts_at: s.starts_at,
                 credential_max_age: s.credential_max_age,
                 rotate_on_stage_start: s.rotate_on_stage_start,
-                signing_keys: s.signing_keys.iter().map(|k| Arc::from(k.as_str())).collect(),
+                signing_keys: s
+                    .signing_keys
+                    .iter()
+                    .map(|k| Arc::from(k.as_str()))
+                    .collect(),
                 quotas: s
                     .quotas
                     .iter()

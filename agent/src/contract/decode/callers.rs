@@ -16,8 +16,8 @@ use super::{
         timefmt::{format_duration, format_rfc3339},
         yaml::Node,
     },
-    CLIENT_KEYS, CREDENTIAL_KEYS, JWT_KEYS, Names, QUOTA_KEYS, REMEDIATION_KEYS, RESERVED_CLIENT_NAMES,
-    REVOCATION_KEYS, Refs, STAGE_KEYS,
+    CLIENT_KEYS, CREDENTIAL_KEYS, JWT_KEYS, Names, QUOTA_KEYS, REMEDIATION_KEYS,
+    RESERVED_CLIENT_NAMES, REVOCATION_KEYS, Refs, STAGE_KEYS,
 };
 use crate::{
     event::Nanos,
@@ -275,12 +275,20 @@ fn signing_keys(r: &mut Reader, node: Option<&Node>, path: &str) -> Option<Vec<S
             r.err(
                 p,
                 n.pos,
-                format!("a key id is 1 to {MAX_KID} bytes; {} is {}", shown(kid), kid.len()),
+                format!(
+                    "a key id is 1 to {MAX_KID} bytes; {} is {}",
+                    shown(kid),
+                    kid.len()
+                ),
             );
             return None;
         }
         if !seen.insert(kid.to_owned()) {
-            r.err(p, n.pos, format!("key id {} is listed twice; keep one", shown(kid)));
+            r.err(
+                p,
+                n.pos,
+                format!("key id {} is listed twice; keep one", shown(kid)),
+            );
             return None;
         }
         Some(kid.to_owned())

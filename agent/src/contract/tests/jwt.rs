@@ -40,7 +40,11 @@ fn jwt_clients_and_token_terms_load() {
     assert_eq!(s1.signing_keys, vec!["k1".to_owned(), "k-2".to_owned()]);
     // Every existing contract still loads, with neither term.
     let s = example();
-    assert!(s.stages().iter().all(|s| !s.rotate_on_stage_start && s.signing_keys.is_empty()));
+    assert!(
+        s.stages()
+            .iter()
+            .all(|s| !s.rotate_on_stage_start && s.signing_keys.is_empty())
+    );
 }
 
 #[test]
@@ -62,11 +66,26 @@ fn bad_jwt_entries_are_reported() {
         &text,
         &[
             ("spec.clients[1].jwt[0]", 23, 0, "not both"),
-            ("spec.clients[1].jwt[1].issuer", 24, 0, "missing required field `issuer`"),
-            ("spec.clients[1].jwt[2].subject", 25, 0, "a claim value is 1 to 256 bytes"),
+            (
+                "spec.clients[1].jwt[1].issuer",
+                24,
+                0,
+                "missing required field `issuer`",
+            ),
+            (
+                "spec.clients[1].jwt[2].subject",
+                25,
+                0,
+                "a claim value is 1 to 256 bytes",
+            ),
             ("spec.clients[1].jwt[3]", 26, 0, "needs `subject`"),
             ("spec.clients[2].jwt[1].extra", 30, 0, "unknown field"),
-            ("spec.clients[2].jwt[2]", 31, 0, "already listed at spec.clients[2].jwt[0]"),
+            (
+                "spec.clients[2].jwt[2]",
+                31,
+                0,
+                "already listed at spec.clients[2].jwt[0]",
+            ),
         ],
     );
 }
@@ -83,8 +102,18 @@ fn bad_token_terms_are_reported() {
     assert_errors(
         &stage("      rotateOnStageStart: yes\n      signingKeys: []\n"),
         &[
-            ("spec.stages[0].rotateOnStageStart", 24, 0, "expected true or false"),
-            ("spec.stages[0].signingKeys", 25, 0, "an empty signingKeys list rejects every token"),
+            (
+                "spec.stages[0].rotateOnStageStart",
+                24,
+                0,
+                "expected true or false",
+            ),
+            (
+                "spec.stages[0].signingKeys",
+                25,
+                0,
+                "an empty signingKeys list rejects every token",
+            ),
         ],
     );
     let long = "k".repeat(65);
@@ -92,8 +121,18 @@ fn bad_token_terms_are_reported() {
         &stage(&format!("      signingKeys: [a, a, \"{long}\", \"\"]\n")),
         &[
             ("spec.stages[0].signingKeys[1]", 24, 0, "listed twice"),
-            ("spec.stages[0].signingKeys[2]", 24, 0, "a key id is 1 to 64 bytes"),
-            ("spec.stages[0].signingKeys[3]", 24, 0, "a key id is 1 to 64 bytes"),
+            (
+                "spec.stages[0].signingKeys[2]",
+                24,
+                0,
+                "a key id is 1 to 64 bytes",
+            ),
+            (
+                "spec.stages[0].signingKeys[3]",
+                24,
+                0,
+                "a key id is 1 to 64 bytes",
+            ),
         ],
     );
 }

@@ -144,12 +144,19 @@ fn claims_name_the_client_whatever_the_token() {
     ] {
         let mut e = jwt_engine();
         let r = call(&mut e, now(), &tok);
-        assert_eq!((&*r.client, r.identified_by), ("billing", Via::Jwt), "{tok}");
+        assert_eq!(
+            (&*r.client, r.identified_by),
+            ("billing", Via::Jwt),
+            "{tok}"
+        );
         assert_eq!(found(&e), vec![], "a fresh token on a pinned key: {tok}");
     }
     // Another issuer, or an unlisted subject, names no one.
     for tok in [
-        token(None, json!({"iss": "https://evil.example", "sub": "svc-billing"})),
+        token(
+            None,
+            json!({"iss": "https://evil.example", "sub": "svc-billing"}),
+        ),
         token(None, json!({"iss": ISS, "sub": "svc-other"})),
     ] {
         let mut e = jwt_engine();
@@ -231,11 +238,18 @@ fn age_runs_from_iat_and_a_missing_iat_is_stale() {
         stale(&e),
         vec![("billing".into(), "credential 8d old, max 7d".into())]
     );
-    let no_iat = token(Some("key-2026-12"), json!({"iss": ISS, "sub": "svc-billing"}));
+    let no_iat = token(
+        Some("key-2026-12"),
+        json!({"iss": ISS, "sub": "svc-billing"}),
+    );
     let mut e = jwt_engine();
     call(&mut e, now(), &no_iat);
     assert_eq!(stale(&e).len(), 1);
-    assert!(stale(&e)[0].1.starts_with("token has no iat"), "{:?}", stale(&e));
+    assert!(
+        stale(&e)[0].1.starts_with("token has no iat"),
+        "{:?}",
+        stale(&e)
+    );
 }
 
 #[test]
