@@ -35,7 +35,7 @@ pub use matching::{EndpointMatch, UNLISTED_ENDPOINT, normalize_host};
 pub use model::{
     CipherGlob, Client, Credential, DataClass, Endpoint, HostPattern, JwtClaim, JwtMatch, NameRule,
     Quota, QuotaRule, Remediation, Requirement, Revocation, RevocationTarget, Scope, ServerRule,
-    Stage, TlsVersion,
+    Stage, TlsVersion, Window,
 };
 pub use schema::schema_json;
 pub use timefmt::{
@@ -204,8 +204,8 @@ impl Contract {
         &self.revocations
     }
 
-    pub fn remediation(&self) -> Remediation {
-        self.remediation
+    pub fn remediation(&self) -> &Remediation {
+        &self.remediation
     }
 
     /// The active stage at `t`: the last one whose `startsAt` is at or

@@ -308,7 +308,9 @@ pub struct RevocationEntry {
     pub reason: Option<String>,
 }
 
-/// How long a violation may stay open.
+/// How long a violation may stay open: `critical` after `warnAfter`,
+/// `breach` after `breachAfter`. Per bound, the most specific window wins:
+/// the violation kind's, then its endpoint's data class's, then these.
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Remediation {
@@ -316,6 +318,43 @@ pub struct Remediation {
     pub warn_after: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub breach_after: Option<Duration>,
+    /// Windows per violation kind, e.g. `unencrypted_flow: {breachAfter: 4h}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kinds: Option<RemediationKinds>,
+    /// Windows per data class name, e.g. `pii: {breachAfter: 24h}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_classes: Option<std::collections::BTreeMap<String, Window>>,
+}
+
+/// A remediation window; at least one bound.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("minProperties" = 1))]
+pub struct Window {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warn_after: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breach_after: Option<Duration>,
+}
+
+/// Windows by violation kind.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RemediationKinds {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unencrypted_flow: Option<Window>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weak_tls: Option<Window>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_overshoot: Option<Window>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_client: Option<Window>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_credential: Option<Window>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unlisted_endpoint: Option<Window>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unknown_client: Option<Window>,
 }
 
 /// The JSON Schema of the contract file, pretty-printed with a trailing

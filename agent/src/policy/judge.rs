@@ -94,14 +94,12 @@ impl Judge<'_> {
     fn report(&mut self, f: Option<Finding>) {
         if let Some(f) = f {
             let stage = self.ctx.stage_view().map(|s| &s.name);
-            self.violations.record(
-                f,
-                self.now,
-                stage,
-                self.terms,
-                self.emit_occurrences,
-                self.vbuf,
-            );
+            let terms = Terms {
+                window: self.ctx.view.window_for(&f.key),
+                ..self.terms
+            };
+            self.violations
+                .record(f, self.now, stage, terms, self.emit_occurrences, self.vbuf);
         }
     }
 

@@ -120,8 +120,8 @@ pub struct View {
     pub revoked_fingerprints: HashMap<Fp, Revoked>,
     /// Revoked clients by index.
     pub revoked_clients: HashMap<usize, Revoked>,
-    pub warn_after: Option<Nanos>,
-    pub breach_after: Option<Nanos>,
+    /// `spec.remediation`: windows global, per class, per kind.
+    pub remediation: contract::Remediation,
 }
 
 /// `contract::EndpointMatch` as indexes: where a server (and, when visible,
@@ -285,7 +285,7 @@ impl View {
                 }
             }
         }
-        let remediation = c.remediation();
+        let remediation = c.remediation().clone();
         Self {
             contract_name: Arc::from(c.name()),
             classes,
@@ -295,10 +295,21 @@ impl View {
             stages,
             revoked_fingerprints,
             revoked_clients,
-            warn_after: remediation.warn_after,
-            breach_after: remediation.breach_after,
+            remediation,
             contract,
         }
+    }
+
+    /// The remediation window of a violation: by its kind, then the data
+    /// class of its endpoint (none for `unlisted`), then global.
+    pub fn window_for(&self, key: &super::ViolationKey) -> contract::Window {
+        let class = self
+            .endpoints
+            .iter()
+            .find(|e| e.name == key.endpoint)
+            .and_then(|e| self.classes.get(e.class))
+            .map(|c| &*c.name);
+        self.remediation.window(key.kind.as_str(), class)
     }
 
     pub fn class_of(&self, endpoint: usize) -> Option<&ClassView> {

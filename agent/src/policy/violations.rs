@@ -10,7 +10,7 @@ use std::{
 
 use serde::Serialize;
 
-use crate::event::Nanos;
+use crate::{contract::Window, event::Nanos};
 
 /// The seven detections. Names are an interface (CLI, metrics, alerts).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -125,6 +125,39 @@ pub struct Violation {
     pub severity: Severity,
     /// Set once resolved (quiet for the quiet period).
     pub resolved_at: Option<Nanos>,
+    /// The remediation window of its kind and endpoint (see
+    /// `contract::Remediation::window`).
+    pub window: Window,
+}
+
+impl Violation {
+    /// The level of this violation at `now`: the one rule a violation's
+    /// severity comes from (opening, escalation, time to the next step).
+    pub fn level_at(&self, now: Nanos) -> Severity {
+        Severity::for_age(
+            now.saturating_sub(self.first_seen),
+            self.window.warn_after,
+            self.window.breach_after,
+        )
+    }
+
+    /// The next level it reaches if it stays open, and when; `None` once
+    /// at `breach`, or when no later window applies.
+    pub fn next_step(&self) -> Option<(Severity, Nanos)> {
+        let at = |d: Option<Nanos>| d.map(|d| self.first_seen.saturating_add(d));
+        let critical = at(self.window.warn_after);
+        let breach = at(self.window.breach_after);
+        match self.severity {
+            Severity::Warning => match (critical, breach) {
+                (Some(c), Some(b)) if b <= c => Some((Severity::Breach, b)),
+                (Some(c), _) => Some((Severity::Critical, c)),
+                (None, Some(b)) => Some((Severity::Breach, b)),
+                (None, None) => None,
+            },
+            Severity::Critical => breach.map(|b| (Severity::Breach, b)),
+            Severity::Breach => None,
+        }
+    }
 }
 
 /// A change in the violation set, for sinks (audit, metrics, watch).
@@ -152,11 +185,11 @@ pub struct Violations {
 /// Resolved violations kept for queries.
 const RESOLVED_KEPT: usize = 1024;
 
-/// Remediation windows and the quiet period.
+/// The remediation window of a finding and the quiet period.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Terms {
-    pub warn_after: Option<Nanos>,
-    pub breach_after: Option<Nanos>,
+    /// The window a violation opened by this finding escalates by.
+    pub window: Window,
     /// `None`: never resolve (replay).
     pub quiet_period: Option<Nanos>,
 }
@@ -191,25 +224,35 @@ impl Violations {
             }
             return;
         }
-        let v = Violation {
+        let mut v = Violation {
             key: f.key.clone(),
             first_seen: at,
             last_seen: at,
             count: f.count,
             stage: stage.cloned(),
             detail: f.detail,
-            severity: Severity::for_age(0, terms.warn_after, terms.breach_after),
+            severity: Severity::Warning,
             resolved_at: None,
+            window: terms.window,
         };
+        v.severity = v.level_at(at);
         out.push(ViolationEvent::Opened(v.clone()));
         self.open.insert(f.key, v);
+    }
+
+    /// New windows for the open violations (a contract reload); the next
+    /// tick escalates by them. A level reached stays.
+    pub fn rewindow(&mut self, window: impl Fn(&ViolationKey) -> Window) {
+        for (k, v) in &mut self.open {
+            v.window = window(k);
+        }
     }
 
     /// Escalates by open age and resolves quiet violations at `now`.
     pub fn tick(&mut self, now: Nanos, terms: Terms, out: &mut Vec<ViolationEvent>) {
         let mut quiet = Vec::new();
         for (k, v) in &mut self.open {
-            let sev = Severity::for_age(now - v.first_seen, terms.warn_after, terms.breach_after);
+            let sev = v.level_at(now);
             if sev > v.severity {
                 v.severity = sev;
                 out.push(ViolationEvent::Escalated(v.clone()));

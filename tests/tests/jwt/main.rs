@@ -61,11 +61,11 @@ fn unix_now() -> i64 {
     i64::try_from(d.as_secs()).expect("seconds fit")
 }
 
-/// A token for `sub` issued `age` seconds ago, valid for an hour after.
+/// A token for `sub` issued `age` seconds ago, valid for another hour.
 fn token(sub: &str, kid: &str, age: i64, jti: &str) -> String {
-    let iat = unix_now() - age;
+    let now = unix_now();
     mint(
-        &json!({"iss": ISS, "sub": sub, "iat": iat, "exp": iat + 3600, "jti": jti}),
+        &json!({"iss": ISS, "sub": sub, "iat": now - age, "exp": now + 3600, "jti": jti}),
         kid,
     )
 }

@@ -10,14 +10,14 @@ use super::{
     super::{
         model::{
             Client, Credential, JwtClaim, JwtMatch, Quota, QuotaRule, Remediation, Revocation,
-            RevocationTarget, Stage,
+            RevocationTarget, Stage, Window,
         },
-        reader::{Reader, shown},
+        reader::{Fields, Reader, join, shown},
         timefmt::{format_duration, format_rfc3339},
-        yaml::Node,
+        yaml::{Kind, Node},
     },
     CLIENT_KEYS, CREDENTIAL_KEYS, JWT_KEYS, Names, QUOTA_KEYS, REMEDIATION_KEYS,
-    RESERVED_CLIENT_NAMES, REVOCATION_KEYS, Refs, STAGE_KEYS,
+    RESERVED_CLIENT_NAMES, REVOCATION_KEYS, Refs, STAGE_KEYS, WINDOW_KEYS,
 };
 use crate::{
     event::Nanos,
@@ -383,10 +383,87 @@ pub(super) fn revocation(
     })
 }
 
-pub(super) fn remediation(r: &mut Reader, node: &Node, path: &str) -> Remediation {
+pub(super) fn remediation(r: &mut Reader, node: &Node, path: &str, classes: &Names) -> Remediation {
     let Some(f) = r.fields(node, path, REMEDIATION_KEYS) else {
         return Remediation::default();
     };
+    let global = window_bounds(r, &f);
+    let mut kinds = Vec::new();
+    if let Some(n) = f.get("kinds") {
+        let names: Vec<&'static str> = crate::policy::Kind::ALL
+            .iter()
+            .map(|k| k.as_str())
+            .collect();
+        let kpath = f.path("kinds");
+        if let Some(kf) = r.fields(n, &kpath, &names) {
+            for name in &names {
+                if let Some(w) = kf.get(name).and_then(|n| window(r, n, &kf.path(name))) {
+                    kinds.push(((*name).to_owned(), w));
+                }
+            }
+        }
+    }
+    let mut data_classes = Vec::new();
+    if let Some(n) = f.get("dataClasses") {
+        let cpath = f.path("dataClasses");
+        match &n.kind {
+            Kind::Map(entries) => {
+                for (key, value) in entries {
+                    let Some(name) = r.text(key, &cpath) else {
+                        continue;
+                    };
+                    let p = join(&cpath, name);
+                    let Some(class) = classes.reference(r, key, &p) else {
+                        continue;
+                    };
+                    if data_classes.iter().any(|(c, _)| *c == class) {
+                        r.err(
+                            &p,
+                            key.pos,
+                            format!("data class `{class}` is given twice; keep one"),
+                        );
+                        continue;
+                    }
+                    if let Some(w) = window(r, value, &p) {
+                        data_classes.push((class, w));
+                    }
+                }
+            }
+            _ => r.err(
+                &cpath,
+                n.pos,
+                format!(
+                    "expected a mapping of data class names to windows, found {}",
+                    n.describe()
+                ),
+            ),
+        }
+    }
+    Remediation {
+        warn_after: global.warn_after,
+        breach_after: global.breach_after,
+        kinds,
+        data_classes,
+    }
+}
+
+/// A `{warnAfter, breachAfter}` window of `kinds` or `dataClasses`: at
+/// least one bound.
+fn window(r: &mut Reader, node: &Node, path: &str) -> Option<Window> {
+    let f = r.fields(node, path, WINDOW_KEYS)?;
+    if f.get("warnAfter").is_none() && f.get("breachAfter").is_none() {
+        r.err(
+            path,
+            f.pos,
+            "a remediation window gives warnAfter, breachAfter or both",
+        );
+        return None;
+    }
+    Some(window_bounds(r, &f))
+}
+
+/// `warnAfter` and `breachAfter` of a mapping, breach not before warn.
+fn window_bounds(r: &mut Reader, f: &Fields<'_>) -> Window {
     let warn_after = f
         .get("warnAfter")
         .and_then(|n| r.duration(n, &f.path("warnAfter")));
@@ -406,7 +483,7 @@ pub(super) fn remediation(r: &mut Reader, node: &Node, path: &str) -> Remediatio
             ),
         );
     }
-    Remediation {
+    Window {
         warn_after,
         breach_after,
     }

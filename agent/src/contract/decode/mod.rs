@@ -59,7 +59,8 @@ pub(crate) const REVOCATION_KEYS: &[&str] = &[
     "revokedAt",
     "reason",
 ];
-pub(crate) const REMEDIATION_KEYS: &[&str] = &["warnAfter", "breachAfter"];
+pub(crate) const REMEDIATION_KEYS: &[&str] = &["warnAfter", "breachAfter", "kinds", "dataClasses"];
+pub(crate) const WINDOW_KEYS: &[&str] = &["warnAfter", "breachAfter"];
 
 /// Labels rampwatch reports use for "no client" and "no endpoint".
 pub(super) const RESERVED_CLIENT_NAMES: &[&str] = &["unknown"];
@@ -156,7 +157,7 @@ pub(crate) fn decode(r: &mut Reader, root: &Node) -> Decoded {
     });
 
     if let Some(n) = spec.get("remediation") {
-        out.remediation = remediation(r, n, &spec.path("remediation"));
+        out.remediation = remediation(r, n, &spec.path("remediation"), &class_names);
     }
     out
 }

@@ -10,6 +10,7 @@ mod identity;
 mod jwt;
 mod lenient;
 mod plaintext;
+mod sla;
 mod terms;
 
 use std::{net::SocketAddr, sync::Arc};
