@@ -121,11 +121,12 @@ fn short_time(t: &str) -> String {
 fn violations_table(rows: &[ViolationRow]) -> Table {
     let mut t = Table::new(&[
         ("KIND", 17),
-        ("ENDPOINT", 12),
+        ("ENDPOINT", 10),
         ("CLIENT", 8),
         ("SEVERITY", 8),
+        ("NEXT", 9),
         ("COUNT", 5),
-        ("DETAIL", 20),
+        ("DETAIL", 11),
     ]);
     for v in rows {
         t.row(vec![
@@ -133,11 +134,30 @@ fn violations_table(rows: &[ViolationRow]) -> Table {
             v.endpoint.clone(),
             v.client.clone(),
             severity(v),
+            next_step(v),
             v.count.to_string(),
             v.detail.clone(),
         ]);
     }
     t
+}
+
+/// The next step and the time to it, short enough for 80 columns:
+/// `crit 12m`, `breach 3d`; `-` when nothing comes next (`-o json` has
+/// `next_step`, `next_step_at` and `next_step_in_secs`).
+fn next_step(v: &ViolationRow) -> String {
+    let step = match v.next_step.as_deref() {
+        Some("critical") => "crit",
+        Some(other) => other,
+        None => return "-".to_owned(),
+    };
+    match v.next_step_in_secs {
+        Some(secs) => format!(
+            "{step} {}",
+            crate::policy::fmt_duration(secs.saturating_mul(1_000_000_000))
+        ),
+        None => step.to_owned(),
+    }
 }
 
 /// A resolved violation shows as such instead of its last severity.
@@ -363,6 +383,22 @@ mod tests {
     use crate::sinks::api::views::ClientRow;
 
     #[test]
+    fn next_step_shows_the_time_left() {
+        let row = |step: Option<&str>, secs: Option<i64>| ViolationRow {
+            next_step: step.map(Into::into),
+            next_step_in_secs: secs,
+            ..ViolationRow::default()
+        };
+        assert_eq!(next_step(&row(Some("critical"), Some(720))), "crit 12m");
+        assert_eq!(
+            next_step(&row(Some("breach"), Some(3 * 86_400))),
+            "breach 3d"
+        );
+        assert_eq!(next_step(&row(Some("breach"), None)), "breach");
+        assert_eq!(next_step(&row(None, None)), "-");
+    }
+
+    #[test]
     fn tables_fit_80_columns() {
         let long = "x".repeat(200);
         let v = ViolationRow {
@@ -373,6 +409,8 @@ mod tests {
             detail: long.clone(),
             count: 123_456,
             state: "open".into(),
+            next_step: Some("breach".into()),
+            next_step_in_secs: Some(59 * 60),
             ..Default::default()
         };
         let c = ClientRow {

@@ -206,7 +206,12 @@ impl Counters {
         for v in violations.iter().filter(|v| v.resolved_at.is_none()) {
             metrics
                 .violations_open
-                .with_label_values(&[v.key.kind.as_str(), v.severity.as_str()])
+                .with_label_values(&[
+                    v.key.kind.as_str(),
+                    v.severity.as_str(),
+                    &v.key.endpoint,
+                    &v.key.client,
+                ])
                 .inc();
         }
         let mut losses: Vec<(&'static str, u64)> = extra_losses.to_vec();

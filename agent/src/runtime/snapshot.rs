@@ -74,17 +74,17 @@ impl StateSource for Snapshot {
     }
 
     fn violations(&self, since: Option<Duration>) -> Vec<ViolationRow> {
-        let cutoff = since.map(|d| {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default();
-            i64::try_from(now.saturating_sub(d).as_secs()).unwrap_or(i64::MAX)
-        });
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let cutoff =
+            since.map(|d| i64::try_from(now.saturating_sub(d).as_secs()).unwrap_or(i64::MAX));
+        let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
         self.read(|v| {
             v.violations
                 .iter()
                 .filter(|(seen, _)| cutoff.is_none_or(|c| *seen >= c))
-                .map(|(_, row)| row.clone())
+                .map(|(_, row)| row.clone().at(now))
                 .collect()
         })
     }

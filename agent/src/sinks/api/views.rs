@@ -214,6 +214,7 @@ impl From<&FlowRecord> for FlowRow {
 
 impl From<&Violation> for ViolationRow {
     fn from(v: &Violation) -> Self {
+        let next = v.next_step().filter(|_| v.resolved_at.is_none());
         Self {
             kind: v.key.kind.as_str().to_owned(),
             endpoint: v.key.endpoint.to_string(),
@@ -230,7 +231,28 @@ impl From<&Violation> for ViolationRow {
                 "open"
             }
             .to_owned(),
+            critical_after_secs: v.window.warn_after.map(secs),
+            breach_after_secs: v.window.breach_after.map(secs),
+            next_step: next.map(|(s, _)| s.as_str().to_owned()),
+            next_step_at: next.map(|(_, t)| format_rfc3339(t)),
+            next_step_in_secs: None,
         }
+    }
+}
+
+fn secs(n: crate::event::Nanos) -> i64 {
+    n / 1_000_000_000
+}
+
+impl ViolationRow {
+    /// Fills `next_step_in_secs` for a reader at `now` (Unix seconds).
+    pub fn at(mut self, now: i64) -> Self {
+        self.next_step_in_secs = self
+            .next_step_at
+            .as_deref()
+            .and_then(|t| crate::contract::parse_rfc3339(t).ok())
+            .map(|t| (secs(t) - now).max(0));
+        self
     }
 }
 
@@ -249,6 +271,20 @@ pub struct ViolationRow {
     pub detail: String,
     /// `open` or `resolved`.
     pub state: String,
+    /// Its remediation window (`warnAfter`, `breachAfter` of its kind,
+    /// class or the contract), seconds; `None`: no such step.
+    #[serde(default)]
+    pub critical_after_secs: Option<i64>,
+    #[serde(default)]
+    pub breach_after_secs: Option<i64>,
+    /// The level an open violation reaches next (`critical`, `breach`),
+    /// when (RFC 3339), and in how many seconds from the answer's time.
+    #[serde(default)]
+    pub next_step: Option<String>,
+    #[serde(default)]
+    pub next_step_at: Option<String>,
+    #[serde(default)]
+    pub next_step_in_secs: Option<i64>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
