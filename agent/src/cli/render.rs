@@ -39,6 +39,8 @@ struct Table {
     headers: Vec<&'static str>,
     caps: Vec<usize>,
     rows: Vec<Vec<String>>,
+    /// A line printed under a row (indented, clipped), by row index.
+    notes: Vec<(usize, String)>,
 }
 
 impl Table {
@@ -47,11 +49,19 @@ impl Table {
             headers: columns.iter().map(|c| c.0).collect(),
             caps: columns.iter().map(|c| c.1).collect(),
             rows: Vec::new(),
+            notes: Vec::new(),
         }
     }
 
     fn row(&mut self, cells: Vec<String>) {
         self.rows.push(cells);
+    }
+
+    /// A line under the last row (a violation's detail), when not empty.
+    fn note(&mut self, text: &str) {
+        if !text.is_empty() && !self.rows.is_empty() {
+            self.notes.push((self.rows.len() - 1, text.to_owned()));
+        }
     }
 
     fn print(&self, header: bool, out: &mut dyn Write) -> io::Result<()> {
@@ -91,8 +101,11 @@ impl Table {
         if header {
             writeln!(out, "{}", fmt(&mut self.headers.iter().copied()))?;
         }
-        for row in &self.rows {
+        for (i, row) in self.rows.iter().enumerate() {
             writeln!(out, "{}", fmt(&mut row.iter().map(String::as_str)))?;
+            for (_, note) in self.notes.iter().filter(|(r, _)| *r == i) {
+                writeln!(out, "  {}", clip(note, 76))?;
+            }
         }
         Ok(())
     }
@@ -120,24 +133,25 @@ fn short_time(t: &str) -> String {
 
 fn violations_table(rows: &[ViolationRow]) -> Table {
     let mut t = Table::new(&[
+        ("ID", 11),
         ("KIND", 17),
         ("ENDPOINT", 10),
         ("CLIENT", 8),
         ("SEVERITY", 8),
         ("NEXT", 9),
         ("COUNT", 5),
-        ("DETAIL", 11),
     ]);
     for v in rows {
         t.row(vec![
+            v.id.clone(),
             v.kind.clone(),
             v.endpoint.clone(),
             v.client.clone(),
             severity(v),
             next_step(v),
             v.count.to_string(),
-            v.detail.clone(),
         ]);
+        t.note(&v.detail);
     }
     t
 }
@@ -350,20 +364,21 @@ fn watch_row(ev: &WatchEvent, first: bool, out: &mut dyn Write) -> io::Result<()
     let v = &ev.violation;
     let mut t = Table::new(&[
         ("EVENT", 9),
+        ("ID", 11),
         ("KIND", 17),
-        ("ENDPOINT", 12),
+        ("ENDPOINT", 10),
         ("CLIENT", 8),
         ("SEVERITY", 8),
-        ("DETAIL", 16),
     ]);
     t.row(vec![
         ev.event.clone(),
+        v.id.clone(),
         v.kind.clone(),
         v.endpoint.clone(),
         v.client.clone(),
         severity(v),
-        v.detail.clone(),
     ]);
+    t.note(&v.detail);
     // Fixed widths keep a stream's rows aligned with its header.
     t.print_fixed(first, out)
 }

@@ -131,6 +131,23 @@ pub struct Violation {
 }
 
 impl Violation {
+    /// A stable id for people and scripts (`rampwatch violations`, `ack`):
+    /// `v` and 10 hex digits of SHA-256 over kind, endpoint, client and
+    /// when it opened. The same violation has the same id in every answer,
+    /// on every node and after an agent restart that replays its audit; a
+    /// violation that resolves and opens again is a new one.
+    pub fn id(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for part in [self.key.kind.as_str(), &self.key.endpoint, &self.key.client] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        h.update(self.first_seen.to_be_bytes());
+        let digest = h.finalize();
+        format!("v{}", hex::encode(digest.get(..5).unwrap_or_default()))
+    }
+
     /// The level of this violation at `now`: the one rule a violation's
     /// severity comes from (opening, escalation, time to the next step).
     pub fn level_at(&self, now: Nanos) -> Severity {

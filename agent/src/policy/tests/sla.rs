@@ -135,3 +135,32 @@ fn bad_windows_are_reported_with_their_path() {
         "{err}"
     );
 }
+
+#[test]
+fn violations_have_stable_ids() {
+    let mut e = sla_engine(&sla_yaml());
+    two_violations(&mut e);
+    let plain = open(&e, Kind::UnencryptedFlow);
+    let id = plain.id();
+    assert!(
+        id.len() == 11 && id.starts_with('v') && id[1..].bytes().all(|b| b.is_ascii_hexdigit()),
+        "{id}"
+    );
+    // The same after more occurrences and escalation; another violation,
+    // or the same key opened at another time, has another.
+    tcp_flow(
+        &mut e,
+        t0() + SEC,
+        "10.1.0.9:5002",
+        "10.20.1.5:80",
+        &[&get("/pay", Some("acme-token"))],
+    );
+    e.tick(t0() + 6 * MIN);
+    assert_eq!(open(&e, Kind::UnencryptedFlow).id(), id);
+    assert_ne!(open(&e, Kind::UnknownClient).id(), id);
+    let reopened = Violation {
+        first_seen: plain.first_seen + 1,
+        ..plain
+    };
+    assert_ne!(reopened.id(), id);
+}

@@ -216,6 +216,7 @@ impl From<&Violation> for ViolationRow {
     fn from(v: &Violation) -> Self {
         let next = v.next_step().filter(|_| v.resolved_at.is_none());
         Self {
+            id: v.id(),
             kind: v.key.kind.as_str().to_owned(),
             endpoint: v.key.endpoint.to_string(),
             client: v.key.client.to_string(),
@@ -258,6 +259,9 @@ impl ViolationRow {
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
 pub struct ViolationRow {
+    /// Stable id (`policy::Violation::id`).
+    #[serde(default)]
+    pub id: String,
     pub kind: String,
     pub endpoint: String,
     pub client: String,
