@@ -57,6 +57,14 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Clients(a) => (a, Request::Clients),
         Command::Flows(a) => (a, Request::Flows),
         Command::Watch(a) => (a, Request::Watch),
+        Command::Ack(a) => (
+            a.client,
+            Request::Ack {
+                id: a.id,
+                by: a.by,
+                note: a.note,
+            },
+        ),
         Command::Violations(v) => {
             let since_secs = v
                 .since

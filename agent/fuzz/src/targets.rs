@@ -352,6 +352,8 @@ pub fn audit_verify(data: &[u8]) {
             severity: "warning".to_owned(),
             count: 1,
             detail: "fuzz".to_owned(),
+            id: None,
+            open_secs: None,
         }));
         drop(log);
         if keyed.is_intact() && appended.is_ok() {

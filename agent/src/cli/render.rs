@@ -19,6 +19,7 @@ pub fn json(response: &Response, out: &mut dyn Write) -> io::Result<()> {
         Response::Watch(ev) => line(ev, out),
         Response::Status(s) => line(s, out),
         Response::Stage(s) => line(s, out),
+        Response::Acked(a) => line(a, out),
         Response::Error { message } => writeln!(out, "{}", serde_json::json!({ "error": message })),
     }
 }
@@ -198,6 +199,11 @@ pub fn table(response: &Response, first: bool, out: &mut dyn Write) -> io::Resul
             violations_table(violations).print(true, out)
         }
         Response::Watch(ev) => watch_row(ev, first, out),
+        Response::Acked(a) => writeln!(
+            out,
+            "acknowledged {} ({} on {} by {}, {}) as {} (uid {}) at {}; its clock keeps running until it resolves",
+            a.id, a.kind, a.endpoint, a.client, a.severity, a.by, a.uid, a.at
+        ),
         Response::Error { message } => writeln!(out, "error: {message}"),
     }
 }

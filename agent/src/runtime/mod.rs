@@ -157,6 +157,9 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     tasks.spawn(api.serve(Arc::clone(&snapshot) as _, cancel.clone()));
     let mut ticker = tokio::time::interval(TICK);
     let (rules_tx, mut rules_rx) = mpsc::channel(2);
+    let mut acks = snapshot
+        .take_acks()
+        .context("the API's acknowledgements were taken twice")?;
     let mut resolve = tokio::time::interval(RESOLVE_EVERY);
     resolve.tick().await;
     let reason = loop {
@@ -191,6 +194,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
                 {
                     tracing::warn!(error = %e, "updating the kernel's endpoint map failed; the previous one stays");
                 }
+            }
+            Some(cmd) = acks.recv() => {
+                let result = present::acknowledge(&engine, &cmd, now(), &audit);
+                let _ = cmd.reply.send(result);
             }
             _ = sighup.recv() => { let _ = hup_tx.try_send(()); }
             _ = sigint.recv() => break "SIGINT".to_owned(),

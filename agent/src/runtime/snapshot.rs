@@ -5,14 +5,14 @@
 //! never stall packet processing.
 
 use std::{
-    sync::{Arc, RwLock},
+    sync::{Arc, Mutex, RwLock},
     time::Duration,
 };
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
 use crate::sinks::api::{
-    StateSource,
+    AckCommand, StateSource,
     views::{ClientRow, FlowRow, StageView, StatusView, ViolationRow, WatchEvent},
 };
 
@@ -29,15 +29,26 @@ pub struct Views {
 pub struct Snapshot {
     views: RwLock<Views>,
     watch: broadcast::Sender<WatchEvent>,
+    /// Acknowledgements, to the engine task (which takes the receiver).
+    acks: mpsc::Sender<AckCommand>,
+    ack_rx: Mutex<Option<mpsc::Receiver<AckCommand>>>,
 }
 
 impl Snapshot {
     pub fn new() -> Arc<Self> {
         let (watch, _) = broadcast::channel(1024);
+        let (acks, ack_rx) = mpsc::channel(16);
         Arc::new(Self {
             views: RwLock::new(Views::default()),
             watch,
+            acks,
+            ack_rx: Mutex::new(Some(ack_rx)),
         })
+    }
+
+    /// The acknowledgements the API receives; once, for the engine task.
+    pub fn take_acks(&self) -> Option<mpsc::Receiver<AckCommand>> {
+        self.ack_rx.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     pub fn publish(&self, views: Views) {
@@ -91,5 +102,9 @@ impl StateSource for Snapshot {
 
     fn subscribe(&self) -> broadcast::Receiver<WatchEvent> {
         self.watch.subscribe()
+    }
+
+    fn acks(&self) -> Option<mpsc::Sender<AckCommand>> {
+        Some(self.acks.clone())
     }
 }

@@ -6,17 +6,23 @@
 //! which escalates to `critical` and then `breach` by that window, and each
 //! step reaches Alertmanager with the violation's endpoint and client. A
 //! violation on unlisted traffic (no class) keeps the global window.
+//! `rampwatch ack` records who acknowledged it (name and uid) in the audit
+//! log without stopping the clock, is refused to a caller who is neither
+//! root nor in the socket group, and the resolution's audit record says how
+//! long the violation was open.
 //!
 //! Needs root; run by `cargo xtask test`.
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
+    process::Command,
     time::Duration,
 };
 
 use serde_json::Value;
 use tests::{
-    agent_proc::AgentProcess,
+    TempDir,
+    agent_proc::{AgentProcess, rampwatch_binary},
     cgroup::CgroupGuard,
     http::{HttpServer, curl_in},
     prom::Monitoring,
@@ -89,10 +95,16 @@ fn sla_clocks_escalate_by_their_window_and_alert_at_each_step() {
     let orders = HttpServer::start(SocketAddr::new(localhost, 0), 8);
     let docs = HttpServer::start(SocketAddr::new(localhost, 0), 8);
     let cgroup = CgroupGuard::new("sla");
+    // Violations resolve 40 s after their last occurrence (default 5 m),
+    // well after the 9 s breach.
+    let settings = TempDir::new("sla-config");
+    let config = settings.path().join("agent.yaml");
+    std::fs::write(&config, "violations:\n  quietPeriod: 40s\n").expect("write the agent config");
+    let config = config.display().to_string();
     let agent = AgentProcess::start(
         &contract(orders.addr().port(), docs.addr().port()),
         cgroup.path(),
-        &[],
+        &["--config", &config],
     );
     let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../deploy/prometheus/rampwatch-rules.yaml");
@@ -114,6 +126,7 @@ fn sla_clocks_escalate_by_their_window_and_alert_at_each_step() {
     );
     let id = anon["id"].as_str().unwrap_or_default().to_owned();
     assert!(id.starts_with('v') && id.len() == 11, "{anon}");
+    acknowledge(&agent, &id);
     // Bound by bound: warnAfter from the class, breachAfter from the kind.
     assert_eq!(anon["critical_after_secs"], 3, "{anon}");
     assert_eq!(anon["breach_after_secs"], 9, "{anon}");
@@ -172,5 +185,90 @@ fn sla_clocks_escalate_by_their_window_and_alert_at_each_step() {
     assert_eq!(
         violation(&agent, "unlisted_endpoint").map(|v| v["severity"].clone()),
         Some("warning".into())
+    );
+
+    // Quiet for the quiet period: resolved, and the audit says after how
+    // long; the acknowledgement is there with who and why.
+    let resolved = wait_until(
+        "the resolution in the audit log",
+        Duration::from_secs(90),
+        || {
+            agent
+                .audit_records()
+                .into_iter()
+                .find(|r| r["kind"] == "violation_resolved" && r["id"] == id.as_str())
+        },
+    );
+    assert_eq!(resolved["severity"], "breach", "{resolved}");
+    assert!(
+        resolved["open_secs"].as_u64().is_some_and(|s| s >= 9),
+        "open at least until its breach: {resolved}"
+    );
+    let acks: Vec<Value> = agent
+        .audit_records()
+        .into_iter()
+        .filter(|r| r["kind"] == "violation_acknowledged")
+        .collect();
+    let [ack] = acks.as_slice() else {
+        panic!("one acknowledgement recorded: {acks:?}");
+    };
+    assert_eq!(ack["id"], id.as_str(), "{ack}");
+    assert_eq!(ack["by"], "alice", "{ack}");
+    assert_eq!(ack["uid"], 0, "{ack}");
+    assert_eq!(ack["note"], "billing team paged", "{ack}");
+    assert_eq!(
+        (&ack["violation"], &ack["endpoint"], &ack["client"]),
+        (
+            &"unknown_client".into(),
+            &"orders".into(),
+            &"unknown".into()
+        ),
+        "{ack}"
+    );
+    let verify = tests::agent_proc::cli(
+        &["audit", "verify", &agent.audit_dir.display().to_string()],
+        "info",
+    );
+    assert!(
+        verify.ok,
+        "the chain holds with the new records: {}",
+        verify.stderr
+    );
+}
+
+/// `rampwatch ack`: refused to nobody (not root, not in the socket
+/// group), to a malformed or unknown id; recorded for root.
+fn acknowledge(agent: &AgentProcess, id: &str) {
+    let socket = agent.socket.display().to_string();
+    let nobody = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(rampwatch_binary())
+        .args(["ack", id, "--by", "mallory", "--socket", &socket])
+        .output()
+        .expect("run setpriv (util-linux)");
+    assert!(!nobody.status.success(), "nobody may not acknowledge");
+    assert!(
+        String::from_utf8_lossy(&nobody.stderr).contains("permission denied"),
+        "{}",
+        String::from_utf8_lossy(&nobody.stderr)
+    );
+    let bad = agent.cli(&["ack", "12; rm -rf", "--by", "alice"]);
+    assert!(
+        !bad.ok && bad.stderr.contains("is not a violation id"),
+        "{}",
+        bad.stderr
+    );
+    let unknown = agent.cli(&["ack", "v0000000000", "--by", "alice"]);
+    assert!(
+        !unknown.ok && unknown.stderr.contains("no open violation has id"),
+        "{}",
+        unknown.stderr
+    );
+    let ok = agent.cli(&["ack", id, "--by", "alice", "--note", "billing team paged"]);
+    assert!(ok.ok, "root acknowledges: {}", ok.stderr);
+    assert!(
+        ok.stdout.contains(&format!("acknowledged {id}")),
+        "{}",
+        ok.stdout
     );
 }

@@ -27,6 +27,32 @@ pub enum Request {
     },
     /// Keep the connection open and stream [`WatchEvent`]s.
     Watch,
+    /// Acknowledge an open violation (the API's one write): recorded in
+    /// the audit log with the caller's uid; the clock keeps running.
+    Ack {
+        id: String,
+        by: String,
+        note: String,
+    },
+}
+
+/// Longest `--by` name and `--note` accepted.
+pub const MAX_ACK_BY: usize = 128;
+pub const MAX_ACK_NOTE: usize = 2048;
+
+/// An acknowledgement as recorded.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+pub struct AckView {
+    pub id: String,
+    pub kind: String,
+    pub endpoint: String,
+    pub client: String,
+    pub severity: String,
+    pub by: String,
+    pub uid: u32,
+    /// RFC 3339.
+    pub at: String,
+    pub note: String,
 }
 
 /// The answer: one JSON object on one line (a stream of them for `watch`).
@@ -39,6 +65,7 @@ pub enum Response {
     Flows { flows: Vec<FlowRow> },
     Violations { violations: Vec<ViolationRow> },
     Watch(WatchEvent),
+    Acked(AckView),
     Error { message: String },
 }
 

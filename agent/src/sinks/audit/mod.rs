@@ -21,7 +21,7 @@ mod tests;
 use std::path::PathBuf;
 
 pub use key::{HmacKey, KeyError};
-pub use record::{GENESIS_PREV, RecordKind, RecoveryRecord, ViolationRecord};
+pub use record::{AckRecord, GENESIS_PREV, RecordKind, RecoveryRecord, ViolationRecord};
 pub use verify::{Anchor, Finding, Problem, RecoveryNote, VerifyReport, run_verify, verify};
 pub use writer::{Appended, AuditLog, AuditOptions, OpenReport, Recovered};
 

@@ -53,6 +53,9 @@ pub enum RecordKind {
     ViolationOpened(ViolationRecord),
     ViolationEscalated(ViolationRecord),
     ViolationResolved(ViolationRecord),
+    /// Someone acknowledged an open violation (`rampwatch ack`); the clock
+    /// keeps running.
+    ViolationAcknowledged(AckRecord),
     /// Written by `AuditLog::open` after it moved a torn tail aside.
     Recovery(RecoveryRecord),
     /// Last record of a full segment; names the segment the chain continues in, so that a
@@ -72,6 +75,29 @@ pub struct ViolationRecord {
     pub severity: String,
     pub count: u64,
     pub detail: String,
+    /// The violation's stable id (`rampwatch violations`); absent in
+    /// records written before ids existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// On `violation_resolved`: seconds from first seen to resolution
+    /// (time to resolve).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_secs: Option<u64>,
+}
+
+/// An acknowledgement: who (the name given and the caller's uid from
+/// `SO_PEERCRED`), of what, why; the record's time says when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AckRecord {
+    pub id: String,
+    pub violation: String,
+    pub endpoint: String,
+    pub client: String,
+    /// Its severity when acknowledged.
+    pub severity: String,
+    pub by: String,
+    pub uid: u32,
+    pub note: String,
 }
 
 /// What `AuditLog::open` found and moved aside after a crash.
