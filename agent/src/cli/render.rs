@@ -153,6 +153,12 @@ fn violations_table(rows: &[ViolationRow]) -> Table {
             v.count.to_string(),
         ]);
         t.note(&v.detail);
+        if let Some(by) = &v.acknowledged_by {
+            t.note(&format!(
+                "acknowledged by {by} at {}",
+                v.acknowledged_at.as_deref().unwrap_or("?")
+            ));
+        }
     }
     t
 }
@@ -417,6 +423,34 @@ mod tests {
         );
         assert_eq!(next_step(&row(Some("breach"), None)), "breach");
         assert_eq!(next_step(&row(None, None)), "-");
+    }
+
+    #[test]
+    fn violations_show_id_detail_and_acknowledgement() {
+        let v = ViolationRow {
+            id: "v0123456789".into(),
+            kind: "weak_tls".into(),
+            detail: "TLS 1.1".into(),
+            state: "open".into(),
+            acknowledged_by: Some("alice".into()),
+            acknowledged_at: Some("2026-12-02T04:00:00Z".into()),
+            ..ViolationRow::default()
+        };
+        let mut out = Vec::new();
+        table(
+            &Response::Violations {
+                violations: vec![v],
+            },
+            true,
+            &mut out,
+        )
+        .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("ID "), "{text}");
+        assert!(lines[1].starts_with("v0123456789  weak_tls"), "{text}");
+        assert_eq!(lines[2], "  TLS 1.1");
+        assert_eq!(lines[3], "  acknowledged by alice at 2026-12-02T04:00:00Z");
     }
 
     #[test]

@@ -151,6 +151,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         recent: std::collections::VecDeque::new(),
         capture_desc,
         started,
+        acks: std::collections::HashMap::new(),
     };
     // The socket answers only once there is something true to say.
     state.publish(&engine, &capture, &metrics, &audit, &snapshot);
@@ -196,7 +197,11 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
                 }
             }
             Some(cmd) = acks.recv() => {
-                let result = present::acknowledge(&engine, &cmd, now(), &audit);
+                let at = now();
+                let result = present::acknowledge(&engine, &cmd, at, &audit);
+                if result.is_ok() {
+                    state.acks.insert(cmd.id.clone(), (cmd.by.clone(), at));
+                }
                 let _ = cmd.reply.send(result);
             }
             _ = sighup.recv() => { let _ = hup_tx.try_send(()); }
@@ -299,6 +304,9 @@ struct LoopState {
     recent: std::collections::VecDeque<crate::policy::FlowRecord>,
     capture_desc: String,
     started: Nanos,
+    /// The last acknowledgement (name, time) by violation id, for the
+    /// views; pruned to the violations the engine still holds.
+    acks: std::collections::HashMap<String, (String, Nanos)>,
 }
 
 impl LoopState {
@@ -448,9 +456,18 @@ impl LoopState {
             flows,
             violations: violations
                 .iter()
-                .map(|v| (v.last_seen / 1_000_000_000, present::violation_row(v)))
+                .map(|v| {
+                    let mut row = present::violation_row(v);
+                    if let Some((by, at)) = self.acks.get(&row.id) {
+                        row.acknowledged_by = Some(by.clone());
+                        row.acknowledged_at = Some(crate::contract::format_rfc3339(*at));
+                    }
+                    (v.last_seen / 1_000_000_000, row)
+                })
                 .collect(),
         });
+        let held: std::collections::HashSet<String> = views_ids(&violations);
+        self.acks.retain(|id, _| held.contains(id));
     }
 
     /// Applies a reload; true when a new contract became active (its
@@ -495,4 +512,12 @@ impl LoopState {
             }
         }
     }
+}
+
+/// Ids of the violations the engine holds (open and recently resolved).
+fn views_ids(violations: &[crate::policy::Violation]) -> std::collections::HashSet<String> {
+    violations
+        .iter()
+        .map(crate::policy::Violation::id)
+        .collect()
 }

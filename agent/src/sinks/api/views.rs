@@ -264,6 +264,8 @@ impl From<&Violation> for ViolationRow {
             next_step: next.map(|(s, _)| s.as_str().to_owned()),
             next_step_at: next.map(|(_, t)| format_rfc3339(t)),
             next_step_in_secs: None,
+            acknowledged_by: None,
+            acknowledged_at: None,
         }
     }
 }
@@ -316,6 +318,12 @@ pub struct ViolationRow {
     pub next_step_at: Option<String>,
     #[serde(default)]
     pub next_step_in_secs: Option<i64>,
+    /// The last `rampwatch ack` of it: the name given and when (RFC 3339).
+    /// The clock keeps running regardless.
+    #[serde(default)]
+    pub acknowledged_by: Option<String>,
+    #[serde(default)]
+    pub acknowledged_at: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
