@@ -237,6 +237,36 @@ def main(out):
                 b'{"cmd":"violations","since_secs":18446744073709551615}\n', b'{"cmd":"flows"}\n',
                 b'{"cmd":"clients"}\n', b'{"cmd":"stage"}\n', b'{"cmd":"watch"}\n', b"not json\n"]:
         write(out / "api_request", hashlib.sha1(req).hexdigest()[:12], req)
+    for name, tok in jwt_seeds():
+        write(out / "jwt", name, tok)
+
+
+def jwt_seeds():
+    """Compact JWS tokens the claims reader must handle: well-formed with
+    every claim it keeps, padded, escaped strings, wrong types, duplicate
+    claims, huge numbers, a long kid, JWE-shaped and truncated ones."""
+    import base64
+    import json
+
+    def b64(data):
+        return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+    def tok(header, payload, sig=b"sig"):
+        return b64(header) + b"." + b64(payload) + b"." + b64(sig)
+
+    full = json.dumps({"iss": "https://idp.example", "sub": "svc", "client_id": "app",
+                       "azp": "app2", "iat": 1764633600, "exp": 1764637200.25,
+                       "nbf": 1764633500, "aud": ["a", {"b": [1, 2]}]}).encode()
+    yield "full", tok(b'{"alg":"RS256","kid":"key-2026","typ":"JWT"}', full)
+    yield "padded", base64.urlsafe_b64encode(b'{"alg":"none"}') + b"." + \
+        base64.urlsafe_b64encode(b'{"iss":"i","sub":"s"}') + b"."
+    yield "escaped", tok(b'{"kid":"k\\u00e9\\n"}', b'{"iss":"i\\"x","sub":"\\ud83d\\ude00"}')
+    yield "wrong-types", tok(b'{"kid":7}', b'{"iss":["i"],"iat":"now"}')
+    yield "duplicate", tok(b'{}', b'{"sub":"a","sub":"b"}')
+    yield "huge-numbers", tok(b'{}', b'{"iat":1e308,"exp":-1,"nbf":9223372036.9}')
+    yield "long-kid", tok(b'{"kid":"' + b"k" * 200 + b'"}', b'{}')
+    yield "jwe-shaped", b"eyJhbGciOiJSU0EtT0FFUCJ9.a.b.c.d"
+    yield "truncated", tok(b'{"alg":"HS256"}', full)[:40]
 
 
 if __name__ == "__main__":

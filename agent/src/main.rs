@@ -58,6 +58,14 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Flows(a) => (a, Request::Flows),
         Command::Watch(a) => (a, Request::Watch),
         Command::Readiness(r) => (r.client, Request::Readiness { stage: r.stage }),
+        Command::Ack(a) => (
+            a.client,
+            Request::Ack {
+                id: a.id,
+                by: a.by,
+                note: a.note,
+            },
+        ),
         Command::Violations(v) => {
             let since_secs = v
                 .since

@@ -72,23 +72,33 @@ for kind, name in KINDS.items():
 tests.append({"name": "violation alerts: counters that stopped increasing stay quiet",
               "interval": "1m", "input_series": series, "alert_rule_test": checks})
 
-# 3. Breach.
-lbreach = dict(A, kind="quota_overshoot", severity="breach")
-tests.append({"name": "open violations past breachAfter",
+# 3. The SLA clocks: one series per open violation; critical, then breach.
+V = dict(kind="quota_overshoot", endpoint="payments", client="billing")
+lwarn = dict(A, severity="warning", **V)
+lcrit = dict(A, severity="critical", **V)
+lbreach = dict(A, severity="breach", **V)
+other = dict(A, severity="warning", kind="weak_tls", endpoint="search", client="crawler")
+# The agent drops a series when its violation changes step or resolves: the scrape marks it stale.
+tests.append({"name": "an open violation steps to critical, then breach; each step alerts",
     "interval": "1m",
     "input_series": [
-        {"series": sel("rampwatch_violations_open", dict(A, kind="quota_overshoot", severity="warning")), "values": "1x10"},
-        {"series": sel("rampwatch_violations_open", dict(A, kind="quota_overshoot", severity="critical")), "values": "1x10"},
-        {"series": sel("rampwatch_violations_open", lbreach), "values": "0 0 0 2 2 0 0"},
+        {"series": sel("rampwatch_violations_open", lwarn), "values": "1 1 stale"},
+        {"series": sel("rampwatch_violations_open", lcrit), "values": "_ _ 1 1 stale"},
+        {"series": sel("rampwatch_violations_open", lbreach), "values": "_ _ _ _ 1 1 stale"},
+        {"series": sel("rampwatch_violations_open", other), "values": "1x6"},
     ],
     "alert_rule_test": [
+        {"eval_time": "1m", "alertname": "RampViolationCritical", "exp_alerts": []},
+        {"eval_time": "1m", "alertname": "RampViolationBreach", "exp_alerts": []},
+        {"eval_time": "2m", "alertname": "RampViolationCritical", "exp_alerts": [alert("RampViolationCritical", lcrit, 1)]},
         {"eval_time": "2m", "alertname": "RampViolationBreach", "exp_alerts": []},
-        {"eval_time": "3m", "alertname": "RampViolationBreach", "exp_alerts": [
-            {"exp_labels": dict(lbreach), "exp_annotations": alert("RampViolationBreach", lbreach, 2)["exp_annotations"]}]},
-        {"eval_time": "5m", "alertname": "RampViolationBreach", "exp_alerts": []},
+        {"eval_time": "4m", "alertname": "RampViolationCritical", "exp_alerts": []},
+        {"eval_time": "4m", "alertname": "RampViolationBreach", "exp_alerts": [alert("RampViolationBreach", lbreach, 1)]},
+        {"eval_time": "6m", "alertname": "RampViolationBreach", "exp_alerts": []},
     ]})
-# severity label of the alert overrides the series' severity="breach"
-tests[-1]["alert_rule_test"][1]["exp_alerts"][0]["exp_labels"]["severity"] = "critical"
+# the alert's severity label overrides the series' severity
+tests[-1]["alert_rule_test"][2]["exp_alerts"][0]["exp_labels"]["severity"] = "warning"
+tests[-1]["alert_rule_test"][5]["exp_alerts"][0]["exp_labels"]["severity"] = "critical"
 
 # 4. Cluster quota: 15s samples; per node 6 req/s, quota 10, two nodes: 12 > 10.
 per15 = lambda rps: f"0+{rps*15}x40"

@@ -36,6 +36,8 @@ pub const ALL_PACKAGES: &[&str] = &[
     "python3",
     // The gRPC live test's server and clients (tests/tests/grpc).
     "python3-grpcio",
+    // PyJWT: the JWT tests mint real tokens with it.
+    "python3-jwt",
     "runc",
     "tcpdump",
     "tshark",

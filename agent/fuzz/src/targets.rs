@@ -54,6 +54,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("api_request", api_request),
     ("agent_config", agent_config),
     ("audit_key", audit_key_file),
+    ("jwt", jwt),
 ];
 
 /// The golden captures' contract: what `engine_replay` and `ring_records`
@@ -211,6 +212,32 @@ pub fn http1(data: &[u8]) {
     let _ = protocol::classify(data);
 }
 
+/// The JWT claims reader, alone and behind `Authorization: Bearer`: any
+/// bytes, never a panic, and what is kept never shows the token.
+pub fn jwt(data: &[u8]) {
+    let facts = agent::identity::token::read(data);
+    if let Some(f) = facts {
+        let shown = format!("{f:?}");
+        if let Some(kid) = f.key_id {
+            let _ = kid.to_string();
+            assert!(kid.as_str().len() <= agent::identity::token::MAX_KID);
+        }
+        if data.len() > 8 {
+            let text = String::from_utf8_lossy(data);
+            assert!(!shown.contains(&*text), "facts show the token");
+        }
+    }
+    let mut header = b"Bearer ".to_vec();
+    header.extend_from_slice(data);
+    let cred = CredentialHeaders::STANDARD.hash("authorization", &header);
+    let trimmed = agent::identity::token::read(data.trim_ascii());
+    assert_eq!(
+        cred.and_then(|c| c.token),
+        trimmed,
+        "same facts behind Bearer"
+    );
+}
+
 /// The lenient request-line parser (extension methods, odd whitespace,
 /// HTTP/0.9).
 pub fn http_lenient(data: &[u8]) {
@@ -329,6 +356,8 @@ pub fn audit_verify(data: &[u8]) {
             detail: "fuzz".to_owned(),
             outcome: None,
             throttled: Some(0),
+            id: None,
+            open_secs: None,
         }));
         drop(log);
         if keyed.is_intact() && appended.is_ok() {

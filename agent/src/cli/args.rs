@@ -76,6 +76,26 @@ pub enum Command {
     /// credential that will be stale when it starts, each endpoint it opens
     /// or closes, and how long until it starts. Exit 1 when not ready.
     Readiness(ReadinessArgs),
+    /// Acknowledge an open violation: recorded in the audit log with your
+    /// name, your uid and the note; the SLA clock keeps running. Root or
+    /// the agent's --socket-group only.
+    ///
+    /// Example: rampwatch ack v3c91f0a2d4 --by alice --note "client team paged, fix due 14:00"
+    Ack(AckArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AckArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The violation's id (`rampwatch violations`).
+    pub id: String,
+    /// Who acknowledges (recorded with your uid).
+    #[arg(long)]
+    pub by: String,
+    /// Why, or what happens next.
+    #[arg(long, default_value = "")]
+    pub note: String,
 }
 
 #[derive(Args, Debug)]

@@ -20,6 +20,7 @@ pub fn json(response: &Response, out: &mut dyn Write) -> io::Result<()> {
         Response::Status(s) => line(s, out),
         Response::Stage(s) => line(s, out),
         Response::Readiness(r) => r.rows.iter().try_for_each(|row| line(row, out)),
+        Response::Acked(a) => line(a, out),
         Response::Error { message } => writeln!(out, "{}", serde_json::json!({ "error": message })),
     }
 }
@@ -40,6 +41,8 @@ struct Table {
     headers: Vec<&'static str>,
     caps: Vec<usize>,
     rows: Vec<Vec<String>>,
+    /// A line printed under a row (indented, clipped), by row index.
+    notes: Vec<(usize, String)>,
 }
 
 impl Table {
@@ -48,11 +51,19 @@ impl Table {
             headers: columns.iter().map(|c| c.0).collect(),
             caps: columns.iter().map(|c| c.1).collect(),
             rows: Vec::new(),
+            notes: Vec::new(),
         }
     }
 
     fn row(&mut self, cells: Vec<String>) {
         self.rows.push(cells);
+    }
+
+    /// A line under the last row (a violation's detail), when not empty.
+    fn note(&mut self, text: &str) {
+        if !text.is_empty() && !self.rows.is_empty() {
+            self.notes.push((self.rows.len() - 1, text.to_owned()));
+        }
     }
 
     fn print(&self, header: bool, out: &mut dyn Write) -> io::Result<()> {
@@ -92,8 +103,11 @@ impl Table {
         if header {
             writeln!(out, "{}", fmt(&mut self.headers.iter().copied()))?;
         }
-        for row in &self.rows {
+        for (i, row) in self.rows.iter().enumerate() {
             writeln!(out, "{}", fmt(&mut row.iter().map(String::as_str)))?;
+            for (_, note) in self.notes.iter().filter(|(r, _)| *r == i) {
+                writeln!(out, "  {}", clip(note, 76))?;
+            }
         }
         Ok(())
     }
@@ -120,28 +134,61 @@ fn short_time(t: &str) -> String {
 }
 
 fn violations_table(rows: &[ViolationRow]) -> Table {
-    // ANSWERED: served/refused/unknown, or the 429s of a quota overshoot.
     let mut t = Table::new(&[
+        ("ID", 11),
         ("KIND", 17),
         ("ENDPOINT", 10),
         ("CLIENT", 8),
         ("SEVERITY", 8),
+        ("NEXT", 9),
         ("COUNT", 5),
-        ("ANSWERED", 8),
-        ("DETAIL", 12),
     ]);
     for v in rows {
         t.row(vec![
+            v.id.clone(),
             v.kind.clone(),
             v.endpoint.clone(),
             v.client.clone(),
             severity(v),
+            next_step(v),
             v.count.to_string(),
-            v.answered(),
-            v.detail.clone(),
         ]);
+        t.note(&detail(v));
+        if let Some(by) = &v.acknowledged_by {
+            t.note(&format!(
+                "acknowledged by {by} at {}",
+                v.acknowledged_at.as_deref().unwrap_or("?")
+            ));
+        }
     }
     t
+}
+
+/// The detail line, with what the API answered in front when the kind
+/// counts it: `[served/refused/unknown]` or `[N x429]`.
+fn detail(v: &ViolationRow) -> String {
+    match v.answered().as_str() {
+        "-" => v.detail.clone(),
+        a => format!("[{a}] {}", v.detail),
+    }
+}
+
+/// The next step and the time to it, short enough for 80 columns:
+/// `crit 12m`, `breach 3d`; `-` when nothing comes next (`-o json` has
+/// `next_step`, `next_step_at` and `next_step_in_secs`).
+fn next_step(v: &ViolationRow) -> String {
+    let step = match v.next_step.as_deref() {
+        Some("critical") => "crit",
+        Some(other) => other,
+        None => return "-".to_owned(),
+    };
+    match v.next_step_in_secs {
+        Some(secs) => format!(
+            "{step} {}",
+            crate::policy::fmt_duration(secs.saturating_mul(1_000_000_000))
+        ),
+        None => step.to_owned(),
+    }
 }
 
 /// A resolved violation shows as such instead of its last severity.
@@ -169,6 +216,11 @@ pub fn table(response: &Response, first: bool, out: &mut dyn Write) -> io::Resul
         }
         Response::Watch(ev) => watch_row(ev, first, out),
         Response::Readiness(r) => super::readiness::table(r, out),
+        Response::Acked(a) => writeln!(
+            out,
+            "acknowledged {} ({} on {} by {}, {}) as {} (uid {}) at {}; its clock keeps running until it resolves",
+            a.id, a.kind, a.endpoint, a.client, a.severity, a.by, a.uid, a.at
+        ),
         Response::Error { message } => writeln!(out, "error: {message}"),
     }
 }
@@ -345,23 +397,21 @@ fn watch_row(ev: &WatchEvent, first: bool, out: &mut dyn Write) -> io::Result<()
     let v = &ev.violation;
     let mut t = Table::new(&[
         ("EVENT", 9),
+        ("ID", 11),
         ("KIND", 17),
-        ("ENDPOINT", 12),
+        ("ENDPOINT", 10),
         ("CLIENT", 8),
         ("SEVERITY", 8),
-        ("DETAIL", 16),
     ]);
     t.row(vec![
         ev.event.clone(),
+        v.id.clone(),
         v.kind.clone(),
         v.endpoint.clone(),
         v.client.clone(),
         severity(v),
-        match v.answered().as_str() {
-            "-" => v.detail.clone(),
-            a => format!("[{a}] {}", v.detail),
-        },
     ]);
+    t.note(&detail(v));
     // Fixed widths keep a stream's rows aligned with its header.
     t.print_fixed(first, out)
 }
@@ -381,6 +431,50 @@ mod tests {
     use crate::sinks::api::views::ClientRow;
 
     #[test]
+    fn next_step_shows_the_time_left() {
+        let row = |step: Option<&str>, secs: Option<i64>| ViolationRow {
+            next_step: step.map(Into::into),
+            next_step_in_secs: secs,
+            ..ViolationRow::default()
+        };
+        assert_eq!(next_step(&row(Some("critical"), Some(720))), "crit 12m");
+        assert_eq!(
+            next_step(&row(Some("breach"), Some(3 * 86_400))),
+            "breach 3d"
+        );
+        assert_eq!(next_step(&row(Some("breach"), None)), "breach");
+        assert_eq!(next_step(&row(None, None)), "-");
+    }
+
+    #[test]
+    fn violations_show_id_detail_and_acknowledgement() {
+        let v = ViolationRow {
+            id: "v0123456789".into(),
+            kind: "weak_tls".into(),
+            detail: "TLS 1.1".into(),
+            state: "open".into(),
+            acknowledged_by: Some("alice".into()),
+            acknowledged_at: Some("2026-12-02T04:00:00Z".into()),
+            ..ViolationRow::default()
+        };
+        let mut out = Vec::new();
+        table(
+            &Response::Violations {
+                violations: vec![v],
+            },
+            true,
+            &mut out,
+        )
+        .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("ID "), "{text}");
+        assert!(lines[1].starts_with("v0123456789  weak_tls"), "{text}");
+        assert_eq!(lines[2], "  TLS 1.1");
+        assert_eq!(lines[3], "  acknowledged by alice at 2026-12-02T04:00:00Z");
+    }
+
+    #[test]
     fn tables_fit_80_columns() {
         let long = "x".repeat(200);
         let v = ViolationRow {
@@ -391,6 +485,8 @@ mod tests {
             detail: long.clone(),
             count: 123_456,
             state: "open".into(),
+            next_step: Some("breach".into()),
+            next_step_in_secs: Some(59 * 60),
             ..Default::default()
         };
         let c = ClientRow {

@@ -34,8 +34,9 @@ pub use error::{ContractError, Diagnostic};
 pub use matching::{EndpointMatch, UNLISTED_ENDPOINT, normalize_host};
 pub(crate) use model::path_has_prefix;
 pub use model::{
-    CipherGlob, Client, Credential, DataClass, Endpoint, HostPattern, NameRule, Quota, QuotaRule,
-    Remediation, Requirement, Revocation, RevocationTarget, Scope, ServerRule, Stage, TlsVersion,
+    CipherGlob, Client, Credential, DataClass, Endpoint, HostPattern, JwtClaim, JwtMatch, NameRule,
+    Quota, QuotaRule, Remediation, Requirement, Revocation, RevocationTarget, Scope, ServerRule,
+    Stage, TlsVersion, Window,
 };
 pub use schema::schema_json;
 pub use timefmt::{
@@ -204,8 +205,8 @@ impl Contract {
         &self.revocations
     }
 
-    pub fn remediation(&self) -> Remediation {
-        self.remediation
+    pub fn remediation(&self) -> &Remediation {
+        &self.remediation
     }
 
     /// The active stage at `t`: the last one whose `startsAt` is at or

@@ -221,11 +221,30 @@ impl Credential {
     }
 }
 
+/// Which claim of a JWT from `issuer` names the client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JwtClaim {
+    /// `sub`.
+    Subject(String),
+    /// `client_id`, else `azp`.
+    ClientId(String),
+}
+
+/// A `jwt` entry of a client: tokens from `issuer` with this claim are
+/// this client's (the signature is not verified; see `identity::token`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JwtMatch {
+    pub issuer: String,
+    pub claim: JwtClaim,
+}
+
 /// A known caller.
 #[derive(Clone, Debug)]
 pub struct Client {
     pub name: Arc<str>,
     pub credentials: Vec<Credential>,
+    /// Bearer JWTs that name this client by their claims.
+    pub jwt: Vec<JwtMatch>,
     /// Fingerprints of client certificates (DER).
     pub certificates: Vec<Fingerprint>,
     pub sources: Vec<IpNet>,
@@ -260,6 +279,10 @@ pub struct Stage {
     pub starts_at: Nanos,
     /// `None`: credentials never go stale in this stage.
     pub credential_max_age: Option<Nanos>,
+    /// Credentials must be issued after `starts_at` (`rotateOnStageStart`).
+    pub rotate_on_stage_start: bool,
+    /// JWT signing key ids (`kid`) accepted in this stage; empty: any.
+    pub signing_keys: Vec<String>,
     pub quotas: Vec<QuotaRule>,
 }
 
@@ -308,11 +331,60 @@ pub struct Revocation {
     pub reason: Option<String>,
 }
 
-/// How long a violation may stay open before it escalates.
+/// How long a violation may stay open before it escalates: to `critical`
+/// after `warn_after`, to `breach` after `breach_after`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Window {
+    pub warn_after: Option<Nanos>,
+    pub breach_after: Option<Nanos>,
+}
+
+impl Window {
+    /// Each bound from `self`, else from `fallback`.
+    pub fn or(self, fallback: Self) -> Self {
+        Self {
+            warn_after: self.warn_after.or(fallback.warn_after),
+            breach_after: self.breach_after.or(fallback.breach_after),
+        }
+    }
+}
+
+/// The remediation windows: global, per data class and per violation kind.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Remediation {
     pub warn_after: Option<Nanos>,
     pub breach_after: Option<Nanos>,
+    /// `remediation.kinds`: by violation kind name (`unencrypted_flow`, …).
+    pub kinds: Vec<(String, Window)>,
+    /// `remediation.dataClasses`: by data class name.
+    pub data_classes: Vec<(Arc<str>, Window)>,
+}
+
+impl Remediation {
+    /// The global window.
+    pub fn global(&self) -> Window {
+        Window {
+            warn_after: self.warn_after,
+            breach_after: self.breach_after,
+        }
+    }
+
+    /// The window of a `kind` violation on an endpoint of `class` (none:
+    /// unlisted): the most specific wins, bound by bound: the kind's, then
+    /// the class's, then the global one.
+    pub fn window(&self, kind: &str, class: Option<&str>) -> Window {
+        let by_kind = self
+            .kinds
+            .iter()
+            .find(|(k, _)| k == kind)
+            .map(|(_, w)| *w)
+            .unwrap_or_default();
+        let by_class = class
+            .and_then(|c| self.data_classes.iter().find(|(n, _)| &**n == c))
+            .map(|(_, w)| *w)
+            .unwrap_or_default();
+        by_kind.or(by_class).or(self.global())
+    }
 }
 
 /// Extra API traffic to watch beyond the endpoints.

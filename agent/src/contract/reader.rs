@@ -202,6 +202,23 @@ impl Reader {
         }
     }
 
+    /// A plain `true` or `false` (YAML 1.1 spellings such as `yes` are
+    /// rejected: they read as strings to half the tools that see the file).
+    pub fn boolean(&mut self, node: &Node, path: &str) -> Option<bool> {
+        match &node.kind {
+            Kind::Scalar { text, plain: true } if text == "true" => Some(true),
+            Kind::Scalar { text, plain: true } if text == "false" => Some(false),
+            _ => {
+                self.err(
+                    path,
+                    node.pos,
+                    format!("expected true or false, found {}", describe_value(node)),
+                );
+                None
+            }
+        }
+    }
+
     pub fn port(&mut self, node: &Node, path: &str) -> Option<u16> {
         let text = self.number_text(node, path)?;
         match text.parse::<i64>() {

@@ -194,6 +194,11 @@ pub struct Client {
     pub name: Name,
     #[serde(default)]
     pub credentials: Vec<CredentialEntry>,
+    /// Bearer JWTs that name this client by their claims, whatever the
+    /// token (so tokens that rotate hourly need no listing). The signature
+    /// is not verified; a listed credential fingerprint wins over claims.
+    #[serde(default)]
+    pub jwt: Vec<JwtEntry>,
     /// Fingerprints of client certificates (DER).
     #[serde(default)]
     pub certificates: Vec<Fingerprint>,
@@ -214,15 +219,53 @@ pub struct CredentialEntry {
     pub issued_at: Time,
 }
 
+/// Tokens from `issuer` (`iss`, exact) whose `subject` (`sub`) or
+/// `clientId` (`client_id`, else `azp`) is this value; exactly one of the
+/// two.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("oneOf" = [
+    {"required": ["subject"]},
+    {"required": ["clientId"]}
+]))]
+pub struct JwtEntry {
+    pub issuer: ClaimValue,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<ClaimValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<ClaimValue>,
+}
+
+/// A JWT claim value, matched exactly (case-sensitive).
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct ClaimValue(#[schemars(length(min = 1, max = 256))] pub String);
+
+/// A JWT signing key id (`kid` in the token's header).
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct KeyId(#[schemars(length(min = 1, max = 64))] pub String);
+
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Stage {
     pub name: Name,
     pub starts_at: Time,
     /// Credentials older than this are `stale_credential` violations;
-    /// omitted: no limit.
+    /// omitted: no limit. A JWT's age is from its `iat`, an opaque
+    /// credential's from its `issuedAt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential_max_age: Option<Duration>,
+    /// `true`: a credential issued before this stage began is a
+    /// `stale_credential` violation (keys rotated at every stage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotate_on_stage_start: Option<bool>,
+    /// JWT signing key ids (`kid`) accepted in this stage; a token signed
+    /// with another key, or naming none, is a `stale_credential`
+    /// violation. Omitted: any key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub signing_keys: Option<Vec<KeyId>>,
     /// A client calling an endpoint for which its stage lists no quota has
     /// quota 0.
     #[serde(default)]
@@ -265,7 +308,9 @@ pub struct RevocationEntry {
     pub reason: Option<String>,
 }
 
-/// How long a violation may stay open.
+/// How long a violation may stay open: `critical` after `warnAfter`,
+/// `breach` after `breachAfter`. Per bound, the most specific window wins:
+/// the violation kind's, then its endpoint's data class's, then these.
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Remediation {
@@ -273,6 +318,43 @@ pub struct Remediation {
     pub warn_after: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub breach_after: Option<Duration>,
+    /// Windows per violation kind, e.g. `unencrypted_flow: {breachAfter: 4h}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kinds: Option<RemediationKinds>,
+    /// Windows per data class name, e.g. `pii: {breachAfter: 24h}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_classes: Option<std::collections::BTreeMap<String, Window>>,
+}
+
+/// A remediation window; at least one bound.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("minProperties" = 1))]
+pub struct Window {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warn_after: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breach_after: Option<Duration>,
+}
+
+/// Windows by violation kind.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RemediationKinds {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unencrypted_flow: Option<Window>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weak_tls: Option<Window>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_overshoot: Option<Window>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_client: Option<Window>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_credential: Option<Window>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unlisted_endpoint: Option<Window>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unknown_client: Option<Window>,
 }
 
 /// The JSON Schema of the contract file, pretty-printed with a trailing

@@ -4,10 +4,17 @@
 //! parser, `rampwatch fingerprint`, and the TLS-plaintext and HTTP/2 paths. A
 //! second copy of this rule once disagreed with the first (a tab after
 //! `Bearer`), so the CLI printed a fingerprint traffic never matched.
+//!
+//! [`Credential::read`] is the one place a header value is turned into what
+//! the agent keeps of it: the fingerprint and, when the value is a JWT, its
+//! [`TokenFacts`] (see [`super::token`]). The raw value is dropped there.
 
 use std::{borrow::Cow, fmt};
 
-use super::Fingerprint;
+use super::{
+    Fingerprint,
+    token::{self, TokenFacts},
+};
 
 /// Headers whose values identify a client, lowercase. A contract may name
 /// more: see [`CredentialHeaders`].
@@ -41,15 +48,32 @@ pub fn fingerprint(header_name: &str, raw_value: &[u8]) -> Fingerprint {
 /// `Bearer X` / `Basic X` → `X` (scheme case-insensitive, separated by
 /// spaces or tabs); anything else → `None`.
 fn strip_scheme(value: &[u8]) -> Option<&[u8]> {
-    for scheme in [&b"bearer"[..], &b"basic"[..]] {
-        let Some((head, rest)) = value.split_at_checked(scheme.len()) else {
-            continue;
-        };
-        if head.eq_ignore_ascii_case(scheme) && matches!(rest.first(), Some(b' ' | b'\t')) {
-            return Some(rest.trim_ascii());
+    [&b"bearer"[..], &b"basic"[..]]
+        .into_iter()
+        .find_map(|scheme| after_scheme(value, scheme))
+}
+
+fn after_scheme<'v>(value: &'v [u8], scheme: &[u8]) -> Option<&'v [u8]> {
+    let (head, rest) = value.split_at_checked(scheme.len())?;
+    (head.eq_ignore_ascii_case(scheme) && matches!(rest.first(), Some(b' ' | b'\t')))
+        .then(|| rest.trim_ascii())
+}
+
+/// The claims of a JWT carried in a credential header: in `Authorization`
+/// after `Bearer` (never `Basic`), in any other credential header as the
+/// whole trimmed value. `None` when the value is not a readable JWT.
+pub fn token_facts(header_name: &str, raw_value: &[u8]) -> Option<TokenFacts> {
+    let value = raw_value.trim_ascii();
+    let token = if header_name.trim().eq_ignore_ascii_case("authorization") {
+        match after_scheme(value, b"bearer") {
+            Some(t) => t,
+            None if after_scheme(value, b"basic").is_some() => return None,
+            None => value,
         }
-    }
-    None
+    } else {
+        value
+    };
+    token::read(token)
 }
 
 /// Which request headers carry credentials: [`CREDENTIAL_HEADERS`] plus
@@ -101,11 +125,7 @@ impl CredentialHeaders {
     /// header, else `None`: what a protocol parser calls per header.
     pub fn hash(&self, name: &str, raw_value: &[u8]) -> Option<Credential> {
         let header = self.lookup(name)?;
-        let fingerprint = fingerprint(&header, raw_value);
-        Some(Credential {
-            header,
-            fingerprint,
-        })
+        Some(Credential::read(header, raw_value))
     }
 }
 
@@ -116,11 +136,30 @@ pub struct Credential {
     pub header: Cow<'static, str>,
     /// Per [`fingerprint`].
     pub fingerprint: Fingerprint,
+    /// Per [`token_facts`]: set when the value is a JWT.
+    pub token: Option<TokenFacts>,
+}
+
+impl Credential {
+    /// What is kept of the value of credential header `header`
+    /// (lowercase): its fingerprint and JWT facts. Every protocol parser
+    /// builds its credentials here.
+    pub fn read(header: Cow<'static, str>, raw_value: &[u8]) -> Self {
+        Self {
+            fingerprint: fingerprint(&header, raw_value),
+            token: token_facts(&header, raw_value),
+            header,
+        }
+    }
 }
 
 impl fmt::Debug for Credential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Credential({}, {})", self.header, self.fingerprint)
+        write!(f, "Credential({}, {}", self.header, self.fingerprint)?;
+        if self.token.is_some() {
+            f.write_str(", jwt")?;
+        }
+        f.write_str(")")
     }
 }
 
@@ -206,5 +245,33 @@ mod tests {
         );
         let debug = format!("{c:?}");
         assert!(!debug.contains("s3cret"), "{debug}");
+        assert_eq!(c.token, None);
+    }
+
+    /// `{"alg":"HS256","kid":"k1"}.{"iss":"i","sub":"s"}.sig`
+    const JWT: &str = "eyJhbGciOiJIUzI1NiIsImtpZCI6ImsxIn0.eyJpc3MiOiJpIiwic3ViIjoicyJ9.c2ln";
+
+    #[test]
+    fn a_jwt_is_read_where_it_is_hashed() {
+        let want = Some(token::subject_key("i", "s"));
+        let headers = CredentialHeaders::with_extra(["x-token"]);
+        for (name, value) in [
+            ("authorization", format!("Bearer {JWT}")),
+            ("Authorization", format!("bearer\t{JWT} ")),
+            ("authorization", JWT.to_owned()),
+            ("x-api-key", JWT.to_owned()),
+            ("x-token", format!(" {JWT}")),
+        ] {
+            let c = headers.hash(name, value.as_bytes()).unwrap();
+            assert_eq!(c.token.and_then(|t| t.subject_key), want, "{name}: {value}");
+            assert_eq!(c.fingerprint, fingerprint(name, value.as_bytes()));
+            assert!(!format!("{c:?}").contains(JWT));
+        }
+        // Basic credentials are never read as tokens; nor is a JWT behind
+        // another scheme.
+        for value in [format!("Basic {JWT}"), format!("Token {JWT}")] {
+            let c = headers.hash("authorization", value.as_bytes()).unwrap();
+            assert_eq!(c.token, None, "{value}");
+        }
     }
 }

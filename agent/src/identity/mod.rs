@@ -21,8 +21,10 @@
 pub mod credential;
 mod fingerprint;
 pub mod resolve;
+pub mod token;
 pub mod workload;
 
 pub use credential::{Credential, CredentialHeaders, fingerprint as credential_fingerprint};
 pub use fingerprint::{Fingerprint, FingerprintParseError, PREFIX};
-pub use resolve::{Directory, Fp, Identity, KnownCredential, Via};
+pub use resolve::{Directory, Fp, Identity, KnownCredential, Presented, Via};
+pub use token::TokenFacts;

@@ -1,14 +1,15 @@
 //! Who is calling: the contract's clients compiled into lookup tables
 //! ([`Directory`]), and the one implementation of the resolution order
-//! ([`Directory::identify`]): credential → client certificate → source
-//! address → unknown.
+//! ([`Directory::identify_presented`]): listed credential fingerprint → JWT
+//! claims → client certificate → source address → unknown.
 
 use std::{collections::HashMap as StdHashMap, net::IpAddr};
 
 use ipnet::IpNet;
 
+use super::token::{self, TokenFacts};
 use crate::{
-    contract::{self, Contract},
+    contract::{self, Contract, JwtClaim},
     event::Nanos,
 };
 
@@ -22,7 +23,10 @@ pub type Fp = [u8; 32];
 /// How a client was recognised.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Via {
+    /// A credential whose fingerprint the contract lists.
     Credential,
+    /// A JWT whose issuer and subject (or client id) the contract lists.
+    Jwt,
     Certificate,
     Source,
     Unknown,
@@ -32,7 +36,8 @@ impl Via {
     /// Strength of the identification, in the contract's order.
     pub const fn rank(self) -> u8 {
         match self {
-            Self::Credential => 3,
+            Self::Credential => 4,
+            Self::Jwt => 3,
             Self::Certificate => 2,
             Self::Source => 1,
             Self::Unknown => 0,
@@ -42,6 +47,7 @@ impl Via {
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Credential => "credential",
+            Self::Jwt => "jwt",
             Self::Certificate => "certificate",
             Self::Source => "source",
             Self::Unknown => "unknown",
@@ -57,7 +63,26 @@ pub struct Identity {
     pub via: Via,
     /// The credential seen (first credential header), known or not.
     pub credential: Option<Fp>,
+    /// The JWT facts of `credential`, when it is a JWT.
+    pub token: Option<TokenFacts>,
     pub certificate: Option<Fp>,
+}
+
+/// A credential as a request presents it: fingerprint and JWT facts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Presented {
+    pub fingerprint: Fp,
+    pub token: Option<TokenFacts>,
+}
+
+impl Presented {
+    /// An opaque credential (no JWT facts).
+    pub const fn opaque(fingerprint: Fp) -> Self {
+        Self {
+            fingerprint,
+            token: None,
+        }
+    }
 }
 
 /// A credential the contract lists.
@@ -72,6 +97,8 @@ pub struct KnownCredential {
 #[derive(Clone, Debug, Default)]
 pub struct Directory {
     pub credentials: HashMap<Fp, KnownCredential>,
+    /// `token::subject_key` / `token::client_key` of each `jwt` entry.
+    pub jwt: HashMap<Fp, usize>,
     pub certificates: HashMap<Fp, usize>,
     /// In file order: the first client whose network holds the source wins.
     pub sources: Vec<(IpNet, usize)>,
@@ -90,6 +117,13 @@ impl Directory {
                     },
                 );
             }
+            for j in &cl.jwt {
+                let key = match &j.claim {
+                    JwtClaim::Subject(s) => token::subject_key(&j.issuer, s),
+                    JwtClaim::ClientId(c) => token::client_key(&j.issuer, c),
+                };
+                d.jwt.insert(key, i);
+            }
             for fp in &cl.certificates {
                 d.certificates.insert(*fp.as_bytes(), i);
             }
@@ -100,28 +134,63 @@ impl Directory {
         d
     }
 
-    /// Identity in the contract's order: credential → client certificate →
-    /// source address → unknown. An unrecognised credential does not stop
-    /// the search, and is kept (hashed) when nothing identifies the caller.
+    /// [`Self::identify_presented`] for opaque credentials.
     pub fn identify(
         &self,
         credentials: &[Fp],
         certificate: Option<Fp>,
         source: IpAddr,
     ) -> Identity {
+        let mut presented = [Presented::opaque([0; 32]); 4];
+        let n = credentials.len().min(presented.len());
+        for (slot, fp) in presented.iter_mut().zip(credentials) {
+            *slot = Presented::opaque(*fp);
+        }
+        self.identify_presented(presented.get(..n).unwrap_or_default(), certificate, source)
+    }
+
+    /// Identity in the contract's order: listed credential fingerprint →
+    /// JWT claims (`sub`, then `client_id`/`azp`, of the first credential
+    /// that names a listed one) → client certificate → source address →
+    /// unknown. An unrecognised credential does not stop the search, and
+    /// is kept (hashed) when nothing identifies the caller.
+    pub fn identify_presented(
+        &self,
+        credentials: &[Presented],
+        certificate: Option<Fp>,
+        source: IpAddr,
+    ) -> Identity {
+        let first = credentials.first();
         let mut id = Identity {
             client: None,
             via: Via::Unknown,
-            credential: credentials.first().copied(),
+            credential: first.map(|c| c.fingerprint),
+            token: first.and_then(|c| c.token),
             certificate,
         };
-        if let Some((fp, c)) = credentials
+        let by_claims = |c: &Presented| {
+            let t = c.token?;
+            [t.subject_key, t.client_key]
+                .into_iter()
+                .flatten()
+                .find_map(|k| self.jwt.get(&k).copied())
+        };
+        if let Some((c, known)) = credentials
             .iter()
-            .find_map(|fp| self.credentials.get(fp).map(|c| (*fp, c)))
+            .find_map(|c| self.credentials.get(&c.fingerprint).map(|k| (c, k)))
         {
-            id.client = Some(c.client);
+            id.client = Some(known.client);
             id.via = Via::Credential;
-            id.credential = Some(fp);
+            id.credential = Some(c.fingerprint);
+            id.token = c.token;
+        } else if let Some((c, client)) = credentials
+            .iter()
+            .find_map(|c| by_claims(c).map(|k| (c, k)))
+        {
+            id.client = Some(client);
+            id.via = Via::Jwt;
+            id.credential = Some(c.fingerprint);
+            id.token = c.token;
         } else if let Some(c) = certificate.and_then(|fp| self.certificates.get(&fp)) {
             id.client = Some(*c);
             id.via = Via::Certificate;

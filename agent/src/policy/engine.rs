@@ -111,8 +111,7 @@ macro_rules! judge {
             malformed: &mut $e.malformed,
             vbuf: &mut $e.vbuf,
             terms: Terms {
-                warn_after: $view.warn_after,
-                breach_after: $view.breach_after,
+                window: Default::default(),
                 quiet_period: $e.opts.quiet_period,
             },
             emit_occurrences: $e.opts.emit_occurrences,
@@ -203,6 +202,8 @@ impl Engine {
     fn set_view(&mut self, view: View) {
         self.flows.set_credential_headers(credential_headers(&view));
         self.view = view;
+        let view = &self.view;
+        self.violations.rewindow(|k| view.window_for(k));
         self.generation += 1;
         self.quota_gen += 1;
         self.stage_span = (Nanos::MAX, Nanos::MIN);
@@ -416,8 +417,7 @@ impl Engine {
 
     fn terms(&self) -> Terms {
         Terms {
-            warn_after: self.view.warn_after,
-            breach_after: self.view.breach_after,
+            window: Default::default(),
             quiet_period: self.opts.quiet_period,
         }
     }

@@ -11,7 +11,7 @@ use super::{
     rates::Rates,
     record::ResponseTotals,
     revoked_client, stale_credential, unencrypted_flow, unknown_client, unlisted_endpoint,
-    view::{EndpointRef, Fp, Identity, Via},
+    view::{EndpointRef, Fp, Identity, Presented, Via},
     violations::{Answered, Finding, Kind, Terms, ViolationEvent, ViolationKey, Violations},
     weak_tls,
 };
@@ -156,14 +156,12 @@ impl Judge<'_> {
     fn report(&mut self, f: Option<Finding>) {
         if let Some(f) = f {
             let stage = self.ctx.stage_view().map(|s| &s.name);
-            self.violations.record(
-                f,
-                self.now,
-                stage,
-                self.terms,
-                self.emit_occurrences,
-                self.vbuf,
-            );
+            let terms = Terms {
+                window: self.ctx.view.window_for(&f.key),
+                ..self.terms
+            };
+            self.violations
+                .record(f, self.now, stage, terms, self.emit_occurrences, self.vbuf);
         }
     }
 
@@ -267,8 +265,12 @@ impl Judge<'_> {
             st.matched = Some(view.match_endpoint(flow.id.server, name, None));
         }
         if let Some(old) = st.identity {
-            st.identity = Some(view.directory.identify(
-                old.credential.as_slice(),
+            let presented = old.credential.map(|fingerprint| Presented {
+                fingerprint,
+                token: old.token,
+            });
+            st.identity = Some(view.directory.identify_presented(
+                presented.as_slice(),
                 flow.tls.client_cert,
                 flow.id.client.ip(),
             ));
@@ -345,14 +347,17 @@ impl Judge<'_> {
         let view = self.ctx.view;
         let name = req.host.as_deref().or_else(|| flow.tls.sni());
         let m = view.match_endpoint(flow.id.server, name, Some(&req.path));
-        let mut fps: [Fp; 4] = [[0; 32]; 4];
+        let mut presented = [Presented::opaque([0; 32]); 4];
         let mut n = 0;
-        for (slot, c) in fps.iter_mut().zip(&req.credentials) {
-            *slot = *c.fingerprint.as_bytes();
+        for (slot, c) in presented.iter_mut().zip(&req.credentials) {
+            *slot = Presented {
+                fingerprint: *c.fingerprint.as_bytes(),
+                token: c.token,
+            };
             n += 1;
         }
-        let id = view.directory.identify(
-            fps.get(..n).unwrap_or_default(),
+        let id = view.directory.identify_presented(
+            presented.get(..n).unwrap_or_default(),
             flow.tls.client_cert,
             flow.id.client.ip(),
         );

@@ -10,7 +10,7 @@ use std::{collections::HashMap as StdHashMap, net::SocketAddr, sync::Arc};
 /// attacker-chosen in a way that matters: fingerprints and small indexes).
 pub type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::FixedState>;
 
-pub use crate::identity::{Fp, Identity, Via};
+pub use crate::identity::{Fp, Identity, Presented, Via};
 use crate::{
     contract::{self, Contract, DataClass, RevocationTarget},
     event::Nanos,
@@ -91,6 +91,10 @@ pub struct StageTerms {
     pub name: Arc<str>,
     pub starts_at: Nanos,
     pub credential_max_age: Option<Nanos>,
+    /// `rotateOnStageStart`.
+    pub rotate_on_stage_start: bool,
+    /// `signingKeys`; empty: any key.
+    pub signing_keys: Vec<Arc<str>>,
     /// By (client index, endpoint index).
     pub quotas: HashMap<(usize, usize), StageQuota>,
 }
@@ -116,8 +120,8 @@ pub struct View {
     pub revoked_fingerprints: HashMap<Fp, Revoked>,
     /// Revoked clients by index.
     pub revoked_clients: HashMap<usize, Revoked>,
-    pub warn_after: Option<Nanos>,
-    pub breach_after: Option<Nanos>,
+    /// `spec.remediation`: windows global, per class, per kind.
+    pub remediation: contract::Remediation,
 }
 
 /// `contract::EndpointMatch` as indexes: where a server (and, when visible,
@@ -231,6 +235,12 @@ impl View {
                 name: s.name.clone(),
                 starts_at: s.starts_at,
                 credential_max_age: s.credential_max_age,
+                rotate_on_stage_start: s.rotate_on_stage_start,
+                signing_keys: s
+                    .signing_keys
+                    .iter()
+                    .map(|k| Arc::from(k.as_str()))
+                    .collect(),
                 quotas: s
                     .quotas
                     .iter()
@@ -275,7 +285,7 @@ impl View {
                 }
             }
         }
-        let remediation = c.remediation();
+        let remediation = c.remediation().clone();
         Self {
             contract_name: Arc::from(c.name()),
             classes,
@@ -285,10 +295,21 @@ impl View {
             stages,
             revoked_fingerprints,
             revoked_clients,
-            warn_after: remediation.warn_after,
-            breach_after: remediation.breach_after,
+            remediation,
             contract,
         }
+    }
+
+    /// The remediation window of a violation: by its kind, then the data
+    /// class of its endpoint (none for `unlisted`), then global.
+    pub fn window_for(&self, key: &super::ViolationKey) -> contract::Window {
+        let class = self
+            .endpoints
+            .iter()
+            .find(|e| e.name == key.endpoint)
+            .and_then(|e| self.classes.get(e.class))
+            .map(|c| &*c.name);
+        self.remediation.window(key.kind.as_str(), class)
     }
 
     pub fn class_of(&self, endpoint: usize) -> Option<&ClassView> {

@@ -10,7 +10,7 @@ use std::{
 
 use serde::Serialize;
 
-use crate::event::Nanos;
+use crate::{contract::Window, event::Nanos};
 
 /// The seven detections. Names are an interface (CLI, metrics, alerts).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -131,6 +131,9 @@ pub struct Violation {
     /// `quota_overshoot`: requests of the client on the endpoint the API
     /// answered `429 Too Many Requests` while this violation was open.
     pub throttled: u64,
+    /// The remediation window of its kind and endpoint (see
+    /// `contract::Remediation::window`).
+    pub window: Window,
 }
 
 impl Kind {
@@ -190,6 +193,60 @@ impl Outcome {
     }
 }
 
+impl Violation {
+    /// A stable id for people and scripts (`rampwatch violations`, `ack`):
+    /// `v` and 10 hex digits of SHA-256 over kind, endpoint, client and
+    /// when it opened. The same violation has the same id in every answer,
+    /// on every node and after an agent restart that replays its audit; a
+    /// violation that resolves and opens again is a new one.
+    pub fn id(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for part in [self.key.kind.as_str(), &self.key.endpoint, &self.key.client] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        h.update(self.first_seen.to_be_bytes());
+        let digest = h.finalize();
+        format!("v{}", hex::encode(digest.get(..5).unwrap_or_default()))
+    }
+
+    /// The level of this violation at `now`: the one rule a violation's
+    /// severity comes from (opening, escalation, time to the next step).
+    pub fn level_at(&self, now: Nanos) -> Severity {
+        let by_age = Severity::for_age(
+            now.saturating_sub(self.first_seen),
+            self.window.warn_after,
+            self.window.breach_after,
+        );
+        // A revoked or unknown client the API served is critical at once,
+        // whatever the windows say; breach still comes from the window.
+        if self.key.kind.served_is_critical() && self.outcome.served > 0 {
+            by_age.max(Severity::Critical)
+        } else {
+            by_age
+        }
+    }
+
+    /// The next level it reaches if it stays open, and when; `None` once
+    /// at `breach`, or when no later window applies.
+    pub fn next_step(&self) -> Option<(Severity, Nanos)> {
+        let at = |d: Option<Nanos>| d.map(|d| self.first_seen.saturating_add(d));
+        let critical = at(self.window.warn_after);
+        let breach = at(self.window.breach_after);
+        match self.severity {
+            Severity::Warning => match (critical, breach) {
+                (Some(c), Some(b)) if b <= c => Some((Severity::Breach, b)),
+                (Some(c), _) => Some((Severity::Critical, c)),
+                (None, Some(b)) => Some((Severity::Breach, b)),
+                (None, None) => None,
+            },
+            Severity::Critical => breach.map(|b| (Severity::Breach, b)),
+            Severity::Breach => None,
+        }
+    }
+}
+
 /// A change in the violation set, for sinks (audit, metrics, watch).
 #[derive(Clone, Debug, PartialEq)]
 pub enum ViolationEvent {
@@ -215,11 +272,11 @@ pub struct Violations {
 /// Resolved violations kept for queries.
 const RESOLVED_KEPT: usize = 1024;
 
-/// Remediation windows and the quiet period.
+/// The remediation window of a finding and the quiet period.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Terms {
-    pub warn_after: Option<Nanos>,
-    pub breach_after: Option<Nanos>,
+    /// The window a violation opened by this finding escalates by.
+    pub window: Window,
     /// `None`: never resolve (replay).
     pub quiet_period: Option<Nanos>,
 }
@@ -254,18 +311,20 @@ impl Violations {
             }
             return;
         }
-        let v = Violation {
+        let mut v = Violation {
             key: f.key.clone(),
             first_seen: at,
             last_seen: at,
             count: f.count,
             stage: stage.cloned(),
             detail: f.detail,
-            severity: Severity::for_age(0, terms.warn_after, terms.breach_after),
+            severity: Severity::Warning,
             resolved_at: None,
             outcome: Outcome::default(),
             throttled: 0,
+            window: terms.window,
         };
+        v.severity = v.level_at(at);
         out.push(ViolationEvent::Opened(v.clone()));
         self.open.insert(f.key, v);
     }
@@ -280,9 +339,9 @@ impl Violations {
             return;
         };
         v.outcome.add(a);
-        if a == Answered::Served && key.kind.served_is_critical() && v.severity < Severity::Critical
-        {
-            v.severity = Severity::Critical;
+        let level = v.level_at(v.last_seen);
+        if level > v.severity {
+            v.severity = level;
             out.push(ViolationEvent::Escalated(v.clone()));
         }
     }
@@ -304,11 +363,19 @@ impl Violations {
         self.open.contains_key(key)
     }
 
+    /// New windows for the open violations (a contract reload); the next
+    /// tick escalates by them. A level reached stays.
+    pub fn rewindow(&mut self, window: impl Fn(&ViolationKey) -> Window) {
+        for (k, v) in &mut self.open {
+            v.window = window(k);
+        }
+    }
+
     /// Escalates by open age and resolves quiet violations at `now`.
     pub fn tick(&mut self, now: Nanos, terms: Terms, out: &mut Vec<ViolationEvent>) {
         let mut quiet = Vec::new();
         for (k, v) in &mut self.open {
-            let sev = Severity::for_age(now - v.first_seen, terms.warn_after, terms.breach_after);
+            let sev = v.level_at(now);
             if sev > v.severity {
                 v.severity = sev;
                 out.push(ViolationEvent::Escalated(v.clone()));

@@ -175,12 +175,16 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         recent: std::collections::VecDeque::new(),
         capture_desc,
         started,
+        acks: std::collections::HashMap::new(),
     };
     // The socket answers only once there is something true to say.
     state.publish(&engine, &capture, &metrics, &audit, &snapshot);
     tasks.spawn(api.serve(Arc::clone(&snapshot) as _, cancel.clone()));
     let mut ticker = tokio::time::interval(TICK);
     let (rules_tx, mut rules_rx) = mpsc::channel(2);
+    let mut acks = snapshot
+        .take_acks()
+        .context("the API's acknowledgements were taken twice")?;
     let mut resolve = tokio::time::interval(RESOLVE_EVERY);
     resolve.tick().await;
     let reason = loop {
@@ -215,6 +219,14 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
                 {
                     tracing::warn!(error = %e, "updating the kernel's endpoint map failed; the previous one stays");
                 }
+            }
+            Some(cmd) = acks.recv() => {
+                let at = now();
+                let result = present::acknowledge(&engine, &cmd, at, &audit);
+                if result.is_ok() {
+                    state.acks.insert(cmd.id.clone(), (cmd.by.clone(), at));
+                }
+                let _ = cmd.reply.send(result);
             }
             _ = sighup.recv() => { let _ = hup_tx.try_send(()); }
             _ = sigint.recv() => break "SIGINT".to_owned(),
@@ -317,6 +329,9 @@ struct LoopState {
     recent: std::collections::VecDeque<crate::policy::FlowRecord>,
     capture_desc: String,
     started: Nanos,
+    /// The last acknowledgement (name, time) by violation id, for the
+    /// views; pruned to the violations the engine still holds.
+    acks: std::collections::HashMap<String, (String, Nanos)>,
 }
 
 impl LoopState {
@@ -472,11 +487,20 @@ impl LoopState {
             flows,
             violations: violations
                 .iter()
-                .map(|v| (v.last_seen / 1_000_000_000, present::violation_row(v)))
+                .map(|v| {
+                    let mut row = present::violation_row(v);
+                    if let Some((by, at)) = self.acks.get(&row.id) {
+                        row.acknowledged_by = Some(by.clone());
+                        row.acknowledged_at = Some(crate::contract::format_rfc3339(*at));
+                    }
+                    (v.last_seen / 1_000_000_000, row)
+                })
                 .collect(),
             readiness,
             readiness_next,
         });
+        let held: std::collections::HashSet<String> = views_ids(&violations);
+        self.acks.retain(|id, _| held.contains(id));
     }
 
     /// Applies a reload; true when a new contract became active (its
@@ -521,4 +545,12 @@ impl LoopState {
             }
         }
     }
+}
+
+/// Ids of the violations the engine holds (open and recently resolved).
+fn views_ids(violations: &[crate::policy::Violation]) -> std::collections::HashSet<String> {
+    violations
+        .iter()
+        .map(crate::policy::Violation::id)
+        .collect()
 }

@@ -136,6 +136,58 @@ pub fn stage_view(contract: &Contract, info: &StageInfo, now: Nanos) -> StageVie
     }
 }
 
+/// Records an acknowledgement of the open violation `cmd.id` in the
+/// audit log; the violation itself is unchanged (its clock keeps running).
+pub fn acknowledge(
+    engine: &crate::policy::Engine,
+    cmd: &crate::sinks::api::AckCommand,
+    at: crate::event::Nanos,
+    audit: &super::audit_thread::AuditWriter,
+) -> Result<crate::sinks::api::views::AckView, String> {
+    let open = engine.violations();
+    let Some(v) = open
+        .iter()
+        .find(|v| v.resolved_at.is_none() && v.id() == cmd.id)
+    else {
+        return Err(format!(
+            "no open violation has id {}; `rampwatch violations` lists the open ones (a resolved violation needs no acknowledgement)",
+            cmd.id
+        ));
+    };
+    audit.record(RecordKind::ViolationAcknowledged(
+        crate::sinks::audit::AckRecord {
+            id: cmd.id.clone(),
+            violation: v.key.kind.as_str().to_owned(),
+            endpoint: v.key.endpoint.to_string(),
+            client: v.key.client.to_string(),
+            severity: v.severity.as_str().to_owned(),
+            by: cmd.by.clone(),
+            uid: cmd.uid,
+            note: cmd.note.clone(),
+        },
+    ));
+    tracing::info!(
+        id = %cmd.id,
+        kind = %v.key.kind,
+        endpoint = %v.key.endpoint,
+        client = %v.key.client,
+        by = %cmd.by,
+        uid = cmd.uid,
+        "violation acknowledged"
+    );
+    Ok(crate::sinks::api::views::AckView {
+        id: cmd.id.clone(),
+        kind: v.key.kind.as_str().to_owned(),
+        endpoint: v.key.endpoint.to_string(),
+        client: v.key.client.to_string(),
+        severity: v.severity.as_str().to_owned(),
+        by: cmd.by.clone(),
+        uid: cmd.uid,
+        at: crate::contract::format_rfc3339(at),
+        note: cmd.note.clone(),
+    })
+}
+
 fn record(v: &Violation) -> ViolationRecord {
     ViolationRecord {
         violation: v.key.kind.as_str().to_owned(),
@@ -150,6 +202,10 @@ fn record(v: &Violation) -> ViolationRecord {
             unknown: v.outcome.unknown,
         }),
         throttled: (v.key.kind == Kind::QuotaOvershoot).then_some(v.throttled),
+        id: Some(v.id()),
+        open_secs: v
+            .resolved_at
+            .and_then(|r| u64::try_from((r - v.first_seen) / 1_000_000_000).ok()),
     }
 }
 
@@ -257,7 +313,12 @@ impl Counters {
         for v in violations.iter().filter(|v| v.resolved_at.is_none()) {
             metrics
                 .violations_open
-                .with_label_values(&[v.key.kind.as_str(), v.severity.as_str()])
+                .with_label_values(&[
+                    v.key.kind.as_str(),
+                    v.severity.as_str(),
+                    &v.key.endpoint,
+                    &v.key.client,
+                ])
                 .inc();
         }
         let mut losses: Vec<(&'static str, u64)> = extra_losses.to_vec();

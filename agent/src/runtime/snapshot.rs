@@ -5,14 +5,14 @@
 //! never stall packet processing.
 
 use std::{
-    sync::{Arc, RwLock},
+    sync::{Arc, Mutex, RwLock},
     time::Duration,
 };
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
 use crate::sinks::api::{
-    StateSource,
+    AckCommand, StateSource,
     views::{ClientRow, FlowRow, ReadinessView, StageView, StatusView, ViolationRow, WatchEvent},
 };
 
@@ -50,15 +50,26 @@ impl Default for Views {
 pub struct Snapshot {
     views: RwLock<Views>,
     watch: broadcast::Sender<WatchEvent>,
+    /// Acknowledgements, to the engine task (which takes the receiver).
+    acks: mpsc::Sender<AckCommand>,
+    ack_rx: Mutex<Option<mpsc::Receiver<AckCommand>>>,
 }
 
 impl Snapshot {
     pub fn new() -> Arc<Self> {
         let (watch, _) = broadcast::channel(1024);
+        let (acks, ack_rx) = mpsc::channel(16);
         Arc::new(Self {
             views: RwLock::new(Views::default()),
             watch,
+            acks,
+            ack_rx: Mutex::new(Some(ack_rx)),
         })
+    }
+
+    /// The acknowledgements the API receives; once, for the engine task.
+    pub fn take_acks(&self) -> Option<mpsc::Receiver<AckCommand>> {
+        self.ack_rx.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     pub fn publish(&self, views: Views) {
@@ -95,17 +106,17 @@ impl StateSource for Snapshot {
     }
 
     fn violations(&self, since: Option<Duration>) -> Vec<ViolationRow> {
-        let cutoff = since.map(|d| {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default();
-            i64::try_from(now.saturating_sub(d).as_secs()).unwrap_or(i64::MAX)
-        });
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let cutoff =
+            since.map(|d| i64::try_from(now.saturating_sub(d).as_secs()).unwrap_or(i64::MAX));
+        let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
         self.read(|v| {
             v.violations
                 .iter()
                 .filter(|(seen, _)| cutoff.is_none_or(|c| *seen >= c))
-                .map(|(_, row)| row.clone())
+                .map(|(_, row)| row.clone().at(now))
                 .collect()
         })
     }
@@ -132,5 +143,9 @@ impl StateSource for Snapshot {
                     )
                 })
         })
+    }
+
+    fn acks(&self) -> Option<mpsc::Sender<AckCommand>> {
+        Some(self.acks.clone())
     }
 }

@@ -116,8 +116,8 @@ impl Metrics {
             violations_open: labelled!(
                 IntGaugeVec,
                 "rampwatch_violations_open",
-                "Violations currently open, by kind and severity.",
-                ["kind", "severity"]
+                "Violations currently open, by kind, severity, endpoint and client.",
+                ["kind", "severity", "endpoint", "client"]
             ),
             flows: labelled!(
                 IntCounterVec,

@@ -9,16 +9,23 @@ use std::{
 use super::{
     super::{
         model::{
-            Client, Credential, Quota, QuotaRule, Remediation, Revocation, RevocationTarget, Stage,
+            Client, Credential, JwtClaim, JwtMatch, Quota, QuotaRule, Remediation, Revocation,
+            RevocationTarget, Stage, Window,
         },
-        reader::{Reader, shown},
+        reader::{Fields, Reader, join, shown},
         timefmt::{format_duration, format_rfc3339},
-        yaml::Node,
+        yaml::{Kind, Node},
     },
-    CLIENT_KEYS, CREDENTIAL_KEYS, Names, QUOTA_KEYS, REMEDIATION_KEYS, RESERVED_CLIENT_NAMES,
-    REVOCATION_KEYS, Refs, STAGE_KEYS,
+    CLIENT_KEYS, CREDENTIAL_KEYS, JWT_KEYS, Names, QUOTA_KEYS, REMEDIATION_KEYS,
+    RESERVED_CLIENT_NAMES, REVOCATION_KEYS, Refs, STAGE_KEYS, WINDOW_KEYS,
 };
-use crate::{event::Nanos, identity::Fingerprint};
+use crate::{
+    event::Nanos,
+    identity::{
+        Fingerprint, Fp,
+        token::{self, MAX_CLAIM, MAX_KID},
+    },
+};
 
 pub(super) fn client(
     r: &mut Reader,
@@ -26,6 +33,7 @@ pub(super) fn client(
     path: &str,
     names: &mut Names,
     seen: &mut HashMap<Fingerprint, String>,
+    seen_jwt: &mut HashMap<Fp, String>,
 ) -> Option<Client> {
     let f = r.fields(node, path, CLIENT_KEYS)?;
     let name = names.read(r, &f, RESERVED_CLIENT_NAMES);
@@ -65,6 +73,23 @@ pub(super) fn client(
             issued_at: issued_at?,
         })
     });
+    let jwt = r.list_of(f.get("jwt"), &f.path("jwt"), |r, n, p| {
+        let m = jwt_match(r, n, p)?;
+        let key = match &m.claim {
+            JwtClaim::Subject(s) => token::subject_key(&m.issuer, s),
+            JwtClaim::ClientId(c) => token::client_key(&m.issuer, c),
+        };
+        if let Some(first) = seen_jwt.get(&key) {
+            r.err(
+                p,
+                n.pos,
+                format!("the same issuer and claim are already listed at {first}; one token subject identifies one client"),
+            );
+            return None;
+        }
+        seen_jwt.insert(key, p.to_owned());
+        Some(m)
+    });
     let certificates = r.list_of(f.get("certificates"), &f.path("certificates"), |r, n, p| {
         let fp = r.fingerprint(n, p)?;
         unique(r, fp, n, p)
@@ -72,22 +97,70 @@ pub(super) fn client(
     let sources = r.list_of(f.get("sources"), &f.path("sources"), |r, n, p| {
         r.network(n, p)
     });
-    let listed = ["credentials", "certificates", "sources"]
+    let listed = ["credentials", "jwt", "certificates", "sources"]
         .iter()
         .any(|k| f.get(k).is_some());
     if !listed {
         r.err(
             &f.path,
             f.pos,
-            "this client lists no credentials, certificates or sources, so no traffic can be attributed to it; add at least one",
+            "this client lists no credentials, jwt, certificates or sources, so no traffic can be attributed to it; add at least one",
         );
     }
     Some(Client {
         name: name?,
         credentials,
+        jwt,
         certificates,
         sources,
     })
+}
+
+/// `{issuer, subject}` or `{issuer, clientId}`.
+fn jwt_match(r: &mut Reader, node: &Node, path: &str) -> Option<JwtMatch> {
+    let f = r.fields(node, path, JWT_KEYS)?;
+    let issuer = r
+        .required(&f, "issuer")
+        .and_then(|n| claim_text(r, n, &f.path("issuer")));
+    let claim = match (f.get("subject"), f.get("clientId")) {
+        (Some(n), None) => claim_text(r, n, &f.path("subject")).map(JwtClaim::Subject),
+        (None, Some(n)) => claim_text(r, n, &f.path("clientId")).map(JwtClaim::ClientId),
+        (given_sub, _) => {
+            r.err(
+                path,
+                f.pos,
+                if given_sub.is_some() {
+                    "a jwt entry names one of `subject` or `clientId`, not both; list two entries to accept either"
+                } else {
+                    "a jwt entry needs `subject` (matched against `sub`) or `clientId` (matched against `client_id`, else `azp`)"
+                },
+            );
+            None
+        }
+    };
+    Some(JwtMatch {
+        issuer: issuer?,
+        claim: claim?,
+    })
+}
+
+/// A claim value the contract matches exactly: non-empty, at most
+/// [`MAX_CLAIM`] bytes (what the token reader keeps).
+fn claim_text(r: &mut Reader, node: &Node, path: &str) -> Option<String> {
+    let text = r.text(node, path)?;
+    if text.is_empty() || text.len() > MAX_CLAIM {
+        r.err(
+            path,
+            node.pos,
+            format!(
+                "a claim value is 1 to {MAX_CLAIM} bytes, matched exactly; {} is {} bytes",
+                shown(text),
+                text.len()
+            ),
+        );
+        return None;
+    }
+    Some(text.to_owned())
 }
 
 fn header_name(r: &mut Reader, node: &Node, path: &str) -> Option<String> {
@@ -156,6 +229,11 @@ pub(super) fn stage(
             format!("a maximum age of {} makes every credential stale; leave the field out for no limit", format_duration(age)),
         );
     }
+    let rotate_on_stage_start = match f.get("rotateOnStageStart") {
+        Some(n) => r.boolean(n, &f.path("rotateOnStageStart")),
+        None => Some(false),
+    };
+    let signing_keys = signing_keys(r, f.get("signingKeys"), &f.path("signingKeys"));
     let mut seen: HashSet<(Arc<str>, Arc<str>)> = HashSet::new();
     let quotas = r.list_of(f.get("quotas"), &f.path("quotas"), |r, n, p| {
         let q = quota(r, n, p, refs)?;
@@ -177,8 +255,52 @@ pub(super) fn stage(
         index,
         starts_at: starts_at?,
         credential_max_age: credential_max_age?,
+        rotate_on_stage_start: rotate_on_stage_start?,
+        signing_keys: signing_keys?,
         quotas,
     })
+}
+
+/// `signingKeys`: distinct key ids of at most [`MAX_KID`] bytes; given, at
+/// least one (an empty list would reject every token).
+fn signing_keys(r: &mut Reader, node: Option<&Node>, path: &str) -> Option<Vec<String>> {
+    let Some(node) = node else {
+        return Some(Vec::new());
+    };
+    let before = r.diags.len();
+    let mut seen: HashSet<String> = HashSet::new();
+    let keys = r.list_of(Some(node), path, |r, n, p| {
+        let kid = r.text(n, p)?;
+        if kid.is_empty() || kid.len() > MAX_KID {
+            r.err(
+                p,
+                n.pos,
+                format!(
+                    "a key id is 1 to {MAX_KID} bytes; {} is {}",
+                    shown(kid),
+                    kid.len()
+                ),
+            );
+            return None;
+        }
+        if !seen.insert(kid.to_owned()) {
+            r.err(
+                p,
+                n.pos,
+                format!("key id {} is listed twice; keep one", shown(kid)),
+            );
+            return None;
+        }
+        Some(kid.to_owned())
+    });
+    if keys.is_empty() && r.diags.len() == before {
+        r.err(
+            path,
+            node.pos,
+            "an empty signingKeys list rejects every token; list the key ids in use, or leave the field out to accept any",
+        );
+    }
+    (r.diags.len() == before).then_some(keys)
 }
 
 fn quota(r: &mut Reader, node: &Node, path: &str, refs: &Refs<'_>) -> Option<QuotaRule> {
@@ -261,10 +383,87 @@ pub(super) fn revocation(
     })
 }
 
-pub(super) fn remediation(r: &mut Reader, node: &Node, path: &str) -> Remediation {
+pub(super) fn remediation(r: &mut Reader, node: &Node, path: &str, classes: &Names) -> Remediation {
     let Some(f) = r.fields(node, path, REMEDIATION_KEYS) else {
         return Remediation::default();
     };
+    let global = window_bounds(r, &f);
+    let mut kinds = Vec::new();
+    if let Some(n) = f.get("kinds") {
+        let names: Vec<&'static str> = crate::policy::Kind::ALL
+            .iter()
+            .map(|k| k.as_str())
+            .collect();
+        let kpath = f.path("kinds");
+        if let Some(kf) = r.fields(n, &kpath, &names) {
+            for name in &names {
+                if let Some(w) = kf.get(name).and_then(|n| window(r, n, &kf.path(name))) {
+                    kinds.push(((*name).to_owned(), w));
+                }
+            }
+        }
+    }
+    let mut data_classes = Vec::new();
+    if let Some(n) = f.get("dataClasses") {
+        let cpath = f.path("dataClasses");
+        match &n.kind {
+            Kind::Map(entries) => {
+                for (key, value) in entries {
+                    let Some(name) = r.text(key, &cpath) else {
+                        continue;
+                    };
+                    let p = join(&cpath, name);
+                    let Some(class) = classes.reference(r, key, &p) else {
+                        continue;
+                    };
+                    if data_classes.iter().any(|(c, _)| *c == class) {
+                        r.err(
+                            &p,
+                            key.pos,
+                            format!("data class `{class}` is given twice; keep one"),
+                        );
+                        continue;
+                    }
+                    if let Some(w) = window(r, value, &p) {
+                        data_classes.push((class, w));
+                    }
+                }
+            }
+            _ => r.err(
+                &cpath,
+                n.pos,
+                format!(
+                    "expected a mapping of data class names to windows, found {}",
+                    n.describe()
+                ),
+            ),
+        }
+    }
+    Remediation {
+        warn_after: global.warn_after,
+        breach_after: global.breach_after,
+        kinds,
+        data_classes,
+    }
+}
+
+/// A `{warnAfter, breachAfter}` window of `kinds` or `dataClasses`: at
+/// least one bound.
+fn window(r: &mut Reader, node: &Node, path: &str) -> Option<Window> {
+    let f = r.fields(node, path, WINDOW_KEYS)?;
+    if f.get("warnAfter").is_none() && f.get("breachAfter").is_none() {
+        r.err(
+            path,
+            f.pos,
+            "a remediation window gives warnAfter, breachAfter or both",
+        );
+        return None;
+    }
+    Some(window_bounds(r, &f))
+}
+
+/// `warnAfter` and `breachAfter` of a mapping, breach not before warn.
+fn window_bounds(r: &mut Reader, f: &Fields<'_>) -> Window {
     let warn_after = f
         .get("warnAfter")
         .and_then(|n| r.duration(n, &f.path("warnAfter")));
@@ -284,7 +483,7 @@ pub(super) fn remediation(r: &mut Reader, node: &Node, path: &str) -> Remediatio
             ),
         );
     }
-    Remediation {
+    Window {
         warn_after,
         breach_after,
     }

@@ -40,9 +40,17 @@ pub(crate) const DATA_CLASS_KEYS: &[&str] = &[
     "forbiddenCiphers",
 ];
 pub(crate) const ENDPOINT_KEYS: &[&str] = &["name", "dataClass", "hosts", "ports", "paths"];
-pub(crate) const CLIENT_KEYS: &[&str] = &["name", "credentials", "certificates", "sources"];
+pub(crate) const CLIENT_KEYS: &[&str] = &["name", "credentials", "jwt", "certificates", "sources"];
 pub(crate) const CREDENTIAL_KEYS: &[&str] = &["header", "fingerprint", "issuedAt"];
-pub(crate) const STAGE_KEYS: &[&str] = &["name", "startsAt", "credentialMaxAge", "quotas"];
+pub(crate) const JWT_KEYS: &[&str] = &["issuer", "subject", "clientId"];
+pub(crate) const STAGE_KEYS: &[&str] = &[
+    "name",
+    "startsAt",
+    "credentialMaxAge",
+    "rotateOnStageStart",
+    "signingKeys",
+    "quotas",
+];
 pub(crate) const QUOTA_KEYS: &[&str] = &["client", "endpoint", "requestsPerSecond", "burst"];
 pub(crate) const REVOCATION_KEYS: &[&str] = &[
     "fingerprint",
@@ -51,7 +59,8 @@ pub(crate) const REVOCATION_KEYS: &[&str] = &[
     "revokedAt",
     "reason",
 ];
-pub(crate) const REMEDIATION_KEYS: &[&str] = &["warnAfter", "breachAfter"];
+pub(crate) const REMEDIATION_KEYS: &[&str] = &["warnAfter", "breachAfter", "kinds", "dataClasses"];
+pub(crate) const WINDOW_KEYS: &[&str] = &["warnAfter", "breachAfter"];
 
 /// Labels rampwatch reports use for "no client" and "no endpoint".
 pub(super) const RESERVED_CLIENT_NAMES: &[&str] = &["unknown"];
@@ -116,8 +125,9 @@ pub(crate) fn decode(r: &mut Reader, root: &Node) -> Decoded {
     let path = spec.path("clients");
     let mut client_names = Names::new("client");
     let mut seen_fps = HashMap::new();
+    let mut seen_jwt = HashMap::new();
     out.clients = r.list_of(spec.get("clients"), &path, |r, n, p| {
-        client(r, n, p, &mut client_names, &mut seen_fps)
+        client(r, n, p, &mut client_names, &mut seen_fps, &mut seen_jwt)
     });
 
     let path = spec.path("stages");
@@ -147,7 +157,7 @@ pub(crate) fn decode(r: &mut Reader, root: &Node) -> Decoded {
     });
 
     if let Some(n) = spec.get("remediation") {
-        out.remediation = remediation(r, n, &spec.path("remediation"));
+        out.remediation = remediation(r, n, &spec.path("remediation"), &class_names);
     }
     out
 }

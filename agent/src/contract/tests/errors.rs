@@ -370,7 +370,7 @@ fn clients_need_some_way_to_be_recognised_and_contracts_need_stages() {
             "spec.clients[1]",
             21,
             7,
-            "lists no credentials, certificates or sources",
+            "lists no credentials, jwt, certificates or sources",
         )],
     );
     let text = base();

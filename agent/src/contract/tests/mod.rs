@@ -1,6 +1,7 @@
 //! Contract tests: parsing errors, lookups, schema, command functions.
 
 mod errors;
+mod jwt;
 mod lookups;
 mod schema;
 mod value_errors;

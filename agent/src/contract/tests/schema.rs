@@ -56,10 +56,12 @@ fn schema_and_parser_accept_the_same_fields() {
         ("Endpoint", decode::ENDPOINT_KEYS),
         ("Client", decode::CLIENT_KEYS),
         ("CredentialEntry", decode::CREDENTIAL_KEYS),
+        ("JwtEntry", decode::JWT_KEYS),
         ("Stage", decode::STAGE_KEYS),
         ("QuotaEntry", decode::QUOTA_KEYS),
         ("RevocationEntry", decode::REVOCATION_KEYS),
         ("Remediation", decode::REMEDIATION_KEYS),
+        ("Window", decode::WINDOW_KEYS),
     ] {
         let mut want: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
         want.sort();
@@ -125,4 +127,15 @@ fn schema_types_accept_the_example() {
     let mut bad = json;
     bad["spec"]["endpoints"][0]["hostz"] = Value::Null;
     assert!(serde_json::from_value::<ContractDocument>(bad).is_err());
+}
+
+#[test]
+fn remediation_kinds_are_the_violation_kinds() {
+    let schema: Value = serde_json::from_str(&schema_json()).unwrap();
+    let mut want: Vec<String> = crate::policy::Kind::ALL
+        .iter()
+        .map(|k| k.as_str().to_owned())
+        .collect();
+    want.sort();
+    assert_eq!(properties(&schema, "RemediationKinds"), want);
 }

@@ -111,6 +111,7 @@ fn revocations_apply_from_revoked_at() {
         client: None,
         via: Via::Unknown,
         credential: Some(fp(ACME_LEAKED)),
+        token: None,
         certificate: None,
     };
     assert!(revoked(&v, &anon, at).is_some());

@@ -7,9 +7,11 @@ mod encryption;
 mod engine;
 mod h2c;
 mod identity;
+mod jwt;
 mod lenient;
 mod plaintext;
 mod responses;
+mod sla;
 mod terms;
 
 use std::{net::SocketAddr, sync::Arc};

@@ -5,10 +5,7 @@
 use std::borrow::Cow;
 
 use super::rules;
-use crate::{
-    identity::credential_fingerprint,
-    protocol::http::{Credential, CredentialHeaders, Request},
-};
+use crate::protocol::http::{Credential, CredentialHeaders, Request};
 
 /// Credential fields hashed per block at most; past it the rest are
 /// dropped (an HPACK block can repeat one large indexed entry thousands of
@@ -86,20 +83,15 @@ impl<'c> RequestFields<'c> {
             self.dropped = true;
             return;
         }
-        self.credentials.push(Credential {
-            fingerprint: credential_fingerprint(&header, value),
-            header,
-        });
+        self.credentials.push(Credential::read(header, value));
     }
 
     /// The request and whether it is gRPC. The raw cookie is hashed and
     /// dropped here.
     pub fn finish(mut self) -> (Request, bool) {
         if let Some(cookie) = self.cookie.take() {
-            self.credentials.push(Credential {
-                fingerprint: credential_fingerprint("cookie", &cookie),
-                header: Cow::Borrowed("cookie"),
-            });
+            self.credentials
+                .push(Credential::read(Cow::Borrowed("cookie"), &cookie));
         }
         let method = self.method.unwrap_or_default();
         // CONNECT has no :path; HTTP/1 shows its authority-form target.

@@ -10,7 +10,9 @@ pub mod readiness;
 mod server;
 pub mod views;
 
-pub use server::{ApiError, ApiServer, MAX_REQUEST_LINE, StateSource, answer, read_request};
+pub use server::{
+    AckCommand, ApiError, ApiServer, MAX_REQUEST_LINE, StateSource, answer, read_request,
+};
 
 /// Where the agent listens and the CLI connects unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/rampwatch/rampwatch.sock";

@@ -18,9 +18,20 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use super::views::{
-    ClientRow, FlowRow, ReadinessView, Request, Response, StageView, StatusView, ViolationRow,
-    WatchEvent,
+    AckView, ClientRow, FlowRow, MAX_ACK_BY, MAX_ACK_NOTE, ReadinessView, Request, Response,
+    StageView, StatusView, ViolationRow, WatchEvent,
 };
+
+/// An acknowledgement to record, with the caller's uid, and where the
+/// engine task answers.
+#[derive(Debug)]
+pub struct AckCommand {
+    pub id: String,
+    pub by: String,
+    pub note: String,
+    pub uid: u32,
+    pub reply: tokio::sync::oneshot::Sender<Result<AckView, String>>,
+}
 
 /// Where the API gets its answers; the live agent implements it over its
 /// engine snapshot.
@@ -34,6 +45,11 @@ pub trait StateSource: Send + Sync + 'static {
     /// Readiness for `stage` (default: the next one); `Err` is the sentence
     /// to show (unknown stage, no next stage).
     fn readiness(&self, stage: Option<&str>) -> Result<ReadinessView, String>;
+
+    /// Where acknowledgements go; `None`: this source takes none.
+    fn acks(&self) -> Option<tokio::sync::mpsc::Sender<AckCommand>> {
+        None
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -324,6 +340,14 @@ async fn handle(
         Ok(r) => r,
         Err(message) => return write.send(&Response::Error { message }).await,
     };
+    if let Request::Ack { id, by, note } = request {
+        // Only root and the socket group got this far (`allowed`).
+        let response = match acknowledge(state.as_ref(), id, by, note, cred.uid()).await {
+            Ok(ack) => Response::Acked(ack),
+            Err(message) => Response::Error { message },
+        };
+        return send(&mut write, &response).await;
+    }
     let response = match answer(request, state.as_ref()) {
         Some(response) => response,
         None => {
@@ -343,6 +367,46 @@ async fn handle(
         }
     };
     write.send(&response).await
+}
+
+/// Checks an acknowledgement and hands it to the engine task.
+async fn acknowledge(
+    state: &dyn StateSource,
+    id: String,
+    by: String,
+    note: String,
+    uid: u32,
+) -> Result<AckView, String> {
+    let by = by.trim().to_owned();
+    if by.is_empty() || by.chars().count() > MAX_ACK_BY || by.chars().any(char::is_control) {
+        return Err(format!(
+            "--by names who acknowledges: 1 to {MAX_ACK_BY} characters, no control characters"
+        ));
+    }
+    if note.chars().count() > MAX_ACK_NOTE {
+        return Err(format!("--note is at most {MAX_ACK_NOTE} characters"));
+    }
+    let valid_id =
+        id.len() == 11 && id.starts_with('v') && id.bytes().skip(1).all(|b| b.is_ascii_hexdigit());
+    if !valid_id {
+        return Err(format!(
+            "{id:?} is not a violation id (v and 10 hex digits); `rampwatch violations` lists them"
+        ));
+    }
+    let Some(tx) = state.acks() else {
+        return Err("this agent takes no acknowledgements".to_owned());
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let cmd = AckCommand {
+        id,
+        by,
+        note,
+        uid,
+        reply,
+    };
+    let gone = || "the agent is stopping; acknowledge again once it runs".to_owned();
+    tx.send(cmd).await.map_err(|_| gone())?;
+    answer.await.map_err(|_| gone())?
 }
 
 /// Longest request line read from a peer; the rest is never read.
@@ -404,6 +468,10 @@ pub fn answer(request: Request, state: &dyn StateSource) -> Option<Response> {
             Ok(view) => Response::Readiness(view),
             Err(message) => Response::Error { message },
         },
+        // Answered by `handle` (it needs the caller's credentials).
+        Request::Ack { .. } => Response::Error {
+            message: "acknowledgements need a connection to the live agent".to_owned(),
+        },
     })
 }
 
@@ -432,7 +500,7 @@ impl Writer {
 
 #[cfg(test)]
 mod tests {
-    use super::{MAX_REQUEST_LINE, allowed, read_request};
+    use super::{MAX_REQUEST_LINE, acknowledge, allowed, read_request};
 
     fn read(bytes: &[u8]) -> Result<crate::sinks::api::views::Request, String> {
         tokio::runtime::Builder::new_current_thread()
@@ -456,6 +524,49 @@ mod tests {
         let e = read(b"{\"cmd\":\"secret-token-123\"}\n").expect_err("unknown");
         assert!(e.contains("not a request this agent knows"), "{e}");
         assert!(!e.contains("secret-token"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn acknowledgements_are_checked_before_the_engine_sees_them() {
+        let snap = crate::runtime::snapshot::Snapshot::new();
+        let mut rx = snap.take_acks().expect("the receiver, once");
+        assert!(snap.take_acks().is_none());
+        let ack = |id: &str, by: &str, note: &str| {
+            acknowledge(&*snap, id.into(), by.into(), note.into(), 1000)
+        };
+        for (id, by, note, want) in [
+            ("v123", "alice", "", "is not a violation id"),
+            ("v0123456789; rm", "alice", "", "is not a violation id"),
+            ("vxyzxyzxyzx", "alice", "", "is not a violation id"),
+            ("v0123456789", "  ", "", "--by names who"),
+            ("v0123456789", "al\nice", "", "--by names who"),
+            (
+                "v0123456789",
+                "alice",
+                &"n".repeat(3000),
+                "--note is at most",
+            ),
+        ] {
+            let err = ack(id, by, note).await.expect_err(id);
+            assert!(err.contains(want), "{id:?} {by:?}: {err}");
+        }
+        // A good one reaches the engine task with the caller's uid; its
+        // answer is the caller's.
+        let engine = tokio::spawn(async move {
+            let cmd = rx.recv().await.expect("a command");
+            assert_eq!(
+                (cmd.id.as_str(), cmd.by.as_str(), cmd.uid),
+                ("v0123456789", "alice", 1000)
+            );
+            cmd.reply
+                .send(Err("no open violation has id v0123456789".into()))
+                .expect("reply");
+        });
+        let err = ack("v0123456789", " alice ", "why")
+            .await
+            .expect_err("engine says no");
+        assert!(err.contains("no open violation"), "{err}");
+        engine.await.expect("engine task");
     }
 
     #[test]

@@ -33,6 +33,32 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         stage: Option<String>,
     },
+    /// Acknowledge an open violation (the API's one write): recorded in
+    /// the audit log with the caller's uid; the clock keeps running.
+    Ack {
+        id: String,
+        by: String,
+        note: String,
+    },
+}
+
+/// Longest `--by` name and `--note` accepted.
+pub const MAX_ACK_BY: usize = 128;
+pub const MAX_ACK_NOTE: usize = 2048;
+
+/// An acknowledgement as recorded.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+pub struct AckView {
+    pub id: String,
+    pub kind: String,
+    pub endpoint: String,
+    pub client: String,
+    pub severity: String,
+    pub by: String,
+    pub uid: u32,
+    /// RFC 3339.
+    pub at: String,
+    pub note: String,
 }
 
 /// The answer: one JSON object on one line (a stream of them for `watch`).
@@ -46,6 +72,7 @@ pub enum Response {
     Violations { violations: Vec<ViolationRow> },
     Watch(WatchEvent),
     Readiness(ReadinessView),
+    Acked(AckView),
     Error { message: String },
 }
 
@@ -248,7 +275,9 @@ impl From<&FlowRecord> for FlowRow {
 
 impl From<&Violation> for ViolationRow {
     fn from(v: &Violation) -> Self {
+        let next = v.next_step().filter(|_| v.resolved_at.is_none());
         Self {
+            id: v.id(),
             kind: v.key.kind.as_str().to_owned(),
             endpoint: v.key.endpoint.to_string(),
             client: v.key.client.to_string(),
@@ -270,6 +299,13 @@ impl From<&Violation> for ViolationRow {
                 unknown: v.outcome.unknown,
             }),
             throttled: (v.key.kind == Kind::QuotaOvershoot).then_some(v.throttled),
+            critical_after_secs: v.window.warn_after.map(secs),
+            breach_after_secs: v.window.breach_after.map(secs),
+            next_step: next.map(|(s, _)| s.as_str().to_owned()),
+            next_step_at: next.map(|(_, t)| format_rfc3339(t)),
+            next_step_in_secs: None,
+            acknowledged_by: None,
+            acknowledged_at: None,
         }
     }
 }
@@ -293,8 +329,27 @@ impl OutcomeRow {
     }
 }
 
+fn secs(n: crate::event::Nanos) -> i64 {
+    n / 1_000_000_000
+}
+
+impl ViolationRow {
+    /// Fills `next_step_in_secs` for a reader at `now` (Unix seconds).
+    pub fn at(mut self, now: i64) -> Self {
+        self.next_step_in_secs = self
+            .next_step_at
+            .as_deref()
+            .and_then(|t| crate::contract::parse_rfc3339(t).ok())
+            .map(|t| (secs(t) - now).max(0));
+        self
+    }
+}
+
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
 pub struct ViolationRow {
+    /// Stable id (`policy::Violation::id`).
+    #[serde(default)]
+    pub id: String,
     pub kind: String,
     pub endpoint: String,
     pub client: String,
@@ -316,6 +371,26 @@ pub struct ViolationRow {
     /// answered 429 while the violation was open.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub throttled: Option<u64>,
+    /// Its remediation window (`warnAfter`, `breachAfter` of its kind,
+    /// class or the contract), seconds; `None`: no such step.
+    #[serde(default)]
+    pub critical_after_secs: Option<i64>,
+    #[serde(default)]
+    pub breach_after_secs: Option<i64>,
+    /// The level an open violation reaches next (`critical`, `breach`),
+    /// when (RFC 3339), and in how many seconds from the answer's time.
+    #[serde(default)]
+    pub next_step: Option<String>,
+    #[serde(default)]
+    pub next_step_at: Option<String>,
+    #[serde(default)]
+    pub next_step_in_secs: Option<i64>,
+    /// The last `rampwatch ack` of it: the name given and when (RFC 3339).
+    /// The clock keeps running regardless.
+    #[serde(default)]
+    pub acknowledged_by: Option<String>,
+    #[serde(default)]
+    pub acknowledged_at: Option<String>,
 }
 
 impl ViolationRow {

@@ -25,7 +25,8 @@ use std::path::PathBuf;
 pub use anchor::{AnchorError, AnchorSpec, read_anchor, run_anchor, run_verify_anchored};
 pub use key::{HmacKey, KeyError};
 pub use record::{
-    AuditOutcome, GENESIS_PREV, LostRecord, RecordKind, RecoveryRecord, ViolationRecord,
+    AckRecord, AuditOutcome, GENESIS_PREV, LostRecord, RecordKind, RecoveryRecord,
+    ViolationRecord,
 };
 pub use verify::{
     Anchor, Finding, LostNote, Problem, RecoveryNote, VerifyReport, run_verify, verify,

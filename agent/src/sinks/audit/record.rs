@@ -53,6 +53,9 @@ pub enum RecordKind {
     ViolationOpened(ViolationRecord),
     ViolationEscalated(ViolationRecord),
     ViolationResolved(ViolationRecord),
+    /// Someone acknowledged an open violation (`rampwatch ack`); the clock
+    /// keeps running.
+    ViolationAcknowledged(AckRecord),
     /// Written by `AuditLog::open` after it moved a torn tail aside.
     Recovery(RecoveryRecord),
     /// Records the agent could not write (disk full, read-only or failing audit directory),
@@ -84,6 +87,14 @@ pub struct ViolationRecord {
     /// `quota_overshoot`: requests answered 429 while open so far.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub throttled: Option<u64>,
+    /// The violation's stable id (`rampwatch violations`); absent in
+    /// records written before ids existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// On `violation_resolved`: seconds from first seen to resolution
+    /// (time to resolve).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_secs: Option<u64>,
 }
 
 /// Counts of what the API answered (see docs/audit.md).
@@ -92,6 +103,21 @@ pub struct AuditOutcome {
     pub served: u64,
     pub refused: u64,
     pub unknown: u64,
+}
+
+/// An acknowledgement: who (the name given and the caller's uid from
+/// `SO_PEERCRED`), of what, why; the record's time says when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AckRecord {
+    pub id: String,
+    pub violation: String,
+    pub endpoint: String,
+    pub client: String,
+    /// Its severity when acknowledged.
+    pub severity: String,
+    pub by: String,
+    pub uid: u32,
+    pub note: String,
 }
 
 /// What `AuditLog::open` found and moved aside after a crash.
