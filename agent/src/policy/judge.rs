@@ -11,7 +11,7 @@ use super::{
     rates::Rates,
     record::ResponseTotals,
     revoked_client, stale_credential, unencrypted_flow, unknown_client, unlisted_endpoint,
-    view::{EndpointRef, Fp, Identity, Presented, Via},
+    view::{EndpointRef, Identity, Presented, Via},
     violations::{Answered, Finding, Kind, Terms, ViolationEvent, ViolationKey, Violations},
     weak_tls,
 };

@@ -346,7 +346,7 @@ async fn handle(
             Ok(ack) => Response::Acked(ack),
             Err(message) => Response::Error { message },
         };
-        return send(&mut write, &response).await;
+        return write.send(&response).await;
     }
     let response = match answer(request, state.as_ref()) {
         Some(response) => response,
