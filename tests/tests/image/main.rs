@@ -463,13 +463,10 @@ fn image_agent_runs_as_nobody_with_only_the_daemonsets_capabilities() {
     let ds = daemonset();
     // The host's own /etc/hosts name for 127.0.0.1.
     let node = Node::new("localhost");
-    // The DaemonSet's set plus CAP_CHOWN and CAP_FOWNER, for one reason
-    // only: the agent chowns its socket to root and then chmods it
-    // (agent/src/sinks/api/server.rs), which uid 0 may do to its own file
-    // without them but another uid may not. `chown(path, None, group)`
-    // there would make both unnecessary.
-    let mut caps: Vec<String> = capabilities(&ds);
-    caps.extend(["CAP_CHOWN".into(), "CAP_FOWNER".into()]);
+    // Exactly the DaemonSet's set: the agent leaves its socket owned by its
+    // own uid and only chmods it (agent/src/sinks/api/server.rs), so
+    // neither CAP_CHOWN nor CAP_FOWNER is needed, whatever the uid.
+    let caps: Vec<String> = capabilities(&ds);
     let list = caps
         .iter()
         .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
