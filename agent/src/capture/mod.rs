@@ -42,7 +42,7 @@ pub use error::CaptureError;
 use error::{map_err, prog_err};
 pub use flow_map::FlowSnapshot;
 pub use stats::{CaptureStats, KernelCounters, ProgramCost};
-pub use system::check_privileges;
+pub use system::{check_privileges, workload_cgroup_root};
 pub use tls::{ProbedProcess, TlsCoverage, TlsFailure, TlsOptions, TlsRole};
 use tokio::{io::unix::AsyncFd, sync::mpsc::Sender, task::JoinHandle};
 

@@ -2,8 +2,11 @@
 
 use std::io::{self, Write};
 
-use crate::sinks::api::views::{
+use crate::{
+    identity::workload::FlowWorkload,
+    sinks::api::views::{
     ClientRow, FlowRow, Response, StageView, StatusView, TlsView, ViolationRow, WatchEvent,
+    },
 };
 
 /// One JSON object per line: lists are printed one element per line so
@@ -119,25 +122,40 @@ fn short_time(t: &str) -> String {
 }
 
 fn violations_table(rows: &[ViolationRow]) -> Table {
-    let mut t = Table::new(&[
+    // The workload column only where some client is a local socket, so an
+    // off-node view stays as narrow as before.
+    let workloads = rows.iter().any(|v| v.client_workload.is_some());
+    let mut cols = vec![
         ("KIND", 17),
         ("ENDPOINT", 12),
         ("CLIENT", 8),
         ("SEVERITY", 8),
         ("COUNT", 5),
         ("DETAIL", 20),
-    ]);
+    ];
+    if workloads {
+        cols.insert(3, ("CLIENT WORKLOAD", 40));
+    }
+    let mut t = Table::new(&cols);
     for v in rows {
-        t.row(vec![
+        let mut cells = vec![
             v.kind.clone(),
             v.endpoint.clone(),
             v.client.clone(),
             severity(v),
             v.count.to_string(),
             v.detail.clone(),
-        ]);
+        ];
+        if workloads {
+            cells.insert(3, workload_cell(v.client_workload.as_ref()));
+        }
+        t.row(cells);
     }
     t
+}
+
+fn workload_cell(w: Option<&FlowWorkload>) -> String {
+    w.map_or_else(|| "-".to_owned(), FlowWorkload::short)
 }
 
 /// A resolved violation shows as such instead of its last severity.
@@ -299,27 +317,39 @@ fn clients_table(clients: &[ClientRow], out: &mut dyn Write) -> io::Result<()> {
 }
 
 fn flows_table(flows: &[FlowRow], out: &mut dyn Write) -> io::Result<()> {
-    let mut t = Table::new(&[
+    let workloads = flows
+        .iter()
+        .any(|f| f.client_workload.is_some() || f.server_workload.is_some());
+    let mut cols = vec![
         ("CLIENT ADDR", 20),
         ("SERVER ADDR", 20),
         ("PROTO", 7),
         ("ENDPOINT", 10),
         ("CLIENT", 8),
         ("REQS", 5),
-    ]);
+    ];
+    if workloads {
+        cols.extend([("CLIENT WORKLOAD", 40), ("SERVER WORKLOAD", 40)]);
+    }
+    let mut t = Table::new(&cols);
     for f in flows {
         let proto = match &f.tls_version {
             Some(v) => format!("tls {v}"),
             None => f.protocol.clone(),
         };
-        t.row(vec![
+        let mut cells = vec![
             f.src.clone(),
             f.dst.clone(),
             proto,
             f.endpoint.clone(),
             f.client.clone(),
             f.requests.to_string(),
-        ]);
+        ];
+        if workloads {
+            cells.push(workload_cell(f.client_workload.as_ref()));
+            cells.push(workload_cell(f.server_workload.as_ref()));
+        }
+        t.row(cells);
     }
     t.print(true, out)
 }

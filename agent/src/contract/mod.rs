@@ -33,8 +33,9 @@ pub use decode::{API_VERSION, KIND};
 pub use error::{ContractError, Diagnostic};
 pub use matching::{EndpointMatch, UNLISTED_ENDPOINT, normalize_host};
 pub use model::{
-    CipherGlob, Client, Credential, DataClass, Endpoint, HostPattern, NameRule, Quota, QuotaRule,
-    Remediation, Requirement, Revocation, RevocationTarget, Scope, ServerRule, Stage, TlsVersion,
+    CipherGlob, Client, Credential, DataClass, Endpoint, HostPattern, NameGlob, NameRule, Quota,
+    QuotaRule, Remediation, Requirement, Revocation, RevocationTarget, Scope, ServerRule, Stage,
+    TlsVersion, WorkloadSelector,
 };
 pub use schema::schema_json;
 pub use timefmt::{

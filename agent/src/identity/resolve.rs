@@ -1,14 +1,15 @@
 //! Who is calling: the contract's clients compiled into lookup tables
 //! ([`Directory`]), and the one implementation of the resolution order
-//! ([`Directory::identify`]): credential → client certificate → source
-//! address → unknown.
+//! ([`Directory::identify`]): credential → client certificate → local
+//! workload → source address → unknown.
 
 use std::{collections::HashMap as StdHashMap, net::IpAddr};
 
 use ipnet::IpNet;
 
+use super::workload::FlowWorkload;
 use crate::{
-    contract::{self, Contract},
+    contract::{self, Contract, WorkloadSelector},
     event::Nanos,
 };
 
@@ -24,6 +25,8 @@ pub type Fp = [u8; 32];
 pub enum Via {
     Credential,
     Certificate,
+    /// The client's local socket belongs to a workload the contract names.
+    Workload,
     Source,
     Unknown,
 }
@@ -32,8 +35,9 @@ impl Via {
     /// Strength of the identification, in the contract's order.
     pub const fn rank(self) -> u8 {
         match self {
-            Self::Credential => 3,
-            Self::Certificate => 2,
+            Self::Credential => 4,
+            Self::Certificate => 3,
+            Self::Workload => 2,
             Self::Source => 1,
             Self::Unknown => 0,
         }
@@ -43,6 +47,7 @@ impl Via {
         match self {
             Self::Credential => "credential",
             Self::Certificate => "certificate",
+            Self::Workload => "workload",
             Self::Source => "source",
             Self::Unknown => "unknown",
         }
@@ -75,6 +80,8 @@ pub struct Directory {
     pub certificates: HashMap<Fp, usize>,
     /// In file order: the first client whose network holds the source wins.
     pub sources: Vec<(IpNet, usize)>,
+    /// In file order: the first client with a matching selector wins.
+    pub workloads: Vec<(WorkloadSelector, usize)>,
 }
 
 impl Directory {
@@ -96,17 +103,22 @@ impl Directory {
             for net in &cl.sources {
                 d.sources.push((*net, i));
             }
+            for sel in &cl.workloads {
+                d.workloads.push((sel.clone(), i));
+            }
         }
         d
     }
 
     /// Identity in the contract's order: credential → client certificate →
-    /// source address → unknown. An unrecognised credential does not stop
-    /// the search, and is kept (hashed) when nothing identifies the caller.
+    /// workload of the client's local socket (live only) → source address →
+    /// unknown. An unrecognised credential does not stop the search, and is
+    /// kept (hashed) when nothing identifies the caller.
     pub fn identify(
         &self,
         credentials: &[Fp],
         certificate: Option<Fp>,
+        workload: Option<&FlowWorkload>,
         source: IpAddr,
     ) -> Identity {
         let mut id = Identity {
@@ -125,6 +137,11 @@ impl Directory {
         } else if let Some(c) = certificate.and_then(|fp| self.certificates.get(&fp)) {
             id.client = Some(*c);
             id.via = Via::Certificate;
+        } else if let Some((_, c)) = workload.and_then(|w| {
+            self.workloads.iter().find(|(sel, _)| sel.matches(w))
+        }) {
+            id.client = Some(*c);
+            id.via = Via::Workload;
         } else if let Some((_, c)) = self
             .sources
             .iter()

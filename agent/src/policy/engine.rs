@@ -12,8 +12,9 @@ use super::{
 };
 use crate::{
     contract::Contract,
-    event::{Event, FlowEndReason, FlowId, FlowTotals, Nanos, Packet, Plaintext},
+    event::{Event, FlowEndReason, FlowId, FlowTotals, LocalSocket, Nanos, Packet, Plaintext},
     flow::{Flow, FlowConfig, FlowTable, FlowTableStats, Request},
+    identity::workload::{FlowWorkload, WorkloadResolver},
     protocol::http::CredentialHeaders,
 };
 
@@ -84,6 +85,8 @@ pub struct EngineStats {
     pub kernel_requests_unmatched: u64,
     /// TLS plaintext chunks handled.
     pub plaintext_chunks: u64,
+    /// Local-socket announcements for flows the engine does not know.
+    pub sockets_unmatched: u64,
 }
 
 /// Builds a [`Judge`] from the engine's fields (a macro so the borrows of
@@ -111,6 +114,7 @@ macro_rules! judge {
             count_requests: $count,
             now: $now,
             generation: $e.generation,
+            client_workload: None,
         }
     };
 }
@@ -135,6 +139,8 @@ pub struct Engine {
     unlisted: Arc<str>,
     unknown: Arc<str>,
     stats: EngineStats,
+    /// Names the workloads behind local sockets (live only).
+    workloads: Option<Arc<WorkloadResolver>>,
 }
 
 impl Engine {
@@ -179,6 +185,7 @@ impl Engine {
             unlisted: Arc::from(UNLISTED),
             unknown: Arc::from(UNKNOWN),
             stats: EngineStats::default(),
+            workloads: None,
         };
         if let Some(t) = e.opts.fixed_time {
             e.update_stage(t, false);
@@ -202,10 +209,17 @@ impl Engine {
         &self.view
     }
 
+    /// Names local sockets' workloads with `resolver` (the live agent);
+    /// without one a local socket is reported by its cgroup id only.
+    pub fn set_workloads(&mut self, resolver: Arc<WorkloadResolver>) {
+        self.workloads = Some(resolver);
+    }
+
     /// Feeds one event.
     pub fn handle(&mut self, ev: Event) {
         match ev {
             Event::Packet(p) => self.packet(&p),
+            Event::Socket(s) => self.socket(s),
             Event::Plaintext(pt) => self.plaintext(&pt),
             Event::RequestStarts { ts, flow, count } => self.kernel_requests(ts, flow, count),
             Event::FlowEnd {
@@ -469,6 +483,24 @@ impl Engine {
             self.retire_removed();
         }
         self.flush_violations();
+    }
+
+    /// One end of a flow is a local socket: name its workload once (the
+    /// resolver caches by cgroup id) and keep it on the flow.
+    fn socket(&mut self, s: LocalSocket) {
+        self.advance(s.ts);
+        let Some(flow) = self.flows.get_mut(&s.flow) else {
+            self.stats.sockets_unmatched += 1;
+            return;
+        };
+        let w = Arc::new(FlowWorkload::of_socket(
+            self.workloads.as_deref(),
+            s.cgroup_id,
+            s.pid,
+        ));
+        let view = &self.view;
+        let mut j = judge!(self, view, s.ts, !self.opts.requests_from_kernel);
+        j.socket(flow, s.side, w);
     }
 
     fn kernel_requests(&mut self, ts: Nanos, id: FlowId, count: u64) {

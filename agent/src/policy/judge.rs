@@ -9,9 +9,12 @@ use super::{
     violations::{Finding, Terms, ViolationEvent, Violations},
     weak_tls,
 };
+use std::sync::Arc;
+
 use crate::{
-    event::Nanos,
+    event::{Nanos, Side},
     flow::{Changes, Flow, Protocol, Request, TlsVersion, facts::is_plaintext},
+    identity::workload::FlowWorkload,
 };
 
 /// Per-flow verdict state, kept in the flow table.
@@ -30,6 +33,15 @@ pub(super) struct FlowState {
     /// Host header of the first request, to look the flow up again after a
     /// contract reload.
     host: Option<Box<str>>,
+    /// Per [`Side::index`]: the workload of that end's local socket, when
+    /// it is on this machine (live only).
+    pub(super) workloads: [Option<Arc<FlowWorkload>>; 2],
+}
+
+impl FlowState {
+    pub(super) fn client_workload(&self) -> Option<&FlowWorkload> {
+        self.workloads[Side::Client.index()].as_deref()
+    }
 }
 
 const JUDGED_PLAINTEXT: u8 = 1;
@@ -71,6 +83,8 @@ pub(super) struct Judge<'a> {
     pub(super) count_requests: bool,
     pub(super) now: Nanos,
     pub(super) generation: u64,
+    /// The client workload of the flow being judged: findings carry it.
+    pub(super) client_workload: Option<Arc<FlowWorkload>>,
 }
 
 impl Judge<'_> {
@@ -96,6 +110,7 @@ impl Judge<'_> {
             let stage = self.ctx.stage_view().map(|s| &s.name);
             self.violations.record(
                 f,
+                self.client_workload.as_ref(),
                 self.now,
                 stage,
                 self.terms,
@@ -112,6 +127,7 @@ impl Judge<'_> {
         reqs: &mut Vec<Request>,
     ) {
         self.refresh(flow);
+        self.client_workload = flow.ext.workloads[Side::Client.index()].clone();
         let tls13 =
             flow.tls.version() == Some(TlsVersion::Tls13) && flow.tls.server_hello.is_some();
         if flow.protocol == Protocol::Tls
@@ -157,6 +173,7 @@ impl Judge<'_> {
             st.identity = Some(view.directory.identify(
                 old.credential.as_slice(),
                 flow.tls.client_cert,
+                st.workloads[Side::Client.index()].as_deref(),
                 flow.id.client.ip(),
             ));
         }
@@ -172,11 +189,14 @@ impl Judge<'_> {
 
     /// Identity where no request is visible: client certificate → source.
     fn flow_identity(&self, flow: &mut Flow<FlowState>) -> Identity {
-        *flow.ext.identity.get_or_insert_with(|| {
-            self.ctx
-                .view
-                .directory
-                .identify(&[], flow.tls.client_cert, flow.id.client.ip())
+        let st = &mut flow.ext;
+        *st.identity.get_or_insert_with(|| {
+            self.ctx.view.directory.identify(
+                &[],
+                flow.tls.client_cert,
+                st.workloads[Side::Client.index()].as_deref(),
+                flow.id.client.ip(),
+            )
         })
     }
 
@@ -241,6 +261,7 @@ impl Judge<'_> {
         let id = view.directory.identify(
             fps.get(..n).unwrap_or_default(),
             flow.tls.client_cert,
+            flow.ext.client_workload(),
             flow.id.client.ip(),
         );
         if flow.ext.matched.is_none_or(|old| !old.watched()) {
@@ -250,7 +271,7 @@ impl Judge<'_> {
         // A better identity replaces a weaker one: a source-address match
         // made before the first request head arrived must not pin the flow
         // once a listed credential shows up (credential > certificate >
-        // source > unknown).
+        // workload > source > unknown).
         if flow
             .ext
             .identity
@@ -294,6 +315,7 @@ impl Judge<'_> {
     /// (from its requests, else its certificate or source).
     pub(super) fn kernel_requests(&mut self, flow: &mut Flow<FlowState>, count: u64) {
         self.refresh(flow);
+        self.client_workload = flow.ext.workloads[Side::Client.index()].clone();
         let m = self.matched(flow);
         let id = self.flow_identity(flow);
         self.count(m, &id, count);
@@ -303,8 +325,34 @@ impl Judge<'_> {
         }
     }
 
+    /// An end of the flow turned out to be a local socket of `workload`.
+    /// A client workload the contract names lifts an identity weaker than
+    /// a workload match (source, unknown) already made for the flow.
+    pub(super) fn socket(&mut self, flow: &mut Flow<FlowState>, side: Side, workload: Arc<FlowWorkload>) {
+        self.refresh(flow);
+        flow.ext.workloads[side.index()] = Some(workload);
+        if side != Side::Client {
+            return;
+        }
+        let st = &mut flow.ext;
+        if let Some(old) = st.identity
+            && old.via.rank() < Via::Workload.rank()
+        {
+            let id = self.ctx.view.directory.identify(
+                old.credential.as_slice(),
+                flow.tls.client_cert,
+                st.workloads[Side::Client.index()].as_deref(),
+                flow.id.client.ip(),
+            );
+            if id.client.is_some() && id.via.rank() > old.via.rank() {
+                st.identity = Some(id);
+            }
+        }
+    }
+
     /// Judgements due when a flow ends.
     pub(super) fn finish(&mut self, flow: &mut Flow<FlowState>) {
+        self.client_workload = flow.ext.workloads[Side::Client.index()].clone();
         if flow.protocol == Protocol::Tls && flow.ext.flags & SETTLED_TLS == 0 {
             self.settle_tls(flow);
         }

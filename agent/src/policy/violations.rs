@@ -10,7 +10,7 @@ use std::{
 
 use serde::Serialize;
 
-use crate::event::Nanos;
+use crate::{event::Nanos, identity::workload::FlowWorkload};
 
 /// The seven detections. Names are an interface (CLI, metrics, alerts).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -125,6 +125,9 @@ pub struct Violation {
     pub severity: Severity,
     /// Set once resolved (quiet for the quiet period).
     pub resolved_at: Option<Nanos>,
+    /// The client's local workload at the latest occurrence (`None` when
+    /// that client was not a socket on this machine, and in replay).
+    pub client_workload: Option<Arc<FlowWorkload>>,
 }
 
 /// A change in the violation set, for sinks (audit, metrics, watch).
@@ -166,6 +169,7 @@ impl Violations {
     pub fn record(
         &mut self,
         f: Finding,
+        client_workload: Option<&Arc<FlowWorkload>>,
         at: Nanos,
         stage: Option<&Arc<str>>,
         terms: Terms,
@@ -181,6 +185,9 @@ impl Violations {
             }
             if v.detail != f.detail {
                 v.detail = f.detail;
+            }
+            if at >= v.last_seen && v.client_workload.as_ref() != client_workload {
+                v.client_workload = client_workload.cloned();
             }
             if emit_occurrences {
                 out.push(ViolationEvent::Occurred {
@@ -200,6 +207,7 @@ impl Violations {
             detail: f.detail,
             severity: Severity::for_age(0, terms.warn_after, terms.breach_after),
             resolved_at: None,
+            client_workload: client_workload.cloned(),
         };
         out.push(ViolationEvent::Opened(v.clone()));
         self.open.insert(f.key, v);

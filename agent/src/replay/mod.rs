@@ -46,6 +46,28 @@ pub fn run(args: &ReplayArgs, out: &mut dyn Write) -> u8 {
     }
 }
 
+/// A capture file holds packets, not the sockets' cgroups or processes:
+/// clients the contract names by workload are identified in a replay only
+/// by their credentials, certificates or sources. Says so, once.
+pub fn workload_note(contract: &Contract) -> Option<String> {
+    let named: Vec<&str> = contract
+        .clients()
+        .iter()
+        .filter(|c| !c.workloads.is_empty())
+        .map(|c| &*c.name)
+        .collect();
+    if named.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "rampwatch replay: note: a capture file has no workloads, so {} `{}` {} identified here only by {} credentials, certificates or sources, never by `workloads`",
+        if named.len() == 1 { "client" } else { "clients" },
+        named.join("`, `"),
+        if named.len() == 1 { "is" } else { "are" },
+        if named.len() == 1 { "its" } else { "their" },
+    ))
+}
+
 /// [`run`] with explicit streams, for tests.
 pub fn replay(
     args: &ReplayArgs,
@@ -69,6 +91,9 @@ pub fn replay(
             return Ok(EXIT_UNUSABLE);
         }
     };
+    if let Some(note) = workload_note(&contract) {
+        writeln!(err, "{note}")?;
+    }
     // Open every file first: a typo in the last name should not cost a
     // long replay of the others.
     let mut readers = Vec::with_capacity(args.pcaps.len());

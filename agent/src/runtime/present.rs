@@ -127,6 +127,7 @@ fn record(v: &Violation) -> ViolationRecord {
         severity: v.severity.as_str().to_owned(),
         count: v.count,
         detail: v.detail.clone(),
+        client_workload: v.client_workload.as_deref().cloned(),
     }
 }
 

@@ -40,7 +40,14 @@ pub(crate) const DATA_CLASS_KEYS: &[&str] = &[
     "forbiddenCiphers",
 ];
 pub(crate) const ENDPOINT_KEYS: &[&str] = &["name", "dataClass", "hosts", "ports", "paths"];
-pub(crate) const CLIENT_KEYS: &[&str] = &["name", "credentials", "certificates", "sources"];
+pub(crate) const CLIENT_KEYS: &[&str] = &[
+    "name",
+    "credentials",
+    "certificates",
+    "sources",
+    "workloads",
+];
+pub(crate) const WORKLOAD_KEYS: &[&str] = &["namespace", "pod", "container", "exe"];
 pub(crate) const CREDENTIAL_KEYS: &[&str] = &["header", "fingerprint", "issuedAt"];
 pub(crate) const STAGE_KEYS: &[&str] = &["name", "startsAt", "credentialMaxAge", "quotas"];
 pub(crate) const QUOTA_KEYS: &[&str] = &["client", "endpoint", "requestsPerSecond", "burst"];

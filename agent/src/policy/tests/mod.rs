@@ -10,6 +10,7 @@ mod identity;
 mod lenient;
 mod plaintext;
 mod terms;
+mod workloads;
 
 use std::{net::SocketAddr, sync::Arc};
 

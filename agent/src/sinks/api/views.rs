@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     contract::format_rfc3339,
     event::FlowEndReason,
+    identity::workload::FlowWorkload,
     policy::{FlowRecord, Violation},
 };
 
@@ -178,6 +179,13 @@ pub struct FlowRow {
     /// `fin`, `rst`, `idle`, or `open` while live.
     #[serde(default)]
     pub end: String,
+    /// The workload behind each end that is a socket on this node (live
+    /// only): `{"namespace","pod","container","pid","exe"}`, fields present
+    /// when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_workload: Option<FlowWorkload>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_workload: Option<FlowWorkload>,
 }
 
 impl From<&FlowRecord> for FlowRow {
@@ -208,6 +216,8 @@ impl From<&FlowRecord> for FlowRow {
                 None => "open",
             }
             .to_owned(),
+            client_workload: f.client_workload.as_deref().cloned(),
+            server_workload: f.server_workload.as_deref().cloned(),
         }
     }
 }
@@ -230,6 +240,7 @@ impl From<&Violation> for ViolationRow {
                 "open"
             }
             .to_owned(),
+            client_workload: v.client_workload.as_deref().cloned(),
         }
     }
 }
@@ -249,6 +260,9 @@ pub struct ViolationRow {
     pub detail: String,
     /// `open` or `resolved`.
     pub state: String,
+    /// The client's local workload at the latest occurrence (live only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_workload: Option<FlowWorkload>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]

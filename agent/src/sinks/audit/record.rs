@@ -72,6 +72,10 @@ pub struct ViolationRecord {
     pub severity: String,
     pub count: u64,
     pub detail: String,
+    /// The client's local workload at the latest occurrence (live only;
+    /// absent, and so outside the hash, when unknown: older logs verify).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_workload: Option<crate::identity::workload::FlowWorkload>,
 }
 
 /// What `AuditLog::open` found and moved aside after a crash.

@@ -23,6 +23,7 @@ fn violation(n: u64) -> RecordKind {
         severity: "warning".to_owned(),
         count: n,
         detail: format!("{n} requests over quota"),
+        client_workload: None,
     })
 }
 
