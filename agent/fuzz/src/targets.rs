@@ -325,6 +325,7 @@ pub fn audit_verify(data: &[u8]) {
             severity: "warning".to_owned(),
             count: 1,
             detail: "fuzz".to_owned(),
+            client_workload: None,
         }));
         drop(log);
         if keyed.is_intact() && appended.is_ok() {

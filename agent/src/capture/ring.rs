@@ -78,7 +78,10 @@ impl Shared {
                 } else {
                     (id.server, id.client, Direction::ToClient)
                 };
+                // The socket first: the engine then knows the workload when
+                // it judges the packet that creates the flow.
                 [
+                    socket,
                     Some(Event::Packet(Packet {
                         ts,
                         src,
@@ -89,7 +92,6 @@ impl Shared {
                         payload: Bytes::copy_from_slice(payload),
                         direction: Some(dir),
                     })),
-                    socket,
                 ]
             }
             Ok(Record::FlowEnd(rec)) => {
@@ -130,6 +132,7 @@ impl Shared {
                     ts,
                 );
                 [
+                    socket,
                     Some(Event::Plaintext(Plaintext {
                         ts,
                         flow: flow_id(&header.key),
@@ -139,7 +142,6 @@ impl Shared {
                         data: Bytes::copy_from_slice(data),
                         pid: header.pid,
                     })),
-                    socket,
                 ]
             }
             Err(e) => {
@@ -286,7 +288,7 @@ mod tests {
     fn sample_becomes_oriented_packet_with_wall_clock() {
         let s = Shared::default();
         s.boot_to_wall.store(5_000, Ordering::Relaxed);
-        let [ev, socket] = s.convert(&sample(direction::TO_CLIENT, b"HTTP/1.1 200", 500));
+        let [socket, ev] = s.convert(&sample(direction::TO_CLIENT, b"HTTP/1.1 200", 500));
         // The record's cgroup id names the client's end (a client-socket
         // view), once.
         assert!(
@@ -301,7 +303,7 @@ mod tests {
             ),
             "{socket:?}"
         );
-        let [_, again] = s.convert(&sample(direction::TO_CLIENT, b"HTTP/1.1 200", 500));
+        let [again, _] = s.convert(&sample(direction::TO_CLIENT, b"HTTP/1.1 200", 500));
         assert!(again.is_none(), "announced twice: {again:?}");
         let Some(Event::Packet(p)) = ev else {
             panic!("expected a packet, got {ev:?}")
@@ -353,7 +355,7 @@ mod tests {
         }
         assert_eq!(errors, bad_inputs.len());
         // The pipeline still decodes good records afterwards.
-        assert!(matches!(s.convert(&good), [Some(Event::Packet(_)), _]));
+        assert!(matches!(s.convert(&good), [_, Some(Event::Packet(_))]));
     }
 
     /// A TLS_DATA record as the kernel writes it, in a reservation of
@@ -387,7 +389,7 @@ mod tests {
         let s = Shared::default();
         s.boot_to_wall.store(5_000, Ordering::Relaxed);
         let head = b"GET /a HTTP/1.1\r\n\r\n";
-        let [ev, none] = s.convert(&tls_data(
+        let [none, ev] = s.convert(&tls_data(
             direction::TO_SERVER,
             head,
             head.len() as u32,
@@ -405,7 +407,7 @@ mod tests {
         assert_eq!((p.offset, p.len, p.pid), (77, head.len() as u32, 4242));
         assert_eq!(&p.data[..], head);
         // A failed copy: no bytes, the range still says what was missed.
-        let [ev, _] = s.convert(&tls_data(direction::TO_CLIENT, b"", 4096, 0, 4096));
+        let [_, ev] = s.convert(&tls_data(direction::TO_CLIENT, b"", 4096, 0, 4096));
         assert!(matches!(ev, Some(Event::Plaintext(p)) if p.data.is_empty() && p.len == 4096));
         // Bad records are counted, never a panic.
         let good = tls_data(direction::TO_SERVER, head, head.len() as u32, 0, 512);

@@ -85,7 +85,8 @@ pub struct EngineStats {
     pub kernel_requests_unmatched: u64,
     /// TLS plaintext chunks handled.
     pub plaintext_chunks: u64,
-    /// Local-socket announcements for flows the engine does not know.
+    /// Local-socket announcements whose flow never came (dropped from the
+    /// bounded wait for it).
     pub sockets_unmatched: u64,
 }
 
@@ -141,6 +142,47 @@ pub struct Engine {
     stats: EngineStats,
     /// Names the workloads behind local sockets (live only).
     workloads: Option<Arc<WorkloadResolver>>,
+    /// Sockets announced before their flow's first packet (the capture
+    /// sends the socket first), applied when the flow is created.
+    pending: PendingSockets,
+}
+
+/// Announced sockets waiting for their flow, bounded: a socket whose flow
+/// never comes (its packet lost) is dropped oldest first and counted. A hit
+/// costs one hash removal; `order` is cleaned lazily as it turns over.
+#[derive(Default)]
+struct PendingSockets {
+    map: std::collections::HashMap<FlowId, [Option<Arc<FlowWorkload>>; 2]>,
+    order: std::collections::VecDeque<FlowId>,
+}
+
+/// Flows whose sockets may wait at once; far above what a ring batch holds.
+const PENDING_SOCKETS: usize = 4096;
+
+impl PendingSockets {
+    /// Queues `w`; true when an older one had to go.
+    fn push(&mut self, id: FlowId, side: crate::event::Side, w: Arc<FlowWorkload>) -> bool {
+        let mut dropped = false;
+        if !self.map.contains_key(&id) {
+            while self.order.len() >= PENDING_SOCKETS {
+                if let Some(old) = self.order.pop_front() {
+                    dropped |= self.map.remove(&old).is_some();
+                }
+            }
+            self.order.push_back(id);
+        }
+        self.map.entry(id).or_default()[side.index()] = Some(w);
+        dropped
+    }
+
+    fn take(&mut self, id: &FlowId) -> Option<[Option<Arc<FlowWorkload>>; 2]> {
+        if self.map.is_empty() {
+            return None;
+        }
+        // `order` keeps the id until it reaches the front: popping an id no
+        // longer waiting drops nothing.
+        self.map.remove(id)
+    }
 }
 
 impl Engine {
@@ -186,6 +228,7 @@ impl Engine {
             unknown: Arc::from(UNKNOWN),
             stats: EngineStats::default(),
             workloads: None,
+            pending: PendingSockets::default(),
         };
         if let Some(t) = e.opts.fixed_time {
             e.update_stage(t, false);
@@ -438,6 +481,15 @@ impl Engine {
         let (flow, _dir, ch) =
             self.flows
                 .packet(p, &|a: SocketAddr| view.is_server(a), &mut self.reqs);
+        if ch.new_flow
+            && let Some(ws) = self.pending.take(&flow.id)
+        {
+            for (slot, w) in flow.ext.workloads.iter_mut().zip(ws) {
+                if w.is_some() {
+                    *slot = w;
+                }
+            }
+        }
         if !ch.any() && flow.ext.generation == self.generation {
             return;
         }
@@ -473,6 +525,15 @@ impl Engine {
         self.expire();
         let view = &self.view;
         let (flow, ch) = self.flows.plaintext(pt, &mut self.reqs);
+        if ch.new_flow
+            && let Some(ws) = self.pending.take(&flow.id)
+        {
+            for (slot, w) in flow.ext.workloads.iter_mut().zip(ws) {
+                if w.is_some() {
+                    *slot = w;
+                }
+            }
+        }
         if !ch.any() && flow.ext.generation == self.generation {
             return;
         }
@@ -489,15 +550,17 @@ impl Engine {
     /// resolver caches by cgroup id) and keep it on the flow.
     fn socket(&mut self, s: LocalSocket) {
         self.advance(s.ts);
-        let Some(flow) = self.flows.get_mut(&s.flow) else {
-            self.stats.sockets_unmatched += 1;
-            return;
-        };
         let w = Arc::new(FlowWorkload::of_socket(
             self.workloads.as_deref(),
             s.cgroup_id,
             s.pid,
         ));
+        let Some(flow) = self.flows.get_mut(&s.flow) else {
+            if self.pending.push(s.flow, s.side, w) {
+                self.stats.sockets_unmatched += 1;
+            }
+            return;
+        };
         let view = &self.view;
         let mut j = judge!(self, view, s.ts, !self.opts.requests_from_kernel);
         j.socket(flow, s.side, w);

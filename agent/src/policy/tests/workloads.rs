@@ -207,7 +207,34 @@ fn an_unnamed_local_socket_is_reported_by_its_cgroup_never_guessed() {
             ..FlowWorkload::default()
         }
     );
-    // A socket of a flow the engine does not know is counted, not kept.
-    socket(&mut e, ts, "10.30.1.1:1", s, Side::Client, cg);
-    assert_eq!(e.stats().sockets_unmatched, 1);
+}
+
+#[test]
+fn a_socket_announced_before_its_flow_names_it_from_the_first_packet() {
+    let node = Node::new();
+    let client_cg = node.pod("partner-acme", "sync-5d8f");
+    let mut e = Engine::new(with_sync_client(), EngineOptions::default());
+    e.set_workloads(node.resolver());
+    let (c, s) = ("10.30.1.1:40004", "10.20.1.5:80");
+    let ts = t0();
+    // The capture's order: the socket, then the first sampled segment
+    // (SYNs are not sampled), which is already the request.
+    socket(&mut e, ts, c, s, Side::Client, client_cg);
+    let req = get("/pay", None);
+    e.handle(pkt(ts + 10, c, s, 101, tcp_flags::ACK | tcp_flags::PSH, &req));
+    let v = e.violations();
+    assert!(!v.is_empty());
+    for v in &v {
+        assert_eq!(&*v.key.client, "sync", "{v:?}");
+        assert_eq!(
+            v.client_workload.as_deref().and_then(|w| w.pod.as_deref()),
+            Some("sync-5d8f")
+        );
+    }
+    assert_eq!(e.stats().sockets_unmatched, 0);
+    // Sockets whose flow never comes wait in a bounded queue.
+    for port in 0..5000u16 {
+        socket(&mut e, ts, &format!("10.30.9.9:{port}"), s, Side::Client, client_cg);
+    }
+    assert_eq!(e.stats().sockets_unmatched, 5000 - 4096);
 }
