@@ -5,7 +5,7 @@ use std::io::{self, Write};
 use crate::{
     identity::workload::FlowWorkload,
     sinks::api::views::{
-    ClientRow, FlowRow, Response, StageView, StatusView, TlsView, ViolationRow, WatchEvent,
+        ClientRow, FlowRow, Response, StageView, StatusView, TlsView, ViolationRow, WatchEvent,
     },
 };
 

@@ -137,9 +137,9 @@ impl Directory {
         } else if let Some(c) = certificate.and_then(|fp| self.certificates.get(&fp)) {
             id.client = Some(*c);
             id.via = Via::Certificate;
-        } else if let Some((_, c)) = workload.and_then(|w| {
-            self.workloads.iter().find(|(sel, _)| sel.matches(w))
-        }) {
+        } else if let Some((_, c)) =
+            workload.and_then(|w| self.workloads.iter().find(|(sel, _)| sel.matches(w)))
+        {
             id.client = Some(*c);
             id.via = Via::Workload;
         } else if let Some((_, c)) = self

@@ -1,6 +1,8 @@
 //! The detections' side of the engine: what each flow fact or request
 //! means for the seven detections, and where their findings go.
 
+use std::sync::Arc;
+
 use super::{
     Ctx, quota_overshoot,
     rates::Rates,
@@ -9,8 +11,6 @@ use super::{
     violations::{Finding, Terms, ViolationEvent, Violations},
     weak_tls,
 };
-use std::sync::Arc;
-
 use crate::{
     event::{Nanos, Side},
     flow::{Changes, Flow, Protocol, Request, TlsVersion, facts::is_plaintext},
@@ -328,7 +328,12 @@ impl Judge<'_> {
     /// An end of the flow turned out to be a local socket of `workload`.
     /// A client workload the contract names lifts an identity weaker than
     /// a workload match (source, unknown) already made for the flow.
-    pub(super) fn socket(&mut self, flow: &mut Flow<FlowState>, side: Side, workload: Arc<FlowWorkload>) {
+    pub(super) fn socket(
+        &mut self,
+        flow: &mut Flow<FlowState>,
+        side: Side,
+        workload: Arc<FlowWorkload>,
+    ) {
         self.refresh(flow);
         flow.ext.workloads[side.index()] = Some(workload);
         if side != Side::Client {

@@ -61,7 +61,11 @@ pub fn workload_note(contract: &Contract) -> Option<String> {
     }
     Some(format!(
         "rampwatch replay: note: a capture file has no workloads, so {} `{}` {} identified here only by {} credentials, certificates or sources, never by `workloads`",
-        if named.len() == 1 { "client" } else { "clients" },
+        if named.len() == 1 {
+            "client"
+        } else {
+            "clients"
+        },
         named.join("`, `"),
         if named.len() == 1 { "is" } else { "are" },
         if named.len() == 1 { "its" } else { "their" },

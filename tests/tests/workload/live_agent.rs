@@ -155,9 +155,27 @@ fn workload_agent_names_flows_violations_and_audit_and_identifies_clients_by_wor
         &format!("kubepods/burstable/pod{OTHER_UID}/{other_id}"),
     );
     let host = HostRoot::new();
-    kubelet_pod(host.path(), "payments", "api-7f9c", SERVER_UID, &[("api", &server_id)]);
-    kubelet_pod(host.path(), "partner-acme", "sync-1", CLIENT_UID, &[("sync", &client_id)]);
-    kubelet_pod(host.path(), "partner-beta", "batch-1", OTHER_UID, &[("batch", &other_id)]);
+    kubelet_pod(
+        host.path(),
+        "payments",
+        "api-7f9c",
+        SERVER_UID,
+        &[("api", &server_id)],
+    );
+    kubelet_pod(
+        host.path(),
+        "partner-acme",
+        "sync-1",
+        CLIENT_UID,
+        &[("sync", &client_id)],
+    );
+    kubelet_pod(
+        host.path(),
+        "partner-beta",
+        "batch-1",
+        OTHER_UID,
+        &[("batch", &other_id)],
+    );
 
     let server = PyServer::start(server_cg.leaf());
     let host_root = host.path().display().to_string();
@@ -183,16 +201,39 @@ fn workload_agent_names_flows_violations_and_audit_and_identifies_clients_by_wor
         Some((named("sync-1")?, named("batch-1")?))
     });
     let (sync, batch) = flows;
-    assert_eq!(pod_of(&sync["client_workload"]), (Some("partner-acme"), Some("sync-1"), Some("sync")), "{sync}");
-    assert_eq!(pod_of(&sync["server_workload"]), (Some("payments"), Some("api-7f9c"), Some("api")), "{sync}");
-    assert_eq!((sync["client"].as_str(), sync["identified_by"].as_str()), (Some("sync"), Some("workload")), "{sync}");
-    assert_eq!(sync["client_workload"]["cgroup_id"], client_cg.leaf().id(), "{sync}");
-    assert_eq!(pod_of(&batch["client_workload"]), (Some("partner-beta"), Some("batch-1"), Some("batch")), "{batch}");
+    assert_eq!(
+        pod_of(&sync["client_workload"]),
+        (Some("partner-acme"), Some("sync-1"), Some("sync")),
+        "{sync}"
+    );
+    assert_eq!(
+        pod_of(&sync["server_workload"]),
+        (Some("payments"), Some("api-7f9c"), Some("api")),
+        "{sync}"
+    );
+    assert_eq!(
+        (sync["client"].as_str(), sync["identified_by"].as_str()),
+        (Some("sync"), Some("workload")),
+        "{sync}"
+    );
+    assert_eq!(
+        sync["client_workload"]["cgroup_id"],
+        client_cg.leaf().id(),
+        "{sync}"
+    );
+    assert_eq!(
+        pod_of(&batch["client_workload"]),
+        (Some("partner-beta"), Some("batch-1"), Some("batch")),
+        "{batch}"
+    );
     assert_eq!(batch["client"], "unknown", "{batch}");
 
     // The table shows them too.
     let table = agent.cli_ok(&["flows"]).expect("rampwatch flows");
-    assert!(table.contains("partner-acme/sync-1/sync") && table.contains("payments/api-7f9c/api"), "{table}");
+    assert!(
+        table.contains("partner-acme/sync-1/sync") && table.contains("payments/api-7f9c/api"),
+        "{table}"
+    );
 
     // Violations carry their client's workload: plaintext to a pii
     // endpoint from sync (unencrypted_flow), and an unknown client.
@@ -203,28 +244,55 @@ fn workload_agent_names_flows_violations_and_audit_and_identifies_clients_by_wor
                 .find(|v| v["kind"] == kind && v["client"] == client)
                 .cloned()
         };
-        Some((find("unencrypted_flow", "sync")?, find("unknown_client", "unknown")?))
+        Some((
+            find("unencrypted_flow", "sync")?,
+            find("unknown_client", "unknown")?,
+        ))
     });
-    assert_eq!(pod_of(&violations.0["client_workload"]), (Some("partner-acme"), Some("sync-1"), Some("sync")), "{}", violations.0);
-    assert_eq!(pod_of(&violations.1["client_workload"]), (Some("partner-beta"), Some("batch-1"), Some("batch")), "{}", violations.1);
+    assert_eq!(
+        pod_of(&violations.0["client_workload"]),
+        (Some("partner-acme"), Some("sync-1"), Some("sync")),
+        "{}",
+        violations.0
+    );
+    assert_eq!(
+        pod_of(&violations.1["client_workload"]),
+        (Some("partner-beta"), Some("batch-1"), Some("batch")),
+        "{}",
+        violations.1
+    );
     let table = agent.cli_ok(&["violations"]).expect("rampwatch violations");
-    assert!(table.contains("CLIENT WORKLOAD") && table.contains("partner-beta/batch-1/batch"), "{table}");
+    assert!(
+        table.contains("CLIENT WORKLOAD") && table.contains("partner-beta/batch-1/batch"),
+        "{table}"
+    );
 
     // And so do the audit records of their opening.
-    let opened = wait_until("the audit records of both openings", DEFAULT_TIMEOUT, || {
-        let recs: Vec<Value> = agent
-            .audit_records()
-            .into_iter()
-            .filter(|r| r["kind"] == "violation_opened")
-            .collect();
-        (recs.len() >= 2).then_some(recs)
-    });
+    let opened = wait_until(
+        "the audit records of both openings",
+        DEFAULT_TIMEOUT,
+        || {
+            let recs: Vec<Value> = agent
+                .audit_records()
+                .into_iter()
+                .filter(|r| r["kind"] == "violation_opened")
+                .collect();
+            (recs.len() >= 2).then_some(recs)
+        },
+    );
     let rec = opened
         .iter()
         .find(|r| r["violation"] == "unencrypted_flow")
         .unwrap_or_else(|| panic!("no unencrypted_flow record: {opened:?}"));
-    assert_eq!(pod_of(&rec["client_workload"]), (Some("partner-acme"), Some("sync-1"), Some("sync")), "{rec}");
+    assert_eq!(
+        pod_of(&rec["client_workload"]),
+        (Some("partner-acme"), Some("sync-1"), Some("sync")),
+        "{rec}"
+    );
     // Never in metric labels.
     let metrics = agent.metrics();
-    assert!(!metrics.contains("sync-1") && !metrics.contains("partner-acme"), "a workload leaked into a metric label");
+    assert!(
+        !metrics.contains("sync-1") && !metrics.contains("partner-acme"),
+        "a workload leaked into a metric label"
+    );
 }

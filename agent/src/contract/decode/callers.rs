@@ -95,7 +95,11 @@ pub(super) fn client(
 
 /// A `workloads[]` entry: at least one of `namespace`, `pod`, `container`,
 /// `exe`, each a glob.
-pub(super) fn workload_selector(r: &mut Reader, node: &Node, path: &str) -> Option<WorkloadSelector> {
+pub(super) fn workload_selector(
+    r: &mut Reader,
+    node: &Node,
+    path: &str,
+) -> Option<WorkloadSelector> {
     let f = r.fields(node, path, WORKLOAD_KEYS)?;
     let mut ok = true;
     let mut glob = |r: &mut Reader, key: &str| -> Option<NameGlob> {
@@ -108,7 +112,11 @@ pub(super) fn workload_selector(r: &mut Reader, node: &Node, path: &str) -> Opti
             return None;
         };
         if text.is_empty() {
-            r.err(&p, n.pos, "an empty pattern matches nothing; leave the field out to match any");
+            r.err(
+                &p,
+                n.pos,
+                "an empty pattern matches nothing; leave the field out to match any",
+            );
             ok = false;
             return None;
         }
@@ -118,7 +126,11 @@ pub(super) fn workload_selector(r: &mut Reader, node: &Node, path: &str) -> Opti
                 r.err(
                     &p,
                     n.pos,
-                    format!("{} is not a glob pattern ({}); use `*`, `?` and `[...]`", shown(text), e.msg),
+                    format!(
+                        "{} is not a glob pattern ({}); use `*`, `?` and `[...]`",
+                        shown(text),
+                        e.msg
+                    ),
                 );
                 ok = false;
                 None
@@ -139,7 +151,11 @@ pub(super) fn workload_selector(r: &mut Reader, node: &Node, path: &str) -> Opti
         );
         return None;
     }
-    if sel.exe.as_ref().is_some_and(|g| !g.as_str().starts_with('/')) {
+    if sel
+        .exe
+        .as_ref()
+        .is_some_and(|g| !g.as_str().starts_with('/'))
+    {
         if let Some(n) = f.get("exe") {
             r.err(
                 &f.path("exe"),

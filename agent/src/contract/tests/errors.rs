@@ -484,16 +484,43 @@ fn workload_selectors_are_checked_field_by_field() {
     };
     let ok = with("{namespace: partner-acme, pod: \"sync-*\"}");
     let c = Contract::parse(&ok, "c.yaml").expect("a namespace and pod glob");
-    let cl = c.clients().iter().find(|c| &*c.name == "wl").expect("client wl");
+    let cl = c
+        .clients()
+        .iter()
+        .find(|c| &*c.name == "wl")
+        .expect("client wl");
     assert_eq!(cl.workloads.len(), 1);
-    assert_eq!(cl.workloads[0].pod.as_ref().map(|g| g.as_str()), Some("sync-*"));
+    assert_eq!(
+        cl.workloads[0].pod.as_ref().map(|g| g.as_str()),
+        Some("sync-*")
+    );
     for (sel, path, msg) in [
         ("{}", "spec.clients[1].workloads[0]", "names none of"),
-        ("{pod: \"\"}", "spec.clients[1].workloads[0].pod", "empty pattern"),
-        ("{pod: \"sync-[\"}", "spec.clients[1].workloads[0].pod", "not a glob pattern"),
-        ("{exe: curl}", "spec.clients[1].workloads[0].exe", "absolute path"),
-        ("{pod: a, node: b}", "spec.clients[1].workloads[0].node", "unknown field"),
-        ("{pod: [a]}", "spec.clients[1].workloads[0].pod", "expected a string"),
+        (
+            "{pod: \"\"}",
+            "spec.clients[1].workloads[0].pod",
+            "empty pattern",
+        ),
+        (
+            "{pod: \"sync-[\"}",
+            "spec.clients[1].workloads[0].pod",
+            "not a glob pattern",
+        ),
+        (
+            "{exe: curl}",
+            "spec.clients[1].workloads[0].exe",
+            "absolute path",
+        ),
+        (
+            "{pod: a, node: b}",
+            "spec.clients[1].workloads[0].node",
+            "unknown field",
+        ),
+        (
+            "{pod: [a]}",
+            "spec.clients[1].workloads[0].pod",
+            "expected a string",
+        ),
     ] {
         let errs = diagnostics(&with(sel));
         assert_eq!(errs.len(), 1, "{sel}: {errs:?}");

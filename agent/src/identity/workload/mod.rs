@@ -186,7 +186,11 @@ impl FlowWorkload {
     /// The socket of cgroup `cgroup_id` (and process `pid`, where the TLS
     /// probes saw it) as the node names it; without a resolver (tests),
     /// just the ids.
-    pub fn of_socket(resolver: Option<&WorkloadResolver>, cgroup_id: u64, pid: Option<u32>) -> Self {
+    pub fn of_socket(
+        resolver: Option<&WorkloadResolver>,
+        cgroup_id: u64,
+        pid: Option<u32>,
+    ) -> Self {
         let w = resolver.and_then(|r| r.resolve(cgroup_id));
         let p = resolver.zip(pid).and_then(|(r, pid)| r.process(pid));
         let mut fw = Self::new(w.as_deref(), p.as_ref());

@@ -41,7 +41,9 @@ fn identity_resolution_order() {
     let globex_src: IpAddr = "127.0.0.2".parse().expect("ip");
     let unknown = *Fingerprint::of_bytes(b"nobody").as_bytes();
 
-    let id = v.directory.identify(&[fp(ACME_DEMO)], None, None, globex_src);
+    let id = v
+        .directory
+        .identify(&[fp(ACME_DEMO)], None, None, globex_src);
     assert_eq!(who(&v, &id), ("acme".into(), Via::Credential));
     // An unrecognised credential falls through to the source address...
     let id = v.directory.identify(&[unknown], None, None, globex_src);
@@ -63,7 +65,9 @@ fn certificates_identify_after_credentials() {
     );
     let v = view(&text);
     let local = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let id = v.directory.identify(&[], Some(*cert.as_bytes()), None, local);
+    let id = v
+        .directory
+        .identify(&[], Some(*cert.as_bytes()), None, local);
     assert_eq!(who(&v, &id), ("acme".into(), Via::Certificate));
     let id = v
         .directory

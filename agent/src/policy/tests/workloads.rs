@@ -43,7 +43,9 @@ impl Node {
         );
         let p = self.root().join("cgroup").join(rel);
         fs::create_dir_all(&p).expect("mkdir cgroup");
-        let logs = self.root().join(format!("var/log/pods/{ns}_{pod}_{UID}/sync"));
+        let logs = self
+            .root()
+            .join(format!("var/log/pods/{ns}_{pod}_{UID}/sync"));
         fs::create_dir_all(&logs).expect("mkdir pod logs");
         fs::write(logs.join("0.log"), b"").expect("log");
         std::os::unix::fs::symlink(
@@ -114,7 +116,14 @@ fn flows_and_violations_carry_the_workloads_and_a_workload_names_the_client() {
     // Plaintext to `payments` (pii): unencrypted_flow. The source is
     // office's network, but the workload match comes first.
     let req = get("/pay", None);
-    e.handle(pkt(ts + 10, c, s, 101, tcp_flags::ACK | tcp_flags::PSH, &req));
+    e.handle(pkt(
+        ts + 10,
+        c,
+        s,
+        101,
+        tcp_flags::ACK | tcp_flags::PSH,
+        &req,
+    ));
     end_flow(&mut e, ts + 1_000_000, c, s, 101 + req.len() as u32, 501);
     e.finish();
     let f = flows(&mut e);
@@ -123,7 +132,11 @@ fn flows_and_violations_carry_the_workloads_and_a_workload_names_the_client() {
     assert_eq!(f[0].identified_by, Via::Workload);
     let cw = f[0].client_workload.as_deref().expect("client workload");
     assert_eq!(
-        (cw.namespace.as_deref(), cw.pod.as_deref(), cw.container.as_deref()),
+        (
+            cw.namespace.as_deref(),
+            cw.pod.as_deref(),
+            cw.container.as_deref()
+        ),
         (Some("partner-acme"), Some("sync-5d8f"), Some("sync"))
     );
     assert_eq!(cw.cgroup_id, Some(client_cg));
@@ -157,17 +170,34 @@ fn a_workload_learnt_after_a_source_match_lifts_the_identity_and_credentials_sti
     // A request from office's network before the socket is known.
     e.handle(pkt(ts, c, s, 100, tcp_flags::SYN, b""));
     let req = get("/v1/orders", None);
-    e.handle(pkt(ts + 10, c, s, 101, tcp_flags::ACK | tcp_flags::PSH, &req));
+    e.handle(pkt(
+        ts + 10,
+        c,
+        s,
+        101,
+        tcp_flags::ACK | tcp_flags::PSH,
+        &req,
+    ));
     assert_eq!(&*e.flows()[0].client, "office");
     socket(&mut e, ts + 20, c, s, Side::Client, client_cg);
     let live = e.flows();
-    assert_eq!((&*live[0].client, live[0].identified_by), ("sync", Via::Workload));
+    assert_eq!(
+        (&*live[0].client, live[0].identified_by),
+        ("sync", Via::Workload)
+    );
     // A listed credential from the same pod is acme's.
     let (c2, s2) = ("10.30.1.1:40002", "10.20.2.5:8080");
     e.handle(pkt(ts, c2, s2, 100, tcp_flags::SYN, b""));
     socket(&mut e, ts, c2, s2, Side::Client, client_cg);
     let req = get("/v1/orders", Some("acme-token"));
-    e.handle(pkt(ts + 10, c2, s2, 101, tcp_flags::ACK | tcp_flags::PSH, &req));
+    e.handle(pkt(
+        ts + 10,
+        c2,
+        s2,
+        101,
+        tcp_flags::ACK | tcp_flags::PSH,
+        &req,
+    ));
     let f = e
         .flows()
         .into_iter()
@@ -221,7 +251,14 @@ fn a_socket_announced_before_its_flow_names_it_from_the_first_packet() {
     // (SYNs are not sampled), which is already the request.
     socket(&mut e, ts, c, s, Side::Client, client_cg);
     let req = get("/pay", None);
-    e.handle(pkt(ts + 10, c, s, 101, tcp_flags::ACK | tcp_flags::PSH, &req));
+    e.handle(pkt(
+        ts + 10,
+        c,
+        s,
+        101,
+        tcp_flags::ACK | tcp_flags::PSH,
+        &req,
+    ));
     let v = e.violations();
     assert!(!v.is_empty());
     for v in &v {
@@ -234,7 +271,14 @@ fn a_socket_announced_before_its_flow_names_it_from_the_first_packet() {
     assert_eq!(e.stats().sockets_unmatched, 0);
     // Sockets whose flow never comes wait in a bounded queue.
     for port in 0..5000u16 {
-        socket(&mut e, ts, &format!("10.30.9.9:{port}"), s, Side::Client, client_cg);
+        socket(
+            &mut e,
+            ts,
+            &format!("10.30.9.9:{port}"),
+            s,
+            Side::Client,
+            client_cg,
+        );
     }
     assert_eq!(e.stats().sockets_unmatched, 5000 - 4096);
 }
