@@ -106,11 +106,11 @@ impl Judge<'_> {
     }
 
     fn report(&mut self, f: Option<Finding>) {
-        if let Some(f) = f {
+        if let Some(mut f) = f {
             let stage = self.ctx.stage_view().map(|s| &s.name);
+            f.client_workload.clone_from(&self.client_workload);
             self.violations.record(
                 f,
-                self.client_workload.as_ref(),
                 self.now,
                 stage,
                 self.terms,

@@ -108,6 +108,7 @@ impl Ctx<'_> {
             },
             detail,
             count,
+            client_workload: None,
         }
     }
 }

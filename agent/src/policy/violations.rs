@@ -111,6 +111,9 @@ pub struct Finding {
     pub detail: String,
     /// Occurrences this finding stands for (requests over quota at once).
     pub count: u64,
+    /// The client's local workload, when its socket is on this node (set
+    /// by the engine, not by the detections).
+    pub client_workload: Option<Arc<FlowWorkload>>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -169,7 +172,6 @@ impl Violations {
     pub fn record(
         &mut self,
         f: Finding,
-        client_workload: Option<&Arc<FlowWorkload>>,
         at: Nanos,
         stage: Option<&Arc<str>>,
         terms: Terms,
@@ -186,8 +188,8 @@ impl Violations {
             if v.detail != f.detail {
                 v.detail = f.detail;
             }
-            if at >= v.last_seen && v.client_workload.as_ref() != client_workload {
-                v.client_workload = client_workload.cloned();
+            if at >= v.last_seen && v.client_workload != f.client_workload {
+                v.client_workload = f.client_workload;
             }
             if emit_occurrences {
                 out.push(ViolationEvent::Occurred {
@@ -207,7 +209,7 @@ impl Violations {
             detail: f.detail,
             severity: Severity::for_age(0, terms.warn_after, terms.breach_after),
             resolved_at: None,
-            client_workload: client_workload.cloned(),
+            client_workload: f.client_workload,
         };
         out.push(ViolationEvent::Opened(v.clone()));
         self.open.insert(f.key, v);
