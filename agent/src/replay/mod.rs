@@ -199,3 +199,28 @@ fn emit(engine: &mut Engine, printer: &mut Printer<'_>, summary: &mut Summary) -
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_contract_naming_workloads_gets_one_note_naming_those_clients() {
+        let base = "apiVersion: rampwatch.io/v1\nkind: RampContract\nmetadata:\n  name: n\nspec:\n  clients:\n    - name: a\n      sources: [\"10.0.0.0/8\"]\n    - name: b\n      workloads: [{namespace: x}]\n      sources: [\"10.1.0.0/16\"]\n  stages:\n    - name: s\n      startsAt: \"2026-01-01T00:00:00Z\"\n";
+        let c = Contract::parse(base, "n.yaml").expect("valid");
+        let note = workload_note(&c).expect("a note");
+        assert!(
+            note.contains(
+                "client `b` is identified here only by its credentials, certificates or sources"
+            ),
+            "{note}"
+        );
+        assert!(!note.contains("`a`"), "{note}");
+        let plain = Contract::parse(
+            &base.replace("      workloads: [{namespace: x}]\n", ""),
+            "n.yaml",
+        )
+        .expect("valid");
+        assert_eq!(workload_note(&plain), None);
+    }
+}
