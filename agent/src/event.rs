@@ -134,9 +134,43 @@ impl std::fmt::Debug for Plaintext {
     }
 }
 
+/// Which end of a flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Side {
+    Client,
+    Server,
+}
+
+impl Side {
+    /// Index into per-side arrays: 0 client, 1 server.
+    pub const fn index(self) -> usize {
+        match self {
+            Self::Client => 0,
+            Self::Server => 1,
+        }
+    }
+}
+
+/// One end of a flow is a socket on this machine (live only): the kernel
+/// saw the cgroup that owns it, the TLS probes the process that uses it.
+/// Announced once per side (and again when a pid becomes known).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LocalSocket {
+    pub ts: Nanos,
+    pub flow: FlowId,
+    pub side: Side,
+    /// cgroup v2 id (the inode of its cgroupfs directory); never 0.
+    pub cgroup_id: u64,
+    /// Thread group id of the process, where the TLS probes saw it.
+    pub pid: Option<u32>,
+}
+
 /// What the sources deliver to the engine.
 #[derive(Clone, Debug)]
 pub enum Event {
+    /// An end of the flow is a local socket (live only; after the flow's
+    /// first packet).
+    Socket(LocalSocket),
     Packet(Packet),
     /// Decrypted application data of a TLS connection (live only).
     Plaintext(Plaintext),

@@ -303,6 +303,7 @@ pub fn event_flow(e: &Event) -> Option<FlowId> {
     match e {
         Event::Packet(p) => packet_flow(p),
         Event::Plaintext(pt) => Some(pt.flow),
+        Event::Socket(s) => Some(s.flow),
         Event::RequestStarts { flow, .. } | Event::FlowEnd { flow, .. } => Some(*flow),
     }
 }

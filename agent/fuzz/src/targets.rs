@@ -358,6 +358,7 @@ pub fn audit_verify(data: &[u8]) {
             throttled: Some(0),
             id: None,
             open_secs: None,
+            client_workload: None,
         }));
         drop(log);
         if keyed.is_intact() && appended.is_ok() {

@@ -10,7 +10,7 @@ use std::{
 
 use agent_common::{FlowKey, FlowStats, flow_state, observer};
 
-use crate::event::{Event, FlowEndReason, FlowId, FlowTotals, Nanos};
+use crate::event::{Event, FlowEndReason, FlowId, FlowTotals, LocalSocket, Nanos, Side};
 
 /// How long an ended connection keeps its claim, so that the other views'
 /// late records and flow ends of the same connection are dropped.
@@ -121,6 +121,40 @@ fn totals_requests(s: &FlowStats) -> u64 {
     s.dirs[0].request_starts
 }
 
+/// The side whose socket a view sits on. TLS plaintext records say it
+/// through [`tls_side`] and [`tls_socket_key`]; TC views have none.
+fn socket_side(observer: u8) -> Option<Side> {
+    match observer {
+        observer::CLIENT_SOCKET => Some(Side::Client),
+        observer::SERVER_SOCKET => Some(Side::Server),
+        _ => None,
+    }
+}
+
+/// The side of the process behind a TLS plaintext record: the probes call
+/// the process the client when its writes go to the server.
+pub fn tls_side(call: u32, direction: u8) -> Side {
+    let write = call == agent_common::tls_call::WRITE;
+    if write == (direction == agent_common::direction::TO_SERVER) {
+        Side::Client
+    } else {
+        Side::Server
+    }
+}
+
+/// The key of the wire view on `side`'s socket for a TLS plaintext key, so
+/// [`Tracker::socket`] files the process under the right end.
+pub fn tls_socket_key(key: &FlowKey, side: Side) -> FlowKey {
+    FlowKey {
+        observer: match side {
+            Side::Client => observer::CLIENT_SOCKET,
+            Side::Server => observer::SERVER_SOCKET,
+        },
+        ifindex: 0,
+        ..*key
+    }
+}
+
 fn end_reason(state: u64) -> FlowEndReason {
     if state & flow_state::END_RST != 0 {
         FlowEndReason::Rst
@@ -138,6 +172,8 @@ struct Tracked {
     ended: Option<Instant>,
     missing: u32,
     last_totals: Option<FlowTotals>,
+    /// Per [`Side::index`]: the cgroup id and pid last announced.
+    announced: [(u64, u32); 2],
 }
 
 impl Tracked {
@@ -149,6 +185,7 @@ impl Tracked {
             ended: None,
             missing: 0,
             last_totals: None,
+            announced: [(0, 0); 2],
         }
     }
 
@@ -228,6 +265,45 @@ impl Tracker {
             self.duplicate_views += 1;
             false
         }
+    }
+
+    /// The local socket a record shows (`cgroup_id` from the kernel, `pid`
+    /// from the TLS probes), announced when it is news for that side of a
+    /// connection already claimed: once per side, again when a pid joins.
+    /// Every view counts, reported or not, so a loopback flow names both
+    /// ends. TC views have no socket.
+    pub fn socket(
+        &mut self,
+        key: &FlowKey,
+        cgroup_id: u64,
+        pid: Option<u32>,
+        ts: Nanos,
+    ) -> Option<Event> {
+        let side = socket_side(key.observer)?;
+        if cgroup_id == 0 {
+            return None;
+        }
+        let id = flow_id(key);
+        let t = self.flows.get_mut(&id)?;
+        let slot = &mut t.announced[side.index()];
+        let new_cgroup = slot.0 != cgroup_id;
+        let new_pid = pid.is_some_and(|p| p != slot.1);
+        if !new_cgroup && !new_pid {
+            return None;
+        }
+        if new_cgroup {
+            *slot = (cgroup_id, 0);
+        }
+        if let Some(p) = pid {
+            slot.1 = p;
+        }
+        Some(Event::Socket(LocalSocket {
+            ts,
+            flow: id,
+            side,
+            cgroup_id,
+            pid,
+        }))
     }
 
     /// A flow-end record: the last request-start delta, then the end.

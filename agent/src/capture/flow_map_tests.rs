@@ -223,3 +223,61 @@ fn vanished_flows_end_idle_after_grace() {
     ));
     assert!(t.poll(vec![], &[], 4).events.is_empty());
 }
+
+#[test]
+fn both_ends_are_announced_once_whichever_view_is_reported() {
+    let mut t = Tracker::default();
+    let side = |e: Option<Event>| match e {
+        Some(Event::Socket(s)) => Some((s.side, s.cgroup_id, s.pid)),
+        _ => None,
+    };
+    // The client view claims the connection; the server view's samples
+    // are dropped, but still name the server's end.
+    assert!(t.admit_sample(&key(observer::CLIENT_SOCKET)));
+    assert_eq!(
+        side(t.socket(&key(observer::CLIENT_SOCKET), 11, None, 1)),
+        Some((Side::Client, 11, None))
+    );
+    assert!(!t.admit_sample(&key(observer::SERVER_SOCKET)));
+    assert_eq!(
+        side(t.socket(&key(observer::SERVER_SOCKET), 22, None, 1)),
+        Some((Side::Server, 22, None))
+    );
+    assert_eq!(
+        side(t.socket(&key(observer::CLIENT_SOCKET), 11, None, 2)),
+        None
+    );
+    assert_eq!(
+        side(t.socket(&key(observer::SERVER_SOCKET), 22, None, 2)),
+        None
+    );
+    // A pid the TLS probes see is news once; a server process reading
+    // what the client wrote is the server's.
+    let s = tls_side(
+        agent_common::tls_call::READ,
+        agent_common::direction::TO_SERVER,
+    );
+    assert_eq!(s, Side::Server);
+    let k = tls_socket_key(&key(observer::TLS_PLAINTEXT), s);
+    assert_eq!(
+        side(t.socket(&k, 22, Some(7), 3)),
+        Some((Side::Server, 22, Some(7)))
+    );
+    assert_eq!(side(t.socket(&k, 22, Some(7), 4)), None);
+    assert_eq!(
+        tls_side(
+            agent_common::tls_call::WRITE,
+            agent_common::direction::TO_SERVER
+        ),
+        Side::Client
+    );
+    // No socket: TC views, cgroup id 0, connections not claimed.
+    assert_eq!(side(t.socket(&key(observer::TC), 33, None, 5)), None);
+    assert_eq!(
+        side(t.socket(&key(observer::CLIENT_SOCKET), 0, None, 5)),
+        None
+    );
+    let mut other = key(observer::CLIENT_SOCKET);
+    other.client_port = 1;
+    assert_eq!(side(t.socket(&other, 44, None, 5)), None);
+}

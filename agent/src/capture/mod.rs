@@ -44,7 +44,7 @@ use error::{map_err, prog_err};
 pub use floor::Floor;
 pub use flow_map::FlowSnapshot;
 pub use stats::{CaptureStats, KernelCounters, ProgramCost};
-pub use system::{cgroup2_root, check_privileges};
+pub use system::{cgroup2_root, check_privileges, workload_cgroup_root};
 pub use tls::{ProbedProcess, TlsCoverage, TlsFailure, TlsOptions, TlsRole};
 use tokio::{io::unix::AsyncFd, sync::mpsc::Sender, task::JoinHandle};
 

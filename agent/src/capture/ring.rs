@@ -18,7 +18,7 @@ use aya::maps::{MapData, RingBuf};
 use bytes::Bytes;
 use tokio::{io::unix::AsyncFd, sync::mpsc::Sender};
 
-use super::flow_map::{Tracker, flow_id};
+use super::flow_map::{Tracker, flow_id, tls_side, tls_socket_key};
 use crate::event::{Direction, Event, FlowEndReason, Packet, Plaintext};
 
 /// Looks up the TLS plaintext layer of a connection in the kernel flow map
@@ -62,8 +62,15 @@ impl Shared {
         self.records.fetch_add(1, Ordering::Relaxed);
         match Record::try_from(buf) {
             Ok(Record::Sample { header, payload }) => {
-                if !self.tracker().admit_sample(&header.key) {
-                    return [None, None];
+                let ts = self.wall(header.ts_boot_ns);
+                let mut tracker = self.tracker();
+                let admitted = tracker.admit_sample(&header.key);
+                let socket = tracker.socket(&header.key, header.cgroup_id, None, ts);
+                drop(tracker);
+                if !admitted {
+                    // Another view is reported; this one still names its
+                    // end of the connection.
+                    return [socket, None];
                 }
                 let id = flow_id(&header.key);
                 let (src, dst, dir) = if header.direction == direction::TO_SERVER {
@@ -71,9 +78,12 @@ impl Shared {
                 } else {
                     (id.server, id.client, Direction::ToClient)
                 };
+                // The socket first: the engine then knows the workload when
+                // it judges the packet that creates the flow.
                 [
+                    socket,
                     Some(Event::Packet(Packet {
-                        ts: self.wall(header.ts_boot_ns),
+                        ts,
                         src,
                         dst,
                         seq: header.seq,
@@ -82,7 +92,6 @@ impl Shared {
                         payload: Bytes::copy_from_slice(payload),
                         direction: Some(dir),
                     })),
-                    None,
                 ]
             }
             Ok(Record::FlowEnd(rec)) => {
@@ -114,9 +123,18 @@ impl Shared {
                 } else {
                     Direction::ToClient
                 };
+                let ts = self.wall(header.ts_boot_ns);
+                let side = tls_side(header.call, header.direction);
+                let socket = self.tracker().socket(
+                    &tls_socket_key(&header.key, side),
+                    header.cgroup_id,
+                    Some(header.pid),
+                    ts,
+                );
                 [
+                    socket,
                     Some(Event::Plaintext(Plaintext {
-                        ts: self.wall(header.ts_boot_ns),
+                        ts,
                         flow: flow_id(&header.key),
                         direction: dir,
                         offset: header.offset,
@@ -124,7 +142,6 @@ impl Shared {
                         data: Bytes::copy_from_slice(data),
                         pid: header.pid,
                     })),
-                    None,
                 ]
             }
             Err(e) => {
@@ -271,8 +288,23 @@ mod tests {
     fn sample_becomes_oriented_packet_with_wall_clock() {
         let s = Shared::default();
         s.boot_to_wall.store(5_000, Ordering::Relaxed);
-        let [ev, none] = s.convert(&sample(direction::TO_CLIENT, b"HTTP/1.1 200", 500));
-        assert!(none.is_none());
+        let [socket, ev] = s.convert(&sample(direction::TO_CLIENT, b"HTTP/1.1 200", 500));
+        // The record's cgroup id names the client's end (a client-socket
+        // view), once.
+        assert!(
+            matches!(
+                socket,
+                Some(Event::Socket(crate::event::LocalSocket {
+                    cgroup_id: 9,
+                    side: crate::event::Side::Client,
+                    pid: None,
+                    ..
+                }))
+            ),
+            "{socket:?}"
+        );
+        let [again, _] = s.convert(&sample(direction::TO_CLIENT, b"HTTP/1.1 200", 500));
+        assert!(again.is_none(), "announced twice: {again:?}");
         let Some(Event::Packet(p)) = ev else {
             panic!("expected a packet, got {ev:?}")
         };
@@ -323,7 +355,7 @@ mod tests {
         }
         assert_eq!(errors, bad_inputs.len());
         // The pipeline still decodes good records afterwards.
-        assert!(matches!(s.convert(&good), [Some(Event::Packet(_)), None]));
+        assert!(matches!(s.convert(&good), [_, Some(Event::Packet(_))]));
     }
 
     /// A TLS_DATA record as the kernel writes it, in a reservation of
@@ -357,7 +389,7 @@ mod tests {
         let s = Shared::default();
         s.boot_to_wall.store(5_000, Ordering::Relaxed);
         let head = b"GET /a HTTP/1.1\r\n\r\n";
-        let [ev, none] = s.convert(&tls_data(
+        let [none, ev] = s.convert(&tls_data(
             direction::TO_SERVER,
             head,
             head.len() as u32,
@@ -375,7 +407,7 @@ mod tests {
         assert_eq!((p.offset, p.len, p.pid), (77, head.len() as u32, 4242));
         assert_eq!(&p.data[..], head);
         // A failed copy: no bytes, the range still says what was missed.
-        let [ev, _] = s.convert(&tls_data(direction::TO_CLIENT, b"", 4096, 0, 4096));
+        let [_, ev] = s.convert(&tls_data(direction::TO_CLIENT, b"", 4096, 0, 4096));
         assert!(matches!(ev, Some(Event::Plaintext(p)) if p.data.is_empty() && p.len == 4096));
         // Bad records are counted, never a panic.
         let good = tls_data(direction::TO_SERVER, head, head.len() as u32, 0, 512);

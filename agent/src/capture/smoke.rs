@@ -91,7 +91,7 @@ async fn root_curl_in_child_cgroup_is_seen() {
             Event::Packet(p) => packets.push(p),
             Event::FlowEnd { reason, totals, .. } => ends.push((reason, totals)),
             Event::RequestStarts { count, .. } => starts += count,
-            Event::Plaintext(_) => {}
+            Event::Plaintext(_) | Event::Socket(_) => {}
         }
     }
     let stats = cap.stats().unwrap();
@@ -205,7 +205,7 @@ async fn root_tc_on_veth_ipv6() {
                         && p.dst.is_ipv6();
                 }
                 Event::FlowEnd { reason, totals, .. } => end = Some((reason, totals)),
-                Event::RequestStarts { .. } | Event::Plaintext(_) => {}
+                Event::RequestStarts { .. } | Event::Plaintext(_) | Event::Socket(_) => {}
             }
         }
         println!("stats: {:?}", cap.stats().unwrap());

@@ -1,7 +1,11 @@
 //! What the host must provide before anything is loaded: privileges, BTF,
 //! a cgroup v2 mount, interfaces. Each check gives one operator sentence.
 
-use std::{ffi::CString, fs, path::PathBuf};
+use std::{
+    ffi::CString,
+    fs,
+    path::{Path, PathBuf},
+};
 
 use super::CaptureError;
 
@@ -71,12 +75,28 @@ fn unescape(s: &str) -> String {
 
 /// Mount point of the first cgroup v2 hierarchy in a mountinfo text.
 pub fn cgroup2_mount_in(mountinfo: &str) -> Option<PathBuf> {
-    mountinfo.lines().find_map(|line| {
+    cgroup2_mounts_in(mountinfo).next()
+}
+
+/// Mount points of every cgroup v2 hierarchy in a mountinfo text, in order.
+pub fn cgroup2_mounts_in(mountinfo: &str) -> impl Iterator<Item = PathBuf> + '_ {
+    mountinfo.lines().filter_map(|line| {
         let (pre, post) = line.split_once(" - ")?;
         let fstype = post.split_whitespace().next()?;
         let mount = pre.split_whitespace().nth(4)?;
         (fstype == "cgroup2").then(|| PathBuf::from(unescape(mount)))
     })
+}
+
+/// The cgroup v2 hierarchy to name workloads from: with a host root other
+/// than `/`, the first cgroup v2 mount below it (the host's, bind-mounted
+/// into a container whose own `/sys/fs/cgroup` is its namespace's);
+/// otherwise this machine's root.
+pub fn workload_cgroup_root(mountinfo: &str, host_root: &Path) -> Option<PathBuf> {
+    if host_root != Path::new("/") {
+        return cgroup2_mounts_in(mountinfo).find(|m| m.starts_with(host_root));
+    }
+    cgroup2_mount_in(mountinfo)
 }
 
 /// The cgroup v2 root of this machine, from /proc/self/mountinfo.
@@ -129,6 +149,21 @@ pub fn monotonic_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn workload_root_is_the_cgroup2_mount_below_the_host_root() {
+        let info = "30 25 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n\
+                    41 25 0:26 / /host/sys/fs/cgroup ro - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            workload_cgroup_root(info, Path::new("/host")),
+            Some(PathBuf::from("/host/sys/fs/cgroup"))
+        );
+        assert_eq!(
+            workload_cgroup_root(info, Path::new("/")),
+            Some(PathBuf::from("/sys/fs/cgroup"))
+        );
+        assert_eq!(workload_cgroup_root(info, Path::new("/elsewhere")), None);
+    }
 
     #[test]
     fn finds_cgroup2_among_v1_mounts() {

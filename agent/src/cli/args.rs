@@ -124,6 +124,11 @@ pub struct AgentArgs {
     /// cgroup v2 directory to watch (default: the root of the v2 hierarchy).
     #[arg(long)]
     pub cgroup: Option<PathBuf>,
+    /// Where the host's filesystem is mounted, for naming workloads from a
+    /// container: its cgroupfs, `/proc` and `/var/log/pods` under this
+    /// prefix (the DaemonSet mounts them at `/host/...`) [default: /].
+    #[arg(long)]
+    pub host_root: Option<PathBuf>,
     /// Also watch forwarded traffic on this interface (TC); repeatable.
     #[arg(long = "iface")]
     pub ifaces: Vec<String>,

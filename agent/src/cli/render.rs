@@ -2,8 +2,11 @@
 
 use std::io::{self, Write};
 
-use crate::sinks::api::views::{
-    ClientRow, FlowRow, Response, StageView, StatusView, TlsView, ViolationRow, WatchEvent,
+use crate::{
+    identity::workload::FlowWorkload,
+    sinks::api::views::{
+        ClientRow, FlowRow, Response, StageView, StatusView, TlsView, ViolationRow, WatchEvent,
+    },
 };
 
 /// One JSON object per line: lists are printed one element per line so
@@ -154,6 +157,11 @@ fn violations_table(rows: &[ViolationRow]) -> Table {
             v.count.to_string(),
         ]);
         t.note(&detail(v));
+        // The client's workload on its own line: a column would not fit
+        // 80 wide (flows show it as columns).
+        if let Some(w) = &v.client_workload {
+            t.note(&format!("client workload {}", w.short()));
+        }
         if let Some(by) = &v.acknowledged_by {
             t.note(&format!(
                 "acknowledged by {by} at {}",
@@ -189,6 +197,10 @@ fn next_step(v: &ViolationRow) -> String {
         ),
         None => step.to_owned(),
     }
+}
+
+fn workload_cell(w: Option<&FlowWorkload>) -> String {
+    w.map_or_else(|| "-".to_owned(), FlowWorkload::short)
 }
 
 /// A resolved violation shows as such instead of its last severity.
@@ -366,27 +378,39 @@ fn clients_table(clients: &[ClientRow], out: &mut dyn Write) -> io::Result<()> {
 }
 
 fn flows_table(flows: &[FlowRow], out: &mut dyn Write) -> io::Result<()> {
-    let mut t = Table::new(&[
+    let workloads = flows
+        .iter()
+        .any(|f| f.client_workload.is_some() || f.server_workload.is_some());
+    let mut cols = vec![
         ("CLIENT ADDR", 20),
         ("SERVER ADDR", 20),
         ("PROTO", 7),
         ("ENDPOINT", 10),
         ("CLIENT", 8),
         ("REQS", 5),
-    ]);
+    ];
+    if workloads {
+        cols.extend([("CLIENT WORKLOAD", 40), ("SERVER WORKLOAD", 40)]);
+    }
+    let mut t = Table::new(&cols);
     for f in flows {
         let proto = match &f.tls_version {
             Some(v) => format!("tls {v}"),
             None => f.protocol.clone(),
         };
-        t.row(vec![
+        let mut cells = vec![
             f.src.clone(),
             f.dst.clone(),
             proto,
             f.endpoint.clone(),
             f.client.clone(),
             f.requests.to_string(),
-        ]);
+        ];
+        if workloads {
+            cells.push(workload_cell(f.client_workload.as_ref()));
+            cells.push(workload_cell(f.server_workload.as_ref()));
+        }
+        t.row(cells);
     }
     t.print(true, out)
 }

@@ -34,9 +34,9 @@ pub use error::{ContractError, Diagnostic};
 pub use matching::{EndpointMatch, UNLISTED_ENDPOINT, normalize_host};
 pub(crate) use model::path_has_prefix;
 pub use model::{
-    CipherGlob, Client, Credential, DataClass, Endpoint, HostPattern, JwtClaim, JwtMatch, NameRule,
-    Quota, QuotaRule, Remediation, Requirement, Revocation, RevocationTarget, Scope, ServerRule,
-    Stage, TlsVersion, Window,
+    CipherGlob, Client, Credential, DataClass, Endpoint, HostPattern, JwtClaim, JwtMatch, NameGlob,
+    NameRule, Quota, QuotaRule, Remediation, Requirement, Revocation, RevocationTarget, Scope,
+    ServerRule, Stage, TlsVersion, Window, WorkloadSelector,
 };
 pub use schema::schema_json;
 pub use timefmt::{

@@ -248,6 +248,71 @@ pub struct Client {
     /// Fingerprints of client certificates (DER).
     pub certificates: Vec<Fingerprint>,
     pub sources: Vec<IpNet>,
+    /// Local workloads whose sockets are this client (live only: the
+    /// kernel names the socket's cgroup; replay has no workloads).
+    pub workloads: Vec<WorkloadSelector>,
+}
+
+/// A case-sensitive glob (`*`, `?`, `[...]`) over a workload name: a
+/// namespace, pod, container or executable path.
+#[derive(Clone, Debug)]
+pub struct NameGlob {
+    pub(crate) text: String,
+    pub(crate) pattern: glob::Pattern,
+}
+
+impl NameGlob {
+    pub fn new(text: &str) -> Result<Self, glob::PatternError> {
+        Ok(Self {
+            text: text.to_owned(),
+            pattern: glob::Pattern::new(text)?,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    pub fn matches(&self, name: &str) -> bool {
+        self.pattern.matches_with(
+            name,
+            glob::MatchOptions {
+                case_sensitive: true,
+                // `exe: /usr/bin/*` should not match `/usr/bin/x/y`.
+                require_literal_separator: true,
+                require_literal_leading_dot: false,
+            },
+        )
+    }
+}
+
+impl PartialEq for NameGlob {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+/// `workloads[]` entry: every field given must match what the node says
+/// about the socket's workload; a field the node does not know (a pod
+/// without a name yet, a process whose `exe` is unreadable) never matches.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct WorkloadSelector {
+    pub namespace: Option<NameGlob>,
+    pub pod: Option<NameGlob>,
+    pub container: Option<NameGlob>,
+    pub exe: Option<NameGlob>,
+}
+
+impl WorkloadSelector {
+    pub fn matches(&self, w: &crate::identity::workload::FlowWorkload) -> bool {
+        fn one(p: Option<&NameGlob>, v: Option<&str>) -> bool {
+            p.is_none_or(|p| v.is_some_and(|v| p.matches(v)))
+        }
+        one(self.namespace.as_ref(), w.namespace.as_deref())
+            && one(self.pod.as_ref(), w.pod.as_deref())
+            && one(self.container.as_ref(), w.container.as_deref())
+            && one(self.exe.as_ref(), w.exe.as_deref())
+    }
 }
 
 /// A quota a stage grants one client on one endpoint.

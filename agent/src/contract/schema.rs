@@ -205,7 +205,39 @@ pub struct Client {
     /// Client source addresses (CIDRs or IPs).
     #[serde(default)]
     pub sources: Vec<Network>,
+    /// Local workloads whose sockets are this client (live agent only;
+    /// `replay` has no workloads). Identity precedence: credential →
+    /// certificate → workload → source.
+    #[serde(default)]
+    pub workloads: Vec<WorkloadSelector>,
 }
+
+/// A local workload, named as the node names it: every field given must
+/// match (globs: `*`, `?`, `[...]`, case-sensitive); a field the node does
+/// not know never matches.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("minProperties" = 1))]
+pub struct WorkloadSelector {
+    /// Kubernetes namespace (from the kubelet's `/var/log/pods`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<NamePattern>,
+    /// Pod name, e.g. `sync-*`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<NamePattern>,
+    /// Container name within the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<NamePattern>,
+    /// The process's executable, an absolute path as the process sees it
+    /// (known where the TLS probes see the process).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe: Option<NamePattern>,
+}
+
+/// A non-empty glob over a workload name.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct NamePattern(#[schemars(length(min = 1))] pub String);
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -1,15 +1,18 @@
 //! Who is calling: the contract's clients compiled into lookup tables
 //! ([`Directory`]), and the one implementation of the resolution order
 //! ([`Directory::identify_presented`]): listed credential fingerprint → JWT
-//! claims → client certificate → source address → unknown.
+//! claims → client certificate → local workload → source address → unknown.
 
 use std::{collections::HashMap as StdHashMap, net::IpAddr};
 
 use ipnet::IpNet;
 
-use super::token::{self, TokenFacts};
+use super::{
+    token::{self, TokenFacts},
+    workload::FlowWorkload,
+};
 use crate::{
-    contract::{self, Contract, JwtClaim},
+    contract::{self, Contract, JwtClaim, WorkloadSelector},
     event::Nanos,
 };
 
@@ -28,6 +31,8 @@ pub enum Via {
     /// A JWT whose issuer and subject (or client id) the contract lists.
     Jwt,
     Certificate,
+    /// The client's local socket belongs to a workload the contract names.
+    Workload,
     Source,
     Unknown,
 }
@@ -36,9 +41,10 @@ impl Via {
     /// Strength of the identification, in the contract's order.
     pub const fn rank(self) -> u8 {
         match self {
-            Self::Credential => 4,
-            Self::Jwt => 3,
-            Self::Certificate => 2,
+            Self::Credential => 5,
+            Self::Jwt => 4,
+            Self::Certificate => 3,
+            Self::Workload => 2,
             Self::Source => 1,
             Self::Unknown => 0,
         }
@@ -49,6 +55,7 @@ impl Via {
             Self::Credential => "credential",
             Self::Jwt => "jwt",
             Self::Certificate => "certificate",
+            Self::Workload => "workload",
             Self::Source => "source",
             Self::Unknown => "unknown",
         }
@@ -102,6 +109,8 @@ pub struct Directory {
     pub certificates: HashMap<Fp, usize>,
     /// In file order: the first client whose network holds the source wins.
     pub sources: Vec<(IpNet, usize)>,
+    /// In file order: the first client with a matching selector wins.
+    pub workloads: Vec<(WorkloadSelector, usize)>,
 }
 
 impl Directory {
@@ -130,6 +139,9 @@ impl Directory {
             for net in &cl.sources {
                 d.sources.push((*net, i));
             }
+            for sel in &cl.workloads {
+                d.workloads.push((sel.clone(), i));
+            }
         }
         d
     }
@@ -139,6 +151,7 @@ impl Directory {
         &self,
         credentials: &[Fp],
         certificate: Option<Fp>,
+        workload: Option<&FlowWorkload>,
         source: IpAddr,
     ) -> Identity {
         let mut presented = [Presented::opaque([0; 32]); 4];
@@ -146,18 +159,25 @@ impl Directory {
         for (slot, fp) in presented.iter_mut().zip(credentials) {
             *slot = Presented::opaque(*fp);
         }
-        self.identify_presented(presented.get(..n).unwrap_or_default(), certificate, source)
+        self.identify_presented(
+            presented.get(..n).unwrap_or_default(),
+            certificate,
+            workload,
+            source,
+        )
     }
 
     /// Identity in the contract's order: listed credential fingerprint →
     /// JWT claims (`sub`, then `client_id`/`azp`, of the first credential
-    /// that names a listed one) → client certificate → source address →
-    /// unknown. An unrecognised credential does not stop the search, and
-    /// is kept (hashed) when nothing identifies the caller.
+    /// that names a listed one) → client certificate → workload of the
+    /// client's local socket (live only) → source address → unknown. An
+    /// unrecognised credential does not stop the search, and is kept
+    /// (hashed) when nothing identifies the caller.
     pub fn identify_presented(
         &self,
         credentials: &[Presented],
         certificate: Option<Fp>,
+        workload: Option<&FlowWorkload>,
         source: IpAddr,
     ) -> Identity {
         let first = credentials.first();
@@ -194,6 +214,11 @@ impl Directory {
         } else if let Some(c) = certificate.and_then(|fp| self.certificates.get(&fp)) {
             id.client = Some(*c);
             id.via = Via::Certificate;
+        } else if let Some((_, c)) =
+            workload.and_then(|w| self.workloads.iter().find(|(sel, _)| sel.matches(w)))
+        {
+            id.client = Some(*c);
+            id.via = Via::Workload;
         } else if let Some((_, c)) = self
             .sources
             .iter()

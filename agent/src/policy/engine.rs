@@ -15,8 +15,9 @@ use super::{
 };
 use crate::{
     contract::Contract,
-    event::{Event, FlowEndReason, FlowId, FlowTotals, Nanos, Packet, Plaintext},
+    event::{Event, FlowEndReason, FlowId, FlowTotals, LocalSocket, Nanos, Packet, Plaintext},
     flow::{Flow, FlowConfig, FlowTable, FlowTableStats, Request},
+    identity::workload::{FlowWorkload, WorkloadResolver},
     protocol::http::CredentialHeaders,
 };
 
@@ -90,6 +91,9 @@ pub struct EngineStats {
     pub kernel_requests_unmatched: u64,
     /// TLS plaintext chunks handled.
     pub plaintext_chunks: u64,
+    /// Local-socket announcements whose flow never came (dropped from the
+    /// bounded wait for it).
+    pub sockets_unmatched: u64,
 }
 
 /// Builds a [`Judge`] from the engine's fields (a macro so the borrows of
@@ -118,6 +122,7 @@ macro_rules! judge {
             count_requests: $count,
             now: $now,
             generation: $e.generation,
+            client_workload: None,
         }
     };
 }
@@ -145,6 +150,49 @@ pub struct Engine {
     unlisted: Arc<str>,
     unknown: Arc<str>,
     stats: EngineStats,
+    /// Names the workloads behind local sockets (live only).
+    workloads: Option<Arc<WorkloadResolver>>,
+    /// Sockets announced before their flow's first packet (the capture
+    /// sends the socket first), applied when the flow is created.
+    pending: PendingSockets,
+}
+
+/// Announced sockets waiting for their flow, bounded: a socket whose flow
+/// never comes (its packet lost) is dropped oldest first and counted. A hit
+/// costs one hash removal; `order` is cleaned lazily as it turns over.
+#[derive(Default)]
+struct PendingSockets {
+    map: std::collections::HashMap<FlowId, [Option<Arc<FlowWorkload>>; 2]>,
+    order: std::collections::VecDeque<FlowId>,
+}
+
+/// Flows whose sockets may wait at once; far above what a ring batch holds.
+const PENDING_SOCKETS: usize = 4096;
+
+impl PendingSockets {
+    /// Queues `w`; true when an older one had to go.
+    fn push(&mut self, id: FlowId, side: crate::event::Side, w: Arc<FlowWorkload>) -> bool {
+        let mut dropped = false;
+        if !self.map.contains_key(&id) {
+            while self.order.len() >= PENDING_SOCKETS {
+                if let Some(old) = self.order.pop_front() {
+                    dropped |= self.map.remove(&old).is_some();
+                }
+            }
+            self.order.push_back(id);
+        }
+        self.map.entry(id).or_default()[side.index()] = Some(w);
+        dropped
+    }
+
+    fn take(&mut self, id: &FlowId) -> Option<[Option<Arc<FlowWorkload>>; 2]> {
+        if self.map.is_empty() {
+            return None;
+        }
+        // `order` keeps the id until it reaches the front: popping an id no
+        // longer waiting drops nothing.
+        self.map.remove(id)
+    }
 }
 
 impl Engine {
@@ -192,6 +240,8 @@ impl Engine {
             unlisted: Arc::from(UNLISTED),
             unknown: Arc::from(UNKNOWN),
             stats: EngineStats::default(),
+            workloads: None,
+            pending: PendingSockets::default(),
         };
         if let Some(t) = e.opts.fixed_time {
             e.update_stage(t, false);
@@ -217,10 +267,17 @@ impl Engine {
         &self.view
     }
 
+    /// Names local sockets' workloads with `resolver` (the live agent);
+    /// without one a local socket is reported by its cgroup id only.
+    pub fn set_workloads(&mut self, resolver: Arc<WorkloadResolver>) {
+        self.workloads = Some(resolver);
+    }
+
     /// Feeds one event.
     pub fn handle(&mut self, ev: Event) {
         match ev {
             Event::Packet(p) => self.packet(&p),
+            Event::Socket(s) => self.socket(s),
             Event::Plaintext(pt) => self.plaintext(&pt),
             Event::RequestStarts { ts, flow, count } => self.kernel_requests(ts, flow, count),
             Event::FlowEnd {
@@ -480,6 +537,15 @@ impl Engine {
         let (flow, _dir, ch) =
             self.flows
                 .packet(p, &|a: SocketAddr| view.is_server(a), &mut self.reqs);
+        if ch.new_flow
+            && let Some(ws) = self.pending.take(&flow.id)
+        {
+            for (slot, w) in flow.ext.workloads.iter_mut().zip(ws) {
+                if w.is_some() {
+                    *slot = w;
+                }
+            }
+        }
         if !ch.any() && flow.ext.generation == self.generation {
             return;
         }
@@ -515,6 +581,15 @@ impl Engine {
         self.expire();
         let view = &self.view;
         let (flow, ch) = self.flows.plaintext(pt, &mut self.reqs);
+        if ch.new_flow
+            && let Some(ws) = self.pending.take(&flow.id)
+        {
+            for (slot, w) in flow.ext.workloads.iter_mut().zip(ws) {
+                if w.is_some() {
+                    *slot = w;
+                }
+            }
+        }
         if !ch.any() && flow.ext.generation == self.generation {
             return;
         }
@@ -525,6 +600,26 @@ impl Engine {
             self.retire_removed();
         }
         self.flush_violations();
+    }
+
+    /// One end of a flow is a local socket: name its workload once (the
+    /// resolver caches by cgroup id) and keep it on the flow.
+    fn socket(&mut self, s: LocalSocket) {
+        self.advance(s.ts);
+        let w = Arc::new(FlowWorkload::of_socket(
+            self.workloads.as_deref(),
+            s.cgroup_id,
+            s.pid,
+        ));
+        let Some(flow) = self.flows.get_mut(&s.flow) else {
+            if self.pending.push(s.flow, s.side, w) {
+                self.stats.sockets_unmatched += 1;
+            }
+            return;
+        };
+        let view = &self.view;
+        let mut j = judge!(self, view, s.ts, !self.opts.requests_from_kernel);
+        j.socket(flow, s.side, w);
     }
 
     fn kernel_requests(&mut self, ts: Nanos, id: FlowId, count: u64) {

@@ -16,8 +16,9 @@ use super::{
     weak_tls,
 };
 use crate::{
-    event::Nanos,
+    event::{Nanos, Side},
     flow::{Changes, Flow, Protocol, Request, TlsVersion, facts::is_plaintext},
+    identity::workload::FlowWorkload,
     protocol::http_response::status_class,
 };
 
@@ -60,6 +61,15 @@ pub(super) struct FlowState {
     /// violation: the kernel's count that may open it comes up to a poll
     /// later than the answer.
     unsettled_throttled: u64,
+    /// Per [`Side::index`]: the workload of that end's local socket, when
+    /// it is on this machine (live only).
+    pub(super) workloads: [Option<Arc<FlowWorkload>>; 2],
+}
+
+impl FlowState {
+    pub(super) fn client_workload(&self) -> Option<&FlowWorkload> {
+        self.workloads[Side::Client.index()].as_deref()
+    }
 }
 
 const JUDGED_PLAINTEXT: u8 = 1;
@@ -123,6 +133,8 @@ pub(super) struct Judge<'a> {
     pub(super) count_requests: bool,
     pub(super) now: Nanos,
     pub(super) generation: u64,
+    /// The client workload of the flow being judged: findings carry it.
+    pub(super) client_workload: Option<Arc<FlowWorkload>>,
 }
 
 impl Judge<'_> {
@@ -154,8 +166,9 @@ impl Judge<'_> {
     }
 
     fn report(&mut self, f: Option<Finding>) {
-        if let Some(f) = f {
+        if let Some(mut f) = f {
             let stage = self.ctx.stage_view().map(|s| &s.name);
+            f.client_workload.clone_from(&self.client_workload);
             let terms = Terms {
                 window: self.ctx.view.window_for(&f.key),
                 ..self.terms
@@ -172,6 +185,7 @@ impl Judge<'_> {
         reqs: &mut Vec<Request>,
     ) {
         self.refresh(flow);
+        self.client_workload = flow.ext.workloads[Side::Client.index()].clone();
         let tls13 =
             flow.tls.version() == Some(TlsVersion::Tls13) && flow.tls.server_hello.is_some();
         if flow.protocol == Protocol::Tls
@@ -272,6 +286,7 @@ impl Judge<'_> {
             st.identity = Some(view.directory.identify_presented(
                 presented.as_slice(),
                 flow.tls.client_cert,
+                st.workloads[Side::Client.index()].as_deref(),
                 flow.id.client.ip(),
             ));
         }
@@ -287,11 +302,14 @@ impl Judge<'_> {
 
     /// Identity where no request is visible: client certificate → source.
     fn flow_identity(&self, flow: &mut Flow<FlowState>) -> Identity {
-        *flow.ext.identity.get_or_insert_with(|| {
-            self.ctx
-                .view
-                .directory
-                .identify(&[], flow.tls.client_cert, flow.id.client.ip())
+        let st = &mut flow.ext;
+        *st.identity.get_or_insert_with(|| {
+            self.ctx.view.directory.identify(
+                &[],
+                flow.tls.client_cert,
+                st.workloads[Side::Client.index()].as_deref(),
+                flow.id.client.ip(),
+            )
         })
     }
 
@@ -359,6 +377,7 @@ impl Judge<'_> {
         let id = view.directory.identify_presented(
             presented.get(..n).unwrap_or_default(),
             flow.tls.client_cert,
+            flow.ext.client_workload(),
             flow.id.client.ip(),
         );
         if flow.ext.matched.is_none_or(|old| !old.watched()) {
@@ -368,7 +387,7 @@ impl Judge<'_> {
         // A better identity replaces a weaker one: a source-address match
         // made before the first request head arrived must not pin the flow
         // once a listed credential shows up (credential > certificate >
-        // source > unknown).
+        // workload > source > unknown).
         if flow
             .ext
             .identity
@@ -435,6 +454,7 @@ impl Judge<'_> {
     /// (from its requests, else its certificate or source).
     pub(super) fn kernel_requests(&mut self, flow: &mut Flow<FlowState>, count: u64) {
         self.refresh(flow);
+        self.client_workload = flow.ext.workloads[Side::Client.index()].clone();
         let m = self.matched(flow);
         let id = self.flow_identity(flow);
         self.count(m, &id, count);
@@ -450,8 +470,39 @@ impl Judge<'_> {
         self.settle_throttled(flow, m, &id, over);
     }
 
+    /// An end of the flow turned out to be a local socket of `workload`.
+    /// A client workload the contract names lifts an identity weaker than
+    /// a workload match (source, unknown) already made for the flow.
+    pub(super) fn socket(
+        &mut self,
+        flow: &mut Flow<FlowState>,
+        side: Side,
+        workload: Arc<FlowWorkload>,
+    ) {
+        self.refresh(flow);
+        flow.ext.workloads[side.index()] = Some(workload);
+        if side != Side::Client {
+            return;
+        }
+        let st = &mut flow.ext;
+        if let Some(old) = st.identity
+            && old.via.rank() < Via::Workload.rank()
+        {
+            let id = self.ctx.view.directory.identify(
+                old.credential.as_slice(),
+                flow.tls.client_cert,
+                st.workloads[Side::Client.index()].as_deref(),
+                flow.id.client.ip(),
+            );
+            if id.client.is_some() && id.via.rank() > old.via.rank() {
+                st.identity = Some(id);
+            }
+        }
+    }
+
     /// Judgements due when a flow ends.
     pub(super) fn finish(&mut self, flow: &mut Flow<FlowState>) {
+        self.client_workload = flow.ext.workloads[Side::Client.index()].clone();
         if flow.protocol == Protocol::Tls && flow.ext.flags & SETTLED_TLS == 0 {
             self.settle_tls(flow);
         }

@@ -113,6 +113,7 @@ impl Ctx<'_> {
             },
             detail,
             count,
+            client_workload: None,
         }
     }
 }

@@ -10,6 +10,7 @@ use super::{
 use crate::{
     event::{FlowEndReason, FlowId, Nanos},
     flow::{Flow, Protocol, TlsVersion},
+    identity::workload::FlowWorkload,
 };
 
 /// One flow, as reported when it ends (and by `Engine::flows` while live).
@@ -45,6 +46,10 @@ pub struct FlowRecord {
     pub plaintext: bool,
     /// `None` while live or when the capture ended first.
     pub end: Option<FlowEndReason>,
+    /// The workloads of the ends that are sockets on this machine (live
+    /// only).
+    pub client_workload: Option<Arc<FlowWorkload>>,
+    pub server_workload: Option<Arc<FlowWorkload>>,
 }
 
 impl FlowRecord {
@@ -139,6 +144,8 @@ pub(super) fn record(
         gaps: flow.gaps(),
         plaintext: flow.plain.is_some(),
         end: flow.ended,
+        client_workload: st.workloads[0].clone(),
+        server_workload: st.workloads[1].clone(),
     }
 }
 

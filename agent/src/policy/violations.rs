@@ -10,7 +10,7 @@ use std::{
 
 use serde::Serialize;
 
-use crate::{contract::Window, event::Nanos};
+use crate::{contract::Window, event::Nanos, identity::workload::FlowWorkload};
 
 /// The seven detections. Names are an interface (CLI, metrics, alerts).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -111,6 +111,9 @@ pub struct Finding {
     pub detail: String,
     /// Occurrences this finding stands for (requests over quota at once).
     pub count: u64,
+    /// The client's local workload, when its socket is on this node (set
+    /// by the engine, not by the detections).
+    pub client_workload: Option<Arc<FlowWorkload>>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -134,6 +137,9 @@ pub struct Violation {
     /// The remediation window of its kind and endpoint (see
     /// `contract::Remediation::window`).
     pub window: Window,
+    /// The client's local workload at the latest occurrence (`None` when
+    /// that client was not a socket on this machine, and in replay).
+    pub client_workload: Option<Arc<FlowWorkload>>,
 }
 
 impl Kind {
@@ -302,6 +308,9 @@ impl Violations {
             if v.detail != f.detail {
                 v.detail = f.detail;
             }
+            if at >= v.last_seen && v.client_workload != f.client_workload {
+                v.client_workload = f.client_workload;
+            }
             if emit_occurrences {
                 out.push(ViolationEvent::Occurred {
                     key: f.key,
@@ -323,6 +332,7 @@ impl Violations {
             outcome: Outcome::default(),
             throttled: 0,
             window: terms.window,
+            client_workload: f.client_workload,
         };
         v.severity = v.level_at(at);
         out.push(ViolationEvent::Opened(v.clone()));

@@ -49,6 +49,32 @@ pub fn run(args: &ReplayArgs, out: &mut dyn Write) -> u8 {
     }
 }
 
+/// A capture file holds packets, not the sockets' cgroups or processes:
+/// clients the contract names by workload are identified in a replay only
+/// by their credentials, certificates or sources. Says so, once.
+pub fn workload_note(contract: &Contract) -> Option<String> {
+    let named: Vec<&str> = contract
+        .clients()
+        .iter()
+        .filter(|c| !c.workloads.is_empty())
+        .map(|c| &*c.name)
+        .collect();
+    if named.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "rampwatch replay: note: a capture file has no workloads, so {} `{}` {} identified here only by {} credentials, certificates or sources, never by `workloads`",
+        if named.len() == 1 {
+            "client"
+        } else {
+            "clients"
+        },
+        named.join("`, `"),
+        if named.len() == 1 { "is" } else { "are" },
+        if named.len() == 1 { "its" } else { "their" },
+    ))
+}
+
 /// [`run`] with explicit streams, for tests.
 pub fn replay(
     args: &ReplayArgs,
@@ -72,6 +98,9 @@ pub fn replay(
             return Ok(EXIT_UNUSABLE);
         }
     };
+    if let Some(note) = workload_note(&contract) {
+        writeln!(err, "{note}")?;
+    }
     // Open every file first: a typo in the last name should not cost a
     // long replay of the others.
     let mut readers = Vec::with_capacity(args.pcaps.len());
@@ -201,4 +230,29 @@ fn emit(engine: &mut Engine, printer: &mut Printer<'_>, summary: &mut Summary) -
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_contract_naming_workloads_gets_one_note_naming_those_clients() {
+        let base = "apiVersion: rampwatch.io/v1\nkind: RampContract\nmetadata:\n  name: n\nspec:\n  clients:\n    - name: a\n      sources: [\"10.0.0.0/8\"]\n    - name: b\n      workloads: [{namespace: x}]\n      sources: [\"10.1.0.0/16\"]\n  stages:\n    - name: s\n      startsAt: \"2026-01-01T00:00:00Z\"\n";
+        let c = Contract::parse(base, "n.yaml").expect("valid");
+        let note = workload_note(&c).expect("a note");
+        assert!(
+            note.contains(
+                "client `b` is identified here only by its credentials, certificates or sources"
+            ),
+            "{note}"
+        );
+        assert!(!note.contains("`a`"), "{note}");
+        let plain = Contract::parse(
+            &base.replace("      workloads: [{namespace: x}]\n", ""),
+            "n.yaml",
+        )
+        .expect("valid");
+        assert_eq!(workload_note(&plain), None);
+    }
 }

@@ -11,6 +11,7 @@
 //! auditDir: /var/lib/rampwatch/audit
 //! auditKey: /etc/rampwatch/audit.key
 //! cgroup: /sys/fs/cgroup
+//! hostRoot: /host          # the host's /proc, cgroupfs, /var/log/pods under this prefix
 //! interfaces: [eth0]
 //! capture:
 //!   snaplen: 4096          # payload bytes per sample (max 4096)
@@ -65,6 +66,9 @@ pub struct Settings {
     /// How long before a stage `RampStageNotReady` may fire (exported as
     /// `rampwatch_readiness_lead_seconds` for the rule).
     pub readiness_lead: Nanos,
+    /// The host's filesystem as this process sees it (`/`, or `/host` in
+    /// the DaemonSet), for naming workloads.
+    pub host_root: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +110,7 @@ struct FileSettings {
     audit_dir: Option<PathBuf>,
     audit_key: Option<PathBuf>,
     cgroup: Option<PathBuf>,
+    host_root: Option<PathBuf>,
     interfaces: Option<Vec<String>>,
     snaplen: Option<u32>,
     first_segments: Option<u32>,
@@ -182,6 +187,7 @@ fn read(r: &mut Reader, root: &Node) -> FileSettings {
             "auditDir",
             "auditKey",
             "cgroup",
+            "hostRoot",
             "interfaces",
             "capture",
             "violations",
@@ -209,6 +215,7 @@ fn read(r: &mut Reader, root: &Node) -> FileSettings {
     s.audit_dir = text_field(r, &top, "auditDir").map(PathBuf::from);
     s.audit_key = text_field(r, &top, "auditKey").map(PathBuf::from);
     s.cgroup = text_field(r, &top, "cgroup").map(PathBuf::from);
+    s.host_root = text_field(r, &top, "hostRoot").map(PathBuf::from);
     if let Some(node) = top.get("interfaces") {
         let path = top.path("interfaces");
         if let Some(items) = r.list(node, &path) {
@@ -376,6 +383,11 @@ impl Settings {
             quiet_period: file.quiet_period.unwrap_or(DEFAULT_QUIET_PERIOD),
             readiness_window: file.readiness_window.unwrap_or(DEFAULT_READINESS_WINDOW),
             readiness_lead: file.readiness_lead.unwrap_or(DEFAULT_READINESS_LEAD),
+            host_root: args
+                .host_root
+                .clone()
+                .or(file.host_root)
+                .unwrap_or_else(|| PathBuf::from("/")),
         })
     }
 }

@@ -206,6 +206,7 @@ fn record(v: &Violation) -> ViolationRecord {
         open_secs: v
             .resolved_at
             .and_then(|r| u64::try_from((r - v.first_seen) / 1_000_000_000).ok()),
+        client_workload: v.client_workload.as_deref().cloned(),
     }
 }
 

@@ -42,6 +42,8 @@ const PODMAN_RUN: &[&str] = &[
 ];
 
 const API_HOST: &str = "api.rampwatch.test";
+const POD_UID: &str = "5c4b3a29-1807-4f6e-9d8c-7b6a59483726";
+const POD_CONTAINER_ID: &str = "feedfacefeedfacefeedfacefeedfacefeedfacefeedfacefeedfacefeedface";
 
 fn image() -> String {
     let image = std::env::var("RAMPWATCH_IMAGE")
@@ -94,6 +96,9 @@ fn capabilities(ds: &Value) -> Vec<String> {
 /// the DaemonSet mounts, and the test cgroup the agent watches.
 struct Node {
     dir: TempDir,
+    /// The server's pod cgroups below `cgroup`, outermost first (removed
+    /// innermost first, before `cgroup`).
+    pod_cgroups: Vec<CgroupGuard>,
     cgroup: CgroupGuard,
     server: Child,
     server_addr: SocketAddr,
@@ -148,7 +153,34 @@ spec:
             ),
         )
         .unwrap();
-        let server = cgroup
+        // The server is a pod's container, as the kubelet's cgroupfs driver
+        // and containerd name it, with the kubelet's log directory on the
+        // "node" (mounted where the DaemonSet mounts /var/log/pods).
+        let mut pod_cgroups: Vec<CgroupGuard> = Vec::new();
+        for name in [
+            "kubepods".to_owned(),
+            "besteffort".to_owned(),
+            format!("pod{POD_UID}"),
+            POD_CONTAINER_ID.to_owned(),
+        ] {
+            let next = pod_cgroups.last().unwrap_or(&cgroup).child(&name);
+            pod_cgroups.push(next);
+        }
+        let logs = dir
+            .path()
+            .join(format!("var/log/pods/payments_api-0_{POD_UID}/api"));
+        fs::create_dir_all(&logs).unwrap();
+        fs::write(logs.join("0.log"), b"").unwrap();
+        std::os::unix::fs::symlink(
+            logs.join("0.log"),
+            dir.path().join(format!(
+                "var/log/containers/api-0_payments_api-{POD_CONTAINER_ID}.log"
+            )),
+        )
+        .unwrap();
+        let server = pod_cgroups
+            .last()
+            .expect("the pod's container cgroup")
             .command("python3")
             .args(["-m", "http.server", "--bind", "127.0.0.1"])
             .arg(server_addr.port().to_string())
@@ -162,6 +194,7 @@ spec:
         });
         Self {
             dir,
+            pod_cgroups,
             cgroup,
             server,
             server_addr,
@@ -309,7 +342,7 @@ spec:
 
     /// Waits for the agent's status over the socket, then sends a request
     /// to the watched server and waits for `rampwatch flows` to show it.
-    fn attached_and_seeing_traffic(&self, alive: &mut dyn FnMut() -> Option<String>) {
+    fn attached_and_seeing_traffic(&self, alive: &mut dyn FnMut() -> Option<String>) -> Value {
         let status = wait_until(
             "the agent's status over the mounted socket",
             Duration::from_secs(30),
@@ -347,6 +380,21 @@ spec:
         });
         assert_eq!(flow["endpoint"], "api", "{flow}");
         assert_eq!(flow["protocol"], "http", "{flow}");
+        flow
+    }
+
+    /// The server's workload as the agent names it in `rampwatch flows`.
+    fn names_the_server_pod(&self, flow: &Value) {
+        let w = &flow["server_workload"];
+        assert_eq!(
+            (
+                w["namespace"].as_str(),
+                w["pod"].as_str(),
+                w["container"].as_str()
+            ),
+            (Some("payments"), Some("api-0"), Some("api")),
+            "{flow}"
+        );
     }
 }
 
@@ -354,6 +402,9 @@ impl Drop for Node {
     fn drop(&mut self) {
         let _ = self.server.kill();
         let _ = self.server.wait();
+        while let Some(g) = self.pod_cgroups.pop() {
+            drop(g);
+        }
     }
 }
 
@@ -415,7 +466,10 @@ fn image_runs_with_the_daemonsets_security_context() {
         "podman run failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    node.attached_and_seeing_traffic(&mut || container.stopped());
+    let flow = node.attached_and_seeing_traffic(&mut || container.stopped());
+    // Through --host-root=/host: the host's cgroupfs and the node's
+    // kubelet directories, mounted as the DaemonSet mounts them.
+    node.names_the_server_pod(&flow);
     // The socket on the host is the agent's, mode 0660, root's.
     let meta = fs::metadata(node.socket()).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o660);
@@ -463,13 +517,10 @@ fn image_agent_runs_as_nobody_with_only_the_daemonsets_capabilities() {
     let ds = daemonset();
     // The host's own /etc/hosts name for 127.0.0.1.
     let node = Node::new("localhost");
-    // The DaemonSet's set plus CAP_CHOWN and CAP_FOWNER, for one reason
-    // only: the agent chowns its socket to root and then chmods it
-    // (agent/src/sinks/api/server.rs), which uid 0 may do to its own file
-    // without them but another uid may not. `chown(path, None, group)`
-    // there would make both unnecessary.
-    let mut caps: Vec<String> = capabilities(&ds);
-    caps.extend(["CAP_CHOWN".into(), "CAP_FOWNER".into()]);
+    // Exactly the DaemonSet's set: the agent leaves its socket owned by its
+    // own uid and only chmods it (agent/src/sinks/api/server.rs), so
+    // neither CAP_CHOWN nor CAP_FOWNER is needed, whatever the uid.
+    let caps: Vec<String> = capabilities(&ds);
     let list = caps
         .iter()
         .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))

@@ -34,6 +34,8 @@ use tests::{
     wait::{DEFAULT_TIMEOUT, wait_for, wait_until},
 };
 
+mod live_agent;
+
 const SERVER_UID: &str = "3f2a1b4c-5d6e-4f70-8a9b-0c1d2e3f4a5b";
 const CLIENT_UID: &str = "9e8d7c6b-5a49-4382-9176-a5b4c3d2e1f0";
 

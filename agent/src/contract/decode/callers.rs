@@ -9,8 +9,8 @@ use std::{
 use super::{
     super::{
         model::{
-            Client, Credential, JwtClaim, JwtMatch, Quota, QuotaRule, Remediation, Revocation,
-            RevocationTarget, Stage, Window,
+            Client, Credential, JwtClaim, JwtMatch, NameGlob, Quota, QuotaRule, Remediation,
+            Revocation, RevocationTarget, Stage, Window, WorkloadSelector,
         },
         reader::{Fields, Reader, join, shown},
         timefmt::{format_duration, format_rfc3339},
@@ -97,14 +97,15 @@ pub(super) fn client(
     let sources = r.list_of(f.get("sources"), &f.path("sources"), |r, n, p| {
         r.network(n, p)
     });
-    let listed = ["credentials", "jwt", "certificates", "sources"]
+    let workloads = r.list_of(f.get("workloads"), &f.path("workloads"), workload_selector);
+    let listed = ["credentials", "jwt", "certificates", "sources", "workloads"]
         .iter()
         .any(|k| f.get(k).is_some());
     if !listed {
         r.err(
             &f.path,
             f.pos,
-            "this client lists no credentials, jwt, certificates or sources, so no traffic can be attributed to it; add at least one",
+            "this client lists no credentials, jwt, certificates, sources or workloads, so no traffic can be attributed to it; add at least one",
         );
     }
     Some(Client {
@@ -113,6 +114,7 @@ pub(super) fn client(
         jwt,
         certificates,
         sources,
+        workloads,
     })
 }
 
@@ -161,6 +163,81 @@ fn claim_text(r: &mut Reader, node: &Node, path: &str) -> Option<String> {
         return None;
     }
     Some(text.to_owned())
+}
+
+/// A `workloads[]` entry: at least one of `namespace`, `pod`, `container`,
+/// `exe`, each a glob.
+pub(super) fn workload_selector(
+    r: &mut Reader,
+    node: &Node,
+    path: &str,
+) -> Option<WorkloadSelector> {
+    let f = r.fields(node, path, WORKLOAD_KEYS)?;
+    let mut ok = true;
+    let mut glob = |r: &mut Reader, key: &str| -> Option<NameGlob> {
+        let n = f.get(key)?;
+        let p = f.path(key);
+        // A field that fails must fail the selector: dropping it would widen
+        // the match.
+        let Some(text) = r.text(n, &p) else {
+            ok = false;
+            return None;
+        };
+        if text.is_empty() {
+            r.err(
+                &p,
+                n.pos,
+                "an empty pattern matches nothing; leave the field out to match any",
+            );
+            ok = false;
+            return None;
+        }
+        match NameGlob::new(text) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                r.err(
+                    &p,
+                    n.pos,
+                    format!(
+                        "{} is not a glob pattern ({}); use `*`, `?` and `[...]`",
+                        shown(text),
+                        e.msg
+                    ),
+                );
+                ok = false;
+                None
+            }
+        }
+    };
+    let sel = WorkloadSelector {
+        namespace: glob(r, "namespace"),
+        pod: glob(r, "pod"),
+        container: glob(r, "container"),
+        exe: glob(r, "exe"),
+    };
+    if WORKLOAD_KEYS.iter().all(|k| f.get(k).is_none()) {
+        r.err(
+            path,
+            f.pos,
+            "a workload selector names none of `namespace`, `pod`, `container` or `exe`, so it would match every local process; name at least one",
+        );
+        return None;
+    }
+    if sel
+        .exe
+        .as_ref()
+        .is_some_and(|g| !g.as_str().starts_with('/'))
+    {
+        if let Some(n) = f.get("exe") {
+            r.err(
+                &f.path("exe"),
+                n.pos,
+                "`exe` is the executable's absolute path as the process sees it (`/usr/bin/curl`, `/app/*`); start it with `/`",
+            );
+        }
+        return None;
+    }
+    ok.then_some(sel)
 }
 
 fn header_name(r: &mut Reader, node: &Node, path: &str) -> Option<String> {

@@ -40,7 +40,15 @@ pub(crate) const DATA_CLASS_KEYS: &[&str] = &[
     "forbiddenCiphers",
 ];
 pub(crate) const ENDPOINT_KEYS: &[&str] = &["name", "dataClass", "hosts", "ports", "paths"];
-pub(crate) const CLIENT_KEYS: &[&str] = &["name", "credentials", "jwt", "certificates", "sources"];
+pub(crate) const CLIENT_KEYS: &[&str] = &[
+    "name",
+    "credentials",
+    "jwt",
+    "certificates",
+    "sources",
+    "workloads",
+];
+pub(crate) const WORKLOAD_KEYS: &[&str] = &["namespace", "pod", "container", "exe"];
 pub(crate) const CREDENTIAL_KEYS: &[&str] = &["header", "fingerprint", "issuedAt"];
 pub(crate) const JWT_KEYS: &[&str] = &["issuer", "subject", "clientId"];
 pub(crate) const STAGE_KEYS: &[&str] = &[

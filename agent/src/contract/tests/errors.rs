@@ -370,7 +370,7 @@ fn clients_need_some_way_to_be_recognised_and_contracts_need_stages() {
             "spec.clients[1]",
             21,
             7,
-            "lists no credentials, jwt, certificates or sources",
+            "lists no credentials, jwt, certificates, sources or workloads",
         )],
     );
     let text = base();
@@ -470,5 +470,62 @@ fn truncated_and_corrupted_contracts_never_panic() {
         if let Err(e) = Contract::parse_bytes(&bytes, "c.yaml") {
             assert!(!e.diagnostics().is_empty());
         }
+    }
+}
+
+#[test]
+fn workload_selectors_are_checked_field_by_field() {
+    let with = |sel: &str| {
+        replace(
+            &base(),
+            "  stages:\n",
+            &format!("    - name: wl\n      workloads:\n        - {sel}\n  stages:\n"),
+        )
+    };
+    let ok = with("{namespace: partner-acme, pod: \"sync-*\"}");
+    let c = Contract::parse(&ok, "c.yaml").expect("a namespace and pod glob");
+    let cl = c
+        .clients()
+        .iter()
+        .find(|c| &*c.name == "wl")
+        .expect("client wl");
+    assert_eq!(cl.workloads.len(), 1);
+    assert_eq!(
+        cl.workloads[0].pod.as_ref().map(|g| g.as_str()),
+        Some("sync-*")
+    );
+    for (sel, path, msg) in [
+        ("{}", "spec.clients[1].workloads[0]", "names none of"),
+        (
+            "{pod: \"\"}",
+            "spec.clients[1].workloads[0].pod",
+            "empty pattern",
+        ),
+        (
+            "{pod: \"sync-[\"}",
+            "spec.clients[1].workloads[0].pod",
+            "not a glob pattern",
+        ),
+        (
+            "{exe: curl}",
+            "spec.clients[1].workloads[0].exe",
+            "absolute path",
+        ),
+        (
+            "{pod: a, node: b}",
+            "spec.clients[1].workloads[0].node",
+            "unknown field",
+        ),
+        (
+            "{pod: [a]}",
+            "spec.clients[1].workloads[0].pod",
+            "expected a string",
+        ),
+    ] {
+        let errs = diagnostics(&with(sel));
+        assert_eq!(errs.len(), 1, "{sel}: {errs:?}");
+        assert_eq!(errs[0].path, path, "{sel}");
+        assert_eq!(errs[0].line, 23, "{sel}: {errs:?}");
+        assert!(errs[0].message.contains(msg), "{sel}: {}", errs[0].message);
     }
 }

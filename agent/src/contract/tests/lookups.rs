@@ -243,7 +243,7 @@ fn endpoint_matching_precedence() {
     let directory = crate::identity::Directory::new(&c);
     let who = |ip: [u8; 4]| {
         directory
-            .identify(&[], None, IpAddr::V4(Ipv4Addr::from(ip)))
+            .identify(&[], None, None, IpAddr::V4(Ipv4Addr::from(ip)))
             .client
             .map(|i| c.clients()[i].name.to_string())
     };

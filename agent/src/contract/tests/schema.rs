@@ -57,6 +57,7 @@ fn schema_and_parser_accept_the_same_fields() {
         ("Client", decode::CLIENT_KEYS),
         ("CredentialEntry", decode::CREDENTIAL_KEYS),
         ("JwtEntry", decode::JWT_KEYS),
+        ("WorkloadSelector", decode::WORKLOAD_KEYS),
         ("Stage", decode::STAGE_KEYS),
         ("QuotaEntry", decode::QUOTA_KEYS),
         ("RevocationEntry", decode::REVOCATION_KEYS),

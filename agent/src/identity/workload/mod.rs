@@ -143,8 +143,11 @@ impl Workload {
 }
 
 /// The workload as flows, violations and audit records carry it:
-/// `{"namespace","pod","container","pid","exe"}`, absent fields skipped.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+/// `{"namespace","pod","container","pid","exe"}`, absent fields skipped;
+/// off Kubernetes the systemd `unit`, and (set by the engine) the socket's
+/// `cgroup` path and `cgroup_id`, so a local socket nothing could name is
+/// still reported as what it is rather than left out or guessed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct FlowWorkload {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
@@ -156,6 +159,14 @@ pub struct FlowWorkload {
     pub pid: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exe: Option<String>,
+    /// The systemd unit, off Kubernetes and outside containers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    /// The socket's cgroup, relative to the cgroup v2 root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_id: Option<u64>,
 }
 
 impl FlowWorkload {
@@ -166,6 +177,45 @@ impl FlowWorkload {
             container: workload.and_then(|w| w.container.clone()),
             pid: process.map(|p| p.pid),
             exe: process.and_then(|p| p.exe.clone()),
+            unit: workload.and_then(|w| w.unit.clone()),
+            cgroup: None,
+            cgroup_id: None,
+        }
+    }
+
+    /// The socket of cgroup `cgroup_id` (and process `pid`, where the TLS
+    /// probes saw it) as the node names it; without a resolver (tests),
+    /// just the ids.
+    pub fn of_socket(
+        resolver: Option<&WorkloadResolver>,
+        cgroup_id: u64,
+        pid: Option<u32>,
+    ) -> Self {
+        let w = resolver.and_then(|r| r.resolve(cgroup_id));
+        let p = resolver.zip(pid).and_then(|(r, pid)| r.process(pid));
+        let mut fw = Self::new(w.as_deref(), p.as_ref());
+        // A pid whose process has exited is still the fact the probe saw.
+        fw.pid = fw.pid.or(pid);
+        fw.cgroup = w.map(|w| w.cgroup_path.clone());
+        fw.cgroup_id = Some(cgroup_id);
+        fw
+    }
+
+    /// One short cell for tables: `namespace/pod[/container]`, else the
+    /// unit, else the executable, else the cgroup; `-` when nothing.
+    pub fn short(&self) -> String {
+        match (&self.namespace, &self.pod) {
+            (Some(ns), Some(pod)) => match &self.container {
+                Some(c) => format!("{ns}/{pod}/{c}"),
+                None => format!("{ns}/{pod}"),
+            },
+            _ => self
+                .unit
+                .clone()
+                .or_else(|| self.exe.clone())
+                .or_else(|| self.cgroup.clone())
+                .or_else(|| self.cgroup_id.map(|id| format!("cgroup:{id}")))
+                .unwrap_or_else(|| "-".to_owned()),
         }
     }
 

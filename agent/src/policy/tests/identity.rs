@@ -41,16 +41,18 @@ fn identity_resolution_order() {
     let globex_src: IpAddr = "127.0.0.2".parse().expect("ip");
     let unknown = *Fingerprint::of_bytes(b"nobody").as_bytes();
 
-    let id = v.directory.identify(&[fp(ACME_DEMO)], None, globex_src);
+    let id = v
+        .directory
+        .identify(&[fp(ACME_DEMO)], None, None, globex_src);
     assert_eq!(who(&v, &id), ("acme".into(), Via::Credential));
     // An unrecognised credential falls through to the source address...
-    let id = v.directory.identify(&[unknown], None, globex_src);
+    let id = v.directory.identify(&[unknown], None, None, globex_src);
     assert_eq!(who(&v, &id), ("globex".into(), Via::Source));
     // ...and is kept, hashed, when nothing identifies the caller.
-    let id = v.directory.identify(&[unknown], None, local);
+    let id = v.directory.identify(&[unknown], None, None, local);
     assert_eq!(who(&v, &id), ("unknown".into(), Via::Unknown));
     assert_eq!(id.credential, Some(unknown));
-    let id = v.directory.identify(&[], None, local);
+    let id = v.directory.identify(&[], None, None, local);
     assert_eq!((id.client, id.credential), (None, None));
 }
 
@@ -63,11 +65,13 @@ fn certificates_identify_after_credentials() {
     );
     let v = view(&text);
     let local = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let id = v.directory.identify(&[], Some(*cert.as_bytes()), local);
+    let id = v
+        .directory
+        .identify(&[], Some(*cert.as_bytes()), None, local);
     assert_eq!(who(&v, &id), ("acme".into(), Via::Certificate));
     let id = v
         .directory
-        .identify(&[fp(GLOBEX)], Some(*cert.as_bytes()), local);
+        .identify(&[fp(GLOBEX)], Some(*cert.as_bytes()), None, local);
     assert_eq!(who(&v, &id), ("globex".into(), Via::Credential));
 }
 
@@ -97,14 +101,14 @@ fn revoked(v: &View, id: &Identity, at: crate::event::Nanos) -> Option<String> {
 fn revocations_apply_from_revoked_at() {
     let v = view(EXAMPLE);
     let local = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let leaked = v.directory.identify(&[fp(ACME_LEAKED)], None, local);
+    let leaked = v.directory.identify(&[fp(ACME_LEAKED)], None, None, local);
     let at = t("2026-11-20T00:00:00Z");
     assert_eq!(revoked(&v, &leaked, at - 1), None);
     assert_eq!(
         revoked(&v, &leaked, at).as_deref(),
         Some("credential revoked since 2026-11-20T00:00:00Z: leaked in a CI log")
     );
-    let demo = v.directory.identify(&[fp(ACME_DEMO)], None, local);
+    let demo = v.directory.identify(&[fp(ACME_DEMO)], None, None, local);
     assert_eq!(revoked(&v, &demo, at), None);
     // Also for an unidentified caller presenting the revoked key.
     let anon = Identity {
@@ -122,7 +126,7 @@ fn revocations_apply_from_revoked_at() {
     );
     let v = view(&EXAMPLE.replace("  remediation:\n", &extra));
     let dec = t("2026-12-01T00:00:00Z");
-    let globex = v.directory.identify(&[fp(GLOBEX)], None, local);
+    let globex = v.directory.identify(&[fp(GLOBEX)], None, None, local);
     assert_eq!(revoked(&v, &globex, dec - 1), None);
     assert_eq!(
         revoked(&v, &globex, dec).as_deref(),

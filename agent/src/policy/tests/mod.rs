@@ -13,6 +13,7 @@ mod plaintext;
 mod responses;
 mod sla;
 mod terms;
+mod workloads;
 
 use std::{net::SocketAddr, sync::Arc};
 

@@ -191,7 +191,8 @@ pub fn resolve_group(name: &str) -> Result<u32, ApiError> {
 }
 
 impl ApiServer {
-    /// Binds `path` (replacing a stale socket file), mode 0660, group `group`.
+    /// Binds `path` (replacing a stale socket file), mode 0660, owned by the
+    /// agent's uid, group `group` when given.
     pub fn bind(path: &Path, group: Option<&str>) -> Result<Self, ApiError> {
         let group = group.map(resolve_group).transpose()?;
         if let Some(dir) = path.parent() {
@@ -217,7 +218,13 @@ impl ApiServer {
             path: path.to_owned(),
             source,
         };
-        chown(path, Some(0), group).map_err(perms)?;
+        // The socket stays owned by the agent's own uid (root in the
+        // DaemonSet), so the mode change needs no CAP_FOWNER and, without a
+        // group, nothing needs CAP_CHOWN; a group other than the agent's own
+        // needs CAP_CHOWN for the group change alone.
+        if group.is_some() {
+            chown(path, None, group).map_err(perms)?;
+        }
         fs::set_permissions(path, fs::Permissions::from_mode(0o660)).map_err(perms)?;
         Ok(Self {
             listener,

@@ -10,6 +10,7 @@ pub use super::readiness::{ReadinessRow, ReadinessView};
 use crate::{
     contract::format_rfc3339,
     event::FlowEndReason,
+    identity::workload::FlowWorkload,
     policy::{FlowRecord, Kind, Violation},
 };
 
@@ -239,6 +240,13 @@ pub struct FlowRow {
     /// `fin`, `rst`, `idle`, or `open` while live.
     #[serde(default)]
     pub end: String,
+    /// The workload behind each end that is a socket on this node (live
+    /// only): `{"namespace","pod","container","pid","exe"}`, fields present
+    /// when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_workload: Option<FlowWorkload>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_workload: Option<FlowWorkload>,
 }
 
 impl From<&FlowRecord> for FlowRow {
@@ -269,6 +277,8 @@ impl From<&FlowRecord> for FlowRow {
                 None => "open",
             }
             .to_owned(),
+            client_workload: f.client_workload.as_deref().cloned(),
+            server_workload: f.server_workload.as_deref().cloned(),
         }
     }
 }
@@ -306,6 +316,7 @@ impl From<&Violation> for ViolationRow {
             next_step_in_secs: None,
             acknowledged_by: None,
             acknowledged_at: None,
+            client_workload: v.client_workload.as_deref().cloned(),
         }
     }
 }
@@ -391,6 +402,9 @@ pub struct ViolationRow {
     pub acknowledged_by: Option<String>,
     #[serde(default)]
     pub acknowledged_at: Option<String>,
+    /// The client's local workload at the latest occurrence (live only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_workload: Option<FlowWorkload>,
 }
 
 impl ViolationRow {

@@ -95,6 +95,10 @@ pub struct ViolationRecord {
     /// (time to resolve).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub open_secs: Option<u64>,
+    /// The client's local workload at the latest occurrence (live only;
+    /// absent, and so outside the hash, when unknown: older logs verify).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_workload: Option<crate::identity::workload::FlowWorkload>,
 }
 
 /// Counts of what the API answered (see docs/audit.md).

@@ -29,6 +29,7 @@ fn violation(n: u64) -> RecordKind {
         // As records written before ids existed: they hash the same.
         id: None,
         open_secs: None,
+        client_workload: None,
     })
 }
 
