@@ -209,6 +209,55 @@ pub struct Tracker {
     tls: HashMap<FlowId, TlsLayer>,
     /// Records dropped because another view of the connection is reported.
     pub duplicate_views: u64,
+    /// Request starts counted by the views that are not reported, per view.
+    dups: HashMap<(FlowId, ObserverId), DupView>,
+    /// Request starts the kernel counted on views that are not reported (the
+    /// second view of a loopback connection): part of the kernel's
+    /// `request_starts` baseline that is deliberately charged to no one.
+    pub duplicate_view_requests: u64,
+}
+
+/// A view of a connection that another view reports: its request starts
+/// are tallied (for the baseline), never reported.
+#[derive(Debug)]
+struct DupView {
+    first_seen: u64,
+    counted: u64,
+    /// Seen in the latest poll, or ended (then kept for [`TOMBSTONE`]).
+    seen: bool,
+    ended: Option<Instant>,
+}
+
+/// Adds the request starts of a not-reported view since it was last looked at.
+fn tally_dup(
+    dups: &mut HashMap<(FlowId, ObserverId), DupView>,
+    total: &mut u64,
+    key: &FlowKey,
+    stats: &FlowStats,
+) {
+    let fs = first_seen(stats);
+    let d = dups.entry((flow_id(key), view(key))).or_insert(DupView {
+        first_seen: fs,
+        counted: 0,
+        seen: true,
+        ended: None,
+    });
+    let starts = totals_requests(stats);
+    if (fs != 0 && d.first_seen != 0 && fs != d.first_seen) || starts < d.counted {
+        // A new connection on the 4-tuple, or a recreated entry.
+        *d = DupView {
+            first_seen: fs,
+            counted: 0,
+            seen: true,
+            ended: None,
+        };
+    }
+    *total = total.saturating_add(starts - d.counted);
+    d.counted = starts;
+    d.seen = true;
+    if stats.state & flow_state::ENDED != 0 && d.ended.is_none() {
+        d.ended = Some(Instant::now());
+    }
 }
 
 impl Tracker {
@@ -249,6 +298,12 @@ impl Tracker {
         let t = self.flows.entry(id).or_insert_with(|| Tracked::new(v, fs));
         if t.view != v {
             self.duplicate_views += 1;
+            tally_dup(
+                &mut self.dups,
+                &mut self.duplicate_view_requests,
+                key,
+                stats,
+            );
             return [None, None];
         }
         if t.ended.is_some() {
@@ -328,6 +383,12 @@ impl Tracker {
             let ended_in_kernel = stats.state & flow_state::ENDED != 0;
             let t = self.flows.entry(id).or_insert_with(|| Tracked::new(v, fs));
             if t.view != v {
+                tally_dup(
+                    &mut self.dups,
+                    &mut self.duplicate_view_requests,
+                    key,
+                    stats,
+                );
                 // Another view is reported; drop this one's entry once over.
                 if ended_in_kernel {
                     out.delete.push(*key);
@@ -409,6 +470,11 @@ impl Tracker {
         }
         self.flows
             .retain(|_, t| t.ended.is_none_or(|e| now_i.duration_since(e) < TOMBSTONE));
+        // A view gone from the map without an end was evicted or deleted.
+        self.dups.retain(|_, d| match d.ended {
+            Some(e) => now_i.duration_since(e) < TOMBSTONE,
+            None => std::mem::replace(&mut d.seen, false),
+        });
         out
     }
 }

@@ -223,3 +223,27 @@ fn vanished_flows_end_idle_after_grace() {
     ));
     assert!(t.poll(vec![], &[], 4).events.is_empty());
 }
+
+#[test]
+fn second_view_request_starts_are_tallied_once() {
+    let mut t = Tracker::default();
+    t.poll(vec![(key(1), stats(2)), (key(2), stats(2))], &[], 1);
+    assert_eq!(t.duplicate_view_requests, 2);
+    t.poll(vec![(key(1), stats(5)), (key(2), stats(4))], &[], 2);
+    assert_eq!(t.duplicate_view_requests, 4);
+    // The second view's end record, then its frozen entry in a poll: the
+    // starts between them count once.
+    t.flow_end(&key(2), &stats(6), None, FlowEndReason::Fin, 3);
+    assert_eq!(t.duplicate_view_requests, 6);
+    t.poll(
+        vec![(key(1), stats(6)), (key(2), ended(stats(6), 0))],
+        &[],
+        4,
+    );
+    assert_eq!(t.duplicate_view_requests, 6);
+    // A new connection on the tuple counts from zero.
+    let mut again = stats(1);
+    again.dirs[0].first_seen_ns = 5000;
+    t.poll(vec![(key(1), stats(6)), (key(2), again)], &[], 5);
+    assert_eq!(t.duplicate_view_requests, 7);
+}

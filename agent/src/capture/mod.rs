@@ -358,6 +358,7 @@ impl Capture {
             decode_errors: self.shared.decode_errors.load(Ordering::Relaxed),
             records_read: self.shared.records.load(Ordering::Relaxed),
             duplicate_views: lock(&self.shared.tracker).duplicate_views,
+            duplicate_view_requests: lock(&self.shared.tracker).duplicate_view_requests,
         })
     }
 

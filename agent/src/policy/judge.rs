@@ -76,10 +76,10 @@ pub(super) struct Judge<'a> {
 impl Judge<'_> {
     /// Counts watched requests under bounded labels: the endpoint's name or
     /// `unlisted` (a path outside `paths` included), the client's name or
-    /// `unknown`.
-    fn count(&mut self, m: EndpointRef, id: &Identity, n: u64) {
+    /// `unknown`. False when the flow is not watched (nothing counted).
+    fn count(&mut self, m: EndpointRef, id: &Identity, n: u64) -> bool {
         if !m.watched() {
-            return;
+            return false;
         }
         let view = self.ctx.view;
         let endpoint = match m {
@@ -89,6 +89,7 @@ impl Judge<'_> {
         .unwrap_or(self.ctx.unlisted);
         let client = view.client_name(id.client).unwrap_or(self.ctx.unknown);
         self.rates.count(endpoint, client, n);
+        true
     }
 
     fn report(&mut self, f: Option<Finding>) {
@@ -282,7 +283,9 @@ impl Judge<'_> {
         let count = self.count_requests || !req.kernel_counts;
         if count {
             flow.ext.counted += 1;
-            self.count(m, &id, 1);
+            if self.count(m, &id, 1) {
+                self.rates.engine_counted += 1;
+            }
         }
         if count && let (Some(c), EndpointRef::Endpoint(e)) = (id.client, m) {
             let f = quota_overshoot::check(&self.ctx, self.rates, c, e, 1, self.now);
@@ -296,7 +299,9 @@ impl Judge<'_> {
         self.refresh(flow);
         let m = self.matched(flow);
         let id = self.flow_identity(flow);
-        self.count(m, &id, count);
+        if !self.count(m, &id, count) {
+            self.rates.kernel_unwatched = self.rates.kernel_unwatched.saturating_add(count);
+        }
         if let (Some(c), EndpointRef::Endpoint(e)) = (id.client, m) {
             let f = quota_overshoot::check(&self.ctx, self.rates, c, e, count, self.now);
             self.report(f);

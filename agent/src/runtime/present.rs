@@ -8,7 +8,9 @@ use crate::{
     capture::{CaptureStats, TlsCoverage, TlsFailure, TlsRole},
     contract::{Contract, format_duration, format_rfc3339},
     event::Nanos,
-    policy::{ClientRate, FlowRecord, RequestCount, StageInfo, Violation, ViolationEvent},
+    policy::{
+        ClientRate, EngineStats, FlowRecord, RequestCount, StageInfo, Violation, ViolationEvent,
+    },
     sinks::{
         api::views::{
             ClientRow, FlowRow, QuotaRow, StageRow, StageView, TlsProcessRow, TlsView,
@@ -165,11 +167,53 @@ pub fn count_violation(metrics: &Metrics, ev: &ViolationEvent) {
         .inc_by(n);
 }
 
+/// Where every request start the kernel counted went, as totals since
+/// start: `kernel_starts + engine_counted == Σ rampwatch_requests_total +
+/// Σ uncharged` once the poller has reported the kernel's per-flow counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RequestBalance {
+    /// The kernel's baseline (`stat::REQUEST_STARTS`).
+    pub kernel_starts: u64,
+    /// Requests the engine counted itself (HTTP/2 streams, lenient heads).
+    pub engine_counted: u64,
+    /// Kernel-counted starts in no `rampwatch_requests_total` series, by reason.
+    pub uncharged: [(&'static str, u64); 5],
+}
+
+impl RequestBalance {
+    pub fn new(capture: Option<&CaptureStats>, engine: &EngineStats) -> Self {
+        let k = capture.map(|c| c.kernel).unwrap_or_default();
+        Self {
+            kernel_starts: k.request_starts(),
+            engine_counted: engine.engine_counted_requests,
+            uncharged: [
+                ("flow_table_full", k.requests_flow_table_full()),
+                ("stray", k.requests_stray()),
+                ("flow_unmatched", engine.kernel_requests_unmatched),
+                ("not_watched", engine.kernel_requests_unwatched),
+                (
+                    "duplicate_view",
+                    capture.map_or(0, |c| c.duplicate_view_requests),
+                ),
+            ],
+        }
+    }
+}
+
 /// Counter state the agent turns into metric increments.
 #[derive(Default)]
 pub struct Counters {
     requests: HashMap<(String, String), u64>,
     lost: BTreeMap<&'static str, u64>,
+    balance: BTreeMap<&'static str, u64>,
+}
+
+/// Advances a Prometheus counter to `total` (counters only grow).
+fn advance(last: &mut BTreeMap<&'static str, u64>, key: &'static str, total: u64) -> u64 {
+    let seen = last.entry(key).or_insert(0);
+    let d = total.saturating_sub(*seen);
+    *seen = (*seen).max(total);
+    d
 }
 
 impl Counters {
@@ -220,6 +264,21 @@ impl Counters {
                 .with_label_values(&[reason])
                 .inc_by(total.saturating_sub(*last));
             *last = (*last).max(total);
+        }
+    }
+
+    /// Exports the request baseline and where it went.
+    pub fn balance(&mut self, metrics: &Metrics, b: &RequestBalance) {
+        let d = advance(&mut self.balance, "kernel_starts", b.kernel_starts);
+        metrics.kernel_request_starts.inc_by(d);
+        let d = advance(&mut self.balance, "engine_counted", b.engine_counted);
+        metrics.engine_requests.inc_by(d);
+        for (reason, total) in b.uncharged {
+            let d = advance(&mut self.balance, reason, total);
+            metrics
+                .requests_uncharged
+                .with_label_values(&[reason])
+                .inc_by(d);
         }
     }
 
