@@ -353,12 +353,18 @@ impl Capture {
             let v = self.stats.get(&i, 0).map_err(map_err(map_names::STATS))?;
             sums.push(v.iter().copied().fold(0u64, u64::wrapping_add));
         }
+        // One lock for both fields: a second `lock` in the same expression
+        // would wait on the first guard forever.
+        let (duplicate_views, duplicate_view_requests) = {
+            let t = lock(&self.shared.tracker);
+            (t.duplicate_views, t.duplicate_view_requests)
+        };
         Ok(CaptureStats {
             kernel: KernelCounters::from_sums(&sums),
             decode_errors: self.shared.decode_errors.load(Ordering::Relaxed),
             records_read: self.shared.records.load(Ordering::Relaxed),
-            duplicate_views: lock(&self.shared.tracker).duplicate_views,
-            duplicate_view_requests: lock(&self.shared.tracker).duplicate_view_requests,
+            duplicate_views,
+            duplicate_view_requests,
         })
     }
 
