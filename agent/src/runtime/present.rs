@@ -306,3 +306,49 @@ pub fn stage_metrics(metrics: &Metrics, info: &StageInfo) {
     let next = info.next_starts_at.map_or(0.0, |t| (t / SEC) as f64);
     metrics.stage_next_change.set(next);
 }
+
+#[cfg(test)]
+mod tests {
+    use agent_common::stat;
+
+    use super::*;
+    use crate::capture::KernelCounters;
+
+    /// The balance's parts land in their metrics, as counters that only
+    /// grow by what changed since the last tick.
+    #[test]
+    fn request_balance_is_exported_by_reason() {
+        let metrics = Metrics::new().expect("metrics");
+        let mut counters = Counters::default();
+        let mut sums = vec![0u64; stat::COUNT as usize];
+        sums[stat::REQUEST_STARTS as usize] = 100;
+        sums[stat::REQUESTS_FLOW_TABLE_FULL as usize] = 3;
+        sums[stat::REQUESTS_STRAY as usize] = 1;
+        let capture = CaptureStats {
+            kernel: KernelCounters::from_sums(&sums),
+            duplicate_view_requests: 6,
+            ..CaptureStats::default()
+        };
+        let engine = EngineStats {
+            kernel_requests_unmatched: 4,
+            kernel_requests_unwatched: 2,
+            engine_counted_requests: 9,
+            ..EngineStats::default()
+        };
+        let b = RequestBalance::new(Some(&capture), &engine);
+        counters.balance(&metrics, &b);
+        counters.balance(&metrics, &b);
+        let text = String::from_utf8(metrics.encode()).expect("utf-8");
+        for line in [
+            "rampwatch_kernel_request_starts_total 100",
+            "rampwatch_engine_requests_total 9",
+            "rampwatch_requests_uncharged_total{reason=\"flow_table_full\"} 3",
+            "rampwatch_requests_uncharged_total{reason=\"stray\"} 1",
+            "rampwatch_requests_uncharged_total{reason=\"flow_unmatched\"} 4",
+            "rampwatch_requests_uncharged_total{reason=\"not_watched\"} 2",
+            "rampwatch_requests_uncharged_total{reason=\"duplicate_view\"} 6",
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
+    }
+}
