@@ -197,6 +197,13 @@ fn attach_tc(ebpf: &mut Ebpf, interfaces: &[String]) -> Result<Vec<&'static str>
             if !tcx {
                 // EEXIST: the qdisc is already there, which is fine.
                 let _ = tc::qdisc_add_clsact(iface);
+                // tcx attachments are links and die with their process; a
+                // netlink filter outlives a killed agent. Remove filters of
+                // ours left behind before attaching again (NotFound, the
+                // usual case, is not an error). One agent per node owns them.
+                if tc::qdisc_detach_program(iface, kind, name).is_ok() {
+                    tracing::info!(iface = %iface, program = name, "removed a TC filter a previous agent left attached");
+                }
             }
             prog.attach(iface, kind).map_err(prog_err(name))?;
         }
