@@ -449,7 +449,14 @@ fn kernel_counts_replace_parsed_heads_for_quotas() {
         count: 3,
     });
     let out = "10.1.0.9:5002";
-    e.handle(pkt(t0() + 2, out, "192.0.2.1:9999", 100, tcp_flags::SYN, b""));
+    e.handle(pkt(
+        t0() + 2,
+        out,
+        "192.0.2.1:9999",
+        100,
+        tcp_flags::SYN,
+        b"",
+    ));
     e.handle(pkt(
         t0() + 2,
         out,

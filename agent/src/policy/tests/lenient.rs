@@ -99,7 +99,10 @@ fn live_the_engine_counts_what_the_kernel_method_table_misses() {
     // the engine counted itself make the 13 charged.
     let st = e.stats();
     assert_eq!(st.engine_counted_requests, 9);
-    assert_eq!(st.kernel_requests_unwatched + st.kernel_requests_unmatched, 0);
+    assert_eq!(
+        st.kernel_requests_unwatched + st.kernel_requests_unmatched,
+        0
+    );
     // acme's orders quota is 1/s with a burst of 5.
     assert!(kinds(&e).contains(&Kind::QuotaOvershoot));
 }
