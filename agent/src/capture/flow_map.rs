@@ -308,8 +308,10 @@ impl Tracker {
         }
         if t.ended.is_some() {
             if t.same_connection(fs) {
-                // Already reported (from the map, the record being late).
-                return [None, None];
+                // Already reported (from the map, the record being late, or
+                // as vanished when a poll missed it): only starts counted
+                // since then are left to report.
+                return [late_starts(t, id, stats, tls_delta, ts), None];
             }
             *t = Tracked::new(v, fs);
         }
@@ -397,6 +399,14 @@ impl Tracker {
             }
             if t.ended.is_some() {
                 if t.same_connection(fs) {
+                    // Ended here while the kernel still counted: a poll that
+                    // missed the entry twice (map iteration under churn
+                    // skips keys) took it for evicted. Its later starts
+                    // still count.
+                    out.events.extend(late_starts(t, id, stats, 0, now));
+                    // Keep the claim while the entry lives, so it is never
+                    // taken for a new connection that counts from zero.
+                    t.ended = Some(Instant::now());
                     if ended_in_kernel {
                         out.delete.push(*key);
                     }
@@ -477,6 +487,25 @@ impl Tracker {
         });
         out
     }
+}
+
+/// Request starts of an already ended connection not reported yet (none
+/// when its end came from the final counters).
+fn late_starts(
+    t: &mut Tracked,
+    id: FlowId,
+    stats: &FlowStats,
+    extra: u64,
+    ts: Nanos,
+) -> Option<Event> {
+    let total = totals_requests(stats);
+    let delta = total.saturating_sub(t.reported).saturating_add(extra);
+    t.reported = t.reported.max(total);
+    (delta > 0).then_some(Event::RequestStarts {
+        ts,
+        flow: id,
+        count: delta,
+    })
 }
 
 /// Reports the end of `t`: the last request-start delta, then the end.

@@ -247,3 +247,32 @@ fn second_view_request_starts_are_tallied_once() {
     t.poll(vec![(key(1), stats(6)), (key(2), again)], &[], 5);
     assert_eq!(t.duplicate_view_requests, 7);
 }
+
+#[test]
+fn starts_after_a_mistaken_vanish_still_count() {
+    let mut t = Tracker::default();
+    t.poll(vec![(key(1), stats(2))], &[], 1);
+    // Two polls miss the entry (map iteration under churn): ended as idle.
+    t.poll(vec![], &[], 2);
+    let out = t.poll(vec![], &[], 3);
+    assert!(matches!(
+        out.events.as_slice(),
+        [Event::FlowEnd {
+            reason: FlowEndReason::Idle,
+            ..
+        }]
+    ));
+    // It was alive: the starts it counted meanwhile are still reported,
+    // from the map and from its end record, once each.
+    let out = t.poll(vec![(key(1), stats(5))], &[], 4);
+    assert!(matches!(
+        out.events.as_slice(),
+        [Event::RequestStarts { count: 3, .. }]
+    ));
+    let [a, b] = t.flow_end(&key(1), &stats(6), None, FlowEndReason::Fin, 5);
+    assert!(matches!(a, Some(Event::RequestStarts { count: 1, .. })));
+    assert!(b.is_none());
+    let out = t.poll(vec![(key(1), ended(stats(6), 0))], &[], 6);
+    assert!(out.events.is_empty());
+    assert_eq!(out.delete, vec![key(1)]);
+}
