@@ -49,7 +49,7 @@ fn starved_agent_accounts_for_every_request_and_recovers() {
         extra_args: &["--config", &config_arg, "--no-tls-probes"],
         log_level: "info",
         ..Launch::new(
-            &contract("flood", "pilot", addr.port(), 1_000_000),
+            &contract("flood", "pilot", &[addr.port()], 1_000_000),
             cg.path(),
         )
     }
@@ -92,12 +92,18 @@ fn starved_agent_accounts_for_every_request_and_recovers() {
 
     // The starved agent catches up: the kernel's baseline is every request,
     // and it adds up exactly.
+    let mut last = None;
     let balance = wait_until(
         "the starved agent to account for every request",
         Duration::from_secs(300),
         || {
             let m = scrape(&agent)?;
             let b = Balance::of(&m);
+            if last != Some(b) {
+                // The way there, for a failure's log.
+                eprintln!("flood: balance {b:?}");
+                last = Some(b);
+            }
             (b.kernel == sent && b.adds_up()).then_some((b, m))
         },
     );

@@ -21,10 +21,12 @@ use tests::{agent_proc::AgentProcess, cgroup::CgroupGuard, http::HttpServer, sha
 
 const TOKEN: &str = "fail-test-token";
 
-/// One endpoint `orders` on `port` (plaintext allowed, authentication
-/// required), client `acme` by bearer token, one stage named `stage` whose
-/// quota for acme is `rps`.
-fn contract(name: &str, stage: &str, port: u16, rps: u32) -> String {
+/// One endpoint `orders` on `ports` of 127.0.0.1 (plaintext allowed,
+/// authentication required), client `acme` by bearer token, one stage named
+/// `stage` whose quota for acme is `rps`.
+fn contract(name: &str, stage: &str, ports: &[u16], rps: u32) -> String {
+    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+    let ports = ports.join(", ");
     format!(
         r#"apiVersion: rampwatch.io/v1
 kind: RampContract
@@ -39,7 +41,7 @@ spec:
     - name: orders
       dataClass: internal
       hosts: ["127.0.0.1"]
-      ports: [{port}]
+      ports: [{ports}]
   clients:
     - name: acme
       credentials:
@@ -79,6 +81,11 @@ fn h2load_h1(cg: &CgroupGuard, server: SocketAddr, requests: u64, clients: u64) 
         .expect("run h2load (Debian package nghttp2-client)");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "h2load failed: {text}");
+    succeeded(&text)
+}
+
+/// The `succeeded` figure of h2load's `requests:` line.
+fn succeeded(text: &str) -> u64 {
     text.lines()
         .find_map(|l| {
             let rest = l.trim().strip_prefix("requests:")?;

@@ -53,8 +53,8 @@ fn reloads_under_traffic_lose_no_request_and_never_activate_a_bad_contract() {
     // Two valid versions that differ in name and stage (a mix would show as
     // a contract with the other's stage), with quotas no traffic reaches.
     let valid = [
-        contract("fire-a", "alpha", port, 1_000_000),
-        contract("fire-b", "beta", port, 2_000_000),
+        contract("fire-a", "alpha", &[port], 1_000_000),
+        contract("fire-b", "beta", &[port], 2_000_000),
     ];
     // Invalid versions: an unknown field, a bad fingerprint, a quota for a
     // client that does not exist, YAML that does not parse.
