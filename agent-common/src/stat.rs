@@ -104,6 +104,12 @@ stats! {
         "TLS: library calls on watched connections.";
     TLS_RECORDS_EMITTED = 24, tls_records_emitted, Activity,
         "TLS: plaintext records written to the ring buffer.";
+    REQUEST_STARTS = 25, request_starts, Activity,
+        "Request starts (a segment or TLS read to the server that begins with an HTTP/1 method) on watched traffic, counted before the flow lookup: the baseline every request count is checked against.";
+    REQUESTS_FLOW_TABLE_FULL = 26, requests_flow_table_full, Loss,
+        "Request starts in packets or TLS reads whose flow could not be inserted in the kernel flow map (never reported per flow).";
+    REQUESTS_STRAY = 27, requests_stray, Loss,
+        "Request starts in packets of a flow that had already ended (a 4-tuple reused before its frozen entry was deleted) or that carried FIN/RST without a flow entry.";
 }
 
 // The table is dense and in index order, so `ALL[i].index == i`.

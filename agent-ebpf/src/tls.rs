@@ -408,7 +408,20 @@ fn emit(cfg: &TlsConfig, pid_tgid: u64, ssl: u64, fd: i32, buf: u64, len: u64, k
     } else {
         direction::TO_CLIENT
     };
+    // The request-start test comes before the flow entry, so the baseline
+    // (`REQUEST_STARTS`) also counts requests whose entry could not be made.
+    // SAFETY: reading 8 bytes of the caller's buffer (faults are returned).
+    let request = to_server
+        && len >= u64::from(http::MIN_REQUEST_LEN)
+        && unsafe { bpf_probe_read_user(buf as *const u64) }
+            .is_ok_and(http::word_starts_with_method);
+    if request {
+        count(stat::REQUEST_STARTS);
+    }
     let Some(flow) = flow_entry(&key, endpoint) else {
+        if request {
+            count(stat::REQUESTS_FLOW_TABLE_FULL);
+        }
         return;
     };
     let d = if to_server { 0 } else { 1 };
@@ -427,11 +440,7 @@ fn emit(cfg: &TlsConfig, pid_tgid: u64, ssl: u64, fd: i32, buf: u64, len: u64, k
             (*ds).first_seen_ns = now;
         }
         (*ds).last_seen_ns = now;
-        if to_server
-            && len >= u64::from(http::MIN_REQUEST_LEN)
-            && let Ok(w) = bpf_probe_read_user(buf as *const u64)
-            && http::word_starts_with_method(w)
-        {
+        if request {
             add(&raw mut (*ds).request_starts, 1);
         }
         offset

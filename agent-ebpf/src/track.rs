@@ -256,6 +256,29 @@ fn update(
     // ns); samples and flow ends get the precise boot-time clock.
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
+    // The request-start test comes before the flow lookup, so the baseline
+    // (`REQUEST_STARTS`) counts every request start on watched traffic,
+    // also those whose flow is ended or could not enter the map. One read of
+    // the first 12 bytes serves the method test and the HTTP/2 test (both
+    // need at least 16 payload bytes).
+    let head = if p.payload_len >= agent_common::http::MIN_REQUEST_LEN {
+        packet::words::<3>(skb, p.payload_off)
+    } else {
+        None
+    };
+    let mut request = false;
+    let mut w = 0u64;
+    let mut w2 = 0u32;
+    if let Some(b) = head {
+        w = u64::from(b[0]) | (u64::from(b[1]) << 32);
+        w2 = b[2];
+        request = http::word_starts_with_method(w);
+    }
+    // Userspace counts requests to the server only (`request_starts[0]`).
+    let counted = request && dir == direction::TO_SERVER;
+    if counted {
+        count(stat::REQUEST_STARTS);
+    }
     let existing = if found.is_null() {
         RW_FLOWS.get_ptr_mut(key)
     } else {
@@ -267,6 +290,10 @@ fn update(
             if unsafe { (*f).state } & flow_state::ENDED != 0 {
                 // Trailing ACKs/RSTs after the end: the counters stay final.
                 count(stat::STRAY_PACKETS);
+                if counted {
+                    // A 4-tuple reused before userspace deleted the frozen entry.
+                    count(stat::REQUESTS_STRAY);
+                }
                 return;
             }
             f
@@ -278,6 +305,9 @@ fn update(
                 || (p.payload_len == 0 && p.flags & tcp::SYN == 0)
             {
                 count(stat::STRAY_PACKETS);
+                if counted {
+                    count(stat::REQUESTS_STRAY);
+                }
                 return;
             }
             // The all-zero initial value lives in a map: a 168-byte stack
@@ -295,6 +325,9 @@ fn update(
                 Err(e) if e == -EEXIST => {}
                 Err(_) => {
                     count(stat::FLOW_TABLE_FULL);
+                    if counted {
+                        count(stat::REQUESTS_FLOW_TABLE_FULL);
+                    }
                     return;
                 }
             }
@@ -311,6 +344,9 @@ fn update(
                 }
                 None => {
                     count(stat::FLOW_TABLE_FULL);
+                    if counted {
+                        count(stat::REQUESTS_FLOW_TABLE_FULL);
+                    }
                     return;
                 }
             }
@@ -334,28 +370,14 @@ fn update(
             add(&raw mut (*ds).payload_bytes, u64::from(p.payload_len));
             let seg = (*ds).payload_segments;
             add(&raw mut (*ds).payload_segments, 1);
-            // One read of the first 12 bytes serves the method test and the
-            // HTTP/2 test (both need at least 16 payload bytes).
-            let head = if p.payload_len >= agent_common::http::MIN_REQUEST_LEN {
-                packet::words::<3>(skb, p.payload_off)
-            } else {
-                None
-            };
-            let mut request = false;
-            let mut response = false;
-            if let Some(b) = head {
-                let w = u64::from(b[0]) | (u64::from(b[1]) << 32);
-                // The method rule counts in both directions (the counters
-                // are per direction; userspace reads the client's).
-                request = http::word_starts_with_method(w);
-                // A response head is sampled, not counted: its status is
-                // paired with the request in userspace.
-                response = d == 1 && http::word_starts_response(w);
-                if (*flow).state & flow_state::ALL_SEGMENTS == 0
-                    && http::words_start_http2(d == 0, w, b[2])
-                {
-                    or(&raw mut (*flow).state, flow_state::ALL_SEGMENTS);
-                }
+            // A response head is sampled, not counted: its status is paired
+            // with the request in userspace.
+            let response = d == 1 && head.is_some() && http::word_starts_response(w);
+            if head.is_some()
+                && (*flow).state & flow_state::ALL_SEGMENTS == 0
+                && http::words_start_http2(d == 0, w, w2)
+            {
+                or(&raw mut (*flow).state, flow_state::ALL_SEGMENTS);
             }
             if request {
                 add(&raw mut (*ds).request_starts, 1);

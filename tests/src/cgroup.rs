@@ -170,3 +170,100 @@ impl Drop for CgroupGuard {
         }
     }
 }
+
+/// A CPU limit on one process: a cgroup with a CFS quota, cgroup v2's
+/// `cpu.max` when the v2 hierarchy has the `cpu` controller, else the v1
+/// `cpu` hierarchy (hybrid hosts bind it there). Dropping it moves the
+/// process back to the root and removes the cgroup.
+#[derive(Debug)]
+pub struct CpuLimit {
+    dir: PathBuf,
+    /// `<root>/cgroup.procs` the process goes back to.
+    root_procs: PathBuf,
+    v2: bool,
+    pid: u32,
+}
+
+impl CpuLimit {
+    /// Limits `pid` (all its threads) to `percent` of one CPU.
+    pub fn new(tag: &str, pid: u32, percent: u32) -> Self {
+        let v2_root = cgroup2_root();
+        let v2 = fs::read_to_string(v2_root.join("cgroup.controllers"))
+            .is_ok_and(|c| c.split_whitespace().any(|n| n == "cpu"));
+        let root = if v2 {
+            // Children only get the controller when the parent delegates it.
+            fs::write(v2_root.join("cgroup.subtree_control"), "+cpu")
+                .expect("enable the cpu controller for child cgroups");
+            v2_root
+        } else {
+            let v1 = PathBuf::from("/sys/fs/cgroup/cpu");
+            assert!(
+                v1.join("cpu.cfs_quota_us").exists(),
+                "no cpu controller: neither cgroup v2 `cpu` nor a v1 cpu hierarchy at {}",
+                v1.display()
+            );
+            v1
+        };
+        let dir = root.join(crate::unique_name(tag));
+        fs::create_dir(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        let period = 100_000u32;
+        let quota = period / 100 * percent.max(1);
+        let limit = Self {
+            dir,
+            root_procs: root.join("cgroup.procs"),
+            v2,
+            pid,
+        };
+        limit.set_quota(Some(quota));
+        fs::write(limit.dir.join("cgroup.procs"), pid.to_string())
+            .unwrap_or_else(|e| panic!("move pid {pid} into {}: {e}", limit.dir.display()));
+        limit
+    }
+
+    /// The CFS quota in µs per 100 ms period; `None` lifts the limit.
+    pub fn set_quota(&self, quota_us: Option<u32>) {
+        let (file, value) = match (self.v2, quota_us) {
+            (true, Some(q)) => ("cpu.max", format!("{q} 100000")),
+            (true, None) => ("cpu.max", "max 100000".to_owned()),
+            (false, q) => {
+                fs::write(self.dir.join("cpu.cfs_period_us"), "100000")
+                    .expect("write cpu.cfs_period_us");
+                (
+                    "cpu.cfs_quota_us",
+                    q.map_or_else(|| "-1".to_owned(), |q| q.to_string()),
+                )
+            }
+        };
+        fs::write(self.dir.join(file), &value)
+            .unwrap_or_else(|e| panic!("write {value} to {}/{file}: {e}", self.dir.display()));
+    }
+
+    /// CPU time the process was throttled for so far, in µs (the limit bit).
+    pub fn throttled_us(&self) -> u64 {
+        let text = fs::read_to_string(self.dir.join("cpu.stat")).unwrap_or_default();
+        text.lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(' ')?;
+                match k {
+                    "throttled_usec" => v.trim().parse().ok(),
+                    "throttled_time" => v.trim().parse::<u64>().ok().map(|ns| ns / 1000),
+                    _ => None,
+                }
+            })
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for CpuLimit {
+    fn drop(&mut self) {
+        let _ = fs::write(&self.root_procs, self.pid.to_string());
+        let dir = self.dir.clone();
+        let _ = std::panic::catch_unwind(|| {
+            wait_until(
+                &format!("removal of cgroup {}", dir.display()),
+                Duration::from_secs(5),
+                || fs::remove_dir(&dir).ok(),
+            )
+        });
+    }
+}

@@ -246,6 +246,55 @@ pub struct Tracker {
     tls: HashMap<FlowId, TlsLayer>,
     /// Records dropped because another view of the connection is reported.
     pub duplicate_views: u64,
+    /// Request starts counted by the views that are not reported, per view.
+    dups: HashMap<(FlowId, ObserverId), DupView>,
+    /// Request starts the kernel counted on views that are not reported (the
+    /// second view of a loopback connection): part of the kernel's
+    /// `request_starts` baseline that is deliberately charged to no one.
+    pub duplicate_view_requests: u64,
+}
+
+/// A view of a connection that another view reports: its request starts
+/// are tallied (for the baseline), never reported.
+#[derive(Debug)]
+struct DupView {
+    first_seen: u64,
+    counted: u64,
+    /// Seen in the latest poll, or ended (then kept for [`TOMBSTONE`]).
+    seen: bool,
+    ended: Option<Instant>,
+}
+
+/// Adds the request starts of a not-reported view since it was last looked at.
+fn tally_dup(
+    dups: &mut HashMap<(FlowId, ObserverId), DupView>,
+    total: &mut u64,
+    key: &FlowKey,
+    stats: &FlowStats,
+) {
+    let fs = first_seen(stats);
+    let d = dups.entry((flow_id(key), view(key))).or_insert(DupView {
+        first_seen: fs,
+        counted: 0,
+        seen: true,
+        ended: None,
+    });
+    let starts = totals_requests(stats);
+    if (fs != 0 && d.first_seen != 0 && fs != d.first_seen) || starts < d.counted {
+        // A new connection on the 4-tuple, or a recreated entry.
+        *d = DupView {
+            first_seen: fs,
+            counted: 0,
+            seen: true,
+            ended: None,
+        };
+    }
+    *total = total.saturating_add(starts - d.counted);
+    d.counted = starts;
+    d.seen = true;
+    if stats.state & flow_state::ENDED != 0 && d.ended.is_none() {
+        d.ended = Some(Instant::now());
+    }
 }
 
 impl Tracker {
@@ -325,12 +374,20 @@ impl Tracker {
         let t = self.flows.entry(id).or_insert_with(|| Tracked::new(v, fs));
         if t.view != v {
             self.duplicate_views += 1;
+            tally_dup(
+                &mut self.dups,
+                &mut self.duplicate_view_requests,
+                key,
+                stats,
+            );
             return [None, None];
         }
         if t.ended.is_some() {
             if t.same_connection(fs) {
-                // Already reported (from the map, the record being late).
-                return [None, None];
+                // Already reported (from the map, the record being late, or
+                // as vanished when a poll missed it): only starts counted
+                // since then are left to report.
+                return [late_starts(t, id, stats, tls_delta, ts), None];
             }
             *t = Tracked::new(v, fs);
         }
@@ -404,6 +461,12 @@ impl Tracker {
             let ended_in_kernel = stats.state & flow_state::ENDED != 0;
             let t = self.flows.entry(id).or_insert_with(|| Tracked::new(v, fs));
             if t.view != v {
+                tally_dup(
+                    &mut self.dups,
+                    &mut self.duplicate_view_requests,
+                    key,
+                    stats,
+                );
                 // Another view is reported; drop this one's entry once over.
                 if ended_in_kernel {
                     out.delete.push(*key);
@@ -412,6 +475,14 @@ impl Tracker {
             }
             if t.ended.is_some() {
                 if t.same_connection(fs) {
+                    // Ended here while the kernel still counted: a poll that
+                    // missed the entry twice (map iteration under churn
+                    // skips keys) took it for evicted. Its later starts
+                    // still count.
+                    out.events.extend(late_starts(t, id, stats, 0, now));
+                    // Keep the claim while the entry lives, so it is never
+                    // taken for a new connection that counts from zero.
+                    t.ended = Some(Instant::now());
                     if ended_in_kernel {
                         out.delete.push(*key);
                     }
@@ -485,8 +556,32 @@ impl Tracker {
         }
         self.flows
             .retain(|_, t| t.ended.is_none_or(|e| now_i.duration_since(e) < TOMBSTONE));
+        // A view gone from the map without an end was evicted or deleted.
+        self.dups.retain(|_, d| match d.ended {
+            Some(e) => now_i.duration_since(e) < TOMBSTONE,
+            None => std::mem::replace(&mut d.seen, false),
+        });
         out
     }
+}
+
+/// Request starts of an already ended connection not reported yet (none
+/// when its end came from the final counters).
+fn late_starts(
+    t: &mut Tracked,
+    id: FlowId,
+    stats: &FlowStats,
+    extra: u64,
+    ts: Nanos,
+) -> Option<Event> {
+    let total = totals_requests(stats);
+    let delta = total.saturating_sub(t.reported).saturating_add(extra);
+    t.reported = t.reported.max(total);
+    (delta > 0).then_some(Event::RequestStarts {
+        ts,
+        flow: id,
+        count: delta,
+    })
 }
 
 /// Reports the end of `t`: the last request-start delta, then the end.

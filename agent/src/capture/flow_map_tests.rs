@@ -281,3 +281,56 @@ fn both_ends_are_announced_once_whichever_view_is_reported() {
     other.client_port = 1;
     assert_eq!(side(t.socket(&other, 44, None, 5)), None);
 }
+
+#[test]
+fn second_view_request_starts_are_tallied_once() {
+    let mut t = Tracker::default();
+    t.poll(vec![(key(1), stats(2)), (key(2), stats(2))], &[], 1);
+    assert_eq!(t.duplicate_view_requests, 2);
+    t.poll(vec![(key(1), stats(5)), (key(2), stats(4))], &[], 2);
+    assert_eq!(t.duplicate_view_requests, 4);
+    // The second view's end record, then its frozen entry in a poll: the
+    // starts between them count once.
+    t.flow_end(&key(2), &stats(6), None, FlowEndReason::Fin, 3);
+    assert_eq!(t.duplicate_view_requests, 6);
+    t.poll(
+        vec![(key(1), stats(6)), (key(2), ended(stats(6), 0))],
+        &[],
+        4,
+    );
+    assert_eq!(t.duplicate_view_requests, 6);
+    // A new connection on the tuple counts from zero.
+    let mut again = stats(1);
+    again.dirs[0].first_seen_ns = 5000;
+    t.poll(vec![(key(1), stats(6)), (key(2), again)], &[], 5);
+    assert_eq!(t.duplicate_view_requests, 7);
+}
+
+#[test]
+fn starts_after_a_mistaken_vanish_still_count() {
+    let mut t = Tracker::default();
+    t.poll(vec![(key(1), stats(2))], &[], 1);
+    // Two polls miss the entry (map iteration under churn): ended as idle.
+    t.poll(vec![], &[], 2);
+    let out = t.poll(vec![], &[], 3);
+    assert!(matches!(
+        out.events.as_slice(),
+        [Event::FlowEnd {
+            reason: FlowEndReason::Idle,
+            ..
+        }]
+    ));
+    // It was alive: the starts it counted meanwhile are still reported,
+    // from the map and from its end record, once each.
+    let out = t.poll(vec![(key(1), stats(5))], &[], 4);
+    assert!(matches!(
+        out.events.as_slice(),
+        [Event::RequestStarts { count: 3, .. }]
+    ));
+    let [a, b] = t.flow_end(&key(1), &stats(6), None, FlowEndReason::Fin, 5);
+    assert!(matches!(a, Some(Event::RequestStarts { count: 1, .. })));
+    assert!(b.is_none());
+    let out = t.poll(vec![(key(1), ended(stats(6), 0))], &[], 6);
+    assert!(out.events.is_empty());
+    assert_eq!(out.delete, vec![key(1)]);
+}

@@ -199,6 +199,13 @@ fn attach_tc(ebpf: &mut Ebpf, interfaces: &[String]) -> Result<Vec<&'static str>
             if !tcx {
                 // EEXIST: the qdisc is already there, which is fine.
                 let _ = tc::qdisc_add_clsact(iface);
+                // tcx attachments are links and die with their process; a
+                // netlink filter outlives a killed agent. Remove filters of
+                // ours left behind before attaching again (NotFound, the
+                // usual case, is not an error). One agent per node owns them.
+                if tc::qdisc_detach_program(iface, kind, name).is_ok() {
+                    tracing::info!(iface = %iface, program = name, "removed a TC filter a previous agent left attached");
+                }
             }
             prog.attach(iface, kind).map_err(prog_err(name))?;
         }
@@ -355,11 +362,18 @@ impl Capture {
             let v = self.stats.get(&i, 0).map_err(map_err(map_names::STATS))?;
             sums.push(v.iter().copied().fold(0u64, u64::wrapping_add));
         }
+        // One lock for both fields: a second `lock` in the same expression
+        // would wait on the first guard forever.
+        let (duplicate_views, duplicate_view_requests) = {
+            let t = lock(&self.shared.tracker);
+            (t.duplicate_views, t.duplicate_view_requests)
+        };
         Ok(CaptureStats {
             kernel: KernelCounters::from_sums(&sums),
             decode_errors: self.shared.decode_errors.load(Ordering::Relaxed),
             records_read: self.shared.records.load(Ordering::Relaxed),
-            duplicate_views: lock(&self.shared.tracker).duplicate_views,
+            duplicate_views,
+            duplicate_view_requests,
         })
     }
 

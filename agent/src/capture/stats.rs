@@ -15,6 +15,9 @@ pub struct CaptureStats {
     /// Records of a second view of an already reported connection
     /// (loopback seen by both sockets), dropped on purpose.
     pub duplicate_views: u64,
+    /// Request starts the kernel counted on those second views (part of
+    /// `request_starts`, charged to no one).
+    pub duplicate_view_requests: u64,
 }
 
 impl CaptureStats {

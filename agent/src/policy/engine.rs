@@ -89,6 +89,12 @@ pub struct EngineStats {
     pub kernel_requests: u64,
     /// Kernel request counts for flows the engine does not know.
     pub kernel_requests_unmatched: u64,
+    /// Kernel request counts for flows to no watched endpoint (in no
+    /// `request_totals`).
+    pub kernel_requests_unwatched: u64,
+    /// Of `request_totals`, the requests the engine counted itself, not the
+    /// kernel (live: HTTP/2 streams and lenient heads).
+    pub engine_counted_requests: u64,
     /// TLS plaintext chunks handled.
     pub plaintext_chunks: u64,
     /// Local-socket announcements whose flow never came (dropped from the
@@ -322,7 +328,11 @@ impl Engine {
     }
 
     pub fn stats(&self) -> EngineStats {
-        self.stats
+        EngineStats {
+            kernel_requests_unwatched: self.rates.kernel_unwatched,
+            engine_counted_requests: self.rates.engine_counted,
+            ..self.stats
+        }
     }
 
     pub fn flow_stats(&self) -> FlowTableStats {

@@ -140,11 +140,13 @@ pub(super) struct Judge<'a> {
 impl Judge<'_> {
     /// Counts watched requests under bounded labels: the endpoint's name or
     /// `unlisted` (a path outside `paths` included), the client's name or
-    /// `unknown`.
-    fn count(&mut self, m: EndpointRef, id: &Identity, n: u64) {
-        if let Some((endpoint, client)) = self.labels(m, id) {
-            self.rates.count(&endpoint, &client, n);
-        }
+    /// `unknown`. False when the flow is not watched (nothing counted).
+    fn count(&mut self, m: EndpointRef, id: &Identity, n: u64) -> bool {
+        let Some((endpoint, client)) = self.labels(m, id) else {
+            return false;
+        };
+        self.rates.count(&endpoint, &client, n);
+        true
     }
 
     /// The bounded (endpoint, client) labels of a watched request.
@@ -431,7 +433,9 @@ impl Judge<'_> {
         let count = self.count_requests || !req.kernel_counts;
         if count {
             flow.ext.counted += 1;
-            self.count(m, &id, 1);
+            if self.count(m, &id, 1) {
+                self.rates.engine_counted += 1;
+            }
         }
         if count && let (Some(c), EndpointRef::Endpoint(e)) = (id.client, m) {
             let f = quota_overshoot::check(&self.ctx, self.rates, c, e, 1, self.now);
@@ -457,7 +461,9 @@ impl Judge<'_> {
         self.client_workload = flow.ext.workloads[Side::Client.index()].clone();
         let m = self.matched(flow);
         let id = self.flow_identity(flow);
-        self.count(m, &id, count);
+        if !self.count(m, &id, count) {
+            self.rates.kernel_unwatched = self.rates.kernel_unwatched.saturating_add(count);
+        }
         let mut over = 0;
         if let (Some(c), EndpointRef::Endpoint(e)) = (id.client, m) {
             let f = quota_overshoot::check(&self.ctx, self.rates, c, e, count, self.now);

@@ -180,6 +180,12 @@ pub struct Rates {
     /// Every watched request by (endpoint label, client label), `unlisted`
     /// and `unknown` included: what `rampwatch_requests_total` exports.
     totals: HashMap<(Arc<str>, Arc<str>), u64, foldhash::fast::FixedState>,
+    /// Of `totals`, the requests the engine counted itself (HTTP/2 streams,
+    /// lenient heads; every request in replay), not the kernel.
+    pub(super) engine_counted: u64,
+    /// Kernel-counted requests on flows to no watched endpoint (a port-only
+    /// kernel rule whose Host named another site): in no total.
+    pub(super) kernel_unwatched: u64,
 }
 
 impl Rates {

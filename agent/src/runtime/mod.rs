@@ -466,6 +466,10 @@ impl LoopState {
                 ("kernel_requests_unmatched", stats.kernel_requests_unmatched),
             ],
         );
+        self.counters.balance(
+            metrics,
+            &present::RequestBalance::new(capture_stats.as_ref(), &stats),
+        );
         let info = engine.stage();
         present::stage_metrics(metrics, &info);
         let tls = capture.tls_coverage();

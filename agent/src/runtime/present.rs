@@ -13,8 +13,8 @@ use crate::{
     contract::{Contract, format_duration, format_rfc3339},
     event::Nanos,
     policy::{
-        ClientRate, Engine, FlowRecord, Kind, RequestCount, ResponseCount, StageInfo, Violation,
-        ViolationEvent,
+        ClientRate, Engine, EngineStats, FlowRecord, Kind, RequestCount, ResponseCount, StageInfo,
+        Violation, ViolationEvent,
     },
     sinks::{
         api::views::{
@@ -245,6 +245,39 @@ pub fn count_violation(metrics: &Metrics, ev: &ViolationEvent) {
         .inc_by(n);
 }
 
+/// Where every request start the kernel counted went, as totals since
+/// start: `kernel_starts + engine_counted == Σ rampwatch_requests_total +
+/// Σ uncharged` once the poller has reported the kernel's per-flow counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RequestBalance {
+    /// The kernel's baseline (`stat::REQUEST_STARTS`).
+    pub kernel_starts: u64,
+    /// Requests the engine counted itself (HTTP/2 streams, lenient heads).
+    pub engine_counted: u64,
+    /// Kernel-counted starts in no `rampwatch_requests_total` series, by reason.
+    pub uncharged: [(&'static str, u64); 5],
+}
+
+impl RequestBalance {
+    pub fn new(capture: Option<&CaptureStats>, engine: &EngineStats) -> Self {
+        let k = capture.map(|c| c.kernel).unwrap_or_default();
+        Self {
+            kernel_starts: k.request_starts(),
+            engine_counted: engine.engine_counted_requests,
+            uncharged: [
+                ("flow_table_full", k.requests_flow_table_full()),
+                ("stray", k.requests_stray()),
+                ("flow_unmatched", engine.kernel_requests_unmatched),
+                ("not_watched", engine.kernel_requests_unwatched),
+                (
+                    "duplicate_view",
+                    capture.map_or(0, |c| c.duplicate_view_requests),
+                ),
+            ],
+        }
+    }
+}
+
 /// Counter state the agent turns into metric increments.
 #[derive(Default)]
 pub struct Counters {
@@ -252,6 +285,15 @@ pub struct Counters {
     responses: HashMap<(String, String, &'static str), u64>,
     malformed: HashMap<(String, String), u64>,
     lost: BTreeMap<&'static str, u64>,
+    balance: BTreeMap<&'static str, u64>,
+}
+
+/// Advances a Prometheus counter to `total` (counters only grow).
+fn advance(last: &mut BTreeMap<&'static str, u64>, key: &'static str, total: u64) -> u64 {
+    let seen = last.entry(key).or_insert(0);
+    let d = total.saturating_sub(*seen);
+    *seen = (*seen).max(total);
+    d
 }
 
 impl Counters {
@@ -336,6 +378,21 @@ impl Counters {
         }
     }
 
+    /// Exports the request baseline and where it went.
+    pub fn balance(&mut self, metrics: &Metrics, b: &RequestBalance) {
+        let d = advance(&mut self.balance, "kernel_starts", b.kernel_starts);
+        metrics.kernel_request_starts.inc_by(d);
+        let d = advance(&mut self.balance, "engine_counted", b.engine_counted);
+        metrics.engine_requests.inc_by(d);
+        for (reason, total) in b.uncharged {
+            let d = advance(&mut self.balance, reason, total);
+            metrics
+                .requests_uncharged
+                .with_label_values(&[reason])
+                .inc_by(d);
+        }
+    }
+
     pub fn lost(&self) -> BTreeMap<String, u64> {
         self.lost
             .iter()
@@ -390,4 +447,50 @@ pub fn readiness(
         .map(|r| r.stage.to_string())
         .map_err(|e| e.to_string());
     (views, next)
+}
+
+#[cfg(test)]
+mod tests {
+    use agent_common::stat;
+
+    use super::*;
+    use crate::capture::KernelCounters;
+
+    /// The balance's parts land in their metrics, as counters that only
+    /// grow by what changed since the last tick.
+    #[test]
+    fn request_balance_is_exported_by_reason() {
+        let metrics = Metrics::new().expect("metrics");
+        let mut counters = Counters::default();
+        let mut sums = vec![0u64; stat::COUNT as usize];
+        sums[stat::REQUEST_STARTS as usize] = 100;
+        sums[stat::REQUESTS_FLOW_TABLE_FULL as usize] = 3;
+        sums[stat::REQUESTS_STRAY as usize] = 1;
+        let capture = CaptureStats {
+            kernel: KernelCounters::from_sums(&sums),
+            duplicate_view_requests: 6,
+            ..CaptureStats::default()
+        };
+        let engine = EngineStats {
+            kernel_requests_unmatched: 4,
+            kernel_requests_unwatched: 2,
+            engine_counted_requests: 9,
+            ..EngineStats::default()
+        };
+        let b = RequestBalance::new(Some(&capture), &engine);
+        counters.balance(&metrics, &b);
+        counters.balance(&metrics, &b);
+        let text = String::from_utf8(metrics.encode()).expect("utf-8");
+        for line in [
+            "rampwatch_kernel_request_starts_total 100",
+            "rampwatch_engine_requests_total 9",
+            "rampwatch_requests_uncharged_total{reason=\"flow_table_full\"} 3",
+            "rampwatch_requests_uncharged_total{reason=\"stray\"} 1",
+            "rampwatch_requests_uncharged_total{reason=\"flow_unmatched\"} 4",
+            "rampwatch_requests_uncharged_total{reason=\"not_watched\"} 2",
+            "rampwatch_requests_uncharged_total{reason=\"duplicate_view\"} 6",
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
+    }
 }

@@ -13,8 +13,8 @@ use http_body_util::Full;
 use hyper::{Request, Response, StatusCode, body::Incoming, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus::{
-    Encoder as _, Gauge, GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder as _, Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -49,6 +49,9 @@ pub struct Metrics {
     pub stage_info: IntGaugeVec,
     pub stage_next_change: Gauge,
     pub events_lost: IntCounterVec,
+    pub kernel_request_starts: IntCounter,
+    pub engine_requests: IntCounter,
+    pub requests_uncharged: IntCounterVec,
     pub reload_success: IntGauge,
     pub build_info: IntGaugeVec,
     pub tls_probes_active: IntGauge,
@@ -140,6 +143,22 @@ impl Metrics {
                 IntCounterVec,
                 "rampwatch_events_lost_total",
                 "Events lost or skipped anywhere between kernel and verdict, by reason.",
+                ["reason"]
+            ),
+            kernel_request_starts: single!(
+                IntCounter,
+                "rampwatch_kernel_request_starts_total",
+                "Request starts the kernel saw on watched traffic (HTTP/1 method at the start of a segment or TLS read to the server), counted before flow lookup: with rampwatch_engine_requests_total, the baseline that rampwatch_requests_total plus rampwatch_requests_uncharged_total add up to."
+            ),
+            engine_requests: single!(
+                IntCounter,
+                "rampwatch_engine_requests_total",
+                "Requests in rampwatch_requests_total that the engine counted from parsed traffic because the kernel cannot (HTTP/2 streams, lenient HTTP/1 heads)."
+            ),
+            requests_uncharged: labelled!(
+                IntCounterVec,
+                "rampwatch_requests_uncharged_total",
+                "Request starts the kernel counted that are in no rampwatch_requests_total series, by reason (flow_table_full, stray, flow_unmatched: lost; not_watched, duplicate_view: deliberately not charged).",
                 ["reason"]
             ),
             reload_success: single!(

@@ -437,6 +437,54 @@ fn kernel_counts_replace_parsed_heads_for_quotas() {
     );
     assert!(acme.headroom < 0.0);
     assert_eq!(acme.next_stage.as_deref(), Some("ramp"));
+    // Kernel counts for a flow the engine never saw, and for one to no
+    // watched endpoint, are in the baseline but charged to no one: each is
+    // counted by its reason.
+    e.handle(Event::RequestStarts {
+        ts: t0() + 2,
+        flow: FlowId {
+            client: addr("10.1.0.9:5001"),
+            server: addr(s),
+        },
+        count: 3,
+    });
+    let out = "10.1.0.9:5002";
+    e.handle(pkt(
+        t0() + 2,
+        out,
+        "192.0.2.1:9999",
+        100,
+        tcp_flags::SYN,
+        b"",
+    ));
+    e.handle(pkt(
+        t0() + 2,
+        out,
+        "192.0.2.1:9999",
+        101,
+        ACK,
+        &get("/", Some("acme-token")),
+    ));
+    e.handle(Event::RequestStarts {
+        ts: t0() + 2,
+        flow: FlowId {
+            client: addr(out),
+            server: addr("192.0.2.1:9999"),
+        },
+        count: 2,
+    });
+    let st = e.stats();
+    assert_eq!(
+        (
+            st.kernel_requests,
+            st.kernel_requests_unmatched,
+            st.kernel_requests_unwatched,
+            st.engine_counted_requests
+        ),
+        (15, 3, 2, 0)
+    );
+    let charged: u64 = e.request_totals().iter().map(|t| t.total).sum();
+    assert_eq!(charged, 10);
 }
 
 #[test]

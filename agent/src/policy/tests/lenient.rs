@@ -106,6 +106,14 @@ fn live_the_engine_counts_what_the_kernel_method_table_misses() {
     // `get  ` (acme's token) and HTTP/0.9 (no headers: unknown), three
     // times each.
     assert_eq!((of("acme"), of("unknown")), (10, 3), "{totals:?}");
+    // The balance the agent exports: 4 from the kernel's baseline plus 9
+    // the engine counted itself make the 13 charged.
+    let st = e.stats();
+    assert_eq!(st.engine_counted_requests, 9);
+    assert_eq!(
+        st.kernel_requests_unwatched + st.kernel_requests_unmatched,
+        0
+    );
     // acme's orders quota is 1/s with a burst of 5.
     assert!(kinds(&e).contains(&Kind::QuotaOvershoot));
 }
