@@ -143,6 +143,8 @@ fn kernel_request_starts_equal_replay_on_the_same_traffic() {
     let args = ReplayArgs {
         contract: contract_path,
         at: None,
+        stage: None,
+        rate_window: 300_000_000_000,
         output: Format::Json,
         pcaps: vec![pcap],
     };

@@ -65,6 +65,10 @@ pub struct AckView {
 /// The answer: one JSON object on one line (a stream of them for `watch`).
 #[derive(Serialize, Deserialize, Debug, Clone)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "built once per answer and serialized at once; never stored in bulk"
+)]
 pub enum Response {
     Status(StatusView),
     Stage(StageView),

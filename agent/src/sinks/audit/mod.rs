@@ -25,8 +25,7 @@ use std::path::PathBuf;
 pub use anchor::{AnchorError, AnchorSpec, read_anchor, run_anchor, run_verify_anchored};
 pub use key::{HmacKey, KeyError};
 pub use record::{
-    AckRecord, AuditOutcome, GENESIS_PREV, LostRecord, RecordKind, RecoveryRecord,
-    ViolationRecord,
+    AckRecord, AuditOutcome, GENESIS_PREV, LostRecord, RecordKind, RecoveryRecord, ViolationRecord,
 };
 pub use verify::{
     Anchor, Finding, LostNote, Problem, RecoveryNote, VerifyReport, run_verify, verify,
