@@ -390,7 +390,10 @@ pub fn agent_config(data: &[u8]) {
     };
     if let Err(diags) = config::check_text(text) {
         assert!(!diags.is_empty(), "a rejection says why");
-        let lines = text.lines().count().max(1) + 1;
+        // Line breaks as YAML counts them: `\r\n`, `\n` and a bare `\r`
+        // (which `str::lines` does not split on).
+        let breaks = text.replace("\r\n", "\n").matches(['\n', '\r']).count();
+        let lines = breaks + 2;
         for d in &diags {
             assert!(d.line <= lines, "line {} of {lines}: {}", d.line, d.message);
         }
