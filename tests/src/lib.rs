@@ -17,6 +17,7 @@ pub mod harness;
 pub mod http;
 pub mod https;
 pub mod netns;
+pub mod nghttpd;
 pub mod pcap;
 pub mod prom;
 pub mod records;

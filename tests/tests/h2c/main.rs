@@ -7,15 +7,11 @@
 //!
 //! Needs root; run by `cargo xtask test`.
 
-use std::{
-    net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream},
-    process::{Child, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
 use serde_json::Value;
 use tests::{
-    TempDir, agent_proc::AgentProcess, cgroup::CgroupGuard, on_free_port, sha256_hex,
+    TempDir, agent_proc::AgentProcess, cgroup::CgroupGuard, nghttpd::Nghttpd, sha256_hex,
     tools::require_tools, wait::wait_until,
 };
 
@@ -51,48 +47,13 @@ spec:
     )
 }
 
-/// nghttpd (nghttp2's server) without TLS, in `cgroup`, serving `dir`.
-struct Nghttpd(Child, SocketAddr);
-
-impl Nghttpd {
-    fn start(cgroup: &CgroupGuard, dir: &TempDir) -> Self {
-        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        std::fs::write(dir.path().join("item"), b"ok").expect("write the served file");
-        on_free_port(ip, "nghttpd", |port| {
-            let child = cgroup
-                .command("nghttpd")
-                .args(["--no-tls", "-a", "127.0.0.1", "-d"])
-                .arg(dir.path())
-                .arg(port.to_string())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start nghttpd (Debian package nghttp2-server)");
-            let mut server = Self(child, SocketAddr::new(ip, port));
-            let up = wait_until("nghttpd to listen or exit", Duration::from_secs(10), || {
-                if TcpStream::connect(server.1).is_ok() {
-                    return Some(true);
-                }
-                server.0.try_wait().ok().flatten().map(|_| false)
-            });
-            up.then_some(server)
-        })
-    }
-}
-
-impl Drop for Nghttpd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn every_multiplexed_h2c_stream_is_a_request_of_its_client() {
     require_tools();
     let cgroup = CgroupGuard::new("h2c");
     let files = TempDir::new("h2c");
-    let server = Nghttpd::start(&cgroup, &files);
+    std::fs::write(files.path().join("item"), b"ok").expect("write the served file");
+    let server = Nghttpd::start(&cgroup, files.path());
     let port = server.1.port();
     let agent = AgentProcess::start(&contract(port), cgroup.path(), &[]);
 

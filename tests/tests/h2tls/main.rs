@@ -6,7 +6,9 @@
 //! time and as a dynamic-table index on every later stream of the
 //! connection), a burst of multiplexed streams over quota is counted
 //! exactly, and revoked, stale and missing credentials raise their
-//! violation.
+//! violation; and no piece of any of those tokens reaches any output
+//! (trace log, /metrics, audit, every CLI answer): the canary property on
+//! this path.
 //!
 //! Needs root; run by `cargo xtask test`.
 
@@ -18,7 +20,8 @@ use std::{
 
 use serde_json::Value;
 use tests::{
-    agent_proc::AgentProcess,
+    agent_proc::{AgentProcess, Launch},
+    canary::{Canaries, Rng, assert_no_leaks},
     cgroup::CgroupGuard,
     on_free_port, sha256_hex,
     tls_servers::{Nginx, require_tls_tools},
@@ -152,7 +155,13 @@ fn h2_inside_tls_is_counted_and_judged_per_stream() {
     });
     let port = nginx.addr.port();
     let cgroup = CgroupGuard::new("h2tls");
-    let agent = AgentProcess::start(&contract(port), cgroup.path(), &[]);
+    // Trace logging: the canary scan below reads every level.
+    let contract = contract(port);
+    let agent = Launch {
+        log_level: "trace",
+        ..Launch::new(&contract, cgroup.path())
+    }
+    .start();
     for pid in nginx.workers() {
         agent.wait_tls_probed(pid);
     }
@@ -238,4 +247,29 @@ fn h2_inside_tls_is_counted_and_judged_per_stream() {
         metrics.contains(r#"rampwatch_requests_total{client="bursty",endpoint="secure"} 60"#),
         "{metrics}"
     );
+    no_token_in_any_output(&agent, &metrics);
+}
+
+/// The canary property on the HTTP/2-inside-TLS path: no piece of any
+/// token sent in HPACK (as sent, hex, base64, percent-encoded) in the
+/// agent's trace log, /metrics, audit records or any CLI answer.
+fn no_token_in_any_output(agent: &AgentProcess, metrics: &str) {
+    let mut c = Canaries::new(Rng::new(0));
+    for token in [ACME, LEAKY, OLD, BURSTY] {
+        c.plant(token, token);
+    }
+    let mut leaks = c.scan("agent log", agent.log_text().as_bytes());
+    leaks.extend(c.scan("/metrics", metrics.as_bytes()));
+    let audit = serde_json::to_string(&agent.audit_records()).expect("records serialize");
+    leaks.extend(c.scan("audit records", audit.as_bytes()));
+    for cmd in ["status", "flows", "clients", "violations", "stage"] {
+        for format in ["table", "json"] {
+            let run = agent.cli(&[cmd, "-o", format]);
+            assert!(run.ok, "rampwatch {cmd} -o {format}: {}", run.stderr);
+            let name = format!("rampwatch {cmd} -o {format}");
+            leaks.extend(c.scan(&name, run.stdout.as_bytes()));
+            leaks.extend(c.scan(&name, run.stderr.as_bytes()));
+        }
+    }
+    assert_no_leaks(0, &leaks);
 }

@@ -9,8 +9,8 @@
 //! Needs root; run by `cargo xtask test`.
 
 use std::{
-    net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream},
-    process::{Child, Command, Stdio},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    process::Command,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -21,7 +21,7 @@ use tests::{
     cgroup::CgroupGuard,
     http::{HttpServer, curl_in},
     https::{PyHttpsServer, curl_https},
-    on_free_port,
+    nghttpd::Nghttpd,
     tls_servers::PYTHON,
     tools::require_tools,
     wait::wait_until,
@@ -115,42 +115,6 @@ spec:
     )
 }
 
-/// nghttpd without TLS in `cgroup`, serving `dir`.
-struct Nghttpd(Child, SocketAddr);
-
-impl Nghttpd {
-    fn start(cgroup: &CgroupGuard, dir: &TempDir) -> Self {
-        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        std::fs::write(dir.path().join("item"), b"ok").expect("write the served file");
-        on_free_port(ip, "nghttpd", |port| {
-            let child = cgroup
-                .command("nghttpd")
-                .args(["--no-tls", "-a", "127.0.0.1", "-d"])
-                .arg(dir.path())
-                .arg(port.to_string())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start nghttpd (Debian package nghttp2-server)");
-            let mut server = Self(child, SocketAddr::new(ip, port));
-            let up = wait_until("nghttpd to listen or exit", Duration::from_secs(10), || {
-                if TcpStream::connect(server.1).is_ok() {
-                    return Some(true);
-                }
-                server.0.try_wait().ok().flatten().map(|_| false)
-            });
-            up.then_some(server)
-        })
-    }
-}
-
-impl Drop for Nghttpd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// One h2c request with prior knowledge (no upgrade), from `cgroup`.
 fn curl_h2c(cgroup: &CgroupGuard, token: &str, url: &str) {
     let status = cgroup
@@ -209,7 +173,8 @@ fn jwt_clients_and_token_terms_over_http1_tls_and_h2c() {
     let plain = HttpServer::start(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0), 8);
     let tls = PyHttpsServer::start(IpAddr::V4(Ipv4Addr::LOCALHOST), &cgroup);
     let files = TempDir::new("jwt-h2c");
-    let h2 = Nghttpd::start(&cgroup, &files);
+    std::fs::write(files.path().join("item"), b"ok").expect("write the served file");
+    let h2 = Nghttpd::start(&cgroup, files.path());
     let (http_port, https_port, h2_port) = (plain.addr().port(), tls.addr.port(), h2.1.port());
     let mut agent = AgentProcess::start(
         &contract(http_port, https_port, h2_port),

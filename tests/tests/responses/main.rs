@@ -12,8 +12,8 @@
 //! Needs root; run by `cargo xtask test`.
 
 use std::{
-    net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream},
-    process::{Child, Stdio},
+    net::{IpAddr, Ipv4Addr},
+    process::Stdio,
     time::Duration,
 };
 
@@ -23,7 +23,8 @@ use tests::{
     agent_proc::AgentProcess,
     cgroup::CgroupGuard,
     https::{PyHttpsServer, curl_https},
-    on_free_port, sha256_hex,
+    nghttpd::Nghttpd,
+    sha256_hex,
     tools::require_tools,
     wait::wait_until,
 };
@@ -82,43 +83,6 @@ spec:
         leaky = sha256_hex(LEAKY),
         bursty = sha256_hex(BURSTY),
     )
-}
-
-/// nghttpd (nghttp2's server) without TLS, in `cgroup`, serving `dir`.
-struct Nghttpd(Child, SocketAddr);
-
-impl Nghttpd {
-    fn start(cgroup: &CgroupGuard, dir: &TempDir) -> Self {
-        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        std::fs::create_dir_all(dir.path().join("v1")).expect("create the served directory");
-        std::fs::write(dir.path().join("v1/ok"), b"ok").expect("write the served file");
-        on_free_port(ip, "nghttpd", |port| {
-            let child = cgroup
-                .command("nghttpd")
-                .args(["--no-tls", "-a", "127.0.0.1", "-d"])
-                .arg(dir.path())
-                .arg(port.to_string())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start nghttpd (Debian package nghttp2-server)");
-            let mut server = Self(child, SocketAddr::new(ip, port));
-            let up = wait_until("nghttpd to listen or exit", Duration::from_secs(10), || {
-                if TcpStream::connect(server.1).is_ok() {
-                    return Some(true);
-                }
-                server.0.try_wait().ok().flatten().map(|_| false)
-            });
-            up.then_some(server)
-        })
-    }
-}
-
-impl Drop for Nghttpd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// nghttp (nghttp2's client) with HTTP/2 prior knowledge, every URL a
@@ -282,7 +246,9 @@ fn the_api_saying_no_is_seen_on_http_and_inside_tls() {
     let plain = PyHttpsServer::start_plain(ip, &cgroup);
     let tls = PyHttpsServer::start(ip, &cgroup);
     let files = TempDir::new("responses-h2c");
-    let h2c = Nghttpd::start(&cgroup, &files);
+    std::fs::create_dir_all(files.path().join("v1")).expect("create the served directory");
+    std::fs::write(files.path().join("v1/ok"), b"ok").expect("write the served file");
+    let h2c = Nghttpd::start(&cgroup, files.path());
     let agent = AgentProcess::start(
         &contract(plain.addr.port(), tls.addr.port(), h2c.1.port()),
         cgroup.path(),
