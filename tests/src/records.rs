@@ -59,8 +59,13 @@ impl Decoder {
 
     /// Decode one record; `Some` if it produced a packet event.
     pub fn decode(&mut self, record: &[u8]) -> Option<Event> {
-        let [first, _] = self.inner.convert(record);
-        first.filter(|e| matches!(e, Event::Packet(_)))
+        // A record may come as [Socket, Packet]: the socket's workload is
+        // announced before its packet.
+        self.inner
+            .convert(record)
+            .into_iter()
+            .flatten()
+            .find(|e| matches!(e, Event::Packet(_)))
     }
 
     /// Records that could not be decoded so far.

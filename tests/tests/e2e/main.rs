@@ -177,16 +177,20 @@ fn alerts_reach_alertmanager_for_violations_and_not_for_benign_traffic() {
     let burst: Vec<String> = (0..20).map(|i| format!("{orders_url}?page={i}")).collect();
     curl_in(&cgroup, Some(ACME), &burst);
 
+    // The server answers 200 to everything, so the revoked client was
+    // served: that violation is critical at once, and RampViolationCritical
+    // fires with it.
     let want: BTreeSet<String> = [
         "RampUnencryptedFlow",
         "RampRevokedClient",
         "RampQuotaOvershoot",
+        "RampViolationCritical",
     ]
     .into_iter()
     .map(str::to_owned)
     .collect();
     wait_for(
-        "the three alerts at Alertmanager",
+        "the four alerts at Alertmanager",
         Duration::from_secs(60),
         || want.is_subset(&ramp_alerts(&monitoring)),
     );
