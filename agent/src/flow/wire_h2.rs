@@ -185,7 +185,17 @@ pub(super) fn take_events(
             // A reset from either side before the response head: the
             // request was not answered (REFUSED_STREAM included).
             H2Event::Reset { stream_id, .. } => responses.stream_reset(stream_id),
-            H2Event::GoAway { last_stream_id, .. } => responses.goaway(last_stream_id),
+            // Only the server's GOAWAY speaks of client streams (a client's
+            // names the last *server-initiated* stream it took, usually 0:
+            // applied to client streams it would drop every answer not yet
+            // read, which is what nghttp's GOAWAY after its last response
+            // did when the server's segment was read after it).
+            H2Event::GoAway {
+                from: Direction::ToClient,
+                last_stream_id,
+                ..
+            } => responses.goaway(last_stream_id),
+            H2Event::GoAway { .. } => {}
         }
     }
 }

@@ -220,6 +220,7 @@ fn alerts_reach_alertmanager_for_violations_and_not_for_benign_traffic() {
         ("RampUnencryptedFlow", "ledger", "acme"),
         ("RampRevokedClient", "orders", "acme"),
         ("RampQuotaOvershoot", "orders", "acme"),
+        ("RampViolationCritical", "orders", "acme"),
     ]
     .into_iter()
     .map(|(a, e, c)| (a.to_owned(), e.to_owned(), c.to_owned()))

@@ -333,6 +333,22 @@ fn h2c_statuses_pair_by_stream() {
 }
 
 #[test]
+fn a_clients_goaway_read_before_the_answers_does_not_drop_them() {
+    // nghttp ends with GOAWAY(last_stream_id 0: the last *server* stream it
+    // took) once it has its answers; read before the server's bytes, it
+    // must not mark the client's streams unanswered.
+    let yaml = contract_yaml().replace(&fp("leaky-token"), &fp("tok-acme-7f3a9c1e5b2d4f60"));
+    let contract = Arc::new(Contract::parse(&yaml, "unit.yaml").expect("valid contract"));
+    let mut e = Engine::new(contract, EngineOptions::default());
+    let mut client =
+        include_bytes!("../../protocol/h2/testdata/indexed_credentials.client.bin").to_vec();
+    client.extend_from_slice(&[0, 0, 8, 0x07, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    let server: &[u8] = include_bytes!("../../protocol/h2/testdata/indexed_credentials.server.bin");
+    talk(&mut e, PAYMENTS, &[C(&client), S(server)]);
+    assert_eq!(violation(&e, Kind::RevokedClient).outcome, outcome(2, 2, 0));
+}
+
+#[test]
 fn h2c_reset_streams_are_unknown() {
     let yaml = contract_yaml().replace(&fp("leaky-token"), &fp("tok-acme-7f3a9c1e5b2d4f60"));
     let contract = Arc::new(Contract::parse(&yaml, "unit.yaml").expect("valid contract"));
