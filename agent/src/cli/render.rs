@@ -159,7 +159,9 @@ fn violations_table(rows: &[ViolationRow]) -> Table {
         t.note(&detail(v));
         // The client's workload on its own line: a column would not fit
         // 80 wide (flows show it as columns).
-        if let Some(w) = &v.client_workload {
+        // The root cgroup names no workload (every unconfined process is
+        // there): no line for it; `-o json` still has the field.
+        if let Some(w) = v.client_workload.as_ref().filter(|w| w.short() != "/") {
             t.note(&format!("client workload {}", w.short()));
         }
         if let Some(by) = &v.acknowledged_by {
