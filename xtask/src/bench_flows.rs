@@ -21,7 +21,7 @@ use std::{
 
 use anyhow::{Context as _, bail, ensure};
 
-use crate::bench_overhead::{Agent, peak_rss_kib, wait};
+use crate::bench_overhead::{Agent, contract_yaml, peak_rss_kib, rss_kib, wait};
 
 pub fn run(rampwatch: &Path, work: &Path) -> anyhow::Result<()> {
     let flows = std::env::var("BENCH_FLOWS")
@@ -211,29 +211,7 @@ http {{
 
 fn start_agent(rampwatch: &Path, dir: &Path, port: u16, flows: u32) -> anyhow::Result<Agent> {
     let contract = dir.join("contract.yaml");
-    fs::write(
-        &contract,
-        format!(
-            r#"apiVersion: rampwatch.io/v1
-kind: RampContract
-metadata:
-  name: flows-bench
-spec:
-  dataClasses:
-    - name: internal
-      encryption: optional
-      authentication: optional
-  endpoints:
-    - name: bench
-      dataClass: internal
-      hosts: ["127.0.0.1"]
-      ports: [{port}]
-  stages:
-    - name: pilot
-      startsAt: "2026-01-01T00:00:00Z"
-"#
-        ),
-    )?;
+    fs::write(&contract, contract_yaml("flows-bench", &port.to_string()))?;
     // Room for every flow in the kernel table (a power of two above them).
     let config = dir.join("config.yaml");
     fs::write(
@@ -322,15 +300,6 @@ fn flows_active(rampwatch: &Path, socket: &Path) -> u64 {
         .ok()
         .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
         .and_then(|v| v["flows_active"].as_u64())
-        .unwrap_or(0)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
 

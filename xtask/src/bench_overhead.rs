@@ -429,7 +429,7 @@ http {{
             "9".to_owned()
         };
         let contract = self.dir.join(format!("contract-{watched}.yaml"));
-        fs::write(&contract, contract_yaml(&ports))?;
+        fs::write(&contract, contract_yaml("overhead-bench", &ports))?;
         let socket = self.dir.join("agent.sock");
         let log = fs::File::create(self.dir.join("agent.log"))?;
         let child = Command::new(&self.rampwatch)
@@ -523,12 +523,14 @@ impl Agent {
     }
 }
 
-fn contract_yaml(ports: &str) -> String {
+/// A contract watching `ports` on 127.0.0.1, with nothing to violate: the
+/// benchmarks measure capture and judging, not findings.
+pub(crate) fn contract_yaml(name: &str, ports: &str) -> String {
     format!(
         r#"apiVersion: rampwatch.io/v1
 kind: RampContract
 metadata:
-  name: overhead-bench
+  name: {name}
 spec:
   dataClasses:
     - name: internal
@@ -568,13 +570,24 @@ pub(crate) fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-pub(crate) fn peak_rss_kib(pid: u32) -> u64 {
+/// A `kB` field of /proc/<pid>/status, in KiB (0 when unreadable).
+fn status_kib(pid: u32, field: &str) -> u64 {
     fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// Peak resident memory (VmHWM).
+pub(crate) fn peak_rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmHWM")
+}
+
+/// Resident memory now (VmRSS).
+pub(crate) fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS")
 }
 
 /// (name, run_cnt, run_time_ns) of every loaded `rw_*` program by id.
