@@ -440,9 +440,6 @@ fn emit(cfg: &TlsConfig, pid_tgid: u64, ssl: u64, fd: i32, buf: u64, len: u64, k
             (*ds).first_seen_ns = now;
         }
         (*ds).last_seen_ns = now;
-        if request {
-            add(&raw mut (*ds).request_starts, 1);
-        }
         offset
     };
     let cap = u64::from(cfg.max_copy);
@@ -494,6 +491,12 @@ fn emit(cfg: &TlsConfig, pid_tgid: u64, ssl: u64, fd: i32, buf: u64, len: u64, k
     let records = full + u64::from(tail > 0);
     // SAFETY: live map value.
     add(unsafe { &raw mut (*flow).dirs[d].samples }, records);
+    // Counted once the plaintext is in the ring, as on the wire path: a
+    // poll that sees the count finds the head before it.
+    if request {
+        // SAFETY: live map value.
+        add(unsafe { &raw mut (*flow).dirs[d].request_starts }, 1);
+    }
 }
 
 /// The RW_FLOWS entry of a TLS layer, created on first use.

@@ -379,9 +379,6 @@ fn update(
             {
                 or(&raw mut (*flow).state, flow_state::ALL_SEGMENTS);
             }
-            if request {
-                add(&raw mut (*ds).request_starts, 1);
-            }
             let n = u64::from(cfg.sample_one_in);
             let all = (*flow).state & flow_state::ALL_SEGMENTS != 0;
             if all
@@ -392,6 +389,14 @@ fn update(
             {
                 add(&raw mut (*ds).samples, 1);
                 sample(skb, key, p, dir, endpoint, (*flow).cgroup_id, cfg.snaplen);
+            }
+            // Counted after the head is in the ring: a poll of the flow map
+            // that sees this count finds its head already committed (the
+            // agent drains the ring before passing a poll on), so a count
+            // never reaches the engine before the credential it is charged
+            // to.
+            if request {
+                add(&raw mut (*ds).request_starts, 1);
             }
         }
         let state = &raw mut (*flow).state;

@@ -4,7 +4,11 @@
 //! feed).
 //!
 //! Tasks: one ring reader (`ring::run`) and one flow-map poller (request
-//! start deltas, idle/evicted flow ends). Dropping the [`Capture`] (or
+//! start deltas, idle/evicted flow ends). The poller hands what it found to
+//! the ring reader, which drains the ring before passing it on: a count
+//! the poller read never reaches the engine ahead of the samples the kernel
+//! wrote before it (the request heads that say whose requests they are).
+//! Dropping the [`Capture`] (or
 //! [`Capture::shutdown`]) stops both and detaches every program: the links
 //! are file descriptors owned by the loaded object.
 
@@ -294,11 +298,12 @@ impl Capture {
             unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
                 .map_err(|e| CaptureError::RingWatch(e.into_parts().1))?;
         let stop = Arc::new(tokio::sync::Notify::new());
-        let ring_task = tokio::spawn(ring::run(events, tx.clone(), shared.clone(), stop.clone()));
+        let (poll_tx, poll_rx) = tokio::sync::mpsc::channel(POLL_HANDOVER);
+        let ring_task = tokio::spawn(ring::run(events, tx, poll_rx, shared.clone(), stop.clone()));
         let poll_task = tokio::spawn(poll_flows(
             flows.clone(),
             shared.clone(),
-            tx,
+            poll_tx,
             config.poll_interval,
             config.idle_timeout,
         ));
@@ -519,12 +524,17 @@ fn read_flows(flows: &Mutex<BpfHashMap<MapData, FlowKey, FlowStats>>) -> Vec<(Fl
     lock(flows).iter().filter_map(Result::ok).collect()
 }
 
+/// Polls whose events wait for the ring reader; the poller waits when they
+/// are full (the reader is behind, so the next poll would only pile up).
+const POLL_HANDOVER: usize = 2;
+
 /// Every `interval`: request-start deltas, idle flows (deleted from the
-/// kernel map and ended), vanished (evicted) flows.
+/// kernel map and ended), vanished (evicted) flows, handed to the ring
+/// reader (see the module comment for why not straight to the engine).
 async fn poll_flows(
     flows: Arc<Mutex<BpfHashMap<MapData, FlowKey, FlowStats>>>,
     shared: Arc<ring::Shared>,
-    tx: Sender<Event>,
+    tx: Sender<Vec<Event>>,
     interval: Duration,
     idle_timeout: Duration,
 ) {
@@ -570,10 +580,8 @@ async fn poll_flows(
             })
             .await;
         }
-        for ev in outcome.events {
-            if tx.send(ev).await.is_err() {
-                return;
-            }
+        if !outcome.events.is_empty() && tx.send(outcome.events).await.is_err() {
+            return;
         }
     }
 }

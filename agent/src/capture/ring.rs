@@ -16,7 +16,10 @@ use agent_common::{
 };
 use aya::maps::{MapData, RingBuf};
 use bytes::Bytes;
-use tokio::{io::unix::AsyncFd, sync::mpsc::Sender};
+use tokio::{
+    io::unix::AsyncFd,
+    sync::mpsc::{Receiver, Sender},
+};
 
 use super::flow_map::{Tracker, flow_id, tls_side, tls_socket_key};
 use crate::event::{Direction, Event, FlowEndReason, Packet, Plaintext};
@@ -165,21 +168,46 @@ impl Shared {
 const POLL: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Drains the ring into `tx` until the receiver is gone or the fd fails.
-/// On `stop`, delivers what is in the ring and returns.
+/// Each batch of the flow-map poller (`polls`) goes out after a drain, so
+/// behind every record the kernel committed before the poller read the
+/// map: a request count never overtakes the head that names its client.
+/// On `stop`, delivers what is in the ring and the polls waiting, and
+/// returns.
 pub async fn run(
     mut ring: AsyncFd<RingBuf<MapData>>,
     tx: Sender<Event>,
+    polls: Receiver<Vec<Event>>,
     shared: Arc<Shared>,
     stop: Arc<tokio::sync::Notify>,
 ) {
+    let mut polls = Some(polls);
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let open = tokio::select! {
             () = stop.notified() => {
-                drain(ring.get_mut(), &tx, &shared).await;
+                if drain(ring.get_mut(), &tx, &shared).await
+                    && let Some(polls) = polls.as_mut()
+                {
+                    while let Ok(batch) = polls.try_recv() {
+                        if !forward(batch, &tx).await {
+                            break;
+                        }
+                    }
+                }
                 return;
             }
+            batch = next_poll(&mut polls) => match batch {
+                Some(batch) => {
+                    drain(ring.get_mut(), &tx, &shared).await && forward(batch, &tx).await
+                }
+                // The poller stopped (shutdown aborts it first); the ring
+                // goes on until `stop`.
+                None => {
+                    polls = None;
+                    true
+                }
+            },
             ready = ring.readable_mut() => match ready {
                 Ok(mut guard) => {
                     let open = drain(guard.get_inner_mut(), &tx, &shared).await;
@@ -197,6 +225,25 @@ pub async fn run(
             return;
         }
     }
+}
+
+/// The poller's next batch; never ready once its channel closed (a closed
+/// channel would be ready, and so chosen, on every turn of the loop).
+async fn next_poll(polls: &mut Option<Receiver<Vec<Event>>>) -> Option<Vec<Event>> {
+    match polls {
+        Some(p) => p.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends a poll's events on; false when the receiver is gone.
+async fn forward(batch: Vec<Event>, tx: &Sender<Event>) -> bool {
+    for ev in batch {
+        if tx.send(ev).await.is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 /// Delivers every available record; false when the receiver is gone.

@@ -5,7 +5,7 @@
 //! thorough real-kernel tests live in the `tests/` crate; the per-packet
 //! cost figures are `cargo xtask bench capture`.
 
-use std::{process::Command, time::Duration};
+use std::{collections::HashMap, process::Command, time::Duration};
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -14,7 +14,7 @@ use tokio::{
 };
 
 use super::*;
-use crate::event::{Direction, FlowEndReason};
+use crate::event::{Direction, FlowEndReason, FlowId};
 
 async fn serve(listener: TcpListener) {
     loop {
@@ -125,6 +125,99 @@ async fn root_curl_in_child_cgroup_is_seen() {
     assert!(t.packets[0] >= 4 && t.packets[1] >= 3, "{t:?}");
     assert_eq!(stats.kernel.ring_full(), 0);
     assert_eq!(stats.decode_errors, 0);
+}
+
+/// A request count from the flow-map poller never reaches the engine
+/// before the head it counts: the engine charges a count to the client the
+/// head names, so a count that overtook its head would be charged to no
+/// one (or to an unknown client). The poller runs every millisecond here,
+/// far more often than the ring is drained without a wakeup (10 ms), so a
+/// count read from the map would overtake its head on almost every request
+/// if the two were not ordered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_request_counts_never_overtake_their_heads() {
+    let root = system::cgroup2_root().expect("cgroup v2");
+    let cg = root.join(format!("rw-smoke-order-{}", std::process::id()));
+    std::fs::create_dir_all(&cg).expect("child cgroup");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(serve(listener));
+
+    let (tx, mut rx) = mpsc::channel(4096);
+    let cap = Capture::start(
+        CaptureConfig {
+            cgroup: Some(cg.clone()),
+            endpoints: vec![EndpointRule {
+                id: 7,
+                prefix: Some("127.0.0.1/32".parse().unwrap()),
+                ports: PortSpec::List(vec![port]),
+            }],
+            poll_interval: Duration::from_millis(1),
+            ..CaptureConfig::default()
+        },
+        tx,
+    )
+    .expect("capture starts");
+    const CONNECTIONS: u64 = 30;
+    let url = format!("http://127.0.0.1:{port}");
+    let client = tokio::task::spawn_blocking(move || {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "echo $$ > {}/cgroup.procs && for i in $(seq {CONNECTIONS}); do \
+                 curl -sS -o /dev/null -o /dev/null {url}/a {url}/b || exit 1; done",
+                cg.display()
+            ))
+            .output()
+            .expect("curl runs")
+    });
+
+    // Heads delivered and counts delivered so far, per flow.
+    let mut heads: HashMap<FlowId, u64> = HashMap::new();
+    let mut counted: HashMap<FlowId, u64> = HashMap::new();
+    let mut overtaken = Vec::new();
+    let mut total = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while total < 2 * CONNECTIONS {
+        let Ok(Some(ev)) = tokio::time::timeout_at(deadline, rx.recv()).await else {
+            break;
+        };
+        match ev {
+            Event::Packet(p)
+                if p.direction == Some(Direction::ToServer) && p.payload.starts_with(b"GET ") =>
+            {
+                *heads
+                    .entry(FlowId {
+                        client: p.src,
+                        server: p.dst,
+                    })
+                    .or_default() += 1;
+            }
+            Event::RequestStarts { flow, count, .. } => {
+                total += count;
+                let c = counted.entry(flow).or_default();
+                *c += count;
+                let seen = heads.get(&flow).copied().unwrap_or(0);
+                if *c > seen {
+                    overtaken.push((flow, *c, seen));
+                }
+            }
+            _ => {}
+        }
+    }
+    let out = client.await.expect("client task");
+    let stats = cap.stats().unwrap();
+    cap.shutdown().await;
+    let _ = std::fs::remove_dir(root.join(format!("rw-smoke-order-{}", std::process::id())));
+    assert!(out.status.success(), "curl failed: {out:?}");
+    assert_eq!(total, 2 * CONNECTIONS, "every request counted once");
+    assert_eq!(stats.kernel.ring_full(), 0);
+    assert!(
+        overtaken.is_empty(),
+        "{} of {} counts reached the engine before their heads (flow, counted, heads seen): {overtaken:?}",
+        overtaken.len(),
+        counted.len()
+    );
 }
 
 fn sh(cmd: &str) {

@@ -197,11 +197,14 @@ fn alerts_reach_alertmanager_for_violations_and_not_for_benign_traffic() {
     // Nothing else: every request carried a known key to a listed path.
     wait_evaluations(&monitoring, 2.0);
     let got = ramp_alerts(&monitoring);
+    // The sets and the labels of what fired first: CI keeps the head and
+    // the tail of a long failure, and the logs below run to megabytes.
     assert_eq!(
         got,
         want,
-        "{}",
-        fail("unexpected alert set", &monitoring, &agent)
+        "unexpected alert set: got {got:?}, want {want:?}; alerts {:?}\n{}",
+        monitoring.alerts(),
+        fail("", &monitoring, &agent)
     );
     // And each for the right endpoint and client.
     let labelled: BTreeSet<(String, String, String)> = monitoring
