@@ -13,6 +13,7 @@
 pub mod agent_proc;
 pub mod canary;
 pub mod cgroup;
+pub mod contract;
 pub mod harness;
 pub mod http;
 pub mod https;

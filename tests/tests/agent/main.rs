@@ -18,8 +18,8 @@ use tests::{
     TempDir,
     agent_proc::{AgentProcess, cli, rampwatch_binary},
     cgroup::CgroupGuard,
+    contract::ContractYaml,
     http::{HttpServer, curl_in},
-    sha256_hex,
     tools::require_tools,
     wait::{wait_for, wait_until},
 };
@@ -37,42 +37,30 @@ fn now_plus(secs: i64) -> String {
 
 /// A contract with one plaintext endpoint that requires authentication;
 /// `second_stage_at` is when stage `ramp` starts.
-fn contract(name: &str, port: u16, second_stage_at: &str, remediation: &str) -> String {
-    format!(
-        r#"apiVersion: rampwatch.io/v1
-kind: RampContract
-metadata:
-  name: {name}
-spec:
-  dataClasses:
-    - name: internal
-      encryption: optional
-      authentication: required
-  endpoints:
-    - name: orders
-      dataClass: internal
-      hosts: ["127.0.0.1"]
-      ports: [{port}]
-  clients:
-    - name: acme
-      credentials:
-        - header: authorization
-          fingerprint: "sha256:{fp}"
-          issuedAt: "2026-01-01T00:00:00Z"
-  stages:
-    - name: pilot
-      startsAt: "2026-01-01T00:00:00Z"
-      quotas:
-        - {{ client: acme, endpoint: orders, requestsPerSecond: 100, burst: 100 }}
-    - name: ramp
-      startsAt: "{second_stage_at}"
-      quotas:
-        - {{ client: acme, endpoint: orders, requestsPerSecond: 200, burst: 200 }}
-  remediation:
-{remediation}
-"#,
-        fp = sha256_hex(TOKEN)
-    )
+fn contract(
+    name: &str,
+    port: u16,
+    second_stage_at: &str,
+    (warn_after, breach_after): (&str, Option<&str>),
+) -> String {
+    ContractYaml::new(name)
+        .class("internal", "optional")
+        .endpoint("orders", "internal", &["127.0.0.1"], &[port], &[])
+        .client("acme", TOKEN, "2026-01-01T00:00:00Z")
+        .stage(
+            "pilot",
+            "2026-01-01T00:00:00Z",
+            None,
+            &[("acme", "orders", 100, 100)],
+        )
+        .stage(
+            "ramp",
+            second_stage_at,
+            None,
+            &[("acme", "orders", 200, 200)],
+        )
+        .remediation(warn_after, breach_after)
+        .render()
 }
 
 fn kinds(records: &[Value]) -> Vec<String> {
@@ -101,7 +89,7 @@ fn reload_keeps_the_last_good_contract_and_stages_change_on_time() {
     let port = orders.addr().port();
     let cgroup = CgroupGuard::new("reload");
     let far = "2030-01-01T00:00:00Z";
-    let remediation = "    warnAfter: 15m\n    breachAfter: 24h";
+    let remediation = ("15m", Some("24h"));
     let mut agent = AgentProcess::start(
         &contract("first", port, far, remediation),
         cgroup.path(),
@@ -225,7 +213,7 @@ fn violations_escalate_by_remediation_windows_and_resolve_when_quiet() {
     let orders = server();
     let port = orders.addr().port();
     let cgroup = CgroupGuard::new("lifecycle");
-    let remediation = "    warnAfter: 2s\n    breachAfter: 4s";
+    let remediation = ("2s", Some("4s"));
     let dir = TempDir::new("cfg");
     let config = dir.path().join("agent.yaml");
     std::fs::write(&config, "violations:\n  quietPeriod: 8s\n").expect("write the agent config");
@@ -320,7 +308,7 @@ fn socket_refuses_other_users_with_a_clear_message() {
             "sock",
             orders.addr().port(),
             "2030-01-01T00:00:00Z",
-            "    warnAfter: 15m",
+            ("15m", None),
         ),
         cgroup.path(),
         &[],

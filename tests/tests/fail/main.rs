@@ -17,7 +17,9 @@ use std::{
     process::Command,
 };
 
-use tests::{agent_proc::AgentProcess, cgroup::CgroupGuard, http::HttpServer, sha256_hex};
+use tests::{
+    agent_proc::AgentProcess, cgroup::CgroupGuard, contract::ContractYaml, http::HttpServer,
+};
 
 const TOKEN: &str = "fail-test-token";
 
@@ -25,37 +27,17 @@ const TOKEN: &str = "fail-test-token";
 /// authentication required), client `acme` by bearer token, one stage named
 /// `stage` whose quota for acme is `rps`.
 fn contract(name: &str, stage: &str, ports: &[u16], rps: u32) -> String {
-    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
-    let ports = ports.join(", ");
-    format!(
-        r#"apiVersion: rampwatch.io/v1
-kind: RampContract
-metadata:
-  name: {name}
-spec:
-  dataClasses:
-    - name: internal
-      encryption: optional
-      authentication: required
-  endpoints:
-    - name: orders
-      dataClass: internal
-      hosts: ["127.0.0.1"]
-      ports: [{ports}]
-  clients:
-    - name: acme
-      credentials:
-        - header: authorization
-          fingerprint: "sha256:{fp}"
-          issuedAt: "2026-11-01T00:00:00Z"
-  stages:
-    - name: {stage}
-      startsAt: "2026-01-01T00:00:00Z"
-      quotas:
-        - {{ client: acme, endpoint: orders, requestsPerSecond: {rps}, burst: {rps} }}
-"#,
-        fp = sha256_hex(TOKEN)
-    )
+    ContractYaml::new(name)
+        .class("internal", "optional")
+        .endpoint("orders", "internal", &["127.0.0.1"], ports, &[])
+        .client("acme", TOKEN, "2026-11-01T00:00:00Z")
+        .stage(
+            stage,
+            "2026-01-01T00:00:00Z",
+            None,
+            &[("acme", "orders", rps, rps)],
+        )
+        .render()
 }
 
 fn server() -> HttpServer {

@@ -17,7 +17,7 @@ use std::{
 
 use serde_json::Value;
 use tests::{
-    agent_proc::AgentProcess, cgroup::CgroupGuard, sha256_hex, tls_servers::PYTHON,
+    agent_proc::AgentProcess, cgroup::CgroupGuard, contract::ContractYaml, tls_servers::PYTHON,
     tools::require_tools, wait::wait_until,
 };
 
@@ -58,43 +58,28 @@ with grpc.insecure_channel("127.0.0.1:" + port, options=options) as channel:
 "#;
 
 fn contract(port: u16) -> String {
-    format!(
-        r#"apiVersion: rampwatch.io/v1
-kind: RampContract
-metadata:
-  name: grpc
-spec:
-  dataClasses:
-    - name: internal
-      encryption: optional
-      authentication: required
-  endpoints:
-    - name: items
-      dataClass: internal
-      hosts: ["127.0.0.1"]
-      ports: [{port}]
-      paths: ["/{SERVICE}/Get"]
-  clients:
-    - name: acme
-      credentials:
-        - {{ header: authorization, fingerprint: "sha256:{acme}", issuedAt: "2026-11-01T00:00:00Z" }}
-    - name: leaky
-      credentials:
-        - {{ header: authorization, fingerprint: "sha256:{leaky}", issuedAt: "2026-11-01T00:00:00Z" }}
-  stages:
-    - name: pilot
-      startsAt: "2026-01-01T00:00:00Z"
-      quotas:
-        - {{ client: acme, endpoint: items, requestsPerSecond: 1000, burst: 1000 }}
-        - {{ client: leaky, endpoint: items, requestsPerSecond: 1000, burst: 1000 }}
-  revocations:
-    - fingerprint: "sha256:{leaky}"
-      revokedAt: "2026-03-01T00:00:00Z"
-      reason: leaked in a test
-"#,
-        acme = sha256_hex(ACME),
-        leaky = sha256_hex(LEAKY),
-    )
+    ContractYaml::new("grpc")
+        .class("internal", "optional")
+        .endpoint(
+            "items",
+            "internal",
+            &["127.0.0.1"],
+            &[port],
+            &[&format!("/{SERVICE}/Get")],
+        )
+        .client("acme", ACME, "2026-11-01T00:00:00Z")
+        .client("leaky", LEAKY, "2026-11-01T00:00:00Z")
+        .stage(
+            "pilot",
+            "2026-01-01T00:00:00Z",
+            None,
+            &[
+                ("acme", "items", 1000, 1000),
+                ("leaky", "items", 1000, 1000),
+            ],
+        )
+        .revoked(LEAKY, "2026-03-01T00:00:00Z")
+        .render()
 }
 
 /// The python gRPC server, in `cgroup`.

@@ -11,40 +11,24 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tests::{
-    TempDir, agent_proc::AgentProcess, cgroup::CgroupGuard, nghttpd::Nghttpd, sha256_hex,
-    tools::require_tools, wait::wait_until,
+    TempDir, agent_proc::AgentProcess, cgroup::CgroupGuard, contract::ContractYaml,
+    nghttpd::Nghttpd, tools::require_tools, wait::wait_until,
 };
 
 const TOKEN: &str = "h2c-live-token";
 
 fn contract(port: u16) -> String {
-    format!(
-        r#"apiVersion: rampwatch.io/v1
-kind: RampContract
-metadata:
-  name: h2c
-spec:
-  dataClasses:
-    - name: internal
-      encryption: optional
-      authentication: required
-  endpoints:
-    - name: items
-      dataClass: internal
-      hosts: ["127.0.0.1"]
-      ports: [{port}]
-  clients:
-    - name: acme
-      credentials:
-        - {{ header: authorization, fingerprint: "sha256:{fp}", issuedAt: "2026-11-01T00:00:00Z" }}
-  stages:
-    - name: pilot
-      startsAt: "2026-01-01T00:00:00Z"
-      quotas:
-        - {{ client: acme, endpoint: items, requestsPerSecond: 5, burst: 10 }}
-"#,
-        fp = sha256_hex(TOKEN)
-    )
+    ContractYaml::new("h2c")
+        .class("internal", "optional")
+        .endpoint("items", "internal", &["127.0.0.1"], &[port], &[])
+        .client("acme", TOKEN, "2026-11-01T00:00:00Z")
+        .stage(
+            "pilot",
+            "2026-01-01T00:00:00Z",
+            None,
+            &[("acme", "items", 5, 10)],
+        )
+        .render()
 }
 
 #[test]

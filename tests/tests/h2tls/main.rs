@@ -23,7 +23,8 @@ use tests::{
     agent_proc::{AgentProcess, Launch},
     canary::{Canaries, Rng, assert_no_leaks},
     cgroup::CgroupGuard,
-    on_free_port, sha256_hex,
+    contract::ContractYaml,
+    on_free_port,
     tls_servers::{Nginx, require_tls_tools},
     wait::wait_until,
 };
@@ -34,55 +35,26 @@ const OLD: &str = "old-h2tls-token";
 const BURSTY: &str = "bursty-h2tls-token";
 
 fn contract(port: u16) -> String {
-    format!(
-        r#"apiVersion: rampwatch.io/v1
-kind: RampContract
-metadata:
-  name: h2tls
-spec:
-  dataClasses:
-    - name: pii
-      encryption: required
-      authentication: required
-      minTlsVersion: "1.2"
-  endpoints:
-    - name: secure
-      dataClass: pii
-      hosts: ["127.0.0.1"]
-      ports: [{port}]
-      paths: ["/v1/"]
-  clients:
-    - name: acme
-      credentials:
-        - {{ header: authorization, fingerprint: "sha256:{acme}", issuedAt: "2026-11-01T00:00:00Z" }}
-    - name: leaky
-      credentials:
-        - {{ header: authorization, fingerprint: "sha256:{leaky}", issuedAt: "2026-11-01T00:00:00Z" }}
-    - name: oldco
-      credentials:
-        - {{ header: authorization, fingerprint: "sha256:{old}", issuedAt: "2020-01-01T00:00:00Z" }}
-    - name: bursty
-      credentials:
-        - {{ header: authorization, fingerprint: "sha256:{bursty}", issuedAt: "2026-11-01T00:00:00Z" }}
-  stages:
-    - name: pilot
-      startsAt: "2026-01-01T00:00:00Z"
-      credentialMaxAge: 365d
-      quotas:
-        - {{ client: acme, endpoint: secure, requestsPerSecond: 1000, burst: 1000 }}
-        - {{ client: leaky, endpoint: secure, requestsPerSecond: 1000, burst: 1000 }}
-        - {{ client: oldco, endpoint: secure, requestsPerSecond: 1000, burst: 1000 }}
-        - {{ client: bursty, endpoint: secure, requestsPerSecond: 1, burst: 3 }}
-  revocations:
-    - fingerprint: "sha256:{leaky}"
-      revokedAt: "2026-03-01T00:00:00Z"
-      reason: leaked in a test
-"#,
-        acme = sha256_hex(ACME),
-        leaky = sha256_hex(LEAKY),
-        old = sha256_hex(OLD),
-        bursty = sha256_hex(BURSTY),
-    )
+    ContractYaml::new("h2tls")
+        .class("pii", "required")
+        .endpoint("secure", "pii", &["127.0.0.1"], &[port], &["/v1/"])
+        .client("acme", ACME, "2026-11-01T00:00:00Z")
+        .client("leaky", LEAKY, "2026-11-01T00:00:00Z")
+        .client("oldco", OLD, "2020-01-01T00:00:00Z")
+        .client("bursty", BURSTY, "2026-11-01T00:00:00Z")
+        .stage(
+            "pilot",
+            "2026-01-01T00:00:00Z",
+            Some("365d"),
+            &[
+                ("acme", "secure", 1000, 1000),
+                ("leaky", "secure", 1000, 1000),
+                ("oldco", "secure", 1000, 1000),
+                ("bursty", "secure", 1, 3),
+            ],
+        )
+        .revoked(LEAKY, "2026-03-01T00:00:00Z")
+        .render()
 }
 
 /// curl `--http2`: `n` requests to `path` on one connection, each stream's

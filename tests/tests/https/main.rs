@@ -17,8 +17,8 @@ use serde_json::Value;
 use tests::{
     agent_proc::AgentProcess,
     cgroup::CgroupGuard,
+    contract::ContractYaml,
     https::{PyHttpsServer, curl_https},
-    sha256_hex,
     tools::require_tools,
     wait::wait_until,
 };
@@ -31,67 +31,29 @@ const BURSTY: &str = "bursty-https-token";
 /// `secure` (class pii: encryption and authentication required) on every
 /// port of `servers`, paths under /v1/ only.
 fn contract(ports: &[u16]) -> String {
-    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
-    format!(
-        r#"apiVersion: rampwatch.io/v1
-kind: RampContract
-metadata:
-  name: https
-spec:
-  dataClasses:
-    - name: pii
-      encryption: required
-      authentication: required
-      minTlsVersion: "1.2"
-  endpoints:
-    - name: secure
-      dataClass: pii
-      hosts: ["127.0.0.1", "::1"]
-      ports: [{ports}]
-      paths: ["/v1/"]
-  clients:
-    - name: acme
-      credentials:
-        - {{ header: authorization, fingerprint: "sha256:{acme}", issuedAt: "2026-11-01T00:00:00Z" }}
-    - name: leaky
-      credentials:
-        - {{ header: authorization, fingerprint: "sha256:{leaky}", issuedAt: "2026-11-01T00:00:00Z" }}
-    - name: oldco
-      credentials:
-        - {{ header: authorization, fingerprint: "sha256:{old}", issuedAt: "2020-01-01T00:00:00Z" }}
-    - name: bursty
-      credentials:
-        - {{ header: authorization, fingerprint: "sha256:{bursty}", issuedAt: "2026-11-01T00:00:00Z" }}
-  stages:
-    - name: pilot
-      startsAt: "2026-01-01T00:00:00Z"
-      credentialMaxAge: 3650d
-      quotas:
-        - {{ client: acme, endpoint: secure, requestsPerSecond: 1000, burst: 1000 }}
-        - {{ client: leaky, endpoint: secure, requestsPerSecond: 1000, burst: 1000 }}
-        - {{ client: bursty, endpoint: secure, requestsPerSecond: 1, burst: 3 }}
-    - name: ramp
-      startsAt: "2026-02-01T00:00:00Z"
-      credentialMaxAge: 365d
-      quotas:
-        - {{ client: acme, endpoint: secure, requestsPerSecond: 1000, burst: 1000 }}
-        - {{ client: leaky, endpoint: secure, requestsPerSecond: 1000, burst: 1000 }}
-        - {{ client: oldco, endpoint: secure, requestsPerSecond: 1000, burst: 1000 }}
-        - {{ client: bursty, endpoint: secure, requestsPerSecond: 1, burst: 3 }}
-  revocations:
-    - fingerprint: "sha256:{leaky}"
-      revokedAt: "2026-03-01T00:00:00Z"
-      reason: leaked in a test
-  remediation:
-    warnAfter: 15m
-    breachAfter: 24h
-"#,
-        ports = ports.join(", "),
-        acme = sha256_hex(ACME),
-        leaky = sha256_hex(LEAKY),
-        old = sha256_hex(OLD),
-        bursty = sha256_hex(BURSTY),
-    )
+    let all = |oldco: bool| {
+        let mut q = vec![
+            ("acme", "secure", 1000, 1000),
+            ("leaky", "secure", 1000, 1000),
+        ];
+        if oldco {
+            q.push(("oldco", "secure", 1000, 1000));
+        }
+        q.push(("bursty", "secure", 1, 3));
+        q
+    };
+    ContractYaml::new("https")
+        .class("pii", "required")
+        .endpoint("secure", "pii", &["127.0.0.1", "::1"], ports, &["/v1/"])
+        .client("acme", ACME, "2026-11-01T00:00:00Z")
+        .client("leaky", LEAKY, "2026-11-01T00:00:00Z")
+        .client("oldco", OLD, "2020-01-01T00:00:00Z")
+        .client("bursty", BURSTY, "2026-11-01T00:00:00Z")
+        .stage("pilot", "2026-01-01T00:00:00Z", Some("3650d"), &all(false))
+        .stage("ramp", "2026-02-01T00:00:00Z", Some("365d"), &all(true))
+        .revoked(LEAKY, "2026-03-01T00:00:00Z")
+        .remediation("15m", Some("24h"))
+        .render()
 }
 
 /// Flows (live and ended) to `port`, from `rampwatch flows -o json`.

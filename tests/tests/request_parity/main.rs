@@ -23,40 +23,25 @@ use std::{
 use agent::replay::{Format, ReplayArgs, replay};
 use serde_json::Value;
 use tests::{
-    TempDir, agent_proc::AgentProcess, cgroup::CgroupGuard, http::HttpServer, sha256_hex,
-    tcpdump::Tcpdump, tls_servers::PYTHON, tools::require_tools, wait::wait_until,
+    TempDir, agent_proc::AgentProcess, cgroup::CgroupGuard, contract::ContractYaml,
+    http::HttpServer, tcpdump::Tcpdump, tls_servers::PYTHON, tools::require_tools,
+    wait::wait_until,
 };
 
 const TOKEN: &str = "parity-token";
 
 fn contract(port: u16) -> String {
-    format!(
-        r#"apiVersion: rampwatch.io/v1
-kind: RampContract
-metadata:
-  name: parity
-spec:
-  dataClasses:
-    - name: internal
-      encryption: optional
-      authentication: required
-  endpoints:
-    - name: items
-      dataClass: internal
-      hosts: ["127.0.0.1"]
-      ports: [{port}]
-  clients:
-    - name: acme
-      credentials:
-        - {{ header: authorization, fingerprint: "sha256:{fp}", issuedAt: "2026-11-01T00:00:00Z" }}
-  stages:
-    - name: pilot
-      startsAt: "2026-01-01T00:00:00Z"
-      quotas:
-        - {{ client: acme, endpoint: items, requestsPerSecond: 10000, burst: 10000 }}
-"#,
-        fp = sha256_hex(TOKEN)
-    )
+    ContractYaml::new("parity")
+        .class("internal", "optional")
+        .endpoint("items", "internal", &["127.0.0.1"], &[port], &[])
+        .client("acme", TOKEN, "2026-11-01T00:00:00Z")
+        .stage(
+            "pilot",
+            "2026-01-01T00:00:00Z",
+            None,
+            &[("acme", "items", 10000, 10000)],
+        )
+        .render()
 }
 
 /// `n` requests with `method` on one keep-alive curl connection.
