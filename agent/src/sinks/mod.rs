@@ -2,4 +2,5 @@
 
 pub mod api;
 pub mod audit;
+pub mod family;
 pub mod metrics;
