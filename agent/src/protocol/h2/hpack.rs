@@ -308,8 +308,9 @@ mod tests {
         assert!(!plain_literals(&[0x41, 0x81, 0xff], &mut plain));
     }
 
-    /// `:status <index>` then `server: nghttpd` with incremental indexing
-    /// (static name 54), as a server's first response writes it.
+    /// `:status 200` (static index 8) then `server: nghttpd` with
+    /// incremental indexing (static name 54), as a server's first response
+    /// writes it.
     const INSERTS_SERVER: [u8; 10] = [0x88, 0x76, 0x07, b'n', b'g', b'h', b't', b't', b'p', b'd'];
     /// `:status 404` and dynamic index 62: the newest entry.
     const REFERS_TO_NEWEST: [u8; 2] = [0x8d, 0xbe];
