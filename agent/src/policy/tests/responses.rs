@@ -372,6 +372,18 @@ fn a_servers_settings_read_before_the_clients_preface_is_not_lost() {
 }
 
 #[test]
+fn a_server_that_speaks_first_on_http1_still_pairs_its_answer() {
+    // The server's greeting is kept while the client has not spoken (it
+    // might be HTTP/2's SETTINGS); the client's request says HTTP/1, so
+    // the greeting is let go and the response head pairs as before.
+    let mut e = engine();
+    let req = get("/v1/a", Some("leaky-token"));
+    let ok = resp("200 OK", "ok");
+    talk(&mut e, PAYMENTS, &[S(b"220 ready\r\n"), C(&req), S(&ok)]);
+    assert_eq!(violation(&e, Kind::RevokedClient).outcome, outcome(1, 0, 0));
+}
+
+#[test]
 fn h2c_reset_streams_are_unknown() {
     let yaml = contract_yaml().replace(&fp("leaky-token"), &fp("tok-acme-7f3a9c1e5b2d4f60"));
     let contract = Arc::new(Contract::parse(&yaml, "unit.yaml").expect("valid contract"));
