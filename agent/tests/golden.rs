@@ -129,6 +129,24 @@ fn h2c_prior_knowledge_is_plaintext_and_its_request_is_read() {
 }
 
 #[test]
+fn h2c_answers_pair_when_the_server_speaks_first() {
+    // nghttpd's SETTINGS (sent on accept) are on the wire before nghttp's
+    // preface: they must reach the HTTP/2 decoder all the same, or the
+    // server's HPACK state starts broken and the 404, whose head refers to
+    // entries the 200's inserted, loses its status.
+    let objs = check(
+        "h2c_nghttp.pcap",
+        1,
+        &[("revoked_client", "orders", "initech", 2)],
+    );
+    let v = violation(&objs, "revoked_client");
+    assert_eq!(v["outcome"], outcome(1, 1, 0));
+    assert_eq!(v["severity"], "critical");
+    let f = &flows(&objs)[0];
+    assert_eq!((&f["protocol"], &f["requests"]), (&"h2c".into(), &2.into()));
+}
+
+#[test]
 fn tls12_and_tls13_are_clean() {
     for (file, version, cipher) in [
         ("tls12.pcap", "1.2", "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"),

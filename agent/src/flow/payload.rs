@@ -94,6 +94,13 @@ fn to_server<T>(
             Some(proto) => {
                 flow.protocol = proto;
                 changes.protocol = true;
+                if !matches!(proto, Protocol::H2c | Protocol::Tls)
+                    && !flow.streams[1].bytes().is_empty()
+                {
+                    // What a server sent before the client spoke (kept for
+                    // HTTP/2, see `to_client`) answers no request.
+                    flow.streams[1].release();
+                }
             }
             None => return,
         }
@@ -114,6 +121,10 @@ fn to_server<T>(
         }
         Protocol::H2c if flow.h2.is_none() && flow.streams[0].bytes().starts_with(H2_PREFACE) => {
             flow.h2 = Some(Box::new(WireH2::prior_knowledge()));
+            // The server may have spoken first (its SETTINGS, sent on
+            // accept, read before the preface): from its first byte, or
+            // its HPACK state starts broken.
+            h2_held(flow, Direction::ToClient, creds, requests);
             h2_segment(flow, Direction::ToServer, p, placement, creds, requests);
         }
         Protocol::H2c if flow.h2.is_some() => {
@@ -221,6 +232,23 @@ fn h2_segment<T>(
     }
 }
 
+/// The bytes `dir`'s prefix already holds, into a decoder just created.
+fn h2_held<T>(
+    flow: &mut Flow<T>,
+    dir: Direction,
+    creds: &CredentialHeaders,
+    requests: &mut Vec<Request>,
+) {
+    let Some(h2) = &mut flow.h2 else {
+        return;
+    };
+    let i = dir.index();
+    h2.held(dir, &flow.streams[i], creds, requests, &mut flow.responses);
+    if flow.streams[i].is_done() {
+        flow.streams[i].release();
+    }
+}
+
 fn to_client<T>(
     flow: &mut Flow<T>,
     p: &Packet,
@@ -285,6 +313,12 @@ fn to_client<T>(
                     }
                 }
                 TlsParse::NeedMore if !s.is_done() => {}
+                // The client has not spoken yet: a server that speaks
+                // first may be HTTP/2 (nghttpd writes its SETTINGS on
+                // accept, and live they can be read before the client's
+                // preface). Its decoder needs these bytes; the client's
+                // first bytes decide what they are.
+                _ if flow.protocol == Protocol::Unknown && !s.is_done() => {}
                 _ => s.release(),
             }
         }

@@ -112,6 +112,24 @@ impl WireH2 {
         take_events(&mut self.events, out, responses);
     }
 
+    /// What `stream` already holds of `dir` when the decoder starts: the
+    /// server's first bytes when they were read before the client's
+    /// preface.
+    pub fn held(
+        &mut self,
+        dir: Direction,
+        stream: &StreamPrefix,
+        creds: &CredentialHeaders,
+        out: &mut Vec<Request>,
+        responses: &mut Responses,
+    ) {
+        let bytes = stream.bytes();
+        if !bytes.is_empty() {
+            self.feed_at(dir, stream.bytes_offset(), bytes, bytes.len() as u64, creds);
+        }
+        take_events(&mut self.events, out, responses);
+    }
+
     /// The flow ended: a header block cut short counts as it stands.
     pub fn finish(
         &mut self,

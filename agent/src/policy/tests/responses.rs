@@ -349,6 +349,41 @@ fn a_clients_goaway_read_before_the_answers_does_not_drop_them() {
 }
 
 #[test]
+fn a_servers_settings_read_before_the_clients_preface_is_not_lost() {
+    // nghttpd writes its SETTINGS as soon as it accepts, while nghttp
+    // writes its preface: live, the two directions' samples reach the ring
+    // in either order. Read first, the server's SETTINGS must still reach
+    // the HTTP/2 decoder; lost, the server direction starts with a gap, its
+    // HPACK state is unknown and every response head that refers to an
+    // entry an earlier one inserted (`server`, `date`) loses its `:status`.
+    let yaml = contract_yaml().replace(&fp("leaky-token"), &fp("tok-acme-7f3a9c1e5b2d4f60"));
+    let contract = Arc::new(Contract::parse(&yaml, "unit.yaml").expect("valid contract"));
+    let mut e = Engine::new(contract, EngineOptions::default());
+    let client: &[u8] = include_bytes!("../../protocol/h2/testdata/indexed_credentials.client.bin");
+    let server: &[u8] = include_bytes!("../../protocol/h2/testdata/indexed_credentials.server.bin");
+    // The server's first frame: its SETTINGS (9-byte header + payload).
+    let settings = 9 + usize::from(u16::from_be_bytes([server[1], server[2]]));
+    assert_eq!(server[3], 0x04, "the fixture's server starts with SETTINGS");
+    let (settings, answers) = server.split_at(settings);
+    talk(&mut e, PAYMENTS, &[S(settings), C(client), S(answers)]);
+    let v = violation(&e, Kind::RevokedClient);
+    assert_eq!(v.outcome, outcome(2, 2, 0));
+    assert_eq!(v.severity, Severity::Critical);
+}
+
+#[test]
+fn a_server_that_speaks_first_on_http1_still_pairs_its_answer() {
+    // The server's greeting is kept while the client has not spoken (it
+    // might be HTTP/2's SETTINGS); the client's request says HTTP/1, so
+    // the greeting is let go and the response head pairs as before.
+    let mut e = engine();
+    let req = get("/v1/a", Some("leaky-token"));
+    let ok = resp("200 OK", "ok");
+    talk(&mut e, PAYMENTS, &[S(b"220 ready\r\n"), C(&req), S(&ok)]);
+    assert_eq!(violation(&e, Kind::RevokedClient).outcome, outcome(1, 0, 0));
+}
+
+#[test]
 fn h2c_reset_streams_are_unknown() {
     let yaml = contract_yaml().replace(&fp("leaky-token"), &fp("tok-acme-7f3a9c1e5b2d4f60"));
     let contract = Arc::new(Contract::parse(&yaml, "unit.yaml").expect("valid contract"));

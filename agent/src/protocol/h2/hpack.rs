@@ -19,12 +19,15 @@
 //! the allowed table size is fixed at construction (so its size-update
 //! assertion cannot fire) and every error becomes "this block could not be
 //! decoded". After a block fails, or bytes of the direction were lost, the
-//! shared table state is unknown (*broken*): blocks are then decoded each
-//! with an empty table, which yields exact fields for a block that refers
-//! only to the static table, its own literals and the entries it inserts
-//! itself, and fails on any reference to an entry from before (see
-//! [`HeaderDecoder::decode`]). A block that empties the table with a size
-//! update to 0 makes the state known again.
+//! shared table state is unknown (*broken*): blocks are then decoded with a
+//! table that starts empty at the loss and holds what the blocks since then
+//! inserted, which yields exact fields for a block that refers only to the
+//! static table, literals and entries inserted after the loss (a server's
+//! `server` or `date` field, indexed by its first response after the loss
+//! and referred to by the next), and fails on any reference to an entry
+//! from before (see [`HeaderDecoder::decode`]). Another loss or failed
+//! block empties that table again. A block that empties the table with a
+//! size update to 0 makes the state known again.
 
 use std::cell::RefCell;
 
@@ -45,6 +48,9 @@ pub struct HeaderDecoder {
     /// Largest dynamic table a size update may ask for.
     max_table: usize,
     broken: bool,
+    /// While broken: the entries inserted since the last loss, newest
+    /// first like the peer's (`None` until a block needs it).
+    since_loss: Option<Decoder<'static>>,
 }
 
 /// The block could not be decoded (malformed, or it refers to table
@@ -58,6 +64,7 @@ impl HeaderDecoder {
             decoder: Self::fresh(max_table, DEFAULT_TABLE_SIZE.min(max_table)),
             max_table,
             broken: false,
+            since_loss: None,
         }
     }
 
@@ -70,11 +77,18 @@ impl HeaderDecoder {
         d
     }
 
-    /// The table state is unknown from now on. Returns whether it was known
-    /// until now.
+    /// The table state is unknown from now on (bytes were lost: entries
+    /// may have been inserted unseen, so what was learnt since an earlier
+    /// loss is unknown too). Returns whether it was known until now.
     pub fn break_state(&mut self) -> bool {
         let was = !self.broken;
         self.broken = true;
+        self.since_loss = None;
+        if was {
+            // Not used again until a block makes the state known, when it
+            // is replaced: free its table (one table per direction).
+            self.decoder = Self::fresh(self.max_table, 0);
+        }
         was
     }
 
@@ -85,12 +99,14 @@ impl HeaderDecoder {
     /// Decodes one complete header block, calling `field` with each name
     /// and value in order. On `Err` the fields already passed are not to be
     /// trusted as a whole (the block stopped part way) and the state is
-    /// broken. While broken, a block decodes with an empty table as large
-    /// as allowed: every entry it can find there is one the peer's encoder
-    /// also has at the same index (entries are indexed newest first, and
-    /// the peer's table can only have evicted entries older than those), so
-    /// what decodes is exact and what cannot fails. Returns whether this
-    /// block made a broken state known again.
+    /// broken. While broken, a block decodes with the table of the entries
+    /// inserted since the loss (empty at first, as large as allowed):
+    /// every entry it can find there is one the peer's encoder also has at
+    /// the same index (entries are indexed newest first; the peer's table
+    /// holds the same ones, then older unknown ones, and evicts those
+    /// first), so what decodes is exact and what cannot fails. A block that
+    /// fails leaves that table unknown too: it starts empty again. Returns
+    /// whether this block made a broken state known again.
     pub fn decode(
         &mut self,
         block: &[u8],
@@ -106,16 +122,21 @@ impl HeaderDecoder {
             return match self.decoder.decode_with_cb(block, |n, v| field(&n, &v)) {
                 Ok(()) => Ok(false),
                 Err(_) => {
-                    self.broken = true;
+                    self.break_state();
                     Err(Undecodable)
                 }
             };
         }
-        let mut probe = Self::fresh(self.max_table, self.max_table);
-        probe
-            .decode_with_cb(block, |n, v| field(&n, &v))
-            .map_err(|_| Undecodable)?;
-        if clears_table(block) {
+        let max = self.max_table;
+        let probe = self.since_loss.get_or_insert_with(|| Self::fresh(max, max));
+        if probe.decode_with_cb(block, |n, v| field(&n, &v)).is_err() {
+            // Part of the block may have gone into the table.
+            self.since_loss = None;
+            return Err(Undecodable);
+        }
+        if clears_table(block)
+            && let Some(probe) = self.since_loss.take()
+        {
             // Everything before the update to 0 is gone on both sides: the
             // probe's table is now the peer's.
             self.decoder = probe;
@@ -285,6 +306,57 @@ mod tests {
         assert!(!plain_literals(&[0x82, 0x86], &mut plain));
         assert!(!plain_literals(&[0x41, 0x8c, 0xf1], &mut plain));
         assert!(!plain_literals(&[0x41, 0x81, 0xff], &mut plain));
+    }
+
+    /// `:status 200` (static index 8) then `server: nghttpd` with
+    /// incremental indexing (static name 54), as a server's first response
+    /// writes it.
+    const INSERTS_SERVER: [u8; 10] = [0x88, 0x76, 0x07, b'n', b'g', b'h', b't', b't', b'p', b'd'];
+    /// `:status 404` and dynamic index 62: the newest entry.
+    const REFERS_TO_NEWEST: [u8; 2] = [0x8d, 0xbe];
+
+    fn fields(d: &mut HeaderDecoder, block: &[u8]) -> Result<Vec<String>, Undecodable> {
+        let mut out = Vec::new();
+        d.decode(block, |n, v| {
+            out.push(format!(
+                "{}: {}",
+                String::from_utf8_lossy(n),
+                String::from_utf8_lossy(v)
+            ));
+        })?;
+        Ok(out)
+    }
+
+    #[test]
+    fn while_broken_entries_inserted_since_the_loss_are_known() {
+        let mut d = HeaderDecoder::new(4096);
+        d.break_state();
+        assert_eq!(
+            fields(&mut d, &INSERTS_SERVER),
+            Ok(vec![":status: 200".into(), "server: nghttpd".into()])
+        );
+        // The next block refers to the entry the previous one inserted.
+        assert_eq!(
+            fields(&mut d, &REFERS_TO_NEWEST),
+            Ok(vec![":status: 404".into(), "server: nghttpd".into()])
+        );
+        // Index 63 is from before the loss: unknown, the block fails.
+        assert_eq!(fields(&mut d, &[0x8d, 0xbf]), Err(Undecodable));
+        assert!(d.is_broken());
+        // A failed block may have inserted part of itself: what was learnt
+        // since the loss is gone as well.
+        assert_eq!(fields(&mut d, &REFERS_TO_NEWEST), Err(Undecodable));
+    }
+
+    #[test]
+    fn another_loss_forgets_what_was_learnt_since_the_first() {
+        let mut d = HeaderDecoder::new(4096);
+        d.break_state();
+        assert!(fields(&mut d, &INSERTS_SERVER).is_ok());
+        // Lost bytes may hold blocks that inserted entries: index 62 may
+        // be one of those now.
+        assert!(!d.break_state(), "was broken already");
+        assert_eq!(fields(&mut d, &REFERS_TO_NEWEST), Err(Undecodable));
     }
 
     #[test]

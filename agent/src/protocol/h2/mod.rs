@@ -26,9 +26,10 @@
 //! Lost bytes: a gap inside a DATA (or other skipped) payload of known
 //! length costs nothing. Any other gap breaks that direction's HPACK state
 //! (counted once per break): header blocks are still looked at, and one
-//! that decodes on its own (static table and its own literals only) gives
-//! exact fields, but the others yield requests with empty method and path
-//! and `header_state_broken: true`. When the frame boundaries themselves
+//! that decodes without the lost state (static table, literals, entries
+//! inserted by the blocks read since the loss) gives exact fields, but the
+//! others yield requests with empty method and path (responses without a
+//! status) and `header_state_broken: true`. When the frame boundaries themselves
 //! are lost, the reader scans for two consecutive plausible frame headers
 //! and goes on from there (counted in `resyncs`).
 //!

@@ -405,6 +405,32 @@ fn h2_response_crossing_a_client_reset_still_counts_but_not_after_a_server_reset
 }
 
 #[test]
+fn h2_server_state_broken_at_the_start_still_reads_statuses_that_refer_to_later_entries() {
+    // The server's SETTINGS lost: its direction starts with a gap, so its
+    // HPACK state is unknown. The first response indexes `server`, the
+    // second refers to it: both statuses are exact all the same.
+    let mut c = start();
+    c.extend(frame(1, 0x5, 1, &get_block(b"x-a", b"1")));
+    c.extend(frame(1, 0x5, 3, &get_block(b"x-a", b"1")));
+    let settings = frame(4, 0, 0, &[0, 3, 0, 0, 0, 100]);
+    // Then as nghttpd writes it: SETTINGS ACK, the two heads, a body.
+    let mut s = frame(4, 0x1, 0, &[]);
+    s.extend(frame(1, 0x4, 1, b"\x88\x76\x07nghttpd"));
+    s.extend(frame(1, 0x5, 3, &[0x8d, 0xbe]));
+    s.extend(frame(0, 0x1, 1, b"ok"));
+    let mut conn = H2Connection::new(H2Limits::default());
+    let mut out = Vec::new();
+    conn.feed(ToServer, &c, STD, &mut out);
+    conn.gap(ToClient, settings.len() as u64, &mut out);
+    conn.feed(ToClient, &s, STD, &mut out);
+    assert!(conn.header_state_broken(ToClient));
+    assert_eq!(
+        responses(&out).into_iter().collect::<Vec<_>>(),
+        [(1, Some(200)), (3, Some(404))]
+    );
+}
+
+#[test]
 fn h2_not_a_preface_is_malformed_and_yields_nothing() {
     let mut conn = H2Connection::new(H2Limits::default());
     let out = feed_client(
