@@ -327,25 +327,39 @@ fn time_of(e: &AuditEntry) -> Nanos {
 }
 
 /// The stage's span in one node's log: (entered, left or newest record,
-/// still active).
+/// still active). An agent that starts inside the stage enters it with its
+/// `agent_start` (the first `stage_changed`, `from: null`, follows the
+/// start-up records), so the start and the contract it loaded belong to the
+/// stage.
 fn node_span(entries: &[AuditEntry], stage: &str) -> Option<(Nanos, Nanos, bool)> {
     let mut entered: Option<Nanos> = None;
     let mut left: Option<Nanos> = None;
     let mut inside = false;
+    let mut run_start: Option<Nanos> = None;
     for e in entries {
-        if let RecordKind::StageChanged { to, .. } = &e.kind {
-            let t = time_of(e);
-            if to == stage {
-                if !inside {
-                    entered.get_or_insert(t);
-                    inside = true;
+        match &e.kind {
+            RecordKind::AgentStart { .. } => run_start = Some(time_of(e)),
+            RecordKind::StageChanged { from, to, .. } => {
+                let t = time_of(e);
+                let started = run_start.take();
+                if to == stage {
+                    if !inside {
+                        let at = if from.is_none() {
+                            started.unwrap_or(t)
+                        } else {
+                            t
+                        };
+                        entered.get_or_insert(at);
+                        inside = true;
+                    }
+                } else if inside {
+                    // A change away from it; an agent restart goes back in
+                    // through `from: null` and continues the span.
+                    left = Some(t);
+                    inside = false;
                 }
-            } else if inside {
-                // A change away from it; an agent restart goes back in
-                // through `from: null` and continues the span.
-                left = Some(t);
-                inside = false;
             }
+            _ => {}
         }
     }
     let first = entered?;

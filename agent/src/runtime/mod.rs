@@ -171,6 +171,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     if let Some(resolver) = workload_resolver(&settings) {
         engine.set_workloads(resolver);
     }
+    engine.tick(now());
+    if let Some(record) = present::first_stage(&engine) {
+        audit.record(record);
+    }
     let mut state = LoopState {
         contract,
         rules_generation: 0,
