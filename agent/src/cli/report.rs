@@ -19,6 +19,7 @@ use std::{
 
 use serde::Serialize;
 
+pub use super::report_md::markdown;
 use crate::{
     contract::{format_rfc3339, parse_rfc3339},
     event::Nanos,
@@ -146,7 +147,7 @@ pub fn run(
         serde_json::to_writer(&mut *out, &report)?;
         writeln!(out)?;
     } else {
-        super::report_md::markdown(&report, out)?;
+        markdown(&report, out)?;
     }
     Ok(())
 }
