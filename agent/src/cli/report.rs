@@ -81,9 +81,13 @@ pub fn read_node(dir: &Path, key: Option<&HmacKey>) -> Result<NodeLog, ReportErr
             bad.problem,
             audit::Problem::Io(_) | audit::Problem::NoSegments
         ) {
+            let problem = bad.problem.to_string();
             return Err(ReportError::Unreadable {
                 dir: dir.to_owned(),
-                problem: bad.problem.to_string(),
+                problem: problem
+                    .strip_prefix("cannot read the audit log: ")
+                    .unwrap_or(&problem)
+                    .to_owned(),
             });
         }
         let file = bad

@@ -278,35 +278,37 @@ pub fn markdown(r: &Report, out: &mut dyn Write) -> io::Result<()> {
             n.usage_records
         )?;
     }
+    let mut events = Vec::new();
     for n in &r.nodes {
+        let dir = cell(&n.audit_dir);
         for s in &n.agent_stops {
-            writeln!(
-                out,
-                "\n- {}: agent stopped ({}) — {}",
+            events.push(format!(
+                "- {}: agent stopped ({}) — {dir}",
                 s.at,
-                cell(&s.value),
-                cell(&n.audit_dir)
-            )?;
+                cell(&s.value)
+            ));
         }
         for rec in &n.recoveries {
-            writeln!(
-                out,
-                "- {}: recovery: {} — {}",
+            events.push(format!(
+                "- {}: recovery: {} — {dir}",
                 rec.at,
-                cell(&rec.value),
-                cell(&n.audit_dir)
-            )?;
+                cell(&rec.value)
+            ));
         }
         for l in &n.records_lost {
-            writeln!(
-                out,
-                "- {}: {} records lost after seq {} ({}) — {}",
+            events.push(format!(
+                "- {}: {} records lost after seq {} ({}) — {dir}",
                 l.at,
                 l.lost,
                 l.after_seq,
-                cell(&l.reason),
-                cell(&n.audit_dir)
-            )?;
+                cell(&l.reason)
+            ));
+        }
+    }
+    if !events.is_empty() {
+        writeln!(out)?;
+        for e in events {
+            writeln!(out, "{e}")?;
         }
     }
     Ok(())
