@@ -125,7 +125,14 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Report(r) => {
             let json = r.output == cli::ReportFormat::Json;
-            return match cli::report::run(&r.stage, &r.audit_dirs, &r.keys, json, &mut out) {
+            return match cli::report::run(
+                &r.stage,
+                &r.audit_dirs,
+                &r.keys,
+                &r.anchors,
+                json,
+                &mut out,
+            ) {
                 Ok(()) => Ok(ExitCode::SUCCESS),
                 Err(e) => match e.downcast_ref::<cli::report::ReportError>() {
                     Some(re) => {

@@ -115,6 +115,11 @@ pub struct ReportArgs {
     /// the same order.
     #[arg(long = "key", value_name = "FILE")]
     pub keys: Vec<PathBuf>,
+    /// A head kept earlier (`audit anchor`), one per --audit-dir in the
+    /// same order: SEQ:HASH or a file holding it. A log cut or rewritten
+    /// since gets no report.
+    #[arg(long = "anchor", value_name = "SEQ:HASH|FILE")]
+    pub anchors: Vec<String>,
     #[arg(short = 'o', long = "output", value_enum, default_value_t = ReportFormat::Markdown)]
     pub output: ReportFormat,
 }

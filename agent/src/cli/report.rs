@@ -50,6 +50,12 @@ pub enum ReportError {
         place: String,
         problem: String,
     },
+    #[error(transparent)]
+    Anchor(#[from] audit::AnchorError),
+    #[error(
+        "give one --anchor for every --audit-dir, in the same order ({anchors} anchors for {dirs} directories)"
+    )]
+    AnchorCount { anchors: usize, dirs: usize },
     #[error("stage {stage:?} was never entered in these audit logs ({seen})")]
     NeverEntered { stage: String, seen: String },
 }
@@ -72,8 +78,13 @@ pub struct NodeLog {
     pub head: Option<(u64, String)>,
 }
 
-/// Verifies `dir` and returns its records.
-pub fn read_node(dir: &Path, key: Option<&HmacKey>) -> Result<NodeLog, ReportError> {
+/// Verifies `dir` (against `anchor`, a head kept earlier, when given) and
+/// returns its records.
+pub fn read_node(
+    dir: &Path,
+    key: Option<&HmacKey>,
+    anchor: Option<&audit::AnchorSpec>,
+) -> Result<NodeLog, ReportError> {
     let mut entries = Vec::new();
     let report = audit::verify_visit(dir, key, &mut |e| entries.push(e));
     if let Some(bad) = &report.first_bad {
@@ -109,6 +120,27 @@ pub fn read_node(dir: &Path, key: Option<&HmacKey>) -> Result<NodeLog, ReportErr
             problem: bad.problem.to_string(),
         });
     }
+    if let Some(anchor) = anchor {
+        let problem = match entries.iter().find(|e| e.seq == anchor.seq) {
+            Some(e) if e.hash == anchor.hash => None,
+            Some(e) => Some(audit::Problem::AnchorMismatch {
+                seq: anchor.seq,
+                anchor_hash: anchor.hash.clone(),
+                found: e.hash.clone(),
+            }),
+            None => Some(audit::Problem::TruncatedTail {
+                anchor: anchor.seq,
+                last: entries.last().map_or(0, |e| e.seq),
+            }),
+        };
+        if let Some(problem) = problem {
+            return Err(ReportError::NotIntact {
+                dir: dir.to_owned(),
+                place: format!("against the anchor {anchor}"),
+                problem: problem.to_string(),
+            });
+        }
+    }
     Ok(NodeLog {
         dir: dir.to_owned(),
         entries,
@@ -122,9 +154,21 @@ pub fn run(
     stage: &str,
     dirs: &[PathBuf],
     keys: &[PathBuf],
+    anchors: &[String],
     json: bool,
     out: &mut dyn Write,
 ) -> Result<(), anyhow::Error> {
+    if !anchors.is_empty() && anchors.len() != dirs.len() {
+        return Err(ReportError::AnchorCount {
+            anchors: anchors.len(),
+            dirs: dirs.len(),
+        }
+        .into());
+    }
+    let anchors = anchors
+        .iter()
+        .map(|a| audit::read_anchor(a).map_err(ReportError::from))
+        .collect::<Result<Vec<_>, _>>()?;
     if !keys.is_empty() && keys.len() != 1 && keys.len() != dirs.len() {
         return Err(ReportError::KeyCount {
             keys: keys.len(),
@@ -144,7 +188,7 @@ pub fn run(
     let mut nodes = Vec::new();
     for (i, dir) in dirs.iter().enumerate() {
         let key = keys.get(i).or_else(|| (keys.len() == 1).then(|| &keys[0]));
-        nodes.push(read_node(dir, key)?);
+        nodes.push(read_node(dir, key, anchors.get(i))?);
     }
     let report = build(stage, &nodes)?;
     if json {

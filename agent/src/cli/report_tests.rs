@@ -26,6 +26,7 @@ fn entry(seq: u64, t: Nanos, kind: RecordKind) -> AuditEntry {
         time: format_rfc3339(t),
         v: Some(2),
         kind,
+        hash: "ab".repeat(32),
     }
 }
 
@@ -256,7 +257,7 @@ fn copy_dir(from: &Path, to: &Path) {
 /// records to it, and the mixed log verifies and reports both.
 #[test]
 fn unversioned_logs_report_and_take_versioned_records() {
-    let old = read_node(&fixture(), Some(&fixture_key())).expect("the old log verifies");
+    let old = read_node(&fixture(), Some(&fixture_key()), None).expect("the old log verifies");
     assert!(old.entries.iter().all(|e| e.v.is_none()));
     let r = build("pilot", &[old]).expect("a report of the old log");
     assert!(!r.usage_complete, "no usage records: requests unknown");
@@ -284,7 +285,7 @@ fn unversioned_logs_report_and_take_versioned_records() {
     log.append(usage("acme", "general", now - 60 * S, now, 12))
         .expect("append");
     drop(log);
-    let mixed = read_node(tmp.path(), Some(&fixture_key())).expect("the mixed log verifies");
+    let mixed = read_node(tmp.path(), Some(&fixture_key()), None).expect("the mixed log verifies");
     assert!(mixed.entries.iter().rev().take(3).all(|e| e.v == Some(2)));
     let r = build("general", &[mixed]).expect("a report");
     assert_eq!(r.totals.requests, 12);
@@ -299,7 +300,7 @@ fn a_broken_chain_refuses_the_report() {
     let seg = tmp.path().join("audit-000001.jsonl");
     let text = std::fs::read_to_string(&seg).expect("read");
     std::fs::write(&seg, text.replacen("\"warning\"", "\"critical\"", 1)).expect("write");
-    let Err(e) = read_node(tmp.path(), None) else {
+    let Err(e) = read_node(tmp.path(), None, None) else {
         panic!("a tampered log must be refused");
     };
     let msg = e.to_string();
@@ -307,6 +308,35 @@ fn a_broken_chain_refuses_the_report() {
     assert!(msg.contains(&tmp.path().display().to_string()), "{msg}");
     assert!(msg.contains("(seq 4): hash mismatch"), "{msg}");
     assert!(msg.contains("no report is built"), "{msg}");
+}
+
+/// With an anchor kept earlier: the intact log passes, a cut tail gets no
+/// report.
+#[test]
+fn an_anchor_catches_a_cut_tail() {
+    let head = read_node(&fixture(), None, None)
+        .expect("intact")
+        .head
+        .expect("a head");
+    let anchor: crate::sinks::audit::AnchorSpec =
+        format!("{}:{}", head.0, head.1).parse().expect("an anchor");
+    read_node(&fixture(), None, Some(&anchor)).expect("the anchor holds");
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    copy_dir(&fixture(), tmp.path());
+    let last = tmp.path().join("audit-000003.jsonl");
+    let text = std::fs::read_to_string(&last).expect("read");
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.pop();
+    let cut = if lines.is_empty() {
+        String::new()
+    } else {
+        lines.join("\n") + "\n"
+    };
+    std::fs::write(&last, cut).expect("cut the tail");
+    let e = read_node(tmp.path(), None, Some(&anchor)).expect_err("cut");
+    assert_eq!(e.exit_code(), 1);
+    assert!(e.to_string().contains("were deleted from the end"), "{e}");
 }
 
 /// A record of a newer format (a higher `v` the hash covers) is named as
@@ -329,14 +359,14 @@ fn a_newer_format_is_named_not_called_tampered() {
     let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(body.as_bytes()));
     let newer = format!("{},\"hash\":\"{hash}\"}}\n", body.trim_end_matches('}'));
     std::fs::write(&seg, &newer).expect("write");
-    let e = read_node(tmp.path(), None).expect_err("not readable here");
+    let e = read_node(tmp.path(), None, None).expect_err("not readable here");
     assert!(
         e.to_string()
             .contains("audit format 3, newer than this rampwatch reads"),
         "{e}"
     );
     std::fs::write(&seg, newer.replace(&hash, &"0".repeat(64))).expect("write");
-    let e = read_node(tmp.path(), None).expect_err("tampered");
+    let e = read_node(tmp.path(), None, None).expect_err("tampered");
     assert!(e.to_string().contains("hash mismatch"), "{e}");
 }
 

@@ -229,6 +229,29 @@ fn report_sums_two_nodes_and_refuses_a_tampered_log() {
         assert!(md.stdout.contains(want), "{want:?} in:\n{}", md.stdout);
     }
 
+    // Against anchors taken now, one per node, in order: they hold.
+    let anchor = |dir: &str| {
+        let out = cli(&["audit", "anchor", dir], "warn");
+        assert!(out.ok, "{}", out.stderr);
+        out.stdout.trim().to_owned()
+    };
+    let (anchor_a, anchor_b) = (anchor(&dir_a), anchor(&dir_b));
+    let anchored = report(&[
+        "--stage",
+        "pilot",
+        "--audit-dir",
+        &dir_a,
+        "--audit-dir",
+        &dir_b,
+        "--anchor",
+        &anchor_a,
+        "--anchor",
+        &anchor_b,
+        "-o",
+        "json",
+    ]);
+    assert!(anchored.ok, "{}", anchored.stderr);
+
     // A stage never entered is one clear sentence, exit 2.
     let none = report(&["--stage", "general", "--audit-dir", &dir_a]);
     assert!(!none.ok);

@@ -170,6 +170,8 @@ pub struct AuditEntry {
     /// The format version (`None`: format 1, before versions existed).
     pub v: Option<u32>,
     pub kind: RecordKind,
+    /// The record's `hash` (what an anchor names).
+    pub hash: String,
 }
 
 struct Walk<'a> {
@@ -428,15 +430,16 @@ impl Walk<'_> {
         if self.want == Some(parsed.seq) {
             self.wanted.clone_from(&self.report.last);
         }
-        self.prev_hash = parsed.hash;
         if let Some(visit) = self.visit.as_mut() {
             visit(AuditEntry {
                 seq: parsed.seq,
                 time: parsed.time,
                 v: parsed.v,
                 kind: parsed.kind,
+                hash: parsed.hash.clone(),
             });
         }
+        self.prev_hash = parsed.hash;
         Ok(())
     }
 }
