@@ -6,7 +6,8 @@ fuzzers found, minimized with `cargo xtask fuzz TARGET --merge`. Sources:
 the golden captures (tests/fixtures/*.pcap*), the HTTP/2 test streams
 (agent/src/protocol/h2/testdata/), the contracts (examples/,
 tests/fixtures/, agent/src/contract/tests/), and an audit log written by
-the agent's own writer (audit_seed.bin, see corpus/README.md).
+the agent's own writer (audit_seed.bin, and audit_seed_v2.bin in format 2
+with usage records; see corpus/README.md).
 
     python3 agent/fuzz/seeds.py agent/fuzz/target/seeds
 """
@@ -233,6 +234,11 @@ def main(out):
     write(out / "audit_verify", "first-segment", segs[0])
     write(out / "audit_verify", "torn", audit[:-20])
     write(out / "audit_verify", "segment-lost", b"\0".join(segs[:1] + segs[2:]))
+    # Format 2 (every record with "v"), with usage and usage_other records.
+    v2 = (Path(__file__).parent / "audit_seed_v2.bin").read_bytes()
+    write(out / "audit_verify", "log-v2", v2)
+    write(out / "audit_verify", "first-segment-v2", v2.split(b"\0")[0])
+    write(out / "audit_verify", "torn-v2", v2[:-20])
     for req in [b'{"cmd":"status"}\n', b'{"cmd":"violations","since_secs":60}\n',
                 b'{"cmd":"violations","since_secs":18446744073709551615}\n', b'{"cmd":"flows"}\n',
                 b'{"cmd":"clients"}\n', b'{"cmd":"stage"}\n', b'{"cmd":"watch"}\n', b"not json\n"]:

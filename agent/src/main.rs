@@ -123,6 +123,26 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             );
             return Ok(ExitCode::from(u8::try_from(code).unwrap_or(2)));
         }
+        Command::Report(r) => {
+            let json = r.output == cli::ReportFormat::Json;
+            return match cli::report::run(
+                &r.stage,
+                &r.audit_dirs,
+                &r.keys,
+                &r.anchors,
+                json,
+                &mut out,
+            ) {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(e) => match e.downcast_ref::<cli::report::ReportError>() {
+                    Some(re) => {
+                        let _ = writeln!(std::io::stderr(), "error: {re}");
+                        Ok(ExitCode::from(re.exit_code()))
+                    }
+                    None => Err(e),
+                },
+            };
+        }
         Command::Audit(AuditCommand::Anchor { dir, key, output }) => {
             let mut err = std::io::stderr().lock();
             let json = output == cli::OutputFormat::Json;

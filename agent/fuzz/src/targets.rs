@@ -14,6 +14,7 @@ use std::{
 
 use agent::{
     capture::RecordDecoder,
+    cli::report,
     contract::Contract,
     event::{Direction, Event},
     pcap::{PcapReader, ip::parse_ip, link::LinkType},
@@ -26,7 +27,10 @@ use agent::{
     runtime::{config, snapshot::Snapshot},
     sinks::{
         api,
-        audit::{self, AuditLog, AuditOptions, HmacKey, RecordKind, ViolationRecord},
+        audit::{
+            self, AuditLog, AuditOptions, HmacKey, RecordKind, UsageQuota, UsageRecord,
+            ViolationRecord,
+        },
     },
 };
 use agent_common::{
@@ -342,7 +346,21 @@ pub fn audit_verify(data: &[u8]) {
     let key = audit_key();
     let keyed = audit::verify(dir.path(), Some(&key));
     let _ = format!("{keyed}");
-    let _ = audit::verify(dir.path(), None);
+    // What `rampwatch report` builds from whatever verified.
+    let mut entries = Vec::new();
+    let visited = audit::verify_visit(dir.path(), None, &mut |e| entries.push(e));
+    if visited.is_intact() {
+        let node = report::NodeLog {
+            dir: dir.path().to_owned(),
+            entries,
+            head: visited.last.map(|a| (a.seq, a.hash)),
+        };
+        if let Ok(r) = report::build("pilot", &[node]) {
+            serde_json::to_vec(&r).expect("a report serialises");
+            let mut md = Vec::new();
+            report::markdown(&r, &mut md).expect("a report renders");
+        }
+    }
     let opts = AuditOptions {
         max_segment_bytes: 2048,
     };
@@ -360,8 +378,26 @@ pub fn audit_verify(data: &[u8]) {
             open_secs: None,
             client_workload: None,
         }));
+        // And a usage record: the kind with a map and a nested quota.
+        let usage = appended.is_ok().then(|| {
+            log.append(RecordKind::Usage(UsageRecord {
+                client: "acme".to_owned(),
+                endpoint: "payments".to_owned(),
+                stage: Some("pilot".to_owned()),
+                from: "2026-12-02T06:00:00Z".to_owned(),
+                to: "2026-12-02T06:01:00Z".to_owned(),
+                interval_secs: 60,
+                requests: 3,
+                total: 9,
+                quota: Some(UsageQuota {
+                    rps: "0.5".to_owned(),
+                    burst: "4".to_owned(),
+                }),
+                responses: [("2xx".to_owned(), 3)].into_iter().collect(),
+            }))
+        });
         drop(log);
-        if keyed.is_intact() && appended.is_ok() {
+        if keyed.is_intact() && appended.is_ok() && usage.is_some_and(|u| u.is_ok()) {
             let after = audit::verify(dir.path(), Some(&key));
             assert!(after.is_intact(), "an intact log broke: {after}");
         }

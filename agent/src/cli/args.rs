@@ -82,6 +82,46 @@ pub enum Command {
     ///
     /// Example: rampwatch ack v3c91f0a2d4 --by alice --note "client team paged, fix due 14:00"
     Ack(AckArgs),
+    /// What happened during a stage, from audit logs alone: requests per
+    /// client and endpoint against quota, violations opened, escalated and
+    /// resolved, SLA breaches, acknowledgements, reloads, stage changes and
+    /// each node's starts, stops and losses.
+    ///
+    /// Every log is verified first: a broken chain gets no report (exit 1).
+    /// Give one --audit-dir per node; their counts are summed.
+    ///
+    /// Example: rampwatch report --stage pilot --audit-dir node-a --audit-dir node-b > pilot.md
+    Report(ReportArgs),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq, Default)]
+pub enum ReportFormat {
+    /// Sections and tables to paste into a review.
+    #[default]
+    Markdown,
+    /// One JSON object (field names in docs/audit.md).
+    Json,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ReportArgs {
+    /// The stage to report on (as the contract names it).
+    #[arg(long, value_name = "NAME")]
+    pub stage: String,
+    /// An agent's audit directory; repeat for several nodes.
+    #[arg(long = "audit-dir", value_name = "DIR", default_value = crate::runtime::config::DEFAULT_AUDIT_DIR)]
+    pub audit_dirs: Vec<PathBuf>,
+    /// HMAC key file: one for all directories, or one per --audit-dir in
+    /// the same order.
+    #[arg(long = "key", value_name = "FILE")]
+    pub keys: Vec<PathBuf>,
+    /// A head kept earlier (`audit anchor`), one per --audit-dir in the
+    /// same order: SEQ:HASH or a file holding it. A log cut or rewritten
+    /// since gets no report.
+    #[arg(long = "anchor", value_name = "SEQ:HASH|FILE")]
+    pub anchors: Vec<String>,
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = ReportFormat::Markdown)]
+    pub output: ReportFormat,
 }
 
 #[derive(Args, Debug, Clone)]

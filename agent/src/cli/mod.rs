@@ -1,7 +1,8 @@
 //! Everything a person types and reads: the clap definitions (`args`), the
 //! API client and its tables (`client`, `render`), and the offline commands
 //! (`contract`: `contract check|diff|schema`, `fingerprint`; `diff`,
-//! `diff_parties`, `diff_stages`: what `contract diff` compares). `main.rs` only
+//! `diff_parties`, `diff_stages`: what `contract diff` compares; `report`,
+//! `report_md`: `rampwatch report` from audit logs). `main.rs` only
 //! dispatches. The agent's side of the API (the socket server and the views
 //! it serves) is `sinks::api`.
 
@@ -17,5 +18,9 @@ mod diff_stages;
 mod diff_tests;
 pub(crate) mod readiness;
 mod render;
+pub mod report;
+mod report_md;
+#[cfg(test)]
+mod report_tests;
 
 pub use args::*;

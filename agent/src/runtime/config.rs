@@ -24,6 +24,9 @@
 //! readiness:
 //!   window: 5m             # rates for `rampwatch readiness` are averaged over this
 //!   lead: 24h              # RampStageNotReady looks this far ahead of a stage
+//! usage:
+//!   interval: 60s          # requests per client and endpoint written to the audit log this often
+//!   maxPairs: 500          # per interval; the rest summed in one usage_other record
 //! tls:
 //!   probes: true           # OpenSSL plaintext probes (--no-tls-probes turns them off)
 //!   exclude: [wrk, /usr/bin/h2load]  # comm or executable globs never probed
@@ -49,6 +52,8 @@ pub const DEFAULT_AUDIT_DIR: &str = "/var/lib/rampwatch/audit";
 const DEFAULT_QUIET_PERIOD: Nanos = 300 * 1_000_000_000;
 const DEFAULT_READINESS_WINDOW: Nanos = 300 * 1_000_000_000;
 const DEFAULT_READINESS_LEAD: Nanos = 86_400 * 1_000_000_000;
+const DEFAULT_USAGE_INTERVAL: Nanos = 60 * 1_000_000_000;
+const DEFAULT_USAGE_MAX_PAIRS: u32 = 500;
 
 /// Every setting of the live agent, resolved.
 #[derive(Clone, Debug)]
@@ -66,6 +71,10 @@ pub struct Settings {
     /// How long before a stage `RampStageNotReady` may fire (exported as
     /// `rampwatch_readiness_lead_seconds` for the rule).
     pub readiness_lead: Nanos,
+    /// How often usage records go to the audit log, and how many pairs one
+    /// interval writes one by one (the rest are summed).
+    pub usage_interval: Nanos,
+    pub usage_max_pairs: u32,
     /// The host's filesystem as this process sees it (`/`, or `/host` in
     /// the DaemonSet), for naming workloads.
     pub host_root: PathBuf,
@@ -120,6 +129,8 @@ struct FileSettings {
     quiet_period: Option<Nanos>,
     readiness_window: Option<Nanos>,
     readiness_lead: Option<Nanos>,
+    usage_interval: Option<Nanos>,
+    usage_max_pairs: Option<u32>,
     tls_probes: Option<bool>,
     tls_exclude: Option<Vec<String>>,
     tls_max_copy: Option<u32>,
@@ -192,6 +203,7 @@ fn read(r: &mut Reader, root: &Node) -> FileSettings {
             "capture",
             "violations",
             "readiness",
+            "usage",
             "tls",
         ],
     ) else {
@@ -277,6 +289,23 @@ fn read(r: &mut Reader, root: &Node) -> FileSettings {
             .get("window")
             .and_then(|n| r.duration(n, &f.path("window")));
         s.readiness_lead = f.get("lead").and_then(|n| r.duration(n, &f.path("lead")));
+    }
+    if let Some(node) = top.get("usage")
+        && let Some(u) = r.fields(node, &top.path("usage"), &["interval", "maxPairs"])
+    {
+        if let Some(n) = u.get("interval") {
+            let path = u.path("interval");
+            s.usage_interval = r.duration(n, &path);
+            // The agent looks once a second; a shorter interval would
+            // promise spans it cannot keep.
+            if s.usage_interval.is_some_and(|d| d < 1_000_000_000) {
+                r.err(&path, n.pos, "the usage interval must be at least 1s");
+            }
+        }
+        s.usage_max_pairs = u32_field(r, &u, "maxPairs");
+        if let (Some(0), Some(n)) = (s.usage_max_pairs, u.get("maxPairs")) {
+            r.err(&u.path("maxPairs"), n.pos, "maxPairs must be at least 1");
+        }
     }
     if let Some(node) = top.get("tls")
         && let Some(t) = r.fields(node, &top.path("tls"), &["probes", "exclude", "maxCopy"])
@@ -383,6 +412,8 @@ impl Settings {
             quiet_period: file.quiet_period.unwrap_or(DEFAULT_QUIET_PERIOD),
             readiness_window: file.readiness_window.unwrap_or(DEFAULT_READINESS_WINDOW),
             readiness_lead: file.readiness_lead.unwrap_or(DEFAULT_READINESS_LEAD),
+            usage_interval: file.usage_interval.unwrap_or(DEFAULT_USAGE_INTERVAL),
+            usage_max_pairs: file.usage_max_pairs.unwrap_or(DEFAULT_USAGE_MAX_PAIRS),
             host_root: args
                 .host_root
                 .clone()
@@ -449,6 +480,25 @@ mod tests {
             assert!(
                 errs.iter().any(|d| d.path == p),
                 "no error at {p}: {errs:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn usage_settings() {
+        let s = parse("usage:\n  interval: 5s\n  maxPairs: 20\n").expect("valid usage settings");
+        assert_eq!(s.usage_interval, Some(5_000_000_000));
+        assert_eq!(s.usage_max_pairs, Some(20));
+        let errs = parse("usage:\n  interval: 0s\n  maxPairs: 0\n  every: 1\n")
+            .expect_err("invalid usage settings");
+        for (p, line) in [
+            ("usage.interval", 2),
+            ("usage.maxPairs", 3),
+            ("usage.every", 4),
+        ] {
+            assert!(
+                errs.iter().any(|d| d.path == p && d.line == line),
+                "no error at {p} line {line}: {errs:?}"
             );
         }
     }

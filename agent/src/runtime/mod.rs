@@ -24,6 +24,7 @@ mod present;
 pub mod reload;
 mod rules;
 pub mod snapshot;
+mod usage;
 
 use std::{
     sync::{Arc, atomic::Ordering},
@@ -170,6 +171,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     if let Some(resolver) = workload_resolver(&settings) {
         engine.set_workloads(resolver);
     }
+    engine.tick(now());
+    if let Some(record) = present::first_stage(&engine) {
+        audit.record(record);
+    }
     let mut state = LoopState {
         contract,
         rules_generation: 0,
@@ -189,6 +194,8 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let mut acks = snapshot
         .take_acks()
         .context("the API's acknowledgements were taken twice")?;
+    let mut usage =
+        usage::UsageMeter::new(settings.usage_interval, settings.usage_max_pairs, started);
     let mut resolve = tokio::time::interval(RESOLVE_EVERY);
     resolve.tick().await;
     let reason = loop {
@@ -206,6 +213,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
                 engine.tick(now());
                 state.outputs(&mut engine, &metrics, &audit, &snapshot);
                 state.publish(&engine, &capture, &metrics, &audit, &snapshot);
+                let at = now();
+                if usage.due(at) {
+                    usage.write(at, &engine, &audit);
+                }
             }
             _ = resolve.tick() => {
                 rules::spawn_kernel_rules(Arc::clone(&state.contract), state.rules_generation, rules_tx.clone());
@@ -243,6 +254,8 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     engine.tick(now());
     state.outputs(&mut engine, &metrics, &audit, &snapshot);
     while tasks.join_next().await.is_some() {}
+    // The tail since the last boundary, so a report covers the whole run.
+    usage.write(now(), &engine, &audit);
     audit.record(RecordKind::AgentStop { reason });
     audit.close();
     Ok(())

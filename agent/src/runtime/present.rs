@@ -212,6 +212,19 @@ fn record(v: &Violation) -> ViolationRecord {
 
 /// A lifecycle event's audit record and `watch` event (none for plain
 /// occurrences, which only count).
+/// The stage in force when the agent starts, as the run's first
+/// `stage_changed` (`from: null`): the engine announces changes only, and a
+/// report must know which stage a run's records belong to. `None` before
+/// the first stage (its start is announced as a change).
+pub fn first_stage(engine: &crate::policy::Engine) -> Option<RecordKind> {
+    let info = engine.stage();
+    Some(RecordKind::StageChanged {
+        contract: info.contract.to_string(),
+        from: None,
+        to: info.active?.to_string(),
+    })
+}
+
 pub fn lifecycle(ev: &ViolationEvent) -> Option<(RecordKind, WatchEvent)> {
     let (name, v, kind): (&str, &Violation, fn(ViolationRecord) -> RecordKind) = match ev {
         ViolationEvent::Opened(v) => ("opened", v, RecordKind::ViolationOpened),

@@ -25,10 +25,12 @@ use std::path::PathBuf;
 pub use anchor::{AnchorError, AnchorSpec, read_anchor, run_anchor, run_verify_anchored};
 pub use key::{HmacKey, KeyError};
 pub use record::{
-    AckRecord, AuditOutcome, GENESIS_PREV, LostRecord, RecordKind, RecoveryRecord, ViolationRecord,
+    AckRecord, AuditOutcome, FORMAT_VERSION, GENESIS_PREV, LostRecord, RecordKind, RecoveryRecord,
+    UsageOtherRecord, UsageQuota, UsageRecord, ViolationRecord,
 };
 pub use verify::{
-    Anchor, Finding, LostNote, Problem, RecoveryNote, VerifyReport, run_verify, verify,
+    Anchor, AuditEntry, Finding, LostNote, Problem, RecoveryNote, VerifyReport, run_verify, verify,
+    verify_visit,
 };
 pub use writer::{Appended, AuditLog, AuditOptions, OpenReport, Recovered};
 

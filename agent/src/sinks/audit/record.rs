@@ -3,12 +3,13 @@
 //! A stored line is the canonical body with the seal appended:
 //!
 //! ```text
-//! {"seq":7,"time":"…Z","kind":"stage_changed",…kind fields…,"prev":"<hex>","hash":"<hex>","hmac":"<hex>"}\n
+//! {"seq":7,"time":"…Z","v":2,"kind":"stage_changed",…kind fields…,"prev":"<hex>","hash":"<hex>","hmac":"<hex>"}\n
 //! ```
 //!
-//! The canonical body is `serde_json` (compact, no whitespace) of `seq`, `time`, the kind's
-//! fields (the `kind` tag first, then the fields in declaration order) and `prev`, in that
-//! order. `hash` is SHA-256 over exactly those body bytes; `hmac` is HMAC-SHA256 over the same
+//! The canonical body is `serde_json` (compact, no whitespace) of `seq`, `time`, `v` (the
+//! record format version, [`FORMAT_VERSION`]; absent in records written before versions
+//! existed, which are format 1), the kind's fields (the `kind` tag first, then the fields in
+//! declaration order) and `prev`, in that order. `hash` is SHA-256 over exactly those body bytes; `hmac` is HMAC-SHA256 over the same
 //! bytes. Both are lowercase hex. The seal is spliced in before the body's closing brace, so the
 //! body is recovered by serialising the parsed record again; a line that does not reproduce
 //! byte for byte (extra fields, reordered keys, whitespace, escaped characters) was edited.
@@ -20,6 +21,13 @@ use super::key::HmacKey;
 
 /// `prev` of the first record of a log: there is no previous record.
 pub const GENESIS_PREV: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The record format this agent writes, as every record's `v` field. 1 is
+/// the format before versions existed (no `v` field): those records verify
+/// and read unchanged. 2 added `v` itself and the `usage` and `usage_other`
+/// kinds. A reader that meets a higher version says which one, rather than
+/// calling the record tampered.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// What happened. The variant name is the record's `kind` field (snake_case).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +70,12 @@ pub enum RecordKind {
     /// written as soon as the log takes records again: the chain itself says that `lost`
     /// records are missing between seq `after_seq` and this record.
     RecordsLost(LostRecord),
+    /// Requests of one (client, endpoint) pair in one usage interval (see
+    /// [`UsageRecord`]); only pairs with traffic in the interval get one.
+    Usage(UsageRecord),
+    /// The pairs of an interval past the per-interval cap, summed in one
+    /// record, so the log stays bounded and the totals stay exact.
+    UsageOther(UsageOtherRecord),
     /// Last record of a full segment; names the segment the chain continues in, so that a
     /// deleted last segment is detectable.
     SegmentEnd {
@@ -155,11 +169,62 @@ pub struct LostRecord {
     pub reason: String,
 }
 
+/// Usage of one (client, endpoint) pair in one interval. Intervals are
+/// aligned to multiples of their length since the Unix epoch, so intervals
+/// of several nodes line up and `rampwatch report` can sum them; the first
+/// one after start and the last one at a clean stop are shorter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageRecord {
+    /// Contract client name, `unknown`, or a credential fingerprint —
+    /// never a raw credential (the same label as the metrics).
+    pub client: String,
+    /// Endpoint name, or `unlisted`.
+    pub endpoint: String,
+    /// The active stage at the interval's end (`None` before the first).
+    pub stage: Option<String>,
+    /// RFC 3339 start and end of the interval (what the counts cover).
+    pub from: String,
+    pub to: String,
+    /// The configured interval length in seconds (the aligned bucket).
+    pub interval_secs: u64,
+    /// Requests in the interval, and since the agent started.
+    pub requests: u64,
+    pub total: u64,
+    /// The quota in force at the interval's end; `None` when the stage
+    /// grants none.
+    pub quota: Option<UsageQuota>,
+    /// Responses in the interval by status class (`2xx`, `4xx`, `unknown`,
+    /// …), only classes that occurred; sorted, so the form is canonical.
+    pub responses: std::collections::BTreeMap<String, u64>,
+}
+
+/// A quota as written in the log: decimal strings, since the canonical form
+/// has no floats (`"0.5"`, `"10"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageQuota {
+    pub rps: String,
+    pub burst: String,
+}
+
+/// What the per-interval cap left out of [`UsageRecord`]s.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageOtherRecord {
+    pub stage: Option<String>,
+    pub from: String,
+    pub to: String,
+    pub interval_secs: u64,
+    /// Pairs not written one by one, and their requests in the interval.
+    pub pairs: u64,
+    pub requests: u64,
+}
+
 /// The hashed part of a record, in canonical field order.
 #[derive(Serialize)]
 struct Body<'a> {
     seq: u64,
     time: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    v: Option<u32>,
     #[serde(flatten)]
     kind: &'a RecordKind,
     prev: &'a str,
@@ -170,6 +235,8 @@ struct Body<'a> {
 struct StoredLine {
     seq: u64,
     time: String,
+    #[serde(default)]
+    v: Option<u32>,
     #[serde(flatten)]
     kind: RecordKind,
     prev: String,
@@ -182,6 +249,9 @@ struct StoredLine {
 #[derive(Debug, Clone)]
 pub(crate) struct Parsed {
     pub seq: u64,
+    pub time: String,
+    /// The format version (`None`: format 1, before versions existed).
+    pub v: Option<u32>,
     pub kind: RecordKind,
     pub prev: String,
     pub hash: String,
@@ -199,18 +269,24 @@ pub(crate) enum LineError {
     NotCanonical,
     #[error("hash mismatch: the record's content was changed after it was written")]
     HashMismatch,
+    #[error(
+        "record is in audit format {0}, newer than this rampwatch reads ({FORMAT_VERSION}); verify the log with the rampwatch version that wrote it"
+    )]
+    NewerFormat(u32),
 }
 
 /// Canonical body bytes of a record.
 pub(crate) fn body_bytes(
     seq: u64,
     time: &str,
+    v: Option<u32>,
     kind: &RecordKind,
     prev: &str,
 ) -> Result<Vec<u8>, serde_json::Error> {
     serde_json::to_vec(&Body {
         seq,
         time,
+        v,
         kind,
         prev,
     })
@@ -239,7 +315,8 @@ pub(crate) fn sealed_line(body: &[u8], hash: &str, hmac: Option<&str>) -> Vec<u8
     line
 }
 
-/// Builds the stored line of a new record; returns (line, hash).
+/// Builds the stored line of a new record (format [`FORMAT_VERSION`]);
+/// returns (line, hash).
 pub(crate) fn seal(
     seq: u64,
     time: &str,
@@ -247,7 +324,7 @@ pub(crate) fn seal(
     prev: &str,
     key: Option<&HmacKey>,
 ) -> Result<(Vec<u8>, String), serde_json::Error> {
-    let body = body_bytes(seq, time, kind, prev)?;
+    let body = body_bytes(seq, time, Some(FORMAT_VERSION), kind, prev)?;
     let hash = hash_hex(&body);
     let hmac = key.map(|k| k.mac_hex(&body));
     Ok((sealed_line(&body, &hash, hmac.as_deref()), hash))
@@ -256,10 +333,22 @@ pub(crate) fn seal(
 /// Parses one line (without its newline) and checks canonical form and hash.
 /// HMAC and chain checks are the caller's: they need the key and the previous record.
 pub(crate) fn parse_line(line: &[u8]) -> Result<Parsed, LineError> {
-    let stored: StoredLine =
-        serde_json::from_slice(line).map_err(|e| LineError::Malformed(e.to_string()))?;
-    let body = body_bytes(stored.seq, &stored.time, &stored.kind, &stored.prev)
-        .map_err(|e| LineError::Malformed(e.to_string()))?;
+    let stored: StoredLine = serde_json::from_slice(line).map_err(|e| {
+        // A newer agent's record may hold a kind or field this one does not
+        // know: name the version instead of calling it malformed.
+        newer_format(line).unwrap_or_else(|| LineError::Malformed(e.to_string()))
+    })?;
+    if stored.v.is_some_and(|v| v > FORMAT_VERSION) {
+        return Err(newer_format(line).unwrap_or(LineError::HashMismatch));
+    }
+    let body = body_bytes(
+        stored.seq,
+        &stored.time,
+        stored.v,
+        &stored.kind,
+        &stored.prev,
+    )
+    .map_err(|e| LineError::Malformed(e.to_string()))?;
     let mut expected = sealed_line(&body, &stored.hash, stored.hmac.as_deref());
     expected.pop(); // the newline
     if expected != line {
@@ -270,11 +359,37 @@ pub(crate) fn parse_line(line: &[u8]) -> Result<Parsed, LineError> {
     }
     Ok(Parsed {
         seq: stored.seq,
+        time: stored.time,
+        v: stored.v,
         kind: stored.kind,
         prev: stored.prev,
         hash: stored.hash,
         hmac: stored.hmac,
         body,
+    })
+}
+
+/// What to say about a line with a `v` above [`FORMAT_VERSION`]: a newer
+/// format when the line's hash covers it (the body is the line cut at its
+/// seal, as docs/audit.md shows), a hash mismatch when it does not (an
+/// edited `v` is tampering, not a newer agent). `None` for other lines.
+fn newer_format(line: &[u8]) -> Option<LineError> {
+    #[derive(Deserialize)]
+    struct VersionOnly {
+        v: u32,
+        hash: String,
+    }
+    let x = serde_json::from_slice::<VersionOnly>(line).ok()?;
+    if x.v <= FORMAT_VERSION {
+        return None;
+    }
+    let seal = line.windows(9).rposition(|w| w == b",\"hash\":\"")?;
+    let mut body = line.get(..seal)?.to_vec();
+    body.push(b'}');
+    Some(if hash_hex(&body) == x.hash {
+        LineError::NewerFormat(x.v)
+    } else {
+        LineError::HashMismatch
     })
 }
 

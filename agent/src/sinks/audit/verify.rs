@@ -73,6 +73,11 @@ pub enum Problem {
     NotCanonical,
     #[error("hash mismatch: the record's content was changed after it was written")]
     HashMismatch,
+    #[error(
+        "record is in audit format {version}, newer than this rampwatch reads ({}); verify the log with the rampwatch version that wrote it",
+        super::record::FORMAT_VERSION
+    )]
+    NewerFormat { version: u32 },
     #[error("expected seq {expected} but found {found}: records were deleted")]
     Deleted { expected: u64, found: u64 },
     #[error(
@@ -155,8 +160,24 @@ impl VerifyReport {
     }
 }
 
+/// An intact record as [`verify_visit`] hands it over: what `rampwatch
+/// report` reads.
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    pub seq: u64,
+    /// RFC 3339, as written.
+    pub time: String,
+    /// The format version (`None`: format 1, before versions existed).
+    pub v: Option<u32>,
+    pub kind: RecordKind,
+    /// The record's `hash` (what an anchor names).
+    pub hash: String,
+}
+
 struct Walk<'a> {
     key: Option<&'a HmacKey>,
+    /// Sees every intact record in chain order.
+    visit: Option<&'a mut dyn FnMut(AuditEntry)>,
     report: VerifyReport,
     expected_seq: u64,
     prev_hash: String,
@@ -173,6 +194,17 @@ pub fn verify(dir: &Path, key: Option<&HmacKey>) -> VerifyReport {
     verify_seeking(dir, key, None).0
 }
 
+/// [`verify`], handing every intact record to `visit` in chain order. The
+/// records before a problem are handed over too: only trust what was
+/// visited when the report [`VerifyReport::is_intact`].
+pub fn verify_visit(
+    dir: &Path,
+    key: Option<&HmacKey>,
+    visit: &mut dyn FnMut(AuditEntry),
+) -> VerifyReport {
+    walk(dir, key, None, Some(visit)).0
+}
+
 /// [`verify`], also returning the intact record `want` (if the chain
 /// reaches it): what an anchor is compared with.
 pub(super) fn verify_seeking(
@@ -180,8 +212,18 @@ pub(super) fn verify_seeking(
     key: Option<&HmacKey>,
     want: Option<u64>,
 ) -> (VerifyReport, Option<Anchor>) {
+    walk(dir, key, want, None)
+}
+
+fn walk<'a>(
+    dir: &Path,
+    key: Option<&'a HmacKey>,
+    want: Option<u64>,
+    visit: Option<&'a mut dyn FnMut(AuditEntry)>,
+) -> (VerifyReport, Option<Anchor>) {
     let mut walk = Walk {
         key,
+        visit,
         report: VerifyReport {
             dir: dir.to_owned(),
             segments: Vec::new(),
@@ -318,6 +360,7 @@ impl Walk<'_> {
                 }
                 LineError::NotCanonical => Problem::NotCanonical,
                 LineError::HashMismatch => Problem::HashMismatch,
+                LineError::NewerFormat(v) => Problem::NewerFormat { version: v },
             };
             at(seg, line_no, claimed, problem)
         })?;
@@ -386,6 +429,15 @@ impl Walk<'_> {
         });
         if self.want == Some(parsed.seq) {
             self.wanted.clone_from(&self.report.last);
+        }
+        if let Some(visit) = self.visit.as_mut() {
+            visit(AuditEntry {
+                seq: parsed.seq,
+                time: parsed.time,
+                v: parsed.v,
+                kind: parsed.kind,
+                hash: parsed.hash.clone(),
+            });
         }
         self.prev_hash = parsed.hash;
         Ok(())

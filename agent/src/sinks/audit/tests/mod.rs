@@ -102,7 +102,8 @@ fn forge(path: &Path, index: usize, rechain: bool, edit: impl Fn(&mut RecordKind
         }
         let prev_hash = prev.clone().unwrap_or(parsed.prev.clone());
         let time = v["time"].as_str().expect("time").to_owned();
-        let body = record::body_bytes(parsed.seq, &time, &kind, &prev_hash).expect("body");
+        let body =
+            record::body_bytes(parsed.seq, &time, parsed.v, &kind, &prev_hash).expect("body");
         let hash = record::hash_hex(&body);
         // Keep the old hmac (the attacker cannot make a new one); it no longer matches.
         let hmac = v.get("hmac").and_then(|h| h.as_str().map(str::to_owned));

@@ -1,0 +1,775 @@
+//! `rampwatch report --stage NAME [--audit-dir DIR]...`: what happened during
+//! a stage, from audit logs alone.
+//!
+//! Every log is verified first (a broken chain means no report: evidence
+//! built on a tampered log is worse than none). Then, for the stage's span
+//! (from its `stage_changed` records: entered at the first change to it,
+//! left at the last change away from it; a stage still active runs to the
+//! newest record), the records of all directories (one per node) are summed:
+//! usage per client and endpoint against quota, the violations' lifecycles
+//! and SLA breaches, acknowledgements, contract loads, stage changes, and
+//! each node's starts, stops, recoveries and lost records. Field names of
+//! the JSON form are documented in docs/audit.md and stay stable.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    io::Write,
+    path::{Path, PathBuf},
+};
+
+use serde::Serialize;
+
+pub use super::report_md::markdown;
+use crate::{
+    contract::{format_rfc3339, parse_rfc3339},
+    event::Nanos,
+    sinks::audit::{self, AuditEntry, HmacKey, RecordKind, ViolationRecord},
+};
+
+const SEC: Nanos = 1_000_000_000;
+
+/// Why no report was built: one sentence each.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("the audit key file {path} cannot be used: {source}")]
+    Key {
+        path: PathBuf,
+        source: audit::KeyError,
+    },
+    #[error(
+        "give one --key for every --audit-dir, or one for all of them ({keys} keys for {dirs} directories)"
+    )]
+    KeyCount { keys: usize, dirs: usize },
+    #[error("the audit log in {dir} cannot be read: {problem}")]
+    Unreadable { dir: PathBuf, problem: String },
+    #[error(
+        "the audit log in {dir} is not intact: {place}: {problem}; no report is built from it (run `rampwatch audit verify {dir}` for details)"
+    )]
+    NotIntact {
+        dir: PathBuf,
+        place: String,
+        problem: String,
+    },
+    #[error(transparent)]
+    Anchor(#[from] audit::AnchorError),
+    #[error(
+        "give one --anchor for every --audit-dir, in the same order ({anchors} anchors for {dirs} directories)"
+    )]
+    AnchorCount { anchors: usize, dirs: usize },
+    #[error("stage {stage:?} was never entered in these audit logs ({seen})")]
+    NeverEntered { stage: String, seen: String },
+}
+
+impl ReportError {
+    /// 1: a log does not verify; 2: the report could not be made.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::NotIntact { .. } => 1,
+            _ => 2,
+        }
+    }
+}
+
+/// One directory's intact records.
+#[derive(Debug)]
+pub struct NodeLog {
+    pub dir: PathBuf,
+    pub entries: Vec<AuditEntry>,
+    pub head: Option<(u64, String)>,
+}
+
+/// Verifies `dir` (against `anchor`, a head kept earlier, when given) and
+/// returns its records.
+pub fn read_node(
+    dir: &Path,
+    key: Option<&HmacKey>,
+    anchor: Option<&audit::AnchorSpec>,
+) -> Result<NodeLog, ReportError> {
+    let mut entries = Vec::new();
+    let report = audit::verify_visit(dir, key, &mut |e| entries.push(e));
+    if let Some(bad) = &report.first_bad {
+        if matches!(
+            bad.problem,
+            audit::Problem::Io(_) | audit::Problem::NoSegments
+        ) {
+            let problem = bad.problem.to_string();
+            return Err(ReportError::Unreadable {
+                dir: dir.to_owned(),
+                problem: problem
+                    .strip_prefix("cannot read the audit log: ")
+                    .unwrap_or(&problem)
+                    .to_owned(),
+            });
+        }
+        let file = bad
+            .segment
+            .as_ref()
+            .and_then(|s| s.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut place = file;
+        if let Some(l) = bad.line {
+            place.push_str(&format!(" line {l}"));
+        }
+        if let Some(s) = bad.seq {
+            place.push_str(&format!(" (seq {s})"));
+        }
+        return Err(ReportError::NotIntact {
+            dir: dir.to_owned(),
+            place,
+            problem: bad.problem.to_string(),
+        });
+    }
+    if let Some(anchor) = anchor {
+        let problem = match entries.iter().find(|e| e.seq == anchor.seq) {
+            Some(e) if e.hash == anchor.hash => None,
+            Some(e) => Some(audit::Problem::AnchorMismatch {
+                seq: anchor.seq,
+                anchor_hash: anchor.hash.clone(),
+                found: e.hash.clone(),
+            }),
+            None => Some(audit::Problem::TruncatedTail {
+                anchor: anchor.seq,
+                last: entries.last().map_or(0, |e| e.seq),
+            }),
+        };
+        if let Some(problem) = problem {
+            return Err(ReportError::NotIntact {
+                dir: dir.to_owned(),
+                place: format!("against the anchor {anchor}"),
+                problem: problem.to_string(),
+            });
+        }
+    }
+    Ok(NodeLog {
+        dir: dir.to_owned(),
+        entries,
+        head: report.last.map(|a| (a.seq, a.hash)),
+    })
+}
+
+/// `rampwatch report`: verifies every directory, builds the report, prints
+/// it. `json`: one JSON object; otherwise Markdown.
+pub fn run(
+    stage: &str,
+    dirs: &[PathBuf],
+    keys: &[PathBuf],
+    anchors: &[String],
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<(), anyhow::Error> {
+    if !anchors.is_empty() && anchors.len() != dirs.len() {
+        return Err(ReportError::AnchorCount {
+            anchors: anchors.len(),
+            dirs: dirs.len(),
+        }
+        .into());
+    }
+    let anchors = anchors
+        .iter()
+        .map(|a| audit::read_anchor(a).map_err(ReportError::from))
+        .collect::<Result<Vec<_>, _>>()?;
+    if !keys.is_empty() && keys.len() != 1 && keys.len() != dirs.len() {
+        return Err(ReportError::KeyCount {
+            keys: keys.len(),
+            dirs: dirs.len(),
+        }
+        .into());
+    }
+    let keys = keys
+        .iter()
+        .map(|p| {
+            HmacKey::from_file(p).map_err(|source| ReportError::Key {
+                path: p.clone(),
+                source,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut nodes = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        let key = keys.get(i).or_else(|| (keys.len() == 1).then(|| &keys[0]));
+        nodes.push(read_node(dir, key, anchors.get(i))?);
+    }
+    let report = build(stage, &nodes)?;
+    if json {
+        serde_json::to_writer(&mut *out, &report)?;
+        writeln!(out)?;
+    } else {
+        markdown(&report, out)?;
+    }
+    Ok(())
+}
+
+/// The report; every field is part of the JSON form (docs/audit.md).
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub stage: String,
+    pub contract: Option<String>,
+    /// RFC 3339 span the report covers.
+    pub from: String,
+    pub to: String,
+    /// The stage was still active at the newest record of some node.
+    pub still_active: bool,
+    pub nodes: Vec<NodeSummary>,
+    pub usage: Vec<UsageRow>,
+    /// Pairs the agents summed past their per-interval cap.
+    pub usage_other: UsageOther,
+    /// All nodes had usage records (a log written before they existed has
+    /// none: its requests are unknown, not zero).
+    pub usage_complete: bool,
+    pub violations: Vec<ViolationRow>,
+    pub sla_breaches: Vec<Breach>,
+    pub acknowledgements: Vec<Ack>,
+    pub contracts: Vec<ContractEvent>,
+    pub stage_changes: Vec<StageChange>,
+    pub totals: Totals,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NodeSummary {
+    pub audit_dir: String,
+    /// Records in the whole log, and its head (what `audit anchor` prints).
+    pub records: u64,
+    pub head_seq: u64,
+    pub head_hash: String,
+    /// Within the span:
+    pub agent_starts: Vec<Timed<String>>,
+    pub agent_stops: Vec<Timed<String>>,
+    pub recoveries: Vec<Timed<String>>,
+    pub records_lost: Vec<Lost>,
+    pub usage_records: u64,
+    /// Format versions seen in the span (1: records without a `v`).
+    pub formats: Vec<u32>,
+}
+
+/// `value` at `at` (RFC 3339).
+#[derive(Debug, Serialize)]
+pub struct Timed<T> {
+    pub at: String,
+    pub value: T,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Lost {
+    pub at: String,
+    pub lost: u64,
+    pub after_seq: u64,
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize, Clone, PartialEq)]
+pub struct Quota {
+    pub rps: f64,
+    pub burst: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UsageRow {
+    pub client: String,
+    pub endpoint: String,
+    /// Requests in the span, summed over nodes.
+    pub requests: u64,
+    /// The quota in force at the latest interval (`null`: none granted).
+    pub quota: Option<Quota>,
+    /// The busiest aligned interval, summed over nodes: its requests per
+    /// second (requests / the interval's longest span) and start.
+    pub peak_rps: f64,
+    pub peak_at: String,
+    /// Intervals whose summed rate was above the quota's rps.
+    pub intervals_over_quota: u64,
+    pub intervals: u64,
+    pub responses: BTreeMap<String, u64>,
+    /// Nodes that saw the pair.
+    pub nodes: u64,
+}
+
+#[derive(Debug, Serialize, Default)]
+pub struct UsageOther {
+    pub pairs: u64,
+    pub requests: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ViolationRow {
+    /// The stable id (`null` in logs written before ids).
+    pub id: Option<String>,
+    pub kind: String,
+    pub endpoint: String,
+    pub client: String,
+    pub audit_dir: String,
+    /// `null` when it opened before the span.
+    pub opened_at: Option<String>,
+    pub escalations: Vec<Timed<String>>,
+    pub resolved_at: Option<String>,
+    /// Time to resolve, from the resolution record.
+    pub open_secs: Option<u64>,
+    /// The latest severity and occurrence count.
+    pub severity: String,
+    pub count: u64,
+    pub detail: String,
+    pub acknowledged: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Breach {
+    pub id: Option<String>,
+    pub kind: String,
+    pub endpoint: String,
+    pub client: String,
+    pub audit_dir: String,
+    pub at: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Ack {
+    pub id: String,
+    pub kind: String,
+    pub endpoint: String,
+    pub client: String,
+    pub severity: String,
+    pub by: String,
+    pub uid: u32,
+    pub note: String,
+    pub audit_dir: String,
+    pub at: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ContractEvent {
+    pub at: String,
+    pub audit_dir: String,
+    /// `loaded` or `rejected`.
+    pub event: &'static str,
+    pub contract: Option<String>,
+    pub sha256: String,
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StageChange {
+    pub at: String,
+    pub audit_dir: String,
+    pub from: Option<String>,
+    pub to: String,
+}
+
+#[derive(Debug, Serialize, Default)]
+pub struct Totals {
+    pub requests: u64,
+    pub violations_opened: u64,
+    pub violations_escalated: u64,
+    pub violations_resolved: u64,
+    pub sla_breaches: u64,
+    pub acknowledgements: u64,
+    pub contract_loads: u64,
+    pub reload_rejections: u64,
+    pub agent_starts: u64,
+    pub agent_stops: u64,
+    pub recoveries: u64,
+    pub records_lost: u64,
+}
+
+fn time_of(e: &AuditEntry) -> Nanos {
+    // Verified records were written with a formatted time; 0 only for a
+    // hand-made one, which then sorts first.
+    parse_rfc3339(&e.time).unwrap_or(0)
+}
+
+/// The stage's span in one node's log: (entered, left or newest record,
+/// still active). An agent that starts inside the stage enters it with its
+/// `agent_start` (the first `stage_changed`, `from: null`, follows the
+/// start-up records), so the start and the contract it loaded belong to the
+/// stage.
+fn node_span(entries: &[AuditEntry], stage: &str) -> Option<(Nanos, Nanos, bool)> {
+    let mut entered: Option<Nanos> = None;
+    let mut left: Option<Nanos> = None;
+    let mut inside = false;
+    let mut run_start: Option<Nanos> = None;
+    for e in entries {
+        match &e.kind {
+            RecordKind::AgentStart { .. } => run_start = Some(time_of(e)),
+            RecordKind::StageChanged { from, to, .. } => {
+                let t = time_of(e);
+                let started = run_start.take();
+                if to == stage {
+                    if !inside {
+                        let at = if from.is_none() {
+                            started.unwrap_or(t)
+                        } else {
+                            t
+                        };
+                        entered.get_or_insert(at);
+                        inside = true;
+                    }
+                } else if inside {
+                    // A change away from it; an agent restart goes back in
+                    // through `from: null` and continues the span.
+                    left = Some(t);
+                    inside = false;
+                }
+            }
+            _ => {}
+        }
+    }
+    let first = entered?;
+    let newest = entries.last().map_or(first, time_of);
+    Some(if inside {
+        (first, newest, true)
+    } else {
+        (first, left.unwrap_or(newest), false)
+    })
+}
+
+/// What the violation records of one (node, violation) say.
+struct Lifecycle {
+    row: ViolationRow,
+}
+
+fn lifecycle_key(dir: &str, v: &ViolationRecord) -> (String, String) {
+    let id =
+        v.id.clone()
+            .unwrap_or_else(|| format!("{}/{}/{}", v.violation, v.endpoint, v.client));
+    (dir.to_owned(), id)
+}
+
+/// Usage summed per (client, endpoint) and aligned interval.
+#[derive(Default)]
+struct PairUsage {
+    requests: u64,
+    /// Latest (time, quota).
+    quota: Option<(Nanos, Option<Quota>)>,
+    /// By interval start (aligned): summed requests and the longest span.
+    intervals: BTreeMap<Nanos, (u64, Nanos)>,
+    responses: BTreeMap<String, u64>,
+    nodes: std::collections::BTreeSet<usize>,
+}
+
+fn quota_of(q: Option<&audit::UsageQuota>) -> Option<Quota> {
+    let q = q?;
+    Some(Quota {
+        rps: q.rps.parse().ok()?,
+        burst: q.burst.parse().ok()?,
+    })
+}
+
+/// Builds the report of `stage` from verified logs.
+pub fn build(stage: &str, nodes: &[NodeLog]) -> Result<Report, ReportError> {
+    let spans: Vec<Option<(Nanos, Nanos, bool)>> =
+        nodes.iter().map(|n| node_span(&n.entries, stage)).collect();
+    let Some(from) = spans.iter().flatten().map(|s| s.0).min() else {
+        let mut seen: Vec<String> = nodes
+            .iter()
+            .flat_map(|n| &n.entries)
+            .filter_map(|e| match &e.kind {
+                RecordKind::StageChanged { to, .. } => Some(to.clone()),
+                _ => None,
+            })
+            .collect();
+        seen.sort();
+        seen.dedup();
+        let seen = if seen.is_empty() {
+            "they record no stage change".to_owned()
+        } else {
+            format!("stages entered: {}", seen.join(", "))
+        };
+        return Err(ReportError::NeverEntered {
+            stage: stage.to_owned(),
+            seen,
+        });
+    };
+    let to = spans.iter().flatten().map(|s| s.1).max().unwrap_or(from);
+    let still_active = spans.iter().flatten().any(|s| s.2);
+    let within = |e: &AuditEntry| (from..=to).contains(&time_of(e));
+
+    let mut report = Report {
+        stage: stage.to_owned(),
+        contract: None,
+        from: format_rfc3339(from),
+        to: format_rfc3339(to),
+        still_active,
+        nodes: Vec::new(),
+        usage: Vec::new(),
+        usage_other: UsageOther::default(),
+        usage_complete: true,
+        violations: Vec::new(),
+        sla_breaches: Vec::new(),
+        acknowledgements: Vec::new(),
+        contracts: Vec::new(),
+        stage_changes: Vec::new(),
+        totals: Totals::default(),
+    };
+    let mut pairs: BTreeMap<(String, String), PairUsage> = BTreeMap::new();
+    let mut lifecycles: Vec<Lifecycle> = Vec::new();
+    let mut by_key: HashMap<(String, String), usize> = HashMap::new();
+    for (ni, node) in nodes.iter().enumerate() {
+        let dir = node.dir.display().to_string();
+        let mut summary = NodeSummary {
+            audit_dir: dir.clone(),
+            records: u64::try_from(node.entries.len()).unwrap_or(u64::MAX),
+            head_seq: node.head.as_ref().map_or(0, |h| h.0),
+            head_hash: node.head.as_ref().map(|h| h.1.clone()).unwrap_or_default(),
+            agent_starts: Vec::new(),
+            agent_stops: Vec::new(),
+            recoveries: Vec::new(),
+            records_lost: Vec::new(),
+            usage_records: 0,
+            formats: Vec::new(),
+        };
+        for e in &node.entries {
+            // Usage belongs to the stage it names; everything else to the span.
+            if let RecordKind::Usage(u) = &e.kind {
+                if u.stage.as_deref() != Some(stage) {
+                    continue;
+                }
+            } else if let RecordKind::UsageOther(o) = &e.kind {
+                if o.stage.as_deref() != Some(stage) {
+                    continue;
+                }
+            } else if !within(e) {
+                continue;
+            }
+            let format = e.v.unwrap_or(1);
+            if !summary.formats.contains(&format) {
+                summary.formats.push(format);
+            }
+            let at = e.time.clone();
+            match &e.kind {
+                RecordKind::AgentStart { version } => summary.agent_starts.push(Timed {
+                    at,
+                    value: version.clone(),
+                }),
+                RecordKind::AgentStop { reason } => summary.agent_stops.push(Timed {
+                    at,
+                    value: reason.clone(),
+                }),
+                RecordKind::Recovery(r) => summary.recoveries.push(Timed {
+                    at,
+                    value: r.found.clone(),
+                }),
+                RecordKind::RecordsLost(l) => summary.records_lost.push(Lost {
+                    at,
+                    lost: l.lost,
+                    after_seq: l.after_seq,
+                    reason: l.reason.clone(),
+                }),
+                RecordKind::ContractLoaded { contract, sha256 } => {
+                    report.contract = Some(contract.clone());
+                    report.contracts.push(ContractEvent {
+                        at,
+                        audit_dir: dir.clone(),
+                        event: "loaded",
+                        contract: Some(contract.clone()),
+                        sha256: sha256.clone(),
+                        errors: Vec::new(),
+                    });
+                }
+                RecordKind::ContractReloadRejected { sha256, errors } => {
+                    report.contracts.push(ContractEvent {
+                        at,
+                        audit_dir: dir.clone(),
+                        event: "rejected",
+                        contract: None,
+                        sha256: sha256.clone(),
+                        errors: errors.clone(),
+                    });
+                }
+                RecordKind::StageChanged {
+                    contract,
+                    from: f,
+                    to: t,
+                } => {
+                    report.contract.get_or_insert_with(|| contract.clone());
+                    report.stage_changes.push(StageChange {
+                        at,
+                        audit_dir: dir.clone(),
+                        from: f.clone(),
+                        to: t.clone(),
+                    });
+                }
+                RecordKind::ViolationOpened(v)
+                | RecordKind::ViolationEscalated(v)
+                | RecordKind::ViolationResolved(v) => {
+                    let key = lifecycle_key(&dir, v);
+                    let i = *by_key.entry(key).or_insert_with(|| {
+                        lifecycles.push(Lifecycle {
+                            row: ViolationRow {
+                                id: v.id.clone(),
+                                kind: v.violation.clone(),
+                                endpoint: v.endpoint.clone(),
+                                client: v.client.clone(),
+                                audit_dir: dir.clone(),
+                                opened_at: None,
+                                escalations: Vec::new(),
+                                resolved_at: None,
+                                open_secs: None,
+                                severity: v.severity.clone(),
+                                count: v.count,
+                                detail: v.detail.clone(),
+                                acknowledged: false,
+                            },
+                        });
+                        lifecycles.len() - 1
+                    });
+                    let Some(l) = lifecycles.get_mut(i) else {
+                        continue;
+                    };
+                    l.row.severity.clone_from(&v.severity);
+                    l.row.count = v.count;
+                    l.row.detail.clone_from(&v.detail);
+                    match &e.kind {
+                        RecordKind::ViolationOpened(_) => {
+                            // A violation that resolved and opened again
+                            // keeps its id: the latest opening counts.
+                            l.row.opened_at = Some(at);
+                            l.row.resolved_at = None;
+                            l.row.open_secs = None;
+                            report.totals.violations_opened += 1;
+                        }
+                        RecordKind::ViolationEscalated(_) => {
+                            if v.severity == "breach" {
+                                report.sla_breaches.push(Breach {
+                                    id: v.id.clone(),
+                                    kind: v.violation.clone(),
+                                    endpoint: v.endpoint.clone(),
+                                    client: v.client.clone(),
+                                    audit_dir: dir.clone(),
+                                    at: at.clone(),
+                                });
+                            }
+                            l.row.escalations.push(Timed {
+                                at,
+                                value: v.severity.clone(),
+                            });
+                            report.totals.violations_escalated += 1;
+                        }
+                        _ => {
+                            l.row.resolved_at = Some(at);
+                            l.row.open_secs = v.open_secs;
+                            report.totals.violations_resolved += 1;
+                        }
+                    }
+                }
+                RecordKind::ViolationAcknowledged(a) => {
+                    if let Some(l) = by_key
+                        .get(&(dir.clone(), a.id.clone()))
+                        .and_then(|i| lifecycles.get_mut(*i))
+                    {
+                        l.row.acknowledged = true;
+                    }
+                    report.acknowledgements.push(Ack {
+                        id: a.id.clone(),
+                        kind: a.violation.clone(),
+                        endpoint: a.endpoint.clone(),
+                        client: a.client.clone(),
+                        severity: a.severity.clone(),
+                        by: a.by.clone(),
+                        uid: a.uid,
+                        note: a.note.clone(),
+                        audit_dir: dir.clone(),
+                        at,
+                    });
+                }
+                RecordKind::Usage(u) => {
+                    summary.usage_records += 1;
+                    let t_from = parse_rfc3339(&u.from).unwrap_or(0);
+                    let t_to = parse_rfc3339(&u.to).unwrap_or(t_from);
+                    let interval = i64::try_from(u.interval_secs)
+                        .unwrap_or(60)
+                        .max(1)
+                        .saturating_mul(SEC);
+                    let p = pairs
+                        .entry((u.client.clone(), u.endpoint.clone()))
+                        .or_default();
+                    p.requests = p.requests.saturating_add(u.requests);
+                    let q = quota_of(u.quota.as_ref());
+                    if p.quota.as_ref().is_none_or(|(t, _)| *t <= t_to) {
+                        p.quota = Some((t_to, q));
+                    }
+                    let slot = p
+                        .intervals
+                        .entry(t_from.div_euclid(interval) * interval)
+                        .or_default();
+                    slot.0 = slot.0.saturating_add(u.requests);
+                    slot.1 = slot.1.max(t_to.saturating_sub(t_from));
+                    for (class, n) in &u.responses {
+                        *p.responses.entry(class.clone()).or_default() += n;
+                    }
+                    p.nodes.insert(ni);
+                }
+                RecordKind::UsageOther(o) => {
+                    summary.usage_records += 1;
+                    report.usage_other.pairs += o.pairs;
+                    report.usage_other.requests =
+                        report.usage_other.requests.saturating_add(o.requests);
+                }
+                RecordKind::SegmentEnd { .. } => {}
+            }
+        }
+        summary.formats.sort_unstable();
+        // A node whose records in the span predate usage records cannot
+        // account for requests.
+        if summary.usage_records == 0 && !summary.formats.iter().any(|f| *f >= 2) {
+            report.usage_complete = false;
+        }
+        let t = &mut report.totals;
+        t.agent_starts += summary.agent_starts.len() as u64;
+        t.agent_stops += summary.agent_stops.len() as u64;
+        t.recoveries += summary.recoveries.len() as u64;
+        t.records_lost += summary.records_lost.iter().map(|l| l.lost).sum::<u64>();
+        report.nodes.push(summary);
+    }
+    for ((client, endpoint), p) in pairs {
+        let quota = p.quota.and_then(|(_, q)| q);
+        let mut peak = (0.0f64, 0);
+        let mut over = 0;
+        for (start, (n, span)) in &p.intervals {
+            #[expect(
+                clippy::cast_precision_loss,
+                reason = "request counts and spans in seconds fit f64"
+            )]
+            let rate = *n as f64 / (*span.max(&SEC) as f64 / SEC as f64);
+            if rate > peak.0 {
+                peak = (rate, *start);
+            }
+            if quota.as_ref().is_some_and(|q| rate > q.rps) {
+                over += 1;
+            }
+        }
+        report.totals.requests = report.totals.requests.saturating_add(p.requests);
+        report.usage.push(UsageRow {
+            client,
+            endpoint,
+            requests: p.requests,
+            quota,
+            peak_rps: (peak.0 * 100.0).round() / 100.0,
+            peak_at: format_rfc3339(peak.1),
+            intervals_over_quota: over,
+            intervals: p.intervals.len() as u64,
+            responses: p.responses,
+            nodes: p.nodes.len() as u64,
+        });
+    }
+    report.totals.requests = report
+        .totals
+        .requests
+        .saturating_add(report.usage_other.requests);
+    report.totals.sla_breaches = report.sla_breaches.len() as u64;
+    report.totals.acknowledgements = report.acknowledgements.len() as u64;
+    report.totals.contract_loads = report
+        .contracts
+        .iter()
+        .filter(|c| c.event == "loaded")
+        .count() as u64;
+    report.totals.reload_rejections = report.contracts.len() as u64 - report.totals.contract_loads;
+    report.violations = lifecycles.into_iter().map(|l| l.row).collect();
+    // Several nodes' events in one timeline.
+    let t = |at: &str| parse_rfc3339(at).unwrap_or(0);
+    report
+        .violations
+        .sort_by_key(|v| v.opened_at.as_deref().map_or(0, t));
+    report.sla_breaches.sort_by_key(|b| t(&b.at));
+    report.acknowledgements.sort_by_key(|a| t(&a.at));
+    report.contracts.sort_by_key(|c| t(&c.at));
+    report.stage_changes.sort_by_key(|c| t(&c.at));
+    Ok(report)
+}
