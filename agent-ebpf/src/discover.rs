@@ -151,7 +151,7 @@ pub fn rw_tls_sock_state(ctx: RawTracePointContext) -> i32 {
         };
         let p = *p;
         if (any_port || p.flags != 0)
-            && match_side(&t.remote.to_ne_bytes(), t.rport, p, any_port) != NO_MATCH
+            && match_side(&t.remote.to_ne_bytes(), t.rport, p, any_port, || 0) != NO_MATCH
         {
             send(tls_trigger::CONNECT, tgid, 0, t.rport, t.remote);
         }

@@ -1,15 +1,17 @@
 //! The maps userspace writes: configuration and the endpoint rules,
 //! updated in an order that never leaves a kept rule unmatched.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
-use agent_common::{Config, EndpointKey, PortEntry, config_flags, map_names};
+use agent_common::{
+    Config, EndpointKey, PortEntry, WORKLOAD_ENDPOINT_ENTRIES, WorkloadKey, config_flags, map_names,
+};
 use aya::maps::{
-    Array, MapData, MapError,
+    Array, HashMap as BpfHashMap, MapData, MapError,
     lpm_trie::{Key, LpmTrie},
 };
 
-use super::{CaptureError, Compiled, map_err};
+use super::{CaptureError, Compiled, WorkloadEntries, map_err};
 
 /// The maps userspace writes.
 pub(super) struct Control {
@@ -23,6 +25,95 @@ pub(super) struct Control {
     /// `RW_ENDPOINTS_ANY`: still in the kernel, retried by every `apply`
     /// until they are gone (or wanted again).
     pub(super) stale: Stale,
+    pub(super) workloads: Workloads,
+}
+
+/// `RW_WL_ENDPOINTS` and what userspace knows of its content.
+pub(super) struct Workloads {
+    pub(super) map: BpfHashMap<MapData, WorkloadKey, u32>,
+    /// What the kernel map holds (as far as the syscalls said).
+    pub(super) current: WorkloadEntries,
+    /// Wanted entries that did not fit, each counted once in `full`
+    /// (retried at every sync, so they go in once room frees up).
+    pub(super) rejected: BTreeSet<WorkloadKey>,
+    /// Entries that could not be inserted because the map was full.
+    pub(super) full: u64,
+}
+
+fn is_errno(e: &MapError, errno: i32) -> bool {
+    matches!(e, MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(errno))
+}
+
+impl Workloads {
+    /// Makes the map hold `next`: stale entries (cgroups gone, selectors
+    /// changed) out first, so their room serves the new ones; then the new
+    /// and changed ones. A full map is counted per entry, once, not an error.
+    pub(super) fn apply(&mut self, next: WorkloadEntries) -> Result<(), CaptureError> {
+        let name = map_names::WORKLOAD_ENDPOINTS;
+        let gone: Vec<WorkloadKey> = self
+            .current
+            .keys()
+            .filter(|k| !next.contains_key(k))
+            .copied()
+            .collect();
+        for k in gone {
+            match self.map.remove(&k) {
+                Err(e) if !is_errno(&e, libc::ENOENT) => {
+                    // Still in the kernel: kept as current, retried next time.
+                    tracing::warn!(error = %e, map = name, "removing a stale workload endpoint entry failed; retried at the next sync");
+                }
+                _ => {
+                    self.current.remove(&k);
+                }
+            }
+        }
+        let capacity = WORKLOAD_ENDPOINT_ENTRIES as usize;
+        for (&k, &id) in &next {
+            if self.current.get(&k) == Some(&id) {
+                continue;
+            }
+            // The kernel says E2BIG when full; knowing the count, ask only
+            // when there is room.
+            let room = self.current.len() < capacity || self.current.contains_key(&k);
+            let fits = if room {
+                match self.map.insert(k, id, 0) {
+                    Ok(()) => true,
+                    Err(e) if is_errno(&e, libc::E2BIG) || is_errno(&e, libc::ENOMEM) => false,
+                    Err(e) => return Err(super::map_err(name)(e)),
+                }
+            } else {
+                false
+            };
+            if fits {
+                self.current.insert(k, id);
+                self.rejected.remove(&k);
+            } else if self.rejected.insert(k) {
+                self.full += 1;
+                tracing::warn!(
+                    cgroup_id = k.cgroup_id,
+                    port = k.port,
+                    capacity,
+                    "the kernel's workload endpoint map is full; this socket's traffic is not watched until room frees up (counted in rampwatch_events_lost_total{{reason=\"workload_map_full\"}})"
+                );
+            }
+        }
+        self.rejected.retain(|k| next.contains_key(k));
+        Ok(())
+    }
+
+    /// Distinct cgroup ids in the kernel map.
+    pub(super) fn cgroups(&self) -> usize {
+        let mut n = 0;
+        let mut last = None;
+        // Sorted by cgroup id first: equal ids are adjacent.
+        for k in self.current.keys() {
+            if last != Some(k.cgroup_id) {
+                n += 1;
+                last = Some(k.cgroup_id);
+            }
+        }
+        n
+    }
 }
 
 /// LPM entries whose removal failed.

@@ -24,6 +24,7 @@ mod present;
 pub mod reload;
 mod rules;
 pub mod snapshot;
+mod workloads;
 
 use std::{
     sync::{Arc, atomic::Ordering},
@@ -167,8 +168,9 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     ));
 
     let mut engine = live_engine(Arc::clone(&contract), &settings);
-    if let Some(resolver) = workload_resolver(&settings) {
-        engine.set_workloads(resolver);
+    let resolver = workload_resolver(&settings);
+    if let Some(resolver) = &resolver {
+        engine.set_workloads(Arc::clone(resolver));
     }
     let mut state = LoopState {
         contract,
@@ -180,6 +182,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         capture_desc,
         started,
         acks: std::collections::HashMap::new(),
+        workloads: workloads::WorkloadSync::new(resolver),
     };
     // The socket answers only once there is something true to say.
     state.publish(&engine, &capture, &metrics, &audit, &snapshot);
@@ -191,6 +194,11 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         .context("the API's acknowledgements were taken twice")?;
     let mut resolve = tokio::time::interval(RESOLVE_EVERY);
     resolve.tick().await;
+    // The first tick fires at once: workload endpoints are watched from
+    // the start, then followed as pods come and go.
+    let mut workload_sync = tokio::time::interval(workloads::SYNC_EVERY);
+    workload_sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let (served_tx, mut served_rx) = mpsc::channel(2);
     let reason = loop {
         tokio::select! {
             ev = rx.recv() => {
@@ -213,6 +221,17 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             Some(msg) = reload_rx.recv() => {
                 if state.reload(msg, &mut engine, &metrics, &audit) {
                     rules::spawn_kernel_rules(Arc::clone(&state.contract), state.rules_generation, rules_tx.clone());
+                    state.workloads.spawn(Arc::clone(&state.contract), state.rules_generation, served_tx.clone());
+                }
+            }
+            _ = workload_sync.tick() => {
+                state.workloads.spawn(Arc::clone(&state.contract), state.rules_generation, served_tx.clone());
+            }
+            Some((generation, entries)) = served_rx.recv() => {
+                if generation == state.rules_generation
+                    && let Err(e) = capture.set_workload_endpoints(entries)
+                {
+                    tracing::warn!(error = %e, "updating the kernel's workload endpoint map failed; retried at the next sync");
                 }
             }
             Some((generation, rules)) = rules_rx.recv() => {
@@ -358,6 +377,8 @@ struct LoopState {
     /// The last acknowledgement (name, time) by violation id, for the
     /// views; pruned to the violations the engine still holds.
     acks: std::collections::HashMap<String, (String, Nanos)>,
+    /// Which sockets serve endpoints named by workloads; resolver metrics.
+    workloads: workloads::WorkloadSync,
 }
 
 impl LoopState {
@@ -470,6 +491,7 @@ impl LoopState {
             metrics,
             &present::RequestBalance::new(capture_stats.as_ref(), &stats),
         );
+        self.workloads.publish(metrics, capture_stats.as_ref());
         let info = engine.stage();
         present::stage_metrics(metrics, &info);
         let tls = capture.tls_coverage();

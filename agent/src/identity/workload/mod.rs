@@ -238,6 +238,12 @@ pub struct WorkloadStats {
     pub rate_limited: u64,
     /// Cgroups or pod directories left out because a walk hit its cap.
     pub truncated: u64,
+    /// Lookups ([`WorkloadResolver::resolve`]) by result: a cgroup named
+    /// (pod or systemd unit), one found but not named (a pod the kubelet
+    /// has not written down, a plain cgroup), an id of no cgroup.
+    pub lookups_named: u64,
+    pub lookups_unnamed: u64,
+    pub lookups_not_found: u64,
 }
 
 /// How long an incomplete workload (a pod not yet in the kubelet's
@@ -293,11 +299,47 @@ impl WorkloadResolver {
     }
 
     /// The workload of cgroup `id`, or `None` when no cgroup with that id
-    /// exists (or existed recently enough to be cached).
+    /// exists (or existed recently enough to be cached). Counted by result
+    /// in [`WorkloadStats`].
     pub fn resolve(&self, id: u64) -> Option<Arc<Workload>> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let w = self.lookup(&mut st, id);
+        let stats = &mut st.stats;
+        match &w {
+            Some(w) if w.pod.is_some() || w.unit.is_some() => stats.lookups_named += 1,
+            Some(_) => stats.lookups_unnamed += 1,
+            None => stats.lookups_not_found += 1,
+        }
+        w
+    }
+
+    /// Every container's cgroup alive now (a cgroup whose path names a
+    /// container), named: walks cgroupfs again unless the last walk is
+    /// younger than [`WorkloadConfig::min_rewalk`], so pods that came are
+    /// in and pods that went are out. What endpoints served by workloads
+    /// are matched against; not counted as lookups.
+    pub fn containers(&self) -> Vec<Arc<Workload>> {
         let now = Instant::now();
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let st = &mut *st;
+        if st
+            .last_walk
+            .is_none_or(|t| now.duration_since(t) >= self.cfg.min_rewalk)
+        {
+            self.walk(&mut st, now);
+        }
+        let ids: Vec<u64> = st
+            .index
+            .iter()
+            .filter(|(_, p)| path::parse(p).container_id.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        ids.into_iter()
+            .filter_map(|id| self.lookup(&mut st, id))
+            .collect()
+    }
+
+    fn lookup(&self, st: &mut State, id: u64) -> Option<Arc<Workload>> {
+        let now = Instant::now();
         let mut first_resolved = now;
         if let Some(e) = st.cache.get(id) {
             if e.workload.complete()
