@@ -185,4 +185,56 @@ mod tests {
         let ids: Vec<(u32, &str)> = workload_endpoints(&c).map(|(i, e)| (i, &*e.name)).collect();
         assert_eq!(ids, vec![(0, "b"), (1, "c")]);
     }
+
+    /// A container cgroup whose pod a selector names gets one entry per
+    /// port of its endpoint; the first endpoint wins a shared pair; other
+    /// pods and pods not named yet get none.
+    #[test]
+    fn entries_are_the_selected_pods_cgroups_on_their_endpoints_ports() {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let cgroup = |rel: &str| {
+            let p = root.join("cgroup").join(rel);
+            std::fs::create_dir_all(&p).unwrap();
+            std::fs::metadata(&p).unwrap().ino()
+        };
+        let pod = |ns: &str, name: &str, uid: &str| {
+            std::fs::create_dir_all(root.join(format!("var/log/pods/{ns}_{name}_{uid}/c")))
+                .unwrap();
+        };
+        let (uid_a, uid_b, uid_c) = (
+            "11111111-2222-4333-8444-555555555555",
+            "66666666-7777-4888-9999-000000000000",
+            "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee",
+        );
+        let id = |c: char| std::iter::repeat_n(c, 64).collect::<String>();
+        let api = cgroup(&format!("kubepods/pod{uid_a}/{}", id('a')));
+        let _web = cgroup(&format!("kubepods/pod{uid_b}/{}", id('b')));
+        let _unnamed = cgroup(&format!("kubepods/pod{uid_c}/{}", id('c')));
+        pod("payments", "api-1", uid_a);
+        pod("shop", "web-1", uid_b);
+        let mut cfg =
+            crate::identity::workload::WorkloadConfig::under_host_root(root, root.join("cgroup"));
+        cfg.min_rewalk = Duration::ZERO;
+        let resolver = WorkloadResolver::new(cfg).unwrap();
+        let c: Contract = crate::contract::tests::workload_endpoints::with_endpoints(
+            r#"
+    - { name: pay, dataClass: pii, workloads: [{namespace: payments, pod: "api-*"}], ports: [8080, 9090] }
+    - { name: all, dataClass: pii, workloads: [{namespace: payments}, {pod: "nothing"}], ports: [8080, 7070] }
+"#,
+        );
+        let got: Vec<(u64, u16, u32)> = entries(&c, &resolver)
+            .into_iter()
+            .map(|(k, id)| (k.cgroup_id, k.port, id))
+            .collect();
+        assert_eq!(got, vec![(api, 7070, 1), (api, 8080, 0), (api, 9090, 0)]);
+        // No workload endpoints: no walk at all.
+        let walks = resolver.stats().walks;
+        let plain = crate::contract::tests::workload_endpoints::with_endpoints(
+            "    - { name: a, dataClass: pii, hosts: [10.0.0.1] }",
+        );
+        assert!(entries(&plain, &resolver).is_empty());
+        assert_eq!(resolver.stats().walks, walks);
+    }
 }
