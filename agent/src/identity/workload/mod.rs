@@ -246,6 +246,15 @@ pub struct WorkloadStats {
     pub lookups_not_found: u64,
 }
 
+/// The ids of an index's cgroups whose path names a container.
+fn containers_of(index: &HashMap<u64, String>) -> Vec<u64> {
+    index
+        .iter()
+        .filter(|(_, p)| path::parse(p).container_id.is_some())
+        .map(|(id, _)| *id)
+        .collect()
+}
+
 /// How long an incomplete workload (a pod not yet in the kubelet's
 /// directories) is looked up again: the kubelet writes them within seconds
 /// of a container's start, and a name that never comes must not cost a
@@ -318,23 +327,35 @@ impl WorkloadResolver {
     /// younger than [`WorkloadConfig::min_rewalk`], so pods that came are
     /// in and pods that went are out. What endpoints served by workloads
     /// are matched against; not counted as lookups.
+    ///
+    /// The walk and the lookups run outside the lock (one short lock per
+    /// container), so the engine's own lookups are not held up by a walk.
     pub fn containers(&self) -> Vec<Arc<Workload>> {
         let now = Instant::now();
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if st
-            .last_walk
-            .is_none_or(|t| now.duration_since(t) >= self.cfg.min_rewalk)
-        {
-            self.walk(&mut st, now);
-        }
-        let ids: Vec<u64> = st
-            .index
-            .iter()
-            .filter(|(_, p)| path::parse(p).container_id.is_some())
-            .map(|(id, _)| *id)
-            .collect();
+        let lock = || self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let due = {
+            let mut st = lock();
+            let due = st
+                .last_walk
+                .is_none_or(|t| now.duration_since(t) >= self.cfg.min_rewalk);
+            if due {
+                st.last_walk = Some(now);
+                st.stats.walks += 1;
+            }
+            due.then(|| st.index.len())
+        };
+        let ids: Vec<u64> = if let Some(capacity) = due {
+            let (index, truncated) = self.scan(capacity);
+            let ids = containers_of(&index);
+            let mut st = lock();
+            st.stats.truncated += truncated;
+            st.index = index;
+            ids
+        } else {
+            containers_of(&lock().index)
+        };
         ids.into_iter()
-            .filter_map(|id| self.lookup(&mut st, id))
+            .filter_map(|id| self.lookup(&mut lock(), id))
             .collect()
     }
 
@@ -426,7 +447,16 @@ impl WorkloadResolver {
     fn walk(&self, st: &mut State, now: Instant) {
         st.stats.walks += 1;
         st.last_walk = Some(now);
-        let mut index = HashMap::with_capacity(st.index.len());
+        let (index, truncated) = self.scan(st.index.len());
+        st.stats.truncated += truncated;
+        st.index = index;
+    }
+
+    /// Inode → path of every cgroup below the root (and how many were
+    /// left out at the cap); reads cgroupfs without touching the state.
+    fn scan(&self, capacity: usize) -> (HashMap<u64, String>, u64) {
+        let mut truncated = 0;
+        let mut index = HashMap::with_capacity(capacity);
         if let Ok(meta) = fs::metadata(&self.cfg.cgroup_root) {
             index.insert(meta.ino(), "/".to_owned());
         }
@@ -441,7 +471,7 @@ impl WorkloadResolver {
                     continue;
                 }
                 if index.len() >= self.cfg.max_cgroups {
-                    st.stats.truncated += 1;
+                    truncated += 1;
                     continue;
                 }
                 let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
@@ -453,7 +483,7 @@ impl WorkloadResolver {
                 stack.push((entry.path(), child));
             }
         }
-        st.index = index;
+        (index, truncated)
     }
 
     fn name(&self, st: &mut State, id: u64, cgroup_path: String, now: Instant) -> Workload {
