@@ -20,10 +20,10 @@ use aya_ebpf::{
 };
 
 use crate::{
+    endpoint::{NO_MATCH, match_side},
     maps::{RW_CONFIG, RW_PORTS, count},
     sock::{Tuple, tuple_of_sock},
     tls::RW_TLS_CONFIG,
-    track::{NO_MATCH, match_side},
 };
 
 const TCP_SYN_SENT: i32 = 2;

@@ -46,9 +46,10 @@ use aya_ebpf::{
 };
 
 use crate::{
+    endpoint::{NO_MATCH, match_side},
     maps::{RW_CONFIG, RW_EVENTS, RW_FLOWS, RW_PORTS, RW_ZERO_FLOW, count, count_activity},
     sock::{Tuple, tuple_of_fd},
-    track::{NO_MATCH, add, match_side, wakeup_flags},
+    track::{add, wakeup_flags},
 };
 
 const EEXIST: i32 = 17;

@@ -26,9 +26,8 @@ use core::{
 };
 
 use agent_common::{
-    ADDR_KEY_BITS, ENDPOINT_KEY_BITS, EndpointKey, FlowEndRecord, FlowKey, FlowStats, PortEntry,
-    SAMPLE_HEADER_LEN, SNAPLEN_MAX, SampleHeader, WorkloadKey, config_flags, direction, end_reason,
-    event_id, flow_state, http, observer, port_flags, stat, tcp,
+    FlowEndRecord, FlowKey, FlowStats, SAMPLE_HEADER_LEN, SNAPLEN_MAX, SampleHeader, config_flags,
+    direction, end_reason, event_id, flow_state, http, observer, stat, tcp,
 };
 use aya_ebpf::{
     bindings::{
@@ -39,14 +38,13 @@ use aya_ebpf::{
         bpf_ktime_get_boot_ns, bpf_ktime_get_coarse_ns, bpf_ringbuf_output, bpf_skb_cgroup_id,
         bpf_skb_load_bytes,
     },
-    maps::lpm_trie::Key,
 };
 
 use crate::{
     cgroup::cgroup_observer,
+    endpoint::{NO_MATCH, match_side},
     maps::{
-        RW_CONFIG, RW_ENDPOINTS, RW_ENDPOINTS_ANY, RW_EVENTS, RW_FLOWS, RW_PORTS, RW_SCRATCH,
-        RW_WL_ENDPOINTS, RW_ZERO_FLOW, count, count_activity,
+        RW_CONFIG, RW_EVENTS, RW_FLOWS, RW_PORTS, RW_SCRATCH, RW_ZERO_FLOW, count, count_activity,
     },
     packet::{self, Tcp},
 };
@@ -216,66 +214,11 @@ fn flow_key(
     }
 }
 
-/// `match_side` result when nothing matches; otherwise `MATCHED | id`.
-pub const NO_MATCH: u64 = 0;
-const MATCHED: u64 = 1 << 32;
-
 /// cgroup v2 id of the socket that owns the packet (0: none).
 #[inline(always)]
 fn socket_cgroup(skb: *mut __sk_buff) -> u64 {
     // SAFETY: context pointer; the helper checks the socket itself.
     unsafe { bpf_skb_cgroup_id(skb) }
-}
-
-/// Endpoint id if (addr, port) is monitored. `local_cgroup` gives the
-/// cgroup id of this side's socket when it is local (0 otherwise); it is
-/// only called for ports a workload endpoint uses. Precedence: a workload
-/// endpoint served by this very socket's cgroup on this port, then a rule
-/// naming the port, then an any-port rule for the address, then a
-/// port-only rule.
-#[inline(always)]
-pub fn match_side<C: FnOnce() -> u64>(
-    addr: &[u8; 16],
-    port: u16,
-    pe: PortEntry,
-    any_port: bool,
-    local_cgroup: C,
-) -> u64 {
-    if pe.flags & port_flags::WORKLOAD != 0 {
-        let cgroup_id = local_cgroup();
-        if cgroup_id != 0 {
-            let k = WorkloadKey {
-                cgroup_id,
-                port,
-                _pad0: 0,
-                _pad1: 0,
-            };
-            // SAFETY: the value is copied out at once; userspace may
-            // replace the entry, never shrink it.
-            if let Some(id) = unsafe { RW_WL_ENDPOINTS.get(k) } {
-                return MATCHED | u64::from(*id);
-            }
-        }
-    }
-    if pe.flags & port_flags::LPM != 0 {
-        let k = Key::new(
-            ENDPOINT_KEY_BITS,
-            EndpointKey {
-                port_be: port.to_be_bytes(),
-                addr: *addr,
-            },
-        );
-        if let Some(id) = RW_ENDPOINTS.get(&k) {
-            return MATCHED | u64::from(*id);
-        }
-    }
-    if any_port && let Some(id) = RW_ENDPOINTS_ANY.get(Key::new(ADDR_KEY_BITS, *addr)) {
-        return MATCHED | u64::from(*id);
-    }
-    if pe.flags & port_flags::PORT_ONLY != 0 {
-        return MATCHED | u64::from(pe.endpoint_id);
-    }
-    NO_MATCH
 }
 
 #[inline(always)]

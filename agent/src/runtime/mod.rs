@@ -49,7 +49,6 @@ use crate::{
     cli::AgentArgs,
     contract::{Contract, format_rfc3339},
     event::{Event, Nanos},
-    identity::workload::{WorkloadConfig, WorkloadResolver},
     policy::{Engine, EngineOptions, Output},
     sinks::{
         api::{ApiServer, views::StatusView},
@@ -168,7 +167,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     ));
 
     let mut engine = live_engine(Arc::clone(&contract), &settings);
-    let resolver = workload_resolver(&settings);
+    let resolver = workloads::resolver(&settings);
     if let Some(resolver) = &resolver {
         engine.set_workloads(Arc::clone(resolver));
     }
@@ -303,28 +302,6 @@ fn live_engine(contract: Arc<Contract>, settings: &config::Settings) -> Engine {
             ..EngineOptions::default()
         },
     )
-}
-
-/// The resolver that names local sockets' workloads from the host's
-/// cgroupfs, `/proc` and kubelet directories under `--host-root`. Without
-/// one the agent still runs, and flows name a local socket by its cgroup id.
-fn workload_resolver(settings: &config::Settings) -> Option<Arc<WorkloadResolver>> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let Some(root) = crate::capture::workload_cgroup_root(&mountinfo, &settings.host_root) else {
-        tracing::warn!(
-            host_root = %settings.host_root.display(),
-            "no cgroup v2 hierarchy is mounted below the host root, so workloads are not named; mount the host's /sys/fs/cgroup there"
-        );
-        return None;
-    };
-    let cfg = WorkloadConfig::under_host_root(&settings.host_root, root);
-    match WorkloadResolver::new(cfg) {
-        Ok(r) => Some(Arc::new(r)),
-        Err(e) => {
-            tracing::warn!(error = %e, "workloads are not named");
-            None
-        }
-    }
 }
 
 /// Shutdown detaches, then hands over what is still in the ring; judges it

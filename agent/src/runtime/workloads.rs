@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use crate::{
     capture::{CaptureStats, WorkloadEntries},
     contract::{Contract, Endpoint},
-    identity::workload::{FlowWorkload, WorkloadResolver, WorkloadStats},
+    identity::workload::{FlowWorkload, WorkloadConfig, WorkloadResolver, WorkloadStats},
     sinks::metrics::Metrics,
 };
 
@@ -72,6 +72,28 @@ pub fn entries(contract: &Contract, resolver: &WorkloadResolver) -> WorkloadEntr
         }
     }
     out
+}
+
+/// The resolver that names local sockets' workloads from the host's
+/// cgroupfs, `/proc` and kubelet directories under `--host-root`. Without
+/// one the agent still runs, and flows name a local socket by its cgroup id.
+pub fn resolver(settings: &super::config::Settings) -> Option<Arc<WorkloadResolver>> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let Some(root) = crate::capture::workload_cgroup_root(&mountinfo, &settings.host_root) else {
+        tracing::warn!(
+            host_root = %settings.host_root.display(),
+            "no cgroup v2 hierarchy is mounted below the host root, so workloads are not named; mount the host's /sys/fs/cgroup there"
+        );
+        return None;
+    };
+    let cfg = WorkloadConfig::under_host_root(&settings.host_root, root);
+    match WorkloadResolver::new(cfg) {
+        Ok(r) => Some(Arc::new(r)),
+        Err(e) => {
+            tracing::warn!(error = %e, "workloads are not named");
+            None
+        }
+    }
 }
 
 /// The sync's state on the agent's task.
