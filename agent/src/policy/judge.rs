@@ -502,13 +502,20 @@ impl Judge<'_> {
         flow.ext.workloads[side.index()] = Some(workload);
         if side != Side::Client {
             // The server's workload may name the endpoint (`workloads`): a
-            // match made before it was known is made again.
-            if flow
-                .ext
+            // match made before it was known is made again, so the kernel's
+            // request counts that follow go to that endpoint.
+            let st = &mut flow.ext;
+            if st
                 .matched
                 .is_some_and(|m| matches!(m, EndpointRef::Unwatched | EndpointRef::Unlisted))
             {
-                flow.ext.matched = None;
+                let name = st.host.as_deref().or_else(|| flow.tls.sni());
+                st.matched = Some(self.ctx.view.match_endpoint(
+                    flow.id.server,
+                    st.workloads[Side::Server.index()].as_deref(),
+                    name,
+                    None,
+                ));
             }
             return;
         }
