@@ -34,6 +34,7 @@ pub mod map_names {
     pub const TLS_CONFIG: &str = "RW_TLS_CONFIG";
     pub const TLS_PROCS: &str = "RW_TLS_PROCS";
     pub const TLS_TRIGGERS: &str = "RW_TLS_TRIGGERS";
+    pub const WORKLOAD_ENDPOINTS: &str = "RW_WL_ENDPOINTS";
 }
 
 /// Names of the programs in the kernel object.
@@ -144,6 +145,10 @@ pub mod port_flags {
     pub const LPM: u32 = 1;
     /// A port-only rule (any address) covers this port; `PortEntry::endpoint_id` names it.
     pub const PORT_ONLY: u32 = 2;
+    /// An endpoint served by workloads listens on this port: consult
+    /// `RW_WL_ENDPOINTS` with the local socket's cgroup id. Ports no
+    /// workload endpoint uses never pay that lookup.
+    pub const WORKLOAD: u32 = 4;
 }
 
 /// Values of `TlsDataHeader::call` and the kernel's in-progress call kinds.
@@ -211,6 +216,23 @@ pub struct Config {
 pub struct EndpointKey {
     pub port_be: [u8; 2],
     pub addr: [u8; 16],
+}
+
+/// Most entries of `RW_WL_ENDPOINTS`: (cgroup, port) pairs of endpoints
+/// served by workloads. Userspace counts the pairs that do not fit.
+pub const WORKLOAD_ENDPOINT_ENTRIES: u32 = 16384;
+
+/// Key of `RW_WL_ENDPOINTS` (value: endpoint id): a local socket in cgroup
+/// `cgroup_id` listening on `port` (host order) serves that endpoint.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WorkloadKey {
+    /// cgroup v2 id (the inode of the cgroup's directory).
+    pub cgroup_id: u64,
+    /// Host byte order.
+    pub port: u16,
+    pub _pad0: u16,
+    pub _pad1: u32,
 }
 
 /// Value of an `RW_PORTS` entry (indexed by host-order port).
@@ -460,6 +482,7 @@ const _: () = {
     assert!(size_of::<Config>() == 16);
     assert!(size_of::<EndpointKey>() == 18);
     assert!(size_of::<PortEntry>() == 8);
+    assert!(size_of::<WorkloadKey>() == 16);
     assert!(size_of::<FlowKey>() == 44);
     assert!(align_of::<FlowKey>() == 4);
     assert!(size_of::<DirStats>() == 72);
@@ -486,6 +509,8 @@ mod pod {
     unsafe impl aya::Pod for super::EndpointKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::PortEntry {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::WorkloadKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::FlowKey {}
     // SAFETY: as above.

@@ -4,12 +4,17 @@
 //! root by default), so every socket below it is seen, containers included,
 //! without touching interfaces. The skb starts at the IP header.
 //! Why: it sees local sockets' traffic with the owning cgroup known, before
-//! TLS offload or GSO splitting, at a fixed cost per packet.
+//! TLS offload or GSO splitting, at a fixed cost per packet. The owning
+//! cgroup is also what endpoints served by workloads (`workloads` in the
+//! contract) are matched by: a socket in a selected pod's cgroup listening
+//! on one of the endpoint's ports is its server.
 //! Cost: an unmonitored TCP packet reads the few header words it needs
 //! (direct packet loads; `bpf_skb_load_bytes` only for non-linear headers),
 //! bumps a plain per-CPU counter and does three inlined array lookups
 //! (config, port prefilter for both ports); non-TCP or short packets stop
-//! after the first check. Measured with `bench_capture` on a noisy 2-core VM,
+//! after the first check. Only on a port a workload endpoint uses does a
+//! packet outside an established flow add `bpf_skb_cgroup_id` and one
+//! hash lookup (`RW_WL_ENDPOINTS`). Measured with `bench_capture` on a noisy 2-core VM,
 //! including the bpf_stats overhead (an empty program shows ~55-60 ns):
 //! ~72 ns/packet unmonitored. Monitored packets add the address read, a flow
 //! hash lookup (an LPM lookup for new flows) and atomic adds (~250 ns);

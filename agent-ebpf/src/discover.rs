@@ -20,10 +20,10 @@ use aya_ebpf::{
 };
 
 use crate::{
+    endpoint::{NO_MATCH, match_side},
     maps::{RW_CONFIG, RW_PORTS, count},
     sock::{Tuple, tuple_of_sock},
     tls::RW_TLS_CONFIG,
-    track::{NO_MATCH, match_side},
 };
 
 const TCP_SYN_SENT: i32 = 2;
@@ -151,7 +151,7 @@ pub fn rw_tls_sock_state(ctx: RawTracePointContext) -> i32 {
         };
         let p = *p;
         if (any_port || p.flags != 0)
-            && match_side(&t.remote.to_ne_bytes(), t.rport, p, any_port) != NO_MATCH
+            && match_side(&t.remote.to_ne_bytes(), t.rport, p, any_port, || 0) != NO_MATCH
         {
             send(tls_trigger::CONNECT, tgid, 0, t.rport, t.remote);
         }

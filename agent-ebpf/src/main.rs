@@ -14,6 +14,7 @@
 
 mod cgroup;
 mod discover;
+mod endpoint;
 mod floor;
 mod maps;
 mod packet;

@@ -1,9 +1,12 @@
 //! The maps shared by all programs; names and layouts come from `agent-common`.
 
-use agent_common::{Config, EndpointKey, FlowKey, FlowStats, PortEntry, Scratch, stat};
+use agent_common::{
+    Config, EndpointKey, FlowKey, FlowStats, PortEntry, Scratch, WORKLOAD_ENDPOINT_ENTRIES,
+    WorkloadKey, stat,
+};
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 
 /// Run-time configuration, one entry, written by userspace before attaching.
@@ -17,6 +20,14 @@ pub static RW_ENDPOINTS: LpmTrie<EndpointKey, u32> = LpmTrie::with_max_entries(6
 /// Monitored endpoints for any port: address prefix → endpoint id.
 #[map]
 pub static RW_ENDPOINTS_ANY: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(16384, 0);
+
+/// Endpoints served by workloads: (local socket's cgroup id, local port) →
+/// endpoint id. Userspace keeps it in sync with the cgroups whose workload
+/// an endpoint's `workloads` select (pods come and go); consulted only for
+/// ports flagged `port_flags::WORKLOAD`.
+#[map]
+pub static RW_WL_ENDPOINTS: HashMap<WorkloadKey, u32> =
+    HashMap::with_max_entries(WORKLOAD_ENDPOINT_ENTRIES, 0);
 
 /// Per-port prefilter, indexed by host-order port: an inlined array lookup
 /// rules out most unmonitored packets before the (costlier) trie lookup.

@@ -46,9 +46,10 @@ use aya_ebpf::{
 };
 
 use crate::{
+    endpoint::{NO_MATCH, match_side},
     maps::{RW_CONFIG, RW_EVENTS, RW_FLOWS, RW_PORTS, RW_ZERO_FLOW, count, count_activity},
     sock::{Tuple, tuple_of_fd},
-    track::{NO_MATCH, add, match_side, wakeup_flags},
+    track::{add, wakeup_flags},
 };
 
 const EEXIST: i32 = 17;
@@ -361,8 +362,12 @@ fn emit(cfg: &TlsConfig, pid_tgid: u64, ssl: u64, fd: i32, buf: u64, len: u64, k
         return;
     }
     let (local, remote) = (t.local.to_ne_bytes(), t.remote.to_ne_bytes());
-    let rm = match_side(&remote, t.rport, pr, any_port);
-    let lm = match_side(&local, t.lport, pl, any_port);
+    let rm = match_side(&remote, t.rport, pr, any_port, || 0);
+    // The caller's cgroup is the local socket's (the process made it).
+    // SAFETY: helper without preconditions.
+    let lm = match_side(&local, t.lport, pl, any_port, || unsafe {
+        bpf_get_current_cgroup_id()
+    });
     // As on the wire: the watched side is the server; if both are, the
     // lower port.
     let server_is_remote = rm != NO_MATCH && (lm == NO_MATCH || t.lport >= t.rport);

@@ -5,7 +5,12 @@
 //! Why: per-flow counters must be exact (request starts for quotas), and
 //! userspace needs the heads that carry identity (requests) and outcome
 //! (responses) while the bulk of a flow's bytes stays in the kernel.
-//! Cost: two array lookups for unmonitored traffic; for a monitored
+//! Endpoints served by workloads are matched by the local socket's cgroup
+//! id and local port (`RW_WL_ENDPOINTS`), the local side being the server,
+//! so an endpoint follows its pods rather than their addresses.
+//! Cost: two array lookups for unmonitored traffic; a packet on a port a
+//! workload endpoint uses (`port_flags::WORKLOAD`) and no established flow
+//! adds the socket's cgroup id and one hash lookup; for a monitored
 //! segment a flow-table lookup, a few atomic adds, one 12-byte payload
 //! read that serves the method, response and HTTP/2 tests (nine masked
 //! compares and one more for `HTTP/1.`), and for a sampled segment the
@@ -21,9 +26,8 @@ use core::{
 };
 
 use agent_common::{
-    ADDR_KEY_BITS, ENDPOINT_KEY_BITS, EndpointKey, FlowEndRecord, FlowKey, FlowStats, PortEntry,
-    SAMPLE_HEADER_LEN, SNAPLEN_MAX, SampleHeader, config_flags, direction, end_reason, event_id,
-    flow_state, http, observer, port_flags, stat, tcp,
+    FlowEndRecord, FlowKey, FlowStats, SAMPLE_HEADER_LEN, SNAPLEN_MAX, SampleHeader, config_flags,
+    direction, end_reason, event_id, flow_state, http, observer, stat, tcp,
 };
 use aya_ebpf::{
     bindings::{
@@ -34,14 +38,13 @@ use aya_ebpf::{
         bpf_ktime_get_boot_ns, bpf_ktime_get_coarse_ns, bpf_ringbuf_output, bpf_skb_cgroup_id,
         bpf_skb_load_bytes,
     },
-    maps::lpm_trie::Key,
 };
 
 use crate::{
     cgroup::cgroup_observer,
+    endpoint::{NO_MATCH, match_side},
     maps::{
-        RW_CONFIG, RW_ENDPOINTS, RW_ENDPOINTS_ANY, RW_EVENTS, RW_FLOWS, RW_PORTS, RW_SCRATCH,
-        RW_ZERO_FLOW, count, count_activity,
+        RW_CONFIG, RW_EVENTS, RW_FLOWS, RW_PORTS, RW_SCRATCH, RW_ZERO_FLOW, count, count_activity,
     },
     packet::{self, Tcp},
 };
@@ -135,9 +138,23 @@ pub fn handle(skb: *mut __sk_buff, hook: Hook) {
             }
         }
         // Plain integers, not `Option<u32>`: LLVM may spill the undefined
-        // payload of a `None`, and the verifier rejects reading it.
-        let to_dst = match_side(&dst, p.dport, pd, any_port);
-        let to_src = match_side(&src, p.sport, ps, any_port);
+        // payload of a `None`, and the verifier rejects reading it. The
+        // local socket (receiver on ingress, sender on egress) lends its
+        // cgroup to the workload match; TC has no local socket.
+        let to_dst = match_side(&dst, p.dport, pd, any_port, || {
+            if hook == Hook::CgroupIngress {
+                socket_cgroup(skb)
+            } else {
+                0
+            }
+        });
+        let to_src = match_side(&src, p.sport, ps, any_port, || {
+            if hook == Hook::CgroupEgress {
+                socket_cgroup(skb)
+            } else {
+                0
+            }
+        });
         // The server is the monitored side; if both sides match, the lower port
         // (ephemeral ports are high), so both directions agree on the orientation.
         let (dir, found) = if to_dst != NO_MATCH && (to_src == NO_MATCH || p.sport >= p.dport) {
@@ -197,33 +214,11 @@ fn flow_key(
     }
 }
 
-/// `match_side` result when nothing matches; otherwise `MATCHED | id`.
-pub const NO_MATCH: u64 = 0;
-const MATCHED: u64 = 1 << 32;
-
-/// Endpoint id if (addr, port) is monitored. Precedence: a rule naming the
-/// port, then an any-port rule for the address, then a port-only rule.
+/// cgroup v2 id of the socket that owns the packet (0: none).
 #[inline(always)]
-pub fn match_side(addr: &[u8; 16], port: u16, pe: PortEntry, any_port: bool) -> u64 {
-    if pe.flags & port_flags::LPM != 0 {
-        let k = Key::new(
-            ENDPOINT_KEY_BITS,
-            EndpointKey {
-                port_be: port.to_be_bytes(),
-                addr: *addr,
-            },
-        );
-        if let Some(id) = RW_ENDPOINTS.get(&k) {
-            return MATCHED | u64::from(*id);
-        }
-    }
-    if any_port && let Some(id) = RW_ENDPOINTS_ANY.get(Key::new(ADDR_KEY_BITS, *addr)) {
-        return MATCHED | u64::from(*id);
-    }
-    if pe.flags & port_flags::PORT_ONLY != 0 {
-        return MATCHED | u64::from(pe.endpoint_id);
-    }
-    NO_MATCH
+fn socket_cgroup(skb: *mut __sk_buff) -> u64 {
+    // SAFETY: context pointer; the helper checks the socket itself.
+    unsafe { bpf_skb_cgroup_id(skb) }
 }
 
 #[inline(always)]

@@ -322,6 +322,7 @@ fn rules(endpoints: &[Endpoint]) -> Vec<EndpointRule> {
                     .trunc(),
             ),
             ports: PortSpec::List(vec![e.port]),
+            workload: false,
         })
         .collect()
 }

@@ -1,15 +1,17 @@
 //! The maps userspace writes: configuration and the endpoint rules,
 //! updated in an order that never leaves a kept rule unmatched.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
-use agent_common::{Config, EndpointKey, PortEntry, config_flags, map_names};
+use agent_common::{
+    Config, EndpointKey, PortEntry, WORKLOAD_ENDPOINT_ENTRIES, WorkloadKey, config_flags, map_names,
+};
 use aya::maps::{
-    Array, MapData, MapError,
+    Array, HashMap as BpfHashMap, MapData, MapError,
     lpm_trie::{Key, LpmTrie},
 };
 
-use super::{CaptureError, Compiled, map_err};
+use super::{CaptureError, Compiled, WorkloadEntries, map_err};
 
 /// The maps userspace writes.
 pub(super) struct Control {
@@ -23,6 +25,112 @@ pub(super) struct Control {
     /// `RW_ENDPOINTS_ANY`: still in the kernel, retried by every `apply`
     /// until they are gone (or wanted again).
     pub(super) stale: Stale,
+    pub(super) workloads: Workloads,
+}
+
+/// The two operations the sync makes on `RW_WL_ENDPOINTS` (a trait so the
+/// diff and the full-map accounting are tested without a kernel).
+pub(super) trait WorkloadMap {
+    fn insert(&mut self, key: WorkloadKey, id: u32) -> Result<(), MapError>;
+    fn remove(&mut self, key: &WorkloadKey) -> Result<(), MapError>;
+}
+
+impl WorkloadMap for BpfHashMap<MapData, WorkloadKey, u32> {
+    fn insert(&mut self, key: WorkloadKey, id: u32) -> Result<(), MapError> {
+        BpfHashMap::insert(self, key, id, 0)
+    }
+
+    fn remove(&mut self, key: &WorkloadKey) -> Result<(), MapError> {
+        BpfHashMap::remove(self, key)
+    }
+}
+
+/// `RW_WL_ENDPOINTS` and what userspace knows of its content.
+pub(super) struct Workloads<M = BpfHashMap<MapData, WorkloadKey, u32>> {
+    pub(super) map: M,
+    /// What the kernel map holds (as far as the syscalls said).
+    pub(super) current: WorkloadEntries,
+    /// Wanted entries that did not fit, each counted once in `full`
+    /// (retried at every sync, so they go in once room frees up).
+    pub(super) rejected: BTreeSet<WorkloadKey>,
+    /// Entries that could not be inserted because the map was full.
+    pub(super) full: u64,
+}
+
+fn is_errno(e: &MapError, errno: i32) -> bool {
+    matches!(e, MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(errno))
+}
+
+impl<M: WorkloadMap> Workloads<M> {
+    /// Makes the map hold `next`: stale entries (cgroups gone, selectors
+    /// changed) out first, so their room serves the new ones; then the new
+    /// and changed ones. A full map is counted per entry, once, not an error.
+    pub(super) fn apply(&mut self, next: WorkloadEntries) -> Result<(), CaptureError> {
+        let name = map_names::WORKLOAD_ENDPOINTS;
+        let gone: Vec<WorkloadKey> = self
+            .current
+            .keys()
+            .filter(|k| !next.contains_key(k))
+            .copied()
+            .collect();
+        for k in gone {
+            match self.map.remove(&k) {
+                Err(e) if !is_errno(&e, libc::ENOENT) => {
+                    // Still in the kernel: kept as current, retried next time.
+                    tracing::warn!(error = %e, map = name, "removing a stale workload endpoint entry failed; retried at the next sync");
+                }
+                _ => {
+                    self.current.remove(&k);
+                }
+            }
+        }
+        let capacity = WORKLOAD_ENDPOINT_ENTRIES as usize;
+        for (&k, &id) in &next {
+            if self.current.get(&k) == Some(&id) {
+                continue;
+            }
+            // The kernel says E2BIG when full; knowing the count, ask only
+            // when there is room.
+            let room = self.current.len() < capacity || self.current.contains_key(&k);
+            let fits = if room {
+                match self.map.insert(k, id) {
+                    Ok(()) => true,
+                    Err(e) if is_errno(&e, libc::E2BIG) || is_errno(&e, libc::ENOMEM) => false,
+                    Err(e) => return Err(super::map_err(name)(e)),
+                }
+            } else {
+                false
+            };
+            if fits {
+                self.current.insert(k, id);
+                self.rejected.remove(&k);
+            } else if self.rejected.insert(k) {
+                self.full += 1;
+                tracing::warn!(
+                    cgroup_id = k.cgroup_id,
+                    port = k.port,
+                    capacity,
+                    "the kernel's workload endpoint map is full; this socket's traffic is not watched until room frees up (counted in rampwatch_events_lost_total{{reason=\"workload_map_full\"}})"
+                );
+            }
+        }
+        self.rejected.retain(|k| next.contains_key(k));
+        Ok(())
+    }
+
+    /// Distinct cgroup ids in the kernel map.
+    pub(super) fn cgroups(&self) -> usize {
+        let mut n = 0;
+        let mut last = None;
+        // Sorted by cgroup id first: equal ids are adjacent.
+        for k in self.current.keys() {
+            if last != Some(k.cgroup_id) {
+                n += 1;
+                last = Some(k.cgroup_id);
+            }
+        }
+        n
+    }
 }
 
 /// LPM entries whose removal failed.
@@ -123,5 +231,114 @@ impl Control {
         );
         self.current = next;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// A map that holds `capacity` entries and says E2BIG past them, as the
+    /// kernel does, and fails removals of `stuck` keys.
+    #[derive(Default)]
+    struct Fake {
+        entries: BTreeMap<WorkloadKey, u32>,
+        capacity: usize,
+        stuck: BTreeSet<WorkloadKey>,
+    }
+
+    fn errno(e: i32) -> MapError {
+        MapError::SyscallError(aya::sys::SyscallError {
+            call: "bpf_map_update_elem",
+            io_error: std::io::Error::from_raw_os_error(e),
+        })
+    }
+
+    impl WorkloadMap for Fake {
+        fn insert(&mut self, key: WorkloadKey, id: u32) -> Result<(), MapError> {
+            if !self.entries.contains_key(&key) && self.entries.len() >= self.capacity {
+                return Err(errno(libc::E2BIG));
+            }
+            self.entries.insert(key, id);
+            Ok(())
+        }
+
+        fn remove(&mut self, key: &WorkloadKey) -> Result<(), MapError> {
+            if self.stuck.contains(key) {
+                return Err(errno(libc::EPERM));
+            }
+            self.entries
+                .remove(key)
+                .map(|_| ())
+                .ok_or(errno(libc::ENOENT))
+        }
+    }
+
+    fn key(cgroup_id: u64, port: u16) -> WorkloadKey {
+        WorkloadKey {
+            cgroup_id,
+            port,
+            ..WorkloadKey::default()
+        }
+    }
+
+    fn wl(capacity: usize) -> Workloads<Fake> {
+        Workloads {
+            map: Fake {
+                capacity,
+                ..Fake::default()
+            },
+            current: WorkloadEntries::new(),
+            rejected: BTreeSet::new(),
+            full: 0,
+        }
+    }
+
+    fn entries(keys: &[(u64, u16, u32)]) -> WorkloadEntries {
+        keys.iter().map(|&(c, p, id)| (key(c, p), id)).collect()
+    }
+
+    #[test]
+    fn churn_replaces_stale_cgroups_and_counts_distinct_ids() {
+        let mut w = wl(16);
+        w.apply(entries(&[(1, 80, 0), (1, 443, 0), (2, 80, 1)]))
+            .unwrap();
+        assert_eq!(w.cgroups(), 2);
+        // Pod 1 restarted as cgroup 3; pod 2 changed endpoint.
+        let next = entries(&[(3, 80, 0), (3, 443, 0), (2, 80, 0)]);
+        w.apply(next.clone()).unwrap();
+        assert_eq!(w.map.entries, next);
+        assert_eq!(w.current, next);
+        assert_eq!((w.cgroups(), w.full), (2, 0));
+    }
+
+    #[test]
+    fn a_full_map_counts_each_pair_once_and_takes_it_when_room_frees() {
+        let mut w = wl(2);
+        let three = entries(&[(1, 80, 0), (2, 80, 0), (3, 80, 0)]);
+        w.apply(three.clone()).unwrap();
+        assert_eq!((w.current.len(), w.full), (2, 1));
+        // The same wish again is not a second loss.
+        w.apply(three).unwrap();
+        assert_eq!(w.full, 1);
+        // Cgroup 1 went away: its room serves the waiting pair.
+        w.apply(entries(&[(2, 80, 0), (3, 80, 0)])).unwrap();
+        assert_eq!(w.map.entries, entries(&[(2, 80, 0), (3, 80, 0)]));
+        assert!(w.rejected.is_empty());
+        assert_eq!(w.full, 1);
+    }
+
+    #[test]
+    fn a_removal_that_fails_stays_current_and_is_retried() {
+        let mut w = wl(16);
+        w.apply(entries(&[(1, 80, 0)])).unwrap();
+        w.map.stuck.insert(key(1, 80));
+        w.apply(WorkloadEntries::new()).unwrap();
+        assert_eq!(w.current, entries(&[(1, 80, 0)]), "still in the kernel");
+        w.map.stuck.clear();
+        w.apply(WorkloadEntries::new()).unwrap();
+        assert!(w.current.is_empty() && w.map.entries.is_empty());
     }
 }

@@ -7,7 +7,11 @@
 //! - `RW_ENDPOINTS_ANY`: address prefix → id, for any-port rules;
 //! - `RW_PORTS`: 65536-entry prefilter, so most unmonitored packets cost one
 //!   array lookup per side; port-only rules (host names that did not resolve:
-//!   watch the port, match SNI/Host in userspace) live there entirely.
+//!   watch the port, match SNI/Host in userspace) live there entirely;
+//! - workload rules (endpoints served by workloads) only flag their ports
+//!   there (`port_flags::WORKLOAD`): which sockets serve them is the
+//!   (cgroup, port) → id map `RW_WL_ENDPOINTS`, kept in sync with the
+//!   cgroups apart from the rules ([`WorkloadEntries`]).
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -15,7 +19,7 @@ use std::{
     ops::RangeInclusive,
 };
 
-use agent_common::{EndpointKey, PortEntry, port_flags};
+use agent_common::{EndpointKey, PortEntry, WorkloadKey, port_flags};
 use ipnet::IpNet;
 
 /// Ports a rule covers.
@@ -27,13 +31,20 @@ pub enum PortSpec {
 }
 
 /// One monitored endpoint: traffic to `prefix` (any address when `None`) on
-/// `ports` is tagged with `id` in the kernel.
+/// `ports` is tagged with `id` in the kernel. A `workload` rule has no
+/// prefix: its server is a local socket listening on one of `ports` in a
+/// cgroup [`WorkloadEntries`] lists for `id`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EndpointRule {
     pub id: u32,
     pub prefix: Option<IpNet>,
     pub ports: PortSpec,
+    pub workload: bool,
 }
+
+/// (cgroup id, port) → endpoint id: the sockets that serve workload rules
+/// now, the content of `RW_WL_ENDPOINTS`.
+pub type WorkloadEntries = BTreeMap<WorkloadKey, u32>;
 
 /// Most per-port entries one rule set may expand to.
 pub const MAX_PORT_ENTRIES: usize = 65536;
@@ -51,6 +62,10 @@ pub enum RuleError {
     TooManyEntries,
     #[error("endpoint rule {0} has an empty port range or list")]
     NoPorts(u32),
+    #[error(
+        "endpoint rule {0} is served by workloads but lists no ports; list the ports its pods listen on"
+    )]
+    WorkloadWithoutPorts(u32),
 }
 
 /// The kernel-side form of a rule set.
@@ -102,6 +117,15 @@ pub fn compile(rules: &[EndpointRule]) -> Result<Compiled, RuleError> {
         {
             return Err(RuleError::NoPorts(rule.id));
         }
+        if rule.workload {
+            let Some(ports) = ports else {
+                return Err(RuleError::WorkloadWithoutPorts(rule.id));
+            };
+            for port in ports {
+                c.ports.entry(port).or_default().flags |= port_flags::WORKLOAD;
+            }
+            continue;
+        }
         match (&rule.prefix, ports) {
             (None, None) => return Err(RuleError::MatchesEverything(rule.id)),
             (None, Some(ports)) => {
@@ -146,7 +170,34 @@ mod tests {
             id,
             prefix: prefix.map(|p| p.parse().expect("test prefix")),
             ports,
+            workload: false,
         }
+    }
+
+    #[test]
+    fn workload_rules_flag_their_ports_only() {
+        let mut w = rule(5, None, PortSpec::List(vec![8080, 9090]));
+        w.workload = true;
+        let c = compile(&[
+            w.clone(),
+            rule(1, Some("127.0.0.1/32"), PortSpec::List(vec![8080])),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.ports.get(&8080).map(|e| e.flags),
+            Some(port_flags::WORKLOAD | port_flags::LPM)
+        );
+        // No endpoint id in the prefilter: the cgroup map names it.
+        assert_eq!(
+            c.ports[&9090],
+            PortEntry {
+                flags: port_flags::WORKLOAD,
+                endpoint_id: 0
+            }
+        );
+        assert!(c.port_entries.len() == 1 && !c.any_port);
+        w.ports = PortSpec::Any;
+        assert_eq!(compile(&[w]), Err(RuleError::WorkloadWithoutPorts(5)));
     }
 
     #[test]

@@ -42,7 +42,7 @@ use aya::{
     },
 };
 use control::Control;
-pub use endpoints::{Compiled, EndpointRule, PortSpec, RuleError, compile};
+pub use endpoints::{Compiled, EndpointRule, PortSpec, RuleError, WorkloadEntries, compile};
 pub use error::CaptureError;
 use error::{map_err, prog_err};
 pub use floor::Floor;
@@ -241,6 +241,12 @@ impl Capture {
             ports: take(&mut ebpf, map_names::PORTS)?,
             current: Compiled::default(),
             stale: control::Stale::default(),
+            workloads: control::Workloads {
+                map: take(&mut ebpf, map_names::WORKLOAD_ENDPOINTS)?,
+                current: WorkloadEntries::new(),
+                rejected: std::collections::BTreeSet::new(),
+                full: 0,
+            },
             cfg: Config {
                 snaplen: config.snaplen.min(agent_common::SNAPLEN_MAX),
                 first_segments: config.first_segments,
@@ -346,6 +352,14 @@ impl Capture {
         Ok(())
     }
 
+    /// Replaces the sockets that serve workload endpoints: (cgroup id,
+    /// port) → rule id, for the `workload` rules of [`Self::set_endpoints`]
+    /// (computed from the workload resolver, again whenever pods come and
+    /// go). Entries that do not fit are counted, not an error.
+    pub fn set_workload_endpoints(&self, entries: WorkloadEntries) -> Result<(), CaptureError> {
+        lock(&self.control).workloads.apply(entries)
+    }
+
     /// Changes sampling at run time.
     pub fn set_sampling(
         &self,
@@ -373,8 +387,14 @@ impl Capture {
             let t = lock(&self.shared.tracker);
             (t.duplicate_views, t.duplicate_view_requests)
         };
+        let (workload_map_full, workload_cgroups) = {
+            let c = lock(&self.control);
+            (c.workloads.full, c.workloads.cgroups() as u64)
+        };
         Ok(CaptureStats {
             kernel: KernelCounters::from_sums(&sums),
+            workload_map_full,
+            workload_cgroups,
             decode_errors: self.shared.decode_errors.load(Ordering::Relaxed),
             records_read: self.shared.records.load(Ordering::Relaxed),
             duplicate_views,

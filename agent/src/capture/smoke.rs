@@ -64,6 +64,7 @@ async fn root_curl_in_child_cgroup_is_seen() {
                 id: 42,
                 prefix: Some("127.0.0.1/32".parse().unwrap()),
                 ports: PortSpec::List(vec![port]),
+                workload: false,
             }],
             poll_interval: Duration::from_millis(100),
             ..CaptureConfig::default()
@@ -277,6 +278,7 @@ async fn root_tc_on_veth_ipv6() {
                 id: 5,
                 prefix: Some(format!("fd00:{id:x}::2/128").parse().unwrap()),
                 ports: PortSpec::List(vec![8080]),
+                workload: false,
             }],
             ..CaptureConfig::default()
         },
@@ -329,6 +331,7 @@ async fn unprivileged_start_says_why() {
                 id: 1,
                 prefix: None,
                 ports: PortSpec::List(vec![443]),
+                workload: false,
             }],
             ..CaptureConfig::default()
         },

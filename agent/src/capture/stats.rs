@@ -18,6 +18,11 @@ pub struct CaptureStats {
     /// Request starts the kernel counted on those second views (part of
     /// `request_starts`, charged to no one).
     pub duplicate_view_requests: u64,
+    /// (cgroup, port) pairs of workload endpoints that did not fit in the
+    /// kernel map (each counted once; a loss: that socket is not watched).
+    pub workload_map_full: u64,
+    /// Distinct cgroup ids in the kernel's workload endpoint map now.
+    pub workload_cgroups: u64,
 }
 
 impl CaptureStats {
@@ -25,9 +30,10 @@ impl CaptureStats {
     /// `rampwatch_events_lost_total{reason}`. A truncated sample is cut,
     /// not lost, and is not among them.
     pub fn losses(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        self.kernel
-            .losses()
-            .chain([("decode_errors", self.decode_errors)])
+        self.kernel.losses().chain([
+            ("decode_errors", self.decode_errors),
+            ("workload_map_full", self.workload_map_full),
+        ])
     }
 }
 

@@ -12,7 +12,8 @@ use serde::Serialize;
 
 use crate::{
     contract::{
-        Contract, DataClass, Endpoint, HostPattern, TlsVersion, format_duration, path_has_prefix,
+        Contract, DataClass, Endpoint, HostPattern, NameGlob, TlsVersion, WorkloadSelector,
+        format_duration, path_has_prefix,
     },
     event::Nanos,
     identity::Fingerprint,
@@ -124,6 +125,7 @@ pub fn diff(old: &Contract, new: &Contract) -> Vec<Change> {
         );
     }
     watched(old, new, &mut out);
+    watched_workloads(old, new, &mut out);
     classes(old, new, &mut out);
     endpoints(old, new, &mut out);
     super::diff_parties::clients(old, new, &mut out);
@@ -219,6 +221,83 @@ fn watched(old: &Contract, new: &Contract, out: &mut Vec<Change>) {
                     .endpoint(&r.endpoint)
                     .values(o, n)
                     .detail(format!("watched scope: host {subject} {verb}")),
+            );
+        }
+    }
+}
+
+/// One glob covers another: the same text, no glob at all (any), or a
+/// literal name the glob matches. Globs other than these are compared by
+/// text, so a rewritten glob shows up as a change rather than going unseen.
+fn glob_covers(outer: Option<&NameGlob>, inner: Option<&NameGlob>) -> bool {
+    match (outer, inner) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(o), Some(i)) => {
+            o.as_str() == i.as_str()
+                || (!i.as_str().contains(['*', '?', '[']) && o.matches(i.as_str()))
+        }
+    }
+}
+
+fn selector_covers(outer: &WorkloadSelector, inner: &WorkloadSelector) -> bool {
+    glob_covers(outer.namespace.as_ref(), inner.namespace.as_ref())
+        && glob_covers(outer.pod.as_ref(), inner.pod.as_ref())
+        && glob_covers(outer.container.as_ref(), inner.container.as_ref())
+        && glob_covers(outer.exe.as_ref(), inner.exe.as_ref())
+}
+
+fn show_selector(s: &WorkloadSelector) -> String {
+    let fields = [
+        ("namespace", &s.namespace),
+        ("pod", &s.pod),
+        ("container", &s.container),
+        ("exe", &s.exe),
+    ];
+    let shown: Vec<String> = fields
+        .iter()
+        .filter_map(|(k, g)| g.as_ref().map(|g| format!("{k}={}", g.as_str())))
+        .collect();
+    format!("workload {}", shown.join(","))
+}
+
+/// The sockets endpoints served by workloads make the kernel watch: every
+/// (selector, ports) of every endpoint. One OLD watches that no NEW one
+/// covers is traffic nobody judges any more (loosens), and the reverse is
+/// newly watched.
+fn watched_workloads(old: &Contract, new: &Contract, out: &mut Vec<Change>) {
+    type Served<'a> = Vec<(&'a str, &'a WorkloadSelector, Option<&'a [u16]>)>;
+    fn served(c: &Contract) -> Served<'_> {
+        c.endpoints()
+            .iter()
+            .flat_map(|e| {
+                e.workloads
+                    .iter()
+                    .map(move |s| (&*e.name, s, e.ports.as_deref()))
+            })
+            .collect()
+    }
+    let (o, n) = (served(old), served(new));
+    for (from, to, effect, verb) in [
+        (&o, &n, Effect::Loosens, "no longer watched"),
+        (&n, &o, Effect::Tightens, "newly watched"),
+    ] {
+        for (endpoint, sel, ports) in from.iter().filter(|(_, sel, ports)| {
+            !to.iter()
+                .any(|(_, s, p)| selector_covers(s, sel) && ports_cover(*p, *ports))
+        }) {
+            let subject = format!("{} {}", show_selector(sel), show_ports(*ports));
+            let (ov, nv) = match effect {
+                Effect::Loosens => (Some(subject.clone()), None),
+                _ => (None, Some(subject.clone())),
+            };
+            out.push(
+                Change::new(effect, "scope", "endpoints.workloads", &subject)
+                    .endpoint(endpoint)
+                    .values(ov, nv)
+                    .detail(format!(
+                        "watched scope: endpoint {endpoint} served by {subject} {verb}"
+                    )),
             );
         }
     }

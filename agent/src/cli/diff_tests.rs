@@ -348,3 +348,60 @@ fn run_diff_exit_codes_table_and_json() {
     assert!(err.contains("bad.yaml:"), "{err}");
     assert!(err.contains("the contract was not loaded"), "{err}");
 }
+
+/// Endpoints served by workloads: the selectors and ports are what the
+/// kernel watches, so narrowing them (or removing one) loosens.
+#[test]
+fn a_narrower_endpoint_workload_selector_loosens() {
+    use crate::contract::tests::workload_endpoints::with_endpoints;
+    let pay = |sel: &str, ports: &str| {
+        with_endpoints(&format!(
+            "    - {{ name: pay, dataClass: pii, workloads: [{sel}], ports: [{ports}] }}\n    - {{ name: web, dataClass: pii, hosts: [127.0.0.1], ports: [80] }}"
+        ))
+    };
+    let old = pay(r#"{namespace: payments, pod: "api-*"}"#, "8080, 8081");
+    let effects = |new: &Contract| -> Vec<(Effect, String)> {
+        diff(&old, new)
+            .into_iter()
+            .filter(|c| c.field == "endpoints.workloads")
+            .map(|c| (c.effect, c.detail))
+            .collect()
+    };
+    assert!(effects(&pay(r#"{namespace: payments, pod: "api-*"}"#, "8080, 8081")).is_empty());
+    // Another glob: the old pods are no longer watched, others newly are.
+    let changed = effects(&pay(
+        r#"{namespace: payments, pod: "api-v2-*"}"#,
+        "8080, 8081",
+    ));
+    assert_eq!(changed.len(), 2, "{changed:#?}");
+    assert_eq!(changed[0].0, Effect::Loosens);
+    assert_eq!(
+        changed[0].1,
+        "watched scope: endpoint pay served by workload namespace=payments,pod=api-* port 8080,8081 no longer watched"
+    );
+    assert_eq!(changed[1].0, Effect::Tightens);
+    // A port dropped: that port of the pods is no longer watched.
+    let port = effects(&pay(r#"{namespace: payments, pod: "api-*"}"#, "8080"));
+    assert_eq!(
+        port.iter().map(|c| c.0).collect::<Vec<_>>(),
+        [Effect::Loosens],
+        "{port:#?}"
+    );
+    // Widened to the whole namespace: newly watched, nothing loosens.
+    let wider = effects(&pay("{namespace: payments}", "8080, 8081"));
+    assert_eq!(
+        wider.iter().map(|c| c.0).collect::<Vec<_>>(),
+        [Effect::Tightens],
+        "{wider:#?}"
+    );
+    // The endpoint gone: its pods' traffic is judged by nobody.
+    let removed =
+        with_endpoints("    - { name: web, dataClass: pii, hosts: [127.0.0.1], ports: [80] }");
+    let all = diff(&old, &removed);
+    assert!(
+        all.iter().any(|c| c.field == "endpoints.workloads"
+            && c.effect == Effect::Loosens
+            && c.endpoint.as_deref() == Some("pay")),
+        "{all:#?}"
+    );
+}

@@ -3,6 +3,16 @@
 use std::{borrow::Cow, net::SocketAddr};
 
 use super::{Contract, Endpoint, canonical_ip};
+use crate::identity::workload::FlowWorkload;
+
+/// Which kind of candidate wins: the name the client asked for, then the
+/// workload that serves the socket, then the server address.
+#[derive(Clone, Copy)]
+enum Tier {
+    Name,
+    Workload,
+    Address,
+}
 
 /// The outcome of [`Contract::match_endpoint`].
 #[derive(Clone, Copy, Debug)]
@@ -97,6 +107,21 @@ impl Contract {
         name: Option<&str>,
         path: Option<&str>,
     ) -> EndpointMatch<'_> {
+        self.match_endpoint_served(server, None, name, path)
+    }
+
+    /// [`Self::match_endpoint`] for a server socket on this node whose
+    /// workload is `served_by` (live only): an endpoint whose `workloads`
+    /// select it, on one of its ports, is a candidate too. Candidates
+    /// matched by name come first, then those served by the workload, then
+    /// those matched by address.
+    pub fn match_endpoint_served(
+        &self,
+        server: SocketAddr,
+        served_by: Option<&FlowWorkload>,
+        name: Option<&str>,
+        path: Option<&str>,
+    ) -> EndpointMatch<'_> {
         let ip = canonical_ip(server.ip());
         let port = server.port();
         let name = name.map(normalized).filter(|n| !n.is_empty());
@@ -104,15 +129,32 @@ impl Contract {
             name.as_deref()
                 .is_some_and(|n| e.hosts.iter().any(|h| h.matches_name(n)))
         };
+        let by_workload = |e: &Endpoint| served_by.is_some_and(|w| e.served_by(w));
         let by_addr = |e: &Endpoint| e.hosts.iter().any(|h| h.matches_addr(ip));
         // Runs once per flow or request: filter twice rather than collect.
-        let named = self
+        let tier = if self
             .endpoints
             .iter()
-            .any(|e| e.port_matches(port) && by_name(e));
+            .any(|e| e.port_matches(port) && by_name(e))
+        {
+            Tier::Name
+        } else if self
+            .endpoints
+            .iter()
+            .any(|e| e.port_matches(port) && by_workload(e))
+        {
+            Tier::Workload
+        } else {
+            Tier::Address
+        };
         let candidates = || {
             self.endpoints.iter().filter(move |e| {
-                e.port_matches(port) && if named { by_name(e) } else { by_addr(e) }
+                e.port_matches(port)
+                    && match tier {
+                        Tier::Name => by_name(e),
+                        Tier::Workload => by_workload(e),
+                        Tier::Address => by_addr(e),
+                    }
             })
         };
         let Some(first) = candidates().next() else {

@@ -160,11 +160,21 @@ pub struct Endpoint {
     pub ports: Option<Vec<u16>>,
     /// Path prefixes; empty: any path.
     pub paths: Vec<String>,
+    /// Local workloads that serve it (live only): a flow whose server-side
+    /// socket's workload matches one of them, on one of `ports` (required
+    /// with workloads), belongs to it. No `exe` here (see decode).
+    pub workloads: Vec<WorkloadSelector>,
 }
 
 impl Endpoint {
     pub fn port_matches(&self, port: u16) -> bool {
         self.ports.as_ref().is_none_or(|p| p.contains(&port))
+    }
+
+    /// Whether the server socket's workload `w` is one of this endpoint's
+    /// `workloads` (the port is checked apart, with [`Self::port_matches`]).
+    pub fn served_by(&self, w: &crate::identity::workload::FlowWorkload) -> bool {
+        self.workloads.iter().any(|s| s.matches(w))
     }
 
     /// The longest of `paths` that is a prefix of `path` on a segment

@@ -168,17 +168,30 @@ pub struct DataClass {
     pub forbidden_ciphers: Vec<CipherGlob>,
 }
 
+/// An API endpoint: named by `hosts`, by the `workloads` that serve it, or
+/// both; one served by workloads lists its `ports`.
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("anyOf" = [{"required": ["hosts"]}, {"required": ["workloads", "ports"]}]))]
 pub struct Endpoint {
     pub name: Name,
     /// The name of one of `dataClasses`.
     pub data_class: Name,
     /// DNS names (matching TLS SNI or HTTP Host; `*.example.com` matches
-    /// subdomains) or IPs/CIDRs (matching the server address).
+    /// subdomains) or IPs/CIDRs (matching the server address). May be
+    /// omitted when `workloads` name the endpoint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(min = 1))]
     pub hosts: Vec<Host>,
-    /// Omitted: any port.
+    /// Local workloads that serve this endpoint (live agent only; `replay`
+    /// has no workloads): traffic to a socket of a selected pod listening on
+    /// one of `ports` belongs to it, wherever the pod's address moves.
+    /// `exe` cannot select an endpoint (listening sockets are matched by
+    /// their cgroup); `ports` are required with `workloads`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(min = 1))]
+    pub workloads: Vec<WorkloadSelector>,
+    /// Omitted: any port (required with `workloads`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub ports: Option<Vec<Port>>,

@@ -278,7 +278,12 @@ impl Judge<'_> {
         let view = self.ctx.view;
         if st.matched.is_some() {
             let name = st.host.as_deref().or_else(|| flow.tls.sni());
-            st.matched = Some(view.match_endpoint(flow.id.server, name, None));
+            st.matched = Some(view.match_endpoint(
+                flow.id.server,
+                st.workloads[Side::Server.index()].as_deref(),
+                name,
+                None,
+            ));
         }
         if let Some(old) = st.identity {
             let presented = old.credential.map(|fingerprint| Presented {
@@ -296,9 +301,12 @@ impl Judge<'_> {
 
     fn matched(&self, flow: &mut Flow<FlowState>) -> EndpointRef {
         *flow.ext.matched.get_or_insert_with(|| {
-            self.ctx
-                .view
-                .match_endpoint(flow.id.server, flow.tls.sni(), None)
+            self.ctx.view.match_endpoint(
+                flow.id.server,
+                flow.ext.workloads[Side::Server.index()].as_deref(),
+                flow.tls.sni(),
+                None,
+            )
         })
     }
 
@@ -366,7 +374,12 @@ impl Judge<'_> {
     fn request(&mut self, flow: &mut Flow<FlowState>, req: &Request) {
         let view = self.ctx.view;
         let name = req.host.as_deref().or_else(|| flow.tls.sni());
-        let m = view.match_endpoint(flow.id.server, name, Some(&req.path));
+        let m = view.match_endpoint(
+            flow.id.server,
+            flow.ext.workloads[Side::Server.index()].as_deref(),
+            name,
+            Some(&req.path),
+        );
         let mut presented = [Presented::opaque([0; 32]); 4];
         let mut n = 0;
         for (slot, c) in presented.iter_mut().zip(&req.credentials) {
@@ -488,6 +501,22 @@ impl Judge<'_> {
         self.refresh(flow);
         flow.ext.workloads[side.index()] = Some(workload);
         if side != Side::Client {
+            // The server's workload may name the endpoint (`workloads`): a
+            // match made before it was known is made again, so the kernel's
+            // request counts that follow go to that endpoint.
+            let st = &mut flow.ext;
+            if st
+                .matched
+                .is_some_and(|m| matches!(m, EndpointRef::Unwatched | EndpointRef::Unlisted))
+            {
+                let name = st.host.as_deref().or_else(|| flow.tls.sni());
+                st.matched = Some(self.ctx.view.match_endpoint(
+                    flow.id.server,
+                    st.workloads[Side::Server.index()].as_deref(),
+                    name,
+                    None,
+                ));
+            }
             return;
         }
         let st = &mut flow.ext;

@@ -15,7 +15,7 @@ use crate::{
     contract::{self, Contract, DataClass, RevocationTarget},
     event::Nanos,
     flow::TlsVersion,
-    identity::Directory,
+    identity::{Directory, workload::FlowWorkload},
 };
 
 /// What a data class demands.
@@ -175,11 +175,13 @@ impl View {
             })
     }
 
-    /// Which endpoint covers `server`, reached by `name` (SNI or Host) and
+    /// Which endpoint covers `server` (whose socket, when on this node, is
+    /// the workload `served_by`), reached by `name` (SNI or Host) and
     /// asking for `path` (when visible).
     pub fn match_endpoint(
         &self,
         server: SocketAddr,
+        served_by: Option<&FlowWorkload>,
         name: Option<&str>,
         path: Option<&str>,
     ) -> EndpointRef {
@@ -189,7 +191,10 @@ impl View {
                 .iter()
                 .position(|x| std::ptr::eq(x, e))
         };
-        match self.contract.match_endpoint(server, name, path) {
+        match self
+            .contract
+            .match_endpoint_served(server, served_by, name, path)
+        {
             contract::EndpointMatch::Endpoint(e) => {
                 index(e).map_or(EndpointRef::Unwatched, EndpointRef::Endpoint)
             }

@@ -75,6 +75,56 @@ pub fn workload_note(contract: &Contract) -> Option<String> {
     ))
 }
 
+/// Endpoints served by workloads: without sockets a replay cannot see
+/// which pod served a connection, so an endpoint named only by `workloads`
+/// never matches, and one that also lists `hosts` matches by those. Says
+/// so, once.
+pub fn endpoint_workload_note(contract: &Contract) -> Option<String> {
+    let served = || {
+        contract
+            .endpoints()
+            .iter()
+            .filter(|e| !e.workloads.is_empty())
+    };
+    let only: Vec<&str> = served()
+        .filter(|e| e.hosts.is_empty())
+        .map(|e| &*e.name)
+        .collect();
+    let also: Vec<&str> = served()
+        .filter(|e| !e.hosts.is_empty())
+        .map(|e| &*e.name)
+        .collect();
+    let plural = |v: &[&str], one: &'static str, many: &'static str| {
+        if v.len() == 1 { one } else { many }
+    };
+    let mut parts = Vec::new();
+    if !only.is_empty() {
+        parts.push(format!(
+            "{} `{}` {} named only by `workloads`, so {} traffic never matches here",
+            plural(&only, "endpoint", "endpoints"),
+            only.join("`, `"),
+            plural(&only, "is", "are"),
+            plural(&only, "its", "their"),
+        ));
+    }
+    if !also.is_empty() {
+        parts.push(format!(
+            "{} `{}` {} matched here only by {} `hosts`, never by `workloads`",
+            plural(&also, "endpoint", "endpoints"),
+            also.join("`, `"),
+            plural(&also, "is", "are"),
+            plural(&also, "its", "their"),
+        ));
+    }
+    if parts.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "rampwatch replay: note: a capture file has no workloads: {}",
+        parts.join("; ")
+    ))
+}
+
 /// [`run`] with explicit streams, for tests.
 pub fn replay(
     args: &ReplayArgs,
@@ -98,7 +148,10 @@ pub fn replay(
             return Ok(EXIT_UNUSABLE);
         }
     };
-    if let Some(note) = workload_note(&contract) {
+    for note in [workload_note(&contract), endpoint_workload_note(&contract)]
+        .into_iter()
+        .flatten()
+    {
         writeln!(err, "{note}")?;
     }
     // Open every file first: a typo in the last name should not cost a
@@ -254,5 +307,18 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(workload_note(&plain), None);
+        assert_eq!(endpoint_workload_note(&plain), None);
+    }
+
+    #[test]
+    fn endpoints_served_by_workloads_get_one_note() {
+        let text = "apiVersion: rampwatch.io/v1\nkind: RampContract\nmetadata:\n  name: n\nspec:\n  dataClasses:\n    - {name: p, encryption: optional}\n  endpoints:\n    - {name: pay, dataClass: p, workloads: [{namespace: payments}], ports: [8080]}\n    - {name: web, dataClass: p, hosts: [127.0.0.1], workloads: [{pod: web}], ports: [80]}\n    - {name: old, dataClass: p, hosts: [127.0.0.1], ports: [81]}\n  stages:\n    - name: s\n      startsAt: \"2026-01-01T00:00:00Z\"\n";
+        let c = Contract::parse(text, "n.yaml").expect("valid");
+        let note = endpoint_workload_note(&c).expect("a note");
+        assert_eq!(
+            note,
+            "rampwatch replay: note: a capture file has no workloads: endpoint `pay` is named only by `workloads`, so its traffic never matches here; endpoint `web` is matched here only by its `hosts`, never by `workloads`"
+        );
+        assert_eq!(workload_note(&c), None);
     }
 }

@@ -25,6 +25,7 @@ pub mod reload;
 mod rules;
 pub mod snapshot;
 mod usage;
+mod workloads;
 
 use std::{
     sync::{Arc, atomic::Ordering},
@@ -49,7 +50,6 @@ use crate::{
     cli::AgentArgs,
     contract::{Contract, format_rfc3339},
     event::{Event, Nanos},
-    identity::workload::{WorkloadConfig, WorkloadResolver},
     policy::{Engine, EngineOptions, Output},
     sinks::{
         api::{ApiServer, views::StatusView},
@@ -168,8 +168,9 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     ));
 
     let mut engine = live_engine(Arc::clone(&contract), &settings);
-    if let Some(resolver) = workload_resolver(&settings) {
-        engine.set_workloads(resolver);
+    let resolver = workloads::resolver(&settings);
+    if let Some(resolver) = &resolver {
+        engine.set_workloads(Arc::clone(resolver));
     }
     engine.tick(now());
     if let Some(record) = present::first_stage(&engine) {
@@ -185,6 +186,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         capture_desc,
         started,
         acks: std::collections::HashMap::new(),
+        workloads: workloads::WorkloadSync::new(resolver),
     };
     // The socket answers only once there is something true to say.
     state.publish(&engine, &capture, &metrics, &audit, &snapshot);
@@ -198,6 +200,11 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         usage::UsageMeter::new(settings.usage_interval, settings.usage_max_pairs, started);
     let mut resolve = tokio::time::interval(RESOLVE_EVERY);
     resolve.tick().await;
+    // The first tick fires at once: workload endpoints are watched from
+    // the start, then followed as pods come and go.
+    let mut workload_sync = tokio::time::interval(workloads::SYNC_EVERY);
+    workload_sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let (served_tx, mut served_rx) = mpsc::channel(2);
     let reason = loop {
         tokio::select! {
             ev = rx.recv() => {
@@ -224,6 +231,17 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             Some(msg) = reload_rx.recv() => {
                 if state.reload(msg, &mut engine, &metrics, &audit) {
                     rules::spawn_kernel_rules(Arc::clone(&state.contract), state.rules_generation, rules_tx.clone());
+                    state.workloads.spawn(Arc::clone(&state.contract), state.rules_generation, served_tx.clone());
+                }
+            }
+            _ = workload_sync.tick() => {
+                state.workloads.spawn(Arc::clone(&state.contract), state.rules_generation, served_tx.clone());
+            }
+            Some((generation, entries)) = served_rx.recv() => {
+                if generation == state.rules_generation
+                    && let Err(e) = capture.set_workload_endpoints(entries)
+                {
+                    tracing::warn!(error = %e, "updating the kernel's workload endpoint map failed; retried at the next sync");
                 }
             }
             Some((generation, rules)) = rules_rx.recv() => {
@@ -299,28 +317,6 @@ fn live_engine(contract: Arc<Contract>, settings: &config::Settings) -> Engine {
     )
 }
 
-/// The resolver that names local sockets' workloads from the host's
-/// cgroupfs, `/proc` and kubelet directories under `--host-root`. Without
-/// one the agent still runs, and flows name a local socket by its cgroup id.
-fn workload_resolver(settings: &config::Settings) -> Option<Arc<WorkloadResolver>> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let Some(root) = crate::capture::workload_cgroup_root(&mountinfo, &settings.host_root) else {
-        tracing::warn!(
-            host_root = %settings.host_root.display(),
-            "no cgroup v2 hierarchy is mounted below the host root, so workloads are not named; mount the host's /sys/fs/cgroup there"
-        );
-        return None;
-    };
-    let cfg = WorkloadConfig::under_host_root(&settings.host_root, root);
-    match WorkloadResolver::new(cfg) {
-        Ok(r) => Some(Arc::new(r)),
-        Err(e) => {
-            tracing::warn!(error = %e, "workloads are not named");
-            None
-        }
-    }
-}
-
 /// Shutdown detaches, then hands over what is still in the ring; judges it
 /// while it arrives (the channel would otherwise fill and stall the drain).
 async fn drain_at_shutdown(capture: Capture, rx: &mut mpsc::Receiver<Event>, engine: &mut Engine) {
@@ -371,6 +367,8 @@ struct LoopState {
     /// The last acknowledgement (name, time) by violation id, for the
     /// views; pruned to the violations the engine still holds.
     acks: std::collections::HashMap<String, (String, Nanos)>,
+    /// Which sockets serve endpoints named by workloads; resolver metrics.
+    workloads: workloads::WorkloadSync,
 }
 
 impl LoopState {
@@ -483,6 +481,7 @@ impl LoopState {
             metrics,
             &present::RequestBalance::new(capture_stats.as_ref(), &stats),
         );
+        self.workloads.publish(metrics, capture_stats.as_ref());
         let info = engine.stage();
         present::stage_metrics(metrics, &info);
         let tls = capture.tls_coverage();

@@ -4,6 +4,8 @@
 //! Host names are resolved now and again every few minutes, so an endpoint
 //! that scales out to new addresses is followed; a name that does not
 //! resolve is watched by port alone and matched in userspace by SNI/Host.
+//! Endpoints served by workloads become rules that flag their ports; which
+//! sockets serve them is synced apart (`super::workloads`).
 
 use std::{collections::BTreeSet, net::IpAddr, sync::Arc, time::Duration};
 
@@ -65,13 +67,23 @@ pub fn spawn_kernel_rules(
 /// Every rule the kernel needs for `contract`. Rule ids only have to be
 /// distinct: userspace re-matches each flow against the contract.
 pub async fn kernel_rules(contract: &Contract) -> Vec<EndpointRule> {
-    let mut rules = Vec::new();
+    // Endpoints served by workloads first: their ids are what the
+    // cgroup map (`super::workloads`) names, so they must not depend on DNS.
+    let mut rules: Vec<EndpointRule> = super::workloads::workload_endpoints(contract)
+        .map(|(id, e)| EndpointRule {
+            id,
+            prefix: None,
+            ports: ports(&e.ports),
+            workload: true,
+        })
+        .collect();
     let mut push = |prefix: Option<IpNet>, spec: PortSpec| {
         let id = u32::try_from(rules.len()).unwrap_or(u32::MAX);
         rules.push(EndpointRule {
             id,
             prefix,
             ports: spec,
+            workload: false,
         });
     };
     for rule in contract.server_rules() {

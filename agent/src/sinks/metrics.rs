@@ -62,6 +62,10 @@ pub struct Metrics {
     pub tls_probe_failures: IntCounterVec,
     pub tls_flows_without_plaintext: IntCounterVec,
     pub audit_writable: IntGauge,
+    pub workload_cache_entries: IntGauge,
+    pub workload_lookups: IntCounterVec,
+    pub workload_rewalks: IntCounter,
+    pub workload_endpoint_cgroups: IntGauge,
 }
 
 impl Metrics {
@@ -207,6 +211,27 @@ impl Metrics {
                 IntGauge,
                 "rampwatch_audit_writable",
                 "1 while the audit log takes records, 0 while it cannot be written (disk full, read-only); records meanwhile are counted in rampwatch_events_lost_total{reason=\"audit_write_failed\"}."
+            ),
+            workload_cache_entries: single!(
+                IntGauge,
+                "rampwatch_workload_cache_entries",
+                "Workloads (cgroup id to pod, container or unit) held in the resolver's bounded cache."
+            ),
+            workload_lookups: labelled!(
+                IntCounterVec,
+                "rampwatch_workload_lookups_total",
+                "Lookups of a local socket's workload by result: named (pod or systemd unit), unnamed (the cgroup exists but nothing on the node names it yet), not_found (no such cgroup, even after a re-walk).",
+                ["result"]
+            ),
+            workload_rewalks: single!(
+                IntCounter,
+                "rampwatch_workload_rewalks_total",
+                "Walks of the host's cgroupfs: on a lookup miss, and each second while endpoints are served by workloads."
+            ),
+            workload_endpoint_cgroups: single!(
+                IntGauge,
+                "rampwatch_workload_endpoint_cgroups",
+                "Cgroups in the kernel's workload endpoint map: sockets of pods that serve an endpoint named by workloads."
             ),
             registry,
         };

@@ -24,13 +24,13 @@ const OTHER_UID: &str = "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d";
 /// `sys/fs/cgroup` and of `/proc` at `proc`. Drop unmounts them before the
 /// directory is removed, and leaks the directory if an unmount fails, so a
 /// recursive removal never reaches the real cgroupfs.
-struct HostRoot {
+pub(super) struct HostRoot {
     dir: Option<TempDir>,
     mounts: Vec<PathBuf>,
 }
 
 impl HostRoot {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         let mut h = Self {
             dir: Some(TempDir::new("wl-hostroot")),
             mounts: Vec::new(),
@@ -40,7 +40,7 @@ impl HostRoot {
         h
     }
 
-    fn path(&self) -> &std::path::Path {
+    pub(super) fn path(&self) -> &std::path::Path {
         self.dir.as_ref().expect("the host root").path()
     }
 

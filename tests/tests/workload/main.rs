@@ -35,6 +35,7 @@ use tests::{
 };
 
 mod live_agent;
+mod served;
 
 const SERVER_UID: &str = "3f2a1b4c-5d6e-4f70-8a9b-0c1d2e3f4a5b";
 const CLIENT_UID: &str = "9e8d7c6b-5a49-4382-9176-a5b4c3d2e1f0";

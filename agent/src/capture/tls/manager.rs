@@ -122,12 +122,17 @@ fn addr_watched(rules: &[EndpointRule], (ip, port): (IpAddr, u16)) -> bool {
     let ip = unmap(ip);
     rules
         .iter()
-        .any(|r| port_in(&r.ports, port) && r.prefix.is_none_or(|p| p.contains(&ip)))
+        .any(|r| !r.workload && port_in(&r.ports, port) && r.prefix.is_none_or(|p| p.contains(&ip)))
 }
 
 /// A listening socket: a wildcard address serves every address, so the
-/// port alone decides; a concrete address must match.
+/// port alone decides; a concrete address must match. A workload rule's
+/// port is enough either way: the kernel checks the caller's cgroup before
+/// it copies a byte.
 fn listener_watched(rules: &[EndpointRule], (ip, port): (IpAddr, u16)) -> bool {
+    if rules.iter().any(|r| r.workload && port_in(&r.ports, port)) {
+        return true;
+    }
     if unmap(ip).is_unspecified() {
         rules.iter().any(|r| match &r.ports {
             PortSpec::Any => false,
@@ -415,6 +420,7 @@ mod tests {
             id: 1,
             prefix: Some(prefix.parse().unwrap()),
             ports,
+            workload: false,
         }
     }
 

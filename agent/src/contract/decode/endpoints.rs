@@ -6,12 +6,13 @@ use super::{
     super::{
         model::{
             CipherGlob, DataClass, Endpoint, HostPattern, Requirement, Scope, TlsVersion,
-            min_tls_version,
+            WorkloadSelector, min_tls_version,
         },
-        reader::{Reader, parse_net, shown},
+        reader::{Reader, join, parse_net, shown},
         yaml::{Kind, Node},
     },
     DATA_CLASS_KEYS, ENDPOINT_KEYS, Names, RESERVED_ENDPOINT_NAMES, SCOPE_KEYS,
+    callers::workload_selector,
 };
 
 pub(super) fn scope(r: &mut Reader, node: &Node, path: &str) -> Scope {
@@ -123,7 +124,24 @@ pub(super) fn endpoint(
         .required(&f, "dataClass")
         .and_then(|n| class_names.reference(r, n, &f.path("dataClass")))
         .and_then(|c| classes.get(&*c).map(|c| Arc::clone(c)));
-    let hosts_node = r.required(&f, "hosts");
+    let workloads_node = f.get("workloads");
+    let workloads_path = f.path("workloads");
+    let workloads = r.list_of(workloads_node, &workloads_path, endpoint_workload);
+    if let Some(n) = workloads_node
+        && matches!(&n.kind, Kind::Seq(items) if items.is_empty())
+    {
+        r.err(
+            &workloads_path,
+            n.pos,
+            "an empty workloads list serves nothing; name at least one workload or leave the field out",
+        );
+    }
+    // With workloads, hosts are optional: the pods are the endpoint.
+    let hosts_node = if workloads_node.is_some() {
+        f.get("hosts")
+    } else {
+        r.required(&f, "hosts")
+    };
     let hosts_path = f.path("hosts");
     let hosts = r.list_of(hosts_node, &hosts_path, host);
     if let Some(n) = hosts_node
@@ -136,6 +154,13 @@ pub(super) fn endpoint(
         );
     }
     let ports = r.ports(f.get("ports"), &f.path("ports"));
+    if workloads_node.is_some() && f.get("ports").is_none() {
+        r.err(
+            &f.path("ports"),
+            f.pos,
+            "an endpoint served by workloads lists the ports its pods listen on (without them every socket of the pods would be watched); add `ports`",
+        );
+    }
     let paths = r.list_of(f.get("paths"), &f.path("paths"), |r, n, p| {
         let text = r.text(n, p)?;
         if !text.starts_with('/') {
@@ -154,7 +179,27 @@ pub(super) fn endpoint(
         hosts,
         ports,
         paths,
+        workloads,
     })
+}
+
+/// An endpoint's `workloads[]` entry: the clients' selector, without
+/// `exe` (a listening socket is matched by its cgroup, and which
+/// executable serves a cgroup is not something the kernel can check).
+fn endpoint_workload(r: &mut Reader, node: &Node, path: &str) -> Option<WorkloadSelector> {
+    if let Kind::Map(entries) = &node.kind
+        && let Some((key, _)) = entries
+            .iter()
+            .find(|(k, _)| matches!(&k.kind, Kind::Scalar { text, .. } if text == "exe"))
+    {
+        r.err(
+            &join(path, "exe"),
+            key.pos,
+            "an endpoint is matched by the cgroup of its listening socket, so `exe` cannot select it; use `namespace`, `pod` or `container`",
+        );
+        return None;
+    }
+    workload_selector(r, node, path)
 }
 
 fn host(r: &mut Reader, node: &Node, path: &str) -> Option<HostPattern> {

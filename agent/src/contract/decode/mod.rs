@@ -39,7 +39,8 @@ pub(crate) const DATA_CLASS_KEYS: &[&str] = &[
     "minTlsVersion",
     "forbiddenCiphers",
 ];
-pub(crate) const ENDPOINT_KEYS: &[&str] = &["name", "dataClass", "hosts", "ports", "paths"];
+pub(crate) const ENDPOINT_KEYS: &[&str] =
+    &["name", "dataClass", "hosts", "workloads", "ports", "paths"];
 pub(crate) const CLIENT_KEYS: &[&str] = &[
     "name",
     "credentials",

@@ -5,6 +5,7 @@ mod jwt;
 mod lookups;
 mod schema;
 mod value_errors;
+pub(crate) mod workload_endpoints;
 
 use super::*;
 

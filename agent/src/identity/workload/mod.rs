@@ -238,6 +238,21 @@ pub struct WorkloadStats {
     pub rate_limited: u64,
     /// Cgroups or pod directories left out because a walk hit its cap.
     pub truncated: u64,
+    /// Lookups ([`WorkloadResolver::resolve`]) by result: a cgroup named
+    /// (pod or systemd unit), one found but not named (a pod the kubelet
+    /// has not written down, a plain cgroup), an id of no cgroup.
+    pub lookups_named: u64,
+    pub lookups_unnamed: u64,
+    pub lookups_not_found: u64,
+}
+
+/// The ids of an index's cgroups whose path names a container.
+fn containers_of(index: &HashMap<u64, String>) -> Vec<u64> {
+    index
+        .iter()
+        .filter(|(_, p)| path::parse(p).container_id.is_some())
+        .map(|(id, _)| *id)
+        .collect()
 }
 
 /// How long an incomplete workload (a pod not yet in the kubelet's
@@ -293,11 +308,59 @@ impl WorkloadResolver {
     }
 
     /// The workload of cgroup `id`, or `None` when no cgroup with that id
-    /// exists (or existed recently enough to be cached).
+    /// exists (or existed recently enough to be cached). Counted by result
+    /// in [`WorkloadStats`].
     pub fn resolve(&self, id: u64) -> Option<Arc<Workload>> {
-        let now = Instant::now();
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let st = &mut *st;
+        let w = self.lookup(&mut st, id);
+        let stats = &mut st.stats;
+        match &w {
+            Some(w) if w.pod.is_some() || w.unit.is_some() => stats.lookups_named += 1,
+            Some(_) => stats.lookups_unnamed += 1,
+            None => stats.lookups_not_found += 1,
+        }
+        w
+    }
+
+    /// Every container's cgroup alive now (a cgroup whose path names a
+    /// container), named: walks cgroupfs again unless the last walk is
+    /// younger than [`WorkloadConfig::min_rewalk`], so pods that came are
+    /// in and pods that went are out. What endpoints served by workloads
+    /// are matched against; not counted as lookups.
+    ///
+    /// The walk and the lookups run outside the lock (one short lock per
+    /// container), so the engine's own lookups are not held up by a walk.
+    pub fn containers(&self) -> Vec<Arc<Workload>> {
+        let now = Instant::now();
+        let lock = || self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let due = {
+            let mut st = lock();
+            let due = st
+                .last_walk
+                .is_none_or(|t| now.duration_since(t) >= self.cfg.min_rewalk);
+            if due {
+                st.last_walk = Some(now);
+                st.stats.walks += 1;
+            }
+            due.then(|| st.index.len())
+        };
+        let ids: Vec<u64> = if let Some(capacity) = due {
+            let (index, truncated) = self.scan(capacity);
+            let ids = containers_of(&index);
+            let mut st = lock();
+            st.stats.truncated += truncated;
+            st.index = index;
+            ids
+        } else {
+            containers_of(&lock().index)
+        };
+        ids.into_iter()
+            .filter_map(|id| self.lookup(&mut lock(), id))
+            .collect()
+    }
+
+    fn lookup(&self, st: &mut State, id: u64) -> Option<Arc<Workload>> {
+        let now = Instant::now();
         let mut first_resolved = now;
         if let Some(e) = st.cache.get(id) {
             if e.workload.complete()
@@ -384,7 +447,16 @@ impl WorkloadResolver {
     fn walk(&self, st: &mut State, now: Instant) {
         st.stats.walks += 1;
         st.last_walk = Some(now);
-        let mut index = HashMap::with_capacity(st.index.len());
+        let (index, truncated) = self.scan(st.index.len());
+        st.stats.truncated += truncated;
+        st.index = index;
+    }
+
+    /// Inode → path of every cgroup below the root (and how many were
+    /// left out at the cap); reads cgroupfs without touching the state.
+    fn scan(&self, capacity: usize) -> (HashMap<u64, String>, u64) {
+        let mut truncated = 0;
+        let mut index = HashMap::with_capacity(capacity);
         if let Ok(meta) = fs::metadata(&self.cfg.cgroup_root) {
             index.insert(meta.ino(), "/".to_owned());
         }
@@ -399,7 +471,7 @@ impl WorkloadResolver {
                     continue;
                 }
                 if index.len() >= self.cfg.max_cgroups {
-                    st.stats.truncated += 1;
+                    truncated += 1;
                     continue;
                 }
                 let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
@@ -411,7 +483,7 @@ impl WorkloadResolver {
                 stack.push((entry.path(), child));
             }
         }
-        st.index = index;
+        (index, truncated)
     }
 
     fn name(&self, st: &mut State, id: u64, cgroup_path: String, now: Instant) -> Workload {

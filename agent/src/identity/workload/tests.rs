@@ -408,3 +408,54 @@ fn process_facts_from_proc() {
     assert_eq!(json["pid"], me);
     assert!(json.get("namespace").is_none());
 }
+
+/// What endpoints served by workloads are matched against: every
+/// container's cgroup alive at this walk, named, and nothing else (pod
+/// cgroups, units, plain cgroups); a removed one is gone at the next walk.
+/// These are not lookups; `resolve` counts its own by result.
+#[test]
+fn containers_are_the_live_container_cgroups_and_lookups_are_counted() {
+    let host = FakeHost::new();
+    let id2 = ID.replace('0', "9");
+    let pod = format!("kubepods/burstable/pod{UID}");
+    let api = host.cgroup(&format!("{pod}/{ID}"));
+    let second = format!("{pod}/{id2}");
+    let gone = host.cgroup(&second);
+    let unit = host.cgroup("system.slice/nginx.service");
+    host.pod_dir("payments", "api-7f9c", UID, &["server"]);
+    host.container_link("payments", "api-7f9c", UID, "server", ID);
+    let r = host.resolver();
+
+    let mut ids: Vec<u64> = r.containers().iter().map(|w| w.cgroup_id).collect();
+    ids.sort_unstable();
+    let mut want = vec![api, gone];
+    want.sort_unstable();
+    assert_eq!(ids, want);
+    let named = r
+        .containers()
+        .into_iter()
+        .find(|w| w.cgroup_id == api)
+        .expect("the api container");
+    assert_eq!(
+        (named.pod.as_deref(), named.container.as_deref()),
+        (Some("api-7f9c"), Some("server"))
+    );
+    assert_eq!(r.stats().lookups_named + r.stats().lookups_unnamed, 0);
+
+    fs::remove_dir(host.root().join("cgroup").join(&second)).unwrap();
+    let ids: Vec<u64> = r.containers().iter().map(|w| w.cgroup_id).collect();
+    assert_eq!(ids, vec![api], "a removed cgroup leaves at the next walk");
+    assert!(r.stats().walks >= 3);
+
+    assert!(r.resolve(api).is_some());
+    assert!(r.resolve(unit).is_some());
+    let plain = host.cgroup("odd/place");
+    assert!(r.resolve(plain).is_some());
+    assert!(r.resolve(u64::MAX).is_none());
+    let s = r.stats();
+    assert_eq!(
+        (s.lookups_named, s.lookups_unnamed, s.lookups_not_found),
+        (2, 1, 1),
+        "pod and unit named, a plain cgroup unnamed, no such id"
+    );
+}

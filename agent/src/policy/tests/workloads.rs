@@ -282,3 +282,80 @@ fn a_socket_announced_before_its_flow_names_it_from_the_first_packet() {
     }
     assert_eq!(e.stats().sockets_unmatched, 5000 - 4096);
 }
+
+/// `payments` also served by the `payments` namespace's pods on 9000: an
+/// endpoint that follows its pods, whatever their address.
+fn with_served_endpoint() -> Arc<Contract> {
+    let yaml = contract_yaml().replace(
+        "    - name: orders\n",
+        "    - name: served\n      dataClass: public\n      workloads:\n        - {namespace: payments, pod: \"api-*\"}\n      ports: [9000]\n    - name: orders\n",
+    );
+    Arc::new(Contract::parse(&yaml, "unit.yaml").expect("valid contract"))
+}
+
+/// The server's workload names the endpoint, announced before the first
+/// packet (the capture's order) or after it; a socket of another pod, or
+/// none, leaves the traffic where its address puts it.
+#[test]
+fn a_server_workload_puts_its_flow_on_the_endpoint_it_serves() {
+    let node = Node::new();
+    let api = node.pod("payments", "api-7f9c");
+    let other = node.plain("system.slice/other.service");
+    let mut e = Engine::new(with_served_endpoint(), EngineOptions::default());
+    e.set_workloads(node.resolver());
+    let ts = t0();
+    let req = get("/v1/x", None);
+    let request = |e: &mut Engine, c: &str, s: &str, announce: Option<(u64, bool)>| {
+        if let Some((cg, true)) = announce {
+            socket(e, ts, c, s, Side::Server, cg);
+        }
+        e.handle(pkt(
+            ts + 10,
+            c,
+            s,
+            101,
+            tcp_flags::ACK | tcp_flags::PSH,
+            &req,
+        ));
+        if let Some((cg, false)) = announce {
+            socket(e, ts + 20, c, s, Side::Server, cg);
+        }
+    };
+    // An address in no rule: only the workload makes it API traffic.
+    let pod = "10.99.7.7:9000";
+    request(&mut e, "10.30.1.1:41000", pod, Some((api, true)));
+    request(&mut e, "10.30.1.1:41001", pod, Some((api, false)));
+    request(&mut e, "10.30.1.1:41002", pod, Some((other, true)));
+    request(&mut e, "10.30.1.1:41003", pod, None);
+    // In scope (10.20/16, port 9000): without its workload it is unlisted.
+    request(&mut e, "10.30.1.1:41004", "10.20.9.9:9000", None);
+    request(
+        &mut e,
+        "10.30.1.1:41005",
+        "10.20.9.9:9000",
+        Some((api, true)),
+    );
+    let live = e.flows();
+    let endpoint = |port: u16| {
+        live.iter()
+            .find(|f| f.id.client.port() == port)
+            .map(|f| f.endpoint.to_string())
+    };
+    assert_eq!(endpoint(41000).as_deref(), Some("served"));
+    assert_eq!(endpoint(41001).as_deref(), Some("served"), "learnt late");
+    assert_ne!(endpoint(41002).as_deref(), Some("served"));
+    assert_ne!(endpoint(41003).as_deref(), Some("served"));
+    assert_eq!(endpoint(41004).as_deref(), Some("unlisted"));
+    assert_eq!(endpoint(41005).as_deref(), Some("served"));
+    let served = live
+        .iter()
+        .find(|f| f.id.client.port() == 41000)
+        .expect("the served flow");
+    assert_eq!(
+        served
+            .server_workload
+            .as_deref()
+            .and_then(|w| w.pod.as_deref()),
+        Some("api-7f9c")
+    );
+}
