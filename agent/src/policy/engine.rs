@@ -4,7 +4,8 @@ use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
 use super::{
     Ctx, UNKNOWN, UNLISTED,
-    judge::{self, FlowState, Judge},
+    flow_state::FlowState,
+    judge::{self, Judge},
     rates::{RateWindow, Rates},
     record::{
         ClientRate, FlowRecord, RequestCount, ResponseCount, ResponseTotals, StageInfo, record,
@@ -355,6 +356,12 @@ impl Engine {
             .collect()
     }
 
+    /// Flows in the table that have not ended (ended ones linger for their
+    /// last ACKs); counted without building their records.
+    pub fn open_flows(&self) -> usize {
+        self.flows.iter().filter(|f| f.ended.is_none()).count()
+    }
+
     /// Open violations, oldest first, then recently resolved ones.
     pub fn violations(&self) -> Vec<Violation> {
         let mut v = self.violations.open();
@@ -698,7 +705,7 @@ impl Engine {
                 j.changes(&mut flow, ch, &mut self.reqs);
                 j.finish(&mut flow);
             }
-            if reportable(&flow) {
+            if reportable(&*flow) {
                 classified(
                     view,
                     &mut flow,
