@@ -516,7 +516,21 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn read_flows(flows: &Mutex<BpfHashMap<MapData, FlowKey, FlowStats>>) -> Vec<(FlowKey, FlowStats)> {
-    lock(flows).iter().filter_map(Result::ok).collect()
+    let mut entries = Vec::new();
+    read_flows_into(flows, &mut entries);
+    entries
+}
+
+/// Reads every kernel flow entry into `entries` (cleared first). The poller
+/// keeps one buffer from poll to poll: at 100k flows a fresh list each poll
+/// (and the copies sorting it made) was tens of MiB of churn that the
+/// allocator kept.
+fn read_flows_into(
+    flows: &Mutex<BpfHashMap<MapData, FlowKey, FlowStats>>,
+    entries: &mut Vec<(FlowKey, FlowStats)>,
+) {
+    entries.clear();
+    entries.extend(lock(flows).iter().filter_map(Result::ok));
 }
 
 /// Every `interval`: request-start deltas, idle flows (deleted from the
@@ -531,6 +545,7 @@ async fn poll_flows(
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let idle_ns = u64::try_from(idle_timeout.as_nanos()).unwrap_or(u64::MAX);
+    let mut entries = Vec::new();
     loop {
         tick.tick().await;
         shared
@@ -539,7 +554,7 @@ async fn poll_flows(
         let f = flows.clone();
         // Map iteration is one syscall per entry: keep it off the runtime.
         let read = tokio::task::spawn_blocking(move || {
-            let entries = read_flows(&f);
+            read_flows_into(&f, &mut entries);
             let now_mono = system::monotonic_now();
             let mut idle = Vec::new();
             for (k, s) in &entries {
@@ -552,13 +567,14 @@ async fn poll_flows(
             (entries, idle)
         })
         .await;
-        let Ok((entries, idle)) = read else {
+        let Ok((read, idle)) = read else {
             return;
         };
+        entries = read;
         let now = i64::try_from(system::monotonic_now())
             .unwrap_or(i64::MAX)
             .saturating_add(system::mono_to_wall_offset());
-        let outcome = lock(&shared.tracker).poll(entries, &idle, now);
+        let outcome = lock(&shared.tracker).poll_entries(&mut entries, &idle, now);
         if !outcome.delete.is_empty() {
             let f = flows.clone();
             let delete = outcome.delete;

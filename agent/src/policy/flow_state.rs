@@ -134,7 +134,11 @@ mod tests {
     /// rest on; a field added here is paid 100k times.
     #[test]
     fn flow_state_stays_small() {
-        assert!(size_of::<KeptIdentity>() <= 104, "{}", size_of::<KeptIdentity>());
+        assert!(
+            size_of::<KeptIdentity>() <= 104,
+            "{}",
+            size_of::<KeptIdentity>()
+        );
         assert!(size_of::<FlowState>() <= 240, "{}", size_of::<FlowState>());
         assert!(
             size_of::<crate::flow::Flow<FlowState>>() <= 768,

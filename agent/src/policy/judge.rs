@@ -473,4 +473,3 @@ impl Judge<'_> {
         flow.ext.unsettled_throttled = 0;
     }
 }
-

@@ -538,7 +538,7 @@ impl Writer {
 
 #[cfg(test)]
 mod tests {
-    use super::{MAX_REQUEST_LINE, acknowledge, allowed, read_request};
+    use super::{MAX_REQUEST_LINE, acknowledge, allowed, flows, read_request};
 
     fn read(bytes: &[u8]) -> Result<crate::sinks::api::views::Request, String> {
         tokio::runtime::Builder::new_current_thread()
@@ -605,6 +605,23 @@ mod tests {
             .expect_err("engine says no");
         assert!(err.contains("no open violation"), "{err}");
         engine.await.expect("engine task");
+    }
+
+    #[tokio::test]
+    async fn the_flow_list_is_built_by_the_engine_task_when_asked() {
+        let snap = crate::runtime::snapshot::Snapshot::new();
+        let mut rx = snap.take_flow_requests().expect("the receiver, once");
+        assert!(snap.take_flow_requests().is_none());
+        let engine = tokio::spawn(async move {
+            let cmd = rx.recv().await.expect("a request");
+            cmd.reply.send(Vec::new()).expect("reply");
+            // The agent stopping: the next caller hears it, not a hang.
+            drop(rx);
+        });
+        assert_eq!(flows(&*snap).await, Ok(Vec::new()));
+        engine.await.expect("engine task");
+        let err = flows(&*snap).await.expect_err("engine gone");
+        assert!(err.contains("the agent is stopping"), "{err}");
     }
 
     #[test]
