@@ -224,13 +224,15 @@ http {{
 fn start_agent(rampwatch: &Path, dir: &Path, port: u16, flows: u32) -> anyhow::Result<Agent> {
     let contract = dir.join("contract.yaml");
     fs::write(&contract, contract_yaml("flows-bench", &port.to_string()))?;
-    // Room for every flow in the kernel table (a power of two above them).
+    // Room for every flow in the kernel table (a power of two above them):
+    // on loopback both sockets of a connection are watched, so each has two
+    // entries (the client's view and the server's).
     let config = dir.join("config.yaml");
     fs::write(
         &config,
         format!(
             "capture:\n  flowEntries: {}\n",
-            (flows + flows / 4).next_power_of_two()
+            (2 * flows + flows / 4).next_power_of_two()
         ),
     )?;
     let socket = dir.join("agent.sock");

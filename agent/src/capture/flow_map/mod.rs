@@ -11,7 +11,7 @@ mod convert;
 mod views;
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     time::{Duration, Instant},
 };
 
@@ -73,6 +73,25 @@ pub struct PollOutcome {
     pub events: Vec<Event>,
     /// Ended entries whose end has been reported: delete them from the kernel map.
     pub delete: Vec<FlowKey>,
+}
+
+/// A poll in progress ([`Tracker::start_poll`]).
+#[derive(Debug)]
+pub struct PollRun {
+    poll: u32,
+    now: Nanos,
+    /// The TLS layers (first in the order) are through.
+    tls_done: bool,
+    out: PollOutcome,
+}
+
+/// Where an entry goes in a poll's order ([`Tracker::poll_chunk`]).
+pub fn poll_rank(key: &FlowKey) -> u8 {
+    match key.observer {
+        observer::TLS_PLAINTEXT => 0,
+        observer::CLIENT_SOCKET => 1,
+        _ => 2,
+    }
 }
 
 /// Claims, request-start deltas and end detection, shared by the ring reader
@@ -215,58 +234,66 @@ impl Tracker {
             .delta(s)
     }
 
-    /// [`Tracker::poll_entries`] over an owned list.
+    /// One whole poll over an owned list of entries (`idle`: keys the caller
+    /// deleted from the kernel map for idleness), in the order
+    /// [`Tracker::poll_chunk`] needs.
     #[cfg(test)]
     pub fn poll(
         &mut self,
-        mut entries: Vec<(FlowKey, FlowStats)>,
+        entries: Vec<(FlowKey, FlowStats)>,
         idle: &[FlowKey],
         now: Nanos,
     ) -> PollOutcome {
-        self.poll_entries(&mut entries, idle, now)
+        let idle: std::collections::HashSet<&FlowKey> = idle.iter().collect();
+        let mut run = self.start_poll(now);
+        let mut entries: Vec<(FlowKey, FlowStats, bool)> = entries
+            .into_iter()
+            .map(|(k, s)| (k, s, idle.contains(&k)))
+            .collect();
+        entries.sort_by_key(|(k, _, _)| poll_rank(k));
+        self.poll_chunk(&mut run, &entries);
+        self.finish_poll(run)
     }
 
-    /// One poll of the kernel flow map: request-start deltas for live flows,
-    /// ends whose record was lost, idle ends (`idle` lists keys the caller
-    /// deleted from the kernel map for idleness), and evictions. `entries`
-    /// is the caller's buffer (kept from poll to poll), read in place.
+    /// Starts one poll of the kernel flow map: request-start deltas for live
+    /// flows, ends whose record was lost, idle ends, and evictions. The
+    /// caller feeds every entry through [`Tracker::poll_chunk`], in chunks
+    /// so that neither it nor the tracker holds a copy of the whole map,
+    /// then calls [`Tracker::finish_poll`].
+    pub fn start_poll(&mut self, now: Nanos) -> PollRun {
+        self.polls = self.polls.wrapping_add(1);
+        PollRun {
+            poll: self.polls,
+            now,
+            tls_done: false,
+            out: PollOutcome::default(),
+        }
+    }
+
+    /// Entries of the poll `run`, sorted by [`poll_rank`] across all
+    /// chunks; each with whether the caller deleted it for idleness.
     ///
     /// Order: TLS plaintext layers first: their request-start deltas are
     /// reported for the connection (so they precede a wire end of the same
     /// poll); they never claim it, never end it, and their kernel entries
     /// are deleted once the wire flow has ended (or, by the caller, when
     /// idle). Then client-socket views, so they win new claims; then the
-    /// other views. Each group keeps the map's order.
-    pub fn poll_entries(
-        &mut self,
-        entries: &mut [(FlowKey, FlowStats)],
-        idle: &[FlowKey],
-        now: Nanos,
-    ) -> PollOutcome {
-        self.polls = self.polls.wrapping_add(1);
-        let poll = self.polls;
-        let mut out = PollOutcome::default();
-        let idle: HashSet<&FlowKey> = idle.iter().collect();
-        for (key, stats) in entries
-            .iter()
-            .filter(|(k, _)| k.observer == observer::TLS_PLAINTEXT)
-        {
-            self.poll_tls(key, stats, idle.contains(key), poll, now, &mut out);
-        }
-        self.tls.retain(|_, l| l.polled == poll);
-        let wire = |client: bool| {
-            move |(k, _): &&(FlowKey, FlowStats)| {
-                k.observer != observer::TLS_PLAINTEXT
-                    && (k.observer == observer::CLIENT_SOCKET) == client
+    /// other views.
+    pub fn poll_chunk(&mut self, run: &mut PollRun, entries: &[(FlowKey, FlowStats, bool)]) {
+        for (key, stats, idle) in entries {
+            if key.observer == observer::TLS_PLAINTEXT {
+                self.poll_tls(key, stats, *idle, run);
+            } else {
+                self.end_tls_layers(run);
+                self.poll_wire(key, stats, *idle, run);
             }
-        };
-        for (key, stats) in entries
-            .iter()
-            .filter(wire(true))
-            .chain(entries.iter().filter(wire(false)))
-        {
-            self.poll_wire(key, stats, idle.contains(key), poll, now, &mut out);
         }
+    }
+
+    /// Ends the poll `run`: flows its entries did not show are missing.
+    pub fn finish_poll(&mut self, mut run: PollRun) -> PollOutcome {
+        self.end_tls_layers(&mut run);
+        let (poll, now, mut out) = (run.poll, run.now, run.out);
         let now_i = Instant::now();
         for (conn, t) in &mut self.flows {
             if t.ended.is_some() || t.polled == poll {
@@ -293,16 +320,19 @@ impl Tracker {
         out
     }
 
+    /// Once the TLS layers of a poll are through: layers whose entry is
+    /// gone are forgotten.
+    fn end_tls_layers(&mut self, run: &mut PollRun) {
+        if !run.tls_done {
+            run.tls_done = true;
+            let poll = run.poll;
+            self.tls.retain(|_, l| l.polled == poll);
+        }
+    }
+
     /// One TLS plaintext entry of a poll.
-    fn poll_tls(
-        &mut self,
-        key: &FlowKey,
-        stats: &FlowStats,
-        idle: bool,
-        poll: u32,
-        now: Nanos,
-        out: &mut PollOutcome,
-    ) {
+    fn poll_tls(&mut self, key: &FlowKey, stats: &FlowStats, idle: bool, run: &mut PollRun) {
+        let (poll, now, out) = (run.poll, run.now, &mut run.out);
         let conn = Conn::of(key);
         if self.flows.get(&conn).is_some_and(|t| t.ended.is_some()) {
             // Its last starts went out with the wire end.
@@ -327,15 +357,8 @@ impl Tracker {
     }
 
     /// One wire-view entry of a poll.
-    fn poll_wire(
-        &mut self,
-        key: &FlowKey,
-        stats: &FlowStats,
-        idle: bool,
-        poll: u32,
-        now: Nanos,
-        out: &mut PollOutcome,
-    ) {
+    fn poll_wire(&mut self, key: &FlowKey, stats: &FlowStats, idle: bool, run: &mut PollRun) {
+        let (poll, now, out) = (run.poll, run.now, &mut run.out);
         let conn = Conn::of(key);
         let v = view(key);
         let fs = first_seen(stats);
