@@ -24,6 +24,9 @@ use crate::{
 };
 
 const SEC: Nanos = 1_000_000_000;
+/// Socket owners whose workload is kept for sharing at once (see
+/// `Engine::named`).
+const NAMED_WORKLOADS: usize = 1024;
 
 /// The standard credential headers plus those the contract names.
 fn credential_headers(view: &View) -> CredentialHeaders {
@@ -160,6 +163,12 @@ pub struct Engine {
     stats: EngineStats,
     /// Names the workloads behind local sockets (live only).
     workloads: Option<Arc<WorkloadResolver>>,
+    /// Workloads named in the current second, shared by every flow of the
+    /// same socket owner: a named workload is a few hundred bytes, and on a
+    /// busy node thousands of flows have the same few owners. Cleared each
+    /// tick, so a flow never carries a name more than a second older than
+    /// the resolver's.
+    named: HashMap<(u64, Option<u32>), Arc<FlowWorkload>>,
     /// Sockets announced before their flow's first packet (the capture
     /// sends the socket first), applied when the flow is created.
     pending: pending::PendingSockets,
@@ -211,6 +220,7 @@ impl Engine {
             unknown: Arc::from(UNKNOWN),
             stats: EngineStats::default(),
             workloads: None,
+            named: HashMap::new(),
             pending: pending::PendingSockets::default(),
         };
         if let Some(t) = e.opts.fixed_time {
@@ -262,6 +272,7 @@ impl Engine {
     /// Advances time without an event: expires idle flows, escalates and
     /// resolves violations, changes stage.
     pub fn tick(&mut self, now: Nanos) {
+        self.named.clear();
         self.advance(now);
         self.expire();
         let terms = self.terms();
@@ -424,11 +435,14 @@ impl Engine {
     /// resolver caches by cgroup id) and keep it on the flow.
     fn socket(&mut self, s: LocalSocket) {
         self.advance(s.ts);
-        let w = Arc::new(FlowWorkload::of_socket(
-            self.workloads.as_deref(),
-            s.cgroup_id,
-            s.pid,
-        ));
+        if self.named.len() >= NAMED_WORKLOADS {
+            self.named.clear();
+        }
+        let resolver = self.workloads.as_deref();
+        let w =
+            Arc::clone(self.named.entry((s.cgroup_id, s.pid)).or_insert_with(|| {
+                Arc::new(FlowWorkload::of_socket(resolver, s.cgroup_id, s.pid))
+            }));
         let Some(flow) = self.flows.get_mut(&s.flow) else {
             if self.pending.push(s.flow, s.side, w) {
                 self.stats.sockets_unmatched += 1;
