@@ -466,6 +466,10 @@ impl Engine {
             return;
         };
         flow.ext.kernel_requests = flow.ext.kernel_requests.saturating_add(count);
+        // The kernel saw the flow busy: past its first segments most are not
+        // sampled, and a keep-alive connection still serving requests must
+        // not idle out of the table (and lose its verdict state) for that.
+        flow.last_seen = flow.last_seen.max(ts);
         let view = &self.view;
         let mut j = judge!(self, view, ts, true);
         j.kernel_requests(flow, count);
