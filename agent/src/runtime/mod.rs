@@ -236,6 +236,11 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
                 let _ = cmd.reply.send(result);
             }
             Some(cmd) = flow_requests.recv() => {
+                // The list is built now, so publish the other views now
+                // too: a `violations` asked after `flows` is never older
+                // than the flows it just listed.
+                state.outputs(&mut engine, &metrics, &audit, &snapshot);
+                state.publish(&engine, &capture, &metrics, &audit, &snapshot);
                 // The caller may have gone; nothing to do then.
                 let _ = cmd.reply.send(state.flow_rows(&engine));
             }
