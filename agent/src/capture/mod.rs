@@ -13,6 +13,7 @@ mod endpoints;
 mod error;
 mod floor;
 mod flow_map;
+mod poller;
 mod ring;
 // Needs root and a built kernel object: `cargo xtask test` runs it.
 #[cfg(all(test, feature = "kernel-smoke"))]
@@ -295,7 +296,7 @@ impl Capture {
                 .map_err(|e| CaptureError::RingWatch(e.into_parts().1))?;
         let stop = Arc::new(tokio::sync::Notify::new());
         let ring_task = tokio::spawn(ring::run(events, tx.clone(), shared.clone(), stop.clone()));
-        let poll_task = tokio::spawn(poll_flows(
+        let poll_task = tokio::spawn(poller::poll_flows(
             flows.clone(),
             shared.clone(),
             tx,
@@ -380,7 +381,7 @@ impl Capture {
     /// A snapshot of the kernel flow map (every view, not deduplicated).
     pub fn flows(&self) -> Vec<FlowSnapshot> {
         let offset = system::mono_to_wall_offset();
-        read_flows(&self.flows)
+        poller::read_flows(&self.flows)
             .iter()
             .map(|(k, s)| flow_map::snapshot(k, s, offset))
             .collect()
@@ -513,107 +514,4 @@ impl RecordDecoder {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn read_flows(flows: &Mutex<BpfHashMap<MapData, FlowKey, FlowStats>>) -> Vec<(FlowKey, FlowStats)> {
-    lock(flows).iter().filter_map(Result::ok).collect()
-}
-
-/// Entries looked up and handed to the tracker at a time.
-const POLL_CHUNK: usize = 2048;
-
-/// One poll of the kernel flow map. Only the keys are collected (40 bytes an
-/// entry, in a buffer kept from poll to poll), in the order the tracker
-/// needs; the entries are then looked up and handed over a chunk at a time.
-/// At 100k loopback flows (200k entries) a list of whole entries was 45 MiB.
-/// Entries idle past `idle_ns` are deleted here and marked idle.
-fn poll_kernel(
-    flows: &Mutex<BpfHashMap<MapData, FlowKey, FlowStats>>,
-    shared: &ring::Shared,
-    keys: &mut Vec<FlowKey>,
-    idle_ns: u64,
-    now: crate::event::Nanos,
-) -> flow_map::PollOutcome {
-    keys.clear();
-    keys.extend(lock(flows).keys().filter_map(Result::ok));
-    // Within a rank the map's order is arbitrary anyway.
-    keys.sort_unstable_by_key(flow_map::poll_rank);
-    let mut run = lock(&shared.tracker).start_poll(now);
-    let mut chunk = Vec::with_capacity(POLL_CHUNK.min(keys.len()));
-    for group in keys.chunks(POLL_CHUNK) {
-        chunk.clear();
-        let now_mono = system::monotonic_now();
-        {
-            let mut map = lock(flows);
-            for k in group {
-                // Gone since the keys were read: missing from this poll,
-                // like an entry the iteration skipped.
-                let Ok(s) = map.get(k, 0) else { continue };
-                let last = s.dirs.iter().map(|d| d.last_seen_ns).max().unwrap_or(0);
-                let idle = last != 0 && now_mono.saturating_sub(last) > idle_ns;
-                if idle {
-                    let _ = map.remove(k);
-                }
-                chunk.push((*k, s, idle));
-            }
-        }
-        lock(&shared.tracker).poll_chunk(&mut run, &chunk);
-    }
-    if keys.capacity() > 2 * keys.len().max(POLL_CHUNK) {
-        // The table shrank a lot: give the buffer back.
-        keys.shrink_to(keys.len());
-    }
-    lock(&shared.tracker).finish_poll(run)
-}
-
-/// Every `interval`: request-start deltas, idle flows (deleted from the
-/// kernel map and ended), vanished (evicted) flows.
-async fn poll_flows(
-    flows: Arc<Mutex<BpfHashMap<MapData, FlowKey, FlowStats>>>,
-    shared: Arc<ring::Shared>,
-    tx: Sender<Event>,
-    interval: Duration,
-    idle_timeout: Duration,
-) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let idle_ns = u64::try_from(idle_timeout.as_nanos()).unwrap_or(u64::MAX);
-    let mut keys = Vec::new();
-    loop {
-        tick.tick().await;
-        shared
-            .boot_to_wall
-            .store(system::boot_to_wall_offset(), Ordering::Relaxed);
-        let f = flows.clone();
-        let sh = shared.clone();
-        // Map iteration is one syscall per entry: keep it off the runtime.
-        let read = tokio::task::spawn_blocking(move || {
-            let now = i64::try_from(system::monotonic_now())
-                .unwrap_or(i64::MAX)
-                .saturating_add(system::mono_to_wall_offset());
-            let outcome = poll_kernel(&f, &sh, &mut keys, idle_ns, now);
-            (keys, outcome)
-        })
-        .await;
-        let Ok((k, outcome)) = read else {
-            return;
-        };
-        keys = k;
-        if !outcome.delete.is_empty() {
-            let f = flows.clone();
-            let delete = outcome.delete;
-            let _ = tokio::task::spawn_blocking(move || {
-                let mut map = lock(&f);
-                for k in &delete {
-                    let _ = map.remove(k);
-                }
-            })
-            .await;
-        }
-        for ev in outcome.events {
-            if tx.send(ev).await.is_err() {
-                return;
-            }
-        }
-    }
 }
