@@ -4,7 +4,8 @@
 //! One nginx holds BENCH_FLOWS (default 100000) keep-alive connections on
 //! loopback, opened from source addresses spread over 127.0.0.0/8 (one
 //! address gives ~28k ephemeral ports to one server). Each connection sends
-//! one request with a bearer token and reads its answer, so every flow has
+//! requests with a bearer token (again every minute while the rest open, so
+//! no flow idles out, and once all are) and reads the answers, so every flow has
 //! its kernel entry, its samples and its userspace state, then all stay
 //! open while the agent's RSS, the kernel maps' memory (bpftool `memlock`)
 //! and `flows_active` are read. The kernel flow map is sized for them
@@ -135,14 +136,28 @@ fn measure(rampwatch: &Path, dir: &Path, port: u16, flows: u32) -> anyhow::Resul
 
 const PER_CLIENT: u32 = 15_000;
 
-/// argv: port, index of the first connection, count. Connection i comes
+/// argv: port, index of the first connection, count. Every open
+/// connection sends another request each minute while the rest open, and
+/// once all are. Connection i comes
 /// from 127.1.x.y with i / 20000 = (x << 8) + y - 1.
 const CLIENT: &str = r#"
-import socket, sys
+import socket, sys, time
 port, first, n = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 req = ("GET /v1/items HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
        "Authorization: Bearer bench-token-0123456789abcdef\r\n\r\n" % port).encode()
 conns = []
+def touch():
+    # One more request on every open connection, pipelined over all of
+    # them: opening 100k connections can take longer than the agent's idle
+    # timeout on a loaded machine, and an idle flow would leave its tables.
+    for s in conns:
+        s.sendall(req)
+    for i, s in enumerate(conns):
+        got = s.recv(512)
+        if not got.startswith(b"HTTP/1.1 200"):
+            print("connection %d, again: %r" % (first + i, got), flush=True)
+            sys.exit(1)
+touched = time.monotonic()
 for i in range(first, first + n):
     a = i // 20000
     s = socket.socket()
@@ -154,6 +169,10 @@ for i in range(first, first + n):
         print("connection %d: %r" % (i, got), flush=True)
         sys.exit(1)
     conns.append(s)
+    if time.monotonic() - touched > 60:
+        touch()
+        touched = time.monotonic()
+touch()
 print("ready", flush=True)
 sys.stdin.read()
 "#;
@@ -212,13 +231,15 @@ http {{
 fn start_agent(rampwatch: &Path, dir: &Path, port: u16, flows: u32) -> anyhow::Result<Agent> {
     let contract = dir.join("contract.yaml");
     fs::write(&contract, contract_yaml("flows-bench", &port.to_string()))?;
-    // Room for every flow in the kernel table (a power of two above them).
+    // Room for every flow in the kernel table (a power of two above them):
+    // on loopback both sockets of a connection are watched, so each has two
+    // entries (the client's view and the server's).
     let config = dir.join("config.yaml");
     fs::write(
         &config,
         format!(
             "capture:\n  flowEntries: {}\n",
-            (flows + flows / 4).next_power_of_two()
+            (2 * flows + flows / 4).next_power_of_two()
         ),
     )?;
     let socket = dir.join("agent.sock");

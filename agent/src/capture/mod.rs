@@ -17,6 +17,7 @@ mod endpoints;
 mod error;
 mod floor;
 mod flow_map;
+mod poller;
 mod ring;
 // Needs root and a built kernel object: `cargo xtask test` runs it.
 #[cfg(all(test, feature = "kernel-smoke"))]
@@ -304,9 +305,9 @@ impl Capture {
             unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
                 .map_err(|e| CaptureError::RingWatch(e.into_parts().1))?;
         let stop = Arc::new(tokio::sync::Notify::new());
-        let (poll_tx, poll_rx) = tokio::sync::mpsc::channel(POLL_HANDOVER);
+        let (poll_tx, poll_rx) = tokio::sync::mpsc::channel(poller::POLL_HANDOVER);
         let ring_task = tokio::spawn(ring::run(events, tx, poll_rx, shared.clone(), stop.clone()));
-        let poll_task = tokio::spawn(poll_flows(
+        let poll_task = tokio::spawn(poller::poll_flows(
             flows.clone(),
             shared.clone(),
             poll_tx,
@@ -405,7 +406,7 @@ impl Capture {
     /// A snapshot of the kernel flow map (every view, not deduplicated).
     pub fn flows(&self) -> Vec<FlowSnapshot> {
         let offset = system::mono_to_wall_offset();
-        read_flows(&self.flows)
+        poller::read_flows(&self.flows)
             .iter()
             .map(|(k, s)| flow_map::snapshot(k, s, offset))
             .collect()
@@ -538,70 +539,4 @@ impl RecordDecoder {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn read_flows(flows: &Mutex<BpfHashMap<MapData, FlowKey, FlowStats>>) -> Vec<(FlowKey, FlowStats)> {
-    lock(flows).iter().filter_map(Result::ok).collect()
-}
-
-/// Polls whose events wait for the ring reader; the poller waits when they
-/// are full (the reader is behind, so the next poll would only pile up).
-const POLL_HANDOVER: usize = 2;
-
-/// Every `interval`: request-start deltas, idle flows (deleted from the
-/// kernel map and ended), vanished (evicted) flows, handed to the ring
-/// reader (see the module comment for why not straight to the engine).
-async fn poll_flows(
-    flows: Arc<Mutex<BpfHashMap<MapData, FlowKey, FlowStats>>>,
-    shared: Arc<ring::Shared>,
-    tx: Sender<Vec<Event>>,
-    interval: Duration,
-    idle_timeout: Duration,
-) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let idle_ns = u64::try_from(idle_timeout.as_nanos()).unwrap_or(u64::MAX);
-    loop {
-        tick.tick().await;
-        shared
-            .boot_to_wall
-            .store(system::boot_to_wall_offset(), Ordering::Relaxed);
-        let f = flows.clone();
-        // Map iteration is one syscall per entry: keep it off the runtime.
-        let read = tokio::task::spawn_blocking(move || {
-            let entries = read_flows(&f);
-            let now_mono = system::monotonic_now();
-            let mut idle = Vec::new();
-            for (k, s) in &entries {
-                let last = s.dirs.iter().map(|d| d.last_seen_ns).max().unwrap_or(0);
-                if last != 0 && now_mono.saturating_sub(last) > idle_ns {
-                    let _ = lock(&f).remove(k);
-                    idle.push(*k);
-                }
-            }
-            (entries, idle)
-        })
-        .await;
-        let Ok((entries, idle)) = read else {
-            return;
-        };
-        let now = i64::try_from(system::monotonic_now())
-            .unwrap_or(i64::MAX)
-            .saturating_add(system::mono_to_wall_offset());
-        let outcome = lock(&shared.tracker).poll(entries, &idle, now);
-        if !outcome.delete.is_empty() {
-            let f = flows.clone();
-            let delete = outcome.delete;
-            let _ = tokio::task::spawn_blocking(move || {
-                let mut map = lock(&f);
-                for k in &delete {
-                    let _ = map.remove(k);
-                }
-            })
-            .await;
-        }
-        if !outcome.events.is_empty() && tx.send(outcome.events).await.is_err() {
-            return;
-        }
-    }
 }

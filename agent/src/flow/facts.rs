@@ -12,6 +12,42 @@ pub const fn is_plaintext(p: Protocol) -> bool {
     matches!(p, Protocol::Http | Protocol::H2c | Protocol::Other)
 }
 
+/// A flow's TLS facts, allocated when the first one is learnt: a plaintext
+/// flow carries a null pointer instead of the facts (176 bytes), and most
+/// flows in a big table are plaintext or settled. Reads of an empty slot see
+/// empty facts; writes allocate.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsSlot(Option<Box<TlsFacts>>);
+
+/// What an empty [`TlsSlot`] reads as.
+static NO_TLS: TlsFacts = TlsFacts {
+    client_hello: None,
+    server_hello: None,
+    client_cert: None,
+    client_finished: false,
+};
+
+impl std::ops::Deref for TlsSlot {
+    type Target = TlsFacts;
+
+    fn deref(&self) -> &TlsFacts {
+        self.0.as_deref().unwrap_or(&NO_TLS)
+    }
+}
+
+impl std::ops::DerefMut for TlsSlot {
+    fn deref_mut(&mut self) -> &mut TlsFacts {
+        self.0.get_or_insert_default()
+    }
+}
+
+impl TlsSlot {
+    /// Whether any fact was stored (a heap allocation is held).
+    pub fn is_allocated(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
 /// Per-flow TLS facts.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TlsFacts {

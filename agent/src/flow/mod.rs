@@ -20,7 +20,7 @@ use std::{
     net::SocketAddr,
 };
 
-pub use facts::{Protocol, Request, TlsFacts, TlsVersion};
+pub use facts::{Protocol, Request, TlsFacts, TlsSlot, TlsVersion};
 pub use orient::Orientation;
 pub use plain::{Inner, Plain};
 
@@ -112,7 +112,8 @@ pub struct Flow<T> {
     pub orientation: Orientation,
     pub totals: FlowTotals,
     pub protocol: Protocol,
-    pub tls: TlsFacts,
+    /// Allocated by the first TLS fact (see [`TlsSlot`]).
+    pub tls: TlsSlot,
     /// Requests seen (parsed heads; the engine adds kernel counts).
     pub requests: u64,
     /// Set when the flow ended by FIN/RST; it lingers until expiry.
@@ -138,7 +139,7 @@ impl<T: Default> Flow<T> {
             orientation,
             totals: FlowTotals::default(),
             protocol: Protocol::Unknown,
-            tls: TlsFacts::default(),
+            tls: TlsSlot::default(),
             requests: 0,
             ended: None,
             fin: [false; 2],
@@ -217,15 +218,17 @@ fn key_of(a: SocketAddr, b: SocketAddr) -> Key {
 
 type Hasher = foldhash::fast::FixedState;
 
-/// The flow table.
+/// The flow table. Flows are boxed: a slot of the hash table is then a key
+/// and a pointer (64 bytes) rather than a whole flow, so the table's spare
+/// capacity (up to half of it after it doubles) costs pointers, not flows.
 pub struct FlowTable<T> {
     cfg: FlowConfig,
-    flows: HashMap<Key, Flow<T>, Hasher>,
+    flows: HashMap<Key, Box<Flow<T>>, Hasher>,
     /// Flows in the order they were last queued for an expiry check; an
     /// entry is re-queued when its flow turns out to be still active.
     expiry: VecDeque<(Nanos, Key)>,
     /// Flows that left the table (idle, evicted), for the engine to finish.
-    pub removed: Vec<Flow<T>>,
+    pub removed: Vec<Box<Flow<T>>>,
     pub stats: FlowTableStats,
     /// Headers whose values are credentials (the standard ones and those
     /// the contract names).
@@ -270,11 +273,13 @@ impl<T: Default> FlowTable<T> {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Flow<T>> {
-        self.flows.values()
+        self.flows.values().map(|f| &**f)
     }
 
     pub fn get_mut(&mut self, id: &FlowId) -> Option<&mut Flow<T>> {
-        self.flows.get_mut(&key_of(id.client, id.server))
+        self.flows
+            .get_mut(&key_of(id.client, id.server))
+            .map(|f| &mut **f)
     }
 
     /// Feeds one packet. `is_server` says whether an address is a watched
@@ -294,10 +299,10 @@ impl<T: Default> FlowTable<T> {
         }
         let make = || {
             let (id, orientation) = orient::orient(p, is_server);
-            Flow::new(id, orientation, p.ts)
+            Box::new(Flow::new(id, orientation, p.ts))
         };
         // One hash lookup per packet.
-        let flow = match self.flows.entry(key) {
+        let flow: &mut Flow<T> = match self.flows.entry(key) {
             Entry::Occupied(o) => {
                 let f = o.into_mut();
                 if f.ended.is_some() && fresh_syn {
@@ -391,11 +396,11 @@ impl<T: Default> FlowTable<T> {
         if self.flows.len() >= self.cfg.max_flows && !self.flows.contains_key(&key) {
             self.evict_one(key);
         }
-        let flow = match self.flows.entry(key) {
+        let flow: &mut Flow<T> = match self.flows.entry(key) {
             Entry::Occupied(o) => o.into_mut(),
             Entry::Vacant(v) => {
                 changes.new_flow = true;
-                v.insert(Flow::new(pt.flow, Orientation::Kernel, pt.ts))
+                v.insert(Box::new(Flow::new(pt.flow, Orientation::Kernel, pt.ts)))
             }
         };
         if changes.new_flow {
@@ -438,7 +443,7 @@ impl<T: Default> FlowTable<T> {
         reason: FlowEndReason,
         requests: &mut Vec<Request>,
     ) -> Option<(&mut Flow<T>, Changes)> {
-        let flow = self.flows.get_mut(&key_of(id.client, id.server))?;
+        let flow: &mut Flow<T> = self.flows.get_mut(&key_of(id.client, id.server))?;
         if flow.ended.is_some() {
             return None;
         }
@@ -519,7 +524,7 @@ impl<T: Default> FlowTable<T> {
         }
     }
 
-    fn retire(&mut self, flow: Flow<T>) {
+    fn retire(&mut self, flow: Box<Flow<T>>) {
         self.buffered = self.buffered.saturating_sub(flow.buffered());
         self.removed.push(flow);
     }

@@ -1,13 +1,12 @@
 //! The detections' side of the engine: what each flow fact or request
 //! means for the seven detections, and where their findings go.
 
-use std::{
-    collections::{HashMap, VecDeque},
-    sync::Arc,
-};
+use std::{collections::HashMap, sync::Arc};
 
 use super::{
-    Ctx, quota_overshoot,
+    Ctx,
+    flow_state::{Awaiting, FlowState},
+    quota_overshoot,
     rates::Rates,
     record::ResponseTotals,
     revoked_client, stale_credential, unencrypted_flow, unknown_client, unlisted_endpoint,
@@ -21,56 +20,6 @@ use crate::{
     identity::workload::FlowWorkload,
     protocol::http_response::status_class,
 };
-
-/// A watched request waiting for its answer ([`crate::flow::responses`]).
-#[derive(Debug)]
-pub(super) struct Awaiting {
-    /// [`Request::id`].
-    id: u64,
-    /// Labels of `rampwatch_responses_total`.
-    endpoint: Arc<str>,
-    client: Arc<str>,
-    /// The violations this request added to whose outcome its answer counts.
-    keys: Vec<ViolationKey>,
-    /// The (client, endpoint) quota violation a 429 answer counts for.
-    quota: Option<ViolationKey>,
-    /// Counted by the kernel (live): its quota verdict comes with the
-    /// kernel's count, possibly after its answer.
-    deferred: bool,
-}
-
-/// Per-flow verdict state, kept in the flow table.
-#[derive(Debug, Default)]
-pub(super) struct FlowState {
-    /// Contract generation `matched` and `identity` belong to.
-    pub(super) generation: u64,
-    pub(super) matched: Option<EndpointRef>,
-    pub(super) identity: Option<Identity>,
-    /// Once-per-flow judgements already made.
-    pub(super) flags: u8,
-    pub(super) kernel_requests: u64,
-    /// Requests the engine counted itself (all of them in replay; live,
-    /// those the kernel cannot count: HTTP/2).
-    pub(super) counted: u64,
-    /// Host header of the first request, to look the flow up again after a
-    /// contract reload.
-    host: Option<Box<str>>,
-    /// Watched requests waiting for their answer, oldest first.
-    pub(super) awaiting: VecDeque<Awaiting>,
-    /// 429 answers to kernel-counted requests not yet set against a quota
-    /// violation: the kernel's count that may open it comes up to a poll
-    /// later than the answer.
-    unsettled_throttled: u64,
-    /// Per [`Side::index`]: the workload of that end's local socket, when
-    /// it is on this machine (live only).
-    pub(super) workloads: [Option<Arc<FlowWorkload>>; 2],
-}
-
-impl FlowState {
-    pub(super) fn client_workload(&self) -> Option<&FlowWorkload> {
-        self.workloads[Side::Client.index()].as_deref()
-    }
-}
 
 const JUDGED_PLAINTEXT: u8 = 1;
 const SETTLED_TLS: u8 = 2;
@@ -216,14 +165,11 @@ impl Judge<'_> {
     /// What the API answered: `rampwatch_responses_total`, the outcome of
     /// the violations each request added to, 429s against quota.
     fn answers(&mut self, flow: &mut Flow<FlowState>) {
-        for a in flow.responses.answers.drain(..) {
+        // Taken, not drained: the buffer goes with it, so a flow between
+        // requests holds none.
+        for a in std::mem::take(&mut flow.responses.answers) {
             let st = &mut flow.ext;
-            let Some(w) = st
-                .awaiting
-                .iter()
-                .position(|w| w.id == a.request)
-                .and_then(|at| st.awaiting.remove(at))
-            else {
+            let Some(w) = st.answered(a.request) else {
                 // Not watched.
                 continue;
             };
@@ -285,17 +231,17 @@ impl Judge<'_> {
                 None,
             ));
         }
-        if let Some(old) = st.identity {
+        if let Some(old) = st.identity() {
             let presented = old.credential.map(|fingerprint| Presented {
                 fingerprint,
                 token: old.token,
             });
-            st.identity = Some(view.directory.identify_presented(
+            st.set_identity(Some(view.directory.identify_presented(
                 presented.as_slice(),
                 flow.tls.client_cert,
                 st.workloads[Side::Client.index()].as_deref(),
                 flow.id.client.ip(),
-            ));
+            )));
         }
     }
 
@@ -313,14 +259,17 @@ impl Judge<'_> {
     /// Identity where no request is visible: client certificate → source.
     fn flow_identity(&self, flow: &mut Flow<FlowState>) -> Identity {
         let st = &mut flow.ext;
-        *st.identity.get_or_insert_with(|| {
-            self.ctx.view.directory.identify(
-                &[],
-                flow.tls.client_cert,
-                st.workloads[Side::Client.index()].as_deref(),
-                flow.id.client.ip(),
-            )
-        })
+        if let Some(id) = st.identity() {
+            return id;
+        }
+        let id = self.ctx.view.directory.identify(
+            &[],
+            flow.tls.client_cert,
+            st.workloads[Side::Client.index()].as_deref(),
+            flow.id.client.ip(),
+        );
+        st.set_identity(Some(id));
+        id
     }
 
     /// A TLS flow once the client's handshake flight is known: weak TLS,
@@ -328,9 +277,12 @@ impl Judge<'_> {
     fn settle_tls(&mut self, flow: &mut Flow<FlowState>) {
         flow.ext.flags |= SETTLED_TLS;
         if flow.tls.client_cert.is_some()
-            && flow.ext.identity.is_some_and(|i| i.via != Via::Certificate)
+            && flow
+                .ext
+                .identity_via()
+                .is_some_and(|via| via != Via::Certificate)
         {
-            flow.ext.identity = None;
+            flow.ext.set_identity(None);
         }
         let m = self.matched(flow);
         let id = self.flow_identity(flow);
@@ -405,10 +357,10 @@ impl Judge<'_> {
         // workload > source > unknown).
         if flow
             .ext
-            .identity
-            .is_none_or(|old| id.client.is_some() && id.via.rank() > old.via.rank())
+            .identity_via()
+            .is_none_or(|old| id.client.is_some() && id.via.rank() > old.rank())
         {
-            flow.ext.identity = Some(id);
+            flow.ext.set_identity(Some(id));
         }
         if !m.watched() {
             return;
@@ -456,7 +408,7 @@ impl Judge<'_> {
         }
         if let Some((endpoint, client)) = self.labels(m, &id) {
             let quota = self.quota_key(m, &id);
-            flow.ext.awaiting.push_back(Awaiting {
+            flow.ext.await_answer(Awaiting {
                 id: req.id,
                 endpoint,
                 client,
@@ -520,7 +472,7 @@ impl Judge<'_> {
             return;
         }
         let st = &mut flow.ext;
-        if let Some(old) = st.identity
+        if let Some(old) = st.identity()
             && old.via.rank() < Via::Workload.rank()
         {
             let id = self.ctx.view.directory.identify(
@@ -530,7 +482,7 @@ impl Judge<'_> {
                 flow.id.client.ip(),
             );
             if id.client.is_some() && id.via.rank() > old.via.rank() {
-                st.identity = Some(id);
+                st.set_identity(Some(id));
             }
         }
     }

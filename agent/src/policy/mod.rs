@@ -22,6 +22,7 @@
 //!   always use event time.
 
 mod engine;
+mod flow_state;
 mod judge;
 pub mod quota_overshoot;
 mod rates;

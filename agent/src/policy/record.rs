@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::{
     UNKNOWN, UNLISTED,
-    judge::FlowState,
+    flow_state::FlowState,
     view::{EndpointRef, Via, View},
 };
 use crate::{
@@ -107,7 +107,7 @@ pub(super) fn record(
 ) -> FlowRecord {
     let st = &flow.ext;
     let m = st.matched.unwrap_or(EndpointRef::Unwatched);
-    let id = st.identity;
+    let id = st.identity();
     FlowRecord {
         id: flow.id,
         first_seen: flow.first_seen,

@@ -198,6 +198,9 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         .context("the API's acknowledgements were taken twice")?;
     let mut usage =
         usage::UsageMeter::new(settings.usage_interval, settings.usage_max_pairs, started);
+    let mut flow_requests = snapshot
+        .take_flow_requests()
+        .context("the API's flow requests were taken twice")?;
     let mut resolve = tokio::time::interval(RESOLVE_EVERY);
     resolve.tick().await;
     // The first tick fires at once: workload endpoints are watched from
@@ -260,6 +263,15 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
                     state.acks.insert(cmd.id.clone(), (cmd.by.clone(), at));
                 }
                 let _ = cmd.reply.send(result);
+            }
+            Some(cmd) = flow_requests.recv() => {
+                // The list is built now, so publish the other views now
+                // too: a `violations` asked after `flows` is never older
+                // than the flows it just listed.
+                state.outputs(&mut engine, &metrics, &audit, &snapshot);
+                state.publish(&engine, &capture, &metrics, &audit, &snapshot);
+                // The caller may have gone; nothing to do then.
+                let _ = cmd.reply.send(state.flow_rows(&engine));
             }
             _ = sighup.recv() => { let _ = hup_tx.try_send(()); }
             _ = sigint.recv() => break "SIGINT".to_owned(),
@@ -490,17 +502,9 @@ impl LoopState {
             .audit_writable
             .set(i64::from(audit.health.writable.load(Ordering::Relaxed)));
 
-        // A closed flow lingers in the engine before its record is emitted;
-        // list each connection once, and count only the open ones as active.
-        let live = engine.flows();
-        let active = live.iter().filter(|f| f.end.is_none()).count();
-        let mut seen = std::collections::HashSet::new();
-        let flows: Vec<_> = live
-            .iter()
-            .chain(self.recent.iter().rev())
-            .filter(|f| seen.insert((f.id, f.first_seen)))
-            .map(present::flow_row)
-            .collect();
+        // A closed flow lingers in the engine before its record is emitted:
+        // only the open ones are active.
+        let active = engine.open_flows();
         let open = violations
             .iter()
             .filter(|v| v.resolved_at.is_none())
@@ -526,7 +530,6 @@ impl LoopState {
             },
             stage: present::stage_view(&self.contract, &info, now),
             clients: rates.iter().map(|r| present::client_row(r, now)).collect(),
-            flows,
             violations: violations
                 .iter()
                 .map(|v| {
@@ -543,6 +546,19 @@ impl LoopState {
         });
         let held: std::collections::HashSet<String> = views_ids(&violations);
         self.acks.retain(|id, _| held.contains(id));
+    }
+
+    /// `rampwatch flows`: the engine's flows, then recently ended ones, each
+    /// connection once (a closed flow lingers in the engine before its
+    /// record is emitted). Built when asked: as long as the flow table.
+    fn flow_rows(&self, engine: &Engine) -> Vec<crate::sinks::api::views::FlowRow> {
+        let live = engine.flows();
+        let mut seen = std::collections::HashSet::with_capacity(live.len());
+        live.iter()
+            .chain(self.recent.iter().rev())
+            .filter(|f| seen.insert((f.id, f.first_seen)))
+            .map(present::flow_row)
+            .collect()
     }
 
     /// Applies a reload; true when a new contract became active (its

@@ -2,7 +2,9 @@
 //!
 //! The engine is owned by one task and never locked by API callers; they read
 //! the last published views instead. A slow `rampwatch flows` therefore can
-//! never stall packet processing.
+//! never stall packet processing. The flow list is the exception: it is as
+//! long as the flow table, so it is built only when a client asks for it
+//! (a [`FlowsCommand`] to the engine task), never per tick.
 
 use std::{
     sync::{Arc, Mutex, RwLock},
@@ -12,8 +14,8 @@ use std::{
 use tokio::sync::{broadcast, mpsc};
 
 use crate::sinks::api::{
-    AckCommand, StateSource,
-    views::{ClientRow, FlowRow, ReadinessView, StageView, StatusView, ViolationRow, WatchEvent},
+    AckCommand, FlowsCommand, StateSource,
+    views::{ClientRow, ReadinessView, StageView, StatusView, ViolationRow, WatchEvent},
 };
 
 #[derive(Clone)]
@@ -21,7 +23,6 @@ pub struct Views {
     pub status: StatusView,
     pub stage: StageView,
     pub clients: Vec<ClientRow>,
-    pub flows: Vec<FlowRow>,
     /// With the Unix time (s) each was last seen, for `--since`.
     pub violations: Vec<(i64, ViolationRow)>,
     /// Every stage's readiness, in contract order.
@@ -37,7 +38,6 @@ impl Default for Views {
             status: StatusView::default(),
             stage: StageView::default(),
             clients: Vec::new(),
-            flows: Vec::new(),
             violations: Vec::new(),
             readiness: Vec::new(),
             readiness_next: Err(
@@ -53,18 +53,32 @@ pub struct Snapshot {
     /// Acknowledgements, to the engine task (which takes the receiver).
     acks: mpsc::Sender<AckCommand>,
     ack_rx: Mutex<Option<mpsc::Receiver<AckCommand>>>,
+    /// `flows` requests, to the engine task (which takes the receiver).
+    flows: mpsc::Sender<FlowsCommand>,
+    flows_rx: Mutex<Option<mpsc::Receiver<FlowsCommand>>>,
 }
 
 impl Snapshot {
     pub fn new() -> Arc<Self> {
         let (watch, _) = broadcast::channel(1024);
         let (acks, ack_rx) = mpsc::channel(16);
+        let (flows, flows_rx) = mpsc::channel(16);
         Arc::new(Self {
             views: RwLock::new(Views::default()),
             watch,
             acks,
             ack_rx: Mutex::new(Some(ack_rx)),
+            flows,
+            flows_rx: Mutex::new(Some(flows_rx)),
         })
+    }
+
+    /// The `flows` requests the API receives; once, for the engine task.
+    pub fn take_flow_requests(&self) -> Option<mpsc::Receiver<FlowsCommand>> {
+        self.flows_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     /// The acknowledgements the API receives; once, for the engine task.
@@ -99,10 +113,6 @@ impl StateSource for Snapshot {
 
     fn clients(&self) -> Vec<ClientRow> {
         self.read(|v| v.clients.clone())
-    }
-
-    fn flows(&self) -> Vec<FlowRow> {
-        self.read(|v| v.flows.clone())
     }
 
     fn violations(&self, since: Option<Duration>) -> Vec<ViolationRow> {
@@ -147,5 +157,9 @@ impl StateSource for Snapshot {
 
     fn acks(&self) -> Option<mpsc::Sender<AckCommand>> {
         Some(self.acks.clone())
+    }
+
+    fn flow_requests(&self) -> Option<mpsc::Sender<FlowsCommand>> {
+        Some(self.flows.clone())
     }
 }

@@ -644,3 +644,33 @@ fn a_credential_replaces_an_identity_taken_from_the_source_address() {
         .collect();
     assert_eq!(over, vec![("orders".into(), "acme".into(), 5)]);
 }
+
+#[test]
+fn kernel_request_counts_keep_an_unsampled_keep_alive_flow_in_the_table() {
+    let opts = EngineOptions {
+        requests_from_kernel: true,
+        ..EngineOptions::default()
+    };
+    let idle = opts.flow.idle_timeout;
+    let mut e = Engine::new(contract(), opts);
+    let (c, s) = ("10.1.0.9:5001", "10.20.2.5:8080");
+    let flow = FlowId {
+        client: addr(c),
+        server: addr(s),
+    };
+    e.handle(pkt(t0(), c, s, 100, tcp_flags::SYN, b""));
+    let r = get("/v1/orders", Some("acme-token"));
+    e.handle(pkt(t0(), c, s, 101, ACK, &r));
+    // Past its first segments the kernel samples few packets, but keeps
+    // counting requests: the flow is busy, not idle.
+    for i in 1..=3 {
+        let ts = t0() + i * (idle / 2);
+        e.handle(Event::RequestStarts { ts, flow, count: 1 });
+        e.tick(ts);
+    }
+    assert_eq!(e.open_flows(), 1, "a flow counting requests idled out");
+    assert_eq!(e.flows()[0].requests, 3);
+    // Once quiet for the idle timeout it leaves.
+    e.tick(t0() + 3 * (idle / 2) + idle + 1);
+    assert_eq!(e.open_flows(), 0);
+}

@@ -359,3 +359,39 @@ fn a_server_workload_puts_its_flow_on_the_endpoint_it_serves() {
         Some("api-7f9c")
     );
 }
+
+#[test]
+fn flows_of_one_socket_owner_share_its_named_workload() {
+    let node = Node::new();
+    let cg = node.pod("partner-acme", "sync-5d8f");
+    let mut e = Engine::new(with_sync_client(), EngineOptions::default());
+    e.set_workloads(node.resolver());
+    let ts = t0();
+    let s = "10.20.1.5:80";
+    for c in ["10.30.1.1:40010", "10.30.1.1:40011"] {
+        e.handle(pkt(ts, c, s, 100, tcp_flags::SYN, b""));
+        socket(&mut e, ts, c, s, Side::Client, cg);
+    }
+    let f = e.flows();
+    assert_eq!(f.len(), 2);
+    let (a, b) = (
+        f[0].client_workload.as_ref().expect("named"),
+        f[1].client_workload.as_ref().expect("named"),
+    );
+    // One allocation for both (a few hundred bytes a flow at 100k flows).
+    assert!(Arc::ptr_eq(a, b));
+    assert_eq!(a.pod.as_deref(), Some("sync-5d8f"));
+    // After a tick the name is looked up afresh (a pod named later shows).
+    e.tick(ts + 2_000_000_000);
+    let c = "10.30.1.1:40012";
+    e.handle(pkt(ts + 2_000_000_000, c, s, 100, tcp_flags::SYN, b""));
+    socket(&mut e, ts + 2_000_000_000, c, s, Side::Client, cg);
+    let f = e.flows();
+    let fresh = f
+        .iter()
+        .find(|r| r.id.client == addr(c))
+        .and_then(|r| r.client_workload.as_ref())
+        .expect("named");
+    assert!(!Arc::ptr_eq(a, fresh));
+    assert_eq!(**a, **fresh);
+}

@@ -11,7 +11,8 @@ mod server;
 pub mod views;
 
 pub use server::{
-    AckCommand, ApiError, ApiServer, MAX_REQUEST_LINE, StateSource, answer, read_request,
+    AckCommand, ApiError, ApiServer, FlowsCommand, MAX_REQUEST_LINE, StateSource, answer,
+    read_request,
 };
 
 /// Where the agent listens and the CLI connects unless told otherwise.

@@ -33,13 +33,20 @@ pub struct AckCommand {
     pub reply: tokio::sync::oneshot::Sender<Result<AckView, String>>,
 }
 
+/// A `rampwatch flows` request, to the engine task: the list is built from
+/// the flow table when someone asks, not every tick for every flow (at
+/// 100k flows that list was tens of MiB rebuilt each second).
+#[derive(Debug)]
+pub struct FlowsCommand {
+    pub reply: tokio::sync::oneshot::Sender<Vec<FlowRow>>,
+}
+
 /// Where the API gets its answers; the live agent implements it over its
 /// engine snapshot.
 pub trait StateSource: Send + Sync + 'static {
     fn status(&self) -> StatusView;
     fn stage(&self) -> StageView;
     fn clients(&self) -> Vec<ClientRow>;
-    fn flows(&self) -> Vec<FlowRow>;
     fn violations(&self, since: Option<Duration>) -> Vec<ViolationRow>;
     fn subscribe(&self) -> broadcast::Receiver<WatchEvent>;
     /// Readiness for `stage` (default: the next one); `Err` is the sentence
@@ -48,6 +55,11 @@ pub trait StateSource: Send + Sync + 'static {
 
     /// Where acknowledgements go; `None`: this source takes none.
     fn acks(&self) -> Option<tokio::sync::mpsc::Sender<AckCommand>> {
+        None
+    }
+
+    /// Where `flows` requests go; `None`: this source lists no flows.
+    fn flow_requests(&self) -> Option<tokio::sync::mpsc::Sender<FlowsCommand>> {
         None
     }
 }
@@ -355,6 +367,13 @@ async fn handle(
         };
         return write.send(&response).await;
     }
+    if let Request::Flows = request {
+        let response = match flows(state.as_ref()).await {
+            Ok(flows) => Response::Flows { flows },
+            Err(message) => Response::Error { message },
+        };
+        return write.send(&response).await;
+    }
     let response = match answer(request, state.as_ref()) {
         Some(response) => response,
         None => {
@@ -416,6 +435,17 @@ async fn acknowledge(
     answer.await.map_err(|_| gone())?
 }
 
+/// Asks the engine task for the flow list.
+async fn flows(state: &dyn StateSource) -> Result<Vec<FlowRow>, String> {
+    let Some(tx) = state.flow_requests() else {
+        return Err("this agent lists no flows".to_owned());
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let gone = || "the agent is stopping; list the flows again once it runs".to_owned();
+    tx.send(FlowsCommand { reply }).await.map_err(|_| gone())?;
+    answer.await.map_err(|_| gone())
+}
+
 /// Longest request line read from a peer; the rest is never read.
 pub const MAX_REQUEST_LINE: u64 = 64 * 1024;
 
@@ -464,8 +494,9 @@ pub fn answer(request: Request, state: &dyn StateSource) -> Option<Response> {
         Request::Clients => Response::Clients {
             clients: state.clients(),
         },
-        Request::Flows => Response::Flows {
-            flows: state.flows(),
+        // Answered by `handle` (the engine task builds the list).
+        Request::Flows => Response::Error {
+            message: "listing flows needs a connection to the live agent".to_owned(),
         },
         Request::Violations { since_secs } => Response::Violations {
             violations: state.violations(since_secs.map(Duration::from_secs)),
@@ -507,7 +538,7 @@ impl Writer {
 
 #[cfg(test)]
 mod tests {
-    use super::{MAX_REQUEST_LINE, acknowledge, allowed, read_request};
+    use super::{MAX_REQUEST_LINE, acknowledge, allowed, flows, read_request};
 
     fn read(bytes: &[u8]) -> Result<crate::sinks::api::views::Request, String> {
         tokio::runtime::Builder::new_current_thread()
@@ -574,6 +605,23 @@ mod tests {
             .expect_err("engine says no");
         assert!(err.contains("no open violation"), "{err}");
         engine.await.expect("engine task");
+    }
+
+    #[tokio::test]
+    async fn the_flow_list_is_built_by_the_engine_task_when_asked() {
+        let snap = crate::runtime::snapshot::Snapshot::new();
+        let mut rx = snap.take_flow_requests().expect("the receiver, once");
+        assert!(snap.take_flow_requests().is_none());
+        let engine = tokio::spawn(async move {
+            let cmd = rx.recv().await.expect("a request");
+            cmd.reply.send(Vec::new()).expect("reply");
+            // The agent stopping: the next caller hears it, not a hang.
+            drop(rx);
+        });
+        assert_eq!(flows(&*snap).await, Ok(Vec::new()));
+        engine.await.expect("engine task");
+        let err = flows(&*snap).await.expect_err("engine gone");
+        assert!(err.contains("the agent is stopping"), "{err}");
     }
 
     #[test]

@@ -1,27 +1,32 @@
 //! The engine proper: events in, facts to the detections, outputs queued.
+//! What it reports back (flows, totals, rates) is in `queries`.
+
+mod pending;
+mod queries;
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
 use super::{
     Ctx, UNKNOWN, UNLISTED,
-    judge::{self, FlowState, Judge},
+    flow_state::FlowState,
+    judge::{self, Judge},
     rates::{RateWindow, Rates},
-    record::{
-        ClientRate, FlowRecord, RequestCount, ResponseCount, ResponseTotals, StageInfo, record,
-        reportable,
-    },
+    record::{FlowRecord, ResponseTotals, record, reportable},
     view::View,
-    violations::{Terms, Violation, ViolationEvent, Violations},
+    violations::{Terms, ViolationEvent, Violations},
 };
 use crate::{
     contract::Contract,
     event::{Event, FlowEndReason, FlowId, FlowTotals, LocalSocket, Nanos, Packet, Plaintext},
-    flow::{Flow, FlowConfig, FlowTable, FlowTableStats, Request},
+    flow::{Flow, FlowConfig, FlowTable, Request},
     identity::workload::{FlowWorkload, WorkloadResolver},
     protocol::http::CredentialHeaders,
 };
 
 const SEC: Nanos = 1_000_000_000;
+/// Socket owners whose workload is kept for sharing at once (see
+/// `Engine::named`).
+const NAMED_WORKLOADS: usize = 1024;
 
 /// The standard credential headers plus those the contract names.
 fn credential_headers(view: &View) -> CredentialHeaders {
@@ -158,47 +163,15 @@ pub struct Engine {
     stats: EngineStats,
     /// Names the workloads behind local sockets (live only).
     workloads: Option<Arc<WorkloadResolver>>,
+    /// Workloads named in the current second, shared by every flow of the
+    /// same socket owner: a named workload is a few hundred bytes, and on a
+    /// busy node thousands of flows have the same few owners. Cleared each
+    /// tick, so a flow never carries a name more than a second older than
+    /// the resolver's.
+    named: HashMap<(u64, Option<u32>), Arc<FlowWorkload>>,
     /// Sockets announced before their flow's first packet (the capture
     /// sends the socket first), applied when the flow is created.
-    pending: PendingSockets,
-}
-
-/// Announced sockets waiting for their flow, bounded: a socket whose flow
-/// never comes (its packet lost) is dropped oldest first and counted. A hit
-/// costs one hash removal; `order` is cleaned lazily as it turns over.
-#[derive(Default)]
-struct PendingSockets {
-    map: std::collections::HashMap<FlowId, [Option<Arc<FlowWorkload>>; 2]>,
-    order: std::collections::VecDeque<FlowId>,
-}
-
-/// Flows whose sockets may wait at once; far above what a ring batch holds.
-const PENDING_SOCKETS: usize = 4096;
-
-impl PendingSockets {
-    /// Queues `w`; true when an older one had to go.
-    fn push(&mut self, id: FlowId, side: crate::event::Side, w: Arc<FlowWorkload>) -> bool {
-        let mut dropped = false;
-        if !self.map.contains_key(&id) {
-            while self.order.len() >= PENDING_SOCKETS {
-                if let Some(old) = self.order.pop_front() {
-                    dropped |= self.map.remove(&old).is_some();
-                }
-            }
-            self.order.push_back(id);
-        }
-        self.map.entry(id).or_default()[side.index()] = Some(w);
-        dropped
-    }
-
-    fn take(&mut self, id: &FlowId) -> Option<[Option<Arc<FlowWorkload>>; 2]> {
-        if self.map.is_empty() {
-            return None;
-        }
-        // `order` keeps the id until it reaches the front: popping an id no
-        // longer waiting drops nothing.
-        self.map.remove(id)
-    }
+    pending: pending::PendingSockets,
 }
 
 impl Engine {
@@ -247,7 +220,8 @@ impl Engine {
             unknown: Arc::from(UNKNOWN),
             stats: EngineStats::default(),
             workloads: None,
-            pending: PendingSockets::default(),
+            named: HashMap::new(),
+            pending: pending::PendingSockets::default(),
         };
         if let Some(t) = e.opts.fixed_time {
             e.update_stage(t, false);
@@ -298,6 +272,7 @@ impl Engine {
     /// Advances time without an event: expires idle flows, escalates and
     /// resolves violations, changes stage.
     pub fn tick(&mut self, now: Nanos) {
+        self.named.clear();
         self.advance(now);
         self.expire();
         let terms = self.terms();
@@ -320,162 +295,6 @@ impl Engine {
     /// Takes the queued outputs.
     pub fn drain(&mut self) -> std::vec::Drain<'_, Output> {
         self.out.drain(..)
-    }
-
-    /// Latest event time seen.
-    pub fn now(&self) -> Nanos {
-        self.now
-    }
-
-    pub fn stats(&self) -> EngineStats {
-        EngineStats {
-            kernel_requests_unwatched: self.rates.kernel_unwatched,
-            engine_counted_requests: self.rates.engine_counted,
-            ..self.stats
-        }
-    }
-
-    pub fn flow_stats(&self) -> FlowTableStats {
-        self.flows.stats
-    }
-
-    /// Live flows.
-    pub fn flows(&self) -> Vec<FlowRecord> {
-        self.flows
-            .iter()
-            .map(|f| {
-                record(
-                    &self.view,
-                    f,
-                    &self.unlisted,
-                    &self.unknown,
-                    self.opts.requests_from_kernel,
-                )
-            })
-            .collect()
-    }
-
-    /// Open violations, oldest first, then recently resolved ones.
-    pub fn violations(&self) -> Vec<Violation> {
-        let mut v = self.violations.open();
-        v.extend(self.violations.resolved().cloned());
-        v
-    }
-
-    /// The stage timeline at the current judge time.
-    pub fn stage(&self) -> StageInfo {
-        let next = self
-            .view
-            .next_stage(self.stage)
-            .and_then(|i| self.view.stages.get(i));
-        let active = self.stage.and_then(|i| self.view.stages.get(i));
-        StageInfo {
-            contract: self.view.contract_name.clone(),
-            active: active.map(|s| s.name.clone()),
-            active_since: active.map(|s| s.starts_at),
-            next: next.map(|s| s.name.clone()),
-            next_starts_at: next.map(|s| s.starts_at),
-        }
-    }
-
-    /// Watched requests so far by (endpoint label, client label), with
-    /// `unlisted` and `unknown` for what the contract does not name.
-    pub fn request_totals(&self) -> Vec<RequestCount> {
-        let mut out: Vec<RequestCount> = self
-            .rates
-            .totals()
-            .map(|(key, total)| RequestCount {
-                endpoint: key.0.clone(),
-                client: key.1.clone(),
-                total,
-                malformed: self.malformed.get(key).copied().unwrap_or(0),
-            })
-            .collect();
-        // Live, a lenient head the kernel counted may be parsed before its
-        // pair's kernel count arrives.
-        for ((endpoint, client), n) in &self.malformed {
-            if !out
-                .iter()
-                .any(|r| r.endpoint == *endpoint && r.client == *client)
-            {
-                out.push(RequestCount {
-                    endpoint: endpoint.clone(),
-                    client: client.clone(),
-                    total: 0,
-                    malformed: *n,
-                });
-            }
-        }
-        out
-    }
-
-    /// Watched requests answered so far by (endpoint label, client label,
-    /// status class), `unknown` where the response was not seen.
-    pub fn response_totals(&self) -> Vec<ResponseCount> {
-        let mut v: Vec<ResponseCount> = self
-            .responses
-            .iter()
-            .map(|((endpoint, client, class), total)| ResponseCount {
-                endpoint: endpoint.clone(),
-                client: client.clone(),
-                class,
-                total: *total,
-            })
-            .collect();
-        v.sort_by(|a, b| (&a.endpoint, &a.client, a.class).cmp(&(&b.endpoint, &b.client, b.class)));
-        v
-    }
-
-    /// Per client × endpoint: rate now, quota, headroom, next stage's quota.
-    /// Includes every pair with a quota in the active or next stage.
-    pub fn client_rates(&self, now: Nanos) -> Vec<ClientRate> {
-        let v = &self.view;
-        let next = v.next_stage(self.stage);
-        let mut pairs: Vec<(usize, usize)> = [self.stage, next]
-            .iter()
-            .flatten()
-            .filter_map(|s| v.stages.get(*s))
-            .flat_map(|s| s.quotas.keys().copied())
-            .collect();
-        for (c, e) in self.rates.iter().map(|(k, _)| k) {
-            let ci = v.clients.iter().position(|n| n == c);
-            let ei = v.endpoints.iter().position(|x| &x.name == e);
-            if let (Some(ci), Some(ei)) = (ci, ei) {
-                pairs.push((ci, ei));
-            }
-        }
-        pairs.sort_unstable();
-        pairs.dedup();
-        let lookup: std::collections::HashMap<_, _> = self.rates.iter().collect();
-        pairs
-            .into_iter()
-            .filter_map(|(c, e)| {
-                let client = v.clients.get(c)?.clone();
-                let endpoint = v.endpoints.get(e)?.name.clone();
-                let q = v.quota(self.stage, c, e);
-                let b = lookup.get(&(client.clone(), endpoint.clone()));
-                let rate = b.map_or(0.0, |b| b.rate(now));
-                let next_stage = next.and_then(|n| v.stages.get(n));
-                Some(ClientRate {
-                    rate,
-                    quota: q.requests_per_second,
-                    burst: q.burst,
-                    headroom: q.requests_per_second - rate,
-                    total: b.map_or(0, |b| b.total),
-                    next_quota: next.map(|n| v.quota(Some(n), c, e).requests_per_second),
-                    next_stage: next_stage.map(|s| s.name.clone()),
-                    next_starts_at: next_stage.map(|s| s.starts_at),
-                    client,
-                    endpoint,
-                })
-            })
-            .collect()
-    }
-
-    /// What `readiness` reads: the view, the rates, the active stage and
-    /// the latest event time.
-    pub(super) fn readiness_parts(&self) -> (&View, &Rates, Option<usize>, Nanos) {
-        (&self.view, &self.rates, self.stage, self.now)
     }
 
     fn judge_time(&self) -> Nanos {
@@ -616,11 +435,14 @@ impl Engine {
     /// resolver caches by cgroup id) and keep it on the flow.
     fn socket(&mut self, s: LocalSocket) {
         self.advance(s.ts);
-        let w = Arc::new(FlowWorkload::of_socket(
-            self.workloads.as_deref(),
-            s.cgroup_id,
-            s.pid,
-        ));
+        if self.named.len() >= NAMED_WORKLOADS {
+            self.named.clear();
+        }
+        let resolver = self.workloads.as_deref();
+        let w =
+            Arc::clone(self.named.entry((s.cgroup_id, s.pid)).or_insert_with(|| {
+                Arc::new(FlowWorkload::of_socket(resolver, s.cgroup_id, s.pid))
+            }));
         let Some(flow) = self.flows.get_mut(&s.flow) else {
             if self.pending.push(s.flow, s.side, w) {
                 self.stats.sockets_unmatched += 1;
@@ -644,6 +466,10 @@ impl Engine {
             return;
         };
         flow.ext.kernel_requests = flow.ext.kernel_requests.saturating_add(count);
+        // The kernel saw the flow busy: past its first segments most are not
+        // sampled, and a keep-alive connection still serving requests must
+        // not idle out of the table (and lose its verdict state) for that.
+        flow.last_seen = flow.last_seen.max(ts);
         let view = &self.view;
         let mut j = judge!(self, view, ts, true);
         j.kernel_requests(flow, count);
@@ -698,7 +524,7 @@ impl Engine {
                 j.changes(&mut flow, ch, &mut self.reqs);
                 j.finish(&mut flow);
             }
-            if reportable(&flow) {
+            if reportable(&*flow) {
                 classified(
                     view,
                     &mut flow,

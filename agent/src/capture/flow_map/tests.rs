@@ -3,6 +3,7 @@
 use agent_common::DirStats;
 
 use super::*;
+use crate::event::Side;
 
 fn key(observer: u8) -> FlowKey {
     let mut c = [0u8; 16];
