@@ -152,6 +152,7 @@ async fn root_request_counts_never_overtake_their_heads() {
                 id: 7,
                 prefix: Some("127.0.0.1/32".parse().unwrap()),
                 ports: PortSpec::List(vec![port]),
+                workload: false,
             }],
             poll_interval: Duration::from_millis(1),
             ..CaptureConfig::default()
