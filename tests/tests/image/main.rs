@@ -109,7 +109,7 @@ impl Node {
     /// `api_host`: the contract endpoint's only host name; it must resolve
     /// to 127.0.0.1 where the agent runs.
     fn new(api_host: &str) -> Self {
-        let dir = TempDir::new("img");
+        let dir = TempDir::new("img").kept_with("RWT_KEEP_IMAGE");
         let cgroup = CgroupGuard::new("img");
         let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
         let server_addr = on_free_port(ip, "a test port", |port| Some(SocketAddr::new(ip, port)));
@@ -143,13 +143,18 @@ spec:
     - name: api
       dataClass: public
       hosts: ["{api_host}"]
+      ports: [{port}]
   clients: []
   stages:
     - name: pilot
       startsAt: "2026-01-01T00:00:00Z"
       credentialMaxAge: 90d
       quotas: []
-"#
+"#,
+                // The server's port too: with any port, a loopback
+                // connection matches on both sides, and the lower port
+                // (sometimes the client's) is taken for the server.
+                port = server_addr.port(),
             ),
         )
         .unwrap();
@@ -512,6 +517,19 @@ fn image_without_cap_bpf_exits_with_one_sentence() {
     );
 }
 
+/// The agent as nobody, killed if the test fails before stopping it: a
+/// leaked agent keeps its cgroup programs and every fd it inherited.
+struct Reap(std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 #[test]
 fn image_agent_runs_as_nobody_with_only_the_daemonsets_capabilities() {
     let ds = daemonset();
@@ -534,29 +552,31 @@ fn image_agent_runs_as_nobody_with_only_the_daemonsets_capabilities() {
     let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let metrics = on_free_port(ip, "a test port", |port| Some(SocketAddr::new(ip, port)));
     let log = node.path("agent.log");
-    let mut child = Command::new("setpriv")
-        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
-        .arg(format!("--inh-caps=-all,{list}"))
-        .arg(format!("--ambient-caps=-all,{list}"))
-        .arg(format!("--bounding-set=-all,{list}"))
-        .arg(rampwatch_binary())
-        .arg("agent")
-        .arg("--contract")
-        .arg(node.path("contract/contract.yaml"))
-        .arg("--metrics-addr")
-        .arg(metrics.to_string())
-        .arg("--socket")
-        .arg(node.socket())
-        .arg("--audit-dir")
-        .arg(node.path("audit"))
-        .arg("--cgroup")
-        .arg(node.cgroup.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("run setpriv");
-    let pid = child.id();
+    let mut child = Reap(
+        Command::new("setpriv")
+            .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+            .arg(format!("--inh-caps=-all,{list}"))
+            .arg(format!("--ambient-caps=-all,{list}"))
+            .arg(format!("--bounding-set=-all,{list}"))
+            .arg(rampwatch_binary())
+            .arg("agent")
+            .arg("--contract")
+            .arg(node.path("contract/contract.yaml"))
+            .arg("--metrics-addr")
+            .arg(metrics.to_string())
+            .arg("--socket")
+            .arg(node.socket())
+            .arg("--audit-dir")
+            .arg(node.path("audit"))
+            .arg("--cgroup")
+            .arg(node.cgroup.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("run setpriv"),
+    );
+    let pid = child.0.id();
     let binary = fs::canonicalize(rampwatch_binary()).unwrap();
     let caps_seen = wait_until("setpriv to exec the agent", DEFAULT_TIMEOUT, || {
         // Until setpriv execs the agent, the process is setpriv.
@@ -568,6 +588,7 @@ fn image_agent_runs_as_nobody_with_only_the_daemonsets_capabilities() {
     });
     let mut alive = || {
         child
+            .0
             .try_wait()
             .ok()
             .flatten()
@@ -585,7 +606,7 @@ fn image_agent_runs_as_nobody_with_only_the_daemonsets_capabilities() {
         .args(["-INT", &pid.to_string()])
         .status();
     let status = wait_until("the agent to stop", DEFAULT_TIMEOUT, || {
-        child.try_wait().ok().flatten()
+        child.0.try_wait().ok().flatten()
     });
     assert!(
         status.success(),
