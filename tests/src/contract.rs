@@ -83,6 +83,16 @@ impl ContractYaml {
         self
     }
 
+    /// One more bearer `token` for the client added last.
+    pub fn credential(mut self, token: &str, issued_at: &str) -> Self {
+        let _ = writeln!(
+            self.clients,
+            "        - {{ header: authorization, fingerprint: \"sha256:{}\", issuedAt: \"{issued_at}\" }}",
+            sha256_hex(token)
+        );
+        self
+    }
+
     /// A stage from `starts_at` (RFC 3339), with `credentialMaxAge` when
     /// given and its quotas.
     pub fn stage(
@@ -171,6 +181,7 @@ mod tests {
                 &["/v1/"],
             )
             .client("acme", "tok", "2026-11-01T00:00:00Z")
+            .credential("tok2", "2026-11-02T00:00:00Z")
             .stage(
                 "pilot",
                 "2026-01-01T00:00:00Z",
@@ -201,6 +212,7 @@ spec:
     - name: acme
       credentials:
         - {{ header: authorization, fingerprint: "sha256:{tok}", issuedAt: "2026-11-01T00:00:00Z" }}
+        - {{ header: authorization, fingerprint: "sha256:{tok2}", issuedAt: "2026-11-02T00:00:00Z" }}
   stages:
     - name: pilot
       startsAt: "2026-01-01T00:00:00Z"
@@ -216,6 +228,7 @@ spec:
     breachAfter: 24h
 "#,
             tok = sha256_hex("tok"),
+            tok2 = sha256_hex("tok2"),
             old = sha256_hex("old"),
         );
         assert_eq!(doc, want);

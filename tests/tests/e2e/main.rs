@@ -19,9 +19,9 @@ use std::{
 use tests::{
     agent_proc::AgentProcess,
     cgroup::CgroupGuard,
+    contract::ContractYaml,
     http::{HttpServer, curl_in},
     prom::Monitoring,
-    sha256_hex,
     tools::require_tools,
     wait::{wait_for, wait_until},
 };
@@ -30,57 +30,28 @@ const ACME: &str = "e2e-acme-token";
 const REVOKED: &str = "e2e-revoked-token";
 
 fn contract(ledger: u16, orders: u16) -> String {
-    format!(
-        r#"apiVersion: rampwatch.io/v1
-kind: RampContract
-metadata:
-  name: e2e-ramp
-spec:
-  dataClasses:
-    - name: pii
-      encryption: required
-      authentication: required
-      minTlsVersion: "1.2"
-    - name: internal
-      encryption: optional
-      authentication: required
-  endpoints:
-    - name: ledger
-      dataClass: pii
-      hosts: ["127.0.0.1"]
-      ports: [{ledger}]
-    - name: orders
-      dataClass: internal
-      hosts: ["127.0.0.1"]
-      ports: [{orders}]
-      paths: ["/v1/orders"]
-  clients:
-    - name: acme
-      credentials:
-        - header: authorization
-          fingerprint: "sha256:{acme}"
-          issuedAt: "2026-11-01T00:00:00Z"
-        - header: authorization
-          fingerprint: "sha256:{revoked}"
-          issuedAt: "2026-11-01T00:00:00Z"
-  stages:
-    - name: pilot
-      startsAt: "2026-01-01T00:00:00Z"
-      credentialMaxAge: 3650d
-      quotas:
-        - {{ client: acme, endpoint: orders, requestsPerSecond: 2, burst: 4 }}
-        - {{ client: acme, endpoint: ledger, requestsPerSecond: 10, burst: 10 }}
-  revocations:
-    - fingerprint: "sha256:{revoked}"
-      revokedAt: "2026-02-01T00:00:00Z"
-      reason: e2e test
-  remediation:
-    warnAfter: 15m
-    breachAfter: 24h
-"#,
-        acme = sha256_hex(ACME),
-        revoked = sha256_hex(REVOKED),
-    )
+    ContractYaml::new("e2e-ramp")
+        .class("pii", "required")
+        .class("internal", "optional")
+        .endpoint("ledger", "pii", &["127.0.0.1"], &[ledger], &[])
+        .endpoint(
+            "orders",
+            "internal",
+            &["127.0.0.1"],
+            &[orders],
+            &["/v1/orders"],
+        )
+        .client("acme", ACME, "2026-11-01T00:00:00Z")
+        .credential(REVOKED, "2026-11-01T00:00:00Z")
+        .stage(
+            "pilot",
+            "2026-01-01T00:00:00Z",
+            Some("3650d"),
+            &[("acme", "orders", 2, 4), ("acme", "ledger", 10, 10)],
+        )
+        .revoked(REVOKED, "2026-02-01T00:00:00Z")
+        .remediation("15m", Some("24h"))
+        .render()
 }
 
 fn value(sample: &serde_json::Value) -> f64 {

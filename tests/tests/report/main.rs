@@ -19,8 +19,8 @@ use tests::{
     TempDir,
     agent_proc::{AgentProcess, cli},
     cgroup::CgroupGuard,
+    contract::ContractYaml,
     http::{HttpServer, curl_in},
-    sha256_hex,
     tools::require_tools,
     wait::wait_until,
 };
@@ -29,35 +29,25 @@ const ACME: &str = "report-acme-token";
 const REVOKED: &str = "report-revoked-token";
 
 fn contract(orders: u16) -> String {
-    format!(
-        r#"apiVersion: rampwatch.io/v1
-kind: RampContract
-metadata:
-  name: report-ramp
-spec:
-  dataClasses:
-    - name: internal
-      encryption: optional
-      authentication: required
-  endpoints:
-    - {{ name: orders, dataClass: internal, hosts: ["127.0.0.1"], ports: [{orders}], paths: ["/v1/orders"] }}
-  clients:
-    - name: acme
-      credentials:
-        - {{ fingerprint: "sha256:{acme}", issuedAt: "2026-11-01T00:00:00Z" }}
-        - {{ fingerprint: "sha256:{revoked}", issuedAt: "2026-11-01T00:00:00Z" }}
-  stages:
-    - name: pilot
-      startsAt: "2026-01-01T00:00:00Z"
-      credentialMaxAge: 3650d
-      quotas:
-        - {{ client: acme, endpoint: orders, requestsPerSecond: 2, burst: 4 }}
-  revocations:
-    - {{ fingerprint: "sha256:{revoked}", revokedAt: "2026-02-01T00:00:00Z", reason: report test }}
-"#,
-        acme = sha256_hex(ACME),
-        revoked = sha256_hex(REVOKED),
-    )
+    ContractYaml::new("report-ramp")
+        .class("internal", "optional")
+        .endpoint(
+            "orders",
+            "internal",
+            &["127.0.0.1"],
+            &[orders],
+            &["/v1/orders"],
+        )
+        .client("acme", ACME, "2026-11-01T00:00:00Z")
+        .credential(REVOKED, "2026-11-01T00:00:00Z")
+        .stage(
+            "pilot",
+            "2026-01-01T00:00:00Z",
+            Some("3650d"),
+            &[("acme", "orders", 2, 4)],
+        )
+        .revoked(REVOKED, "2026-02-01T00:00:00Z")
+        .render()
 }
 
 /// Requests of (client, endpoint) in the agent's usage records so far.
