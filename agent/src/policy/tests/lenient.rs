@@ -221,11 +221,17 @@ fn after_a_gap_a_word_and_a_space_is_not_a_request() {
             // start like a request line, and heads too weak to trust
             // after a gap: cut short by the sample, HTTP/0.9, HTTP/2.0.
             (700, b"hello world, and more text\r\n\r\n".to_vec()),
-            (300, b"note /v1/orders HTTP/1.1 is the path\r\n\r\n".to_vec()),
+            (
+                300,
+                b"note /v1/orders HTTP/1.1 is the path\r\n\r\n".to_vec(),
+            ),
             (300, b"PURGE /v1/orders HTTP/1.1\r\nHost: api\r\n".to_vec()),
             (300, b"PURGE /v1/orders\r\n".to_vec()),
             (300, b"PURGE /v1/orders HTTP/2.0\r\n\r\n".to_vec()),
-            (300, b"{\"op\": \"PURGE /v1/orders HTTP/1.1\"}\r\n\r\n".to_vec()),
+            (
+                300,
+                b"{\"op\": \"PURGE /v1/orders HTTP/1.1\"}\r\n\r\n".to_vec(),
+            ),
         ],
     );
     assert_eq!(e.stats().engine_counted_requests, 1);
@@ -244,7 +250,10 @@ fn after_a_gap_known_methods_stay_the_kernels_to_count() {
             // lenient form (doubled spaces): the kernel counted both.
             (900, head("GET", "acme-token")),
             (0, purge.clone()),
-            (900, b"GET  /v1/orders  HTTP/1.1\r\nHost: api\r\n\r\n".to_vec()),
+            (
+                900,
+                b"GET  /v1/orders  HTTP/1.1\r\nHost: api\r\n\r\n".to_vec(),
+            ),
             (0, purge),
         ],
     );
