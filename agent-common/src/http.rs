@@ -2,7 +2,10 @@
 //! userspace parses requests by: a segment starts a request when it begins
 //! with one of [`METHOD_TOKENS`] (method and a space). A server segment
 //! starts a response head when it begins with `HTTP/1.`
-//! ([`word_starts_response`]); the kernel samples both kinds of head.
+//! ([`word_starts_response`]); the kernel samples both kinds of head. A
+//! client segment that merely looks like a request line of a method outside
+//! the table ([`word_starts_like_request`]) is sampled too, never counted:
+//! userspace decides from the bytes whether a lenient server would serve it.
 
 /// Methods that start a request, each followed by a space.
 pub const METHOD_TOKENS: [&[u8]; 9] = [
@@ -90,6 +93,69 @@ pub fn word_starts_with_method(w: u64) -> bool {
     false
 }
 
+/// The longest method [`word_starts_like_request`] sees: seven token
+/// characters and the space fill the eight bytes of one word.
+pub const MAX_LENIENT_METHOD: usize = 7;
+
+/// Is `b` an RFC 9110 token character (`tchar`)? Go's net/http and python's
+/// http.server take any run of them as a method.
+#[inline(always)]
+pub const fn is_tchar(b: u8) -> bool {
+    matches!(
+        b,
+        b'a'..=b'z'
+            | b'A'..=b'Z'
+            | b'0'..=b'9'
+            | b'!'
+            | b'#'
+            | b'$'
+            | b'%'
+            | b'&'
+            | b'\''
+            | b'*'
+            | b'+'
+            | b'-'
+            | b'.'
+            | b'^'
+            | b'_'
+            | b'`'
+            | b'|'
+            | b'~'
+    )
+}
+
+/// Do the first eight payload bytes `w` (little-endian) start like a
+/// request line of any method: 1..=[`MAX_LENIENT_METHOD`] token characters,
+/// then a space? The kernel *samples* such client segments on HTTP/1 flows
+/// so userspace can find extension and lowercase methods (`PURGE`, `get`)
+/// later in a connection; it never *counts* by this test, as body segments
+/// can start with a word and a space too (userspace counts only a whole
+/// head, see `protocol/http_lenient.rs`).
+#[inline(always)]
+pub const fn word_starts_like_request(w: u64) -> bool {
+    let mut i = 0;
+    while i <= MAX_LENIENT_METHOD {
+        let b = (w >> (8 * i)) as u8;
+        if b == b' ' {
+            return i > 0;
+        }
+        if !is_tchar(b) {
+            return false;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// The byte form of [`word_starts_like_request`] (for userspace and tests):
+/// fewer than eight bytes never pass, as the kernel reads eight.
+pub fn starts_like_request(buf: &[u8]) -> bool {
+    match buf.first_chunk::<8>() {
+        Some(w) => word_starts_like_request(u64::from_le_bytes(*w)),
+        None => false,
+    }
+}
+
 /// "HTTP/1." packed as (little-endian word, mask): a server segment whose
 /// first eight bytes `w` satisfy `w & mask == word` starts a response head
 /// (any HTTP/1.x version), and the kernel samples it like a request head.
@@ -168,6 +234,49 @@ mod tests {
             assert!(could_start_with_method(&t[..t.len() - 1]));
         }
         assert!(!could_start_with_method(b"X"));
+    }
+
+    #[test]
+    fn request_like_words_sample_any_token_method() {
+        for s in [
+            &b"PURGE /x HTTP/1.1"[..],
+            b"get / HTTP/1.1\r\n",
+            b"X_SYNC / HTTP/1.1",
+            b"GET / HTTP/1.1\r\n",
+            b"M-POST * HTTP/1.1",
+            b"ABCDEFG /",
+            b"a bcdefgh",
+        ] {
+            assert!(word_starts_like_request(word(s)), "{s:?}");
+            assert!(starts_like_request(s), "{s:?}");
+        }
+        for s in [
+            // Eight token characters leave no room for the space.
+            &b"ABCDEFGH /x HTTP/1.1"[..],
+            b"M-SEARCH * HTTP/1.1",
+            b" GET / HTTP/1.1",
+            b"G(T / HTTP/1.1",
+            b"{\"a\": 1}\n",
+            b"\x16\x03\x01\x02\x00\x01\x00\x01",
+            b"\x17\x03\x03\x00\x20abcdefgh",
+            b"GET\t/ HTTP/1.1",
+            b"PRI\x00 * H",
+            b"\0\0\0\0\0\0\0\0",
+        ] {
+            assert!(!word_starts_like_request(word(s)), "{s:?}");
+            assert!(!starts_like_request(s), "{s:?}");
+        }
+        // Every token of the table is request-like, so the sampling test
+        // is a superset of the counting one; short buffers never pass.
+        for t in METHOD_TOKENS {
+            assert!(word_starts_like_request(word(t)));
+        }
+        assert!(!starts_like_request(b"GET /"));
+        // The byte test is RFC 9110's tchar.
+        for b in 0..=255u8 {
+            let tchar = b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            assert_eq!(is_tchar(b), tchar, "{b}");
+        }
     }
 
     #[test]

@@ -16,7 +16,9 @@
 //! compares and one more for `HTTP/1.`), and for a sampled segment the
 //! payload copy and one ring write. Sampled: the first `first_segments`
 //! of each direction, every request head (client) and response head
-//! (server, `HTTP/1.`), every segment of an HTTP/2 flow, and 1 in
+//! (server, `HTTP/1.`), every client segment that starts like a request
+//! line of any token method (up to eight byte compares, only for segments
+//! no other reason samples), every segment of an HTTP/2 flow, and 1 in
 //! `sample_one_in` of the rest: a keep-alive flow of small requests and
 //! responses is thus sampled in full, a bulk download only at its heads.
 
@@ -376,11 +378,17 @@ fn update(
             }
             let n = u64::from(cfg.sample_one_in);
             let all = (*flow).state & flow_state::ALL_SEGMENTS != 0;
+            // A client segment that starts like a request line of a
+            // method outside the table (`PURGE /`, `get /`) is sampled,
+            // not counted: userspace counts it only if it is a whole head
+            // a lenient server serves. Tested last, so the other reasons
+            // spare its byte compares.
             if all
                 || seg < u64::from(cfg.first_segments)
                 || request
                 || response
                 || (n != 0 && seg % n == 0)
+                || (d == 0 && head.is_some() && http::word_starts_like_request(w))
             {
                 add(&raw mut (*ds).samples, 1);
                 sample(skb, key, p, dir, endpoint, (*flow).cgroup_id, cfg.snaplen);

@@ -4,9 +4,9 @@
 //! by `protocol::http::scan_requests` (bodies skipped by Content-Length), so
 //! heads cut across segments and pipelined heads all count. Once everything
 //! buffered is consumed the prefix is released and each later segment that
-//! starts where the next head is expected (or, after a chunked body or other
-//! loss of track, any segment that starts with a method token) is scanned on
-//! its own; a head cut short there restarts a small prefix at that segment
+//! starts where the next head is expected (or, after a chunked body, unseen
+//! bytes or other loss of track, any segment that starts with a method token
+//! or with a whole lenient head naming HTTP/1.x) is scanned on its own; a head cut short there restarts a small prefix at that segment
 //! to wait for its end.
 
 use super::{
@@ -16,7 +16,10 @@ use super::{
 };
 use crate::{
     event::Packet,
-    protocol::http::{self, CredentialHeaders, ScanEnd},
+    protocol::{
+        http::{self, CredentialHeaders, ScanEnd},
+        http_lenient,
+    },
 };
 
 /// Bytes buffered for one head cut across segments after the first prefix.
@@ -81,7 +84,7 @@ impl RequestCursor {
         let end = off + bytes.len() as u64;
         let pos = match self.next {
             Some(n) => n.max(off),
-            None if http::starts_with_method(bytes) => {
+            None if http::starts_with_method(bytes) || http_lenient::resynchronises(bytes) => {
                 self.resync = true;
                 off
             }
@@ -164,10 +167,15 @@ pub fn on_segment(
                 }
             }
             // Where a head is due, any request line a lenient server
-            // takes counts; elsewhere (track lost) only a known method
-            // resynchronises, or body bytes would pass for requests.
+            // takes counts; elsewhere (track lost) a known method
+            // resynchronises, or a whole lenient head that names
+            // HTTP/1.x (the kernel samples segments that start like one),
+            // but no looser form, or body bytes would pass for requests.
             let due = offset.is_some() && cursor.next == offset;
-            if !due && !http::starts_with_method(&p.payload) {
+            if !due
+                && !http::starts_with_method(&p.payload)
+                && !http_lenient::resynchronises(&p.payload)
+            {
                 return;
             }
             cursor.resync |= !due;

@@ -202,6 +202,26 @@ pub fn parse(buf: &[u8]) -> Lenient<'_> {
     }
 }
 
+/// Whether `buf`, a segment start where no head is known to be due (the
+/// request cursor lost its place after unseen bytes), begins a request a
+/// lenient server serves: a request line of any token method that names
+/// `HTTP/1.0` or `HTTP/1.1`, and the whole head within `buf`. Stricter than
+/// where a head is due, since a body segment may begin with a word and a
+/// space: the version and the empty line that ends the head are what body
+/// text does not carry by chance. HTTP/0.9 (no version) is not taken here.
+pub fn resynchronises(buf: &[u8]) -> bool {
+    // The kernel's shape test first: most body segments fail it at once,
+    // before the parser allocates anything.
+    agent_common::http::starts_like_request(buf)
+        && matches!(
+            parse(buf),
+            Lenient::Complete(LenientHead {
+                version: Some("HTTP/1.0" | "HTTP/1.1"),
+                ..
+            })
+        )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,6 +302,32 @@ mod tests {
             );
         }
         assert_eq!(parse(b"this is prose"), Lenient::NotARequest);
+    }
+
+    #[test]
+    fn only_whole_versioned_heads_resynchronise() {
+        for b in [
+            &b"PURGE /v1/items HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+            b"get /x HTTP/1.0\n\n",
+            b"X_SYNC  /x   HTTP/1.1\r\n\r\nbody after",
+        ] {
+            assert!(resynchronises(b), "{:?}", String::from_utf8_lossy(b));
+        }
+        for b in [
+            // Body text that starts with a word and a space.
+            &b"hello world, this is a body\r\n\r\n"[..],
+            b"name /value and more text",
+            // A head cut short by the sample.
+            b"PURGE /v1/items HTTP/1.1\r\nHost: a\r\n",
+            // HTTP/0.9 and other versions stay out of reach after a gap.
+            b"PURGE /v1/items\r\n",
+            b"PURGE /v1/items HTTP/2.0\r\n\r\n",
+            b"PURGE /v1/items HTTP/1.2\r\n\r\n",
+            // A method longer than the kernel's word test.
+            b"SUBSCRIBE /x HTTP/1.1\r\n\r\n",
+        ] {
+            assert!(!resynchronises(b), "{:?}", String::from_utf8_lossy(b));
+        }
     }
 
     #[test]

@@ -7,10 +7,10 @@
 //! `rampwatch_requests_total`, and both what the server answered. Heads
 //! outside the kernel's table (an extension and a lowercase method) are
 //! counted by the engine instead, and in
-//! `rampwatch_malformed_requests_total`. Heads
-//! outside the kernel's table (an extension and a lowercase method) are
-//! counted by the engine instead, and in
-//! `rampwatch_malformed_requests_total`.
+//! `rampwatch_malformed_requests_total`: also far into a keep-alive
+//! connection (200 `PURGE` with a `GET` after every tenth, from python's
+//! http.client), where only the kernel's sampling of request-like segments
+//! shows them to the engine.
 //!
 //! Needs root; run by `cargo xtask test`.
 
@@ -188,7 +188,88 @@ fn kernel_request_starts_equal_replay_on_the_same_traffic() {
             (m.contains(&all) && m.contains(malformed)).then_some(())
         },
     );
+
+    // One keep-alive connection: 200 PURGE (the engine's to count, each
+    // segment sampled by the kernel as request-like) and 20 GET among
+    // them (the kernel's), all charged to acme, none twice.
+    let before = server.connections().len();
+    let out = cgroup
+        .command(PYTHON)
+        .args([
+            "-c",
+            KEEP_ALIVE_CLIENT,
+            &port.to_string(),
+            TOKEN,
+            "200",
+            "10",
+        ])
+        .output()
+        .expect("run the keep-alive client");
+    assert!(
+        out.status.success(),
+        "keep-alive client: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The server counts a request just after writing its answer.
+    let conns = wait_until(
+        "the server to have served the keep-alive connection",
+        Duration::from_secs(10),
+        || {
+            let c = server.connections();
+            c.get(before)
+                .is_some_and(|c| c.requests == 220)
+                .then_some(c)
+        },
+    );
+    assert_eq!(conns.len(), before + 1, "one connection: {conns:?}");
+    let all = format!(
+        r#"rampwatch_requests_total{{client="acme",endpoint="items"}} {}"#,
+        total + 2 + 220
+    );
+    let malformed = r#"rampwatch_malformed_requests_total{endpoint="items"} 202"#;
+    wait_until(
+        "the agent to count every request of the keep-alive connection",
+        Duration::from_secs(20),
+        || {
+            let m = agent.metrics();
+            (m.contains(&all) && m.contains(malformed)).then_some(())
+        },
+    );
+    let peer = conns[before].peer.expect("the server saw the peer");
+    let flow = wait_until(
+        "the keep-alive flow to end with its requests",
+        Duration::from_secs(20),
+        || {
+            let flows = agent.cli_json(&["flows"]);
+            let per = per_source(&flows, port);
+            per.get(&peer.to_string()).copied().filter(|n| *n == 220)
+        },
+    );
+    assert_eq!(flow, 220);
+    // Nothing counted beyond: the exact values still hold.
+    let m = agent.metrics();
+    assert!(m.contains(&all) && m.contains(malformed), "{m}");
 }
+
+/// On one keep-alive http.client connection: argv[3] requests `PURGE`, and
+/// a `GET` after every argv[4]-th of them; every answer read.
+const KEEP_ALIVE_CLIENT: &str = r#"
+import http.client, sys
+port, token, n, every = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+headers = {"Authorization": "Bearer " + token}
+def one(method):
+    c.request(method, "/v1/items", headers=headers)
+    r = c.getresponse()
+    r.read()
+    if r.status != 200:
+        sys.exit("%s: %d" % (method, r.status))
+for i in range(n):
+    one("PURGE")
+    if (i + 1) % every == 0:
+        one("GET")
+c.close()
+"#;
 
 /// One request with the method given, raw over a socket; waits for the
 /// answer.

@@ -133,3 +133,137 @@ fn a_body_that_looks_like_a_request_line_is_not_one() {
     let n: u64 = e.request_totals().iter().map(|t| t.total).sum();
     assert_eq!(n, 1);
 }
+
+/// Live, segments the kernel did not sample leave the request cursor
+/// without a place: `segments` are (bytes skipped before, bytes) on one
+/// connection to orders, skipped bytes never seen (as when a sample is not
+/// taken). Returns the flow id.
+fn sampled_conn(e: &mut Engine, segments: &[(u32, Vec<u8>)]) -> FlowId {
+    let (c, s) = ("10.1.0.9:5000", "10.20.2.5:8080");
+    e.handle(pkt(t0(), c, s, 100, tcp_flags::SYN, b""));
+    let mut seq = 101u32;
+    for (skip, bytes) in segments {
+        seq += skip;
+        e.handle(pkt(t0(), c, s, seq, ACK, bytes));
+        seq += bytes.len() as u32;
+    }
+    end_flow(e, t0() + 1, c, s, seq, 501);
+    FlowId {
+        client: addr(c),
+        server: addr(s),
+    }
+}
+
+fn live_engine() -> Engine {
+    let opts = EngineOptions {
+        requests_from_kernel: true,
+        ..EngineOptions::default()
+    };
+    Engine::new(contract(), opts)
+}
+
+fn totals_of(e: &Engine) -> Vec<(String, u64, u64)> {
+    let mut v: Vec<_> = e
+        .request_totals()
+        .iter()
+        .map(|t| (t.client.to_string(), t.total, t.malformed))
+        .collect();
+    v.sort();
+    v
+}
+
+fn head(method: &str, token: &str) -> Vec<u8> {
+    format!(
+        "{method} /v1/orders HTTP/1.1\r\nHost: api\r\n{}\r\n",
+        auth(token)
+    )
+    .into_bytes()
+}
+
+#[test]
+fn after_unsampled_bytes_a_lenient_head_resynchronises() {
+    let mut e = live_engine();
+    let purge = head("PURGE", "acme-token");
+    let gap = 10 * purge.len() as u32;
+    sampled_conn(
+        &mut e,
+        &[
+            (0, purge.clone()),
+            (0, purge.clone()),
+            // Ten requests unseen, then a sampled PURGE: not where a head
+            // is known to be due, but a whole head naming HTTP/1.1.
+            (gap, purge.clone()),
+            // Due right after it, so accepted in forms a gap would not
+            // take: a method longer than the kernel's sampling word, and
+            // HTTP/0.9 (no headers: unknown).
+            (0, head("SUBSCRIBE", "acme-token")),
+            (0, b"GET /v1/orders\n".to_vec()),
+            (0, purge),
+        ],
+    );
+    // Nothing the kernel's table counts: the engine counts all six.
+    assert_eq!(e.stats().engine_counted_requests, 6);
+    assert_eq!(
+        totals_of(&e),
+        vec![("acme".to_owned(), 5, 5), ("unknown".to_owned(), 1, 1)]
+    );
+}
+
+#[test]
+fn after_a_gap_a_word_and_a_space_is_not_a_request() {
+    let mut e = live_engine();
+    let purge = head("PURGE", "acme-token");
+    sampled_conn(
+        &mut e,
+        &[
+            (0, purge),
+            // Body segments (a text upload whose head was not seen) that
+            // start like a request line, and heads too weak to trust
+            // after a gap: cut short by the sample, HTTP/0.9, HTTP/2.0.
+            (700, b"hello world, and more text\r\n\r\n".to_vec()),
+            (
+                300,
+                b"note /v1/orders HTTP/1.1 is the path\r\n\r\n".to_vec(),
+            ),
+            (300, b"PURGE /v1/orders HTTP/1.1\r\nHost: api\r\n".to_vec()),
+            (300, b"PURGE /v1/orders\r\n".to_vec()),
+            (300, b"PURGE /v1/orders HTTP/2.0\r\n\r\n".to_vec()),
+            (
+                300,
+                b"{\"op\": \"PURGE /v1/orders HTTP/1.1\"}\r\n\r\n".to_vec(),
+            ),
+        ],
+    );
+    assert_eq!(e.stats().engine_counted_requests, 1);
+    assert_eq!(totals_of(&e), vec![("acme".to_owned(), 1, 1)]);
+}
+
+#[test]
+fn after_a_gap_known_methods_stay_the_kernels_to_count() {
+    let mut e = live_engine();
+    let purge = head("PURGE", "acme-token");
+    let id = sampled_conn(
+        &mut e,
+        &[
+            (0, purge.clone()),
+            // Known methods resynchronise as before, in strict and in
+            // lenient form (doubled spaces): the kernel counted both.
+            (900, head("GET", "acme-token")),
+            (0, purge.clone()),
+            (
+                900,
+                b"GET  /v1/orders  HTTP/1.1\r\nHost: api\r\n\r\n".to_vec(),
+            ),
+            (0, purge),
+        ],
+    );
+    e.handle(Event::RequestStarts {
+        ts: t0() + 2,
+        flow: id,
+        count: 2,
+    });
+    // 3 PURGE by the engine, 2 GET by the kernel, none twice.
+    assert_eq!(e.stats().engine_counted_requests, 3);
+    let total: u64 = e.request_totals().iter().map(|t| t.total).sum();
+    assert_eq!(total, 5, "{:?}", totals_of(&e));
+}
