@@ -366,14 +366,8 @@ impl Engine {
         let (flow, _dir, ch) =
             self.flows
                 .packet(p, &|a: SocketAddr| view.is_server(a), &mut self.reqs);
-        if ch.new_flow
-            && let Some(ws) = self.pending.take(&flow.id)
-        {
-            for (slot, w) in flow.ext.workloads.iter_mut().zip(ws) {
-                if w.is_some() {
-                    *slot = w;
-                }
-            }
+        if ch.new_flow {
+            self.pending.adopt(&mut flow.ext.workloads, &flow.id);
         }
         if !ch.any() && flow.ext.generation == self.generation {
             return;
@@ -410,14 +404,8 @@ impl Engine {
         self.expire();
         let view = &self.view;
         let (flow, ch) = self.flows.plaintext(pt, &mut self.reqs);
-        if ch.new_flow
-            && let Some(ws) = self.pending.take(&flow.id)
-        {
-            for (slot, w) in flow.ext.workloads.iter_mut().zip(ws) {
-                if w.is_some() {
-                    *slot = w;
-                }
-            }
+        if ch.new_flow {
+            self.pending.adopt(&mut flow.ext.workloads, &flow.id);
         }
         if !ch.any() && flow.ext.generation == self.generation {
             return;

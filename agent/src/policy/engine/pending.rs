@@ -38,6 +38,17 @@ impl PendingSockets {
         dropped
     }
 
+    /// Gives a flow just created the workloads announced for it before.
+    pub(super) fn adopt(&mut self, workloads: &mut [Option<Arc<FlowWorkload>>; 2], id: &FlowId) {
+        if let Some(ws) = self.take(id) {
+            for (slot, w) in workloads.iter_mut().zip(ws) {
+                if w.is_some() {
+                    *slot = w;
+                }
+            }
+        }
+    }
+
     pub(super) fn take(&mut self, id: &FlowId) -> Option<[Option<Arc<FlowWorkload>>; 2]> {
         if self.map.is_empty() {
             return None;
