@@ -286,6 +286,16 @@ impl AgentProcess {
         json_lines(&self.cli_ok(&all).unwrap_or_default())
     }
 
+    /// Flows (live and ended) to a server on `port`, from `rampwatch flows
+    /// -o json`.
+    pub fn flows_to(&self, port: u16) -> Vec<serde_json::Value> {
+        let suffix = format!(":{port}");
+        self.cli_json(&["flows"])
+            .into_iter()
+            .filter(|f| f["dst"].as_str().is_some_and(|d| d.ends_with(&suffix)))
+            .collect()
+    }
+
     /// Waits until `rampwatch status` lists `pid` among the processes whose
     /// OpenSSL the TLS probes read.
     pub fn wait_tls_probed(&self, pid: u32) {

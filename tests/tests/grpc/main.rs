@@ -15,7 +15,6 @@ use std::{
     time::Duration,
 };
 
-use serde_json::Value;
 use tests::{
     agent_proc::AgentProcess, cgroup::CgroupGuard, contract::ContractYaml, tls_servers::PYTHON,
     tools::require_tools, wait::wait_until,
@@ -191,15 +190,7 @@ fn every_grpc_call_is_a_request_judged_by_its_token_and_method() {
     );
     assert_eq!(got, want);
 
-    let flows: Vec<Value> = agent
-        .cli_json(&["flows"])
-        .into_iter()
-        .filter(|f| {
-            f["dst"]
-                .as_str()
-                .is_some_and(|d| d.ends_with(&format!(":{port}")))
-        })
-        .collect();
+    let flows = agent.flows_to(port);
     let mut per_client: Vec<(String, u64)> = flows
         .iter()
         .map(|f| {

@@ -9,7 +9,6 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
 use tests::{
     TempDir, agent_proc::AgentProcess, cgroup::CgroupGuard, contract::ContractYaml,
     nghttpd::Nghttpd, tools::require_tools, wait::wait_until,
@@ -55,21 +54,12 @@ fn every_multiplexed_h2c_stream_is_a_request_of_its_client() {
         "h2load: {text}"
     );
 
-    let flows = |a: &AgentProcess| -> Vec<Value> {
-        a.cli_json(&["flows"])
-            .into_iter()
-            .filter(|f| {
-                f["dst"]
-                    .as_str()
-                    .is_some_and(|d| d.ends_with(&format!(":{port}")))
-            })
-            .collect()
-    };
     let flow = wait_until(
         "the h2c flow with its 300 requests",
         Duration::from_secs(30),
         || {
-            flows(&agent)
+            agent
+                .flows_to(port)
                 .into_iter()
                 .find(|f| f["requests"].as_u64() == Some(300))
         },

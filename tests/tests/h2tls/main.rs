@@ -18,7 +18,6 @@ use std::{
     time::Duration,
 };
 
-use serde_json::Value;
 use tests::{
     agent_proc::{AgentProcess, Launch},
     canary::{Canaries, Rng, assert_no_leaks},
@@ -80,18 +79,6 @@ fn curl_h2(cgroup: &CgroupGuard, server: SocketAddr, token: Option<&str>, path: 
     );
 }
 
-fn flows_to(agent: &AgentProcess, port: u16) -> Vec<Value> {
-    agent
-        .cli_json(&["flows"])
-        .into_iter()
-        .filter(|f| {
-            f["dst"]
-                .as_str()
-                .is_some_and(|d| d.ends_with(&format!(":{port}")))
-        })
-        .collect()
-}
-
 /// (kind, client, count) of every violation, sorted.
 fn violations(agent: &AgentProcess) -> Vec<(String, String, u64)> {
     let mut v: Vec<_> = agent
@@ -111,7 +98,8 @@ fn violations(agent: &AgentProcess) -> Vec<(String, String, u64)> {
 
 /// Requests of `client` in the flows to `port`.
 fn requests_of(agent: &AgentProcess, port: u16, client: &str) -> u64 {
-    flows_to(agent, port)
+    agent
+        .flows_to(port)
         .iter()
         .filter(|f| f["client"] == client)
         .filter_map(|f| f["requests"].as_u64())
@@ -145,7 +133,8 @@ fn h2_inside_tls_is_counted_and_judged_per_stream() {
         "acme's h2 flow with its 12 requests",
         Duration::from_secs(20),
         || {
-            flows_to(&agent, port)
+            agent
+                .flows_to(port)
                 .into_iter()
                 .find(|f| f["client"] == "acme" && f["requests"].as_u64() == Some(12))
         },

@@ -13,7 +13,6 @@ use std::{
     time::Duration,
 };
 
-use serde_json::Value;
 use tests::{
     agent_proc::AgentProcess,
     cgroup::CgroupGuard,
@@ -54,19 +53,6 @@ fn contract(ports: &[u16]) -> String {
         .revoked(LEAKY, "2026-03-01T00:00:00Z")
         .remediation("15m", Some("24h"))
         .render()
-}
-
-/// Flows (live and ended) to `port`, from `rampwatch flows -o json`.
-fn flows_to(agent: &AgentProcess, port: u16) -> Vec<Value> {
-    agent
-        .cli_json(&["flows"])
-        .into_iter()
-        .filter(|f| {
-            f["dst"]
-                .as_str()
-                .is_some_and(|d| d.ends_with(&format!(":{port}")))
-        })
-        .collect()
 }
 
 fn open_violations(agent: &AgentProcess) -> Vec<(String, String, String)> {
@@ -114,7 +100,8 @@ fn every_term_holds_on_https() {
         "the acme TLS flow with its 25 requests",
         Duration::from_secs(20),
         || {
-            flows_to(&agent, port)
+            agent
+                .flows_to(port)
                 .into_iter()
                 .find(|f| f["client"] == "acme" && f["requests"].as_u64() == Some(25))
         },
@@ -158,7 +145,8 @@ fn every_term_holds_on_https() {
     assert_eq!(got, want, "and never unencrypted_flow on TLS");
     // Kernel counts reach the engine with the flow-map poll (500 ms).
     let bursty = || -> u64 {
-        flows_to(&agent, port)
+        agent
+            .flows_to(port)
             .iter()
             .filter(|f| f["client"] == "bursty")
             .filter_map(|f| f["requests"].as_u64())
@@ -186,7 +174,8 @@ fn every_term_holds_on_https() {
         "the IPv6 acme TLS flow with its 7 requests",
         Duration::from_secs(20),
         || {
-            flows_to(&agent, port6)
+            agent
+                .flows_to(port6)
                 .into_iter()
                 .find(|f| f["client"] == "acme" && f["requests"].as_u64() == Some(7))
         },

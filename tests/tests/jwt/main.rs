@@ -134,13 +134,8 @@ fn curl_h2c(cgroup: &CgroupGuard, token: &str, url: &str) {
 /// (protocol, client, identified_by) of the ended or live flows to `port`.
 fn flows_to(agent: &AgentProcess, port: u16) -> Vec<(String, String, String)> {
     let mut v: Vec<_> = agent
-        .cli_json(&["flows"])
+        .flows_to(port)
         .into_iter()
-        .filter(|f| {
-            f["dst"]
-                .as_str()
-                .is_some_and(|d| d.ends_with(&format!(":{port}")))
-        })
         .map(|f| {
             let s = |k: &str| f[k].as_str().unwrap_or_default().to_owned();
             (s("protocol"), s("client"), s("identified_by"))

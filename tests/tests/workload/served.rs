@@ -95,18 +95,6 @@ fn metric(agent: &AgentProcess, line_prefix: &str) -> Option<u64> {
 
 const ORDERS: &str = r#"rampwatch_requests_total{client="local",endpoint="orders"} "#;
 
-fn flows_to(agent: &AgentProcess, port: u16) -> Vec<Value> {
-    agent
-        .cli_json(&["flows"])
-        .into_iter()
-        .filter(|f| {
-            f["dst"]
-                .as_str()
-                .is_some_and(|d| d.ends_with(&format!(":{port}")))
-        })
-        .collect()
-}
-
 fn api_cgroup(base: &CgroupGuard, container: &str) -> Chain {
     Chain::new(
         base,
@@ -162,7 +150,7 @@ fn workload_served_endpoint_follows_its_pod_and_watches_nothing_else() {
     wait_until("five requests counted for orders", DEFAULT_TIMEOUT, || {
         (metric(&agent, ORDERS)? == 5).then_some(())
     });
-    let flows = flows_to(&agent, api_port);
+    let flows = agent.flows_to(api_port);
     assert!(!flows.is_empty());
     for f in &flows {
         assert_eq!(f["endpoint"], "orders", "{f}");
@@ -189,7 +177,7 @@ fn workload_served_endpoint_follows_its_pod_and_watches_nothing_else() {
         (metric(&agent, ORDERS)? == 6).then_some(())
     });
     assert_eq!(
-        flows_to(&agent, shop_port),
+        agent.flows_to(shop_port),
         Vec::<Value>::new(),
         "a pod the endpoint does not select was watched"
     );
@@ -216,7 +204,8 @@ fn workload_served_endpoint_follows_its_pod_and_watches_nothing_else() {
         DEFAULT_TIMEOUT,
         || {
             curl(&client, &api_url, 1);
-            flows_to(&agent, api_port)
+            agent
+                .flows_to(api_port)
                 .into_iter()
                 .find(|f| f["server_workload"]["cgroup_id"] == new_id)
         },
@@ -230,7 +219,8 @@ fn workload_served_endpoint_follows_its_pod_and_watches_nothing_else() {
     // Every request the new pod served is counted for `orders`, and
     // nothing more: per flow (one request each) and in the metric.
     let served_by_new = || {
-        let f: Vec<Value> = flows_to(&agent, api_port)
+        let f: Vec<Value> = agent
+            .flows_to(api_port)
             .into_iter()
             .filter(|f| f["server_workload"]["cgroup_id"] == new_id)
             .collect();
