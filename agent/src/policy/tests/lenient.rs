@@ -5,8 +5,6 @@
 use super::*;
 use crate::event::tcp_flags;
 
-const ACK: u8 = tcp_flags::ACK;
-
 fn auth(token: &str) -> String {
     format!("Authorization: Bearer {token}\r\n")
 }

@@ -5,6 +5,7 @@
 mod coverage;
 mod encryption;
 mod engine;
+mod engine_time;
 mod h2c;
 mod identity;
 mod jwt;
@@ -243,6 +244,19 @@ pub fn found(e: &Engine) -> Vec<(Kind, String, String, u64, String)> {
         .collect();
     v.sort();
     v
+}
+
+/// A bare ACK (with the payload `pkt` is given).
+pub const ACK: u8 = tcp_flags::ACK;
+
+/// The flow records the engine has queued.
+pub fn records(e: &mut Engine) -> Vec<FlowRecord> {
+    e.drain()
+        .filter_map(|o| match o {
+            Output::Flow(f) => Some(f),
+            _ => None,
+        })
+        .collect()
 }
 
 pub fn kinds(e: &Engine) -> Vec<Kind> {

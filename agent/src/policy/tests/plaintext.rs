@@ -75,15 +75,6 @@ fn close(e: &mut Engine, ts: Nanos, client: &str, server: &str) {
     });
 }
 
-fn records(e: &mut Engine) -> Vec<FlowRecord> {
-    e.drain()
-        .filter_map(|o| match o {
-            Output::Flow(f) => Some(f),
-            _ => None,
-        })
-        .collect()
-}
-
 #[test]
 fn a_bearer_token_inside_tls_identifies_its_client() {
     let mut e = engine();
