@@ -60,6 +60,7 @@ pub fn tls_view(c: &TlsCoverage) -> TlsView {
                 library: p.library.display().to_string(),
                 role: p.role.as_str().to_owned(),
                 probes: p.probes,
+                sites: p.sites.to_owned(),
             })
             .collect(),
         failures: c

@@ -62,9 +62,11 @@ pub struct ProbedProcess {
     /// The libssl (or executable) probed, as the process sees it.
     pub library: PathBuf,
     pub role: TlsRole,
-    /// Uprobes attached (5 to 7: the `_ex` calls and `SSL_set_fd` are
-    /// optional).
+    /// Uprobes attached (3 to 7: on OpenSSL's internal functions 3 or 4;
+    /// on the exported ones the `_ex` calls and `SSL_set_fd` are optional).
     pub probes: u32,
+    /// See `sites::Sites::as_str`.
+    pub sites: &'static str,
 }
 
 /// What the TLS probes cover right now, for `rampwatch status` and metrics.

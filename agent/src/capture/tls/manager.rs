@@ -28,25 +28,53 @@ use aya::{
 use super::{
     ProbedProcess, TlsCoverage, TlsFailure, TlsRole, lock,
     procfs::{self, SslSource},
+    sites::{Site, SiteCache, Sites},
 };
 use crate::capture::{EndpointRule, PortSpec};
 
-/// The attach points: program, symbol, required.
-const POINTS: [(&str, &str, bool); 7] = [
-    (pn::TLS_READ, "SSL_read", true),
-    (pn::TLS_READ_RET, "SSL_read", true),
-    (pn::TLS_WRITE, "SSL_write", true),
-    (pn::TLS_SET_FD, "SSL_set_fd", false),
-    (pn::TLS_READ_EX, "SSL_read_ex", false),
-    (pn::TLS_READ_RET, "SSL_read_ex", false),
-    (pn::TLS_WRITE_EX, "SSL_write_ex", false),
-];
+/// Where one probe goes: an exported symbol or a file offset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum At {
+    Symbol(&'static str),
+    Offset(u64),
+}
+
+/// The attach points for a library's sites: program, place, required.
+/// Required ones first, so a library without OpenSSL fails fast.
+fn points(sites: Sites) -> Vec<(&'static str, At, bool)> {
+    let mut v = Vec::with_capacity(7);
+    match sites.read {
+        // `SSL_read_ex`'s arguments and return convention.
+        Site::Internal(off) => {
+            v.push((pn::TLS_READ_EX, At::Offset(off), true));
+            v.push((pn::TLS_READ_RET, At::Offset(off), true));
+        }
+        Site::Exported => {
+            v.push((pn::TLS_READ, At::Symbol("SSL_read"), true));
+            v.push((pn::TLS_READ_RET, At::Symbol("SSL_read"), true));
+        }
+    }
+    match sites.write {
+        Site::Internal(off) => v.push((pn::TLS_WRITE_EX, At::Offset(off), true)),
+        Site::Exported => v.push((pn::TLS_WRITE, At::Symbol("SSL_write"), true)),
+    }
+    v.push((pn::TLS_SET_FD, At::Symbol("SSL_set_fd"), false));
+    if sites.read == Site::Exported {
+        v.push((pn::TLS_READ_EX, At::Symbol("SSL_read_ex"), false));
+        v.push((pn::TLS_READ_RET, At::Symbol("SSL_read_ex"), false));
+    }
+    if sites.write == Site::Exported {
+        v.push((pn::TLS_WRITE_EX, At::Symbol("SSL_write_ex"), false));
+    }
+    v
+}
 
 pub(super) struct Probed {
     pub(super) comm: String,
     pub(super) library: PathBuf,
     pub(super) role: TlsRole,
     pub(super) links: Vec<UProbeLink>,
+    pub(super) sites: Sites,
 }
 
 pub(super) struct State {
@@ -64,6 +92,7 @@ pub(super) struct State {
     /// Addresses of every network namespace on the node, and when read.
     pub(super) node_addrs: HashSet<IpAddr>,
     pub(super) node_addrs_at: Option<Instant>,
+    pub(super) sites: SiteCache,
 }
 
 /// The manager thread: triggers from the kernel, a slow rescan.
@@ -182,6 +211,7 @@ impl State {
                 library: p.library.clone(),
                 role: p.role,
                 probes: p.links.len() as u32,
+                sites: p.sites.as_str(),
             })
             .collect();
         c.processes.sort_by_key(|p| p.pid);
@@ -325,15 +355,19 @@ impl State {
         let Some(npid) = NonZeroU32::new(pid) else {
             return;
         };
+        let sites = self.sites.sites(&target);
         let mut links = Vec::new();
         let mut failure = None;
         {
             let mut e = lock(&self.ebpf);
-            for (name, symbol, required) in POINTS {
+            for (name, at, required) in points(sites) {
+                let scope = UProbeScope::OneProcess(npid);
                 let r = match program::<UProbe>(&mut e, name) {
-                    Some(p) => p
-                        .attach(symbol, &target, UProbeScope::OneProcess(npid))
-                        .and_then(|id| p.take_link(id)),
+                    Some(p) => match at {
+                        At::Symbol(s) => p.attach(s, &target, scope),
+                        At::Offset(o) => p.attach(o, &target, scope),
+                    }
+                    .and_then(|id| p.take_link(id)),
                     None => Err(ProgramError::NotLoaded),
                 };
                 match r {
@@ -365,7 +399,7 @@ impl State {
         let library = match &source {
             SslSource::Library(p) | SslSource::Executable(p) => p.clone(),
         };
-        tracing::info!(pid, comm = %comm, library = %library.display(), probes = links.len(), "TLS probes attached");
+        tracing::info!(pid, comm = %comm, library = %library.display(), probes = links.len(), sites = sites.as_str(), "TLS probes attached");
         self.probed.insert(
             pid,
             Probed {
@@ -373,6 +407,7 @@ impl State {
                 library,
                 role,
                 links,
+                sites,
             },
         );
         self.coverage.attached += 1;

@@ -22,6 +22,7 @@ mod btf;
 mod coverage;
 mod manager;
 mod procfs;
+mod sites;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -42,6 +43,7 @@ use aya::{
 };
 pub use coverage::{ProbedProcess, TlsCoverage, TlsFailure, TlsRole};
 use manager::State;
+use sites::SiteCache;
 
 use super::EndpointRule;
 
@@ -301,6 +303,7 @@ impl TlsProbes {
             rescan: false,
             node_addrs: HashSet::new(),
             node_addrs_at: None,
+            sites: SiteCache::default(),
         }));
         // Triggers are attached first, so nothing between the scan and the
         // thread's start is missed.

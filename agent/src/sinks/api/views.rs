@@ -164,6 +164,10 @@ pub struct TlsProcessRow {
     pub role: String,
     /// Uprobes attached.
     pub probes: u32,
+    /// Where they trap: `internal` (OpenSSL's shared read/write functions,
+    /// one cheap trap a call), `exported` (`SSL_read`/`SSL_write`) or `mixed`.
+    #[serde(default)]
+    pub sites: String,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
