@@ -125,7 +125,8 @@ fn tls_killed_capture_process_leaves_nothing_attached() {
         .read_line(&mut line)
         .expect("read from capture process");
     assert_eq!(line.trim(), "probed");
-    assert!(tls_uprobes() >= 5);
+    // Read entry, its return, write and SSL_set_fd (OpenSSL 3.0 here).
+    assert!(tls_uprobes() >= 4);
     // SIGKILL: no destructor runs; the kernel drops the links with the fds.
     child.kill().expect("kill capture process");
     child.wait().expect("reap capture process");
