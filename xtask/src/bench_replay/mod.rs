@@ -12,12 +12,16 @@
 //! Each tool's wall-clock time, CPU time (user + system, from `wait4`) and
 //! peak RSS are printed; on a shared machine the CPU time is the figure to
 //! compare ("packets per second on one core"), the wall clock also counts
-//! the time other work held the core. `RAMPWATCH_BENCH_MB` sets the size,
-//! `RAMPWATCH_BENCH_SPACING_US` the packet spacing: the default 1 µs packs a
-//! 400 MB capture into 1.5 s of capture time, inside one 10 s linger of
-//! ended flows, so nothing settles before the end; a wider spacing spreads
-//! the same flows over minutes, which shows whether replay's memory depends
-//! on the file's size or only on how many flows are open at once.
+//! the time other work held the core.
+//!
+//! `RAMPWATCH_BENCH_MB` sets the size (default 400), `RAMPWATCH_BENCH_SPACING_US`
+//! the packet spacing (default 1 µs), `RAMPWATCH_BENCH_TSHARK=0` leaves tshark
+//! out (memory runs at several sizes). At 1 µs a 400 MB capture spans 1.5 s
+//! of capture time, inside the 10 s an ended flow lingers for its last
+//! ACKs, so no flow can be settled before the end and peak memory grows with
+//! the file; a wider spacing spreads the same flows over more capture time,
+//! which shows whether memory follows the file's size or only the flows open
+//! (or lingering) at once.
 //!
 //! The result is printed, never asserted: speed depends on the machine.
 
@@ -92,7 +96,12 @@ pub fn run(rampwatch_bin: &Path, work_dir: &Path) -> Result<PathBuf> {
     )?;
     fs::create_dir_all(work_dir)
         .with_context(|| format!("cannot create the bench directory {}", work_dir.display()))?;
-    let capture = work_dir.join("bench-replay.pcap");
+    // One file per size and spacing, so runs at several sizes can be
+    // compared (and replayed by hand) without regenerating.
+    let capture = work_dir.join(format!(
+        "bench-replay-{}mb-{spacing_us}us.pcap",
+        target / 1_000_000
+    ));
 
     println!(
         "generating {} MB of mixed TLS/HTTP flows ({spacing_us} µs between packets) from {} into {}",
@@ -111,7 +120,12 @@ pub fn run(rampwatch_bin: &Path, work_dir: &Path) -> Result<PathBuf> {
         started.elapsed().as_secs_f64()
     );
 
-    let tshark = ensure_tshark()?;
+    let with_tshark = env_number("RAMPWATCH_BENCH_TSHARK", 1, "0 skips tshark")? != 0;
+    let tshark = if with_tshark {
+        Some(ensure_tshark()?)
+    } else {
+        None
+    };
 
     let mut replay = Command::new(rampwatch_bin);
     replay
@@ -123,28 +137,35 @@ pub fn run(rampwatch_bin: &Path, work_dir: &Path) -> Result<PathBuf> {
     // Exit 1 only means "violations found", which this mix always has.
     let rampwatch = time_command("rampwatch replay", &mut replay, &[0, 1]);
 
-    let mut tshark_cmd = Command::new(tshark);
-    tshark_cmd.arg("-n").arg("-r").arg(&capture);
-    for decode in TSHARK_DECODE_AS {
-        tshark_cmd.args(["-d", decode]);
-    }
-    tshark_cmd.args(["-T", "fields"]);
-    for field in TSHARK_FIELDS {
-        tshark_cmd.args(["-e", field]);
-    }
-    let tshark = time_command("tshark", &mut tshark_cmd, &[0]);
+    let tshark = tshark.map(|tshark| {
+        let mut tshark_cmd = Command::new(tshark);
+        tshark_cmd.arg("-n").arg("-r").arg(&capture);
+        for decode in TSHARK_DECODE_AS {
+            tshark_cmd.args(["-d", decode]);
+        }
+        tshark_cmd.args(["-T", "fields"]);
+        for field in TSHARK_FIELDS {
+            tshark_cmd.args(["-e", field]);
+        }
+        time_command("tshark", &mut tshark_cmd, &[0])
+    });
 
     println!();
     println!(
         "{:<10} {:>10} {:>11} {:>8} {:>8} {:>11} {:>11} {:>9}",
         "tool", "packets", "bytes", "wall s", "cpu s", "packets/s", "pkts/cpu-s", "peak RSS"
     );
-    for (name, result) in [("rampwatch", &rampwatch), ("tshark", &tshark)] {
+    for (name, result) in [("rampwatch", Some(&rampwatch)), ("tshark", tshark.as_ref())] {
         match result {
-            Ok(run) => print_row(name, &stats, run),
-            Err(err) => println!("{name:<10} failed: {err:#}"),
+            Some(Ok(run)) => print_row(name, &stats, run),
+            Some(Err(err)) => println!("{name:<10} failed: {err:#}"),
+            None => println!("{name:<10} skipped (RAMPWATCH_BENCH_TSHARK=0)"),
         }
     }
+    let Some(tshark) = tshark else {
+        rampwatch?;
+        return Ok(capture);
+    };
     match (&rampwatch, &tshark) {
         (Ok(rw), Ok(ts)) => {
             println!(
@@ -243,7 +264,7 @@ fn env_number(name: &str, default: u64, unit: &str) -> Result<u64> {
         Ok(v) => v
             .trim()
             .parse()
-            .with_context(|| format!("{name}={v:?} is not a whole number of {unit}")),
+            .with_context(|| format!("{name}={v:?} is not a whole number ({unit})")),
         Err(_) => Ok(default),
     }
 }
