@@ -507,8 +507,7 @@ impl<T: Default> FlowTable<T> {
         // in the table share an id, so the order is total.
         let start = self.removed.len();
         self.removed.extend(self.flows.drain().map(|(_, f)| f));
-        self.removed[start..]
-            .sort_unstable_by(|a, b| (a.first_seen, a.id).cmp(&(b.first_seen, b.id)));
+        self.removed[start..].sort_unstable_by_key(|f| (f.first_seen, f.id));
     }
 
     fn evict_one(&mut self, keep: Key) {
