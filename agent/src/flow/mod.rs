@@ -181,6 +181,15 @@ impl<T> Flow<T> {
         changes
     }
 
+    /// Drops what only parsing more of the flow needs (the HTTP/2 decoder
+    /// and its HPACK tables), once the engine has judged the flow's end: an
+    /// ended flow lingers for its last ACKs, which are counted, not parsed.
+    pub fn settle(&mut self) {
+        if self.ended.is_some() {
+            self.h2 = None;
+        }
+    }
+
     /// Reassembly holes and truncations in both directions.
     pub fn gaps(&self) -> u32 {
         self.streams[0]
@@ -494,19 +503,11 @@ impl<T: Default> FlowTable<T> {
     pub fn drain(&mut self) {
         self.expiry.clear();
         self.buffered = 0;
-        // Sort small keys, not the (large) flows.
-        let mut order: Vec<(Nanos, FlowId, Key)> = self
-            .flows
-            .iter()
-            .map(|(k, f)| (f.first_seen, f.id, *k))
-            .collect();
-        order.sort_unstable();
-        self.removed.reserve(order.len());
-        for (_, _, k) in order {
-            if let Some(f) = self.flows.remove(&k) {
-                self.removed.push(f);
-            }
-        }
+        // Sort the boxes (a pointer each) by what orders them; no two flows
+        // in the table share an id, so the order is total.
+        let start = self.removed.len();
+        self.removed.extend(self.flows.drain().map(|(_, f)| f));
+        self.removed[start..].sort_unstable_by_key(|f| (f.first_seen, f.id));
     }
 
     fn evict_one(&mut self, keep: Key) {

@@ -44,11 +44,12 @@ pub fn check(
     let detail = match &bucket.detail {
         Some((k, d)) if *k == key => d.clone(),
         _ => {
-            let d = format!(
-                "{} req/s over quota {}",
-                fmt_rate(rate),
-                fmt_rate(quota.requests_per_second)
-            );
+            // Written in one string: a burst changes the rate with nearly
+            // every request, and three `format!`s each time showed.
+            let mut d = String::with_capacity(48);
+            write_rate(&mut d, rate);
+            d.push_str(" req/s over quota ");
+            write_rate(&mut d, quota.requests_per_second);
             bucket.detail = Some((key, d.clone()));
             d
         }
@@ -64,9 +65,18 @@ pub fn check(
 
 /// Whole numbers without decimals, else one decimal.
 pub fn fmt_rate(r: f64) -> String {
-    if (r - r.round()).abs() < 0.05 {
-        format!("{}", r.round() as i64)
+    let mut s = String::new();
+    write_rate(&mut s, r);
+    s
+}
+
+/// [`fmt_rate`], appended to `out`.
+fn write_rate(out: &mut String, r: f64) {
+    use std::fmt::Write as _;
+    // Writing to a String cannot fail.
+    let _ = if (r - r.round()).abs() < 0.05 {
+        write!(out, "{}", r.round() as i64)
     } else {
-        format!("{r:.1}")
-    }
+        write!(out, "{r:.1}")
+    };
 }

@@ -442,7 +442,7 @@ impl<'a> HandshakeStream<'a> {
             // A record cut by the end of the buffer still gives its bytes.
             let available = buf.get(body_start..).unwrap_or_default();
             let fragment = available.get(..len).unwrap_or(available);
-            stream.append(fragment);
+            stream.append(fragment, buf.len());
             if stream.bytes.len() >= MAX_HANDSHAKE {
                 stream.open = false;
                 break;
@@ -463,14 +463,25 @@ impl<'a> HandshakeStream<'a> {
         Ok(stream)
     }
 
-    fn append(&mut self, fragment: &'a [u8]) {
+    /// Appends a record's body; `whole` is the length of the buffer the
+    /// records come from, which bounds their bodies together.
+    fn append(&mut self, fragment: &'a [u8], whole: usize) {
         let room = MAX_HANDSHAKE.saturating_sub(self.bytes.len());
         let fragment = fragment.get(..room).unwrap_or(fragment);
         if self.bytes.is_empty() {
             self.bytes = Cow::Borrowed(fragment);
-        } else {
-            self.bytes.to_mut().extend_from_slice(fragment);
+            return;
         }
+        if let Cow::Borrowed(first) = self.bytes {
+            // One allocation for every record still to come, not a copy
+            // that grows record by record (a client's TLS 1.2 flight is
+            // several records, parsed again as each segment arrives).
+            let mut owned =
+                Vec::with_capacity(whole.min(MAX_HANDSHAKE).max(first.len() + fragment.len()));
+            owned.extend_from_slice(first);
+            self.bytes = Cow::Owned(owned);
+        }
+        self.bytes.to_mut().extend_from_slice(fragment);
     }
 
     /// The body of the message at `pos`, which must be of type `kind`, and

@@ -31,6 +31,8 @@ pub const EXIT_UNUSABLE: u8 = 2;
 
 /// Packets between looks at the clock for progress and output flushing.
 const BATCH: u64 = 1 << 16;
+/// Flows reported per step at the end of a capture.
+const FINISH_BATCH: usize = 4096;
 
 /// Runs a replay, writing results to `out` and problems (and progress, on
 /// a terminal) to stderr. Returns the exit code.
@@ -186,6 +188,7 @@ pub fn replay(
         fixed_time: at,
         quiet_period: None,
         rate_window: RateWindow(args.rate_window),
+        report_classified: false,
         ..EngineOptions::default()
     };
     let mut engine = Engine::new(contract.clone(), opts);
@@ -244,7 +247,11 @@ pub fn replay(
     if progress {
         write!(err, "\r\x1b[K")?;
     }
-    engine.finish();
+    // Flows still open at the end are reported a batch at a time, so their
+    // records are printed as they are made rather than all held at once.
+    while engine.finish_some(FINISH_BATCH) {
+        emit(&mut engine, &mut printer, &mut summary)?;
+    }
     emit(&mut engine, &mut printer, &mut summary)?;
     let violations = engine.violations();
     summary.elapsed = started.elapsed();

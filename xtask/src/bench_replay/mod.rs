@@ -9,12 +9,26 @@
 //! distinct, valid flow. Copies are interleaved packet by packet across a
 //! window of concurrently open flows, the way a busy link mixes connections.
 //!
+//! Each tool's wall-clock time, CPU time (user + system, from `wait4`) and
+//! peak RSS are printed; on a shared machine the CPU time is the figure to
+//! compare ("packets per second on one core"), the wall clock also counts
+//! the time other work held the core.
+//!
+//! `RAMPWATCH_BENCH_MB` sets the size (default 400), `RAMPWATCH_BENCH_SPACING_US`
+//! the packet spacing (default 1 µs), `RAMPWATCH_BENCH_TSHARK=0` leaves tshark
+//! out (memory runs at several sizes). At 1 µs a 400 MB capture spans 1.5 s
+//! of capture time, inside the 10 s an ended flow lingers for its last
+//! ACKs, so no flow can be settled before the end and peak memory grows with
+//! the file; a wider spacing spreads the same flows over more capture time,
+//! which shows whether memory follows the file's size or only the flows open
+//! (or lingering) at once.
+//!
 //! The result is printed, never asserted: speed depends on the machine.
 
 use std::{
     collections::HashMap,
     env, fs,
-    io::{BufWriter, Write},
+    io::{BufWriter, Read, Seek, SeekFrom, Write},
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -48,8 +62,9 @@ const TEMPLATES: &[&str] = &[
 const DEFAULT_TARGET_MB: u64 = 400;
 /// Flows open at the same time; packets are taken round-robin from them.
 const CONCURRENT_FLOWS: usize = 256;
-/// Spacing of synthetic packet timestamps: 1 µs, i.e. a 1 M packets/s link.
-const PACKET_SPACING_US: u64 = 1;
+/// Spacing of synthetic packet timestamps unless `RAMPWATCH_BENCH_SPACING_US`
+/// says otherwise: 1 µs, i.e. a 1 M packets/s link.
+const DEFAULT_SPACING_US: u64 = 1;
 
 const ETHERTYPE_IPV4: u16 = agent_common::ether::IPV4;
 const ETHERTYPE_IPV6: u16 = agent_common::ether::IPV6;
@@ -73,28 +88,44 @@ const TSHARK_FIELDS: [&str; 5] = [
 pub fn run(rampwatch_bin: &Path, work_dir: &Path) -> Result<PathBuf> {
     let fixtures = fixtures_dir();
     let contract = fixtures.join("contract.yaml");
-    let target = target_bytes()?;
+    let target = env_number("RAMPWATCH_BENCH_MB", DEFAULT_TARGET_MB, "megabytes")? * 1_000_000;
+    let spacing_us = env_number(
+        "RAMPWATCH_BENCH_SPACING_US",
+        DEFAULT_SPACING_US,
+        "microseconds",
+    )?;
     fs::create_dir_all(work_dir)
         .with_context(|| format!("cannot create the bench directory {}", work_dir.display()))?;
-    let capture = work_dir.join("bench-replay.pcap");
+    // One file per size and spacing, so runs at several sizes can be
+    // compared (and replayed by hand) without regenerating.
+    let capture = work_dir.join(format!(
+        "bench-replay-{}mb-{spacing_us}us.pcap",
+        target / 1_000_000
+    ));
 
     println!(
-        "generating {} MB of mixed TLS/HTTP flows from {} into {}",
+        "generating {} MB of mixed TLS/HTTP flows ({spacing_us} µs between packets) from {} into {}",
         target / 1_000_000,
         fixtures.display(),
         capture.display()
     );
     let started = Instant::now();
-    let stats = generate(&fixtures, &capture, target)?;
+    let stats = generate(&fixtures, &capture, target, spacing_us)?;
     println!(
-        "generated {} packets, {} flows, {} bytes in {:.1} s",
+        "generated {} packets, {} flows, {} bytes, {:.1} s of capture time, in {:.1} s",
         stats.packets,
         stats.flows,
         stats.bytes,
+        (stats.packets * spacing_us) as f64 / 1e6,
         started.elapsed().as_secs_f64()
     );
 
-    let tshark = ensure_tshark()?;
+    let with_tshark = env_number("RAMPWATCH_BENCH_TSHARK", 1, "0 skips tshark")? != 0;
+    let tshark = if with_tshark {
+        Some(ensure_tshark()?)
+    } else {
+        None
+    };
 
     let mut replay = Command::new(rampwatch_bin);
     replay
@@ -106,33 +137,41 @@ pub fn run(rampwatch_bin: &Path, work_dir: &Path) -> Result<PathBuf> {
     // Exit 1 only means "violations found", which this mix always has.
     let rampwatch = time_command("rampwatch replay", &mut replay, &[0, 1]);
 
-    let mut tshark_cmd = Command::new(tshark);
-    tshark_cmd.arg("-n").arg("-r").arg(&capture);
-    for decode in TSHARK_DECODE_AS {
-        tshark_cmd.args(["-d", decode]);
-    }
-    tshark_cmd.args(["-T", "fields"]);
-    for field in TSHARK_FIELDS {
-        tshark_cmd.args(["-e", field]);
-    }
-    let tshark = time_command("tshark", &mut tshark_cmd, &[0]);
+    let tshark = tshark.map(|tshark| {
+        let mut tshark_cmd = Command::new(tshark);
+        tshark_cmd.arg("-n").arg("-r").arg(&capture);
+        for decode in TSHARK_DECODE_AS {
+            tshark_cmd.args(["-d", decode]);
+        }
+        tshark_cmd.args(["-T", "fields"]);
+        for field in TSHARK_FIELDS {
+            tshark_cmd.args(["-e", field]);
+        }
+        time_command("tshark", &mut tshark_cmd, &[0])
+    });
 
     println!();
     println!(
-        "{:<10} {:>12} {:>14} {:>9} {:>13} {:>9}",
-        "tool", "packets", "bytes", "seconds", "packets/s", "MB/s"
+        "{:<10} {:>10} {:>11} {:>8} {:>8} {:>11} {:>11} {:>9}",
+        "tool", "packets", "bytes", "wall s", "cpu s", "packets/s", "pkts/cpu-s", "peak RSS"
     );
-    for (name, result) in [("rampwatch", &rampwatch), ("tshark", &tshark)] {
+    for (name, result) in [("rampwatch", Some(&rampwatch)), ("tshark", tshark.as_ref())] {
         match result {
-            Ok(elapsed) => print_row(name, &stats, *elapsed),
-            Err(err) => println!("{name:<10} failed: {err:#}"),
+            Some(Ok(run)) => print_row(name, &stats, run),
+            Some(Err(err)) => println!("{name:<10} failed: {err:#}"),
+            None => println!("{name:<10} skipped (RAMPWATCH_BENCH_TSHARK=0)"),
         }
     }
+    let Some(tshark) = tshark else {
+        rampwatch?;
+        return Ok(capture);
+    };
     match (&rampwatch, &tshark) {
         (Ok(rw), Ok(ts)) => {
             println!(
-                "ratio rampwatch/tshark: {:.1}x the packets/s of tshark",
-                ts.as_secs_f64() / rw.as_secs_f64().max(f64::EPSILON)
+                "ratio rampwatch/tshark: {:.1}x the packets/s of tshark (wall clock), {:.1}x per CPU second",
+                ts.wall.as_secs_f64() / rw.wall.as_secs_f64().max(f64::EPSILON),
+                ts.cpu.as_secs_f64() / rw.cpu.as_secs_f64().max(f64::EPSILON)
             );
             Ok(capture)
         }
@@ -151,8 +190,15 @@ pub struct GenStats {
 }
 
 /// Writes a classic pcap (Ethernet, µs timestamps) of at least `target_bytes`
-/// to `out`, made of rewritten copies of the fixture flows in `fixtures`.
-pub fn generate(fixtures: &Path, out: &Path, target_bytes: u64) -> Result<GenStats> {
+/// to `out`, made of rewritten copies of the fixture flows in `fixtures`,
+/// packets
+/// `spacing_us` apart.
+pub fn generate(
+    fixtures: &Path,
+    out: &Path,
+    target_bytes: u64,
+    spacing_us: u64,
+) -> Result<GenStats> {
     let templates = load_templates(fixtures)?;
     let base_us = templates
         .first()
@@ -194,7 +240,7 @@ pub fn generate(fixtures: &Path, out: &Path, target_bytes: u64) -> Result<GenSta
         instance.rewrite(packet, &mut frame);
         instance.next += 1;
 
-        let ts_us = base_us + stats.packets * PACKET_SPACING_US;
+        let ts_us = base_us + stats.packets * spacing_us;
         write_record(&mut w, ts_us, &frame)?;
         stats.packets += 1;
         stats.bytes += 16 + frame.len() as u64;
@@ -212,53 +258,116 @@ fn fixtures_dir() -> PathBuf {
         .join("fixtures")
 }
 
-fn target_bytes() -> Result<u64> {
-    match env::var("RAMPWATCH_BENCH_MB") {
-        Ok(mb) => {
-            let mb: u64 = mb.trim().parse().with_context(|| {
-                format!("RAMPWATCH_BENCH_MB={mb:?} is not a whole number of megabytes")
-            })?;
-            Ok(mb * 1_000_000)
-        }
-        Err(_) => Ok(DEFAULT_TARGET_MB * 1_000_000),
+/// A whole number from the environment variable `name`, else `default`.
+fn env_number(name: &str, default: u64, unit: &str) -> Result<u64> {
+    match env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .with_context(|| format!("{name}={v:?} is not a whole number ({unit})")),
+        Err(_) => Ok(default),
     }
 }
 
-/// Runs `cmd` with stdout discarded and returns its wall-clock time, or an
-/// error carrying its stderr when it exits with a code outside `ok_codes`.
-fn time_command(name: &str, cmd: &mut Command, ok_codes: &[i32]) -> Result<Duration> {
+/// What one measured run took.
+struct Run {
+    wall: Duration,
+    /// User + system time of the process.
+    cpu: Duration,
+    /// Peak resident set size.
+    max_rss_kib: u64,
+}
+
+/// Runs `cmd` with stdout discarded and returns its wall-clock time, CPU
+/// time and peak RSS, or an error carrying its stderr when it exits with a
+/// code outside `ok_codes`.
+fn time_command(name: &str, cmd: &mut Command, ok_codes: &[i32]) -> Result<Run> {
     println!("timing {name} …");
+    // stderr goes to a file: read after the exit, a pipe could fill first.
+    let mut stderr_file = stderr_scratch(name)?;
     let started = Instant::now();
-    let output = cmd
+    let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
+        .stderr(
+            stderr_file
+                .try_clone()
+                .context("cannot duplicate a file handle")?,
+        )
+        .spawn()
         .with_context(|| format!("cannot start {name} ({:?})", cmd.get_program()))?;
-    let elapsed = started.elapsed();
-    let code = output.status.code();
-    if !code.is_some_and(|c| ok_codes.contains(&c)) {
-        let stderr = String::from_utf8_lossy(&output.stderr);
+    let pid = libc::pid_t::try_from(child.id()).context("a process id out of range")?;
+    let mut status: libc::c_int = 0;
+    // SAFETY: an all-zero `rusage` is a valid value of that plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `pid` is our own child, not reaped yet (std's `Child` is never
+    // waited on after this), and both pointers are to live locals.
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let wall = started.elapsed();
+    ensure!(
+        reaped == pid,
+        "cannot wait for {name}: {}",
+        std::io::Error::last_os_error()
+    );
+    let exited = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    if !exited.is_some_and(|c| ok_codes.contains(&c)) {
+        let mut stderr = String::new();
+        stderr_file.seek(SeekFrom::Start(0))?;
+        stderr_file.read_to_string(&mut stderr)?;
         let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
         bail!(
             "{name} exited with {}: {}",
-            output.status,
+            exited.map_or_else(
+                || format!("signal/status {status}"),
+                |c| format!("code {c}")
+            ),
             tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
         );
     }
-    Ok(elapsed)
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec.unsigned_abs())
+            + Duration::from_micros(t.tv_usec.unsigned_abs())
+    };
+    Ok(Run {
+        wall,
+        cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
+        // Linux reports ru_maxrss in KiB.
+        max_rss_kib: usage.ru_maxrss.unsigned_abs(),
+    })
 }
 
-fn print_row(name: &str, stats: &GenStats, elapsed: Duration) {
-    let secs = elapsed.as_secs_f64().max(f64::EPSILON);
+/// A scratch file for a child's stderr, unlinked at once (the open handle
+/// keeps it until dropped).
+fn stderr_scratch(name: &str) -> Result<fs::File> {
+    let path = env::temp_dir().join(format!(
+        "rampwatch-bench-{}-{}.stderr",
+        std::process::id(),
+        name.replace(' ', "-")
+    ));
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+    Ok(file)
+}
+
+fn print_row(name: &str, stats: &GenStats, run: &Run) {
+    let wall = run.wall.as_secs_f64().max(f64::EPSILON);
+    let cpu = run.cpu.as_secs_f64().max(f64::EPSILON);
     println!(
-        "{:<10} {:>12} {:>14} {:>9.2} {:>13.0} {:>9.1}",
+        "{:<10} {:>10} {:>11} {:>8.2} {:>8.2} {:>11.0} {:>11.0} {:>5} MiB",
         name,
         stats.packets,
         stats.bytes,
-        secs,
-        stats.packets as f64 / secs,
-        stats.bytes as f64 / 1e6 / secs
+        wall,
+        cpu,
+        stats.packets as f64 / wall,
+        stats.packets as f64 / cpu,
+        run.max_rss_kib / 1024
     );
 }
 

@@ -12,7 +12,7 @@ fn generated_capture_is_valid_tcp() {
     let dir = env::temp_dir().join(format!("rampwatch-bench-test-{}", std::process::id()));
     fs::create_dir_all(&dir).unwrap();
     let out = dir.join("small.pcap");
-    let stats = generate(&fixtures_dir(), &out, 3_000_000).unwrap();
+    let stats = generate(&fixtures_dir(), &out, 3_000_000, 1).unwrap();
     let bytes = fs::read(&out).unwrap();
     fs::remove_dir_all(&dir).unwrap();
 

@@ -50,6 +50,10 @@ pub struct EngineOptions {
     pub emit_occurrences: bool,
     /// What readiness rates are averaged over.
     pub rate_window: RateWindow,
+    /// Queue [`Output::FlowClassified`] (the live agent counts flows by
+    /// it); off for replay, which reports flows when they end and would
+    /// build a record per flow only to drop it.
+    pub report_classified: bool,
     pub flow: FlowConfig,
 }
 
@@ -61,6 +65,7 @@ impl Default for EngineOptions {
             quiet_period: Some(300 * SEC),
             emit_occurrences: false,
             rate_window: RateWindow::default(),
+            report_classified: true,
             flow: FlowConfig::default(),
         }
     }
@@ -172,6 +177,13 @@ pub struct Engine {
     /// Sockets announced before their flow's first packet (the capture
     /// sends the socket first), applied when the flow is created.
     pending: pending::PendingSockets,
+    /// Flows still to report at the end of a capture, last first (see
+    /// [`Engine::finish_some`]).
+    #[expect(
+        clippy::vec_box,
+        reason = "the table's boxes move here and back to its removed list, never the 760-byte flows"
+    )]
+    ending: Vec<Box<Flow<FlowState>>>,
 }
 
 impl Engine {
@@ -222,6 +234,7 @@ impl Engine {
             workloads: None,
             named: HashMap::new(),
             pending: pending::PendingSockets::default(),
+            ending: Vec::new(),
         };
         if let Some(t) = e.opts.fixed_time {
             e.update_stage(t, false);
@@ -283,13 +296,37 @@ impl Engine {
     /// Ends every flow (end of a capture) and escalates violations to the
     /// last event time.
     pub fn finish(&mut self) {
-        self.flows.drain();
+        while self.finish_some(usize::MAX) {}
+    }
+
+    /// [`Engine::finish`] at most `batch` flows at a time, in the order they
+    /// started: a caller that takes the outputs ([`Engine::drain`]) between
+    /// steps holds `batch` flow records at once, not one per flow still
+    /// open when the capture ended. True while flows remain; the last step
+    /// escalates violations.
+    pub fn finish_some(&mut self, batch: usize) -> bool {
+        if !self.flows.is_empty() {
+            self.flows.drain();
+            let mut later = std::mem::take(&mut self.flows.removed);
+            later.reverse();
+            later.append(&mut self.ending);
+            self.ending = later;
+        }
+        let step = self
+            .ending
+            .split_off(self.ending.len().saturating_sub(batch));
+        self.flows.removed.extend(step.into_iter().rev());
         self.retire_removed();
+        if !self.ending.is_empty() {
+            return true;
+        }
+        self.ending = Vec::new();
         if self.now != Nanos::MIN {
             let terms = self.terms();
             self.violations.tick(self.now, terms, &mut self.vbuf);
             self.flush_violations();
         }
+        false
     }
 
     /// Takes the queued outputs.
@@ -379,6 +416,7 @@ impl Engine {
             // Judged now; reported when it leaves the table after lingering
             // for its last ACKs, so the record counts them.
             j.finish(flow);
+            flow.settle();
         }
         classified(
             view,
@@ -483,6 +521,7 @@ impl Engine {
         self.stats.requests += self.reqs.len() as u64;
         j.changes(flow, ch, &mut self.reqs);
         j.finish(flow);
+        flow.settle();
         classified(
             view,
             flow,
@@ -551,7 +590,7 @@ fn classified(
     opts: &EngineOptions,
     out: &mut Vec<Output>,
 ) {
-    if judge::newly_classified(flow, ended) {
+    if opts.report_classified && judge::newly_classified(flow, ended) {
         let rec = record(view, flow, unlisted, unknown, opts.requests_from_kernel);
         out.push(Output::FlowClassified(rec));
     }

@@ -259,35 +259,60 @@ pub struct FlowRow {
 
 impl From<&FlowRecord> for FlowRow {
     fn from(f: &FlowRecord) -> Self {
-        Self {
-            src: f.id.client.to_string(),
-            dst: f.id.server.to_string(),
-            protocol: f.protocol.as_str().to_owned(),
-            tls_version: f.tls_version.map(|v| v.as_str().to_owned()),
-            cipher: f.cipher.clone(),
-            sni: f.sni.clone(),
-            endpoint: f.endpoint.to_string(),
-            client: f.client.to_string(),
-            requests: f.requests,
-            first_seen: format_rfc3339(f.first_seen),
-            last_seen: format_rfc3339(f.last_seen),
-            alpn: f.alpn.clone(),
-            identified_by: f.identified_by.as_str().to_owned(),
-            plaintext: f.plaintext,
-            packets: f.packets[0] + f.packets[1],
-            bytes_to_server: f.bytes[0],
-            bytes_to_client: f.bytes[1],
-            gaps: f.gaps,
-            end: match f.end {
+        let mut row = Self::default();
+        row.fill(f);
+        row
+    }
+}
+
+impl FlowRow {
+    /// Makes this row `f`'s, reusing its strings' memory: `replay -o json`
+    /// writes one row per flow, and building each from fresh strings was
+    /// ten allocations (and their growth) a flow.
+    pub fn fill(&mut self, f: &FlowRecord) {
+        use std::fmt::Write as _;
+        fn set(s: &mut String, v: &str) {
+            s.clear();
+            s.push_str(v);
+        }
+        fn set_opt(s: &mut Option<String>, v: Option<&str>) {
+            match (s.as_mut(), v) {
+                (Some(s), Some(v)) => set(s, v),
+                (None, Some(v)) => *s = Some(v.to_owned()),
+                (_, None) => *s = None,
+            }
+        }
+        self.src.clear();
+        let _ = write!(self.src, "{}", f.id.client);
+        self.dst.clear();
+        let _ = write!(self.dst, "{}", f.id.server);
+        set(&mut self.protocol, f.protocol.as_str());
+        set_opt(&mut self.tls_version, f.tls_version.map(|v| v.as_str()));
+        set_opt(&mut self.cipher, f.cipher.as_deref());
+        set_opt(&mut self.sni, f.sni.as_deref());
+        set(&mut self.endpoint, &f.endpoint);
+        set(&mut self.client, &f.client);
+        self.requests = f.requests;
+        self.first_seen = format_rfc3339(f.first_seen);
+        self.last_seen = format_rfc3339(f.last_seen);
+        set_opt(&mut self.alpn, f.alpn.as_deref());
+        set(&mut self.identified_by, f.identified_by.as_str());
+        self.plaintext = f.plaintext;
+        self.packets = f.packets[0] + f.packets[1];
+        self.bytes_to_server = f.bytes[0];
+        self.bytes_to_client = f.bytes[1];
+        self.gaps = f.gaps;
+        set(
+            &mut self.end,
+            match f.end {
                 Some(FlowEndReason::Fin) => "fin",
                 Some(FlowEndReason::Rst) => "rst",
                 Some(FlowEndReason::Idle) => "idle",
                 None => "open",
-            }
-            .to_owned(),
-            client_workload: f.client_workload.as_deref().cloned(),
-            server_workload: f.server_workload.as_deref().cloned(),
-        }
+            },
+        );
+        self.client_workload = f.client_workload.as_deref().cloned();
+        self.server_workload = f.server_workload.as_deref().cloned();
     }
 }
 
