@@ -21,12 +21,7 @@
 //! `ssl_write_internal`, other compilers' prologues, BoringSSL) keeps the
 //! exported symbols. Either way the same calls are seen exactly once.
 
-use std::{
-    collections::HashMap,
-    fs,
-    path::{Path, PathBuf},
-    time::SystemTime,
-};
+use std::{collections::HashMap, fs, os::unix::fs::MetadataExt, path::Path};
 
 use object::{Object, ObjectSegment, ObjectSymbol};
 
@@ -176,24 +171,27 @@ fn emulated_entry(code: &[u8]) -> bool {
 }
 
 /// Sites per library file, so the nginx workers sharing one libssl parse it
-/// once. Keyed by path and modification time: a package upgrade replaces
-/// the file.
+/// once. Keyed by the file's identity (device, inode, modification time),
+/// not its path: each process's path goes through its own /proc/PID/root,
+/// and a package upgrade replaces the file.
 #[derive(Default)]
 pub struct SiteCache {
-    known: HashMap<(PathBuf, Option<SystemTime>), Sites>,
+    known: HashMap<(u64, u64, i64), Sites>,
 }
 
 impl SiteCache {
     /// The sites of `path` (as the kernel will open it); the exported
     /// symbols when the file cannot be read or parsed.
     pub fn sites(&mut self, path: &Path) -> Sites {
-        let mtime = fs::metadata(path).and_then(|m| m.modified()).ok();
-        let key = (path.to_path_buf(), mtime);
+        let Ok(meta) = fs::metadata(path) else {
+            return Sites::EXPORTED;
+        };
+        let key = (meta.dev(), meta.ino(), meta.mtime());
         if let Some(s) = self.known.get(&key) {
             return *s;
         }
         let sites = fs::read(path).map_or(Sites::EXPORTED, |data| find(&data));
-        // Paths through /proc/PID/root repeat per process: keep it bounded.
+        // One entry per distinct library file; bounded all the same.
         if self.known.len() >= 256 {
             self.known.clear();
         }
