@@ -37,9 +37,22 @@ pub struct Options {
     no_fuzz: bool,
 }
 
-/// Phase names and how long each took.
+/// Phase names, how long each took, and the disk space left after it.
 #[derive(Default)]
-struct Phases(Vec<(&'static str, Duration)>);
+struct Phases(Vec<(&'static str, Duration, Option<f64>)>);
+
+/// GiB free on the filesystem holding the target directory, so a run that
+/// fills the disk shows which phase did it.
+fn free_gib() -> Option<f64> {
+    let path = std::ffi::CString::new(root().as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: `statvfs` is plain data, valid when zeroed.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is a NUL-terminated string and `st` a valid out-pointer.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some((st.f_bavail as f64) * (st.f_frsize as f64) / f64::from(1u32 << 30))
+}
 
 impl Phases {
     fn run(
@@ -51,16 +64,18 @@ impl Phases {
         let started = Instant::now();
         let result = f();
         let took = started.elapsed();
-        self.0.push((name, took));
+        let free = free_gib();
+        self.0.push((name, took, free));
         eprintln!("xtask: {name}: {:.1} s", took.as_secs_f64());
         result.with_context(|| format!("phase `{name}` failed"))
     }
 
     fn print(&self) {
-        let total: Duration = self.0.iter().map(|(_, d)| *d).sum();
-        eprintln!("xtask: phase timings");
-        for (name, took) in &self.0 {
-            eprintln!("  {name:<44} {:>8.1} s", took.as_secs_f64());
+        let total: Duration = self.0.iter().map(|(_, d, _)| *d).sum();
+        eprintln!("xtask: phase timings (and GiB of disk free after each)");
+        for (name, took, free) in &self.0 {
+            let free = free.map_or_else(|| "?".to_owned(), |f| format!("{f:.1}"));
+            eprintln!("  {name:<44} {:>8.1} s {free:>8} GiB", took.as_secs_f64());
         }
         eprintln!("  {:<44} {:>8.1} s", "total", total.as_secs_f64());
     }
@@ -72,6 +87,18 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             "the real-kernel tests need root (they load eBPF programs and make cgroups): \
              run `sudo -E cargo xtask test`, or `cargo xtask test --no-kernel` for the rest"
         );
+    }
+    if let Some(free) = free_gib() {
+        eprintln!(
+            "xtask: {free:.1} GiB free on the disk holding {}",
+            root().display()
+        );
+        if free < 25.0 {
+            eprintln!(
+                "xtask: warning: a cold run writes about 15 GiB of build output; \
+                 with less free it may fail for lack of space"
+            );
+        }
     }
     let mut phases = Phases::default();
     let result = phases_in_order(options, &mut phases);
