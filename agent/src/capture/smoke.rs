@@ -342,3 +342,138 @@ async fn unprivileged_start_says_why() {
     println!("{err}");
     assert!(matches!(err, CaptureError::NotPermitted { .. }), "{err:?}");
 }
+
+/// Server and client in the watched cgroup on loopback: both sockets are
+/// local, so every packet passes the client's and the server's hooks. The
+/// client-socket view is worked once in full; the server-socket view stops
+/// after its first sample (which still names the server's socket), so each
+/// request head reaches userspace once and every request is counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_loopback_connection_is_worked_once() {
+    use std::{io::BufRead as _, os::unix::fs::MetadataExt as _};
+
+    use crate::event::Side;
+
+    let root = system::cgroup2_root().expect("cgroup v2");
+    let cg = root.join(format!("rw-smoke-lo-{}", std::process::id()));
+    std::fs::create_dir_all(&cg).expect("child cgroup");
+    let cgroup_id = std::fs::metadata(&cg).expect("cgroup dir").ino();
+    // A keep-alive HTTP/1.1 server in the cgroup; it prints its port.
+    let server_py = "import http.server as h\n\
+        class H(h.BaseHTTPRequestHandler):\n\
+        \x20   protocol_version = 'HTTP/1.1'\n\
+        \x20   def do_GET(self):\n\
+        \x20       self.send_response(200); self.send_header('Content-Length', '2')\n\
+        \x20       self.end_headers(); self.wfile.write(b'ok')\n\
+        \x20   def log_message(self, *a): pass\n\
+        s = h.HTTPServer(('127.0.0.1', 0), H)\n\
+        print(s.server_address[1], flush=True)\n\
+        s.serve_forever()\n";
+    let mut server = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {}/cgroup.procs && exec python3 -c \"$0\"",
+            cg.display()
+        ))
+        .arg(server_py)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python server");
+    let mut line = String::new();
+    std::io::BufReader::new(server.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("the server prints its port");
+    let port: u16 = line.trim().parse().expect("a port");
+
+    let (tx, mut rx) = mpsc::channel(4096);
+    let cap = Capture::start(
+        CaptureConfig {
+            cgroup: Some(cg.clone()),
+            endpoints: vec![EndpointRule {
+                id: 9,
+                prefix: Some("127.0.0.1/32".parse().unwrap()),
+                ports: PortSpec::List(vec![port]),
+                workload: false,
+            }],
+            poll_interval: Duration::from_millis(50),
+            ..CaptureConfig::default()
+        },
+        tx,
+    )
+    .expect("capture starts");
+    const CONNECTIONS: u64 = 3;
+    const PER_CONNECTION: u64 = 10;
+    let urls: Vec<String> = (0..PER_CONNECTION)
+        .map(|i| format!("http://127.0.0.1:{port}/r{i}"))
+        .collect();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {}/cgroup.procs && for i in $(seq {CONNECTIONS}); do \
+             curl -sS -o /dev/null {} || exit 1; done",
+            cg.display(),
+            urls.iter()
+                .map(|u| format!("{u} -o /dev/null"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ))
+        .output()
+        .expect("curl runs");
+    assert!(out.status.success(), "curl failed: {out:?}");
+
+    let mut heads = 0;
+    let mut starts = 0;
+    let mut ends = Vec::new();
+    let mut sides = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while ends.len() < CONNECTIONS as usize || starts < CONNECTIONS * PER_CONNECTION {
+        let Ok(Some(ev)) = tokio::time::timeout_at(deadline, rx.recv()).await else {
+            break;
+        };
+        match ev {
+            Event::Packet(p)
+                if p.direction == Some(Direction::ToServer) && p.payload.starts_with(b"GET ") =>
+            {
+                heads += 1;
+            }
+            Event::RequestStarts { count, .. } => starts += count,
+            Event::FlowEnd { totals, .. } => ends.push(totals),
+            Event::Socket(s) => sides.push((s.side, s.cgroup_id)),
+            Event::Packet(_) | Event::Plaintext(_) => {}
+        }
+    }
+    let stats = cap.stats().unwrap();
+    println!("stats: {stats:#?}");
+    cap.shutdown().await;
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir(&cg);
+
+    assert_eq!(starts, CONNECTIONS * PER_CONNECTION);
+    assert_eq!(heads, CONNECTIONS * PER_CONNECTION, "each head once");
+    assert_eq!(ends.len(), CONNECTIONS as usize, "{ends:?}");
+    for t in &ends {
+        assert_eq!(t.unwrap().request_starts, [PER_CONNECTION, 0], "{ends:?}");
+    }
+    // Both ends named, from the one sample each view sends.
+    for side in [Side::Client, Side::Server] {
+        assert!(
+            sides.contains(&(side, cgroup_id)),
+            "{side:?} socket not announced: {sides:?}"
+        );
+    }
+    // Per request at least the request and the response skip the second
+    // run; only each connection's first server-view sample is dropped in
+    // userspace.
+    let skipped = stats.kernel.loopback_duplicates();
+    assert!(
+        skipped >= 2 * CONNECTIONS * (PER_CONNECTION - 1),
+        "skipped {skipped}"
+    );
+    assert!(
+        stats.duplicate_views <= 2 * CONNECTIONS,
+        "dropped {}",
+        stats.duplicate_views
+    );
+    assert_eq!(stats.kernel.ring_full(), 0);
+}

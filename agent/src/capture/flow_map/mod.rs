@@ -367,6 +367,17 @@ impl Tracker {
             .flows
             .entry(conn)
             .or_insert_with(|| Tracked::new(v, fs));
+        if t.view == v && stats.state & flow_state::LOOPBACK_DUPLICATE != 0 {
+            // The kernel stopped counting this view because the client
+            // socket's view counts the same packets; it is the claim only
+            // if a poll saw it before its peer (map iteration under churn
+            // skips keys). Hand the claim over: both views counted the
+            // starts reported so far, so the client view's delta from
+            // `reported` on is exact.
+            t.view = (observer::CLIENT_SOCKET, 0);
+            t.first_seen = 0;
+            return;
+        }
         if t.view != v {
             tally_dup(
                 &mut self.dups,

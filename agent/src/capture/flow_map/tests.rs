@@ -335,3 +335,32 @@ fn starts_after_a_mistaken_vanish_still_count() {
     assert!(out.events.is_empty());
     assert_eq!(out.delete, vec![key(1)]);
 }
+
+/// A poll that saw a loopback connection's server view before its client
+/// view gave the claim to the server view; once the kernel stops counting
+/// that view (`LOOPBACK_DUPLICATE`), the claim moves to the client view and
+/// no start is lost or counted twice.
+#[test]
+fn frozen_loopback_server_view_hands_its_claim_to_the_client_view() {
+    let mut t = Tracker::default();
+    let out = t.poll(vec![(key(2), stats(1))], &[], 1);
+    assert!(matches!(
+        out.events.as_slice(),
+        [Event::RequestStarts { count: 1, .. }]
+    ));
+    let mut frozen = stats(1);
+    frozen.state = flow_state::LOOPBACK_DUPLICATE;
+    // The client view counted the same first start, and three more.
+    let out = t.poll(vec![(key(1), stats(4)), (key(2), frozen)], &[], 2);
+    assert!(out.events.is_empty(), "{:?}", out.events);
+    assert!(t.admit_sample(&key(1)));
+    assert!(!t.admit_sample(&key(2)));
+    let out = t.poll(vec![(key(1), stats(4)), (key(2), frozen)], &[], 3);
+    assert!(matches!(
+        out.events.as_slice(),
+        [Event::RequestStarts { count: 3, .. }]
+    ));
+    let [a, b] = t.flow_end(&key(1), &stats(5), None, FlowEndReason::Fin, 4);
+    assert!(matches!(a, Some(Event::RequestStarts { count: 1, .. })));
+    assert!(b.is_some());
+}
