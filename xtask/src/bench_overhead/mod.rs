@@ -17,11 +17,14 @@
 //! floor's, measured in the same rounds.
 //!
 //! Environment: BENCH_ROUNDS (default 5), BENCH_SECONDS (per measurement,
-//! default 4).
+//! default 4), BENCH_BASELINE (another `rampwatch` binary, e.g. the build
+//! before a change: adds a mode where it watches the ports, so a change is
+//! measured against its predecessor in the same rounds).
+
+mod summary;
 
 use std::{
     collections::BTreeMap,
-    fmt::Write as _,
     fs,
     net::TcpListener,
     path::{Path, PathBuf},
@@ -36,6 +39,8 @@ use anyhow::{Context as _, bail, ensure};
 struct Bench {
     dir: PathBuf,
     rampwatch: PathBuf,
+    /// `BENCH_BASELINE`: the build a change is measured against.
+    baseline: Option<PathBuf>,
     helper: PathBuf,
     http_port: u16,
     https_port: u16,
@@ -48,6 +53,7 @@ enum Mode {
     None,
     Unwatched,
     Watched,
+    Baseline,
     Tcpdump,
     Floor,
 }
@@ -61,11 +67,21 @@ impl Mode {
         Self::Floor,
     ];
 
+    /// The modes of a run: `ALL`, and the baseline build's when given.
+    fn of_run(baseline: bool) -> Vec<Self> {
+        let mut modes = Self::ALL.to_vec();
+        if baseline {
+            modes.insert(3, Self::Baseline);
+        }
+        modes
+    }
+
     fn name(self) -> &'static str {
         match self {
             Self::None => "no agent",
             Self::Unwatched => "agent, port unwatched",
             Self::Watched => "agent, port watched",
+            Self::Baseline => "baseline build, watched",
             Self::Tcpdump => "tcpdump on the port",
             Self::Floor => "empty cgroup_skb program",
         }
@@ -104,8 +120,9 @@ pub fn run(rampwatch: &Path, helper: &Path, work: &Path) -> anyhow::Result<()> {
     let mut results: BTreeMap<(bool, Mode), Vec<Sample>> = BTreeMap::new();
     let mut peak_rss_kib = 0;
     for round in 0..rounds {
-        let mut order = Mode::ALL;
-        order.rotate_left(round as usize % Mode::ALL.len());
+        let mut order = Mode::of_run(bench.baseline.is_some());
+        let n = order.len();
+        order.rotate_left(round as usize % n);
         for mode in order {
             let (http, https, rss) = bench.measure(mode)?;
             peak_rss_kib = peak_rss_kib.max(rss);
@@ -119,83 +136,12 @@ pub fn run(rampwatch: &Path, helper: &Path, work: &Path) -> anyhow::Result<()> {
             results.entry((true, mode)).or_default().push(https);
         }
     }
-    println!("{}", summary(&results, rounds, peak_rss_kib));
-    Ok(())
-}
-
-fn summary(results: &BTreeMap<(bool, Mode), Vec<Sample>>, rounds: u64, rss: u64) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "\nmedians over {rounds} rounds (wrk -t1 -c32 -> nginx return 200, loopback)"
+    let modes = Mode::of_run(bench.baseline.is_some());
+    println!(
+        "{}",
+        summary::summary(&results, &modes, rounds, peak_rss_kib)
     );
-    for tls in [false, true] {
-        let base = &results[&(tls, Mode::None)];
-        let _ = writeln!(out, "{}:", if tls { "HTTPS" } else { "HTTP" });
-        for mode in Mode::ALL {
-            let s = &results[&(tls, mode)];
-            let ratios: Vec<f64> = s.iter().zip(base).map(|(a, b)| a.rps / b.rps).collect();
-            let rps: Vec<f64> = s.iter().map(|x| x.rps).collect();
-            let mut line = format!(
-                "  {:<24} {:>9.0} req/s   ratio {:.3}",
-                mode.name(),
-                median(rps),
-                median(ratios)
-            );
-            let per_packet = |m: Mode| {
-                let s = &results[&(tls, m)];
-                let runs: u64 = s.iter().map(|x| x.packet_runs).sum();
-                let ns: u64 = s.iter().map(|x| x.packet_ns).sum();
-                ns as f64 / runs.max(1) as f64
-            };
-            if matches!(mode, Mode::Unwatched | Mode::Watched | Mode::Floor) {
-                let floor = per_packet(Mode::Floor);
-                let here = per_packet(mode);
-                let _ = write!(line, "   kernel {here:.0} ns/packet");
-                if mode != Mode::Floor {
-                    let _ = write!(line, " (floor {floor:.0}, +{:.0})", here - floor);
-                }
-            }
-            if matches!(mode, Mode::Unwatched | Mode::Watched) {
-                let reqs: u64 = s.iter().map(|x| x.requests).sum();
-                let per_m = |v: f64| v / reqs.max(1) as f64 * 1e6;
-                let cpu: f64 = s.iter().map(|x| x.agent_cpu).sum();
-                let runs: u64 = s.iter().map(|x| x.bpf_runs).sum();
-                let ns: u64 = s.iter().map(|x| x.bpf_ns).sum();
-                let probes: u64 = s.iter().map(|x| x.probe_runs).sum();
-                let _ = write!(
-                    line,
-                    "   agent {:.2} CPU s/M req   {:.2} kernel us/req over {:.2} runs/req",
-                    per_m(cpu),
-                    ns as f64 / reqs.max(1) as f64 / 1000.0,
-                    runs as f64 / reqs.max(1) as f64,
-                );
-                if tls && mode == Mode::Watched {
-                    let _ = write!(
-                        line,
-                        " ({:.2} of them TLS probe runs: uprobes and sys_enter)",
-                        probes as f64 / reqs.max(1) as f64
-                    );
-                }
-            }
-            let _ = writeln!(out, "{line}");
-        }
-    }
-    let _ = writeln!(out, "agent peak RSS: {:.1} MiB", rss as f64 / 1024.0);
-    out
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
+    Ok(())
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -213,6 +159,19 @@ fn free_port() -> anyhow::Result<u16> {
 
 impl Bench {
     fn start(dir: &Path, rampwatch: &Path, helper: &Path, seconds: u64) -> anyhow::Result<Self> {
+        let baseline = std::env::var_os("BENCH_BASELINE").map(PathBuf::from);
+        if let Some(b) = &baseline {
+            ensure!(
+                Command::new(b)
+                    .arg("--version")
+                    .stdout(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success()),
+                "BENCH_BASELINE={} does not run as a rampwatch binary; \
+                 point it at a built `target/release/rampwatch` copied outside the tree",
+                b.display()
+            );
+        }
         let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
         crate::cmd::run(
             Command::new("openssl")
@@ -266,6 +225,7 @@ http {{
         let mut bench = Self {
             dir: dir.to_owned(),
             rampwatch: rampwatch.to_owned(),
+            baseline,
             helper: helper.to_owned(),
             http_port,
             https_port,
@@ -292,8 +252,12 @@ http {{
     /// in KiB).
     fn measure(&mut self, mode: Mode) -> anyhow::Result<(Sample, Sample, u64)> {
         let mut agent = match mode {
-            Mode::Unwatched => Some(self.agent(false)?),
-            Mode::Watched => Some(self.agent(true)?),
+            Mode::Unwatched => Some(self.agent(false, &self.rampwatch)?),
+            Mode::Watched => Some(self.agent(true, &self.rampwatch)?),
+            Mode::Baseline => match &self.baseline {
+                Some(bin) => Some(self.agent(true, bin)?),
+                None => None,
+            },
             _ => None,
         };
         let mut floor = (mode == Mode::Floor).then(|| self.floor()).transpose()?;
@@ -421,7 +385,7 @@ http {{
         Ok(s)
     }
 
-    fn agent(&self, watched: bool) -> anyhow::Result<Agent> {
+    fn agent(&self, watched: bool, rampwatch: &Path) -> anyhow::Result<Agent> {
         // The unwatched contract names a port nothing listens on.
         let ports = if watched {
             format!("{}, {}", self.http_port, self.https_port)
@@ -432,7 +396,7 @@ http {{
         fs::write(&contract, contract_yaml("overhead-bench", &ports))?;
         let socket = self.dir.join("agent.sock");
         let log = fs::File::create(self.dir.join("agent.log"))?;
-        let child = Command::new(&self.rampwatch)
+        let child = Command::new(rampwatch)
             .arg("agent")
             .arg("--contract")
             .arg(&contract)
