@@ -93,9 +93,9 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             "xtask: {free:.1} GiB free on the disk holding {}",
             root().display()
         );
-        if free < 25.0 {
+        if free < 15.0 {
             eprintln!(
-                "xtask: warning: a cold run writes about 15 GiB of build output; \
+                "xtask: warning: a cold run writes about 8 GiB of build output; \
                  with less free it may fail for lack of space"
             );
         }
