@@ -26,8 +26,8 @@ use crate::event::{Nanos, Packet};
 /// Bytes read from the file at a time. 256 KiB rather than 1 MiB: the
 /// kernel's copy into the chunk and the decoding after it then work in a
 /// quarter of the CPU's 2 MiB L2 instead of half of it, next to the flow
-/// state the packets update (replay ran ~9% less CPU on the bench
-/// capture); a read per 256 KiB is still under 2 000 syscalls for 400 MB.
+/// state the packets update (less replay CPU on the bench capture in an
+/// alternating comparison); 400 MB is still under 2 000 reads.
 pub const CHUNK_SIZE: usize = 1 << 18;
 /// A record larger than this is corruption, not a packet (the largest
 /// snaplen any tool writes is 256 KiB; pcapng blocks may carry options).
