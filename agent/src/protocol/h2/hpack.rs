@@ -10,10 +10,11 @@
 //! with its `unstable` feature, and `ntex-h2` exposes h2's decoder but
 //! brings a whole server framework with it. loona's cost: its decoder
 //! builds a new Huffman decoder (257 hash-map inserts, about 20 µs) for
-//! every Huffman-coded string, 90% of the time of a typical block. So
-//! before a block reaches it, [`plain_literals`] rewrites Huffman-coded
-//! strings as plain ones with loona's own Huffman decoder, built once per
-//! thread: same fields, same table updates, about a tenth of the time.
+//! every Huffman-coded string, 90% of the time of a typical block, and
+//! then walks each string bit by bit through hash maps. So before a block
+//! reaches it, [`plain_literals`] rewrites Huffman-coded strings as plain
+//! ones with the table-driven decoder of [`super::huffman`] (which accepts
+//! exactly what loona's does): same fields, same table updates.
 //!
 //! The decoder is wrapped so that nothing in it can panic on peer input:
 //! the allowed table size is fixed at construction (so its size-update
@@ -29,15 +30,9 @@
 //! block empties that table again. A block that empties the table with a
 //! size update to 0 makes the state known again.
 
-use std::cell::RefCell;
+use loona_hpack::{Decoder, encoder::encode_integer_into};
 
-use loona_hpack::{Decoder, encoder::encode_integer_into, huffman::HuffmanDecoder};
-
-thread_local! {
-    /// loona's Huffman decoder, built once: decoding does not change it
-    /// (its `&mut self` is for a scratch it does not keep).
-    static HUFFMAN: RefCell<HuffmanDecoder> = RefCell::new(HuffmanDecoder::new());
-}
+use super::huffman;
 
 /// The SETTINGS_HEADER_TABLE_SIZE every connection starts with.
 pub const DEFAULT_TABLE_SIZE: usize = 4096;
@@ -155,6 +150,8 @@ impl HeaderDecoder {
 fn plain_literals(block: &[u8], out: &mut Vec<u8>) -> bool {
     let mut rest = block;
     let mut rewrote = false;
+    // One buffer for every decoded string of the block.
+    let mut decoded = Vec::new();
     out.clear();
     out.reserve(block.len() + block.len() / 2);
     while let Some(&first) = rest.first() {
@@ -180,7 +177,7 @@ fn plain_literals(block: &[u8], out: &mut Vec<u8>) -> bool {
             strings
         };
         for _ in 0..strings {
-            let Some(after) = plain_string(rest, out, &mut rewrote) else {
+            let Some(after) = plain_string(rest, out, &mut decoded, &mut rewrote) else {
                 return false;
             };
             rest = after;
@@ -189,9 +186,14 @@ fn plain_literals(block: &[u8], out: &mut Vec<u8>) -> bool {
     rewrote
 }
 
-/// Copies one string literal at the start of `buf` to `out`, plain;
-/// returns what follows it.
-fn plain_string<'a>(buf: &'a [u8], out: &mut Vec<u8>, rewrote: &mut bool) -> Option<&'a [u8]> {
+/// Copies one string literal at the start of `buf` to `out`, plain
+/// (`decoded` is scratch); returns what follows it.
+fn plain_string<'a>(
+    buf: &'a [u8],
+    out: &mut Vec<u8>,
+    decoded: &mut Vec<u8>,
+    rewrote: &mut bool,
+) -> Option<&'a [u8]> {
     let huffman = buf.first()? & 0x80 != 0;
     let (len, used) = decode_integer(buf, 7)?;
     let end = used.checked_add(usize::try_from(len).ok()?)?;
@@ -200,10 +202,11 @@ fn plain_string<'a>(buf: &'a [u8], out: &mut Vec<u8>, rewrote: &mut bool) -> Opt
         out.extend_from_slice(literal);
         return Some(rest);
     }
-    let decoded = HUFFMAN.with_borrow_mut(|h| h.decode(literal.get(used..)?).ok())?;
+    decoded.clear();
+    huffman::decode(literal.get(used..)?, decoded).ok()?;
     // H bit 0, then the length: writing to a Vec cannot fail.
     encode_integer_into(decoded.len(), 7, 0, out).ok()?;
-    out.extend_from_slice(&decoded);
+    out.extend_from_slice(decoded);
     *rewrote = true;
     Some(rest)
 }
