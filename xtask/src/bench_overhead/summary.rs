@@ -60,11 +60,14 @@ pub(super) fn summary(
                     ns as f64 / reqs.max(1) as f64 / 1000.0,
                     runs as f64 / reqs.max(1) as f64,
                 );
-                if tls && matches!(mode, Mode::Watched | Mode::Baseline) {
+                if matches!(mode, Mode::Watched | Mode::Baseline) && probes > 0 {
+                    let sys: u64 = s.iter().map(|x| x.syscall_runs).sum();
+                    let per_req = |v: u64| v as f64 / reqs.max(1) as f64;
                     let _ = write!(
                         line,
-                        " ({:.2} of them TLS probe runs: uprobes and sys_enter)",
-                        probes as f64 / reqs.max(1) as f64
+                        " (TLS probes: {:.2} uprobe hits and {:.2} sys_enter runs of them)",
+                        per_req(probes.saturating_sub(sys)),
+                        per_req(sys)
                     );
                 }
             }
