@@ -130,15 +130,15 @@ pub mod flow_state {
     /// header blocks only in order and the kernel cannot count HTTP/2
     /// requests itself.
     pub const ALL_SEGMENTS: u64 = 32;
-    /// A server-socket view of a loopback connection whose client-socket
-    /// view counts and samples every packet too (both sockets are local):
+    /// A server-socket view of a node-local connection (loopback, veth)
+    /// whose client-socket view counts and samples every packet too:
     /// after its first sample (which names the server's socket) the kernel
     /// skips its packets, ends excepted, instead of doing the work twice.
-    pub const LOOPBACK_DUPLICATE: u64 = 64;
-    /// A server-socket view on loopback that must count on its own (no
-    /// client-socket view had sampled the connection's first request when
-    /// it was decided): never skipped.
-    pub const LOOPBACK_SOLE: u64 = 128;
+    pub const LOCAL_DUPLICATE: u64 = 64;
+    /// A server-socket view that must count on its own (no client-socket
+    /// view had sampled the connection's first request when it was
+    /// decided: a remote client, or the server spoke first): never skipped.
+    pub const LOCAL_SOLE: u64 = 128;
 }
 
 /// Bits of `Config::flags`.

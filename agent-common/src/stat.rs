@@ -110,8 +110,8 @@ stats! {
         "Request starts in packets or TLS reads whose flow could not be inserted in the kernel flow map (never reported per flow).";
     REQUESTS_STRAY = 27, requests_stray, Loss,
         "Request starts in packets of a flow that had already ended (a 4-tuple reused before its frozen entry was deleted) or that carried FIN/RST without a flow entry.";
-    LOOPBACK_DUPLICATES = 28, loopback_duplicates, Activity,
-        "Packets of a loopback connection's server-socket view skipped because its client-socket view counts and samples the same packets (both sockets local).";
+    LOCAL_DUPLICATES = 28, local_duplicates, Activity,
+        "Packets of a node-local connection's server-socket view skipped because its client-socket view counts and samples the same packets (both sockets on this node: loopback, veth).";
 }
 
 // The table is dense and in index order, so `ALL[i].index == i`.

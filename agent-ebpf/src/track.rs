@@ -21,10 +21,11 @@
 //! no other reason samples), every segment of an HTTP/2 flow, and 1 in
 //! `sample_one_in` of the rest: a keep-alive flow of small requests and
 //! responses is thus sampled in full, a bulk download only at its heads.
-//! On loopback both sockets of a connection are local and each packet
-//! passes two hooks: the server-socket view stops after its first sample
-//! when the client-socket view counts the connection (`loopback_duplicate`),
-//! so the second run costs a lookup and a state read, not the whole path.
+//! When both sockets of a connection are on this node (loopback, veth) each
+//! packet passes two hooks: the server-socket view stops after its first
+//! sample when the client-socket view counts the connection
+//! (`local_duplicate`), so the second run costs a lookup and a state read,
+//! not the whole path.
 
 use core::{
     ffi::c_void,
@@ -184,45 +185,41 @@ pub fn handle(skb: *mut __sk_buff, hook: Hook) {
     if hook != Hook::Tc
         && key.observer == observer::SERVER_SOCKET
         && !flow.is_null()
-        && loopback_duplicate(skb, &key, &p, flow)
+        && local_duplicate(&key, &p, flow)
     {
-        count_activity(stat::LOOPBACK_DUPLICATES);
+        count_activity(stat::LOCAL_DUPLICATES);
         return;
     }
     count_activity(stat::PACKETS_MONITORED);
     update(skb, &key, &p, dir, endpoint, &cfg, flow);
 }
 
-/// The loopback device's ifindex in every network namespace.
-const LOOPBACK_IFINDEX: u32 = 1;
-
 /// Whether this packet of an established server-socket view is one its
-/// client-socket view has already counted: on loopback both sockets are
-/// local, so every packet passes the sender's egress and the receiver's
-/// ingress, and both views used to do the whole work (the tracker then
-/// reported one and dropped the other's samples). Userspace reports the
-/// client-socket view of a connection when its first sample comes first;
-/// so the server view is skipped once it has sampled once (that sample
-/// names the server's socket) if its first sample was the first request,
-/// which the client view's egress had sampled before it. Decided once per
-/// flow (a state bit); FIN/RST and what follows a FIN are never skipped,
-/// so the entry still ends with the connection. Costs the decided flow one
-/// state read; the decision one lookup of the client view.
+/// client-socket view has already counted. When both sockets of a
+/// connection are on this node (loopback, a pod calling a pod or the host
+/// over a veth) every packet passes the sender's egress hook and the
+/// receiver's ingress hook, and both views used to do the whole work (the
+/// tracker then reported one and dropped the other's samples). Userspace
+/// reports the client-socket view of a connection when its first sample
+/// comes first; so the server view is skipped once it has sampled once
+/// (that sample names the server's socket) if its first sample was the
+/// first request and the client view, whose egress hook saw that packet
+/// before this ingress hook did, had sampled it too. A client view under
+/// the same key exists only if the client's socket is on this node; any
+/// other flow is decided sole by one missed lookup. Decided once per flow
+/// (a state bit); FIN/RST and what follows a FIN are never skipped, so the
+/// entry still ends with the connection.
 #[inline(always)]
-fn loopback_duplicate(skb: *mut __sk_buff, key: &FlowKey, p: &Tcp, flow: *mut FlowStats) -> bool {
+fn local_duplicate(key: &FlowKey, p: &Tcp, flow: *mut FlowStats) -> bool {
     // SAFETY: `flow` is a live map value.
     let state = unsafe { (*flow).state };
-    if state & flow_state::LOOPBACK_SOLE != 0 {
+    if state & flow_state::LOCAL_SOLE != 0 {
         return false;
     }
     let ending = p.flags & (tcp::FIN | tcp::RST) != 0
         || state & (flow_state::FIN_TO_SERVER | flow_state::FIN_TO_CLIENT | flow_state::ENDED) != 0;
-    if state & flow_state::LOOPBACK_DUPLICATE != 0 {
+    if state & flow_state::LOCAL_DUPLICATE != 0 {
         return !ending;
-    }
-    // SAFETY: context pointer.
-    if unsafe { (*skb).ifindex } != LOOPBACK_IFINDEX {
-        return false;
     }
     // SAFETY: live map value.
     let (to_server, to_client) = unsafe { ((*flow).dirs[0].samples, (*flow).dirs[1].samples) };
@@ -237,13 +234,13 @@ fn loopback_duplicate(skb: *mut __sk_buff, key: &FlowKey, p: &Tcp, flow: *mut Fl
         .get_ptr(peer)
         .is_some_and(|f| unsafe { (*f).dirs[0].samples } != 0);
     let bit = if to_client == 0 && peer_first {
-        flow_state::LOOPBACK_DUPLICATE
+        flow_state::LOCAL_DUPLICATE
     } else {
-        flow_state::LOOPBACK_SOLE
+        flow_state::LOCAL_SOLE
     };
     // SAFETY: `flow` is a live map value, 8-byte aligned.
     or(unsafe { &raw mut (*flow).state }, bit);
-    bit == flow_state::LOOPBACK_DUPLICATE && !ending
+    bit == flow_state::LOCAL_DUPLICATE && !ending
 }
 
 #[inline(always)]

@@ -367,7 +367,7 @@ impl Tracker {
             .flows
             .entry(conn)
             .or_insert_with(|| Tracked::new(v, fs));
-        if t.view == v && stats.state & flow_state::LOOPBACK_DUPLICATE != 0 {
+        if t.view == v && stats.state & flow_state::LOCAL_DUPLICATE != 0 {
             // The kernel stopped counting this view because the client
             // socket's view counts the same packets; it is the claim only
             // if a poll saw it before its peer (map iteration under churn

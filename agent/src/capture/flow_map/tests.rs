@@ -338,7 +338,7 @@ fn starts_after_a_mistaken_vanish_still_count() {
 
 /// A poll that saw a loopback connection's server view before its client
 /// view gave the claim to the server view; once the kernel stops counting
-/// that view (`LOOPBACK_DUPLICATE`), the claim moves to the client view and
+/// that view (`LOCAL_DUPLICATE`), the claim moves to the client view and
 /// no start is lost or counted twice.
 #[test]
 fn frozen_loopback_server_view_hands_its_claim_to_the_client_view() {
@@ -349,7 +349,7 @@ fn frozen_loopback_server_view_hands_its_claim_to_the_client_view() {
         [Event::RequestStarts { count: 1, .. }]
     ));
     let mut frozen = stats(1);
-    frozen.state = flow_state::LOOPBACK_DUPLICATE;
+    frozen.state = flow_state::LOCAL_DUPLICATE;
     // The client view counted the same first start, and three more.
     let out = t.poll(vec![(key(1), stats(4)), (key(2), frozen)], &[], 2);
     assert!(out.events.is_empty(), "{:?}", out.events);
