@@ -488,7 +488,11 @@ async fn local_connection_is_worked_once(name: &str, netns: Option<&str>, addr: 
     assert_eq!(heads, CONNECTIONS * PER_CONNECTION, "each head once");
     assert_eq!(ends.len(), CONNECTIONS as usize, "{ends:?}");
     for t in &ends {
-        assert_eq!(t.unwrap().request_starts, [PER_CONNECTION, 0], "{ends:?}");
+        assert_eq!(
+            t.expect("final totals").request_starts,
+            [PER_CONNECTION, 0],
+            "{ends:?}"
+        );
     }
     // Both ends named, from the one sample each view sends.
     for side in [Side::Client, Side::Server] {
