@@ -17,6 +17,7 @@ mod endpoints;
 mod error;
 mod floor;
 mod flow_map;
+mod handover;
 mod poller;
 mod ring;
 // Needs root and a built kernel object: `cargo xtask test` runs it.

@@ -1,9 +1,8 @@
 //! The ring-buffer reader: kernel records → [`Event`]s on the bounded channel.
 //!
-//! One task drains the ring whenever epoll says it is readable. Sending
-//! blocks when the channel is full; the kernel then finds the ring full and
-//! counts the loss (`stat::RING_FULL`), so every sample is either delivered
-//! or counted, exactly.
+//! One task drains the ring whenever epoll says it is readable
+//! (`handover` says how records reach the channel, and why every sample is
+//! either delivered or counted as lost, exactly).
 
 use std::sync::{
     Arc, Mutex,
@@ -21,7 +20,10 @@ use tokio::{
     sync::mpsc::{Receiver, Sender},
 };
 
-use super::flow_map::{Tracker, flow_id, tls_side, tls_socket_key};
+use super::{
+    flow_map::{Tracker, flow_id, tls_side, tls_socket_key},
+    handover::{drain, forward},
+};
 use crate::event::{Direction, Event, FlowEndReason, Packet, Plaintext};
 
 /// Looks up the TLS plaintext layer of a connection in the kernel flow map
@@ -236,44 +238,15 @@ async fn next_poll(polls: &mut Option<Receiver<Vec<Event>>>) -> Option<Vec<Event
     }
 }
 
-/// Sends a poll's events on; false when the receiver is gone.
-async fn forward(batch: Vec<Event>, tx: &Sender<Event>) -> bool {
-    for ev in batch {
-        if tx.send(ev).await.is_err() {
-            return false;
-        }
-    }
-    true
-}
-
-/// Delivers every available record; false when the receiver is gone.
-async fn drain(rb: &mut RingBuf<MapData>, tx: &Sender<Event>, shared: &Shared) -> bool {
-    loop {
-        let events = {
-            let Some(item) = rb.next() else {
-                return true;
-            };
-            shared.convert(&item)
-            // `item` is released here, before the (possibly blocking) send,
-            // so the kernel can reuse its space.
-        };
-        for ev in events.into_iter().flatten() {
-            if tx.send(ev).await.is_err() {
-                return false;
-            }
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use agent_common::{
         FlowEndRecord, FlowKey, SAMPLE_HEADER_LEN, SampleHeader, event_id, observer,
     };
 
     use super::*;
 
-    fn key() -> FlowKey {
+    pub(in crate::capture) fn key() -> FlowKey {
         let mut a = [0u8; 16];
         a[10] = 0xff;
         a[11] = 0xff;
@@ -302,17 +275,28 @@ mod tests {
 
     /// Serialises like the kernel does (little-endian, repr(C)).
     fn sample(dir: u8, payload: &[u8], payload_len: u32) -> Vec<u8> {
+        sample_of(&key(), dir, 77, payload, payload_len)
+    }
+
+    /// A sample record of the flow-map view `key`.
+    pub(in crate::capture) fn sample_of(
+        key: &FlowKey,
+        dir: u8,
+        seq: u32,
+        payload: &[u8],
+        payload_len: u32,
+    ) -> Vec<u8> {
         let h = SampleHeader {
             event: event_id::SAMPLE,
             direction: dir,
             tcp_flags: 0x18,
             captured_len: payload.len() as u32,
             payload_len,
-            seq: 77,
+            seq,
             endpoint_id: 3,
             ts_boot_ns: 1_000,
             cgroup_id: 9,
-            key: key(),
+            key: *key,
             ..SampleHeader::default()
         };
         let mut v = Vec::new();
