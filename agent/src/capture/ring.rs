@@ -1,4 +1,5 @@
-//! The ring-buffer reader: kernel records → [`Event`]s on the bounded channel.
+//! The ring-buffer reader: kernel records → batches of [`Event`]s on the
+//! bounded channel.
 //!
 //! One task drains the ring whenever epoll says it is readable
 //! (`handover` says how records reach the channel, and why every sample is
@@ -22,7 +23,7 @@ use tokio::{
 
 use super::{
     flow_map::{Tracker, flow_id, tls_side, tls_socket_key},
-    handover::{drain, forward},
+    handover::{BATCH, drain, forward},
 };
 use crate::event::{Direction, Event, FlowEndReason, Packet, Plaintext};
 
@@ -177,18 +178,19 @@ const POLL: std::time::Duration = std::time::Duration::from_millis(10);
 /// returns.
 pub async fn run(
     mut ring: AsyncFd<RingBuf<MapData>>,
-    tx: Sender<Event>,
+    tx: Sender<Vec<Event>>,
     polls: Receiver<Vec<Event>>,
     shared: Arc<Shared>,
     stop: Arc<tokio::sync::Notify>,
 ) {
     let mut polls = Some(polls);
+    let mut staged = Vec::with_capacity(BATCH + 1);
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let open = tokio::select! {
             () = stop.notified() => {
-                if drain(ring.get_mut(), &tx, &shared).await
+                if drain(ring.get_mut(), &tx, &shared, &mut staged).await
                     && let Some(polls) = polls.as_mut()
                 {
                     while let Ok(batch) = polls.try_recv() {
@@ -201,7 +203,7 @@ pub async fn run(
             }
             batch = next_poll(&mut polls) => match batch {
                 Some(batch) => {
-                    drain(ring.get_mut(), &tx, &shared).await && forward(batch, &tx).await
+                    drain(ring.get_mut(), &tx, &shared, &mut staged).await && forward(batch, &tx).await
                 }
                 // The poller stopped (shutdown aborts it first); the ring
                 // goes on until `stop`.
@@ -212,7 +214,7 @@ pub async fn run(
             },
             ready = ring.readable_mut() => match ready {
                 Ok(mut guard) => {
-                    let open = drain(guard.get_inner_mut(), &tx, &shared).await;
+                    let open = drain(guard.get_inner_mut(), &tx, &shared, &mut staged).await;
                     guard.clear_ready();
                     open
                 }
@@ -221,7 +223,7 @@ pub async fn run(
                     return;
                 }
             },
-            _ = tick.tick() => drain(ring.get_mut(), &tx, &shared).await,
+            _ = tick.tick() => drain(ring.get_mut(), &tx, &shared, &mut staged).await,
         };
         if !open {
             return;
