@@ -69,10 +69,7 @@ impl Shared {
         match Record::try_from(buf) {
             Ok(Record::Sample { header, payload }) => {
                 let ts = self.wall(header.ts_boot_ns);
-                let mut tracker = self.tracker();
-                let admitted = tracker.admit_sample(&header.key);
-                let socket = tracker.socket(&header.key, header.cgroup_id, None, ts);
-                drop(tracker);
+                let (admitted, socket) = self.tracker().sample(&header.key, header.cgroup_id, ts);
                 if !admitted {
                     // Another view is reported; this one still names its
                     // end of the connection.
@@ -349,6 +346,45 @@ pub(super) mod tests {
         assert_eq!(p.payload_len, 500);
         assert_eq!(p.seq, 77);
         assert_eq!(s.decode_errors.load(Ordering::Relaxed), 0);
+    }
+
+    /// The second view of a loopback connection: not reported, but its
+    /// socket (the server's end) is still named, once.
+    #[test]
+    fn duplicate_view_names_its_socket_but_is_not_reported() {
+        let s = Shared::default();
+        let client = sample(direction::TO_SERVER, b"GET / HTTP/1.1\r\n", 16);
+        let server_key = FlowKey {
+            observer: observer::SERVER_SOCKET,
+            ..key()
+        };
+        let server = sample_of(
+            &server_key,
+            direction::TO_SERVER,
+            77,
+            b"GET / HTTP/1.1\r\n",
+            16,
+        );
+        assert!(matches!(
+            s.convert(&client),
+            [Some(Event::Socket(_)), Some(Event::Packet(_))]
+        ));
+        let [socket, packet] = s.convert(&server);
+        assert!(packet.is_none(), "{packet:?}");
+        assert!(
+            matches!(
+                socket,
+                Some(Event::Socket(crate::event::LocalSocket {
+                    side: crate::event::Side::Server,
+                    cgroup_id: 9,
+                    ..
+                }))
+            ),
+            "{socket:?}"
+        );
+        assert!(s.convert(&server).iter().all(Option::is_none));
+        let t = s.tracker();
+        assert_eq!(t.duplicate_views, 2);
     }
 
     #[test]

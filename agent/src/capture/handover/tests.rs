@@ -178,7 +178,6 @@ fn bench_pipeline_cpu_per_request() {
     };
 
     const CONNS: u16 = 32;
-    const ROUNDS: usize = 5;
     const TICK: std::time::Duration = std::time::Duration::from_millis(10);
     const PACED_BURST: u32 = 1600;
     const REQ: &[u8] = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:443\r\n\r\n";
@@ -280,6 +279,15 @@ spec:
         s
     }
 
+    // Overrides for a run under callgrind, say.
+    let env = |name: &str, default: u32| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let rounds = env("BENCH_ROUNDS", 5) as usize;
+    let scale = env("BENCH_REQUESTS", 200_000);
     let contract = Arc::new(Contract::parse(CONTRACT, "bench.yaml").expect("valid contract"));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -287,11 +295,11 @@ spec:
         .build()
         .expect("runtime");
     for (mode, requests, burst) in [
-        ("as fast as taken", 200_000, None),
-        ("paced, 40k req/s", 50_000, Some(PACED_BURST)),
+        ("as fast as taken", scale, None),
+        ("paced, 40k req/s", scale / 4, Some(PACED_BURST)),
     ] {
         let mut per_m = Vec::new();
-        for round in 0..ROUNDS {
+        for round in 0..rounds {
             let shared = Arc::new(Shared::default());
             let mut engine = Engine::new(
                 contract.clone(),
@@ -344,8 +352,8 @@ spec:
         }
         per_m.sort_by(f64::total_cmp);
         println!(
-            "pipeline (ring records -> engine), {mode}, median of {ROUNDS}: {:.3} CPU s per M requests (min {:.3})",
-            per_m[ROUNDS / 2],
+            "pipeline (ring records -> engine), {mode}, median of {rounds}: {:.3} CPU s per M requests (min {:.3})",
+            per_m[rounds / 2],
             per_m[0]
         );
     }
