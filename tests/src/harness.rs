@@ -62,7 +62,8 @@ pub struct Tuning {
     pub sample_one_in: u32,
     /// Ring buffer size in bytes (power of two, multiple of the page size).
     pub ring_bytes: Option<u32>,
-    /// Capacity of the event channel between capture and consumer.
+    /// Capacity of the event channel between capture and consumer, in
+    /// batches (of up to `agent::capture::BATCH` events).
     pub channel: usize,
     /// OpenSSL plaintext probes; off unless a test asks (they probe every
     /// server on a watched port, which other tests do not expect).
@@ -98,7 +99,7 @@ pub struct Counters {
 pub struct Harness {
     rt: tokio::runtime::Runtime,
     capture: Option<Capture>,
-    rx: mpsc::Receiver<Event>,
+    rx: mpsc::Receiver<Vec<Event>>,
     /// Every event received, in order.
     pub events: Vec<Event>,
 }
@@ -133,9 +134,9 @@ impl Harness {
     /// Move whatever the channel holds into `events`; returns how many.
     pub fn drain(&mut self) -> usize {
         let mut n = 0;
-        while let Ok(ev) = self.rx.try_recv() {
-            self.events.push(ev);
-            n += 1;
+        while let Ok(batch) = self.rx.try_recv() {
+            n += batch.len();
+            self.events.extend(batch);
         }
         n
     }
@@ -331,7 +332,7 @@ fn start_capture(
     attach: &Attach,
     endpoints: &[Endpoint],
     tuning: &Tuning,
-    tx: mpsc::Sender<Event>,
+    tx: mpsc::Sender<Vec<Event>>,
 ) -> Result<Capture, CaptureError> {
     let defaults = CaptureConfig::default();
     let (attach_cgroup, cgroup, interfaces) = match attach {

@@ -1,7 +1,7 @@
 //! Live capture: loads the kernel programs, attaches them, keeps the
 //! endpoint maps in sync and turns ring-buffer records and flow-map changes
-//! into [`Event`]s on a bounded channel (the same channel a pcap reader can
-//! feed).
+//! into batches of [`Event`]s on a bounded channel (`handover` says why
+//! batches).
 //!
 //! Tasks: one ring reader (`ring::run`) and one flow-map poller (request
 //! start deltas, idle/evicted flow ends). The poller hands what it found to
@@ -17,6 +17,7 @@ mod endpoints;
 mod error;
 mod floor;
 mod flow_map;
+mod handover;
 mod poller;
 mod ring;
 // Needs root and a built kernel object: `cargo xtask test` runs it.
@@ -48,6 +49,7 @@ pub use error::CaptureError;
 use error::{map_err, prog_err};
 pub use floor::Floor;
 pub use flow_map::FlowSnapshot;
+pub use handover::BATCH;
 pub use stats::{CaptureStats, KernelCounters, ProgramCost};
 pub use system::{cgroup2_root, check_privileges, workload_cgroup_root};
 pub use tls::{ProbedProcess, TlsCoverage, TlsFailure, TlsOptions, TlsRole};
@@ -221,9 +223,10 @@ fn attach_tc(ebpf: &mut Ebpf, interfaces: &[String]) -> Result<Vec<&'static str>
 
 impl Capture {
     /// Checks the host, loads and attaches the programs, installs the
-    /// endpoint rules and starts delivering events to `tx`. Must be called
-    /// inside a tokio runtime.
-    pub fn start(config: CaptureConfig, tx: Sender<Event>) -> Result<Self, CaptureError> {
+    /// endpoint rules and starts delivering events to `tx`, in order, in
+    /// batches of up to [`BATCH`] (a poll's events may be more). Must be
+    /// called inside a tokio runtime.
+    pub fn start(config: CaptureConfig, tx: Sender<Vec<Event>>) -> Result<Self, CaptureError> {
         if OBJECT.is_empty() {
             return Err(CaptureError::NotBuilt);
         }

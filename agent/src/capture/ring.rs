@@ -1,9 +1,9 @@
-//! The ring-buffer reader: kernel records → [`Event`]s on the bounded channel.
+//! The ring-buffer reader: kernel records → batches of [`Event`]s on the
+//! bounded channel.
 //!
-//! One task drains the ring whenever epoll says it is readable. Sending
-//! blocks when the channel is full; the kernel then finds the ring full and
-//! counts the loss (`stat::RING_FULL`), so every sample is either delivered
-//! or counted, exactly.
+//! One task drains the ring whenever epoll says it is readable
+//! (`handover` says how records reach the channel, and why every sample is
+//! either delivered or counted as lost, exactly).
 
 use std::sync::{
     Arc, Mutex,
@@ -21,7 +21,10 @@ use tokio::{
     sync::mpsc::{Receiver, Sender},
 };
 
-use super::flow_map::{Tracker, flow_id, tls_side, tls_socket_key};
+use super::{
+    flow_map::{Tracker, flow_id, tls_side, tls_socket_key},
+    handover::{BATCH, drain, forward},
+};
 use crate::event::{Direction, Event, FlowEndReason, Packet, Plaintext};
 
 /// Looks up the TLS plaintext layer of a connection in the kernel flow map
@@ -66,10 +69,7 @@ impl Shared {
         match Record::try_from(buf) {
             Ok(Record::Sample { header, payload }) => {
                 let ts = self.wall(header.ts_boot_ns);
-                let mut tracker = self.tracker();
-                let admitted = tracker.admit_sample(&header.key);
-                let socket = tracker.socket(&header.key, header.cgroup_id, None, ts);
-                drop(tracker);
+                let (admitted, socket) = self.tracker().sample(&header.key, header.cgroup_id, ts);
                 if !admitted {
                     // Another view is reported; this one still names its
                     // end of the connection.
@@ -175,18 +175,19 @@ const POLL: std::time::Duration = std::time::Duration::from_millis(10);
 /// returns.
 pub async fn run(
     mut ring: AsyncFd<RingBuf<MapData>>,
-    tx: Sender<Event>,
+    tx: Sender<Vec<Event>>,
     polls: Receiver<Vec<Event>>,
     shared: Arc<Shared>,
     stop: Arc<tokio::sync::Notify>,
 ) {
     let mut polls = Some(polls);
+    let mut staged = Vec::with_capacity(BATCH + 1);
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let open = tokio::select! {
             () = stop.notified() => {
-                if drain(ring.get_mut(), &tx, &shared).await
+                if drain(ring.get_mut(), &tx, &shared, &mut staged).await
                     && let Some(polls) = polls.as_mut()
                 {
                     while let Ok(batch) = polls.try_recv() {
@@ -199,7 +200,7 @@ pub async fn run(
             }
             batch = next_poll(&mut polls) => match batch {
                 Some(batch) => {
-                    drain(ring.get_mut(), &tx, &shared).await && forward(batch, &tx).await
+                    drain(ring.get_mut(), &tx, &shared, &mut staged).await && forward(batch, &tx).await
                 }
                 // The poller stopped (shutdown aborts it first); the ring
                 // goes on until `stop`.
@@ -210,7 +211,7 @@ pub async fn run(
             },
             ready = ring.readable_mut() => match ready {
                 Ok(mut guard) => {
-                    let open = drain(guard.get_inner_mut(), &tx, &shared).await;
+                    let open = drain(guard.get_inner_mut(), &tx, &shared, &mut staged).await;
                     guard.clear_ready();
                     open
                 }
@@ -219,7 +220,7 @@ pub async fn run(
                     return;
                 }
             },
-            _ = tick.tick() => drain(ring.get_mut(), &tx, &shared).await,
+            _ = tick.tick() => drain(ring.get_mut(), &tx, &shared, &mut staged).await,
         };
         if !open {
             return;
@@ -236,44 +237,15 @@ async fn next_poll(polls: &mut Option<Receiver<Vec<Event>>>) -> Option<Vec<Event
     }
 }
 
-/// Sends a poll's events on; false when the receiver is gone.
-async fn forward(batch: Vec<Event>, tx: &Sender<Event>) -> bool {
-    for ev in batch {
-        if tx.send(ev).await.is_err() {
-            return false;
-        }
-    }
-    true
-}
-
-/// Delivers every available record; false when the receiver is gone.
-async fn drain(rb: &mut RingBuf<MapData>, tx: &Sender<Event>, shared: &Shared) -> bool {
-    loop {
-        let events = {
-            let Some(item) = rb.next() else {
-                return true;
-            };
-            shared.convert(&item)
-            // `item` is released here, before the (possibly blocking) send,
-            // so the kernel can reuse its space.
-        };
-        for ev in events.into_iter().flatten() {
-            if tx.send(ev).await.is_err() {
-                return false;
-            }
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use agent_common::{
         FlowEndRecord, FlowKey, SAMPLE_HEADER_LEN, SampleHeader, event_id, observer,
     };
 
     use super::*;
 
-    fn key() -> FlowKey {
+    pub(in crate::capture) fn key() -> FlowKey {
         let mut a = [0u8; 16];
         a[10] = 0xff;
         a[11] = 0xff;
@@ -302,17 +274,28 @@ mod tests {
 
     /// Serialises like the kernel does (little-endian, repr(C)).
     fn sample(dir: u8, payload: &[u8], payload_len: u32) -> Vec<u8> {
+        sample_of(&key(), dir, 77, payload, payload_len)
+    }
+
+    /// A sample record of the flow-map view `key`.
+    pub(in crate::capture) fn sample_of(
+        key: &FlowKey,
+        dir: u8,
+        seq: u32,
+        payload: &[u8],
+        payload_len: u32,
+    ) -> Vec<u8> {
         let h = SampleHeader {
             event: event_id::SAMPLE,
             direction: dir,
             tcp_flags: 0x18,
             captured_len: payload.len() as u32,
             payload_len,
-            seq: 77,
+            seq,
             endpoint_id: 3,
             ts_boot_ns: 1_000,
             cgroup_id: 9,
-            key: key(),
+            key: *key,
             ..SampleHeader::default()
         };
         let mut v = Vec::new();
@@ -363,6 +346,45 @@ mod tests {
         assert_eq!(p.payload_len, 500);
         assert_eq!(p.seq, 77);
         assert_eq!(s.decode_errors.load(Ordering::Relaxed), 0);
+    }
+
+    /// The second view of a loopback connection: not reported, but its
+    /// socket (the server's end) is still named, once.
+    #[test]
+    fn duplicate_view_names_its_socket_but_is_not_reported() {
+        let s = Shared::default();
+        let client = sample(direction::TO_SERVER, b"GET / HTTP/1.1\r\n", 16);
+        let server_key = FlowKey {
+            observer: observer::SERVER_SOCKET,
+            ..key()
+        };
+        let server = sample_of(
+            &server_key,
+            direction::TO_SERVER,
+            77,
+            b"GET / HTTP/1.1\r\n",
+            16,
+        );
+        assert!(matches!(
+            s.convert(&client),
+            [Some(Event::Socket(_)), Some(Event::Packet(_))]
+        ));
+        let [socket, packet] = s.convert(&server);
+        assert!(packet.is_none(), "{packet:?}");
+        assert!(
+            matches!(
+                socket,
+                Some(Event::Socket(crate::event::LocalSocket {
+                    side: crate::event::Side::Server,
+                    cgroup_id: 9,
+                    ..
+                }))
+            ),
+            "{socket:?}"
+        );
+        assert!(s.convert(&server).iter().all(Option::is_none));
+        let t = s.tracker();
+        assert_eq!(t.duplicate_views, 2);
     }
 
     #[test]

@@ -87,12 +87,14 @@ async fn root_curl_in_child_cgroup_is_seen() {
     let mut ends = Vec::new();
     let mut starts = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-    while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, rx.recv()).await {
-        match ev {
-            Event::Packet(p) => packets.push(p),
-            Event::FlowEnd { reason, totals, .. } => ends.push((reason, totals)),
-            Event::RequestStarts { count, .. } => starts += count,
-            Event::Plaintext(_) | Event::Socket(_) => {}
+    while let Ok(Some(batch)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+        for ev in batch {
+            match ev {
+                Event::Packet(p) => packets.push(p),
+                Event::FlowEnd { reason, totals, .. } => ends.push((reason, totals)),
+                Event::RequestStarts { count, .. } => starts += count,
+                Event::Plaintext(_) | Event::Socket(_) => {}
+            }
         }
     }
     let stats = cap.stats().unwrap();
@@ -181,30 +183,33 @@ async fn root_request_counts_never_overtake_their_heads() {
     let mut total = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while total < 2 * CONNECTIONS {
-        let Ok(Some(ev)) = tokio::time::timeout_at(deadline, rx.recv()).await else {
+        let Ok(Some(batch)) = tokio::time::timeout_at(deadline, rx.recv()).await else {
             break;
         };
-        match ev {
-            Event::Packet(p)
-                if p.direction == Some(Direction::ToServer) && p.payload.starts_with(b"GET ") =>
-            {
-                *heads
-                    .entry(FlowId {
-                        client: p.src,
-                        server: p.dst,
-                    })
-                    .or_default() += 1;
-            }
-            Event::RequestStarts { flow, count, .. } => {
-                total += count;
-                let c = counted.entry(flow).or_default();
-                *c += count;
-                let seen = heads.get(&flow).copied().unwrap_or(0);
-                if *c > seen {
-                    overtaken.push((flow, *c, seen));
+        for ev in batch {
+            match ev {
+                Event::Packet(p)
+                    if p.direction == Some(Direction::ToServer)
+                        && p.payload.starts_with(b"GET ") =>
+                {
+                    *heads
+                        .entry(FlowId {
+                            client: p.src,
+                            server: p.dst,
+                        })
+                        .or_default() += 1;
                 }
+                Event::RequestStarts { flow, count, .. } => {
+                    total += count;
+                    let c = counted.entry(flow).or_default();
+                    *c += count;
+                    let seen = heads.get(&flow).copied().unwrap_or(0);
+                    if *c > seen {
+                        overtaken.push((flow, *c, seen));
+                    }
+                }
+                _ => {}
             }
-            _ => {}
         }
     }
     let out = client.await.expect("client task");
@@ -293,15 +298,17 @@ async fn root_tc_on_veth_ipv6() {
         let mut got_get = false;
         let mut end = None;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-        while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, rx.recv()).await {
-            match ev {
-                Event::Packet(p) => {
-                    got_get |= p.direction == Some(Direction::ToServer)
-                        && p.payload.starts_with(b"GET / HTTP/1.1")
-                        && p.dst.is_ipv6();
+        while let Ok(Some(batch)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+            for ev in batch {
+                match ev {
+                    Event::Packet(p) => {
+                        got_get |= p.direction == Some(Direction::ToServer)
+                            && p.payload.starts_with(b"GET / HTTP/1.1")
+                            && p.dst.is_ipv6();
+                    }
+                    Event::FlowEnd { reason, totals, .. } => end = Some((reason, totals)),
+                    Event::RequestStarts { .. } | Event::Plaintext(_) | Event::Socket(_) => {}
                 }
-                Event::FlowEnd { reason, totals, .. } => end = Some((reason, totals)),
-                Event::RequestStarts { .. } | Event::Plaintext(_) | Event::Socket(_) => {}
             }
         }
         println!("stats: {:?}", cap.stats().unwrap());

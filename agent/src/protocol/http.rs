@@ -15,8 +15,13 @@ pub const MAX_HEAD: usize = 16 * 1024;
 /// Header slots tried first; a head with more is parsed again with room
 /// for as many as [`MAX_HEAD`] bytes can hold.
 const MAX_HEADERS: usize = 96;
+/// Header slots are handed to httparse uninitialised: it writes those it
+/// fills, and writing all 96 first was a visible share of every request.
+type Slots<'b> = [MaybeUninit<httparse::Header<'b>>];
 /// Requests taken from one buffer at most (bounds work on garbage).
 const MAX_REQUESTS: usize = 1024;
+
+use std::mem::MaybeUninit;
 
 // The method rule is the kernel's: one table, in `agent_common::http`.
 pub use agent_common::http::{could_start_with_method, starts_with_method};
@@ -211,9 +216,9 @@ pub fn scan_requests_with(buf: &[u8], credential_headers: &CredentialHeaders) ->
 /// `None` while the head is incomplete.
 pub fn head_upgrades_to_h2c(buf: &[u8]) -> Option<bool> {
     // Only the Upgrade header matters here: no strings, no hashing.
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    match req.parse(buf) {
+    let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    match req.parse_with_uninit_headers(buf, &mut headers) {
         Ok(httparse::Status::Complete(_)) => Some(
             req.headers
                 .iter()
@@ -257,11 +262,11 @@ enum HeadResult {
 }
 
 fn parse_head(buf: &[u8], credential_headers: &CredentialHeaders) -> HeadResult {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
     match parse_head_with(buf, &mut headers, credential_headers) {
         Err(httparse::Error::TooManyHeaders) => {
             // Rare: retry with room for as many headers as MAX_HEAD can hold.
-            let mut many = vec![httparse::EMPTY_HEADER; MAX_HEAD / 4];
+            let mut many = Box::new_uninit_slice(MAX_HEAD / 4);
             parse_head_with(buf, &mut many, credential_headers).unwrap_or(HeadResult::Invalid)
         }
         Err(_) => HeadResult::Invalid,
@@ -271,11 +276,11 @@ fn parse_head(buf: &[u8], credential_headers: &CredentialHeaders) -> HeadResult 
 
 fn parse_head_with<'b>(
     buf: &'b [u8],
-    headers: &mut [httparse::Header<'b>],
+    headers: &mut Slots<'b>,
     credential_headers: &CredentialHeaders,
 ) -> Result<HeadResult, httparse::Error> {
-    let mut req = httparse::Request::new(headers);
-    let head_len = match req.parse(buf)? {
+    let mut req = httparse::Request::new(&mut []);
+    let head_len = match req.parse_with_uninit_headers(buf, headers)? {
         httparse::Status::Complete(n) => n,
         httparse::Status::Partial => return Ok(HeadResult::Partial),
     };

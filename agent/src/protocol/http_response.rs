@@ -5,6 +5,8 @@
 //! otherwise Transfer-Encoding (chunked) hides the end, Content-Length
 //! gives it, and with neither the body runs to the end of the connection.
 
+use std::mem::MaybeUninit;
+
 use super::http::MAX_HEAD;
 
 /// Header slots tried; a head with more is read for its status line only.
@@ -56,9 +58,15 @@ pub const fn is_interim(status: u16) -> bool {
 /// Reads the response head at the start of `buf`; `to_head` says whether
 /// it answers a HEAD request (no body whatever the headers say).
 pub fn parse_response_head(buf: &[u8], to_head: bool) -> ResponseHead {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
-    match resp.parse(buf) {
+    // Uninitialised slots: the same parse as `Response::parse`, without
+    // writing all 64 slots first on every head.
+    let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        buf,
+        &mut headers,
+    ) {
         Ok(httparse::Status::Complete(head_len)) => {
             let Some(status) = resp.code else {
                 return ResponseHead::NotResponse;

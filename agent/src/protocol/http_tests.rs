@@ -314,3 +314,34 @@ fn host_with_control_bytes_is_dropped() {
     let reqs = parse_requests(b"GET / HTTP/1.1\r\nHost: Api.Example.com:8080\r\n\r\n");
     assert_eq!(reqs[0].host.as_deref(), Some("api.example.com"));
 }
+
+/// More headers than the first parse has slots for (96): parsed again with
+/// room for them all, nothing after them lost.
+#[test]
+fn heads_with_many_headers_are_parsed_whole() {
+    let mut head = b"GET /many HTTP/1.1\r\n".to_vec();
+    for i in 0..150 {
+        head.extend_from_slice(format!("X-Pad-{i}: v\r\n").as_bytes());
+    }
+    head.extend_from_slice(
+        b"Host: Many.Example:8080\r\nAuthorization: Bearer late-token\r\n\
+Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n\r\n",
+    );
+    let scan = scan_requests(&head);
+    assert_eq!(scan.requests.len(), 1, "{:?}", scan.end);
+    let r = &scan.requests[0];
+    assert_eq!((r.method.as_str(), r.path.as_str()), ("GET", "/many"));
+    assert_eq!(r.host.as_deref(), Some("many.example"));
+    let creds: Vec<(&str, [u8; 32])> = r
+        .credentials
+        .iter()
+        .map(|c| (c.header.as_ref(), *c.fingerprint.as_bytes()))
+        .collect();
+    assert_eq!(creds, vec![("authorization", sha(b"late-token"))]);
+    assert!(r.upgrade_h2c);
+    assert_eq!(classify(&head), Protocol::H2c);
+    // Cut before its end, it is waited for (and undecided).
+    let cut = &head[..head.len() - 2];
+    assert_eq!(scan_requests(cut).end, ScanEnd::NeedMore);
+    assert_eq!(classify(cut), Protocol::Unknown);
+}

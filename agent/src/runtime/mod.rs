@@ -6,7 +6,7 @@
 //! task owns the engine and everything flows through it:
 //!
 //! ```text
-//! kernel ring ─► capture ─► mpsc<Event> ─► engine ─► outputs ─► metrics / audit / watch
+//! kernel ring ─► capture ─► mpsc<Vec<Event>> ─► engine ─► outputs ─► metrics / audit / watch
 //!                     ▲                       ▲ tick (1 s): stage changes, quiet violations,
 //!   flow-map poller ──┘ (after a ring drain)  │           views for the API socket
 //!   contract file / SIGHUP ─► reload ─────────┘
@@ -210,12 +210,12 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let (served_tx, mut served_rx) = mpsc::channel(2);
     let reason = loop {
         tokio::select! {
-            ev = rx.recv() => {
-                let Some(ev) = ev else { break "the capture stopped".to_owned() };
-                engine.handle(ev);
+            batch = rx.recv() => {
+                let Some(batch) = batch else { break "the capture stopped".to_owned() };
+                batch.into_iter().for_each(|ev| engine.handle(ev));
                 // Drain what is already queued before looking at timers.
-                while let Ok(ev) = rx.try_recv() {
-                    engine.handle(ev);
+                while let Ok(batch) = rx.try_recv() {
+                    batch.into_iter().for_each(|ev| engine.handle(ev));
                 }
                 state.outputs(&mut engine, &metrics, &audit, &snapshot);
             }
@@ -296,8 +296,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
 async fn start_capture(
     contract: &Contract,
     settings: &config::Settings,
-) -> Result<(Capture, String, mpsc::Receiver<Event>), crate::capture::CaptureError> {
-    let (tx, rx) = mpsc::channel::<Event>(8192);
+) -> Result<(Capture, String, mpsc::Receiver<Vec<Event>>), crate::capture::CaptureError> {
+    // Batches of up to `BATCH` events: at most the 8192 events a channel of
+    // single events held (memory stays bounded when the engine is behind).
+    let (tx, rx) = mpsc::channel::<Vec<Event>>(8192 / crate::capture::BATCH);
     let config = CaptureConfig {
         endpoints: rules::kernel_rules(contract).await,
         ..settings.capture.clone()
@@ -331,17 +333,21 @@ fn live_engine(contract: Arc<Contract>, settings: &config::Settings) -> Engine {
 
 /// Shutdown detaches, then hands over what is still in the ring; judges it
 /// while it arrives (the channel would otherwise fill and stall the drain).
-async fn drain_at_shutdown(capture: Capture, rx: &mut mpsc::Receiver<Event>, engine: &mut Engine) {
+async fn drain_at_shutdown(
+    capture: Capture,
+    rx: &mut mpsc::Receiver<Vec<Event>>,
+    engine: &mut Engine,
+) {
     let shutdown = capture.shutdown();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
-            Some(ev) = rx.recv() => engine.handle(ev),
+            Some(batch) = rx.recv() => batch.into_iter().for_each(|ev| engine.handle(ev)),
         }
     }
-    while let Ok(ev) = rx.try_recv() {
-        engine.handle(ev);
+    while let Ok(batch) = rx.try_recv() {
+        batch.into_iter().for_each(|ev| engine.handle(ev));
     }
 }
 

@@ -202,7 +202,7 @@ fn main() -> anyhow::Result<()> {
             Some(every.clone()),
             true,
         ),
-        // The consumer stalls (1-slot channel, never drained) while the
+        // The consumer stalls (1-batch channel, never drained) while the
         // 16 MiB ring still has room: what sampling costs when the reader
         // falls behind (wake-up policy, ring filling), not a drop test.
         (

@@ -11,7 +11,7 @@ use crate::{EVENT_TIMEOUT, capture_in_cgroup, dump_lo, http_client_in, wait_clos
 fn flood_delivered_plus_dropped_equals_produced() {
     require_tools();
     let server = HttpServer::start("127.0.0.1:0".parse().expect("addr"), 32);
-    // A 16 KiB ring holds well under 100 samples; the 4-slot channel stalls
+    // A 16 KiB ring holds well under 100 samples; the 4-batch channel stalls
     // the reader as soon as the test stops draining it (it does not, until
     // the traffic is over). Every payload segment is sampled (1 in 1).
     let tuning = Tuning {

@@ -10,10 +10,7 @@
 mod convert;
 mod views;
 
-use std::{
-    collections::HashMap,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use agent_common::{FlowKey, FlowStats, flow_state, observer};
 
@@ -23,6 +20,11 @@ use self::{
     views::{DupView, TlsLayer, tally_dup},
 };
 use crate::event::{Event, FlowEndReason, FlowId, FlowTotals, LocalSocket, Nanos};
+
+/// The tracker's tables are looked up on every sample: foldhash, not
+/// SipHash; seeded per process, since remote clients choose part of the
+/// 4-tuples that key them.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// How long an ended connection keeps its claim, so that the other views'
 /// late records and flow ends of the same connection are dropped.
@@ -127,17 +129,30 @@ impl Tracker {
     /// first view seen claims the connection. Late samples of an ended
     /// connection are still delivered (their data is real) but do not
     /// revive it.
+    #[cfg(test)]
     pub fn admit_sample(&mut self, key: &FlowKey) -> bool {
+        self.claim_sample(key).0
+    }
+
+    /// [`Tracker::admit_sample`] and then [`Tracker::socket`] (no pid) in
+    /// one lookup: whether the sample is reported, and its socket if news.
+    pub fn sample(&mut self, key: &FlowKey, cgroup_id: u64, ts: Nanos) -> (bool, Option<Event>) {
+        let (admitted, t) = self.claim_sample(key);
+        (admitted, announce(t, key, cgroup_id, None, ts))
+    }
+
+    /// [`Tracker::admit_sample`], with the connection's entry.
+    fn claim_sample(&mut self, key: &FlowKey) -> (bool, &mut Tracked) {
         let v = view(key);
         let t = self
             .flows
             .entry(Conn::of(key))
             .or_insert_with(|| Tracked::new(v, 0));
         if t.view == v {
-            true
+            (true, t)
         } else {
             self.duplicate_views += 1;
-            false
+            (false, t)
         }
     }
 
@@ -153,30 +168,8 @@ impl Tracker {
         pid: Option<u32>,
         ts: Nanos,
     ) -> Option<Event> {
-        let side = socket_side(key.observer)?;
-        if cgroup_id == 0 {
-            return None;
-        }
         let t = self.flows.get_mut(&Conn::of(key))?;
-        let slot = &mut t.announced[side.index()];
-        let new_cgroup = slot.0 != cgroup_id;
-        let new_pid = pid.is_some_and(|p| p != slot.1);
-        if !new_cgroup && !new_pid {
-            return None;
-        }
-        if new_cgroup {
-            *slot = (cgroup_id, 0);
-        }
-        if let Some(p) = pid {
-            slot.1 = p;
-        }
-        Some(Event::Socket(LocalSocket {
-            ts,
-            flow: flow_id(key),
-            side,
-            cgroup_id,
-            pid,
-        }))
+        announce(t, key, cgroup_id, pid, ts)
     }
 
     /// A flow-end record: the last request-start delta, then the end.
@@ -455,6 +448,39 @@ impl Tracker {
             });
         }
     }
+}
+
+/// [`Tracker::socket`] on the connection's entry `t`.
+fn announce(
+    t: &mut Tracked,
+    key: &FlowKey,
+    cgroup_id: u64,
+    pid: Option<u32>,
+    ts: Nanos,
+) -> Option<Event> {
+    let side = socket_side(key.observer)?;
+    if cgroup_id == 0 {
+        return None;
+    }
+    let slot = &mut t.announced[side.index()];
+    let new_cgroup = slot.0 != cgroup_id;
+    let new_pid = pid.is_some_and(|p| p != slot.1);
+    if !new_cgroup && !new_pid {
+        return None;
+    }
+    if new_cgroup {
+        *slot = (cgroup_id, 0);
+    }
+    if let Some(p) = pid {
+        slot.1 = p;
+    }
+    Some(Event::Socket(LocalSocket {
+        ts,
+        flow: flow_id(key),
+        side,
+        cgroup_id,
+        pid,
+    }))
 }
 
 /// Request starts of an already ended connection not reported yet (none

@@ -2,11 +2,14 @@
 //! layer (request starts reported for the connection) and the duplicate
 //! wire views (request starts tallied for the baseline, never reported).
 
-use std::{collections::HashMap, time::Instant};
+use std::time::Instant;
 
 use agent_common::{FlowKey, FlowStats, flow_state};
 
-use super::convert::{Conn, ObserverId, first_seen, totals_requests, view};
+use super::{
+    HashMap,
+    convert::{Conn, ObserverId, first_seen, totals_requests, view},
+};
 
 /// Reporting state of one connection's TLS plaintext layer.
 #[derive(Debug)]
