@@ -469,19 +469,22 @@ async fn local_connection_is_worked_once(name: &str, netns: Option<&str>, addr: 
     let mut sides = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while ends.len() < CONNECTIONS as usize || starts < CONNECTIONS * PER_CONNECTION {
-        let Ok(Some(ev)) = tokio::time::timeout_at(deadline, rx.recv()).await else {
+        let Ok(Some(batch)) = tokio::time::timeout_at(deadline, rx.recv()).await else {
             break;
         };
-        match ev {
-            Event::Packet(p)
-                if p.direction == Some(Direction::ToServer) && p.payload.starts_with(b"GET ") =>
-            {
-                heads += 1;
+        for ev in batch {
+            match ev {
+                Event::Packet(p)
+                    if p.direction == Some(Direction::ToServer)
+                        && p.payload.starts_with(b"GET ") =>
+                {
+                    heads += 1;
+                }
+                Event::RequestStarts { count, .. } => starts += count,
+                Event::FlowEnd { totals, .. } => ends.push(totals),
+                Event::Socket(s) => sides.push((s.side, s.cgroup_id)),
+                Event::Packet(_) | Event::Plaintext(_) => {}
             }
-            Event::RequestStarts { count, .. } => starts += count,
-            Event::FlowEnd { totals, .. } => ends.push(totals),
-            Event::Socket(s) => sides.push((s.side, s.cgroup_id)),
-            Event::Packet(_) | Event::Plaintext(_) => {}
         }
     }
     let stats = cap.stats().expect("capture stats");
