@@ -46,6 +46,33 @@ async fn serve(listener: TcpListener) {
     }
 }
 
+/// A capture of the child cgroup `cg` watching `prefix` on `port` as
+/// endpoint `id`, polling the flow map every `poll`.
+fn watch(
+    cg: &std::path::Path,
+    id: u32,
+    prefix: &str,
+    port: u16,
+    poll: Duration,
+    tx: mpsc::Sender<Vec<Event>>,
+) -> Capture {
+    Capture::start(
+        CaptureConfig {
+            cgroup: Some(cg.to_path_buf()),
+            endpoints: vec![EndpointRule {
+                id,
+                prefix: Some(prefix.parse().expect("a prefix")),
+                ports: PortSpec::List(vec![port]),
+                workload: false,
+            }],
+            poll_interval: poll,
+            ..CaptureConfig::default()
+        },
+        tx,
+    )
+    .expect("capture starts")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn root_curl_in_child_cgroup_is_seen() {
     let root = system::cgroup2_root().expect("cgroup v2");
@@ -57,21 +84,14 @@ async fn root_curl_in_child_cgroup_is_seen() {
 
     let (tx, mut rx) = mpsc::channel(1024);
     let _stats_fd = Capture::enable_run_stats().ok();
-    let cap = Capture::start(
-        CaptureConfig {
-            cgroup: Some(cg.clone()),
-            endpoints: vec![EndpointRule {
-                id: 42,
-                prefix: Some("127.0.0.1/32".parse().unwrap()),
-                ports: PortSpec::List(vec![port]),
-                workload: false,
-            }],
-            poll_interval: Duration::from_millis(100),
-            ..CaptureConfig::default()
-        },
+    let cap = watch(
+        &cg,
+        42,
+        "127.0.0.1/32",
+        port,
+        Duration::from_millis(100),
         tx,
-    )
-    .expect("capture starts");
+    );
     let url = format!("http://127.0.0.1:{port}");
     let out = Command::new("sh")
         .arg("-c")
@@ -147,21 +167,7 @@ async fn root_request_counts_never_overtake_their_heads() {
     tokio::spawn(serve(listener));
 
     let (tx, mut rx) = mpsc::channel(4096);
-    let cap = Capture::start(
-        CaptureConfig {
-            cgroup: Some(cg.clone()),
-            endpoints: vec![EndpointRule {
-                id: 7,
-                prefix: Some("127.0.0.1/32".parse().unwrap()),
-                ports: PortSpec::List(vec![port]),
-                workload: false,
-            }],
-            poll_interval: Duration::from_millis(1),
-            ..CaptureConfig::default()
-        },
-        tx,
-    )
-    .expect("capture starts");
+    let cap = watch(&cg, 7, "127.0.0.1/32", port, Duration::from_millis(1), tx);
     const CONNECTIONS: u64 = 30;
     let url = format!("http://127.0.0.1:{port}");
     let client = tokio::task::spawn_blocking(move || {
@@ -428,21 +434,14 @@ async fn local_connection_is_worked_once(name: &str, netns: Option<&str>, addr: 
     let port: u16 = line.trim().parse().expect("a port");
 
     let (tx, mut rx) = mpsc::channel(4096);
-    let cap = Capture::start(
-        CaptureConfig {
-            cgroup: Some(cg.clone()),
-            endpoints: vec![EndpointRule {
-                id: 9,
-                prefix: Some(format!("{addr}/32").parse().expect("a prefix")),
-                ports: PortSpec::List(vec![port]),
-                workload: false,
-            }],
-            poll_interval: Duration::from_millis(50),
-            ..CaptureConfig::default()
-        },
+    let cap = watch(
+        &cg,
+        9,
+        &format!("{addr}/32"),
+        port,
+        Duration::from_millis(50),
         tx,
-    )
-    .expect("capture starts");
+    );
     const CONNECTIONS: u64 = 3;
     const PER_CONNECTION: u64 = 10;
     let urls: Vec<String> = (0..PER_CONNECTION)
