@@ -137,7 +137,8 @@ pub mod flow_state {
     pub const LOCAL_DUPLICATE: u64 = 64;
     /// A server-socket view that must count on its own (no client-socket
     /// view had sampled the connection's first request when it was
-    /// decided: a remote client, or the server spoke first): never skipped.
+    /// decided: a remote client, or the server spoke first; or its client
+    /// view left the map): never skipped, whatever other bit is set.
     pub const LOCAL_SOLE: u64 = 128;
 }
 

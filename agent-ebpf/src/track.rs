@@ -207,7 +207,8 @@ pub fn handle(skb: *mut __sk_buff, hook: Hook) {
 /// before this ingress hook did, had sampled it too. A client view under
 /// the same key exists only if the client's socket is on this node; any
 /// other flow is decided sole by one missed lookup. Decided once per flow
-/// (a state bit); FIN/RST and what follows a FIN are never skipped, so the
+/// (a state bit); each skipped packet checks that the client view is still
+/// in the map; FIN/RST and what follows a FIN are never skipped, so the
 /// entry still ends with the connection.
 #[inline(always)]
 fn local_duplicate(key: &FlowKey, p: &Tcp, flow: *mut FlowStats) -> bool {
@@ -218,8 +219,21 @@ fn local_duplicate(key: &FlowKey, p: &Tcp, flow: *mut FlowStats) -> bool {
     }
     let ending = p.flags & (tcp::FIN | tcp::RST) != 0
         || state & (flow_state::FIN_TO_SERVER | flow_state::FIN_TO_CLIENT | flow_state::ENDED) != 0;
+    let mut peer = *key;
+    peer.observer = observer::CLIENT_SOCKET;
     if state & flow_state::LOCAL_DUPLICATE != 0 {
-        return !ending;
+        if ending {
+            return false;
+        }
+        // Only while the client view is there to count: one evicted by the
+        // LRU, or deleted because a reload took its rule away, leaves this
+        // view to count on its own from here (both bits set: sole wins).
+        if RW_FLOWS.get_ptr(peer).is_some() {
+            return true;
+        }
+        // SAFETY: `flow` is a live map value, 8-byte aligned.
+        or(unsafe { &raw mut (*flow).state }, flow_state::LOCAL_SOLE);
+        return false;
     }
     // SAFETY: live map value.
     let (to_server, to_client) = unsafe { ((*flow).dirs[0].samples, (*flow).dirs[1].samples) };
@@ -227,8 +241,6 @@ fn local_duplicate(key: &FlowKey, p: &Tcp, flow: *mut FlowStats) -> bool {
         // Not sampled yet: the socket is not named yet.
         return false;
     }
-    let mut peer = *key;
-    peer.observer = observer::CLIENT_SOCKET;
     // SAFETY: live map value, read at once.
     let peer_first = RW_FLOWS
         .get_ptr(peer)
