@@ -16,6 +16,7 @@ mod cgroup;
 mod discover;
 mod endpoint;
 mod floor;
+mod local;
 mod maps;
 mod packet;
 mod sock;

@@ -24,7 +24,7 @@
 //! When both sockets of a connection are on this node (loopback, veth) each
 //! packet passes two hooks: the server-socket view stops after its first
 //! sample when the client-socket view counts the connection
-//! (`local_duplicate`), so the second run costs a lookup and a state read,
+//! (`local::local_duplicate`), so the second run costs a lookup and a state read,
 //! not the whole path.
 
 use core::{
@@ -50,6 +50,7 @@ use aya_ebpf::{
 use crate::{
     cgroup::cgroup_observer,
     endpoint::{NO_MATCH, match_side},
+    local::local_duplicate,
     maps::{
         RW_CONFIG, RW_EVENTS, RW_FLOWS, RW_PORTS, RW_SCRATCH, RW_ZERO_FLOW, count, count_activity,
     },
@@ -194,67 +195,6 @@ pub fn handle(skb: *mut __sk_buff, hook: Hook) {
     update(skb, &key, &p, dir, endpoint, &cfg, flow);
 }
 
-/// Whether this packet of an established server-socket view is one its
-/// client-socket view has already counted. When both sockets of a
-/// connection are on this node (loopback, a pod calling a pod or the host
-/// over a veth) every packet passes the sender's egress hook and the
-/// receiver's ingress hook, and both views used to do the whole work (the
-/// tracker then reported one and dropped the other's samples). Userspace
-/// reports the client-socket view of a connection when its first sample
-/// comes first; so the server view is skipped once it has sampled once
-/// (that sample names the server's socket) if its first sample was the
-/// first request and the client view, whose egress hook saw that packet
-/// before this ingress hook did, had sampled it too. A client view under
-/// the same key exists only if the client's socket is on this node; any
-/// other flow is decided sole by one missed lookup. Decided once per flow
-/// (a state bit); each skipped packet checks that the client view is still
-/// in the map; FIN/RST and what follows a FIN are never skipped, so the
-/// entry still ends with the connection.
-#[inline(always)]
-fn local_duplicate(key: &FlowKey, p: &Tcp, flow: *mut FlowStats) -> bool {
-    // SAFETY: `flow` is a live map value.
-    let state = unsafe { (*flow).state };
-    if state & flow_state::LOCAL_SOLE != 0 {
-        return false;
-    }
-    let ending = p.flags & (tcp::FIN | tcp::RST) != 0
-        || state & (flow_state::FIN_TO_SERVER | flow_state::FIN_TO_CLIENT | flow_state::ENDED) != 0;
-    let mut peer = *key;
-    peer.observer = observer::CLIENT_SOCKET;
-    if state & flow_state::LOCAL_DUPLICATE != 0 {
-        if ending {
-            return false;
-        }
-        // Only while the client view is there to count: one evicted by the
-        // LRU, or deleted because a reload took its rule away, leaves this
-        // view to count on its own from here (both bits set: sole wins).
-        if RW_FLOWS.get_ptr(peer).is_some() {
-            return true;
-        }
-        // SAFETY: `flow` is a live map value, 8-byte aligned.
-        or(unsafe { &raw mut (*flow).state }, flow_state::LOCAL_SOLE);
-        return false;
-    }
-    // SAFETY: live map value.
-    let (to_server, to_client) = unsafe { ((*flow).dirs[0].samples, (*flow).dirs[1].samples) };
-    if to_server == 0 && to_client == 0 {
-        // Not sampled yet: the socket is not named yet.
-        return false;
-    }
-    // SAFETY: live map value, read at once.
-    let peer_first = RW_FLOWS
-        .get_ptr(peer)
-        .is_some_and(|f| unsafe { (*f).dirs[0].samples } != 0);
-    let bit = if to_client == 0 && peer_first {
-        flow_state::LOCAL_DUPLICATE
-    } else {
-        flow_state::LOCAL_SOLE
-    };
-    // SAFETY: `flow` is a live map value, 8-byte aligned.
-    or(unsafe { &raw mut (*flow).state }, bit);
-    bit == flow_state::LOCAL_DUPLICATE && !ending
-}
-
 #[inline(always)]
 fn flow_key(
     p: &Tcp,
@@ -308,7 +248,7 @@ pub fn add(p: *mut u64, v: u64) {
 // concurrent packets of the same flow direction (rare) may share a segment
 // index, and userspace drops a duplicated flow end.
 #[inline(always)]
-fn or(p: *mut u64, v: u64) {
+pub fn or(p: *mut u64, v: u64) {
     // SAFETY: `p` points into a live map value, 8-byte aligned.
     unsafe { atomic_or::<u64, u64, { Relaxed }>(p, v) };
 }
