@@ -67,6 +67,22 @@ impl Tracked {
     fn same_connection(&self, fs: u64) -> bool {
         self.first_seen == 0 || fs == 0 || self.first_seen == fs
     }
+
+    /// Takes in the kernel entry `fs`, `total` (its first-seen stamp and
+    /// request starts) before a delta is taken from it. An entry that is not
+    /// the one reported so far counts from zero: a new connection on the
+    /// 4-tuple, or the entry of a live connection recreated (LRU eviction,
+    /// or deleted when its endpoint rule changed), whose counters restarted.
+    /// Without this, the old total would swallow the new requests.
+    fn rebase(&mut self, fs: u64, total: u64) {
+        if self.first_seen == 0 {
+            self.first_seen = fs;
+        }
+        if !self.same_connection(fs) || total < self.reported {
+            self.first_seen = fs;
+            self.reported = 0;
+        }
+    }
 }
 
 /// What one poll of the flow map produced.
@@ -122,6 +138,9 @@ pub struct Tracker {
     /// Polls so far: entries stamp the poll that saw them, so a poll needs
     /// no set of what it saw.
     polls: u32,
+    /// [`TOMBSTONE`], shorter in tests that explore its expiry.
+    #[cfg(test)]
+    tombstone: Option<Duration>,
 }
 
 impl Tracker {
@@ -212,6 +231,10 @@ impl Tracker {
             }
             *t = Tracked::new(v, fs);
         }
+        // A claim made by a sample has no first-seen stamp yet: without
+        // the record's, a later connection on the 4-tuple would pass for
+        // this one and its starts vanish into this one's total.
+        t.rebase(fs, totals_requests(stats));
         finish(t, id, stats, tls_delta, reason, ts)
     }
 
@@ -288,6 +311,10 @@ impl Tracker {
         self.end_tls_layers(&mut run);
         let (poll, now, mut out) = (run.poll, run.now, run.out);
         let now_i = Instant::now();
+        #[cfg(test)]
+        let tombstone = self.tombstone.unwrap_or(TOMBSTONE);
+        #[cfg(not(test))]
+        let tombstone = TOMBSTONE;
         for (conn, t) in &mut self.flows {
             if t.ended.is_some() || t.polled == poll {
                 continue;
@@ -304,10 +331,10 @@ impl Tracker {
             }
         }
         self.flows
-            .retain(|_, t| t.ended.is_none_or(|e| now_i.duration_since(e) < TOMBSTONE));
+            .retain(|_, t| t.ended.is_none_or(|e| now_i.duration_since(e) < tombstone));
         // A view gone from the map without an end was evicted or deleted.
         self.dups.retain(|_, d| match d.ended {
-            Some(e) => now_i.duration_since(e) < TOMBSTONE,
+            Some(e) => now_i.duration_since(e) < tombstone,
             None => std::mem::replace(&mut d.seen, false),
         });
         out
@@ -401,17 +428,7 @@ impl Tracker {
             // A new connection on the same 4-tuple.
             *t = Tracked::new(v, fs);
         }
-        if t.first_seen == 0 {
-            t.first_seen = fs;
-        }
-        // The kernel entry of a live connection was recreated (LRU
-        // eviction, or deleted when its endpoint rule changed): its
-        // counters restarted, so count from zero again rather than swallow
-        // the new requests.
-        if !t.same_connection(fs) || totals_requests(stats) < t.reported {
-            t.first_seen = fs;
-            t.reported = 0;
-        }
+        t.rebase(fs, totals_requests(stats));
         t.polled = poll;
         t.missing = 0;
         let totals = totals(stats);
@@ -535,5 +552,7 @@ fn finish(
     ]
 }
 
+#[cfg(test)]
+mod model;
 #[cfg(test)]
 mod tests;

@@ -141,6 +141,41 @@ fn new_connection_on_the_same_tuple_is_tracked_again() {
 }
 
 #[test]
+fn connection_claimed_by_a_sample_keeps_its_stamp_for_the_next_on_the_tuple() {
+    // A short connection the polls never saw: claimed by its sample (no
+    // stamp), reported by its flow-end record.
+    let mut t = Tracker::default();
+    assert!(t.admit_sample(&key(1)));
+    let [starts, _] = t.flow_end(&key(1), &stats(1), None, FlowEndReason::Fin, 2);
+    assert!(matches!(
+        starts,
+        Some(Event::RequestStarts { count: 1, .. })
+    ));
+    // The next connection on the 4-tuple, one request too: seen by a poll...
+    let mut next = stats(1);
+    next.dirs[0].first_seen_ns = 9000;
+    let out = t.poll(vec![(key(1), next)], &[], 3);
+    assert!(
+        matches!(
+            out.events.as_slice(),
+            [Event::RequestStarts { count: 1, .. }]
+        ),
+        "{:?}",
+        out.events
+    );
+    // ...or only by its own flow-end record.
+    let mut t = Tracker::default();
+    assert!(t.admit_sample(&key(1)));
+    t.flow_end(&key(1), &stats(1), None, FlowEndReason::Fin, 2);
+    assert!(t.admit_sample(&key(1)));
+    let [starts, _] = t.flow_end(&key(1), &next, None, FlowEndReason::Fin, 3);
+    assert!(
+        matches!(starts, Some(Event::RequestStarts { count: 1, .. })),
+        "{starts:?}"
+    );
+}
+
+#[test]
 fn recreated_entry_of_a_live_flow_counts_from_zero() {
     let mut t = Tracker::default();
     let out = t.poll(vec![(key(1), stats(5))], &[], 1);
