@@ -23,6 +23,31 @@ pub fn wait_until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> O
     }
 }
 
+/// Like [`wait_until`], with `explain`'s account of the state in the panic
+/// message: for waits whose failure is rare and needs more than the
+/// condition to understand.
+pub fn wait_until_explained<T>(
+    what: &str,
+    timeout: Duration,
+    check: impl FnMut() -> Option<T>,
+    explain: impl FnOnce() -> String,
+) -> T {
+    let mut check = check;
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!(
+                "timed out after {timeout:?} waiting for {what}\n{}",
+                explain()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Like [`wait_until`] for a boolean condition.
 pub fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
     wait_until(what, timeout, || check().then_some(()));

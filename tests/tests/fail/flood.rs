@@ -20,10 +20,12 @@ use tests::{
     http::curl_in,
     prom::Monitoring,
     tools::require_tools,
-    wait::wait_until,
+    wait::{wait_until, wait_until_explained},
 };
 
-use super::{Balance, TOKEN, contract, h2load_h1, rss_kib, scrape, served, server, sum};
+use super::{
+    Balance, TOKEN, contract, h2load_h1, kernel_flows, rss_kib, scrape, served, server, sum,
+};
 
 /// The agent's resident memory must stay below this through the flood: the
 /// event channel (8192 events), the ring and the engine's bounded tables.
@@ -93,9 +95,9 @@ fn starved_agent_accounts_for_every_request_and_recovers() {
     // The starved agent catches up: the kernel's baseline is every request,
     // and it adds up exactly.
     let mut last = None;
-    let balance = wait_until(
+    let balance = wait_until_explained(
         "the starved agent to account for every request",
-        Duration::from_secs(300),
+        Duration::from_secs(120),
         || {
             let m = scrape(&agent)?;
             let b = Balance::of(&m);
@@ -109,6 +111,29 @@ fn starved_agent_accounts_for_every_request_and_recovers() {
                 last = Some(b);
             }
             (settled && b.kernel >= sent && b.adds_up()).then_some((b, m))
+        },
+        || {
+            // Every counter of the capture and the engine, and what the
+            // kernel's map still holds.
+            let m = scrape(&agent).unwrap_or_default();
+            let counters: Vec<&str> = m
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .filter(|l| {
+                    [
+                        "uncharged",
+                        "lost",
+                        "kernel",
+                        "flows",
+                        "capture",
+                        "ring",
+                        "records",
+                    ]
+                    .iter()
+                    .any(|w| l.contains(w))
+                })
+                .collect();
+            format!("{}\n{}", counters.join("\n"), kernel_flows(agent.pid()))
         },
     );
     let caught_up = flood_end.elapsed();

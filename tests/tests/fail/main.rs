@@ -134,6 +134,74 @@ impl Balance {
     }
 }
 
+/// What the agent `pid`'s kernel flow map holds, read with bpftool: how
+/// many entries, how many ended (and with the record lost), and the request
+/// starts they hold, with the entries that hold any. For the failure message
+/// of a balance that does not add up: starts held in entries the agent
+/// never reported point at userspace, starts in no entry at the kernel.
+fn kernel_flows(pid: i32) -> String {
+    let ids: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter_map(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("map_id:").map(|v| v.trim().to_owned()))
+        })
+        .collect();
+    let bpftool = |args: &[&str]| -> Option<serde_json::Value> {
+        let out = Command::new("bpftool").arg("-j").args(args).output().ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    };
+    let Some(id) = ids
+        .iter()
+        .find(|id| bpftool(&["map", "show", "id", id]).is_some_and(|m| m["name"] == "RW_FLOWS"))
+    else {
+        return format!("kernel flow map: not found among the maps of pid {pid} ({ids:?})");
+    };
+    let Some(serde_json::Value::Array(entries)) = bpftool(&["map", "dump", "id", id]) else {
+        return "kernel flow map: bpftool map dump failed".to_owned();
+    };
+    let bytes = |v: &serde_json::Value| -> Vec<u8> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|b| u8::from_str_radix(b.as_str()?.trim_start_matches("0x"), 16).ok())
+            .collect()
+    };
+    let word = |b: &[u8], off: usize| {
+        b.get(off..off + 8)
+            .map_or(0, |w| u64::from_le_bytes(w.try_into().expect("8 bytes")))
+    };
+    // FlowKey: addresses (32 bytes), client port at 32; FlowStats: the
+    // to-server DirStats first (request_starts at 32, first_seen at 40),
+    // state at 152 (see agent-common).
+    let (mut n, mut ended, mut lost, mut starts) = (0, 0, 0, 0);
+    let mut holding = Vec::new();
+    for e in &entries {
+        let (k, v) = (bytes(&e["key"]), bytes(&e["value"]));
+        let (s, state) = (word(&v, 32), word(&v, 152));
+        n += 1;
+        ended += u64::from(state & 4 != 0);
+        lost += u64::from(state & 16 != 0);
+        starts += s;
+        if s > 0 && holding.len() < 40 {
+            let port = k
+                .get(32..34)
+                .map_or(0, |p| u16::from_le_bytes([p[0], p[1]]));
+            holding.push(format!(
+                "port {port}: {s} starts, state {state:#x}, first seen {}",
+                word(&v, 40)
+            ));
+        }
+    }
+    format!(
+        "kernel flow map {id}: {n} entries, {ended} ended ({lost} with the record lost), {starts} request starts held\n  {}",
+        holding.join("\n  ")
+    )
+}
+
 /// Resident memory of `pid` in KiB.
 fn rss_kib(pid: i32) -> Option<u64> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
