@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use agent_common::{FlowKey, FlowStats, flow_state, observer};
+use agent_common::{FlowKey, FlowStats, flow_state};
 
 use super::{PollRun, Tracker};
 use crate::event::{Event, FlowEndReason};
@@ -68,17 +68,10 @@ const CHUNK: usize = 2;
 const STAMP_DIV: u64 = 1;
 
 fn key(port: u16) -> FlowKey {
-    let mut a = [0u8; 16];
-    a[10] = 0xff;
-    a[11] = 0xff;
-    a[12..].copy_from_slice(&[127, 0, 0, 1]);
     FlowKey {
-        client_addr: a,
-        server_addr: a,
         client_port: port,
         server_port: 8080,
-        observer: observer::CLIENT_SOCKET,
-        ..FlowKey::default()
+        ..crate::capture::ring::tests::key()
     }
 }
 
