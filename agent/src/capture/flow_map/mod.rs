@@ -311,10 +311,7 @@ impl Tracker {
         self.end_tls_layers(&mut run);
         let (poll, now, mut out) = (run.poll, run.now, run.out);
         let now_i = Instant::now();
-        #[cfg(test)]
-        let tombstone = self.tombstone.unwrap_or(TOMBSTONE);
-        #[cfg(not(test))]
-        let tombstone = TOMBSTONE;
+        let tombstone = self.tombstone();
         for (conn, t) in &mut self.flows {
             if t.ended.is_some() || t.polled == poll {
                 continue;
@@ -338,6 +335,15 @@ impl Tracker {
             None => std::mem::replace(&mut d.seen, false),
         });
         out
+    }
+
+    /// How long an ended connection keeps its claim ([`TOMBSTONE`]).
+    fn tombstone(&self) -> Duration {
+        #[cfg(test)]
+        if let Some(t) = self.tombstone {
+            return t;
+        }
+        TOMBSTONE
     }
 
     /// Once the TLS layers of a poll are through: layers whose entry is
