@@ -32,6 +32,7 @@ pub mod map_names {
     pub const STATS: &str = "RW_STATS";
     pub const SCRATCH: &str = "RW_SCRATCH";
     pub const TLS_CONFIG: &str = "RW_TLS_CONFIG";
+    pub const TLS_AWAITING: &str = "RW_TLS_AWAITING";
     pub const TLS_PROCS: &str = "RW_TLS_PROCS";
     pub const TLS_TRIGGERS: &str = "RW_TLS_TRIGGERS";
     pub const WORKLOAD_ENDPOINTS: &str = "RW_WL_ENDPOINTS";

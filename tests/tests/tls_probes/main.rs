@@ -170,6 +170,19 @@ pub fn check_exact(h: &mut Harness, flow: FlowId, n: u64) {
     assert_eq!(h.request_starts_of(flow), n, "request starts of {flow:?}");
 }
 
+/// Once the clients are done and the servers idle, no SSL call is left
+/// counted as waiting for its socket's syscall: the count that lets the
+/// `sys_enter` hook skip its hash lookup is back at 0 (a call counted twice,
+/// or never discharged, would keep every syscall of the machine paying it;
+/// one discharged twice would wrap it).
+pub fn check_no_call_awaiting(h: &Harness) {
+    wait_until(
+        "no SSL call left waiting for its socket",
+        EVENT_TIMEOUT,
+        || (h.tls_coverage().calls_awaiting_socket == 0).then_some(()),
+    );
+}
+
 pub fn loopback(v6: bool) -> IpAddr {
     if v6 {
         "::1".parse().expect("ip")

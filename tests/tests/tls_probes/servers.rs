@@ -13,7 +13,10 @@ use tests::{
     tls_servers::{Nginx, PYTHON, WaitingClient, curl, py_client, require_tls_tools},
 };
 
-use crate::{check_exact, check_requests, flow, loopback, plaintext, tls_capture, wait_probed};
+use crate::{
+    check_exact, check_no_call_awaiting, check_requests, flow, loopback, plaintext, tls_capture,
+    wait_probed,
+};
 
 /// nginx with two workers (two processes sharing one libssl), started
 /// before the capture; curl makes `n` keep-alive requests.
@@ -41,6 +44,7 @@ fn nginx_before_capture_curl(v6: bool) {
     let f = flow(nginx.addr, run.local_port);
     check_requests(&mut h, f, 5, "/ng/keepalive", &workers);
     check_exact(&mut h, f, 5);
+    check_no_call_awaiting(&h);
     // curl called a server on this node: not probed, counted as skipped.
     let cov = h.tls_coverage();
     assert!(cov.local_clients_skipped >= 1, "{cov:?}");
@@ -105,6 +109,7 @@ fn python_server_threads(v6: bool) {
     let f = flow(server.addr, run.local_port);
     check_requests(&mut h, f, 3, "/py/curl", &[server.pid()]);
     check_exact(&mut h, f, 3);
+    check_no_call_awaiting(&h);
 }
 
 #[test]
@@ -189,6 +194,7 @@ fn tls_connection_older_than_the_capture_is_joined() {
     assert_eq!(client.go(), vec!["200"; 4]);
     check_requests(&mut h, f, 4, "/old", &workers);
     check_exact(&mut h, f, 4);
+    check_no_call_awaiting(&h);
 }
 
 /// A server in another network namespace of this node (a pod, say) and

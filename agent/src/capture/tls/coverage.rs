@@ -92,4 +92,10 @@ pub struct TlsCoverage {
     pub detached: u64,
     /// Kernel triggers received.
     pub triggers: u64,
+    /// SSL calls waiting for the syscall that names their socket, machine
+    /// wide (`RW_TLS_AWAITING`). Near 0 at rest; while it is 0 the
+    /// `sys_enter` hook skips its hash lookup. A value that stays high
+    /// means calls lost without their thread returning (the lookup is then
+    /// paid again, no record is lost).
+    pub calls_awaiting_socket: u64,
 }

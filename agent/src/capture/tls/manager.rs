@@ -17,7 +17,7 @@ use std::{
 use agent_common::{TlsTrigger, program_names as pn, tls_trigger};
 use aya::{
     Ebpf,
-    maps::{HashMap as BpfHashMap, MapData, RingBuf},
+    maps::{Array, HashMap as BpfHashMap, MapData, RingBuf},
     programs::{
         ProgramError, RawTracePoint, UProbe,
         raw_trace_point::RawTracePointLink,
@@ -80,6 +80,8 @@ pub(super) struct Probed {
 pub(super) struct State {
     pub(super) ebpf: Arc<Mutex<Ebpf>>,
     pub(super) procs: BpfHashMap<MapData, u32, u32>,
+    /// `RW_TLS_AWAITING`: calls waiting for the syscall naming their socket.
+    pub(super) awaiting: Array<MapData, u64>,
     pub(super) rules: Vec<EndpointRule>,
     pub(super) exclude: Vec<glob::Pattern>,
     pub(super) probed: HashMap<u32, Probed>,
@@ -202,6 +204,7 @@ fn classify(e: &ProgramError) -> TlsFailure {
 impl State {
     pub(super) fn snapshot(&self) -> TlsCoverage {
         let mut c = self.coverage.clone();
+        c.calls_awaiting_socket = self.awaiting.get(&0, 0).unwrap_or(0);
         c.processes = self
             .probed
             .iter()

@@ -241,7 +241,7 @@ impl TlsProbes {
             return Err(TlsUnavailable::NoUprobes);
         }
         let cfg = kernel_config(options.max_copy)?;
-        let (procs, ring, triggers) = {
+        let (procs, awaiting, ring, triggers) = {
             let mut e = lock(&ebpf);
             let mut config: Array<MapData, TlsConfig> = take(&mut e, map_names::TLS_CONFIG)?;
             config
@@ -262,6 +262,7 @@ impl TlsProbes {
                 .map_err(prog_err(pn::TLS_SYS_ENTER))?;
             p.load().map_err(prog_err(pn::TLS_SYS_ENTER))?;
             let procs: BpfHashMap<MapData, u32, u32> = take(&mut e, map_names::TLS_PROCS)?;
+            let awaiting: Array<MapData, u64> = take(&mut e, map_names::TLS_AWAITING)?;
             let ring: RingBuf<MapData> = take(&mut e, map_names::TLS_TRIGGERS)?;
             let mut links = Vec::new();
             for (name, tp) in TRIGGERS {
@@ -274,7 +275,7 @@ impl TlsProbes {
                 let id = p.attach(tp).map_err(prog_err(name))?;
                 links.push(p.take_link(id).map_err(prog_err(name))?);
             }
-            (procs, ring, links)
+            (procs, awaiting, ring, links)
         };
         let exclude = options
             .exclude
@@ -290,6 +291,7 @@ impl TlsProbes {
         let state = Arc::new(Mutex::new(State {
             ebpf,
             procs,
+            awaiting,
             rules,
             exclude,
             probed: HashMap::new(),

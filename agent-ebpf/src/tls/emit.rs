@@ -1,25 +1,11 @@
-//! OpenSSL plaintext: uprobes on libssl and the `sys_enter` raw tracepoint.
+//! The copy half of the TLS probes: joins a call's plaintext to its flow,
+//! counts it, and copies it into the ring.
 //!
-//! Hooks: entry uprobes on `SSL_write`, `SSL_write_ex`, `SSL_read`,
-//! `SSL_read_ex`, `SSL_set_fd`; one uretprobe on the returns of `SSL_read`
-//! and `SSL_read_ex`; a `sys_enter` raw tracepoint (no tracefs needed),
-//! attached only while some process is probed. Userspace attaches the
-//! uprobes per process (`UProbeScope::OneProcess`), so only processes that
-//! serve or call watched endpoints ever trap.
-//! Why: the wire shows only ciphertext; the library call has the clear text.
-//! The socket fd comes from `SSL_set_fd`, else from the socket syscall the
-//! SSL call makes (the "nested syscall": curl's custom BIO never calls
-//! `SSL_set_fd`, and connections older than the agent were set up before
-//! it), cached per (tgid, SSL*). The fd's socket gives the exact 4-tuple
-//! (see `sock`), so the plaintext joins the cgroup_skb flow. Whether the
-//! connection goes to a watched endpoint is decided with the wire path's own
-//! `match_side` before a byte is copied.
-//! Cost: a uprobe hit is ~5.5-6 µs on these VMs and the uretprobe ~1.2 µs
-//! more (the trap, not this code); the program adds a hash lookup or two,
-//! the fd → socket walk (~0.4 µs) and, on watched connections, the flow
-//! counters and one ring reservation + `bpf_probe_read_user` per 4 KiB. The
-//! `sys_enter` hook costs every other thread of the machine one hash lookup
-//! (is this thread inside a probed SSL call?) while it is attached.
+//! Hook: none of its own; called from the probes in `tls` (process context)
+//! once a call's socket is known. Cost: the fd → socket walk (~0.4 µs),
+//! the endpoint match, the flow counters and one ring reservation +
+//! `bpf_probe_read_user` per 4 KiB copied; nothing past the walk for a
+//! connection that goes to no watched endpoint.
 //!
 //! Records: chunks of at most `TLS_CHUNK_MAX` bytes, up to `max_copy` per
 //! call, each copied straight into a ring reservation of a fixed size class
@@ -36,15 +22,12 @@ use agent_common::{
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns,
-        bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
+        bpf_get_current_cgroup_id, bpf_ktime_get_boot_ns, bpf_ktime_get_ns, bpf_probe_read_user,
         generated::bpf_probe_read_user as raw_read_user,
     },
-    macros::{map, raw_tracepoint, uprobe, uretprobe},
-    maps::{Array, LruHashMap},
-    programs::{ProbeContext, RawTracePointContext, RetProbeContext},
 };
 
+use super::{RW_TLS_CONNS, conn_key};
 use crate::{
     endpoint::{NO_MATCH, match_side},
     maps::{RW_CONFIG, RW_EVENTS, RW_FLOWS, RW_PORTS, RW_ZERO_FLOW, count, count_activity},
@@ -54,43 +37,6 @@ use crate::{
 
 const EEXIST: i32 = 17;
 
-/// BTF offsets, syscall numbers, copy cap; written by userspace at start.
-#[map]
-pub static RW_TLS_CONFIG: Array<TlsConfig> = Array::with_max_entries(1, 0);
-
-/// An SSL call in progress on a thread (key: pid_tgid).
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct Call {
-    ssl: u64,
-    buf: u64,
-    num: u64,
-    /// `SSL_read_ex`'s `size_t *readbytes`.
-    readbytes: u64,
-    /// The fd of the socket syscall made inside the call, or -1.
-    fd: i32,
-    /// See `tls_call`.
-    kind: u32,
-}
-
-/// In-progress calls by thread. LRU: a call whose return never came
-/// (thread killed) ages out instead of filling the table.
-#[map]
-static RW_TLS_CALLS: LruHashMap<u64, Call> = LruHashMap::with_max_entries(16384, 0);
-
-/// Connection key: SSL* values repeat across processes, so the tgid is part of it.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct ConnKey {
-    tgid: u32,
-    _pad: u32,
-    ssl: u64,
-}
-
-/// fd of each (tgid, SSL*), from `SSL_set_fd` or a nested syscall.
-#[map]
-static RW_TLS_CONNS: LruHashMap<ConnKey, i32> = LruHashMap::with_max_entries(65536, 0);
-
 /// One ring record of a size class.
 #[repr(C)]
 struct Rec<const N: usize> {
@@ -98,239 +44,18 @@ struct Rec<const N: usize> {
     data: [u8; N],
 }
 
-#[inline(always)]
-fn config() -> Option<&'static TlsConfig> {
-    let c = RW_TLS_CONFIG.get(0)?;
-    if c.enabled == 0 { None } else { Some(c) }
-}
-
-#[inline(always)]
-fn conn_key(tgid: u32, ssl: u64) -> ConnKey {
-    ConnKey { tgid, _pad: 0, ssl }
-}
-
-#[inline(always)]
-fn arg(ctx: &ProbeContext, n: usize) -> u64 {
-    ctx.arg::<u64>(n).unwrap_or(0)
-}
-
-#[uprobe]
-pub fn rw_tls_set_fd(ctx: ProbeContext) -> u32 {
-    if config().is_none() {
-        return 0;
-    }
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let fd = arg(&ctx, 1) as i32;
-    let _ = RW_TLS_CONNS.insert(conn_key(tgid, arg(&ctx, 0)), fd, 0);
-    0
-}
-
-#[uprobe]
-pub fn rw_tls_write(ctx: ProbeContext) -> u32 {
-    // `int num`: the upper half of the register is not part of it.
-    let num = arg(&ctx, 2) as u32 as i32;
-    if num > 0 {
-        on_write(arg(&ctx, 0), arg(&ctx, 1), num as u64);
-    }
-    0
-}
-
-#[uprobe]
-pub fn rw_tls_write_ex(ctx: ProbeContext) -> u32 {
-    let num = arg(&ctx, 2);
-    if num > 0 {
-        on_write(arg(&ctx, 0), arg(&ctx, 1), num);
-    }
-    0
-}
-
-/// Writes are copied at entry (buffer and length are known; no uretprobe).
-/// Without a known fd the call is parked for `sys_enter`, which copies it
-/// once the write syscall names the socket.
-#[inline(always)]
-fn on_write(ssl: u64, buf: u64, num: u64) {
-    let Some(cfg) = config() else {
-        return;
-    };
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
-    if let Some(fd) = RW_TLS_CONNS.get_ptr(conn_key(tgid, ssl)) {
-        // SAFETY: live map value.
-        let fd = unsafe { *fd };
-        emit(cfg, pid_tgid, ssl, fd, buf, num, tls_call::WRITE);
-        return;
-    }
-    let call = Call {
-        ssl,
-        buf,
-        num,
-        readbytes: 0,
-        fd: -1,
-        kind: tls_call::WRITE,
-    };
-    if RW_TLS_CALLS.insert(pid_tgid, call, 0).is_err() {
-        count(stat::TLS_CALL_TABLE_FULL);
-    }
-}
-
-#[uprobe]
-pub fn rw_tls_read(ctx: ProbeContext) -> u32 {
-    on_read_entry(arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2), 0, tls_call::READ);
-    0
-}
-
-#[uprobe]
-pub fn rw_tls_read_ex(ctx: ProbeContext) -> u32 {
-    on_read_entry(
-        arg(&ctx, 0),
-        arg(&ctx, 1),
-        arg(&ctx, 2),
-        arg(&ctx, 3),
-        tls_call::READ_EX,
-    );
-    0
-}
-
-/// Saves the arguments for the return probe: Debian's libssl clears the
-/// argument registers before it returns.
-#[inline(always)]
-fn on_read_entry(ssl: u64, buf: u64, num: u64, readbytes: u64, kind: u32) {
-    if config().is_none() {
-        return;
-    }
-    let call = Call {
-        ssl,
-        buf,
-        num,
-        readbytes,
-        fd: -1,
-        kind,
-    };
-    if RW_TLS_CALLS
-        .insert(bpf_get_current_pid_tgid(), call, 0)
-        .is_err()
-    {
-        count(stat::TLS_CALL_TABLE_FULL);
-    }
-}
-
-#[uretprobe]
-pub fn rw_tls_read_ret(ctx: RetProbeContext) -> u32 {
-    let Some(cfg) = config() else {
-        return 0;
-    };
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(c) = RW_TLS_CALLS.get_ptr(pid_tgid) else {
-        return 0;
-    };
-    // SAFETY: live map value, copied before the entry is removed.
-    let c = unsafe { *c };
-    let _ = RW_TLS_CALLS.remove(pid_tgid);
-    let ret = ctx.ret::<u64>() as u32 as i32;
-    let n = if c.kind == tls_call::READ {
-        if ret <= 0 {
-            return 0;
-        }
-        ret as u64
-    } else if c.kind == tls_call::READ_EX {
-        if ret != 1 || c.readbytes == 0 {
-            return 0;
-        }
-        // SAFETY: user pointer read by the helper, which fails safely.
-        match unsafe { bpf_probe_read_user(c.readbytes as *const u64) } {
-            Ok(n) => n,
-            Err(_) => {
-                count(stat::TLS_COPY_FAILED);
-                return 0;
-            }
-        }
-    } else {
-        // A parked write whose syscall never came, replaced by nothing.
-        return 0;
-    };
-    if n == 0 || n > c.num {
-        return 0;
-    }
-    let tgid = (pid_tgid >> 32) as u32;
-    let fd = if c.fd >= 0 {
-        c.fd
-    } else {
-        match RW_TLS_CONNS.get_ptr(conn_key(tgid, c.ssl)) {
-            // SAFETY: live map value.
-            Some(fd) => unsafe { *fd },
-            None => {
-                // A read served from libssl's buffer before any syscall
-                // of this SSL* was seen.
-                count(stat::TLS_NO_FD);
-                return 0;
-            }
-        }
-    };
-    emit(cfg, pid_tgid, c.ssl, fd, c.buf, n, c.kind);
-    0
-}
-
-/// The syscall an SSL call makes names its socket. Every other syscall of
-/// the machine pays an array lookup and a few compares; read/write-family
-/// syscalls of other threads one hash lookup more.
-#[raw_tracepoint(tracepoint = "sys_enter")]
-pub fn rw_tls_sys_enter(ctx: RawTracePointContext) -> i32 {
-    // The syscall number first: an inlined array lookup and a few compares
-    // rule out most syscalls (epoll, futex, ...) before the hash lookup.
-    let Some(cfg) = RW_TLS_CONFIG.get(0) else {
-        return 0;
-    };
-    let id = ctx.arg::<u64>(1) as u32;
-    let fd_syscall = id == cfg.sys_read
-        || id == cfg.sys_write
-        || id == cfg.sys_readv
-        || id == cfg.sys_writev
-        || id == cfg.sys_sendto
-        || id == cfg.sys_recvfrom
-        || id == cfg.sys_sendmsg
-        || id == cfg.sys_recvmsg;
-    if !fd_syscall || cfg.enabled == 0 {
-        return 0;
-    }
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(c) = RW_TLS_CALLS.get_ptr_mut(pid_tgid) else {
-        return 0;
-    };
-    let regs = ctx.arg::<u64>(0);
-    // SAFETY: kernel read by the helper, which fails safely.
-    let Ok(fd) =
-        (unsafe { bpf_probe_read_kernel((regs + u64::from(cfg.regs_arg0)) as *const u64) })
-    else {
-        return 0;
-    };
-    let fd = fd as i32;
-    // SAFETY: live map value.
-    let call = unsafe { *c };
-    let tgid = (pid_tgid >> 32) as u32;
-    if call.kind == tls_call::WRITE {
-        // A parked write: copy it now that the socket is known.
-        let _ = RW_TLS_CALLS.remove(pid_tgid);
-        emit(
-            cfg,
-            pid_tgid,
-            call.ssl,
-            fd,
-            call.buf,
-            call.num,
-            tls_call::WRITE,
-        );
-    } else if call.fd < 0 {
-        // SAFETY: live map value.
-        unsafe { (*c).fd = fd };
-        let _ = RW_TLS_CONNS.insert(conn_key(tgid, call.ssl), fd, 0);
-    }
-    0
-}
-
 /// Joins one call's bytes to its connection, counts them and copies them
 /// if the connection goes to a watched endpoint.
 #[inline(always)]
-fn emit(cfg: &TlsConfig, pid_tgid: u64, ssl: u64, fd: i32, buf: u64, len: u64, kind: u32) {
+pub(super) fn emit(
+    cfg: &TlsConfig,
+    pid_tgid: u64,
+    ssl: u64,
+    fd: i32,
+    buf: u64,
+    len: u64,
+    kind: u32,
+) {
     let tgid = (pid_tgid >> 32) as u32;
     let mut t = Tuple::EMPTY;
     let why = tuple_of_fd(cfg, fd, &mut t);
