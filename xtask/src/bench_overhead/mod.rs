@@ -107,9 +107,11 @@ struct Sample {
     /// `sys_enter` raw tracepoint, which runs on every syscall while a
     /// process is probed).
     probe_runs: u64,
+    probe_ns: u64,
     /// Of those, the `sys_enter` runs (every syscall of the machine while
     /// a process is probed, so they also count other work on the machine).
     syscall_runs: u64,
+    syscall_ns: u64,
 }
 
 pub fn run(rampwatch: &Path, helper: &Path, work: &Path) -> anyhow::Result<()> {
@@ -379,10 +381,12 @@ http {{
             s.bpf_ns += dn;
             if name.starts_with("rw_ssl") || name.starts_with("rw_tls") {
                 s.probe_runs += dr;
+                s.probe_ns += dn;
             }
             // Program names are cut at 15 bytes (`rw_tls_sys_ente`).
             if name.starts_with("rw_tls_sys") {
                 s.syscall_runs += dr;
+                s.syscall_ns += dn;
             }
             if name.starts_with("rw_cgroup") || name.starts_with("rw_tc") || name == "rw_floor" {
                 s.packet_runs += dr;

@@ -62,12 +62,20 @@ pub(super) fn summary(
                 );
                 if matches!(mode, Mode::Watched | Mode::Baseline) && probes > 0 {
                     let sys: u64 = s.iter().map(|x| x.syscall_runs).sum();
+                    let probe_ns: u64 = s.iter().map(|x| x.probe_ns).sum();
+                    let sys_ns: u64 = s.iter().map(|x| x.syscall_ns).sum();
                     let per_req = |v: u64| v as f64 / reqs.max(1) as f64;
+                    // BPF time per run, not the trap: a uprobe hit's trap
+                    // is paid by the process, outside `bpf_stats`.
+                    let per_run = |ns: u64, runs: u64| ns as f64 / runs.max(1) as f64;
+                    let hits = probes.saturating_sub(sys);
                     let _ = write!(
                         line,
-                        " (TLS probes: {:.2} uprobe hits and {:.2} sys_enter runs of them)",
-                        per_req(probes.saturating_sub(sys)),
-                        per_req(sys)
+                        " (TLS probes: {:.2} uprobe hits at {:.0} BPF ns and {:.2} sys_enter runs at {:.0} ns of them)",
+                        per_req(hits),
+                        per_run(probe_ns.saturating_sub(sys_ns), hits),
+                        per_req(sys),
+                        per_run(sys_ns, sys),
                     );
                 }
             }
