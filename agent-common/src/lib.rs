@@ -59,6 +59,8 @@ pub mod program_names {
     pub const TLS_READ_RET: &str = "rw_tls_read_ret";
     /// Uprobe on `SSL_set_fd` (entry).
     pub const TLS_SET_FD: &str = "rw_tls_set_fd";
+    /// Uprobe on `SSL_free` (entry): forgets the SSL*'s fd.
+    pub const TLS_FREE: &str = "rw_tls_free";
     /// Raw tracepoint `sys_enter`: the fd of the syscall an SSL call makes.
     pub const TLS_SYS_ENTER: &str = "rw_tls_sys_enter";
     /// Raw tracepoints feeding the probe manager.

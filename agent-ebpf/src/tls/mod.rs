@@ -1,7 +1,7 @@
 //! OpenSSL plaintext: uprobes on libssl and the `sys_enter` raw tracepoint.
 //!
 //! Hooks: entry uprobes on `SSL_write`, `SSL_write_ex`, `SSL_read`,
-//! `SSL_read_ex`, `SSL_set_fd`; one uretprobe on the returns of `SSL_read`
+//! `SSL_read_ex`, `SSL_set_fd`, `SSL_free`; one uretprobe on the returns of `SSL_read`
 //! and `SSL_read_ex`; a `sys_enter` raw tracepoint (no tracefs needed),
 //! attached only while some process is probed. Userspace attaches the
 //! uprobes per process (`UProbeScope::OneProcess`), so only processes that
@@ -10,7 +10,8 @@
 //! The socket fd comes from `SSL_set_fd`, else from the socket syscall the
 //! SSL call makes (the "nested syscall": curl's custom BIO never calls
 //! `SSL_set_fd`, and connections older than the agent were set up before
-//! it), cached per (tgid, SSL*). The fd's socket gives the exact 4-tuple
+//! it), cached per (tgid, SSL*) until `SSL_free` (a freed SSL*'s address is
+//! reused by the next connection). The fd's socket gives the exact 4-tuple
 //! (see `sock`), so the plaintext joins the cgroup_skb flow. Whether the
 //! connection goes to a watched endpoint is decided with the wire path's own
 //! `match_side` before a byte is copied.
@@ -63,8 +64,9 @@ pub struct Call {
 static RW_TLS_CALLS: LruHashMap<u64, Call> = LruHashMap::with_max_entries(16384, 0);
 
 /// Calls, on any thread, still waiting for the syscall that names their
-/// socket: a read before its first syscall, a write parked without a known
-/// fd. While it is 0 (between calls, and whenever no call is in that
+/// socket: a read of an SSL* whose fd is not yet known, before its first
+/// syscall; a write parked without a known fd. Reads of connections set up
+/// with `SSL_set_fd` (nginx, python, wrk) never wait. While it is 0 (between calls, and whenever no call is in that
 /// window) `sys_enter` stops before its hash lookup, so the machine's other
 /// syscalls pay two array reads. A call is counted by its own thread when
 /// it is parked and discharged by that thread, once, when its syscall,
@@ -83,8 +85,9 @@ fn awaiting(v: u64) {
     }
 }
 
-/// Parks `call` for this thread (it waits for its syscall), discharging the
-/// call it replaces if that one was still waiting.
+/// Parks `call` for this thread (counted while it waits for its syscall,
+/// `fd < 0`), discharging the call it replaces if that one was still
+/// waiting.
 #[inline(always)]
 fn park(pid_tgid: u64, call: &Call) {
     if let Some(old) = RW_TLS_CALLS.get_ptr(pid_tgid) {
@@ -97,7 +100,9 @@ fn park(pid_tgid: u64, call: &Call) {
         count(stat::TLS_CALL_TABLE_FULL);
         return;
     }
-    awaiting(1);
+    if call.fd < 0 {
+        awaiting(1);
+    }
 }
 
 /// Connection key: SSL* values repeat across processes, so the tgid is part of it.
@@ -137,6 +142,17 @@ pub fn rw_tls_set_fd(ctx: ProbeContext) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let fd = arg(&ctx, 1) as i32;
     let _ = RW_TLS_CONNS.insert(conn_key(tgid, arg(&ctx, 0)), fd, 0);
+    0
+}
+
+/// Without this, the next connection that gets the freed SSL*'s address
+/// and never calls `SSL_set_fd` (curl's custom BIO) would be joined to the
+/// old connection's fd until its first read syscall; its writes, which
+/// trust the cache, to that socket for good.
+#[uprobe]
+pub fn rw_tls_free(ctx: ProbeContext) -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let _ = RW_TLS_CONNS.remove(conn_key(tgid, arg(&ctx, 0)));
     0
 }
 
@@ -205,21 +221,29 @@ pub fn rw_tls_read_ex(ctx: ProbeContext) -> u32 {
 }
 
 /// Saves the arguments for the return probe: Debian's libssl clears the
-/// argument registers before it returns.
+/// argument registers before it returns. The fd, when the SSL* already has
+/// one, is taken now, so the call never waits for `sys_enter`.
 #[inline(always)]
 fn on_read_entry(ssl: u64, buf: u64, num: u64, readbytes: u64, kind: u32) {
     if config().is_none() {
         return;
     }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let fd = match RW_TLS_CONNS.get_ptr(conn_key(tgid, ssl)) {
+        // SAFETY: live map value.
+        Some(fd) => unsafe { *fd },
+        None => -1,
+    };
     let call = Call {
         ssl,
         buf,
         num,
         readbytes,
-        fd: -1,
+        fd,
         kind,
     };
-    park(bpf_get_current_pid_tgid(), &call);
+    park(pid_tgid, &call);
 }
 
 #[uretprobe]
@@ -263,22 +287,13 @@ pub fn rw_tls_read_ret(ctx: RetProbeContext) -> u32 {
     if n == 0 || n > c.num {
         return 0;
     }
-    let tgid = (pid_tgid >> 32) as u32;
-    let fd = if c.fd >= 0 {
-        c.fd
-    } else {
-        match RW_TLS_CONNS.get_ptr(conn_key(tgid, c.ssl)) {
-            // SAFETY: live map value.
-            Some(fd) => unsafe { *fd },
-            None => {
-                // A read served from libssl's buffer before any syscall
-                // of this SSL* was seen.
-                count(stat::TLS_NO_FD);
-                return 0;
-            }
-        }
-    };
-    emit(cfg, pid_tgid, c.ssl, fd, c.buf, n, c.kind);
+    if c.fd < 0 {
+        // Served from libssl's buffer before any syscall of this SSL* was
+        // seen (the entry looked the cache up already).
+        count(stat::TLS_NO_FD);
+        return 0;
+    }
+    emit(cfg, pid_tgid, c.ssl, c.fd, c.buf, n, c.kind);
     0
 }
 

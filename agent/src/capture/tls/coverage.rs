@@ -62,8 +62,9 @@ pub struct ProbedProcess {
     /// The libssl (or executable) probed, as the process sees it.
     pub library: PathBuf,
     pub role: TlsRole,
-    /// Uprobes attached (3 to 7: on OpenSSL's internal functions 3 or 4;
-    /// on the exported ones the `_ex` calls and `SSL_set_fd` are optional).
+    /// Uprobes attached (3 to 8: on OpenSSL's internal functions 3 to 5;
+    /// on the exported ones the `_ex` calls, `SSL_set_fd` and `SSL_free`
+    /// are optional).
     pub probes: u32,
     /// See `sites::Sites::as_str`.
     pub sites: &'static str,

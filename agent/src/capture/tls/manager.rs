@@ -42,7 +42,7 @@ enum At {
 /// The attach points for a library's sites: program, place, required.
 /// Required ones first, so a library without OpenSSL fails fast.
 fn points(sites: Sites) -> Vec<(&'static str, At, bool)> {
-    let mut v = Vec::with_capacity(7);
+    let mut v = Vec::with_capacity(8);
     match sites.read {
         // `SSL_read_ex`'s arguments and return convention.
         Site::Internal(off) => {
@@ -59,6 +59,7 @@ fn points(sites: Sites) -> Vec<(&'static str, At, bool)> {
         Site::Exported => v.push((pn::TLS_WRITE, At::Symbol("SSL_write"), true)),
     }
     v.push((pn::TLS_SET_FD, At::Symbol("SSL_set_fd"), false));
+    v.push((pn::TLS_FREE, At::Symbol("SSL_free"), false));
     if sites.read == Site::Exported {
         v.push((pn::TLS_READ_EX, At::Symbol("SSL_read_ex"), false));
         v.push((pn::TLS_READ_RET, At::Symbol("SSL_read_ex"), false));

@@ -73,13 +73,14 @@ impl Default for TlsOptions {
     }
 }
 
-const UPROBES: [&str; 6] = [
+const UPROBES: [&str; 7] = [
     pn::TLS_READ,
     pn::TLS_READ_EX,
     pn::TLS_READ_RET,
     pn::TLS_WRITE,
     pn::TLS_WRITE_EX,
     pn::TLS_SET_FD,
+    pn::TLS_FREE,
 ];
 
 /// The discovery raw tracepoints: program, tracepoint.
@@ -91,13 +92,14 @@ const TRIGGERS: [(&str, &str); 4] = [
 ];
 
 /// Every TLS program name (for run statistics).
-pub const PROGRAMS: [&str; 11] = [
+pub const PROGRAMS: [&str; 12] = [
     pn::TLS_READ,
     pn::TLS_READ_EX,
     pn::TLS_READ_RET,
     pn::TLS_WRITE,
     pn::TLS_WRITE_EX,
     pn::TLS_SET_FD,
+    pn::TLS_FREE,
     pn::TLS_SYS_ENTER,
     pn::TLS_FORK,
     pn::TLS_EXEC,
