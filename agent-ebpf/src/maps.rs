@@ -5,6 +5,7 @@ use agent_common::{
     WorkloadKey, stat,
 };
 use aya_ebpf::{
+    bindings::BPF_NOEXIST,
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
@@ -42,6 +43,36 @@ pub static RW_FLOWS: LruHashMap<FlowKey, FlowStats> = LruHashMap::with_max_entri
 /// One all-zero `FlowStats`, the initial value of new flows (never written).
 #[map]
 pub static RW_ZERO_FLOW: Array<FlowStats> = Array::with_max_entries(1, 0);
+
+const EEXIST: i32 = 17;
+
+/// Creates `key`'s all-zero `RW_FLOWS` entry unless another CPU just did,
+/// and returns it with whether this run created it (the caller then stamps
+/// its cgroup and endpoint). `None`, counted, when the table refused it.
+#[inline(always)]
+pub fn create_flow(key: &FlowKey) -> Option<(*mut FlowStats, bool)> {
+    // The all-zero initial value lives in a map: a 168-byte stack value
+    // would not fit next to the rest (512-byte stack).
+    let zero = RW_ZERO_FLOW.get(0)?;
+    let mut created = false;
+    match RW_FLOWS.insert(key, zero, u64::from(BPF_NOEXIST)) {
+        Ok(()) => {
+            created = true;
+            count(stat::FLOWS_CREATED);
+        }
+        // Another CPU created it first.
+        Err(e) if e == -EEXIST => {}
+        Err(_) => {
+            count(stat::FLOW_TABLE_FULL);
+            return None;
+        }
+    }
+    let Some(f) = RW_FLOWS.get_ptr_mut(key) else {
+        count(stat::FLOW_TABLE_FULL);
+        return None;
+    };
+    Some((f, created))
+}
 
 /// Samples and flow-end records. Size set by userspace.
 #[map]

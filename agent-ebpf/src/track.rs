@@ -38,8 +38,7 @@ use agent_common::{
 };
 use aya_ebpf::{
     bindings::{
-        __sk_buff, BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP,
-        BPF_RB_PROD_POS,
+        __sk_buff, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_PROD_POS,
     },
     helpers::{
         bpf_ktime_get_boot_ns, bpf_ktime_get_coarse_ns, bpf_ringbuf_output, bpf_skb_cgroup_id,
@@ -52,12 +51,11 @@ use crate::{
     endpoint::{NO_MATCH, match_side},
     local::local_duplicate,
     maps::{
-        RW_CONFIG, RW_EVENTS, RW_FLOWS, RW_PORTS, RW_SCRATCH, RW_ZERO_FLOW, count, count_activity,
+        RW_CONFIG, RW_EVENTS, RW_FLOWS, RW_PORTS, RW_SCRATCH, count, count_activity, create_flow,
     },
     packet::{self, Tcp},
 };
 
-const EEXIST: i32 = 17;
 /// Unread ring bytes above which samples may wake the reader.
 const WAKEUP_BYTES: u64 = 256 * 1024;
 /// With a backlog, one forced wakeup per this many bytes written (a power
@@ -321,29 +319,8 @@ fn update(
                 }
                 return;
             }
-            // The all-zero initial value lives in a map: a 168-byte stack
-            // value would not fit next to the rest (512-byte stack).
-            let Some(zero) = RW_ZERO_FLOW.get(0) else {
-                return;
-            };
-            let mut created = false;
-            match RW_FLOWS.insert(key, zero, u64::from(BPF_NOEXIST)) {
-                Ok(()) => {
-                    created = true;
-                    count(stat::FLOWS_CREATED);
-                }
-                // Another CPU created it first.
-                Err(e) if e == -EEXIST => {}
-                Err(_) => {
-                    count(stat::FLOW_TABLE_FULL);
-                    if counted {
-                        count(stat::REQUESTS_FLOW_TABLE_FULL);
-                    }
-                    return;
-                }
-            }
-            match RW_FLOWS.get_ptr_mut(key) {
-                Some(f) => {
+            match create_flow(key) {
+                Some((f, created)) => {
                     if created {
                         // SAFETY: `f` points to the live entry just created.
                         unsafe {
@@ -354,7 +331,6 @@ fn update(
                     f
                 }
                 None => {
-                    count(stat::FLOW_TABLE_FULL);
                     if counted {
                         count(stat::REQUESTS_FLOW_TABLE_FULL);
                     }

@@ -19,23 +19,18 @@ use agent_common::{
     FlowKey, FlowStats, TLS_CHUNK_MAX, TLS_CHUNK_SMALL, TLS_DATA_HEADER_LEN, TLS_MAX_CHUNKS,
     TlsConfig, TlsDataHeader, config_flags, direction, event_id, http, observer, stat, tls_call,
 };
-use aya_ebpf::{
-    bindings::BPF_NOEXIST,
-    helpers::{
-        bpf_get_current_cgroup_id, bpf_ktime_get_boot_ns, bpf_ktime_get_ns, bpf_probe_read_user,
-        generated::bpf_probe_read_user as raw_read_user,
-    },
+use aya_ebpf::helpers::{
+    bpf_get_current_cgroup_id, bpf_ktime_get_boot_ns, bpf_ktime_get_ns, bpf_probe_read_user,
+    generated::bpf_probe_read_user as raw_read_user,
 };
 
 use super::{RW_TLS_CONNS, conn_key};
 use crate::{
     endpoint::{NO_MATCH, match_side},
-    maps::{RW_CONFIG, RW_EVENTS, RW_FLOWS, RW_PORTS, RW_ZERO_FLOW, count, count_activity},
+    maps::{RW_CONFIG, RW_EVENTS, RW_FLOWS, RW_PORTS, count, count_activity, create_flow},
     sock::{Tuple, tuple_of_fd},
     track::{add, wakeup_flags},
 };
-
-const EEXIST: i32 = 17;
 
 /// One ring record of a size class.
 #[repr(C)]
@@ -235,23 +230,7 @@ fn flow_entry(key: &FlowKey, endpoint: u32) -> Option<*mut FlowStats> {
     if let Some(f) = RW_FLOWS.get_ptr_mut(key) {
         return Some(f);
     }
-    let zero = RW_ZERO_FLOW.get(0)?;
-    let mut created = false;
-    match RW_FLOWS.insert(key, zero, u64::from(BPF_NOEXIST)) {
-        Ok(()) => {
-            created = true;
-            count(stat::FLOWS_CREATED);
-        }
-        Err(e) if e == -EEXIST => {}
-        Err(_) => {
-            count(stat::FLOW_TABLE_FULL);
-            return None;
-        }
-    }
-    let Some(f) = RW_FLOWS.get_ptr_mut(key) else {
-        count(stat::FLOW_TABLE_FULL);
-        return None;
-    };
+    let (f, created) = create_flow(key)?;
     if created {
         // SAFETY: the entry just created.
         unsafe {
