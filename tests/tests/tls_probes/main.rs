@@ -7,6 +7,7 @@
 //! the right directions, from the server process only, and exact kernel
 //! request starts on keep-alive connections.
 
+mod clients;
 mod lifecycle;
 mod servers;
 
