@@ -14,50 +14,30 @@ use tests::{
     tls_servers::{PYTHON, require_tls_tools},
 };
 
-use crate::{check_exact, check_no_call_awaiting, check_requests, tls_capture, wait_probed};
+use crate::{
+    check_exact, check_no_call_awaiting, check_requests, servers::PY_ECHO_SERVER, tls_capture,
+    wait_probed,
+};
 
-/// An HTTPS server whose listening socket lives in network namespace
-/// `argv[1]` while the process stays in the agent's: no process is in that
-/// namespace, so the agent does not count its addresses as the node's and
-/// probes the clients that call it, as it would for a server on another
-/// node. One connection at a time, 200 for every request, closes when the
-/// client asks; says "listening" when it is.
-const PY_OFF_NODE_SERVER: &str = r#"
-import ctypes, os, socket, ssl, sys
-ns, host, port, cert, key = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
-libc = ctypes.CDLL(None, use_errno=True)
-CLONE_NEWNET = 0x40000000
-home = os.open("/proc/self/ns/net", os.O_RDONLY)
-there = os.open("/run/netns/" + ns, os.O_RDONLY)
-assert libc.setns(there, CLONE_NEWNET) == 0, ctypes.get_errno()
-ls = socket.create_server((host, port))
-assert libc.setns(home, CLONE_NEWNET) == 0, ctypes.get_errno()
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-ctx.load_cert_chain(cert, key)
-print("listening", flush=True)
-while True:
-    c, _ = ls.accept()
+/// Prepended to [`PY_ECHO_SERVER`]: its listening socket is made in network
+/// namespace `argv[1]` while the process stays in the agent's. No process is
+/// in that namespace, so the agent does not count its addresses as the
+/// node's and probes the clients that call it, as it would for a server on
+/// another node.
+const PY_OFF_NODE: &str = r#"
+import ctypes, os, socket, sys
+_ns = sys.argv.pop(1)
+_libc = ctypes.CDLL(None, use_errno=True)
+_create = socket.create_server
+def _create_there(*a, **k):
+    home = os.open("/proc/self/ns/net", os.O_RDONLY)
+    there = os.open("/run/netns/" + _ns, os.O_RDONLY)
+    assert _libc.setns(there, 0x40000000) == 0, ctypes.get_errno()
     try:
-        s = ctx.wrap_socket(c, server_side=True)
-        f = s.makefile("rb")
-        while True:
-            line = f.readline()
-            if not line:
-                break
-            close = False
-            while True:
-                h = f.readline()
-                if h in (b"\r\n", b""):
-                    break
-                close = close or h.lower().startswith(b"connection: close")
-            s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n"
-                      + (b"Connection: close\r\n" if close else b"") + b"\r\nok\n")
-            if close:
-                break
-        f.close()
-        s.close()
-    except (ssl.SSLError, OSError):
-        c.close()
+        return _create(*a, **k)
+    finally:
+        assert _libc.setns(home, 0x40000000) == 0, ctypes.get_errno()
+socket.create_server = _create_there
 "#;
 
 /// Kills the server when the test ends, passed or not (a leaked server
@@ -85,7 +65,9 @@ fn tls_probed_curl_client_with_a_connection_per_request() {
     let cert = TestCert::generate();
     let mut server = Server(
         Command::new(PYTHON)
-            .args(["-c", PY_OFF_NODE_SERVER, &pair.server_ns])
+            .arg("-c")
+            .arg(format!("{PY_OFF_NODE}{PY_ECHO_SERVER}"))
+            .arg(&pair.server_ns)
             .arg(addr.ip().to_string())
             .arg(addr.port().to_string())
             .arg(&cert.cert)

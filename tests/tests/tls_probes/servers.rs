@@ -242,8 +242,8 @@ fn tls_client_of_a_server_in_another_netns_is_not_probed() {
     let _ = server.wait();
 }
 
-/// A minimal HTTPS server for another network namespace: one connection,
-/// keep-alive, 200 for every request; says "listening" when it is.
+/// A minimal HTTPS server: one connection at a time, keep-alive, 200 for
+/// every request, closes when the client asks; says "listening" when it is.
 pub const PY_ECHO_SERVER: &str = r#"
 import socket, ssl, sys
 host, port, cert, key = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
@@ -253,16 +253,27 @@ ls = socket.create_server((host, port))
 print("listening", flush=True)
 while True:
     c, _ = ls.accept()
-    s = ctx.wrap_socket(c, server_side=True)
-    f = s.makefile("rb")
-    while True:
-        line = f.readline()
-        if not line:
-            break
-        while f.readline() not in (b"\r\n", b""):
-            pass
-        s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
-    s.close()
+    try:
+        s = ctx.wrap_socket(c, server_side=True)
+        f = s.makefile("rb")
+        while True:
+            line = f.readline()
+            if not line:
+                break
+            close = False
+            while True:
+                h = f.readline()
+                if h in (b"\r\n", b""):
+                    break
+                close = close or h.lower().startswith(b"connection: close")
+            s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n"
+                      + (b"Connection: close\r\n" if close else b"") + b"\r\nok\n")
+            if close:
+                break
+        f.close()
+        s.close()
+    except (ssl.SSLError, OSError):
+        c.close()
 "#;
 
 /// One SSL_write of 100,000 bytes: copied in 4 KiB chunks with
