@@ -127,7 +127,7 @@ fn chunks(mut data: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// live reader's record → event conversion, and the events through the
 /// engine as the live agent runs it.
 pub fn ring_records(data: &[u8]) {
-    let decoder = RecordDecoder::new(1_700_000_000_000_000_000);
+    let mut decoder = RecordDecoder::new(1_700_000_000_000_000_000);
     let mut events = Vec::new();
     for rec in chunks(data) {
         let _ = SampleHeader::try_from(rec);

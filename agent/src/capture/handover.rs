@@ -11,6 +11,7 @@
 //! space at once; the events of records already read are always sent.
 
 use aya::maps::{MapData, RingBuf};
+use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc::Sender;
 
 use super::ring::Shared;
@@ -40,32 +41,82 @@ impl Records for RingBuf<MapData> {
     }
 }
 
+/// What the reader keeps between drains: the batch being gathered (empty
+/// between calls; kept for its capacity) and the chunk payloads are copied
+/// into.
+#[derive(Debug, Default)]
+pub struct Staged {
+    pub(super) events: Vec<Event>,
+    pub(super) payloads: Payloads,
+}
+
+impl Staged {
+    pub fn new() -> Self {
+        Self {
+            events: Vec::with_capacity(BATCH + 1),
+            payloads: Payloads::default(),
+        }
+    }
+}
+
+/// Payload copies out of the ring, cut from shared 64 KiB chunks: one
+/// allocation (and, on the engine's thread, one free) per chunk instead of
+/// one per sample. Freeing on another thread than the one that allocated
+/// is glibc malloc's slow path; per sample it was a tenth of the agent's
+/// CPU under load (`docs/performance.md`, round 5). A chunk is freed when
+/// the last event cut from it is dropped: events are handled and dropped
+/// within their batch, and what the engine keeps longer (an out-of-order
+/// segment in reassembly) it copies, so a chunk never outlives its batches.
+#[derive(Debug, Default)]
+pub struct Payloads {
+    chunk: BytesMut,
+}
+
+impl Payloads {
+    const CHUNK: usize = 64 * 1024;
+
+    /// `data` as an owned `Bytes` that shares this reader's current chunk.
+    pub fn copy(&mut self, data: &[u8]) -> Bytes {
+        if data.is_empty() {
+            return Bytes::new();
+        }
+        if self.chunk.capacity() - self.chunk.len() < data.len() {
+            // The old chunk lives on in the events cut from it.
+            self.chunk = BytesMut::with_capacity(Self::CHUNK.max(data.len()));
+        }
+        self.chunk.extend_from_slice(data);
+        self.chunk.split().freeze()
+    }
+}
+
 /// Sends a poll's events on, as one batch; false when the receiver is gone.
 pub(super) async fn forward(batch: Vec<Event>, tx: &Sender<Vec<Event>>) -> bool {
     batch.is_empty() || tx.send(batch).await.is_ok()
 }
 
 /// Delivers every available record, in batches of up to [`BATCH`] events
-/// gathered in `staged` (empty between calls; kept for its capacity);
-/// false when the receiver is gone.
+/// gathered in `staged`; false when the receiver is gone.
 pub(super) async fn drain(
     src: &mut impl Records,
     tx: &Sender<Vec<Event>>,
     shared: &Shared,
-    staged: &mut Vec<Event>,
+    staged: &mut Staged,
 ) -> bool {
+    let Staged { events, payloads } = staged;
     loop {
         let mut more = true;
-        while staged.len() < BATCH {
-            if !src.with_next(|rec| staged.extend(shared.convert(rec).into_iter().flatten())) {
+        while events.len() < BATCH {
+            if !src
+                .with_next(|rec| events.extend(shared.convert(rec, payloads).into_iter().flatten()))
+            {
                 more = false;
                 break;
             }
         }
-        if !staged.is_empty() {
-            // An exact-size batch travels; `staged` keeps its allocation.
-            let mut batch = Vec::with_capacity(staged.len());
-            batch.append(staged);
+        if !events.is_empty() {
+            // An exact-size batch travels; `events` keeps its allocation.
+            let mut batch = Vec::with_capacity(events.len());
+            batch.append(events);
             if tx.send(batch).await.is_err() {
                 return false;
             }

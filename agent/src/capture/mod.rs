@@ -519,6 +519,7 @@ impl Drop for Capture {
 #[derive(Debug, Default)]
 pub struct RecordDecoder {
     shared: ring::Shared,
+    payloads: handover::Payloads,
 }
 
 impl RecordDecoder {
@@ -531,8 +532,8 @@ impl RecordDecoder {
 
     /// At most two events per record (a final request-start delta precedes
     /// a flow end); undecodable records yield none and are counted.
-    pub fn convert(&self, record: &[u8]) -> [Option<Event>; 2] {
-        self.shared.convert(record)
+    pub fn convert(&mut self, record: &[u8]) -> [Option<Event>; 2] {
+        self.shared.convert(record, &mut self.payloads)
     }
 
     pub fn decode_errors(&self) -> u64 {

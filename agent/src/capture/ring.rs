@@ -15,7 +15,6 @@ use agent_common::{
     direction, end_reason,
 };
 use aya::maps::{MapData, RingBuf};
-use bytes::Bytes;
 use tokio::{
     io::unix::AsyncFd,
     sync::mpsc::{Receiver, Sender},
@@ -23,7 +22,7 @@ use tokio::{
 
 use super::{
     flow_map::{Tracker, flow_id, tls_side, tls_socket_key},
-    handover::{BATCH, drain, forward},
+    handover::{Payloads, Staged, drain, forward},
 };
 use crate::event::{Direction, Event, FlowEndReason, Packet, Plaintext};
 
@@ -63,8 +62,9 @@ impl Shared {
         self.tracker.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Turns one record into at most two events; bad records are counted.
-    pub fn convert(&self, buf: &[u8]) -> [Option<Event>; 2] {
+    /// Turns one record into at most two events, their payload copied into
+    /// `payloads`; bad records are counted.
+    pub fn convert(&self, buf: &[u8], payloads: &mut Payloads) -> [Option<Event>; 2] {
         self.records.fetch_add(1, Ordering::Relaxed);
         match Record::try_from(buf) {
             Ok(Record::Sample { header, payload }) => {
@@ -92,7 +92,7 @@ impl Shared {
                         seq: header.seq,
                         flags: header.tcp_flags,
                         payload_len: header.payload_len,
-                        payload: Bytes::copy_from_slice(payload),
+                        payload: payloads.copy(payload),
                         direction: Some(dir),
                     })),
                 ]
@@ -142,7 +142,7 @@ impl Shared {
                         direction: dir,
                         offset: header.offset,
                         len: header.chunk_len,
-                        data: Bytes::copy_from_slice(data),
+                        data: payloads.copy(data),
                         pid: header.pid,
                     })),
                 ]
@@ -181,7 +181,7 @@ pub async fn run(
     stop: Arc<tokio::sync::Notify>,
 ) {
     let mut polls = Some(polls);
-    let mut staged = Vec::with_capacity(BATCH + 1);
+    let mut staged = Staged::new();
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -244,6 +244,10 @@ pub(super) mod tests {
     };
 
     use super::*;
+
+    fn convert(s: &Shared, buf: &[u8]) -> [Option<Event>; 2] {
+        s.convert(buf, &mut Payloads::default())
+    }
 
     pub(in crate::capture) fn key() -> FlowKey {
         let mut a = [0u8; 16];
@@ -318,7 +322,7 @@ pub(super) mod tests {
     fn sample_becomes_oriented_packet_with_wall_clock() {
         let s = Shared::default();
         s.boot_to_wall.store(5_000, Ordering::Relaxed);
-        let [socket, ev] = s.convert(&sample(direction::TO_CLIENT, b"HTTP/1.1 200", 500));
+        let [socket, ev] = convert(&s, &sample(direction::TO_CLIENT, b"HTTP/1.1 200", 500));
         // The record's cgroup id names the client's end (a client-socket
         // view), once.
         assert!(
@@ -333,7 +337,7 @@ pub(super) mod tests {
             ),
             "{socket:?}"
         );
-        let [again, _] = s.convert(&sample(direction::TO_CLIENT, b"HTTP/1.1 200", 500));
+        let [again, _] = convert(&s, &sample(direction::TO_CLIENT, b"HTTP/1.1 200", 500));
         assert!(again.is_none(), "announced twice: {again:?}");
         let Some(Event::Packet(p)) = ev else {
             panic!("expected a packet, got {ev:?}")
@@ -366,10 +370,10 @@ pub(super) mod tests {
             16,
         );
         assert!(matches!(
-            s.convert(&client),
+            convert(&s, &client),
             [Some(Event::Socket(_)), Some(Event::Packet(_))]
         ));
-        let [socket, packet] = s.convert(&server);
+        let [socket, packet] = convert(&s, &server);
         assert!(packet.is_none(), "{packet:?}");
         assert!(
             matches!(
@@ -382,7 +386,7 @@ pub(super) mod tests {
             ),
             "{socket:?}"
         );
-        assert!(s.convert(&server).iter().all(Option::is_none));
+        assert!(convert(&s, &server).iter().all(Option::is_none));
         let t = s.tracker();
         assert_eq!(t.duplicate_views, 2);
     }
@@ -415,7 +419,7 @@ pub(super) mod tests {
         let mut errors = 0;
         for input in &bad_inputs {
             let before = s.decode_errors.load(Ordering::Relaxed);
-            let out = s.convert(input);
+            let out = convert(&s, input);
             let after = s.decode_errors.load(Ordering::Relaxed);
             if out.iter().all(Option::is_none) {
                 assert_eq!(after, before + 1, "input {input:?} dropped silently");
@@ -424,7 +428,7 @@ pub(super) mod tests {
         }
         assert_eq!(errors, bad_inputs.len());
         // The pipeline still decodes good records afterwards.
-        assert!(matches!(s.convert(&good), [_, Some(Event::Packet(_))]));
+        assert!(matches!(convert(&s, &good), [_, Some(Event::Packet(_))]));
     }
 
     /// A TLS_DATA record as the kernel writes it, in a reservation of
@@ -458,13 +462,10 @@ pub(super) mod tests {
         let s = Shared::default();
         s.boot_to_wall.store(5_000, Ordering::Relaxed);
         let head = b"GET /a HTTP/1.1\r\n\r\n";
-        let [none, ev] = s.convert(&tls_data(
-            direction::TO_SERVER,
-            head,
-            head.len() as u32,
-            77,
-            512,
-        ));
+        let [none, ev] = convert(
+            &s,
+            &tls_data(direction::TO_SERVER, head, head.len() as u32, 77, 512),
+        );
         assert!(none.is_none());
         let Some(Event::Plaintext(p)) = ev else {
             panic!("expected plaintext, got {ev:?}")
@@ -476,7 +477,7 @@ pub(super) mod tests {
         assert_eq!((p.offset, p.len, p.pid), (77, head.len() as u32, 4242));
         assert_eq!(&p.data[..], head);
         // A failed copy: no bytes, the range still says what was missed.
-        let [_, ev] = s.convert(&tls_data(direction::TO_CLIENT, b"", 4096, 0, 4096));
+        let [_, ev] = convert(&s, &tls_data(direction::TO_CLIENT, b"", 4096, 0, 4096));
         assert!(matches!(ev, Some(Event::Plaintext(p)) if p.data.is_empty() && p.len == 4096));
         // Bad records are counted, never a panic.
         let good = tls_data(direction::TO_SERVER, head, head.len() as u32, 0, 512);
@@ -501,7 +502,7 @@ pub(super) mod tests {
         for (i, b) in bad.iter().enumerate() {
             let before = s.decode_errors.load(Ordering::Relaxed);
             assert!(
-                s.convert(b).iter().all(Option::is_none),
+                convert(&s, b).iter().all(Option::is_none),
                 "bad record {i} decoded"
             );
             assert_eq!(s.decode_errors.load(Ordering::Relaxed), before + 1);
@@ -543,7 +544,7 @@ pub(super) mod tests {
         }
         v.extend_from_slice(&[0; 8 + 8 + 4 + 4]);
         assert_eq!(v.len(), agent_common::FLOW_END_LEN);
-        let [starts, end] = s.convert(&v);
+        let [starts, end] = convert(&s, &v);
         assert!(matches!(
             starts,
             Some(Event::RequestStarts { count: 2, .. })

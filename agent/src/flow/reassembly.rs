@@ -187,7 +187,11 @@ impl StreamPrefix {
                     offset: self.offset_of(seq),
                 };
             }
-            self.pending.push((seq, payload.clone()));
+            // A copy, not a share: a live payload is cut from a 64 KiB
+            // chunk of the ring reader's (`capture::handover::Payloads`),
+            // a pcap's from its read buffer, and a segment held for a hole
+            // must not keep either alive.
+            self.pending.push((seq, Bytes::copy_from_slice(payload)));
             return Placement::Held;
         }
         let end = off + payload.len();

@@ -90,9 +90,9 @@ async fn every_record_arrives_once_in_order_through_a_small_channel() {
     let (tx, mut rx) = mpsc::channel(2);
     let sh = shared.clone();
     let reader = tokio::spawn(async move {
-        let mut staged = Vec::new();
+        let mut staged = Staged::default();
         let open = drain(&mut src, &tx, &sh, &mut staged).await;
-        (open, staged.is_empty())
+        (open, staged.events.is_empty())
     });
     let (events, sizes) = collect(&mut rx).await;
     assert_eq!(
@@ -123,7 +123,7 @@ async fn a_gone_receiver_stops_the_reader() {
     let (mut src, _) = MemRecords::new(numbered(100));
     let (tx, rx) = mpsc::channel(4);
     drop(rx);
-    assert!(!drain(&mut src, &tx, &shared, &mut Vec::new()).await);
+    assert!(!drain(&mut src, &tx, &shared, &mut Staged::default()).await);
 }
 
 /// Back-pressure: with the channel full and nobody receiving, the reader
@@ -135,7 +135,8 @@ async fn a_full_channel_stops_reading_and_loses_nothing_it_read() {
     let (mut src, taken) = MemRecords::new(numbered(5000));
     let (tx, mut rx) = mpsc::channel(2);
     let sh = shared.clone();
-    let reader = tokio::spawn(async move { drain(&mut src, &tx, &sh, &mut Vec::new()).await });
+    let reader =
+        tokio::spawn(async move { drain(&mut src, &tx, &sh, &mut Staged::default()).await });
     for _ in 0..50 {
         tokio::task::yield_now().await;
     }
@@ -315,7 +316,7 @@ spec:
                 let (tx, mut rx) = mpsc::channel(8192 / BATCH);
                 let reader = tokio::spawn(async move {
                     let mut tick = tokio::time::interval(TICK);
-                    let mut staged = Vec::with_capacity(BATCH + 1);
+                    let mut staged = Staged::new();
                     loop {
                         if let Some(b) = burst {
                             tick.tick().await;
