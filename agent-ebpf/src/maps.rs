@@ -2,7 +2,7 @@
 
 use agent_common::{
     Config, EndpointKey, FlowKey, FlowStats, PortEntry, Scratch, WORKLOAD_ENDPOINT_ENTRIES,
-    WorkloadKey, stat,
+    WorkloadKey, config_flags, stat,
 };
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
@@ -34,6 +34,35 @@ pub static RW_WL_ENDPOINTS: HashMap<WorkloadKey, u32> =
 /// rules out most unmonitored packets before the (costlier) trie lookup.
 #[map]
 pub static RW_PORTS: Array<PortEntry> = Array::with_max_entries(agent_common::PORT_ENTRIES, 0);
+
+/// What passed the port prefilter: the run-time configuration, the
+/// prefilter entries of the connection's two ports (in the caller's order)
+/// and whether the contract watches endpoints on any port.
+pub struct Prefiltered {
+    pub cfg: &'static Config,
+    pub a: PortEntry,
+    pub b: PortEntry,
+    pub any_port: bool,
+}
+
+/// The first test of the packet and TLS paths alike: `None`, after three
+/// inlined array lookups, when neither port `a` nor `b` can belong to a
+/// watched endpoint (the common unmonitored case).
+#[inline(always)]
+pub fn port_prefilter(a: u16, b: u16) -> Option<Prefiltered> {
+    let cfg = RW_CONFIG.get(0)?;
+    let (pa, pb) = (RW_PORTS.get(u32::from(a))?, RW_PORTS.get(u32::from(b))?);
+    let any_port = cfg.flags & config_flags::NO_PORT_PREFILTER != 0;
+    if !any_port && pa.flags == 0 && pb.flags == 0 {
+        return None;
+    }
+    Some(Prefiltered {
+        cfg,
+        a: *pa,
+        b: *pb,
+        any_port,
+    })
+}
 
 /// Per-flow counters. LRU so a full table evicts the stalest flow instead of
 /// refusing new ones; userspace notices vanished flows. Size set by userspace.

@@ -33,8 +33,8 @@ use core::{
 };
 
 use agent_common::{
-    FlowEndRecord, FlowKey, FlowStats, SAMPLE_HEADER_LEN, SNAPLEN_MAX, SampleHeader, config_flags,
-    direction, end_reason, event_id, flow_state, http, observer, stat, tcp,
+    FlowEndRecord, FlowKey, FlowStats, SAMPLE_HEADER_LEN, SNAPLEN_MAX, SampleHeader, direction,
+    end_reason, event_id, flow_state, http, observer, stat, tcp,
 };
 use aya_ebpf::{
     bindings::{
@@ -51,7 +51,8 @@ use crate::{
     endpoint::{NO_MATCH, match_side},
     local::local_duplicate,
     maps::{
-        RW_CONFIG, RW_EVENTS, RW_FLOWS, RW_PORTS, RW_SCRATCH, count, count_activity, create_flow,
+        Prefiltered, RW_EVENTS, RW_FLOWS, RW_SCRATCH, count, count_activity, create_flow,
+        port_prefilter,
     },
     packet::{self, Tcp},
 };
@@ -85,22 +86,16 @@ pub fn handle(skb: *mut __sk_buff, hook: Hook) {
     let Some(p) = packet::tcp(skb, l3, proto) else {
         return;
     };
-    let Some(cfg) = RW_CONFIG.get(0) else {
+    let Some(Prefiltered {
+        cfg,
+        a: pd,
+        b: ps,
+        any_port,
+    }) = port_prefilter(p.dport, p.sport)
+    else {
         return;
     };
     let cfg = *cfg;
-    let (Some(pd), Some(ps)) = (
-        RW_PORTS.get(u32::from(p.dport)),
-        RW_PORTS.get(u32::from(p.sport)),
-    ) else {
-        return;
-    };
-    let (pd, ps) = (*pd, *ps);
-    let any_port = cfg.flags & config_flags::NO_PORT_PREFILTER != 0;
-    if !any_port && pd.flags == 0 && ps.flags == 0 {
-        // The common unmonitored case: two array lookups.
-        return;
-    }
     let (obs_to_server, obs_to_client, ifindex) = match hook {
         Hook::CgroupIngress => (
             cgroup_observer(false, true),

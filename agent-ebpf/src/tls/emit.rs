@@ -17,7 +17,7 @@ use core::ffi::c_void;
 
 use agent_common::{
     FlowKey, FlowStats, TLS_CHUNK_MAX, TLS_CHUNK_SMALL, TLS_DATA_HEADER_LEN, TLS_MAX_CHUNKS,
-    TlsConfig, TlsDataHeader, config_flags, direction, event_id, http, observer, stat, tls_call,
+    TlsConfig, TlsDataHeader, direction, event_id, http, observer, stat, tls_call,
 };
 use aya_ebpf::helpers::{
     bpf_get_current_cgroup_id, bpf_ktime_get_boot_ns, bpf_ktime_get_ns, bpf_probe_read_user,
@@ -27,7 +27,7 @@ use aya_ebpf::helpers::{
 use super::{RW_TLS_CONNS, conn_key};
 use crate::{
     endpoint::{NO_MATCH, match_side},
-    maps::{RW_CONFIG, RW_EVENTS, RW_FLOWS, RW_PORTS, count, count_activity, create_flow},
+    maps::{Prefiltered, RW_EVENTS, RW_FLOWS, count, count_activity, create_flow, port_prefilter},
     sock::{Tuple, tuple_of_fd},
     track::{add, wakeup_flags},
 };
@@ -66,21 +66,16 @@ pub(super) fn emit(
     if kind == tls_call::WRITE && RW_TLS_CONNS.get_ptr(conn_key(tgid, ssl)).is_none() {
         let _ = RW_TLS_CONNS.insert(conn_key(tgid, ssl), fd, 0);
     }
-    let Some(wire) = RW_CONFIG.get(0) else {
-        return;
-    };
-    let any_port = wire.flags & config_flags::NO_PORT_PREFILTER != 0;
-    let (Some(pl), Some(pr)) = (
-        RW_PORTS.get(u32::from(t.lport)),
-        RW_PORTS.get(u32::from(t.rport)),
-    ) else {
-        return;
-    };
-    let (pl, pr) = (*pl, *pr);
-    if !any_port && pl.flags == 0 && pr.flags == 0 {
+    let Some(Prefiltered {
+        a: pl,
+        b: pr,
+        any_port,
+        ..
+    }) = port_prefilter(t.lport, t.rport)
+    else {
         count_activity(stat::TLS_NOT_WATCHED);
         return;
-    }
+    };
     let (local, remote) = (t.local.to_ne_bytes(), t.remote.to_ne_bytes());
     let rm = match_side(&remote, t.rport, pr, any_port, || 0);
     // The caller's cgroup is the local socket's (the process made it).
