@@ -2,7 +2,7 @@
 //! API client and its tables (`client`, `render`), and the offline commands
 //! (`contract`: `contract check|diff|schema`, `fingerprint`; `diff`,
 //! `diff_parties`, `diff_stages`: what `contract diff` compares; `report`,
-//! `report_model`,
+//! `report_build`, `report_model`,
 //! `report_md`: `rampwatch report` from audit logs). `main.rs` only
 //! dispatches. The agent's side of the API (the socket server and the views
 //! it serves) is `sinks::api`.
@@ -20,6 +20,7 @@ mod diff_tests;
 pub(crate) mod readiness;
 mod render;
 pub mod report;
+mod report_build;
 mod report_md;
 mod report_model;
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! credentials (SO_PEERCRED, plus its supplementary groups) are checked, and
 //! anyone but root or that group is refused with a message saying why.
 
+mod admission;
 pub mod readiness;
 mod server;
 pub mod views;
