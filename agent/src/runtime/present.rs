@@ -77,6 +77,9 @@ pub fn tls_view(c: &TlsCoverage) -> TlsView {
 /// Probe state as metrics: bounded labels only (no pid, no path).
 pub fn tls_metrics(metrics: &Metrics, c: &TlsCoverage) {
     metrics.tls_probes_active.set(i64::from(c.active));
+    metrics
+        .tls_calls_awaiting_socket
+        .set(i64::try_from(c.calls_awaiting_socket).unwrap_or(i64::MAX));
     let by_role = |r: TlsRole| c.processes.iter().filter(|p| p.role == r).count();
     for role in [TlsRole::Server, TlsRole::Client] {
         metrics
@@ -506,5 +509,31 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} missing in\n{text}");
         }
+    }
+
+    /// The TLS coverage's gauges follow it: up, then back down.
+    #[test]
+    fn tls_coverage_is_exported_as_gauges() {
+        let metrics = Metrics::new().expect("metrics");
+        let mut c = TlsCoverage {
+            active: true,
+            calls_awaiting_socket: 3,
+            ..TlsCoverage::default()
+        };
+        tls_metrics(&metrics, &c);
+        let text = String::from_utf8(metrics.encode()).expect("utf-8");
+        for line in [
+            "rampwatch_tls_probes_active 1",
+            "rampwatch_tls_calls_awaiting_socket 3",
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
+        c.calls_awaiting_socket = 0;
+        tls_metrics(&metrics, &c);
+        let text = String::from_utf8(metrics.encode()).expect("utf-8");
+        assert!(
+            text.contains("rampwatch_tls_calls_awaiting_socket 0"),
+            "{text}"
+        );
     }
 }

@@ -59,6 +59,7 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
     pub tls_probes_active: IntGauge,
     pub tls_probed_processes: IntGaugeVec,
+    pub tls_calls_awaiting_socket: IntGauge,
     pub tls_probe_failures: IntCounterVec,
     pub tls_flows_without_plaintext: IntCounterVec,
     pub audit_writable: IntGauge,
@@ -194,6 +195,11 @@ impl Metrics {
                 "rampwatch_tls_probed_processes",
                 "Processes whose OpenSSL is probed, by role (server, client).",
                 ["role"]
+            ),
+            tls_calls_awaiting_socket: single!(
+                IntGauge,
+                "rampwatch_tls_calls_awaiting_socket",
+                "SSL calls in progress that still wait for the syscall naming their socket; near 0 on a healthy node. While above 0, every read/write syscall on the node pays one more hash lookup; a value that only grows means calls were lost inside (threads killed in an SSL call)."
             ),
             tls_probe_failures: labelled!(
                 IntCounterVec,
