@@ -283,24 +283,23 @@ impl State {
     /// the new ones; forgets processes that are gone.
     pub(super) fn scan(&mut self) {
         let pids = procfs::pids();
-        let sockets = procfs::tcp_sockets(&pids);
         self.node_addrs = procfs::node_addrs(&pids);
         self.node_addrs_at = Some(Instant::now());
-        let locals = self.node_addrs.clone();
+        let locals = &self.node_addrs;
         let mut server = HashSet::new();
         let mut client = HashSet::new();
-        for s in &sockets {
+        procfs::each_tcp_socket(&pids, |s| {
             if (s.listening() && listener_watched(&self.rules, s.local))
                 || (s.established() && addr_watched(&self.rules, s.local))
             {
                 server.insert(s.inode);
             } else if s.established()
                 && addr_watched(&self.rules, s.remote)
-                && !procfs::is_local(s.remote.0, &locals)
+                && !procfs::is_local(s.remote.0, locals)
             {
                 client.insert(s.inode);
             }
-        }
+        });
         let wanted: HashSet<u64> = server.union(&client).copied().collect();
         let me = std::process::id();
         let mut holders: Vec<_> = procfs::holders(&pids, &wanted).into_iter().collect();
