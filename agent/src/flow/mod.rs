@@ -375,11 +375,14 @@ impl<T: Default> FlowTable<T> {
         });
         flow.last_seen = flow.last_seen.max(p.ts);
         let i = dir.index();
-        flow.totals.packets[i] += 1;
-        flow.totals.bytes[i] += u64::from(p.payload_len);
+        // Saturating: a flow end's kernel totals replace these, and a
+        // corrupt record may carry any value (found by fuzzing).
+        let t = &mut flow.totals;
+        t.packets[i] = t.packets[i].saturating_add(1);
+        t.bytes[i] = t.bytes[i].saturating_add(u64::from(p.payload_len));
         if p.payload_len > 0 {
-            flow.totals.payload_bytes[i] += u64::from(p.payload_len);
-            flow.totals.payload_segments[i] += 1;
+            t.payload_bytes[i] = t.payload_bytes[i].saturating_add(u64::from(p.payload_len));
+            t.payload_segments[i] = t.payload_segments[i].saturating_add(1);
         }
         if flow.ended.is_some() {
             // Last ACKs after FIN (counted above, not parsed).
