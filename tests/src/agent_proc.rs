@@ -71,6 +71,16 @@ pub fn cli(args: &[&str], log_level: &str) -> CliRun {
     }
 }
 
+/// A workload as `rampwatch flows -o json` names it: (namespace, pod,
+/// container).
+pub fn workload_of(w: &serde_json::Value) -> (Option<&str>, Option<&str>, Option<&str>) {
+    (
+        w["namespace"].as_str(),
+        w["pod"].as_str(),
+        w["container"].as_str(),
+    )
+}
+
 /// Objects of a `-o json` answer (one per line).
 pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
     text.lines()

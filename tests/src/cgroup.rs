@@ -8,13 +8,18 @@
 use std::{
     ffi::CString,
     fs,
+    net::{SocketAddr, TcpStream},
     os::unix::{ffi::OsStrExt, fs::MetadataExt, process::CommandExt},
     path::{Path, PathBuf},
-    process::Command,
+    process::{Child, Command, Stdio},
     time::Duration,
 };
 
-use crate::wait::wait_until;
+use crate::wait::{DEFAULT_TIMEOUT, wait_for, wait_until};
+
+/// The system's Python itself, not a version manager's shim script, so a
+/// process started from it has a known `exe`.
+pub const PYTHON: &str = "/usr/bin/python3";
 
 /// Mount point of the cgroup v2 hierarchy, from `/proc/self/mountinfo`.
 pub fn cgroup2_root() -> PathBuf {
@@ -80,6 +85,25 @@ impl CgroupGuard {
         let mut cmd = Command::new(program);
         self.enter_on_spawn(&mut cmd);
         cmd
+    }
+
+    /// `python3 -m http.server` ([`PYTHON`]) in this cgroup on `addr`,
+    /// returned once it listens.
+    pub fn http_server(&self, addr: SocketAddr) -> Child {
+        let child = self
+            .command(PYTHON)
+            .args(["-m", "http.server", "--bind"])
+            .arg(addr.ip().to_string())
+            .arg(addr.port().to_string())
+            .current_dir("/")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start python3 -m http.server");
+        wait_for("python3 http.server to listen", DEFAULT_TIMEOUT, || {
+            TcpStream::connect(addr).is_ok()
+        });
+        child
     }
 
     /// Make an existing `Command` join this cgroup between fork and exec.

@@ -4,7 +4,7 @@
 
 use std::{
     fs,
-    net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     os::unix::fs::PermissionsExt as _,
     path::PathBuf,
     process::{Child, Command, Output, Stdio},
@@ -14,10 +14,10 @@ use std::{
 use serde_json::Value;
 use tests::{
     TempDir,
-    agent_proc::{json_lines, rampwatch_binary},
+    agent_proc::{json_lines, rampwatch_binary, workload_of},
     cgroup::CgroupGuard,
     on_free_port,
-    wait::{DEFAULT_TIMEOUT, wait_for, wait_until},
+    wait::{DEFAULT_TIMEOUT, wait_until},
 };
 
 use super::{agent_container, capabilities, image};
@@ -131,17 +131,7 @@ spec:
         let server = pod_cgroups
             .last()
             .expect("the pod's container cgroup")
-            .command("python3")
-            .args(["-m", "http.server", "--bind", "127.0.0.1"])
-            .arg(server_addr.port().to_string())
-            .current_dir("/")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start python3 -m http.server");
-        wait_for("python3 http.server to listen", DEFAULT_TIMEOUT, || {
-            TcpStream::connect(server_addr).is_ok()
-        });
+            .http_server(server_addr);
         Self {
             dir,
             pod_cgroups,
@@ -338,13 +328,8 @@ spec:
 
     /// The server's workload as the agent names it in `rampwatch flows`.
     pub(crate) fn names_the_server_pod(&self, flow: &Value) {
-        let w = &flow["server_workload"];
         assert_eq!(
-            (
-                w["namespace"].as_str(),
-                w["pod"].as_str(),
-                w["container"].as_str()
-            ),
+            workload_of(&flow["server_workload"]),
             (Some("payments"), Some("api-0"), Some("api")),
             "{flow}"
         );

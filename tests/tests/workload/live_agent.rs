@@ -10,7 +10,7 @@ use std::{path::PathBuf, process::Command};
 use serde_json::Value;
 use tests::{
     TempDir,
-    agent_proc::AgentProcess,
+    agent_proc::{AgentProcess, workload_of},
     cgroup::{CgroupGuard, cgroup2_root},
     wait::{DEFAULT_TIMEOUT, wait_until},
 };
@@ -121,14 +121,6 @@ fn curl(cg: &CgroupGuard, url: &str) {
     assert!(status.success(), "curl {url}: {status}");
 }
 
-fn pod_of(w: &Value) -> (Option<&str>, Option<&str>, Option<&str>) {
-    (
-        w["namespace"].as_str(),
-        w["pod"].as_str(),
-        w["container"].as_str(),
-    )
-}
-
 #[test]
 fn workload_agent_names_flows_violations_and_audit_and_identifies_clients_by_workload() {
     tests::tools::require_tools();
@@ -202,12 +194,12 @@ fn workload_agent_names_flows_violations_and_audit_and_identifies_clients_by_wor
     });
     let (sync, batch) = flows;
     assert_eq!(
-        pod_of(&sync["client_workload"]),
+        workload_of(&sync["client_workload"]),
         (Some("partner-acme"), Some("sync-1"), Some("sync")),
         "{sync}"
     );
     assert_eq!(
-        pod_of(&sync["server_workload"]),
+        workload_of(&sync["server_workload"]),
         (Some("payments"), Some("api-7f9c"), Some("api")),
         "{sync}"
     );
@@ -222,7 +214,7 @@ fn workload_agent_names_flows_violations_and_audit_and_identifies_clients_by_wor
         "{sync}"
     );
     assert_eq!(
-        pod_of(&batch["client_workload"]),
+        workload_of(&batch["client_workload"]),
         (Some("partner-beta"), Some("batch-1"), Some("batch")),
         "{batch}"
     );
@@ -250,13 +242,13 @@ fn workload_agent_names_flows_violations_and_audit_and_identifies_clients_by_wor
         ))
     });
     assert_eq!(
-        pod_of(&violations.0["client_workload"]),
+        workload_of(&violations.0["client_workload"]),
         (Some("partner-acme"), Some("sync-1"), Some("sync")),
         "{}",
         violations.0
     );
     assert_eq!(
-        pod_of(&violations.1["client_workload"]),
+        workload_of(&violations.1["client_workload"]),
         (Some("partner-beta"), Some("batch-1"), Some("batch")),
         "{}",
         violations.1
@@ -287,7 +279,7 @@ fn workload_agent_names_flows_violations_and_audit_and_identifies_clients_by_wor
         .find(|r| r["violation"] == "unencrypted_flow")
         .unwrap_or_else(|| panic!("no unencrypted_flow record: {opened:?}"));
     assert_eq!(
-        pod_of(&rec["client_workload"]),
+        workload_of(&rec["client_workload"]),
         (Some("partner-acme"), Some("sync-1"), Some("sync")),
         "{rec}"
     );

@@ -13,10 +13,10 @@
 use std::{
     collections::HashMap,
     fs,
-    net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     os::unix::fs::symlink,
     path::Path,
-    process::{Child, Stdio},
+    process::Child,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -28,10 +28,10 @@ use agent::identity::workload::{FlowWorkload, Runtime, WorkloadConfig, WorkloadR
 use agent_common::observer;
 use tests::{
     TempDir,
-    cgroup::{CgroupGuard, cgroup2_root},
+    cgroup::{CgroupGuard, PYTHON, cgroup2_root},
     harness::{Attach, Endpoint, Harness, Tuning},
     on_free_port,
-    wait::{DEFAULT_TIMEOUT, wait_for, wait_until},
+    wait::{DEFAULT_TIMEOUT, wait_until},
 };
 
 mod live_agent;
@@ -93,10 +93,6 @@ fn resolver(host: &Path, min_rewalk: Duration) -> WorkloadResolver {
     WorkloadResolver::new(cfg).expect("the cgroup v2 root is readable")
 }
 
-/// The system's Python itself, not a version manager's shim script, so
-/// the process's `exe` is known.
-const PYTHON: &str = "/usr/bin/python3";
-
 /// `python3 -m http.server` in `cg`, listening on 127.0.0.1:port.
 struct PyServer(Child, SocketAddr);
 
@@ -104,18 +100,7 @@ impl PyServer {
     fn start(cg: &CgroupGuard) -> Self {
         let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
         let addr = on_free_port(ip, "a test port", |port| Some(SocketAddr::new(ip, port)));
-        let child = cg
-            .command(PYTHON)
-            .args(["-m", "http.server", "--bind", "127.0.0.1"])
-            .arg(addr.port().to_string())
-            .current_dir("/")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start python3 -m http.server");
-        wait_for("python3 http.server to listen", DEFAULT_TIMEOUT, || {
-            TcpStream::connect(addr).is_ok()
-        });
+        let child = cg.http_server(addr);
         Self(child, addr)
     }
 }

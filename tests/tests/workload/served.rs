@@ -5,19 +5,16 @@
 //! flows, and follows the pod when it restarts (a new container cgroup and
 //! id, the same pod name).
 
-use std::{
-    net::{IpAddr, Ipv4Addr, SocketAddr},
-    process::Stdio,
-};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use serde_json::Value;
 use tests::{
-    agent_proc::AgentProcess,
+    agent_proc::{AgentProcess, workload_of},
     cgroup::CgroupGuard,
-    wait::{DEFAULT_TIMEOUT, wait_for, wait_until},
+    wait::{DEFAULT_TIMEOUT, wait_until},
 };
 
-use super::{Chain, PYTHON, PyServer, container_id, kubelet_pod, live_agent::HostRoot};
+use super::{Chain, PyServer, container_id, kubelet_pod, live_agent::HostRoot};
 
 const API_UID: &str = "5c4b3a29-1807-4f6e-9d8c-7b6a59483726";
 const SHOP_UID: &str = "0f1e2d3c-4b5a-4968-8776-655443322110";
@@ -57,18 +54,7 @@ spec:
 /// a restarted pod listens where the old one did).
 fn py_server_on(cg: &CgroupGuard, port: u16) -> PyServer {
     let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
-    let child = cg
-        .command(PYTHON)
-        .args(["-m", "http.server", "--bind", "127.0.0.1"])
-        .arg(port.to_string())
-        .current_dir("/")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start python3 -m http.server");
-    wait_for("python3 http.server to listen", DEFAULT_TIMEOUT, || {
-        std::net::TcpStream::connect(addr).is_ok()
-    });
+    let child = cg.http_server(addr);
     PyServer(child, addr)
 }
 
@@ -155,17 +141,12 @@ fn workload_served_endpoint_follows_its_pod_and_watches_nothing_else() {
     for f in &flows {
         assert_eq!(f["endpoint"], "orders", "{f}");
         assert_eq!(f["client"], "local", "{f}");
-        let w = &f["server_workload"];
         assert_eq!(
-            (
-                w["namespace"].as_str(),
-                w["pod"].as_str(),
-                w["container"].as_str()
-            ),
+            workload_of(&f["server_workload"]),
             (Some("payments"), Some("api-5d8f"), Some("api")),
             "{f}"
         );
-        assert_eq!(w["cgroup_id"], api_cg.leaf().id(), "{f}");
+        assert_eq!(f["server_workload"]["cgroup_id"], api_cg.leaf().id(), "{f}");
     }
 
     // The shop pod on the endpoint's other port: not its cgroup, so not
