@@ -8,8 +8,9 @@
 //! Endpoints served by workloads are matched by the local socket's cgroup
 //! id and local port (`RW_WL_ENDPOINTS`), the local side being the server,
 //! so an endpoint follows its pods rather than their addresses.
-//! Cost: two array lookups for unmonitored traffic; a packet on a port a
-//! workload endpoint uses (`port_flags::WORKLOAD`) and no established flow
+//! Cost: three inlined array lookups (`maps::port_prefilter`) for
+//! unmonitored traffic; a packet on a port a workload endpoint uses
+//! (`port_flags::WORKLOAD`) and no established flow
 //! adds the socket's cgroup id and one hash lookup; for a monitored
 //! segment a flow-table lookup, a few atomic adds, one 12-byte payload
 //! read that serves the method, response and HTTP/2 tests (nine masked

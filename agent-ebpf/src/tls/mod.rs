@@ -1,8 +1,8 @@
 //! OpenSSL plaintext: uprobes on libssl and the `sys_enter` raw tracepoint.
 //!
 //! Hooks: entry uprobes on `SSL_write`, `SSL_write_ex`, `SSL_read`,
-//! `SSL_read_ex`, `SSL_set_fd`, `SSL_free`; one uretprobe on the returns of `SSL_read`
-//! and `SSL_read_ex`; a `sys_enter` raw tracepoint (no tracefs needed),
+//! `SSL_read_ex`, `SSL_set_fd`, `SSL_free`; one uretprobe on the returns of
+//! `SSL_read` and `SSL_read_ex`; a `sys_enter` raw tracepoint (no tracefs needed),
 //! attached only while some process is probed. Userspace attaches the
 //! uprobes per process (`UProbeScope::OneProcess`), so only processes that
 //! serve or call watched endpoints ever trap.
@@ -66,9 +66,10 @@ static RW_TLS_CALLS: LruHashMap<u64, Call> = LruHashMap::with_max_entries(16384,
 /// Calls, on any thread, still waiting for the syscall that names their
 /// socket: a read of an SSL* whose fd is not yet known, before its first
 /// syscall; a write parked without a known fd. Reads of connections set up
-/// with `SSL_set_fd` (nginx, python, wrk) never wait. While it is 0 (between calls, and whenever no call is in that
-/// window) `sys_enter` stops before its hash lookup, so the machine's other
-/// syscalls pay two array reads. A call is counted by its own thread when
+/// with `SSL_set_fd` (nginx, python, wrk) never wait. While it is 0
+/// (between calls, and whenever no call is in that window) `sys_enter`
+/// stops before its hash lookup, so the machine's other syscalls pay two
+/// array reads. A call is counted by its own thread when
 /// it is parked and discharged by that thread, once, when its syscall,
 /// its return or its replacement by the thread's next call finds it, so
 /// the count is never below the calls waiting. One that is never found
