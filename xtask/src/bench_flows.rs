@@ -22,7 +22,7 @@ use std::{
 
 use anyhow::{Context as _, bail, ensure};
 
-use crate::bench_overhead::{Agent, contract_yaml, peak_rss_kib, rss_kib, wait};
+use crate::bench_overhead::{Agent, bpftool_show, contract_yaml, peak_rss_kib, rss_kib, wait};
 
 pub fn run(rampwatch: &Path, work: &Path) -> anyhow::Result<()> {
     let flows = std::env::var("BENCH_FLOWS")
@@ -326,12 +326,7 @@ fn flows_active(rampwatch: &Path, socket: &Path) -> u64 {
 
 /// (name, memlock bytes) of every loaded `RW_*` map, largest first.
 fn map_memory() -> anyhow::Result<Vec<(String, u64)>> {
-    let out = Command::new("bpftool")
-        .args(["-j", "map", "show"])
-        .output()
-        .context("running bpftool (Debian package bpftool)")?;
-    ensure!(out.status.success(), "bpftool map show failed");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let v = bpftool_show("map")?;
     let mut maps: Vec<(String, u64)> = v
         .as_array()
         .into_iter()

@@ -36,7 +36,7 @@ use std::{
 
 use anyhow::{Context as _, bail, ensure};
 use procstat::{BpfStats, bpf_progs};
-pub(crate) use procstat::{cpu_seconds, peak_rss_kib, rss_kib};
+pub(crate) use procstat::{bpftool_show, cpu_seconds, peak_rss_kib, rss_kib};
 
 /// What listens where, for the length of the benchmark.
 struct Bench {

@@ -36,14 +36,19 @@ pub(crate) fn rss_kib(pid: u32) -> u64 {
     status_kib(pid, "VmRSS")
 }
 
-/// (name, run_cnt, run_time_ns) of every loaded `rw_*` program by id.
-pub(super) fn bpf_progs() -> anyhow::Result<BTreeMap<u64, (String, u64, u64)>> {
+/// `bpftool -j <what> show` (`what`: `prog` or `map`), parsed.
+pub(crate) fn bpftool_show(what: &str) -> anyhow::Result<serde_json::Value> {
     let out = Command::new("bpftool")
-        .args(["-j", "prog", "show"])
+        .args(["-j", what, "show"])
         .output()
         .context("running bpftool (Debian package bpftool)")?;
-    ensure!(out.status.success(), "bpftool prog show failed");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    ensure!(out.status.success(), "bpftool {what} show failed");
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// (name, run_cnt, run_time_ns) of every loaded `rw_*` program by id.
+pub(super) fn bpf_progs() -> anyhow::Result<BTreeMap<u64, (String, u64, u64)>> {
+    let v = bpftool_show("prog")?;
     Ok(v.as_array()
         .into_iter()
         .flatten()
